@@ -1,0 +1,2 @@
+//! The FTP ALG.
+pub mod parse;

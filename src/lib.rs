@@ -1,0 +1,34 @@
+//! ftpnat: a userspace IPv4 NAT gateway with a stream-correct FTP application-level gateway.
+//!
+//! Crate map (dependencies point downwards; nothing but `main.rs` and tests import [`io`]):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`time`], [`flow`], [`metrics`], [`wire`] | leaves: our clock type, flow vocabulary, counters, packet views and checksums |
+//! | [`config`] | validated configuration |
+//! | [`conntrack`] | which connections exist, their state and timeouts |
+//! | [`nat`] | outside port allocation and endpoint-independent mappings |
+//! | [`seqadj`] | per-direction sequence maps: the only code that edits seq/ack/SACK numbers |
+//! | [`alg`] | the ALG boundary; [`alg::ftp`] understands FTP |
+//! | [`engine`] | the sans-IO core: `handle_packet` / `poll_transmit` / `poll_timeout` / `handle_timeout` |
+//! | [`replay`] | `ftpnat replay`: pcap frames through the engine with peer emulation |
+//! | [`io`] | the only code with syscalls, clocks and files: TUN devices, the run loop, pcap files |
+
+pub mod alg;
+pub mod config;
+pub mod conntrack;
+pub mod engine;
+pub mod flow;
+pub mod io;
+pub mod metrics;
+pub mod nat;
+pub mod replay;
+pub mod seqadj;
+pub mod time;
+pub mod wire;
+
+pub use config::Config;
+pub use engine::{Engine, Transmit, Verdict};
+pub use flow::{Dir, Side};
+pub use metrics::{DropReason, Metrics, RefusalReason};
+pub use time::Instant;

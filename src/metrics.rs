@@ -1,0 +1,232 @@
+//! Plain counters and the reasons a packet can be dropped or an ALG line refused.
+//!
+//! Owns: [`DropReason`] (one variant per drop site), [`RefusalReason`] (why the ALG left a line alone) and
+//! [`Metrics`], a flat struct of `u64` counters the engine bumps. Must not: do I/O, format output or
+//! allocate on the packet path. Exporters (stats summary, replay JSON, control socket) read it through
+//! [`Metrics::for_each`], so a counter added here shows up everywhere at once.
+
+macro_rules! reasons {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $v,)* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+            pub const COUNT: usize = [$($name::$v,)*].len();
+            /// Stable snake_case name used in logs, metrics and the replay summary.
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$v => $s,)* }
+            }
+            pub const fn index(self) -> usize { self as usize }
+        }
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result { f.write_str(self.name()) }
+        }
+    };
+}
+
+reasons! {
+    /// Why the engine produced no output for a packet. Every drop site has its own variant.
+    DropReason {
+        /// Shorter than its headers say, bad version or header length.
+        Malformed => "malformed",
+        /// The IPv4 header checksum is wrong (RFC 1812 §5.2.2: a router must verify it).
+        BadIpChecksum => "bad_ip_checksum",
+        /// Not IPv4 on a device that only carries IPv4 (IPv6 is not translated).
+        NotIpv4 => "not_ipv4",
+        /// A protocol other than TCP, UDP or ICMP: there are no ports to translate.
+        UnsupportedProtocol => "unsupported_protocol",
+        /// A LAN packet whose source is outside every `--inside` prefix.
+        SpoofedSource => "spoofed_source",
+        /// A WAN packet from an inside address, or one not addressed to the public address.
+        Martian => "martian",
+        /// TTL would reach 0 here (an ICMP time-exceeded is sent back, RFC 1812 §5.3.1).
+        TtlExceeded => "ttl_exceeded",
+        /// DF set and larger than the egress MTU (ICMP fragmentation-needed sent, RFC 1191).
+        FragNeeded => "frag_needed",
+        /// An inbound packet that matches no mapping, port forward or pinhole.
+        NoMapping => "no_mapping",
+        /// A mapping exists for the public port but not towards this remote (address-and-port-dependent
+        /// filtering, RFC 4787 §5 / REQ-8).
+        Filtered => "filtered",
+        /// A TCP packet that cannot start a connection (not a SYN) arrived inbound with no connection.
+        NotSyn => "not_syn",
+        /// The connection table is at its configured maximum.
+        TableFull => "table_full",
+        /// The inside host is at its own flow limit.
+        HostFlowLimit => "host_flow_limit",
+        /// No free outside port for a new mapping.
+        PortsExhausted => "ports_exhausted",
+        /// An ICMP type the NAT does not forward (redirect, router advertisement, ...).
+        IcmpUnsupported => "icmp_unsupported",
+        /// An ICMP error whose quoted packet matches no connection.
+        IcmpErrorNoMatch => "icmp_error_no_match",
+        /// A non-first fragment whose first fragment never arrived in time.
+        FragmentNoState => "fragment_no_state",
+        /// Too many fragments waiting for their first fragment.
+        FragmentQueueFull => "fragment_queue_full",
+        /// An FTP control segment that is fragmented: the ALG cannot read it safely.
+        FragmentedControl => "fragmented_control",
+        /// A control-connection segment beyond a gap in the stream; the sender will retransmit it.
+        AlgOutOfOrder => "alg_out_of_order",
+        /// A control-connection segment wholly before what the ALG still remembers (already acknowledged).
+        AlgStale => "alg_stale",
+        /// Addressed to the gateway itself (only ICMP echo is answered there).
+        LocalDelivery => "local_delivery",
+    }
+}
+
+reasons! {
+    /// Why the FTP ALG left a PORT/EPRT/227/229 line byte-identical and opened no pinhole.
+    RefusalReason {
+        /// Wrong field count, a value out of range, not a number.
+        Malformed => "malformed",
+        /// The line names a host other than the sender of the line (FTP bounce, RFC 2577 §3).
+        ThirdHost => "third_host",
+        /// PORT/EPRT naming a port below 1024 (RFC 2577 §3).
+        LowPort => "low_port",
+        /// EPRT with an address family other than the connection's (RFC 2428 §2).
+        WrongFamily => "wrong_family",
+        /// 227/229 that answers no pending PASV/EPSV.
+        Unsolicited => "unsolicited",
+        /// No outside port was free for the pinhole.
+        NoPort => "no_port",
+        /// The line never completed within the hold limits; its bytes were released as sent.
+        HoldTimeout => "hold_timeout",
+        /// The line grew past the maximum length the ALG holds.
+        Overlong => "overlong",
+        /// The per-host pinhole limit is reached.
+        PinholeLimit => "pinhole_limit",
+    }
+}
+
+/// Every counter the engine keeps. Plain `u64`s: the engine is single-threaded.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub packets_in: [u64; 2],
+    pub bytes_in: [u64; 2],
+    pub packets_out: [u64; 2],
+    pub bytes_out: [u64; 2],
+    pub drops: [u64; DropReason::COUNT],
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    pub flows_closed: u64,
+    pub icmp_errors_sent: u64,
+    pub icmp_errors_translated: u64,
+    pub fragments_translated: u64,
+    pub fragments_created: u64,
+    pub alg_rewrites_port: u64,
+    pub alg_rewrites_eprt: u64,
+    pub alg_rewrites_227: u64,
+    pub alg_rewrites_229: u64,
+    pub alg_rewrites_zero_delta: u64,
+    pub alg_refused: [u64; RefusalReason::COUNT],
+    pub alg_lines_held: u64,
+    pub alg_retransmits_rebuilt: u64,
+    pub alg_segments_split: u64,
+    pub alg_tls_opaque: u64,
+    pub pinholes_created: u64,
+    pub pinholes_used: u64,
+    pub pinholes_expired: u64,
+    pub pinholes_replaced: u64,
+    pub pinholes_refused_by_server: u64,
+    pub pinholes_closed_with_control: u64,
+}
+
+impl Metrics {
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r.index()] += 1;
+    }
+    pub fn refuse(&mut self, r: RefusalReason) {
+        self.alg_refused[r.index()] += 1;
+    }
+    pub fn drops_of(&self, r: DropReason) -> u64 {
+        self.drops[r.index()]
+    }
+    pub fn refused_of(&self, r: RefusalReason) -> u64 {
+        self.alg_refused[r.index()]
+    }
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+    pub fn alg_rewrites(&self) -> u64 {
+        self.alg_rewrites_port
+            + self.alg_rewrites_eprt
+            + self.alg_rewrites_227
+            + self.alg_rewrites_229
+    }
+
+    /// Visits every counter with a stable dotted name (`drops.no_mapping`, `alg.rewrites.port`, ...).
+    pub fn for_each(&self, mut f: impl FnMut(&str, u64)) {
+        for (i, side) in ["lan", "wan"].iter().enumerate() {
+            f(&format!("packets.in.{side}"), self.packets_in[i]);
+            f(&format!("bytes.in.{side}"), self.bytes_in[i]);
+            f(&format!("packets.out.{side}"), self.packets_out[i]);
+            f(&format!("bytes.out.{side}"), self.bytes_out[i]);
+        }
+        for r in DropReason::ALL {
+            f(&format!("drops.{}", r.name()), self.drops[r.index()]);
+        }
+        for r in RefusalReason::ALL {
+            f(
+                &format!("alg.refused.{}", r.name()),
+                self.alg_refused[r.index()],
+            );
+        }
+        let plain: [(&str, u64); 23] = [
+            ("flows.created", self.flows_created),
+            ("flows.expired", self.flows_expired),
+            ("flows.closed", self.flows_closed),
+            ("icmp.errors_sent", self.icmp_errors_sent),
+            ("icmp.errors_translated", self.icmp_errors_translated),
+            ("fragments.translated", self.fragments_translated),
+            ("fragments.created", self.fragments_created),
+            ("alg.rewrites.port", self.alg_rewrites_port),
+            ("alg.rewrites.eprt", self.alg_rewrites_eprt),
+            ("alg.rewrites.227", self.alg_rewrites_227),
+            ("alg.rewrites.229", self.alg_rewrites_229),
+            ("alg.rewrites.zero_delta", self.alg_rewrites_zero_delta),
+            ("alg.lines_held", self.alg_lines_held),
+            ("alg.retransmits_rebuilt", self.alg_retransmits_rebuilt),
+            ("alg.segments_split", self.alg_segments_split),
+            ("alg.tls_opaque", self.alg_tls_opaque),
+            ("pinholes.created", self.pinholes_created),
+            ("pinholes.used", self.pinholes_used),
+            ("pinholes.expired", self.pinholes_expired),
+            ("pinholes.replaced", self.pinholes_replaced),
+            (
+                "pinholes.refused_by_server",
+                self.pinholes_refused_by_server,
+            ),
+            (
+                "pinholes.closed_with_control",
+                self.pinholes_closed_with_control,
+            ),
+            ("alg.rewrites.total", self.alg_rewrites()),
+        ];
+        for (k, v) in plain {
+            f(k, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in DropReason::ALL {
+            assert!(seen.insert(r.name()), "duplicate {}", r.name());
+            assert!(r.name().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+        let mut m = Metrics::default();
+        m.drop(DropReason::NoMapping);
+        m.refuse(RefusalReason::ThirdHost);
+        let mut got = Vec::new();
+        m.for_each(|k, v| got.push((k.to_string(), v)));
+        assert!(got.contains(&("drops.no_mapping".into(), 1)));
+        assert!(got.contains(&("alg.refused.third_host".into(), 1)));
+    }
+}
