@@ -25,8 +25,7 @@ pub struct Forward {
 impl FromStr for Forward {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let err =
-            || format!("'{s}': expected PROTO:PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21");
+        let err = || format!("'{s}': expected PROTO:PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21");
         let (proto, rest) = s.split_once(':').ok_or_else(err)?;
         let proto = match proto.to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
@@ -36,26 +35,15 @@ impl FromStr for Forward {
         let (public, inside) = rest.split_once('=').ok_or_else(err)?;
         let public_port = parse_port(public).map_err(|e| format!("'{s}': public port {e}"))?;
         let (addr, port) = inside.rsplit_once(':').ok_or_else(err)?;
-        let inside_addr = addr
-            .parse()
-            .map_err(|_| format!("'{s}': '{addr}' is not an IPv4 address"))?;
+        let inside_addr = addr.parse().map_err(|_| format!("'{s}': '{addr}' is not an IPv4 address"))?;
         let inside_port = parse_port(port).map_err(|e| format!("'{s}': inside port {e}"))?;
-        Ok(Forward {
-            proto,
-            public_port,
-            inside_addr,
-            inside_port,
-        })
+        Ok(Forward { proto, public_port, inside_addr, inside_port })
     }
 }
 
 impl fmt::Display for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}={}:{}",
-            self.proto, self.public_port, self.inside_addr, self.inside_port
-        )
+        write!(f, "{}:{}={}:{}", self.proto, self.public_port, self.inside_addr, self.inside_port)
     }
 }
 
@@ -69,9 +57,7 @@ fn parse_port(s: &str) -> Result<u16, String> {
 
 /// Parses `LOW-HIGH` into a port range.
 pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let (lo, hi) = s
-        .split_once('-')
-        .ok_or_else(|| format!("'{s}': expected LOW-HIGH, e.g. 1024-65535"))?;
+    let (lo, hi) = s.split_once('-').ok_or_else(|| format!("'{s}': expected LOW-HIGH, e.g. 1024-65535"))?;
     let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
     if lo > hi {
         return Err(format!("'{s}': low end {lo} is above high end {hi}"));
@@ -171,10 +157,7 @@ pub struct Config {
 impl Config {
     /// A configuration with defaults for everything but the two things nobody can guess.
     pub fn new(inside: Vec<Ipv4Net>, public_ip: Ipv4Addr) -> Config {
-        let lan_ip = inside
-            .first()
-            .map(|n| first_host(*n))
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let lan_ip = inside.first().map(|n| first_host(*n)).unwrap_or(Ipv4Addr::UNSPECIFIED);
         Config {
             inside,
             public_ip,
@@ -202,38 +185,20 @@ impl Config {
         if self.inside.is_empty() {
             return Err("--inside: at least one inside prefix is required".into());
         }
-        if self.public_ip.is_unspecified()
-            || self.public_ip.is_broadcast()
-            || self.public_ip.is_multicast()
-        {
-            return Err(format!(
-                "--public-ip: {} cannot be a host's address",
-                self.public_ip
-            ));
+        if self.public_ip.is_unspecified() || self.public_ip.is_broadcast() || self.public_ip.is_multicast() {
+            return Err(format!("--public-ip: {} cannot be a host's address", self.public_ip));
         }
         if let Some(n) = self.inside.iter().find(|n| n.contains(&self.public_ip)) {
-            return Err(format!(
-                "--public-ip: {} lies inside --inside {n}",
-                self.public_ip
-            ));
+            return Err(format!("--public-ip: {} lies inside --inside {n}", self.public_ip));
         }
         for f in &self.forwards {
             if !self.is_inside(f.inside_addr) {
-                return Err(format!(
-                    "--forward {f}: {} is not in any --inside prefix",
-                    f.inside_addr
-                ));
+                return Err(format!("--forward {f}: {} is not in any --inside prefix", f.inside_addr));
             }
         }
         for (i, a) in self.forwards.iter().enumerate() {
-            if self.forwards[..i]
-                .iter()
-                .any(|b| a.proto == b.proto && a.public_port == b.public_port)
-            {
-                return Err(format!(
-                    "--forward {a}: public port {} is forwarded twice",
-                    a.public_port
-                ));
+            if self.forwards[..i].iter().any(|b| a.proto == b.proto && a.public_port == b.public_port) {
+                return Err(format!("--forward {a}: public port {} is forwarded twice", a.public_port));
             }
         }
         if self.port_range.start() > self.port_range.end() {
@@ -247,13 +212,13 @@ impl Config {
         }
         for (side, mtu) in ["--lan-mtu", "--wan-mtu"].iter().zip(self.mtu) {
             if mtu < 576 {
-                return Err(format!(
-                    "{side}: {mtu} is below the IPv4 minimum of 576 (RFC 791)"
-                ));
+                return Err(format!("{side}: {mtu} is below the IPv4 minimum of 576 (RFC 791)"));
             }
         }
         if self.ftp.ports.contains(&990) {
-            return Err("--ftp-port: 990 is implicit FTPS (TLS from the first byte); the ALG cannot read it".into());
+            return Err(
+                "--ftp-port: 990 is implicit FTPS (TLS from the first byte); the ALG cannot read it".into()
+            );
         }
         if self.ftp.ports.contains(&0) {
             return Err("--ftp-port: 0 is not a port".into());
@@ -295,10 +260,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 60, 500ms, 2m)"))?;
+    let v: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a duration (e.g. 60, 500ms, 2m)"))?;
     if !v.is_finite() || v < 0.0 || v * mult > 1e9 {
         return Err(format!("'{s}' is out of range"));
     }
@@ -310,10 +272,7 @@ mod tests {
     use super::*;
 
     fn base() -> Config {
-        Config::new(
-            vec!["10.0.0.0/24".parse().unwrap()],
-            Ipv4Addr::new(192, 0, 2, 1),
-        )
+        Config::new(vec!["10.0.0.0/24".parse().unwrap()], Ipv4Addr::new(192, 0, 2, 1))
     }
 
     #[test]

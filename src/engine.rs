@@ -39,11 +39,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: Config) -> Engine {
-        Engine {
-            config,
-            metrics: Metrics::default(),
-            out: VecDeque::new(),
-        }
+        Engine { config, metrics: Metrics::default(), out: VecDeque::new() }
     }
     pub fn config(&self) -> &Config {
         &self.config

@@ -144,11 +144,7 @@ impl FlowKey {
     }
     /// The key of a packet travelling the other way.
     pub const fn reversed(self) -> Self {
-        FlowKey {
-            proto: self.proto,
-            src: self.dst,
-            dst: self.src,
-        }
+        FlowKey { proto: self.proto, src: self.dst, dst: self.src }
     }
 }
 

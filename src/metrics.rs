@@ -150,10 +150,7 @@ impl Metrics {
         self.drops.iter().sum()
     }
     pub fn alg_rewrites(&self) -> u64 {
-        self.alg_rewrites_port
-            + self.alg_rewrites_eprt
-            + self.alg_rewrites_227
-            + self.alg_rewrites_229
+        self.alg_rewrites_port + self.alg_rewrites_eprt + self.alg_rewrites_227 + self.alg_rewrites_229
     }
 
     /// Visits every counter with a stable dotted name (`drops.no_mapping`, `alg.rewrites.port`, ...).
@@ -168,10 +165,7 @@ impl Metrics {
             f(&format!("drops.{}", r.name()), self.drops[r.index()]);
         }
         for r in RefusalReason::ALL {
-            f(
-                &format!("alg.refused.{}", r.name()),
-                self.alg_refused[r.index()],
-            );
+            f(&format!("alg.refused.{}", r.name()), self.alg_refused[r.index()]);
         }
         let plain: [(&str, u64); 23] = [
             ("flows.created", self.flows_created),
@@ -194,14 +188,8 @@ impl Metrics {
             ("pinholes.used", self.pinholes_used),
             ("pinholes.expired", self.pinholes_expired),
             ("pinholes.replaced", self.pinholes_replaced),
-            (
-                "pinholes.refused_by_server",
-                self.pinholes_refused_by_server,
-            ),
-            (
-                "pinholes.closed_with_control",
-                self.pinholes_closed_with_control,
-            ),
+            ("pinholes.refused_by_server", self.pinholes_refused_by_server),
+            ("pinholes.closed_with_control", self.pinholes_closed_with_control),
             ("alg.rewrites.total", self.alg_rewrites()),
         ];
         for (k, v) in plain {

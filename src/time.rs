@@ -57,10 +57,7 @@ mod tests {
     fn arithmetic_saturates_instead_of_wrapping() {
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
         assert_eq!(Instant::ZERO - Duration::from_secs(1), Instant::ZERO);
-        assert_eq!(
-            Instant::from_secs(2).saturating_since(Instant::from_secs(3)),
-            Duration::ZERO
-        );
+        assert_eq!(Instant::from_secs(2).saturating_since(Instant::from_secs(3)), Duration::ZERO);
         assert_eq!(
             Instant::from_millis(1500).saturating_since(Instant::from_secs(1)),
             Duration::from_millis(500)
