@@ -145,7 +145,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Egress MTU per side, indexed by `Side::index()`.
     pub mtu: [u16; 2],
-    /// Send ICMP errors (time exceeded, fragmentation needed). Off in replay.
+    /// Originate packets of our own: ICMP errors (time exceeded, fragmentation needed) and echo
+    /// replies. Off in replay, where they are counted as suppressed.
     pub send_icmp_errors: bool,
     /// Verify IPv4 header checksums of arriving packets.
     pub verify_ip_checksum: bool,

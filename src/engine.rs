@@ -1,16 +1,27 @@
-//! The sans-IO core. (Being written: API is stable, body is a pass-through for now.)
+//! The sans-IO core: one packet in, translated packets out.
+//!
+//! Owns: the order in which a packet meets the router checks (RFC 1812), the connection table, the
+//! NAT, the ALG and the sequence maps; the ICMP errors the gateway originates; fragments.
+//! Must not: read a clock, make a syscall or spawn a thread. Time enters as a parameter.
 //!
 //! Call order, per packet: [`Engine::handle_packet`]; on [`Verdict::Forward`] write the (possibly
 //! modified) buffer to the named side; then drain [`Engine::poll_transmit`] and write each packet to its
-//! side. Between packets, sleep until [`Engine::poll_timeout`] and call [`Engine::handle_timeout`] when
-//! it passes (then drain `poll_transmit` again).
+//! side. Between packets, wait until [`Engine::poll_timeout`] and call [`Engine::handle_timeout`] when
+//! it passes (then drain `poll_transmit` again). The same calls drive the TUN loop, `ftpnat replay` and
+//! the in-memory tests.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
 
+use crate::alg::ftp::FtpSession;
+use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
-use crate::flow::Side;
+use crate::conntrack::{Conn, Full, Origin, Table, TcpState};
+use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::metrics::{DropReason, Metrics};
+use crate::nat::Nat;
 use crate::time::Instant;
+use crate::wire::{icmp, ipv4, Ipv4Packet, SeqNum, TcpFlags};
 
 /// What to do with the packet handed to [`Engine::handle_packet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +30,8 @@ pub enum Verdict {
     Forward(Side),
     /// Nothing leaves for this packet; the reason is already counted.
     Drop(DropReason),
-    /// The ALG kept the packet's bytes (a candidate line split across segments); they leave later through
-    /// [`Engine::poll_transmit`].
+    /// The engine kept the packet (a fragment waiting for its first fragment); it leaves later through
+    /// [`Engine::poll_transmit`], or is counted as a drop when its wait ends.
     Held,
 }
 
@@ -31,16 +42,86 @@ pub struct Transmit {
     pub packet: Vec<u8>,
 }
 
+const FRAG_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(30);
+const FRAG_WAIT: core::time::Duration = core::time::Duration::from_secs(2);
+const MAX_WAITING_FRAGMENTS: usize = 256;
+const MAX_FRAG_STATES: usize = 4096;
+/// RFC 1812 §4.3.2.8: a router must be able to limit the rate of ICMP errors it sends.
+const ICMP_ERRORS_PER_SEC: u32 = 200;
+/// RFC 9293 §3.7.1: the MSS a host may assume when its peer announced none.
+const DEFAULT_MSS: usize = 536;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FragKey {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ident: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FragState {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    egress: Side,
+    expires: Instant,
+}
+
+struct WaitingFragment {
+    key: FragKey,
+    from: Side,
+    until: Instant,
+    packet: Vec<u8>,
+}
+
+/// What a packet says about its flow, read once.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    key: FlowKey,
+    flags: TcpFlags,
+    first_fragment: bool,
+    fragmented: bool,
+    icmp_request: bool,
+}
+
 pub struct Engine {
     config: Config,
     metrics: Metrics,
     out: VecDeque<Transmit>,
+    table: Table,
+    nat: Nat,
+    pinholes: Pinholes,
+    frags: HashMap<FragKey, FragState>,
+    waiting: VecDeque<WaitingFragment>,
+    /// ALG connections holding bytes back, with the last header of that direction to send them with.
+    held: HashMap<(ConnId, Dir), Vec<u8>>,
+    icmp_tokens: u32,
+    icmp_refill: Instant,
+    now: Instant,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Engine {
-        Engine { config, metrics: Metrics::default(), out: VecDeque::new() }
+        let mut nat = Nat::new(config.port_range.clone());
+        for f in &config.forwards {
+            nat.reserve(f.proto, f.public_port);
+        }
+        Engine {
+            table: Table::new(config.max_flows, config.max_flows_per_host),
+            nat,
+            pinholes: Pinholes::default(),
+            frags: HashMap::new(),
+            waiting: VecDeque::new(),
+            held: HashMap::new(),
+            metrics: Metrics::default(),
+            out: VecDeque::new(),
+            icmp_tokens: ICMP_ERRORS_PER_SEC,
+            icmp_refill: Instant::ZERO,
+            now: Instant::ZERO,
+            config,
+        }
     }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -48,19 +129,953 @@ impl Engine {
         &self.metrics
     }
     pub fn flow_count(&self) -> usize {
-        0
+        self.table.len()
     }
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+    pub fn pinholes(&self) -> &Pinholes {
+        &self.pinholes
+    }
+    pub fn nat(&self) -> &Nat {
+        &self.nat
+    }
+
     /// `packet` is one IPv4 datagram as it arrived on `from`. It may be modified, grown or shrunk.
-    pub fn handle_packet(&mut self, _now: Instant, from: Side, packet: &mut Vec<u8>) -> Verdict {
+    pub fn handle_packet(&mut self, now: Instant, from: Side, packet: &mut Vec<u8>) -> Verdict {
+        self.now = self.now.max(now);
         self.metrics.packets_in[from.index()] += 1;
         self.metrics.bytes_in[from.index()] += packet.len() as u64;
-        Verdict::Forward(from.other())
+        let v = self.process(from, packet);
+        match v {
+            Verdict::Forward(side) => {
+                self.metrics.packets_out[side.index()] += 1;
+                self.metrics.bytes_out[side.index()] += packet.len() as u64;
+            }
+            Verdict::Drop(r) => {
+                self.metrics.drop(r);
+                tracing::debug!(target: "ftpnat::drop", reason = r.name(), side = %from, packet = %summary(packet), "drop");
+            }
+            Verdict::Held => {}
+        }
+        v
     }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        let t = self.out.pop_front()?;
+        self.metrics.packets_out[t.side.index()] += 1;
+        self.metrics.bytes_out[t.side.index()] += t.packet.len() as u64;
+        Some(t)
     }
+
+    /// The earliest time [`Engine::handle_timeout`] has work to do (it may be early, never late).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        let mut t = self.table.next_deadline();
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        consider(self.pinholes.next_deadline());
+        consider(self.waiting.front().map(|w| w.until));
+        for &(id, dir) in self.held.keys() {
+            let d = self
+                .table
+                .get(id)
+                .and_then(|c| c.ftp.as_ref())
+                .and_then(|s| s.streams[dir.index()].hold_deadline(self.config.ftp.hold_timeout));
+            consider(d);
+        }
+        t
     }
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        while let Some(id) = self.table.pop_expired(now) {
+            self.metrics.flows_expired += 1;
+            self.destroy(id, "expired");
+        }
+        self.pinholes.expire(now, &mut self.nat, &mut self.metrics);
+        while self.waiting.front().is_some_and(|w| w.until <= now) {
+            let w = self.waiting.pop_front().expect("checked");
+            self.metrics.drop(DropReason::FragmentNoState);
+            tracing::debug!(target: "ftpnat::drop", reason = "fragment_no_state", side = %w.from, packet = %summary(&w.packet), "drop");
+        }
+        self.frags.retain(|_, s| s.expires > now);
+        self.release_held(now);
+    }
+
+    fn destroy(&mut self, id: ConnId, why: &'static str) {
+        let Some(mut conn) = self.table.remove(id) else { return };
+        if let Some(ep) = conn.mapping {
+            self.nat.release(conn.proto, ep);
+        }
+        if let Some(mut s) = conn.ftp.take() {
+            let mut ctx = AlgCtx {
+                nat: &mut self.nat,
+                pinholes: &mut self.pinholes,
+                metrics: &mut self.metrics,
+                policy: &self.config.ftp,
+                public_ip: self.config.public_ip,
+                now: self.now,
+                control: id,
+            };
+            s.close(&mut ctx);
+            self.held.remove(&(id, Dir::Original));
+            self.held.remove(&(id, Dir::Reply));
+        }
+        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %conn.keys[0],
+            packets_orig = conn.packets[0], packets_reply = conn.packets[1], "flow destroyed");
+    }
+
+    fn process(&mut self, from: Side, pkt: &mut Vec<u8>) -> Verdict {
+        let total = match Ipv4Packet::new_checked(&pkt[..]) {
+            Ok(ip) => ip.total_len(),
+            Err(_) if pkt.first().is_some_and(|b| b >> 4 == 6) => return Verdict::Drop(DropReason::NotIpv4),
+            Err(_) => return Verdict::Drop(DropReason::Malformed),
+        };
+        // Link-layer padding past the IP total length is not part of the datagram.
+        pkt.truncate(total);
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        if self.config.verify_ip_checksum && !ip.verify_header_checksum() {
+            return Verdict::Drop(DropReason::BadIpChecksum);
+        }
+        let (src, dst, ttl) = (ip.src_addr(), ip.dst_addr(), ip.ttl());
+        match from {
+            Side::Inside if !self.config.is_inside(src) => return Verdict::Drop(DropReason::SpoofedSource),
+            Side::Outside if self.config.is_inside(src) => return Verdict::Drop(DropReason::Martian),
+            _ => {}
+        }
+        if !self.config.translate {
+            // Forward-only mode: the benchmark ceiling of the same I/O path, a router without NAT.
+            if ttl <= 1 {
+                self.icmp_error_to(from, pkt, 11, 0, 0);
+                return Verdict::Drop(DropReason::TtlExceeded);
+            }
+            Ipv4Packet::new_unchecked(&mut pkt[..]).set_ttl(ttl - 1);
+            return Verdict::Forward(from.other());
+        }
+        if from == Side::Outside && dst != self.config.public_ip {
+            return Verdict::Drop(DropReason::Martian);
+        }
+        if from == Side::Inside && dst == self.config.lan_ip {
+            return self.local(from, pkt);
+        }
+        // RFC 1812 §5.3.1: a router that would forward with TTL 0 discards and says so.
+        if ttl <= 1 {
+            self.icmp_error_to(from, pkt, 11, 0, 0);
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        if ip.frag_offset() > 0 {
+            return self.later_fragment(from, pkt);
+        }
+        let head = match self.head(pkt) {
+            Ok(h) => h,
+            Err(v) => return v,
+        };
+        let head = match head {
+            Some(h) => h,
+            None => return self.icmp_error_in(from, pkt),
+        };
+        let (id, dir) = match self.table.lookup(&head.key) {
+            Some(found) => found,
+            None => match self.create(from, &head) {
+                Ok(found) => found,
+                Err(Verdict::Drop(DropReason::NoMapping)) if head.icmp_request && from == Side::Outside => {
+                    return self.local(from, pkt);
+                }
+                Err(v) => return v,
+            },
+        };
+        let conn = self.table.get(id).expect("indexed connection exists");
+        if conn.sides[dir.index()] != from {
+            return Verdict::Drop(DropReason::Martian);
+        }
+        let egress = conn.egress(dir);
+        let to = conn.translated(dir);
+        let has_alg = conn.ftp.is_some();
+        let mtu = self.config.mtu[egress.index()] as usize;
+        let dont_frag = Ipv4Packet::new_unchecked(&pkt[..]).dont_frag();
+        if pkt.len() > mtu && dont_frag && !has_alg {
+            // RFC 1191 §4: tell the sender the next-hop MTU so path-MTU discovery works through us.
+            self.icmp_error_to(from, pkt, 3, 4, mtu as u32 & 0xffff);
+            return Verdict::Drop(DropReason::FragNeeded);
+        }
+        if has_alg && head.fragmented {
+            return Verdict::Drop(DropReason::FragmentedControl);
+        }
+        self.touch(id, dir, &head, pkt.len());
+        if has_alg {
+            return self.alg(id, dir, from, pkt);
+        }
+        translate(pkt, head.key.proto, &to, head.first_fragment);
+        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+        ip.set_ttl(ttl - 1);
+        if head.fragmented {
+            let k = FragKey { src, dst, proto: head.key.proto.number(), ident: ip.ident() };
+            self.remember_fragment(k, to.src.addr, to.dst.addr, egress);
+        }
+        self.fit_mtu(pkt, egress)
+    }
+
+    /// Splits a datagram larger than the egress MTU (DF clear) into fragments (RFC 791 §3.2).
+    fn fit_mtu(&mut self, pkt: &mut Vec<u8>, egress: Side) -> Verdict {
+        let mtu = self.config.mtu[egress.index()] as usize;
+        if pkt.len() <= mtu {
+            return Verdict::Forward(egress);
+        }
+        match ipv4::fragment(pkt, mtu) {
+            Ok(mut frags) if !frags.is_empty() => {
+                self.metrics.fragments_created += frags.len() as u64;
+                *pkt = frags.remove(0);
+                for f in frags {
+                    self.out.push_back(Transmit { side: egress, packet: f });
+                }
+                Verdict::Forward(egress)
+            }
+            _ => Verdict::Drop(DropReason::Malformed),
+        }
+    }
+
+    /// Reads protocol, ports and flags. `Ok(None)` means an ICMP error (handled by its own path).
+    fn head(&self, pkt: &[u8]) -> Result<Option<Head>, Verdict> {
+        let ip = Ipv4Packet::new_unchecked(pkt);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let fragmented = ip.more_frags() || ip.frag_offset() > 0;
+        let proto =
+            Proto::from_number(ip.protocol()).ok_or(Verdict::Drop(DropReason::UnsupportedProtocol))?;
+        let malformed = Verdict::Drop(DropReason::Malformed);
+        let mut flags = TcpFlags::default();
+        let mut icmp_request = false;
+        let (sp, dp) = match proto {
+            Proto::Tcp => {
+                let t = ip.tcp().map_err(|_| malformed)?;
+                flags = t.flags();
+                (t.src_port(), t.dst_port())
+            }
+            Proto::Udp => {
+                let u = ip.udp().map_err(|_| malformed)?;
+                (u.src_port(), u.dst_port())
+            }
+            Proto::Icmp => {
+                let i = ip.icmp().map_err(|_| malformed)?;
+                if i.is_error() {
+                    if fragmented {
+                        return Err(Verdict::Drop(DropReason::IcmpUnsupported));
+                    }
+                    return Ok(None);
+                }
+                // RFC 5508 §3.1: query messages are translated by their identifier; echo is the one
+                // in use (timestamp/information/mask queries are obsolete, RFC 6918).
+                match i.msg_type() {
+                    8 => icmp_request = true,
+                    0 => {}
+                    _ => return Err(Verdict::Drop(DropReason::IcmpUnsupported)),
+                }
+                (i.echo_ident(), i.echo_ident())
+            }
+        };
+        let key = FlowKey::new(proto, Endpoint::new(src, sp), Endpoint::new(dst, dp));
+        Ok(Some(Head {
+            key,
+            flags,
+            first_fragment: !fragmented || ip.frag_offset() == 0,
+            fragmented,
+            icmp_request,
+        }))
+    }
+
+    /// Refreshes a connection for a packet travelling in `dir`.
+    fn touch(&mut self, id: ConnId, dir: Dir, head: &Head, len: usize) {
+        let now = self.now;
+        let timeouts = self.config.timeouts;
+        let conn = self.table.get_mut(id).expect("exists");
+        conn.last_seen = now;
+        conn.packets[dir.index()] += 1;
+        conn.bytes[dir.index()] += len as u64;
+        if dir == Dir::Reply {
+            conn.replied = true;
+        }
+        if conn.proto == Proto::Tcp {
+            let f = head.flags;
+            let before = conn.tcp;
+            conn.track_tcp(dir, f.syn, f.ack, f.fin, f.rst);
+            if conn.tcp == TcpState::Closed && before != TcpState::Closed {
+                self.metrics.flows_closed += 1;
+            }
+        }
+        let conn = self.table.get_mut(id).expect("exists");
+        conn.expires = now + conn.timeout(&timeouts);
+    }
+
+    /// A packet with no connection: a new outbound flow, a forward, a pinhole, or a drop.
+    fn create(&mut self, from: Side, head: &Head) -> Result<(ConnId, Dir), Verdict> {
+        let key = head.key;
+        let proto = key.proto;
+        let f = head.flags;
+        let now = self.now;
+        let public = self.config.public_ip;
+        if !head.first_fragment {
+            return Err(Verdict::Drop(DropReason::FragmentNoState));
+        }
+        let mut pickup = false;
+        if proto == Proto::Tcp {
+            if f.rst {
+                return Err(Verdict::Drop(DropReason::NoMapping));
+            }
+            let opening = f.syn && !f.ack;
+            if !opening {
+                if from == Side::Outside {
+                    // An inbound non-SYN may be a late packet of a closed flow, or a scan.
+                    return Err(Verdict::Drop(
+                        if self.pinholes.get(key.dst.port).is_some()
+                            || self.forward(proto, key.dst.port).is_some()
+                        {
+                            DropReason::NotSyn
+                        } else {
+                            DropReason::NoMapping
+                        },
+                    ));
+                }
+                // RFC 5382 leaves this open; like Linux conntrack, accept TCP picked up mid-stream from
+                // the inside so connections survive a gateway restart.
+                pickup = true;
+            }
+        }
+        if proto == Proto::Icmp && !head.icmp_request {
+            return Err(Verdict::Drop(DropReason::NoMapping));
+        }
+        let conn = match from {
+            Side::Inside if key.dst.addr == public => {
+                // RFC 4787 REQ-9 / RFC 5382 REQ-8: hairpinning to a port forward.
+                let fwd = self.forward(proto, key.dst.port).ok_or(Verdict::Drop(DropReason::NoMapping))?;
+                self.admit(Some(key.src.addr))?;
+                let mapped = self.acquire(proto, key.src)?;
+                let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
+                let reply = FlowKey::new(proto, target, Endpoint::new(public, mapped));
+                let mut c = Conn::new(key, Side::Inside, reply, Side::Inside, Origin::Hairpin, now);
+                c.mapping = Some(key.src);
+                c.host = Some(key.src.addr);
+                c
+            }
+            Side::Inside => {
+                self.admit(Some(key.src.addr))?;
+                let mapped = self.acquire(proto, key.src)?;
+                let reply = FlowKey::new(proto, key.dst, Endpoint::new(public, mapped));
+                let mut c = Conn::new(key, Side::Inside, reply, Side::Outside, Origin::Outbound, now);
+                c.mapping = Some(key.src);
+                c.host = Some(key.src.addr);
+                if proto == Proto::Tcp
+                    && self.config.ftp.enabled
+                    && self.config.ftp.ports.contains(&key.dst.port)
+                {
+                    c.ftp = Some(Box::new(FtpSession::new(
+                        true,
+                        key.src.addr,
+                        key.dst.addr,
+                        self.config.ftp.max_line,
+                    )));
+                }
+                c
+            }
+            Side::Outside => {
+                let syn = f.syn && !f.ack;
+                if proto == Proto::Tcp {
+                    if let Some(taken) = self.pinholes.take(key.dst.port, key.src.addr, syn) {
+                        let ph = taken.map_err(Verdict::Drop)?;
+                        if let Err(v) = self.admit(Some(ph.inside.addr)) {
+                            self.nat.release(Proto::Tcp, ph.inside);
+                            return Err(v);
+                        }
+                        self.metrics.pinholes_used += 1;
+                        tracing::debug!(target: "ftpnat::pinhole", event = "use", control = %ph.control,
+                            public_port = ph.public_port, from = %key.src, inside = %ph.inside, "pinhole used");
+                        let reply = FlowKey::new(proto, ph.inside, key.src);
+                        let mut c = Conn::new(
+                            key,
+                            Side::Outside,
+                            reply,
+                            Side::Inside,
+                            Origin::Pinhole { control: ph.control },
+                            now,
+                        );
+                        c.mapping = Some(ph.inside);
+                        c.host = Some(ph.inside.addr);
+                        return self.insert(c, pickup);
+                    }
+                }
+                let Some(fwd) = self.forward(proto, key.dst.port) else {
+                    let mapped = self.nat.lookup_public(proto, key.dst.port).is_some();
+                    // RFC 4787 REQ-8: address-and-port-dependent filtering by default.
+                    return Err(Verdict::Drop(if mapped {
+                        DropReason::Filtered
+                    } else {
+                        DropReason::NoMapping
+                    }));
+                };
+                self.admit(Some(fwd.inside_addr))?;
+                let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
+                let reply = FlowKey::new(proto, target, key.src);
+                let mut c = Conn::new(key, Side::Outside, reply, Side::Inside, Origin::Forward, now);
+                c.host = Some(fwd.inside_addr);
+                if proto == Proto::Tcp
+                    && self.config.ftp.enabled
+                    && self.config.ftp.ports.contains(&fwd.inside_port)
+                {
+                    c.ftp = Some(Box::new(FtpSession::new(
+                        false,
+                        key.src.addr,
+                        fwd.inside_addr,
+                        self.config.ftp.max_line,
+                    )));
+                }
+                c
+            }
+        };
+        self.insert(conn, pickup)
+    }
+
+    fn insert(&mut self, mut conn: Conn, pickup: bool) -> Result<(ConnId, Dir), Verdict> {
+        if !self.table.keys_free(&conn.keys[0], &conn.keys[1]) {
+            if let Some(ep) = conn.mapping {
+                self.nat.release(conn.proto, ep);
+            }
+            return Err(Verdict::Drop(DropReason::NoMapping));
+        }
+        if pickup {
+            conn.mark_established();
+        }
+        conn.expires = self.now + conn.timeout(&self.config.timeouts);
+        let (key, origin) = (conn.keys[0], conn.origin);
+        let id = self.table.insert(conn);
+        self.metrics.flows_created += 1;
+        tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
+        Ok((id, Dir::Original))
+    }
+
+    fn admit(&mut self, host: Option<Ipv4Addr>) -> Result<(), Verdict> {
+        self.table.admit(host).map_err(|full| {
+            Verdict::Drop(match full {
+                Full::Table => DropReason::TableFull,
+                Full::Host => DropReason::HostFlowLimit,
+            })
+        })
+    }
+
+    fn acquire(&mut self, proto: Proto, inside: Endpoint) -> Result<u16, Verdict> {
+        self.nat.acquire(proto, inside, None).map_err(|_| {
+            tracing::warn!(target: "ftpnat::nat", %proto, inside = %inside, "outside ports exhausted; new flow refused");
+            Verdict::Drop(DropReason::PortsExhausted)
+        })
+    }
+
+    fn forward(&self, proto: Proto, public_port: u16) -> Option<crate::config::Forward> {
+        self.config.forwards.iter().find(|f| f.proto == proto && f.public_port == public_port).copied()
+    }
+
+    /// Packets addressed to the gateway itself: it answers pings, nothing else.
+    fn local(&mut self, from: Side, pkt: &[u8]) -> Verdict {
+        let ip = Ipv4Packet::new_unchecked(pkt);
+        let is_echo = ip.protocol() == 1
+            && !ip.is_fragment()
+            && ip.icmp().is_ok_and(|i| i.msg_type() == 8 && i.code() == 0);
+        if is_echo && !self.config.send_icmp_errors {
+            self.metrics.generated_suppressed += 1;
+        } else if is_echo {
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let mut reply = pkt.to_vec();
+            let mut r = Ipv4Packet::new_unchecked(&mut reply[..]);
+            r.set_src_addr(dst);
+            r.set_dst_addr(src);
+            r.set_ttl(64);
+            if let Ok(mut i) = r.icmp_mut() {
+                i.set_msg_type(0);
+            }
+            self.out.push_back(Transmit { side: from, packet: reply });
+        }
+        Verdict::Drop(DropReason::LocalDelivery)
+    }
+
+    /// Sends an ICMP error about `pkt` (as it arrived on `from`) back to its sender.
+    fn icmp_error_to(&mut self, from: Side, pkt: &[u8], icmp_type: u8, code: u8, rest: u32) {
+        if !self.config.send_icmp_errors {
+            self.metrics.generated_suppressed += 1;
+            return;
+        }
+        let ip = Ipv4Packet::new_unchecked(pkt);
+        // RFC 1812 §4.3.2.7: never an error about an ICMP error, a non-first fragment, or a
+        // broadcast/multicast.
+        if ip.frag_offset() > 0
+            || ip.src_addr().is_broadcast()
+            || ip.src_addr().is_multicast()
+            || ip.src_addr().is_unspecified()
+        {
+            return;
+        }
+        if ip.protocol() == 1 && ip.icmp().is_ok_and(|i| i.is_error()) {
+            return;
+        }
+        let secs = self.now.saturating_since(self.icmp_refill).as_secs();
+        if secs >= 1 {
+            self.icmp_tokens = ICMP_ERRORS_PER_SEC;
+            self.icmp_refill = self.now;
+        }
+        if self.icmp_tokens == 0 {
+            return;
+        }
+        self.icmp_tokens -= 1;
+        let me = match from {
+            Side::Inside => self.config.lan_ip,
+            Side::Outside => self.config.public_ip,
+        };
+        let err = icmp::build_error(me, ip.src_addr(), icmp_type, code, rest, pkt);
+        self.metrics.icmp_errors_sent += 1;
+        self.out.push_back(Transmit { side: from, packet: err });
+    }
+
+    /// An ICMP error travelling through: translate it with the packet it quotes (RFC 5508 §4.2).
+    fn icmp_error_in(&mut self, from: Side, pkt: &mut [u8]) -> Verdict {
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        let (outer_src, ttl) = (ip.src_addr(), ip.ttl());
+        let Ok(icmp_view) = ip.icmp() else { return Verdict::Drop(DropReason::Malformed) };
+        let Ok(q) = icmp::parse_quoted(icmp_view.payload()) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let quoted = icmp_view.payload();
+        let Some(proto) = Proto::from_number(q.protocol) else {
+            return Verdict::Drop(DropReason::IcmpErrorNoMatch);
+        };
+        let (qs, qd) = match proto {
+            Proto::Tcp | Proto::Udp => match (q.src_port, q.dst_port) {
+                (Some(s), Some(d)) => (s, d),
+                _ => return Verdict::Drop(DropReason::IcmpErrorNoMatch),
+            },
+            Proto::Icmp => {
+                let at = q.header_len + 4;
+                match quoted.get(at..at + 2) {
+                    Some(b) => {
+                        let id = u16::from_be_bytes([b[0], b[1]]);
+                        (id, id)
+                    }
+                    None => return Verdict::Drop(DropReason::IcmpErrorNoMatch),
+                }
+            }
+        };
+        let qkey = FlowKey::new(proto, Endpoint::new(q.src, qs), Endpoint::new(q.dst, qd));
+        // The quoted packet is one we emitted in some direction d'; its key is the reverse of the
+        // other direction's key.
+        let Some((id, d)) = self.table.lookup(&qkey.reversed()) else {
+            return Verdict::Drop(DropReason::IcmpErrorNoMatch);
+        };
+        let conn = self.table.get(id).expect("exists");
+        let dq = d.reverse();
+        if conn.egress(dq) != from {
+            return Verdict::Drop(DropReason::IcmpErrorNoMatch);
+        }
+        let orig = conn.key(dq);
+        let back_to = conn.sides[dq.index()];
+        let outer_new_src = if outer_src == q.dst {
+            orig.dst.addr
+        } else if from == Side::Inside {
+            // An inside router's error leaves with the public address: inside addresses never leak.
+            self.config.public_ip
+        } else {
+            outer_src
+        };
+        let seq_unmap = match (&conn.ftp, proto) {
+            (Some(s), Proto::Tcp) => Some(s.streams[dq.index()].map.clone()),
+            _ => None,
+        };
+        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+        ip.set_ttl(ttl - 1);
+        ip.set_dst_addr(orig.src.addr);
+        if outer_new_src != outer_src {
+            ip.set_src_addr(outer_new_src);
+        }
+        let Ok(mut ic) = ip.icmp_mut() else { return Verdict::Drop(DropReason::Malformed) };
+        ic.edit_payload(|p| {
+            let ports = proto != Proto::Icmp;
+            icmp::quoted_set_src(p, orig.src.addr, ports.then_some(orig.src.port));
+            icmp::quoted_set_dst(p, orig.dst.addr, ports.then_some(orig.dst.port));
+            if proto == Proto::Icmp {
+                quoted_set_echo_ident(p, orig.src.port);
+            }
+            if let Some(map) = &seq_unmap {
+                if let Some(s) = icmp::quoted_tcp_seq(p) {
+                    icmp::quoted_set_tcp_seq(p, map.unmap(s));
+                }
+            }
+        });
+        self.metrics.icmp_errors_translated += 1;
+        Verdict::Forward(back_to)
+    }
+
+    fn remember_fragment(&mut self, k: FragKey, src: Ipv4Addr, dst: Ipv4Addr, egress: Side) {
+        if self.frags.len() >= MAX_FRAG_STATES {
+            let now = self.now;
+            self.frags.retain(|_, s| s.expires > now);
+            if self.frags.len() >= MAX_FRAG_STATES {
+                return;
+            }
+        }
+        self.frags.insert(k, FragState { src, dst, egress, expires: self.now + FRAG_TIMEOUT });
+        // Later fragments that overtook this first one can go now.
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.waiting[i].key == k {
+                let mut w = self.waiting.remove(i).expect("index checked");
+                let mut ip = Ipv4Packet::new_unchecked(&mut w.packet[..]);
+                let ttl = ip.ttl();
+                ip.set_src_addr(src);
+                ip.set_dst_addr(dst);
+                ip.set_ttl(ttl.saturating_sub(1));
+                self.metrics.fragments_translated += 1;
+                self.out.push_back(Transmit { side: egress, packet: w.packet });
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A non-first fragment: translated by the state its first fragment left (same src, dst, protocol
+    /// and IP ident), or held until that first fragment comes.
+    fn later_fragment(&mut self, from: Side, pkt: &mut Vec<u8>) -> Verdict {
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        let k = FragKey { src: ip.src_addr(), dst: ip.dst_addr(), proto: ip.protocol(), ident: ip.ident() };
+        let ttl = ip.ttl();
+        if let Some(s) = self.frags.get(&k).copied() {
+            let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+            ip.set_src_addr(s.src);
+            ip.set_dst_addr(s.dst);
+            ip.set_ttl(ttl - 1);
+            self.metrics.fragments_translated += 1;
+            return self.fit_mtu(pkt, s.egress);
+        }
+        if self.waiting.len() >= MAX_WAITING_FRAGMENTS {
+            return Verdict::Drop(DropReason::FragmentQueueFull);
+        }
+        self.waiting.push_back(WaitingFragment {
+            key: k,
+            from,
+            until: self.now + FRAG_WAIT,
+            packet: std::mem::take(pkt),
+        });
+        Verdict::Held
+    }
+
+    /// A segment of an FTP control connection.
+    fn alg(&mut self, id: ConnId, dir: Dir, from: Side, pkt: &mut Vec<u8>) -> Verdict {
+        let conn = self.table.get_mut(id).expect("exists");
+        let to = conn.translated(dir);
+        let egress = conn.egress(dir);
+        let mut sess = conn.ftp.take().expect("ALG connection");
+        let v = self.alg_segment(id, dir, &mut sess, &to, egress, pkt);
+        if sess.streams[dir.index()].held_len() > 0 {
+            self.held.insert((id, dir), pkt_template(pkt, from));
+        } else {
+            self.held.remove(&(id, dir));
+        }
+        if let Some(conn) = self.table.get_mut(id) {
+            conn.ftp = Some(sess);
+        }
+        v
+    }
+
+    fn alg_segment(
+        &mut self,
+        id: ConnId,
+        dir: Dir,
+        sess: &mut FtpSession,
+        to: &FlowKey,
+        egress: Side,
+        pkt: &mut Vec<u8>,
+    ) -> Verdict {
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
+        let (seq, ack, flags, urg) = (tcp.seq_number(), tcp.ack_number(), tcp.flags(), tcp.urgent_ptr());
+        if flags.syn {
+            if let Some(mss) = tcp.mss_option() {
+                sess.mss[dir.index()] = Some(mss);
+            }
+        }
+        let in_len = tcp.payload().len();
+        let payload = tcp.payload().to_vec();
+        let other = dir.reverse();
+        // The ack and SACK blocks speak of the other direction's bytes as the receiver saw them.
+        let other_map = &mut sess.streams[other.index()].map;
+        let ack_in = if flags.ack { other_map.unmap(ack) } else { ack };
+        if flags.ack && !other_map.is_identity() {
+            other_map.prune(ack_in);
+        }
+        let other_map = sess.streams[other.index()].map.clone();
+        let this_map_identity = sess.streams[dir.index()].map.is_identity();
+        if flags.rst || (flags.syn && in_len == 0) {
+            let s = sess.streams[dir.index()].map.map(seq);
+            if flags.syn {
+                let mut ctx = self.alg_ctx(id);
+                let _ = sess.on_segment(dir, seq, true, false, &[], &mut ctx);
+            }
+            self.rewrite_numbers(pkt, (!this_map_identity).then_some(s), ack_in, &other_map);
+            return self.finish_alg_packet(pkt, to, egress);
+        }
+        let out = {
+            let mut ctx = self.alg_ctx(id);
+            sess.on_segment(dir, seq, flags.syn, flags.fin, &payload, &mut ctx)
+        };
+        let out = match out {
+            Err(r) => return Verdict::Drop(r),
+            Ok(None) => {
+                self.rewrite_numbers(pkt, None, ack_in, &other_map);
+                return self.finish_alg_packet(pkt, to, egress);
+            }
+            Ok(Some(o)) => o,
+        };
+        if out.payload == payload && out.seq == seq && out.fin == flags.fin {
+            // Nothing changed in this segment: numbers and addresses only, in place.
+            self.rewrite_numbers(pkt, None, ack_in, &other_map);
+            return self.finish_alg_packet(pkt, to, egress);
+        }
+        // Build the segment(s) that carry the decided bytes.
+        let ip_hl = ip.header_len();
+        let tcp_hl = tcp.header_len();
+        let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
+        let mss = sess.mss[other.index()].map_or(DEFAULT_MSS, |m| m as usize);
+        let limit = mss.min(mtu_room).max(1);
+        let chunk = if out.payload.len() > limit && out.payload.len() > in_len {
+            self.metrics.alg_segments_split += 1;
+            limit
+        } else {
+            out.payload.len().max(1)
+        };
+        let urgent_at = flags.urg.then(|| sess.streams[dir.index()].map.map(seq.add(urg as u32)));
+        let template = pkt.clone();
+        let mut packets = Vec::new();
+        let pieces: Vec<&[u8]> =
+            if out.payload.is_empty() { vec![&[][..]] } else { out.payload.chunks(chunk).collect() };
+        let n = pieces.len();
+        let mut at = out.seq;
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let last = i + 1 == n;
+            let f =
+                TcpFlags { fin: out.fin && last, psh: flags.psh && last, syn: false, urg: false, ..flags };
+            let mut p = build_segment(&template, ip_hl, tcp_hl, at, piece, f);
+            {
+                let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+                if let Ok(mut t) = ipm.tcp_mut() {
+                    if let Some(u) = urgent_at {
+                        let off = u.diff(at);
+                        if off > 0 && off <= u16::MAX as i32 {
+                            t.set_flags(TcpFlags { urg: true, ..f });
+                            t.set_urgent_ptr(off as u16);
+                        }
+                    }
+                }
+            }
+            self.rewrite_numbers(&mut p, None, ack_in, &other_map);
+            translate(&mut p, Proto::Tcp, to, true);
+            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+            let ttl = ipm.ttl();
+            ipm.set_ttl(ttl.saturating_sub(1));
+            ipm.fill_transport_checksum();
+            packets.push(p);
+            at = at.add(piece.len() as u32);
+        }
+        let mut iter = packets.into_iter();
+        *pkt = iter.next().expect("at least one piece");
+        for p in iter {
+            self.out.push_back(Transmit { side: egress, packet: p });
+        }
+        Verdict::Forward(egress)
+    }
+
+    fn alg_ctx(&mut self, id: ConnId) -> AlgCtx<'_> {
+        AlgCtx {
+            nat: &mut self.nat,
+            pinholes: &mut self.pinholes,
+            metrics: &mut self.metrics,
+            policy: &self.config.ftp,
+            public_ip: self.config.public_ip,
+            now: self.now,
+            control: id,
+        }
+    }
+
+    /// Sets seq (when given), ack and SACK blocks; the wire setters keep the checksum right.
+    fn rewrite_numbers(
+        &self,
+        pkt: &mut [u8],
+        seq: Option<SeqNum>,
+        ack_in: SeqNum,
+        other_map: &crate::seqadj::SeqMap,
+    ) {
+        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+        let Ok(mut t) = ip.tcp_mut() else { return };
+        if let Some(s) = seq {
+            if t.seq_number() != s {
+                t.set_seq_number(s);
+            }
+        }
+        if t.flags().ack && t.ack_number() != ack_in {
+            t.set_ack_number(ack_in);
+        }
+        if !other_map.is_identity() {
+            // RFC 2018 §3 / RFC 2883: every SACK block edge, D-SACK included, is a sequence number of
+            // the other direction.
+            t.map_sack_blocks(|s| other_map.unmap(s));
+        }
+    }
+
+    fn finish_alg_packet(&mut self, pkt: &mut [u8], to: &FlowKey, egress: Side) -> Verdict {
+        translate(pkt, Proto::Tcp, to, true);
+        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+        let ttl = ip.ttl();
+        ip.set_ttl(ttl.saturating_sub(1));
+        Verdict::Forward(egress)
+    }
+
+    /// Sends bytes held past the hold limit as they were.
+    fn release_held(&mut self, now: Instant) {
+        let due: Vec<(ConnId, Dir)> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|&(id, dir)| {
+                self.table
+                    .get(id)
+                    .and_then(|c| c.ftp.as_ref())
+                    .and_then(|s| s.streams[dir.index()].hold_deadline(self.config.ftp.hold_timeout))
+                    .is_some_and(|d| d <= now)
+            })
+            .collect();
+        for (id, dir) in due {
+            let Some(template) = self.held.remove(&(id, dir)) else { continue };
+            let Some(conn) = self.table.get_mut(id) else { continue };
+            let to = conn.translated(dir);
+            let egress = conn.egress(dir);
+            let Some(sess) = conn.ftp.as_mut() else { continue };
+            let Some((at, bytes)) = sess.streams[dir.index()].release_held(&mut self.metrics) else {
+                continue;
+            };
+            let other_map = sess.streams[dir.reverse().index()].map.clone();
+            let ip = Ipv4Packet::new_unchecked(&template[..]);
+            let Ok(tcp) = ip.tcp() else { continue };
+            let (ip_hl, tcp_hl, ack) = (ip.header_len(), tcp.header_len(), tcp.ack_number());
+            let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
+            let mut p = build_segment(&template, ip_hl, tcp_hl, at, &bytes, flags);
+            self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
+            translate(&mut p, Proto::Tcp, &to, true);
+            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+            let ttl = ipm.ttl();
+            ipm.set_ttl(ttl.saturating_sub(1));
+            ipm.fill_transport_checksum();
+            self.out.push_back(Transmit { side: egress, packet: p });
+        }
+    }
+}
+
+/// The header to send released bytes with later: the packet as it arrived (addresses untranslated).
+fn pkt_template(pkt: &[u8], _from: Side) -> Vec<u8> {
+    let ip = Ipv4Packet::new_unchecked(pkt);
+    let hl = ip.header_len();
+    let thl = ip.tcp().map(|t| t.header_len()).unwrap_or(20);
+    pkt[..(hl + thl).min(pkt.len())].to_vec()
+}
+
+/// A TCP segment with the IP and TCP headers of `template`, the given sequence number, flags and payload.
+/// The TCP checksum is left for the caller to fill (the payload changed).
+fn build_segment(
+    template: &[u8],
+    ip_hl: usize,
+    tcp_hl: usize,
+    seq: SeqNum,
+    payload: &[u8],
+    flags: TcpFlags,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(ip_hl + tcp_hl + payload.len());
+    p.extend_from_slice(&template[..ip_hl + tcp_hl]);
+    p.extend_from_slice(payload);
+    let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+    ip.set_total_len(ip_hl + tcp_hl + payload.len());
+    if let Ok(mut t) = ip.tcp_mut() {
+        t.set_seq_number(seq);
+        t.set_flags(flags);
+        t.set_urgent_ptr(0);
+    }
+    p
+}
+
+/// Rewrites addresses and ports to `to` in place; the wire setters update every checksum involved.
+fn translate(pkt: &mut [u8], proto: Proto, to: &FlowKey, first_fragment: bool) {
+    let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+    if ip.src_addr() != to.src.addr {
+        ip.set_src_addr(to.src.addr);
+    }
+    if ip.dst_addr() != to.dst.addr {
+        ip.set_dst_addr(to.dst.addr);
+    }
+    if !first_fragment {
+        return;
+    }
+    match proto {
+        Proto::Tcp => {
+            if let Ok(mut t) = ip.tcp_mut() {
+                if t.src_port() != to.src.port {
+                    t.set_src_port(to.src.port);
+                }
+                if t.dst_port() != to.dst.port {
+                    t.set_dst_port(to.dst.port);
+                }
+            }
+        }
+        Proto::Udp => {
+            if let Ok(mut u) = ip.udp_mut() {
+                if u.src_port() != to.src.port {
+                    u.set_src_port(to.src.port);
+                }
+                if u.dst_port() != to.dst.port {
+                    u.set_dst_port(to.dst.port);
+                }
+            }
+        }
+        Proto::Icmp => {
+            if let Ok(mut i) = ip.icmp_mut() {
+                if i.echo_ident() != to.src.port {
+                    i.set_echo_ident(to.src.port);
+                }
+            }
+        }
+    }
+}
+
+/// Sets the identifier of a quoted ICMP echo and keeps the quoted ICMP checksum right (RFC 5508 §4.2).
+fn quoted_set_echo_ident(quoted: &mut [u8], ident: u16) {
+    let hl = quoted.first().map_or(0, |b| ((b & 0x0f) as usize) * 4);
+    let Some(h) = quoted.get_mut(hl..hl + 6) else { return };
+    let old = u16::from_be_bytes([h[4], h[5]]);
+    let csum = u16::from_be_bytes([h[2], h[3]]);
+    let new_csum = crate::wire::checksum::update_u16(csum, old, ident);
+    h[2..4].copy_from_slice(&new_csum.to_be_bytes());
+    h[4..6].copy_from_slice(&ident.to_be_bytes());
+}
+
+/// A one-line description of a packet for debug logs (addresses, protocol, ports; never payload).
+pub fn summary(pkt: &[u8]) -> String {
+    match Ipv4Packet::new_checked(pkt) {
+        Ok(ip) => {
+            let ports = match ip.protocol() {
+                6 => ip.tcp().map(|t| format!(" {}->{}", t.src_port(), t.dst_port())).unwrap_or_default(),
+                17 => ip.udp().map(|u| format!(" {}->{}", u.src_port(), u.dst_port())).unwrap_or_default(),
+                _ => String::new(),
+            };
+            format!(
+                "{} -> {} proto {}{} len {}",
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.protocol(),
+                ports,
+                ip.total_len()
+            )
+        }
+        Err(e) => format!("unparsable ({e}, {} bytes)", pkt.len()),
+    }
 }

@@ -112,6 +112,8 @@ pub struct Metrics {
     pub flows_expired: u64,
     pub flows_closed: u64,
     pub icmp_errors_sent: u64,
+    /// Packets the gateway would have originated (ICMP errors, echo replies) but may not (replay).
+    pub generated_suppressed: u64,
     pub icmp_errors_translated: u64,
     pub fragments_translated: u64,
     pub fragments_created: u64,
@@ -167,11 +169,12 @@ impl Metrics {
         for r in RefusalReason::ALL {
             f(&format!("alg.refused.{}", r.name()), self.alg_refused[r.index()]);
         }
-        let plain: [(&str, u64); 23] = [
+        let plain: [(&str, u64); 24] = [
             ("flows.created", self.flows_created),
             ("flows.expired", self.flows_expired),
             ("flows.closed", self.flows_closed),
             ("icmp.errors_sent", self.icmp_errors_sent),
+            ("generated.suppressed", self.generated_suppressed),
             ("icmp.errors_translated", self.icmp_errors_translated),
             ("fragments.translated", self.fragments_translated),
             ("fragments.created", self.fragments_created),
@@ -207,7 +210,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for r in DropReason::ALL {
             assert!(seen.insert(r.name()), "duplicate {}", r.name());
-            assert!(r.name().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(r.name().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         }
         let mut m = Metrics::default();
         m.drop(DropReason::NoMapping);

@@ -1,4 +1,167 @@
-//! The ALG boundary: application-level gateways look at control-connection payload.
+//! The ALG boundary: what application-level gateways share.
 //!
-//! Owns: nothing yet but the FTP ALG. Must not: touch packet headers or sequence numbers directly.
+//! Owns: pinholes (expectations of one data connection, RFC 4787 speaks of them as ALG-created
+//! mappings) — who may open them, where they lead, when they expire — and the context an ALG gets to
+//! open one ([`AlgCtx`]). The FTP ALG ([`ftp`]) parses and formats; opening the pinhole, taking the
+//! port and recording the splice happen here and in `seqadj`, so another ALG would reuse them.
+//! Must not: touch packet headers (the engine does) or decide filtering for established flows.
+
 pub mod ftp;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::Ipv4Addr;
+
+use crate::config::FtpPolicy;
+use crate::flow::{ConnId, Endpoint, Proto};
+use crate::metrics::{DropReason, Metrics, RefusalReason};
+use crate::nat::Nat;
+use crate::time::Instant;
+
+/// One expected inbound TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinhole {
+    pub public_port: u16,
+    /// Only a SYN from this address (any source port) may use it.
+    pub peer: Ipv4Addr,
+    /// Where the connection is sent.
+    pub inside: Endpoint,
+    /// The control connection that announced it.
+    pub control: ConnId,
+    pub created: Instant,
+    pub expires: Instant,
+    /// What announced it (`port`, `eprt`, `227`, `229`), for logs and `show pinholes`.
+    pub kind: &'static str,
+}
+
+/// All outstanding pinholes, keyed by public port.
+#[derive(Default)]
+pub struct Pinholes {
+    by_port: HashMap<u16, Pinhole>,
+    per_host: HashMap<Ipv4Addr, u32>,
+    timers: BinaryHeap<Reverse<(Instant, u16)>>,
+}
+
+/// What an ALG may use while it handles a line.
+pub struct AlgCtx<'a> {
+    pub nat: &'a mut Nat,
+    pub pinholes: &'a mut Pinholes,
+    pub metrics: &'a mut Metrics,
+    pub policy: &'a FtpPolicy,
+    pub public_ip: Ipv4Addr,
+    pub now: Instant,
+    pub control: ConnId,
+}
+
+impl Pinholes {
+    pub fn len(&self) -> usize {
+        self.by_port.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_port.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Pinhole> {
+        self.by_port.values()
+    }
+    pub fn get(&self, public_port: u16) -> Option<&Pinhole> {
+        self.by_port.get(&public_port)
+    }
+
+    /// Opens a pinhole to `inside` for a SYN from `peer`. The public port is the one the endpoint-
+    /// independent mapping of `inside` already has, or a new one ranked by `prefer` (the ALG asks for
+    /// ports whose decimal text keeps the line's length).
+    pub fn open(
+        ctx: &mut AlgCtx<'_>,
+        peer: Ipv4Addr,
+        inside: Endpoint,
+        kind: &'static str,
+        prefer: &dyn Fn(u16) -> bool,
+    ) -> Result<u16, RefusalReason> {
+        let host_count = ctx.pinholes.per_host.get(&inside.addr).copied().unwrap_or(0);
+        if host_count as usize >= ctx.policy.max_pinholes_per_host {
+            return Err(RefusalReason::PinholeLimit);
+        }
+        let port = ctx.nat.acquire(Proto::Tcp, inside, Some(prefer)).map_err(|_| RefusalReason::NoPort)?;
+        if ctx.pinholes.by_port.contains_key(&port) {
+            // The same inside endpoint announced twice: the newer announcement wins.
+            ctx.pinholes.remove(ctx.nat, port);
+            ctx.metrics.pinholes_replaced += 1;
+        }
+        let expires = ctx.now + ctx.policy.pinhole_timeout;
+        let p = Pinhole {
+            public_port: port,
+            peer,
+            inside,
+            control: ctx.control,
+            created: ctx.now,
+            expires,
+            kind,
+        };
+        tracing::debug!(target: "ftpnat::pinhole", event = "create", control = %ctx.control, public_port = port,
+            peer = %peer, inside = %inside, kind, "pinhole created");
+        ctx.pinholes.by_port.insert(port, p);
+        *ctx.pinholes.per_host.entry(inside.addr).or_default() += 1;
+        ctx.pinholes.timers.push(Reverse((expires, port)));
+        ctx.metrics.pinholes_created += 1;
+        Ok(port)
+    }
+
+    /// Checks an inbound TCP packet to `public_port` against the pinhole there. On success the pinhole
+    /// is gone (one-shot) and its mapping reference passes to the caller's new connection.
+    pub fn take(
+        &mut self,
+        public_port: u16,
+        src: Ipv4Addr,
+        syn_only: bool,
+    ) -> Option<Result<Pinhole, DropReason>> {
+        let p = self.by_port.get(&public_port)?;
+        if p.peer != src {
+            return Some(Err(DropReason::Filtered));
+        }
+        if !syn_only {
+            return Some(Err(DropReason::NotSyn));
+        }
+        let p = self.by_port.remove(&public_port)?;
+        self.dec_host(p.inside.addr);
+        Some(Ok(p))
+    }
+
+    /// Removes a pinhole and drops its mapping reference. Returns it if it existed.
+    pub fn remove(&mut self, nat: &mut Nat, public_port: u16) -> Option<Pinhole> {
+        let p = self.by_port.remove(&public_port)?;
+        self.dec_host(p.inside.addr);
+        nat.release(Proto::Tcp, p.inside);
+        Some(p)
+    }
+
+    fn dec_host(&mut self, addr: Ipv4Addr) {
+        if let Some(n) = self.per_host.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_host.remove(&addr);
+            }
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Expires every pinhole whose time is up.
+    pub fn expire(&mut self, now: Instant, nat: &mut Nat, metrics: &mut Metrics) {
+        while let Some(&Reverse((t, port))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            // The timer may be stale: the pinhole was used, removed, or replaced by a later one.
+            if self.by_port.get(&port).is_some_and(|p| p.expires <= now) {
+                if let Some(p) = self.remove(nat, port) {
+                    metrics.pinholes_expired += 1;
+                    tracing::debug!(target: "ftpnat::pinhole", event = "expire", control = %p.control,
+                        public_port = port, inside = %p.inside, "pinhole expired unused");
+                }
+            }
+        }
+    }
+}

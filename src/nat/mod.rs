@@ -1,1 +1,239 @@
-//! placeholder
+//! Outside ports: allocation and endpoint-independent mappings.
+//!
+//! Owns: which public ports are in use per protocol, the endpoint-independent mapping from an inside
+//! endpoint to its public port (RFC 4787 REQ-1, RFC 5382 REQ-1: the same public port whatever the
+//! destination), reference counts on those mappings, and the ports reserved for static forwards.
+//! Must not: look at packets or decide filtering; connections (conntrack) hold references to mappings.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
+use crate::flow::{Endpoint, Proto};
+
+const PROTOS: usize = 3;
+
+fn proto_index(p: Proto) -> usize {
+    match p {
+        Proto::Icmp => 0,
+        Proto::Tcp => 1,
+        Proto::Udp => 2,
+    }
+}
+
+/// A set of 65536 bits: which ports are taken.
+#[derive(Clone)]
+struct PortSet(Box<[u64; 1024]>);
+
+impl PortSet {
+    fn new() -> Self {
+        PortSet(Box::new([0; 1024]))
+    }
+    fn contains(&self, p: u16) -> bool {
+        self.0[p as usize / 64] & (1 << (p % 64)) != 0
+    }
+    fn insert(&mut self, p: u16) {
+        self.0[p as usize / 64] |= 1 << (p % 64);
+    }
+    fn remove(&mut self, p: u16) {
+        self.0[p as usize / 64] &= !(1 << (p % 64));
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    public_port: u16,
+    refs: u32,
+}
+
+/// Why no public port could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exhausted;
+
+/// Port allocator plus the endpoint-independent mapping table.
+pub struct Nat {
+    range: RangeInclusive<u16>,
+    used: [PortSet; PROTOS],
+    in_use: [usize; PROTOS],
+    cursor: [u32; PROTOS],
+    mappings: HashMap<(Proto, Endpoint), Mapping>,
+    by_public: HashMap<(Proto, u16), Endpoint>,
+}
+
+impl Nat {
+    pub fn new(range: RangeInclusive<u16>) -> Nat {
+        let start = *range.start() as u32;
+        Nat {
+            range,
+            used: [PortSet::new(), PortSet::new(), PortSet::new()],
+            in_use: [0; PROTOS],
+            cursor: [start; PROTOS],
+            mappings: HashMap::new(),
+            by_public: HashMap::new(),
+        }
+    }
+
+    /// Takes a port out of the pool for good (a static port forward's public port).
+    pub fn reserve(&mut self, proto: Proto, port: u16) {
+        let i = proto_index(proto);
+        if !self.used[i].contains(port) {
+            self.used[i].insert(port);
+            self.in_use[i] += 1;
+        }
+    }
+
+    /// Returns a port reserved with [`Nat::reserve`] to the pool.
+    pub fn unreserve(&mut self, proto: Proto, port: u16) {
+        let i = proto_index(proto);
+        if self.used[i].contains(port) && !self.by_public.contains_key(&(proto, port)) {
+            self.used[i].remove(port);
+            self.in_use[i] -= 1;
+        }
+    }
+
+    pub fn is_free(&self, proto: Proto, port: u16) -> bool {
+        !self.used[proto_index(proto)].contains(port)
+    }
+
+    /// The public port currently mapped to `inside`, if any.
+    pub fn lookup(&self, proto: Proto, inside: Endpoint) -> Option<u16> {
+        self.mappings.get(&(proto, inside)).map(|m| m.public_port)
+    }
+
+    /// The inside endpoint mapped to a public port, if any.
+    pub fn lookup_public(&self, proto: Proto, public_port: u16) -> Option<Endpoint> {
+        self.by_public.get(&(proto, public_port)).copied()
+    }
+
+    pub fn mapping_count(&self) -> usize {
+        self.mappings.len()
+    }
+
+    pub fn ports_in_use(&self, proto: Proto) -> usize {
+        self.in_use[proto_index(proto)]
+    }
+
+    /// Takes a reference on the mapping of `inside`, creating it if needed. A new mapping keeps the inside
+    /// port when it is free (RFC 4787 REQ-3 port preservation is "should"; keeping it also lets a TCP
+    /// connection picked up after a restart keep its public port), otherwise `prefer` ranks free ports in
+    /// the configured range: the first port for which it returns true wins, else any free port.
+    pub fn acquire(
+        &mut self,
+        proto: Proto,
+        inside: Endpoint,
+        prefer: Option<&dyn Fn(u16) -> bool>,
+    ) -> Result<u16, Exhausted> {
+        if let Some(m) = self.mappings.get_mut(&(proto, inside)) {
+            m.refs += 1;
+            return Ok(m.public_port);
+        }
+        let keep = inside.port != 0 && self.is_free(proto, inside.port);
+        let port = match prefer {
+            Some(pref) if !(keep && pref(inside.port)) => self
+                .find(proto, pref)
+                .or_else(|| keep.then_some(inside.port))
+                .or_else(|| self.find(proto, &|_| true)),
+            _ if keep => Some(inside.port),
+            _ => self.find(proto, &|_| true),
+        }
+        .ok_or(Exhausted)?;
+        let i = proto_index(proto);
+        self.used[i].insert(port);
+        self.in_use[i] += 1;
+        self.mappings.insert((proto, inside), Mapping { public_port: port, refs: 1 });
+        self.by_public.insert((proto, port), inside);
+        Ok(port)
+    }
+
+    /// Adds a reference to an existing mapping (a pinhole handing its reference to a connection keeps
+    /// the count as it is; this is for a second holder).
+    pub fn add_ref(&mut self, proto: Proto, inside: Endpoint) {
+        if let Some(m) = self.mappings.get_mut(&(proto, inside)) {
+            m.refs += 1;
+        }
+    }
+
+    /// Drops one reference; the mapping and its port go when none is left.
+    pub fn release(&mut self, proto: Proto, inside: Endpoint) {
+        let Some(m) = self.mappings.get_mut(&(proto, inside)) else { return };
+        m.refs -= 1;
+        if m.refs == 0 {
+            let port = m.public_port;
+            self.mappings.remove(&(proto, inside));
+            self.by_public.remove(&(proto, port));
+            let i = proto_index(proto);
+            self.used[i].remove(port);
+            self.in_use[i] -= 1;
+        }
+    }
+
+    /// Scans the range from a moving cursor for a free port accepted by `pred`. Bounded: one pass.
+    fn find(&mut self, proto: Proto, pred: &dyn Fn(u16) -> bool) -> Option<u16> {
+        let i = proto_index(proto);
+        let (lo, hi) = (*self.range.start() as u32, *self.range.end() as u32);
+        let n = hi - lo + 1;
+        let start = self.cursor[i].clamp(lo, hi);
+        for k in 0..n {
+            let p = lo + (start - lo + k) % n;
+            let port = p as u16;
+            if !self.used[i].contains(port) && pred(port) {
+                // Sequential with a stride keeps allocation O(1) amortised while not handing out the
+                // same port right after it was freed (late packets of the old flow).
+                self.cursor[i] = lo + (p - lo + 1) % n;
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ep(last: u8, port: u16) -> Endpoint {
+        Endpoint::new(Ipv4Addr::new(10, 0, 0, last), port)
+    }
+
+    #[test]
+    fn keeps_port_when_free_and_is_endpoint_independent() {
+        let mut nat = Nat::new(1024..=65535);
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 40000), None), Ok(40000));
+        // Same inside endpoint, another destination: same mapping (EIM).
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 40000), None), Ok(40000));
+        // Another host wants the same port: gets another one.
+        let other = nat.acquire(Proto::Tcp, ep(3, 40000), None).unwrap();
+        assert_ne!(other, 40000);
+        // Protocols are separate spaces.
+        assert_eq!(nat.acquire(Proto::Udp, ep(3, 40000), None), Ok(40000));
+        nat.release(Proto::Tcp, ep(2, 40000));
+        assert_eq!(nat.lookup(Proto::Tcp, ep(2, 40000)), Some(40000));
+        nat.release(Proto::Tcp, ep(2, 40000));
+        assert_eq!(nat.lookup(Proto::Tcp, ep(2, 40000)), None);
+        assert!(nat.is_free(Proto::Tcp, 40000));
+    }
+
+    #[test]
+    fn reserved_ports_are_never_handed_out_and_exhaustion_is_reported() {
+        let mut nat = Nat::new(2000..=2003);
+        nat.reserve(Proto::Tcp, 2001);
+        let mut got = Vec::new();
+        // Every host wants the reserved port, so each gets one from the range instead.
+        for host in 2..5 {
+            got.push(nat.acquire(Proto::Tcp, ep(host, 2001), None).unwrap());
+        }
+        got.sort();
+        assert_eq!(got, vec![2000, 2002, 2003]);
+        assert_eq!(nat.acquire(Proto::Tcp, ep(5, 2001), None), Err(Exhausted));
+        assert_eq!(nat.ports_in_use(Proto::Tcp), 4);
+    }
+
+    #[test]
+    fn preference_picks_matching_port() {
+        let mut nat = Nat::new(1024..=65535);
+        let p = nat.acquire(Proto::Tcp, ep(2, 5000), Some(&|p| p >= 10000)).unwrap();
+        assert!(p >= 10000);
+        // The inside port itself wins when it satisfies the preference.
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 20000), Some(&|p| p >= 10000)), Ok(20000));
+    }
+}

@@ -1,2 +1,11 @@
-//! The FTP ALG.
+//! The FTP ALG (RFC 959, RFC 1123 §4.1.2.6, RFC 2428).
+//!
+//! Owns: FTP's meaning — [`parse`] (lines ↔ address/port spans), [`stream`] (framing by stream
+//! offset, holding, splicing), [`session`] (commands waiting for replies, policy, TLS opacity).
+//! Must not: edit packet headers or allocate ports itself (it asks [`crate::alg::Pinholes`]).
+
 pub mod parse;
+pub mod session;
+pub mod stream;
+
+pub use session::FtpSession;

@@ -1,0 +1,360 @@
+//! One FTP control connection: what was asked, what was answered, what the ALG may rewrite.
+//!
+//! Owns: the queue of commands waiting for their final reply (RFC 959 §4.2: one final reply per
+//! command, 1xx are preliminary), multi-line reply tracking, the policy checks on PORT/EPRT/227/229,
+//! the pinholes this connection opened, and the switch to opaque after `AUTH TLS` (RFC 4217 §4).
+//! Must not: touch packets; it sees lines through [`Stream`] and answers with [`Action`]s.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use super::parse::{self, Command, Kind};
+use super::stream::{Action, Line, SegmentOut, Stream};
+use crate::alg::{AlgCtx, Pinholes};
+use crate::flow::{Dir, Endpoint};
+use crate::metrics::{DropReason, RefusalReason};
+use crate::wire::SeqNum;
+
+/// A command waiting for its final reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// PORT/EPRT, with the public port of the pinhole it opened.
+    Port(Option<u16>),
+    Pasv,
+    Epsv,
+    Auth,
+    Ccc,
+    Other,
+}
+
+const MAX_PENDING: usize = 64;
+
+#[derive(Debug, Clone)]
+struct State {
+    client_inside: bool,
+    /// The client's own address (inside address when the client is inside).
+    client: Ipv4Addr,
+    /// The server's own address (inside address when the server is inside).
+    server: Ipv4Addr,
+    pending: VecDeque<Pending>,
+    multiline: Option<u16>,
+    /// Public ports of the pinholes this connection opened and that may still be outstanding.
+    pinholes: VecDeque<u16>,
+    opaque_now: bool,
+    clear_now: bool,
+}
+
+/// ALG state of one control connection.
+#[derive(Debug, Clone)]
+pub struct FtpSession {
+    /// Indexed by [`Dir::index`]: `Original` carries commands (the client always opens the control
+    /// connection), `Reply` carries replies.
+    pub streams: [Stream; 2],
+    /// MSS each direction's sender announced in its SYN (RFC 9293 §3.7.1), indexed by [`Dir::index`].
+    pub mss: [Option<u16>; 2],
+    st: State,
+}
+
+impl FtpSession {
+    /// `client_inside`: the client is on the LAN (its PORT/EPRT are rewritten); otherwise the server is
+    /// (its 227/229 are rewritten). Only lines travelling LAN→WAN are ever changed.
+    pub fn new(client_inside: bool, client: Ipv4Addr, server: Ipv4Addr, max_line: usize) -> FtpSession {
+        FtpSession {
+            streams: [
+                Stream::new(client_inside, true, max_line),
+                Stream::new(!client_inside, false, max_line),
+            ],
+            mss: [None; 2],
+            st: State {
+                client_inside,
+                client,
+                server,
+                pending: VecDeque::new(),
+                multiline: None,
+                pinholes: VecDeque::new(),
+                opaque_now: false,
+                clear_now: false,
+            },
+        }
+    }
+
+    pub fn client_inside(&self) -> bool {
+        self.st.client_inside
+    }
+
+    /// Pinholes this connection opened that may still be outstanding.
+    pub fn pinholes(&self) -> impl Iterator<Item = u16> + '_ {
+        self.st.pinholes.iter().copied()
+    }
+
+    pub fn is_opaque(&self) -> bool {
+        self.streams[0].is_opaque() || self.streams[1].is_opaque()
+    }
+
+    /// A human summary of the ALG state, for `show flows`.
+    pub fn describe(&self) -> String {
+        let state = if self.is_opaque() { "tls" } else { "clear" };
+        format!(
+            "{state} pending={} delta_c2s={} delta_s2c={} pinholes={}",
+            self.st.pending.len(),
+            self.streams[0].map.current_delta(),
+            self.streams[1].map.current_delta(),
+            self.st.pinholes.len()
+        )
+    }
+
+    /// Handles a segment travelling in `dir`. For the direction that may be rewritten, returns what to
+    /// send instead; for the other, `Ok(None)`: forward it as it is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_segment(
+        &mut self,
+        dir: Dir,
+        seq: SeqNum,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        ctx: &mut AlgCtx<'_>,
+    ) -> Result<Option<SegmentOut>, DropReason> {
+        let FtpSession { streams, st, .. } = self;
+        let stream = &mut streams[dir.index()];
+        let now = ctx.now;
+        let result = {
+            let mut on_line = |line: &Line<'_>| -> Action {
+                match dir {
+                    Dir::Original => st.on_command(line, ctx),
+                    Dir::Reply => st.on_reply(line, ctx),
+                }
+            };
+            if stream.rewrites() {
+                // `ctx.metrics` is borrowed by the closure; count into a scratch set and merge.
+                let mut scratch = crate::metrics::Metrics::default();
+                let r = stream.segment(seq, syn, fin, payload, now, &mut scratch, &mut on_line).map(Some);
+                merge_stream_counters(ctx.metrics, &scratch);
+                r
+            } else {
+                let mut scratch = crate::metrics::Metrics::default();
+                stream.observe(seq, syn, payload, now, &mut scratch, &mut on_line);
+                merge_stream_counters(ctx.metrics, &scratch);
+                Ok(None)
+            }
+        };
+        if std::mem::take(&mut st.opaque_now) {
+            ctx.metrics.alg_tls_opaque += 1;
+            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "AUTH TLS accepted: control connection is opaque");
+            for s in streams.iter_mut() {
+                s.go_opaque();
+            }
+        }
+        if std::mem::take(&mut st.clear_now) {
+            for s in streams.iter_mut() {
+                s.go_clear();
+            }
+        }
+        result
+    }
+
+    /// The control connection is gone: so are the pinholes it opened (that no data connection used).
+    pub fn close(&mut self, ctx: &mut AlgCtx<'_>) {
+        for port in self.st.pinholes.drain(..) {
+            if ctx.pinholes.get(port).is_some_and(|p| p.control == ctx.control) {
+                ctx.pinholes.remove(ctx.nat, port);
+                ctx.metrics.pinholes_closed_with_control += 1;
+            }
+        }
+    }
+}
+
+fn merge_stream_counters(into: &mut crate::metrics::Metrics, from: &crate::metrics::Metrics) {
+    for (a, b) in into.alg_refused.iter_mut().zip(from.alg_refused.iter()) {
+        *a += b;
+    }
+    into.alg_lines_held += from.alg_lines_held;
+    into.alg_retransmits_rebuilt += from.alg_retransmits_rebuilt;
+}
+
+impl State {
+    fn push_pending(&mut self, p: Pending) {
+        if self.pending.len() == MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(p);
+    }
+
+    fn on_command(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
+        let cmd = parse::classify_command(line.bytes);
+        tracing::trace!(target: "ftpnat::alg", control = %ctx.control, line = %parse::redacted(line.bytes), "command");
+        let (pending, action) = match cmd {
+            Command::Port | Command::Eprt if line.held => {
+                let kind = if cmd == Command::Port { Kind::Port } else { Kind::Eprt };
+                match self.announce(kind, line, ctx) {
+                    Ok((port, action)) => (Pending::Port(Some(port)), action),
+                    Err(()) => (Pending::Port(None), Action::Keep),
+                }
+            }
+            Command::Port | Command::Eprt => (Pending::Port(None), Action::Keep),
+            Command::Pasv => (Pending::Pasv, Action::Keep),
+            Command::Epsv => (Pending::Epsv, Action::Keep),
+            Command::Auth => (Pending::Auth, Action::Keep),
+            Command::Ccc => (Pending::Ccc, Action::Keep),
+            _ => (Pending::Other, Action::Keep),
+        };
+        self.push_pending(pending);
+        action
+    }
+
+    fn on_reply(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
+        let code = parse::reply_code(line.bytes);
+        let final_code = match (self.multiline, code) {
+            // RFC 959 §4.2: a multi-line reply ends at a line that starts with the same code and a
+            // space; any other line in between is text, whatever it looks like.
+            (Some(ml), Some((c, false))) if c == ml => {
+                self.multiline = None;
+                c
+            }
+            (Some(_), _) => return self.unsolicited(line, ctx),
+            (None, Some((c, true))) => {
+                self.multiline = Some(c);
+                return self.unsolicited(line, ctx);
+            }
+            (None, Some((c, false))) => c,
+            (None, None) => return self.unsolicited(line, ctx),
+        };
+        if final_code < 200 {
+            return self.unsolicited(line, ctx);
+        }
+        let answered = self.pending.pop_front();
+        match (answered, final_code) {
+            (Some(Pending::Pasv), 227) if line.held => {
+                self.announce(Kind::Pasv227, line, ctx).map_or(Action::Keep, |r| r.1)
+            }
+            (Some(Pending::Epsv), 229) if line.held => {
+                self.announce(Kind::Epsv229, line, ctx).map_or(Action::Keep, |r| r.1)
+            }
+            (Some(Pending::Port(Some(port))), c) if !(200..300).contains(&c) => {
+                // The server refused the PORT/EPRT: nothing will connect, so the pinhole goes now.
+                if ctx.pinholes.get(port).is_some_and(|p| p.control == ctx.control) {
+                    ctx.pinholes.remove(ctx.nat, port);
+                    ctx.metrics.pinholes_refused_by_server += 1;
+                    tracing::debug!(target: "ftpnat::pinhole", event = "refused", control = %ctx.control, public_port = port,
+                        reply = c, "server refused the announcement; pinhole removed");
+                }
+                self.pinholes.retain(|&p| p != port);
+                Action::Keep
+            }
+            (Some(Pending::Auth), 234) => {
+                self.opaque_now = true;
+                Action::Keep
+            }
+            (Some(Pending::Ccc), 200) => {
+                self.clear_now = true;
+                Action::Keep
+            }
+            _ => self.unsolicited(line, ctx),
+        }
+    }
+
+    /// A held 227/229 that answers no PASV/EPSV is left alone and counted.
+    fn unsolicited(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
+        if line.held {
+            ctx.metrics.refuse(RefusalReason::Unsolicited);
+            tracing::warn!(target: "ftpnat::alg", control = %ctx.control, reason = "unsolicited",
+                line = %parse::redacted(line.bytes), "227/229 answers no pending PASV/EPSV; left as sent");
+        }
+        Action::Keep
+    }
+
+    fn refuse(&self, reason: RefusalReason, line: &Line<'_>, ctx: &mut AlgCtx<'_>) {
+        ctx.metrics.refuse(reason);
+        tracing::warn!(target: "ftpnat::alg", control = %ctx.control, reason = reason.name(),
+            line = %parse::redacted(line.bytes), "ALG refused line; left as sent, no pinhole");
+    }
+
+    /// Checks an announcement against policy, opens its pinhole and formats the replacement.
+    fn announce(&mut self, kind: Kind, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Result<(u16, Action), ()> {
+        if line.truncated {
+            self.refuse(RefusalReason::Overlong, line, ctx);
+            return Err(());
+        }
+        let parsed = match kind {
+            Kind::Port => parse::parse_port(line.bytes),
+            Kind::Eprt => parse::parse_eprt(line.bytes),
+            Kind::Pasv227 => parse::parse_227(line.bytes),
+            Kind::Epsv229 => parse::parse_229(line.bytes),
+        };
+        let ann = match parsed {
+            Ok(a) => a,
+            Err(parse::ParseError::WrongFamily) => {
+                self.refuse(RefusalReason::WrongFamily, line, ctx);
+                return Err(());
+            }
+            Err(_) => {
+                self.refuse(RefusalReason::Malformed, line, ctx);
+                return Err(());
+            }
+        };
+        // The announcing side's own address; its data endpoint must be on the same host.
+        let (sender, peer) = match kind {
+            Kind::Port | Kind::Eprt => (self.client, self.server),
+            Kind::Pasv227 | Kind::Epsv229 => (self.server, self.client),
+        };
+        let addr = match ann.addr {
+            // "0,0,0,0" is the common shorthand for "the address of this control connection".
+            Some(a) if a.is_unspecified() => sender,
+            Some(a) => a,
+            None => sender,
+        };
+        if addr != sender {
+            // RFC 2577 §3: an announcement naming another host is the FTP bounce attack.
+            self.refuse(RefusalReason::ThirdHost, line, ctx);
+            return Err(());
+        }
+        if matches!(kind, Kind::Port | Kind::Eprt) && ann.port < 1024 && ctx.policy.refuse_low_ports {
+            // RFC 2577 §3: servers should refuse data ports below 1024; so does the gateway.
+            self.refuse(RefusalReason::LowPort, line, ctx);
+            return Err(());
+        }
+        let public_ip = ctx.public_ip;
+        let span_len = ann.span.len();
+        let prefer = move |p: u16| parse::formatted_len(kind, public_ip, p) == span_len;
+        let kind_name = match kind {
+            Kind::Port => "port",
+            Kind::Eprt => "eprt",
+            Kind::Pasv227 => "227",
+            Kind::Epsv229 => "229",
+        };
+        let port = match Pinholes::open(ctx, peer, Endpoint::new(sender, ann.port), kind_name, &prefer) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.refuse(reason, line, ctx);
+                return Err(());
+            }
+        };
+        self.pinholes.push_back(port);
+        while self.pinholes.len() > ctx.policy.max_pinholes_per_conn {
+            // Clients may pipeline several PORT+RETR pairs; the oldest announcement goes first.
+            if let Some(old) = self.pinholes.pop_front() {
+                if ctx.pinholes.get(old).is_some_and(|p| p.control == ctx.control) {
+                    ctx.pinholes.remove(ctx.nat, old);
+                    ctx.metrics.pinholes_replaced += 1;
+                }
+            }
+        }
+        let with = parse::format_span(kind, public_ip, port, ann.delim);
+        let m = &mut *ctx.metrics;
+        match kind {
+            Kind::Port => m.alg_rewrites_port += 1,
+            Kind::Eprt => m.alg_rewrites_eprt += 1,
+            Kind::Pasv227 => m.alg_rewrites_227 += 1,
+            Kind::Epsv229 => m.alg_rewrites_229 += 1,
+        }
+        if with.len() == span_len {
+            m.alg_rewrites_zero_delta += 1;
+        }
+        tracing::info!(target: "ftpnat::alg", control = %ctx.control, kind = kind_name,
+            old = %String::from_utf8_lossy(&line.bytes[ann.span.clone()]),
+            new = %String::from_utf8_lossy(&with),
+            delta = with.len() as i64 - span_len as i64,
+            inside = %Endpoint::new(sender, ann.port), public_port = port, "rewrite");
+        Ok((port, Action::Replace(ann.span, with)))
+    }
+}

@@ -1,0 +1,482 @@
+//! One direction of an FTP control connection, framed by stream offset.
+//!
+//! Owns: where lines start and end in the sender's sequence space (from the SYN, or from pickup),
+//! which bytes are held back because they may belong to a line the ALG rewrites, the splice of a
+//! rewrite into the output, the TLS record walk while the connection is opaque, and the sequence map
+//! ([`SeqMap`]) of this direction. Must not: decide what a line means (the session does, through the
+//! callback) or touch packet headers.
+//!
+//! Framing is a property of the byte stream, not of segments: every byte is seen once, in order, at its
+//! sequence number, so a line split across segments, pipelined lines, duplicates and repacketised
+//! retransmissions all come out the same. Bytes already decided are never re-parsed: a retransmission
+//! is rebuilt from the edit history, so it cannot open a second pinhole.
+
+use crate::metrics::{DropReason, Metrics, RefusalReason};
+use crate::seqadj::SeqMap;
+use crate::time::Instant;
+use crate::wire::SeqNum;
+
+use super::parse::{candidate, Candidate};
+
+/// A complete line handed to the session.
+pub struct Line<'a> {
+    /// The line's bytes including its LF (truncated to the maximum line length if longer).
+    pub bytes: &'a [u8],
+    /// Sequence number of its first byte.
+    pub start: SeqNum,
+    /// The line was held back, so it may still be rewritten.
+    pub held: bool,
+    /// The line was longer than `bytes`.
+    pub truncated: bool,
+}
+
+/// What the session wants done with a held line.
+pub enum Action {
+    Keep,
+    /// Replace `span` (byte range within the line) with these bytes.
+    Replace(std::ops::Range<usize>, Vec<u8>),
+}
+
+/// Output for one arriving segment of the rewritten direction.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SegmentOut {
+    /// Receiver-space sequence number of the first payload byte (or of the FIN / pure ACK).
+    pub seq: SeqNum,
+    pub payload: Vec<u8>,
+    /// Send the segment's FIN after `payload`.
+    pub fin: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Clear,
+    /// Inside a TLS record stream: `got` header bytes of the next record seen, `remaining` body bytes
+    /// of the current record left.
+    Opaque {
+        hdr: [u8; 5],
+        got: u8,
+        remaining: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub map: SeqMap,
+    started: bool,
+    /// Next sender byte not yet received in order.
+    next: SeqNum,
+    /// Held bytes are `[next - held.len(), next)`.
+    held: Vec<u8>,
+    held_since: Option<Instant>,
+    line: Vec<u8>,
+    line_start: SeqNum,
+    line_len: usize,
+    at_line_start: bool,
+    candidate: bool,
+    /// False after a pickup or a gap until the next line end: a line start is only trusted when seen.
+    synced: bool,
+    /// This direction travels LAN→WAN and may be rewritten.
+    rewrite: bool,
+    from_client: bool,
+    tls: Tls,
+    max_line: usize,
+    fin_sent: bool,
+}
+
+impl Stream {
+    pub fn new(rewrite: bool, from_client: bool, max_line: usize) -> Stream {
+        Stream {
+            map: SeqMap::new(),
+            started: false,
+            next: SeqNum(0),
+            held: Vec::new(),
+            held_since: None,
+            line: Vec::new(),
+            line_start: SeqNum(0),
+            line_len: 0,
+            at_line_start: true,
+            candidate: false,
+            synced: true,
+            rewrite,
+            from_client,
+            tls: Tls::Clear,
+            max_line,
+            fin_sent: false,
+        }
+    }
+
+    pub fn rewrites(&self) -> bool {
+        self.rewrite
+    }
+
+    /// First sender byte whose output is not decided yet.
+    pub fn emitted(&self) -> SeqNum {
+        self.next.sub(self.held.len() as u32)
+    }
+
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn hold_deadline(&self, timeout: core::time::Duration) -> Option<Instant> {
+        self.held_since.map(|t| t + timeout)
+    }
+
+    pub fn is_opaque(&self) -> bool {
+        matches!(self.tls, Tls::Opaque { .. })
+    }
+
+    /// From the next byte on, the stream is a TLS record stream (after `AUTH TLS` answered 234).
+    pub fn go_opaque(&mut self) {
+        self.tls = Tls::Opaque { hdr: [0; 5], got: 0, remaining: 0 };
+    }
+
+    /// Back to cleartext (a `CCC` answered 200 in the clear).
+    pub fn go_clear(&mut self) {
+        self.tls = Tls::Clear;
+        self.at_line_start = true;
+    }
+
+    fn start(&mut self, at: SeqNum, synced: bool) {
+        self.started = true;
+        self.next = at;
+        self.synced = synced;
+        self.at_line_start = true;
+    }
+
+    /// Handles one segment of the direction that may be rewritten. `seq` is the segment's sequence
+    /// number (of the SYN if `syn`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &mut self,
+        seq: SeqNum,
+        syn: bool,
+        fin: bool,
+        payload: &[u8],
+        now: Instant,
+        metrics: &mut Metrics,
+        on_line: &mut dyn FnMut(&Line<'_>) -> Action,
+    ) -> Result<SegmentOut, DropReason> {
+        let mut a = if syn { seq.add(1) } else { seq };
+        if syn && !self.started {
+            self.start(a, true);
+        } else if !self.started {
+            // Picked up mid-stream: the first line start is not known until a line end passes.
+            self.start(a, false);
+        }
+        let mut payload = payload;
+        // Bytes the receiver already acknowledged are not sent again; what history was needed to
+        // rebuild them is gone.
+        if let Some(h) = self.map.horizon() {
+            if a.lt(h) {
+                let cut = (h.diff(a) as usize).min(payload.len());
+                payload = &payload[cut..];
+                a = a.add(cut as u32);
+                if payload.is_empty() && a.lt(h) && !fin {
+                    return Ok(SegmentOut { seq: self.map.map(h), payload: Vec::new(), fin: false });
+                }
+            }
+        }
+        let b = a.add(payload.len() as u32);
+        let emitted = self.emitted();
+        if payload.is_empty() {
+            let at = if a.ge(emitted) { emitted } else { a };
+            let fin_now = fin && a == self.next && self.held.is_empty();
+            if fin_now {
+                self.fin_sent = true;
+            }
+            let fin_out = fin_now || (fin && self.fin_sent && a.lt(self.next));
+            return Ok(SegmentOut { seq: self.map.map(at), payload: Vec::new(), fin: fin_out });
+        }
+        if a.gt(self.next) {
+            // A gap: framing needs every byte in order. The sender retransmits what we drop.
+            return Err(DropReason::AlgOutOfOrder);
+        }
+        let mut out = Vec::new();
+        let out_seq;
+        if a.lt(emitted) {
+            let end = if b.lt(emitted) { b } else { emitted };
+            let n = end.diff(a) as usize;
+            if self.map.overlaps(a, n as u32) {
+                metrics.alg_retransmits_rebuilt += 1;
+            }
+            let (o, bytes) = self.map.rebuild(a, &payload[..n]);
+            out_seq = o;
+            out = bytes;
+        } else {
+            out_seq = self.map.map(emitted);
+        }
+        if b.gt(self.next) {
+            let new = &payload[self.next.diff(a) as usize..];
+            self.push(new, now, metrics, &mut out, on_line);
+        }
+        let mut fin_out = false;
+        if fin && b == self.next {
+            if !self.held.is_empty() {
+                // The sender closes in the middle of a candidate line: nothing more will come, so the
+                // line goes out as sent.
+                metrics.refuse(RefusalReason::HoldTimeout);
+                out.append(&mut self.held);
+                self.candidate = false;
+                self.held_since = None;
+            }
+            fin_out = true;
+            self.fin_sent = true;
+        } else if fin && self.fin_sent && b.lt(self.next) {
+            fin_out = true;
+        }
+        Ok(SegmentOut { seq: out_seq, payload: out, fin: fin_out })
+    }
+
+    /// Follows a direction that is never rewritten, to know its lines. Duplicated bytes are skipped; a
+    /// gap resynchronises at the next line end.
+    pub fn observe(
+        &mut self,
+        seq: SeqNum,
+        syn: bool,
+        payload: &[u8],
+        now: Instant,
+        metrics: &mut Metrics,
+        on_line: &mut dyn FnMut(&Line<'_>) -> Action,
+    ) {
+        let a = if syn { seq.add(1) } else { seq };
+        if !self.started {
+            self.start(a, syn);
+        }
+        if payload.is_empty() {
+            return;
+        }
+        let b = a.add(payload.len() as u32);
+        if a.gt(self.next) {
+            self.start(a, false);
+            self.line.clear();
+            self.line_len = 0;
+        }
+        if b.gt(self.next) {
+            let new = &payload[self.next.diff(a) as usize..];
+            let mut sink = Vec::new();
+            self.push(new, now, metrics, &mut sink, on_line);
+        }
+    }
+
+    /// Releases held bytes as they were (hold timeout). Returns the receiver-space sequence number and
+    /// the bytes to send.
+    pub fn release_held(&mut self, metrics: &mut Metrics) -> Option<(SeqNum, Vec<u8>)> {
+        if self.held.is_empty() {
+            return None;
+        }
+        metrics.refuse(RefusalReason::HoldTimeout);
+        tracing::warn!(target: "ftpnat::alg", held = self.held.len(), "candidate line incomplete past the hold limit; released as sent");
+        let at = self.map.map(self.emitted());
+        self.candidate = false;
+        self.held_since = None;
+        Some((at, std::mem::take(&mut self.held)))
+    }
+
+    /// Feeds in-order new bytes. Decided output is appended to `out`.
+    fn push(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        metrics: &mut Metrics,
+        out: &mut Vec<u8>,
+        on_line: &mut dyn FnMut(&Line<'_>) -> Action,
+    ) {
+        for (i, &byte) in data.iter().enumerate() {
+            let at = self.next.add(i as u32);
+            if let Tls::Opaque { ref mut hdr, ref mut got, ref mut remaining } = self.tls {
+                if *remaining > 0 {
+                    *remaining -= 1;
+                    out.push(byte);
+                    continue;
+                }
+                // At a record boundary: a TLS content type (RFC 8446 §5.1: 20..=24) continues the
+                // record stream; anything else is cleartext FTP again (after CCC, RFC 4217 §11).
+                if *got > 0 || (20..=24).contains(&byte) {
+                    hdr[*got as usize] = byte;
+                    *got += 1;
+                    if *got == 5 {
+                        *remaining = u16::from_be_bytes([hdr[3], hdr[4]]) as u32;
+                        *got = 0;
+                    }
+                    out.push(byte);
+                    continue;
+                }
+                tracing::info!(target: "ftpnat::alg", "TLS record stream ended; control connection is cleartext again");
+                self.tls = Tls::Clear;
+                self.at_line_start = true;
+            }
+            if self.at_line_start {
+                self.at_line_start = false;
+                self.line.clear();
+                self.line_len = 0;
+                self.line_start = at;
+                self.candidate = self.rewrite && self.synced;
+            }
+            self.line_len += 1;
+            if self.line.len() < self.max_line {
+                self.line.push(byte);
+            }
+            if self.candidate {
+                self.held.push(byte);
+                if byte != b'\n' {
+                    let still = candidate(&self.line, self.from_client) == Candidate::Maybe;
+                    let overlong = self.line_len >= self.max_line;
+                    if !still || overlong {
+                        if overlong {
+                            metrics.refuse(RefusalReason::Overlong);
+                        }
+                        out.append(&mut self.held);
+                        self.candidate = false;
+                    }
+                }
+            } else {
+                out.push(byte);
+            }
+            if byte == b'\n' {
+                self.at_line_start = true;
+                if !self.synced {
+                    self.synced = true;
+                    continue;
+                }
+                let line = Line {
+                    bytes: &self.line,
+                    start: self.line_start,
+                    held: self.candidate,
+                    truncated: self.line_len > self.line.len(),
+                };
+                let action = on_line(&line);
+                if self.candidate {
+                    self.candidate = false;
+                    match action {
+                        Action::Replace(span, with)
+                            if span.end <= self.held.len() && span.start <= span.end =>
+                        {
+                            out.extend_from_slice(&self.held[..span.start]);
+                            out.extend_from_slice(&with);
+                            out.extend_from_slice(&self.held[span.end..]);
+                            self.map.record(self.line_start.add(span.start as u32), span.len() as u32, with);
+                            self.held.clear();
+                        }
+                        _ => out.append(&mut self.held),
+                    }
+                }
+            }
+        }
+        self.next = self.next.add(data.len() as u32);
+        if self.held.is_empty() {
+            self.held_since = None;
+        } else if self.held_since.is_none() {
+            self.held_since = Some(now);
+            metrics.alg_lines_held += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rewrites "PORT x" lines to "PORT yy" (growing by one byte).
+    fn grow(line: &Line<'_>) -> Action {
+        if line.held && line.bytes.starts_with(b"PORT x") {
+            Action::Replace(5..6, b"yy".to_vec())
+        } else {
+            Action::Keep
+        }
+    }
+
+    fn run(stream: &mut Stream, segs: &[(u32, &[u8])]) -> Vec<(u32, Vec<u8>)> {
+        let mut m = Metrics::default();
+        let mut outs = Vec::new();
+        for &(seq, data) in segs {
+            let o =
+                stream.segment(SeqNum(seq), false, false, data, Instant::ZERO, &mut m, &mut grow).unwrap();
+            outs.push((o.seq.0, o.payload));
+        }
+        outs
+    }
+
+    fn fresh() -> Stream {
+        let mut s = Stream::new(true, true, 512);
+        let mut m = Metrics::default();
+        s.segment(SeqNum(99), true, false, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        s
+    }
+
+    #[test]
+    fn whole_line_in_one_segment() {
+        let mut s = fresh();
+        let o = run(&mut s, &[(100, b"USER a\r\nPORT x\r\nNOOP\r\n")]);
+        assert_eq!(o, vec![(100, b"USER a\r\nPORT yy\r\nNOOP\r\n".to_vec())]);
+        assert_eq!(s.map.map(SeqNum(123)), SeqNum(124));
+    }
+
+    #[test]
+    fn split_line_is_held_then_rewritten() {
+        let mut s = fresh();
+        let o = run(&mut s, &[(100, b"NOOP\r\nPO"), (108, b"RT x\r"), (113, b"\nQUIT\r\n")]);
+        assert_eq!(
+            o,
+            vec![(100, b"NOOP\r\n".to_vec()), (106, Vec::new()), (106, b"PORT yy\r\nQUIT\r\n".to_vec())]
+        );
+    }
+
+    #[test]
+    fn non_candidate_prefix_is_released_at_once() {
+        let mut s = fresh();
+        let o = run(&mut s, &[(100, b"PA"), (102, b"SV\r\n")]);
+        // "PA" might be "PASS"? No: only PORT/EPRT lines are held, and "PA" already is not one.
+        assert_eq!(o, vec![(100, b"PA".to_vec()), (102, b"SV\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn retransmission_merged_with_next_command_is_rebuilt() {
+        let mut s = fresh();
+        run(&mut s, &[(100, b"PORT x\r\n")]);
+        // The sender retransmits the PORT line merged with the next command.
+        let o = run(&mut s, &[(100, b"PORT x\r\nRETR f\r\n")]);
+        assert_eq!(o, vec![(100, b"PORT yy\r\nRETR f\r\n".to_vec())]);
+        // A retransmission starting mid-line is widened to the whole replacement.
+        let o = run(&mut s, &[(105, b"x\r\nRE")]);
+        assert_eq!(o, vec![(105, b"yy\r\nRE".to_vec())]);
+    }
+
+    #[test]
+    fn gap_is_refused_and_pickup_waits_for_a_line_end() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        assert_eq!(
+            s.segment(SeqNum(150), false, false, b"X", Instant::ZERO, &mut m, &mut grow),
+            Err(DropReason::AlgOutOfOrder)
+        );
+        let mut p = Stream::new(true, true, 512);
+        // Picked up mid-line: "PORT x" after a partial line is not at a known line start.
+        let o = run(&mut p, &[(5000, b"ORT x\r\nPORT x\r\n")]);
+        assert_eq!(o, vec![(5000, b"ORT x\r\nPORT yy\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn tls_records_are_opaque_until_cleartext_returns() {
+        let mut s = fresh();
+        s.go_opaque();
+        // A record of 3 bytes containing "PORT"-looking bytes, then cleartext.
+        let mut data = vec![23, 3, 3, 0, 3];
+        data.extend_from_slice(b"P\no");
+        data.extend_from_slice(b"PORT x\r\n");
+        let o = run(&mut s, &[(100, &data)]);
+        let mut want = data[..8].to_vec();
+        want.extend_from_slice(b"PORT yy\r\n");
+        assert_eq!(o, vec![(100, want)]);
+        assert!(!s.is_opaque());
+    }
+
+    #[test]
+    fn fin_in_the_middle_of_a_candidate_releases_it() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        let o = s.segment(SeqNum(100), false, true, b"PORT x", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!(o, SegmentOut { seq: SeqNum(100), payload: b"PORT x".to_vec(), fin: true });
+        assert_eq!(m.refused_of(RefusalReason::HoldTimeout), 1);
+    }
+}
