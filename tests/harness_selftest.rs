@@ -366,3 +366,24 @@ fn a_dropped_control_segment_is_retransmitted_by_smoltcp() {
     // The retransmission waited for smoltcp's RTO (at least 1 s of virtual time).
     assert!(net.now_us() > 1_000_000);
 }
+
+#[test]
+fn ftp_text_helpers_parse_what_peers_send() {
+    use common::ftp::{format_host_port, parse_227, parse_229, parse_eprt_arg, parse_host_port};
+    let a: std::net::Ipv4Addr = "10.0.0.2".parse().unwrap();
+    assert_eq!(format_host_port(a, 41000), "10,0,0,2,160,40");
+    assert_eq!(parse_host_port("10,0,0,2,160,40"), Some((a, 41000)));
+    assert_eq!(parse_host_port("10,0,0,2,160"), None);
+    assert_eq!(parse_host_port("10,0,0,256,1,1"), None);
+    assert_eq!(parse_227("227 Entering Passive Mode (10,0,0,2,160,40)."), Some((a, 41000)));
+    assert_eq!(parse_227("227 =10,0,0,2,160,40"), Some((a, 41000)));
+    assert_eq!(parse_229("229 Entering Extended Passive Mode (|||30003|)"), Some(30003));
+    assert_eq!(parse_229("229 ok (!!!21!)"), Some(21));
+    assert_eq!(parse_229("229 ok (||30003|)"), None);
+    assert_eq!(parse_eprt_arg("|1|10.0.0.2|41000|"), Some((a, 41000)));
+    assert_eq!(parse_eprt_arg("!1!10.0.0.2!41000!"), Some((a, 41000)));
+    assert_eq!(parse_eprt_arg("|2|::1|41000|"), None);
+    assert_eq!(file_bytes("a", 100), file_bytes("a", 100));
+    assert_ne!(file_bytes("a", 100), file_bytes("b", 100));
+    assert_eq!(file_bytes("a", 13).len(), 13);
+}
