@@ -387,3 +387,25 @@ fn ftp_text_helpers_parse_what_peers_send() {
     assert_ne!(file_bytes("a", 100), file_bytes("b", 100));
     assert_eq!(file_bytes("a", 13).len(), 13);
 }
+
+#[test]
+fn a_small_mtu_makes_smoltcp_send_small_segments() {
+    let mut net = Net::empty(Box::new(Router::default()), 3);
+    net.mtu = 576;
+    net.add_host(Side::Inside, INSIDE_HOST);
+    net.add_host(Side::Outside, OUTSIDE_HOST);
+    let server = net.ftp_server(OUTSIDE_HOST, ServerConfig::default());
+    let client = net.ftp_client(
+        INSIDE_HOST,
+        ClientConfig::new(OUTSIDE_HOST, 21).transfer(Transfer::new(
+            Mode::Epsv,
+            XferDir::Retr,
+            "5000.bin",
+            5000,
+        )),
+    );
+    net.run(|n| n.app(client).finished() && n.app(server).finished(), MINUTE);
+    assert_clean_session(&net, client, server);
+    let biggest = net.log().map(|e| usize::from(u16::from_be_bytes([e.head[2], e.head[3]]))).max();
+    assert_eq!(biggest, Some(576));
+}

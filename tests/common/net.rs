@@ -193,7 +193,7 @@ pub struct Net {
     in_flight: VecDeque<InFlight>,
     /// One-way delay from the middlebox to the receiving host (µs); applies to packets emitted later.
     pub link_delay_us: u64,
-    /// MTU of hosts added later (the two default hosts get the value at construction: 1500).
+    /// MTU of hosts added after it is set (smoltcp reads it once, when the interface is created).
     pub mtu: usize,
     /// Hard bound on steps, across all runs of this `Net`.
     pub max_steps: u64,
@@ -216,9 +216,17 @@ impl Net {
 
     /// Same, with `seed` driving the smoltcp random seeds (ISNs) and the fault injector.
     pub fn with_seed(mb: Box<dyn Middlebox>, seed: u64) -> Net {
+        let mut net = Net::empty(mb, seed);
+        net.add_host(Side::Inside, INSIDE_HOST);
+        net.add_host(Side::Outside, OUTSIDE_HOST);
+        net
+    }
+
+    /// No hosts yet: set [`Net::mtu`] (smoltcp derives its MSS from it) and then [`Net::add_host`].
+    pub fn empty(mb: Box<dyn Middlebox>, seed: u64) -> Net {
         let mut seeds = SplitMix64::new(seed);
         let faults = Faults::new(seeds.next_u64());
-        let mut net = Net {
+        Net {
             now_us: 0,
             hosts: Vec::new(),
             apps: Vec::new(),
@@ -234,10 +242,7 @@ impl Net {
             log_cap: 100_000,
             log_print_on_panic: 300,
             seeds,
-        };
-        net.add_host(Side::Inside, INSIDE_HOST);
-        net.add_host(Side::Outside, OUTSIDE_HOST);
-        net
+        }
     }
 
     /// Adds a host on `side` with address `addr` (/24, default route via the side's gateway).
