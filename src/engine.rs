@@ -348,6 +348,17 @@ impl Engine {
         let mut flags = TcpFlags::default();
         let mut icmp_request = false;
         let (sp, dp) = match proto {
+            Proto::Tcp | Proto::Udp if fragmented => {
+                // A first fragment holds the ports but not the whole datagram the length fields speak of.
+                let p = ip.payload();
+                if p.len() < 8 {
+                    return Err(malformed);
+                }
+                if proto == Proto::Tcp {
+                    flags = TcpFlags::from_byte(p.get(13).copied().unwrap_or(0));
+                }
+                (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]))
+            }
             Proto::Tcp => {
                 let t = ip.tcp().map_err(|_| malformed)?;
                 flags = t.flags();
@@ -405,7 +416,8 @@ impl Engine {
             }
         }
         let conn = self.table.get_mut(id).expect("exists");
-        conn.expires = now + conn.timeout(&timeouts);
+        let at = now + conn.timeout(&timeouts);
+        self.table.set_expiry(id, at);
     }
 
     /// A packet with no connection: a new outbound flow, a forward, a pinhole, or a drop.
@@ -1016,6 +1028,10 @@ fn translate(pkt: &mut [u8], proto: Proto, to: &FlowKey, first_fragment: bool) {
     if !first_fragment {
         return;
     }
+    if ip.more_frags() {
+        set_ports_in_first_fragment(&mut ip, proto, to);
+        return;
+    }
     match proto {
         Proto::Tcp => {
             if let Ok(mut t) = ip.tcp_mut() {
@@ -1044,6 +1060,34 @@ fn translate(pkt: &mut [u8], proto: Proto, to: &FlowKey, first_fragment: bool) {
                 }
             }
         }
+    }
+}
+
+/// Ports of a first fragment, where the transport views refuse (their length fields speak of the whole
+/// datagram). The transport checksum covers the whole datagram, so its incremental update is still right.
+fn set_ports_in_first_fragment(ip: &mut Ipv4Packet<&mut [u8]>, proto: Proto, to: &FlowKey) {
+    let csum_at = match proto {
+        Proto::Tcp => 16,
+        Proto::Udp => 6,
+        Proto::Icmp => return,
+    };
+    let p = ip.payload_mut();
+    if p.len() < csum_at + 2 {
+        return;
+    }
+    let mut csum = u16::from_be_bytes([p[csum_at], p[csum_at + 1]]);
+    for (at, new) in [(0usize, to.src.port), (2, to.dst.port)] {
+        let old = u16::from_be_bytes([p[at], p[at + 1]]);
+        if old != new {
+            csum = crate::wire::checksum::update_u16(csum, old, new);
+            p[at..at + 2].copy_from_slice(&new.to_be_bytes());
+        }
+    }
+    // RFC 768: a UDP checksum of zero means none was computed, and stays so.
+    let zero_udp = proto == Proto::Udp && u16::from_be_bytes([p[csum_at], p[csum_at + 1]]) == 0;
+    if !zero_udp {
+        let csum = if proto == Proto::Udp && csum == 0 { 0xffff } else { csum };
+        p[csum_at..csum_at + 2].copy_from_slice(&csum.to_be_bytes());
     }
 }
 

@@ -75,6 +75,8 @@ pub struct Conn {
     pub host: Option<Ipv4Addr>,
     pub ftp: Option<Box<FtpSession>>,
     generation: u32,
+    /// Deadline of this connection's live entry in the expiry queue.
+    queued: Instant,
 }
 
 impl Conn {
@@ -104,6 +106,7 @@ impl Conn {
             host: None,
             ftp: None,
             generation: 0,
+            queued: now,
         }
     }
 
@@ -122,7 +125,7 @@ impl Conn {
         self.sides[d.reverse().index()]
     }
 
-    /// Updates TCP state for a segment in `d` and returns the idle timeout that now applies.
+    /// Updates TCP state for a segment in `d`.
     pub fn track_tcp(&mut self, d: Dir, syn: bool, ack: bool, fin: bool, rst: bool) {
         if rst {
             self.tcp = TcpState::Closed;
@@ -259,10 +262,22 @@ impl Table {
         if let Some(h) = conn.host {
             *self.per_host.entry(h).or_default() += 1;
         }
+        conn.queued = conn.expires;
         self.timers.push(Reverse((conn.expires, id, conn.generation)));
         self.slots[id as usize] = Some(conn);
         self.len += 1;
         ConnId(id)
+    }
+
+    /// Sets a connection's expiry. A later time is picked up lazily when the old deadline comes up; an
+    /// earlier one (an RST, the last FIN) gets its own queue entry at once.
+    pub fn set_expiry(&mut self, id: ConnId, at: Instant) {
+        let Some(conn) = self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut()) else { return };
+        conn.expires = at;
+        if at < conn.queued {
+            conn.queued = at;
+            self.timers.push(Reverse((at, id.0, conn.generation)));
+        }
     }
 
     /// Removes a connection and returns it (its mapping reference and ALG state are the caller's to
@@ -300,12 +315,13 @@ impl Table {
                 return None;
             }
             self.timers.pop();
-            let Some(conn) = self.slots.get(id as usize).and_then(|s| s.as_ref()) else { continue };
-            if conn.generation != generation {
+            let Some(conn) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else { continue };
+            if conn.generation != generation || conn.queued != t {
                 continue;
             }
             if conn.expires > now {
-                // Refreshed since this timer was queued: one timer per connection, moved forward lazily.
+                // Refreshed since this timer was queued: one live timer per connection, moved lazily.
+                conn.queued = conn.expires;
                 self.timers.push(Reverse((conn.expires, id, generation)));
                 continue;
             }
@@ -363,12 +379,16 @@ mod tests {
         let b = t.insert(conn(2, Instant::ZERO, 120));
         assert_eq!(t.pop_expired(Instant::from_secs(59)), None);
         // Refresh a before it expires.
-        t.get_mut(a).unwrap().expires = Instant::from_secs(200);
+        t.set_expiry(a, Instant::from_secs(200));
         assert_eq!(t.pop_expired(Instant::from_secs(60)), None);
         assert_eq!(t.pop_expired(Instant::from_secs(120)), Some(b));
         t.remove(b);
         assert_eq!(t.pop_expired(Instant::from_secs(199)), None);
         assert_eq!(t.pop_expired(Instant::from_secs(200)), Some(a));
+        // Shortening (an RST) takes effect before the old deadline.
+        let c = t.insert(conn(3, Instant::ZERO, 7440));
+        t.set_expiry(c, Instant::from_secs(210));
+        assert_eq!(t.pop_expired(Instant::from_secs(210)), Some(c));
     }
 
     #[test]

@@ -1,0 +1,210 @@
+//! Packet builders and an independent checker (etherparse) for engine scenario tests.
+#![allow(dead_code)]
+
+use etherparse::{IpNumber, Ipv4HeaderSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use ftpnat::{Config, Engine, Instant, Side, Verdict};
+use std::net::Ipv4Addr;
+
+pub const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const LAN_HOST2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub const REMOTE2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+
+pub fn config() -> Config {
+    Config::new(vec!["10.0.0.0/24".parse().unwrap()], PUBLIC)
+}
+
+pub fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64).udp(sp, dp);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct Flags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+}
+
+pub const SYN: Flags = Flags { syn: true, ack: false, fin: false, rst: false, psh: false };
+pub const SYNACK: Flags = Flags { syn: true, ack: true, fin: false, rst: false, psh: false };
+pub const ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false, psh: false };
+pub const PSHACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false, psh: true };
+
+#[allow(clippy::too_many_arguments)]
+pub fn tcp(
+    src: Ipv4Addr,
+    sp: u16,
+    dst: Ipv4Addr,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    f: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64).tcp(sp, dp, seq, 64000);
+    if f.syn {
+        b = b.syn();
+    }
+    if f.ack {
+        b = b.ack(ack);
+    }
+    if f.fin {
+        b = b.fin();
+    }
+    if f.rst {
+        b = b.rst();
+    }
+    if f.psh {
+        b = b.psh();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16, request: bool) -> Vec<u8> {
+    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
+    let b = if request { b.icmpv4_echo_request(id, seq) } else { b.icmpv4_echo_reply(id, seq) };
+    let mut v = Vec::new();
+    b.write(&mut v, b"ping").unwrap();
+    v
+}
+
+/// What an independent parser sees in a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub syn: bool,
+    pub fin: bool,
+    pub payload: Vec<u8>,
+    pub icmp_type: Option<u8>,
+}
+
+/// Parses with etherparse and asserts every checksum (IPv4 header, TCP/UDP/ICMP) is valid.
+pub fn check(pkt: &[u8]) -> Seen {
+    let ip = Ipv4HeaderSlice::from_slice(pkt).unwrap_or_else(|e| panic!("bad IPv4 header {e:?}: {pkt:02x?}"));
+    let hdr = ip.to_header();
+    assert_eq!(hdr.calc_header_checksum(), hdr.header_checksum, "IPv4 header checksum");
+    assert_eq!(hdr.total_len as usize, pkt.len(), "total length");
+    let sliced = SlicedPacket::from_ip(pkt).unwrap();
+    let (src, dst) = (ip.source_addr(), ip.destination_addr());
+    let mut s = Seen {
+        src,
+        dst,
+        ttl: ip.ttl(),
+        sport: 0,
+        dport: 0,
+        seq: 0,
+        ack: 0,
+        syn: false,
+        fin: false,
+        payload: vec![],
+        icmp_type: None,
+    };
+    let is_fragment = hdr.is_fragmenting_payload();
+    match sliced.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let payload = t.payload();
+            if !is_fragment {
+                let c = t.to_header().calc_checksum_ipv4_raw(src.octets(), dst.octets(), payload).unwrap();
+                assert_eq!(c, t.checksum(), "TCP checksum of {src}->{dst}");
+            }
+            s.sport = t.source_port();
+            s.dport = t.destination_port();
+            s.seq = t.sequence_number();
+            s.ack = t.acknowledgment_number();
+            s.syn = t.syn();
+            s.fin = t.fin();
+            s.payload = payload.to_vec();
+        }
+        Some(TransportSlice::Udp(u)) => {
+            if !is_fragment && u.checksum() != 0 {
+                let c =
+                    u.to_header().calc_checksum_ipv4_raw(src.octets(), dst.octets(), u.payload()).unwrap();
+                assert_eq!(c, u.checksum(), "UDP checksum");
+            }
+            s.sport = u.source_port();
+            s.dport = u.destination_port();
+            s.payload = u.payload().to_vec();
+        }
+        Some(TransportSlice::Icmpv4(i)) => {
+            if !is_fragment {
+                assert_eq!(rfc1071(i.slice()), 0, "ICMP checksum");
+            }
+            s.icmp_type = Some(i.type_u8());
+            s.payload = i.payload().to_vec();
+            let h = i.bytes5to8();
+            s.sport = u16::from_be_bytes([h[0], h[1]]);
+            s.dport = s.sport;
+        }
+        _ => assert!(is_fragment || hdr.protocol != IpNumber::TCP, "unparsable transport"),
+    }
+    s
+}
+
+/// The RFC 1071 sum folded and complemented: 0 for data that includes a valid checksum.
+pub fn rfc1071(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Drives an engine and collects everything it emits, each checked.
+pub struct Rig {
+    pub engine: Engine,
+    pub now: Instant,
+}
+
+impl Rig {
+    pub fn new(config: Config) -> Rig {
+        config.validate().unwrap();
+        Rig { engine: Engine::new(config), now: Instant::from_secs(1000) }
+    }
+
+    /// Sends one packet; returns (verdict, every packet that left with its side).
+    pub fn send(&mut self, from: Side, pkt: Vec<u8>) -> (Verdict, Vec<(Side, Vec<u8>)>) {
+        let mut p = pkt;
+        let v = self.engine.handle_packet(self.now, from, &mut p);
+        let mut out = Vec::new();
+        if let Verdict::Forward(side) = v {
+            out.push((side, p));
+        }
+        while let Some(t) = self.engine.poll_transmit() {
+            out.push((t.side, t.packet));
+        }
+        for (_, p) in &out {
+            check(p);
+        }
+        (v, out)
+    }
+
+    /// Sends a packet that must come out as exactly one packet; returns what the checker saw.
+    pub fn pass(&mut self, from: Side, pkt: Vec<u8>) -> (Side, Seen) {
+        let (v, out) = self.send(from, pkt);
+        assert!(matches!(v, Verdict::Forward(_)), "expected forward, got {v:?}");
+        assert_eq!(out.len(), 1, "expected exactly one packet out");
+        (out[0].0, check(&out[0].1))
+    }
+
+    pub fn advance(&mut self, secs: u64) {
+        self.now = self.now + core::time::Duration::from_secs(secs);
+        self.engine.handle_timeout(self.now);
+    }
+}
