@@ -1,1 +1,9 @@
-//! placeholder
+//! Everything with syscalls, clocks and files: packet devices, the run loop, pcap files.
+//!
+//! Owns: [`device`] (the device trait and an in-memory pair), [`tun`] (Linux TUN devices) and
+//! [`runtime`] (the poll loop driving the engine). Must not: decide anything about packets; only
+//! `main.rs` and tests import this module.
+
+pub mod device;
+pub mod runtime;
+pub mod tun;
