@@ -23,8 +23,8 @@
 : "${FTPNAT_PUBLIC_IP:=198.51.100.1}"       # --public-ip (TEST-NET-2, RFC 5737)
 : "${FTPNAT_WAN_HOST:=198.51.100.2}"        # the outside host's address
 : "${FTPNAT_WAN_PREFIX_LEN:=24}"            # the wan link: wan host and public ip share this prefix
-: "${FTPNAT_FORWARDS:=tcp:2080=10.0.0.2:8080 udp:2053=10.0.0.2:5353}"  # --forward specs (space separated)
-: "${FTPNAT_EXTRA_ARGS:=}"                  # more `ftpnat run` flags, space separated
+: "${FTPNAT_FORWARDS=tcp:2080=10.0.0.2:8080 udp:2053=10.0.0.2:5353}"  # --forward specs (space separated)
+: "${FTPNAT_EXTRA_ARGS=}"                   # more `ftpnat run` flags, space separated
 : "${FTPNAT_LOG:=ftpnat=info}"              # RUST_LOG for the ftpnat process
 
 FTPNAT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
