@@ -94,7 +94,8 @@ struct RunArgs {
     /// Accept PORT/EPRT naming a port below 1024 (refused by default, RFC 2577 section 3).
     #[arg(long)]
     ftp_allow_low_ports: bool,
-    /// Idle timeout of an established TCP connection [default: 2h4m, RFC 5382 REQ-5].
+    /// Idle timeout of an established TCP connection [default: 7440s = 2 h 4 min, RFC 5382 REQ-5]. Every
+    /// DUR is seconds or a number with a unit: 90, 1.5, 500ms, 2m, 1h.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     tcp_established_timeout: Option<Duration>,
     /// Idle timeout of an opening or closing TCP connection [default: 4m, RFC 5382 REQ-5].
