@@ -32,7 +32,7 @@ cleanup() {
     done
 }
 cleanup
-trap 'cleanup; rm -f "$LOG"' EXIT
+trap 'cleanup; rm -f "$LOG" "$LOG.out"' EXIT
 
 for n in "$GW" "$LANH" "$UP"; do
     ip netns add "$n"
