@@ -3,6 +3,8 @@
 
   peer.py tcp-server PORT [--bind ADDR]      accept; send "peer IP:PORT\\n"; close. Forever.
   peer.py tcp-client HOST PORT [--timeout S] connect, print the server's line; exit 1 on failure.
+  peer.py tcp-sink PORT [--bind ADDR]        read each connection to its end; answer "got N bytes". Forever.
+  peer.py tcp-send HOST PORT BYTES [--timeout S]  send BYTES bytes, print the answer; exit 1 on failure.
   peer.py udp-server PORT [--bind ADDR]      answer each datagram with "peer IP:PORT". Forever.
   peer.py udp-client HOST PORT [--timeout S] [--tries N]   send, print the answer; exit 1 on silence.
 
@@ -46,6 +48,53 @@ def tcp_client(a):
     return 0
 
 
+def tcp_sink(a):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a.bind, a.port))
+    s.listen(16)
+    print("ready", flush=True)
+    while True:
+        c, (ip, port) = s.accept()
+        n = 0
+        try:
+            c.settimeout(30)
+            while True:
+                chunk = c.recv(1 << 16)
+                if not chunk:
+                    break
+                n += len(chunk)
+            c.sendall(f"got {n} bytes from {ip}:{port}\n".encode())
+        except OSError as e:
+            print(f"connection from {ip}:{port} failed after {n} bytes: {e}", flush=True)
+        finally:
+            c.close()
+        print(f"received {n} bytes from {ip}:{port}", flush=True)
+
+
+def tcp_send(a):
+    block = bytes(range(256)) * 256
+    try:
+        with socket.create_connection((a.host, a.port), timeout=a.timeout) as c:
+            c.settimeout(a.timeout)
+            left = a.bytes
+            while left > 0:
+                n = c.send(block[: min(left, len(block))])
+                left -= n
+            c.shutdown(socket.SHUT_WR)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = c.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as e:
+        print(f"failed: {e}", flush=True)
+        return 1
+    print(data.decode(errors="replace").strip(), flush=True)
+    return 0
+
+
 def udp_server(a):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((a.bind, a.port))
@@ -76,7 +125,7 @@ def udp_client(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("tcp-server", "udp-server"):
+    for name in ("tcp-server", "tcp-sink", "udp-server"):
         sp = sub.add_parser(name)
         sp.add_argument("port", type=int)
         sp.add_argument("--bind", default="0.0.0.0")
@@ -86,9 +135,14 @@ def main():
         sp.add_argument("port", type=int)
         sp.add_argument("--timeout", type=float, default=3.0)
         sp.add_argument("--tries", type=int, default=3)
+    sp = sub.add_parser("tcp-send")
+    sp.add_argument("host")
+    sp.add_argument("port", type=int)
+    sp.add_argument("bytes", type=int)
+    sp.add_argument("--timeout", type=float, default=10.0)
     a = p.parse_args()
-    fn = {"tcp-server": tcp_server, "tcp-client": tcp_client, "udp-server": udp_server,
-          "udp-client": udp_client}[a.cmd]
+    fn = {"tcp-server": tcp_server, "tcp-client": tcp_client, "tcp-sink": tcp_sink, "tcp-send": tcp_send,
+          "udp-server": udp_server, "udp-client": udp_client}[a.cmd]
     return fn(a) or 0
 
 

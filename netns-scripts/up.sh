@@ -54,10 +54,14 @@ args+=($FTPNAT_EXTRA_ARGS)
 devices_exist() {
     ip link show dev "$FTPNAT_LAN_TUN" && ip link show dev "$FTPNAT_WAN_TUN"
 }
-if ! ftpnat_wait_for 10 devices_exist; then
+# Done waiting as soon as the devices exist or ftpnat has already exited (bad flags, no permission).
+started() { devices_exist || test -s "$FTPNAT_STATE_DIR/ftpnat.status"; }
+ftpnat_wait_for 10 started || true
+if ! devices_exist >/dev/null 2>&1; then
     cat "$FTPNAT_STATE_DIR/ftpnat.log" >&2 2>/dev/null || true
     "$(dirname "${BASH_SOURCE[0]}")/down.sh" >/dev/null || true
-    ftpnat_die "ftpnat did not create $FTPNAT_LAN_TUN and $FTPNAT_WAN_TUN within 10 s (log above)"
+    ftpnat_die "ftpnat did not create $FTPNAT_LAN_TUN and $FTPNAT_WAN_TUN (exit status" \
+        "$(cat "$FTPNAT_STATE_DIR/ftpnat.status" 2>/dev/null || echo 'none: still running after 10 s'); log above)"
 fi
 
 # The device keeps its ftpnat descriptor across the move; moving takes it down, so up it afterwards.

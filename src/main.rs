@@ -94,7 +94,8 @@ struct RunArgs {
     /// Accept PORT/EPRT naming a port below 1024 (refused by default, RFC 2577 section 3).
     #[arg(long)]
     ftp_allow_low_ports: bool,
-    /// Idle timeout of an established TCP connection [default: 2h4m, RFC 5382 REQ-5].
+    /// Idle timeout of an established TCP connection [default: 7440s = 2 h 4 min, RFC 5382 REQ-5]. Every
+    /// DUR is seconds or a number with a unit: 90, 1.5, 500ms, 2m, 1h.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     tcp_established_timeout: Option<Duration>,
     /// Idle timeout of an opening or closing TCP connection [default: 4m, RFC 5382 REQ-5].
@@ -254,6 +255,15 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
 
 /// The stop summary on stdout: aligned `name value` lines, or one JSON object with `--log-format json`.
 fn print_summary(counters: &[(String, u64)], stopped_by: &str, uptime: Duration, format: LogFormat) {
+    print!("{}", format_summary(counters, stopped_by, uptime, format));
+}
+
+fn format_summary(
+    counters: &[(String, u64)],
+    stopped_by: &str,
+    uptime: Duration,
+    format: LogFormat,
+) -> String {
     match format {
         LogFormat::Json => {
             let map: serde_json::Map<String, serde_json::Value> =
@@ -261,14 +271,15 @@ fn print_summary(counters: &[(String, u64)], stopped_by: &str, uptime: Duration,
             let doc = serde_json::json!({
                 "summary": { "stopped_by": stopped_by, "uptime_s": uptime.as_secs_f64(), "counters": map }
             });
-            println!("{doc}");
+            format!("{doc}\n")
         }
         LogFormat::Text => {
-            println!("ftpnat: stopped by {stopped_by} after {:.1} s", uptime.as_secs_f64());
+            let mut out = format!("ftpnat: stopped by {stopped_by} after {:.1} s\n", uptime.as_secs_f64());
             let width = counters.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
             for (k, v) in counters {
-                println!("  {k:<width$}  {v}");
+                out.push_str(&format!("  {k:<width$}  {v}\n"));
             }
+            out
         }
     }
 }
@@ -337,6 +348,21 @@ mod tests {
         assert_eq!(c.lan_ip, Ipv4Addr::new(10, 0, 0, 1));
         let d = parse(&[]).unwrap();
         assert!(d.translate && d.ftp.enabled && d.ftp.refuse_low_ports);
+    }
+
+    #[test]
+    fn summaries_read_as_text_and_parse_as_json() {
+        let c = [("flows.active".to_string(), 2), ("drops.no_mapping".to_string(), 17)];
+        let t = format_summary(&c, "SIGTERM", Duration::from_millis(1500), LogFormat::Text);
+        assert_eq!(
+            t,
+            "ftpnat: stopped by SIGTERM after 1.5 s\n  flows.active      2\n  drops.no_mapping  17\n"
+        );
+        let j = format_summary(&c, "SIGINT", Duration::from_secs(3), LogFormat::Json);
+        assert_eq!(j.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["summary"]["stopped_by"], "SIGINT");
+        assert_eq!(v["summary"]["counters"]["drops.no_mapping"], 17);
     }
 
     #[test]

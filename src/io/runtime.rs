@@ -109,17 +109,21 @@ impl Stop {
     }
 }
 
-/// A device failed in a way the loop cannot continue from (it was deleted, its namespace went away).
+/// A device failed in a way the loop cannot continue from (it was deleted, its namespace went away), or,
+/// with `side: None`, `poll(2)` itself failed.
 #[derive(Debug)]
 pub struct RunError {
-    pub side: Side,
+    pub side: Option<Side>,
     pub device: String,
     pub what: String,
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", flag_of(self.side), self.device, self.what)
+        match self.side {
+            Some(side) => write!(f, "{} {}: {}", flag_of(side), self.device, self.what),
+            None => write!(f, "{}: {}", self.device, self.what),
+        }
     }
 }
 
@@ -178,7 +182,7 @@ impl<D: Device> Port<D> {
     }
 
     fn gone(&self, what: String) -> RunError {
-        RunError { side: self.side, device: self.dev.name().to_string(), what }
+        RunError { side: Some(self.side), device: self.dev.name().to_string(), what }
     }
 }
 
@@ -271,7 +275,7 @@ impl<D: Device> Runtime<D> {
                     continue;
                 }
                 // poll(2) fails only on EFAULT/EINVAL/ENOMEM: nothing a device did.
-                return Err(RunError { side: Side::Inside, device: "poll".into(), what: e.to_string() });
+                return Err(RunError { side: None, device: "poll(2)".into(), what: e.to_string() });
             }
             for side in [Side::Inside, Side::Outside] {
                 let revents = fds[side.index()].revents;
@@ -463,7 +467,7 @@ mod tests {
         wp.close();
         let (r, _, _) = t.join().unwrap();
         let e = r.unwrap_err();
-        assert_eq!(e.side, Side::Outside);
+        assert_eq!(e.side, Some(Side::Outside));
         assert!(e.to_string().starts_with("--wan-tun memwan: "), "{e}");
     }
 
