@@ -281,7 +281,7 @@ impl Engine {
             Some(found) => found,
             None => match self.create(from, &head) {
                 Ok(found) => found,
-                Err(Verdict::Drop(DropReason::NoMapping)) if head.icmp_request && from == Side::Outside => {
+                Err(Verdict::Drop(DropReason::NoMapping)) if head.icmp_request && dst == self.config.public_ip => {
                     return self.local(from, pkt);
                 }
                 Err(v) => return v,
@@ -306,7 +306,7 @@ impl Engine {
         }
         self.touch(id, dir, &head, pkt.len());
         if has_alg {
-            return self.alg(id, dir, from, pkt);
+            return self.alg(id, dir, pkt);
         }
         translate(pkt, head.key.proto, &to, head.first_fragment);
         let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
@@ -776,14 +776,16 @@ impl Engine {
     }
 
     /// A segment of an FTP control connection.
-    fn alg(&mut self, id: ConnId, dir: Dir, from: Side, pkt: &mut Vec<u8>) -> Verdict {
+    fn alg(&mut self, id: ConnId, dir: Dir, pkt: &mut Vec<u8>) -> Verdict {
         let conn = self.table.get_mut(id).expect("exists");
         let to = conn.translated(dir);
         let egress = conn.egress(dir);
         let mut sess = conn.ftp.take().expect("ALG connection");
+        // Held bytes leave later with this segment's headers, as the sender wrote them.
+        let template = pkt_template(pkt);
         let v = self.alg_segment(id, dir, &mut sess, &to, egress, pkt);
         if sess.streams[dir.index()].held_len() > 0 {
-            self.held.insert((id, dir), pkt_template(pkt, from));
+            self.held.insert((id, dir), template);
         } else {
             self.held.remove(&(id, dir));
         }
@@ -986,7 +988,7 @@ impl Engine {
 }
 
 /// The header to send released bytes with later: the packet as it arrived (addresses untranslated).
-fn pkt_template(pkt: &[u8], _from: Side) -> Vec<u8> {
+fn pkt_template(pkt: &[u8]) -> Vec<u8> {
     let ip = Ipv4Packet::new_unchecked(pkt);
     let hl = ip.header_len();
     let thl = ip.tcp().map(|t| t.header_len()).unwrap_or(20);
