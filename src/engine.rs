@@ -969,18 +969,27 @@ impl Engine {
                 continue;
             };
             let other_map = sess.streams[dir.reverse().index()].map.clone();
+            let peer_mss = sess.mss[dir.reverse().index()];
             let ip = Ipv4Packet::new_unchecked(&template[..]);
             let Ok(tcp) = ip.tcp() else { continue };
             let (ip_hl, tcp_hl, ack) = (ip.header_len(), tcp.header_len(), tcp.ack_number());
-            let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
-            let mut p = build_segment(&template, ip_hl, tcp_hl, at, &bytes, flags);
-            self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
-            translate(&mut p, Proto::Tcp, &to, true);
-            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-            let ttl = ipm.ttl();
-            ipm.set_ttl(ttl.saturating_sub(1));
-            ipm.fill_transport_checksum();
-            self.out.push_back(Transmit { side: egress, packet: p });
+            // Held bytes accumulate over several segments: like any segment we build, what leaves must
+            // fit the receiver's MSS and the egress MTU.
+            let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
+            let limit = peer_mss.map_or(DEFAULT_MSS, |m| m as usize).min(mtu_room).max(1);
+            let mut at = at;
+            for piece in bytes.chunks(limit) {
+                let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
+                let mut p = build_segment(&template, ip_hl, tcp_hl, at, piece, flags);
+                self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
+                translate(&mut p, Proto::Tcp, &to, true);
+                let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+                let ttl = ipm.ttl();
+                ipm.set_ttl(ttl.saturating_sub(1));
+                ipm.fill_transport_checksum();
+                self.out.push_back(Transmit { side: egress, packet: p });
+                at = at.add(piece.len() as u32);
+            }
         }
     }
 }

@@ -228,8 +228,10 @@ impl Stream {
         Ok(SegmentOut { seq: out_seq, payload: out, fin: fin_out })
     }
 
-    /// Follows a direction that is never rewritten, to know its lines. Duplicated bytes are skipped; a
-    /// gap resynchronises at the next line end.
+    /// Follows a direction that is never rewritten, to know its lines. Duplicated bytes are skipped.
+    /// A segment past a gap is refused like in [`Stream::segment`]: forwarded, its bytes would never be
+    /// seen again (the receiver acknowledges them once the gap fills), and the commands in them — a
+    /// PASV whose 227 must be rewritten — would be lost to the session.
     pub fn observe(
         &mut self,
         seq: SeqNum,
@@ -238,25 +240,25 @@ impl Stream {
         now: Instant,
         metrics: &mut Metrics,
         on_line: &mut dyn FnMut(&Line<'_>) -> Action,
-    ) {
+    ) -> Result<(), DropReason> {
         let a = if syn { seq.add(1) } else { seq };
         if !self.started {
+            // From the SYN, or picked up mid-stream (then no line start is trusted before a line end).
             self.start(a, syn);
         }
         if payload.is_empty() {
-            return;
+            return Ok(());
         }
         let b = a.add(payload.len() as u32);
         if a.gt(self.next) {
-            self.start(a, false);
-            self.line.clear();
-            self.line_len = 0;
+            return Err(DropReason::AlgOutOfOrder);
         }
         if b.gt(self.next) {
             let new = &payload[self.next.diff(a) as usize..];
             let mut sink = Vec::new();
             self.push(new, now, metrics, &mut sink, on_line);
         }
+        Ok(())
     }
 
     /// Releases held bytes as they were (hold timeout). Returns the receiver-space sequence number and
@@ -454,6 +456,25 @@ mod tests {
         // Picked up mid-line: "PORT x" after a partial line is not at a known line start.
         let o = run(&mut p, &[(5000, b"ORT x\r\nPORT x\r\n")]);
         assert_eq!(o, vec![(5000, b"ORT x\r\nPORT yy\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn observed_direction_refuses_a_gap_and_sees_every_line_once() {
+        let mut s = Stream::new(false, true, 512);
+        let mut m = Metrics::default();
+        let mut seen = Vec::new();
+        let mut log = |l: &Line<'_>| {
+            seen.push(l.bytes.to_vec());
+            Action::Keep
+        };
+        s.observe(SeqNum(99), true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        // "E" is overtaken by "PSV\r\n": refused, so the sender retransmits both.
+        let r = s.observe(SeqNum(101), false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
+        assert_eq!(r, Err(DropReason::AlgOutOfOrder));
+        s.observe(SeqNum(100), false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        assert_eq!(seen, vec![b"EPSV\r\n".to_vec(), b"NOOP\r\n".to_vec()]);
     }
 
     #[test]
