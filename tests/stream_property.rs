@@ -27,7 +27,6 @@ mod common;
 
 use std::cell::RefCell;
 use std::io::Write as _;
-use std::net::Ipv4Addr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -50,6 +49,10 @@ const MAX_LINE: usize = 512;
 /// The hold-timeout fallback (the line leaves as sent, counted) is a designed degradation with its own
 /// directed test in `stream_fidelity.rs`; here any use of it fails the case.
 const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// Heavy loss backs smoltcp's retransmissions off to a minute each: the default pinhole lifetime (60 s)
+/// can pass between a PORT and the server's connect. Expiry has its own tests; here it would only hide
+/// what the property is about.
+const PINHOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
 
 // ---------------------------------------------------------------------------------------------------------
 // Seeds and shards
@@ -259,6 +262,12 @@ fn plan(seed: u64) -> Plan {
     let client_inside = chance(&mut rng, 0.5);
     // The hosts' MTU sets the MSS in their SYNs; small ones make rewritten segments need splitting.
     let mtu = pick(&mut rng, &[1500, 1500, 576, 200, 120, 96, 80]);
+    // A Nagle sender whose MSS is shorter than a candidate line stalls until the hold timeout: it sends
+    // one full segment, which the gateway holds, and waits for its ACK (a limitation, see the report).
+    // Announcement lines here are at most 50 bytes; MTU 120 gives MSS 80.
+    let nagle_ok = mtu >= 120;
+    let client_nagle = nagle_ok && chance(&mut rng, 0.3);
+    let server_nagle = nagle_ok && chance(&mut rng, 0.3);
     let rewritten = |m: Mode| if client_inside { m.is_active() } else { !m.is_active() };
     let n = 2 + rng.below(5) as usize;
     let mut actions = Vec::new();
@@ -274,18 +283,14 @@ fn plan(seed: u64) -> Plan {
             let dir = if chance(&mut rng, 0.5) { XferDir::Retr } else { XferDir::Stor };
             actions.push(Step::Xfer(mode, dir, 1 + rng.below(200) as usize));
         } else {
-            actions.push(Step::Raw(raw_command(&mut rng, client_inside)));
+            actions.push(Step::Raw(raw_command(&mut rng, client_inside, client_nagle)));
         }
     }
-    // A Nagle sender whose MSS is shorter than a candidate line stalls until the hold timeout: it sends
-    // one full segment, which the gateway holds, and waits for its ACK (a limitation, see the report).
-    // Announcement lines here are at most 50 bytes; MTU 120 gives MSS 80.
-    let nagle_ok = mtu >= 120;
     Plan {
         client_inside,
         mtu,
-        client_nagle: nagle_ok && chance(&mut rng, 0.3),
-        server_nagle: nagle_ok && chance(&mut rng, 0.3),
+        client_nagle,
+        server_nagle,
         pipeline: chance(&mut rng, 0.3),
         client_cuts: pick(&mut rng, &[0, 1, 1, 2, 3, 6]),
         server_cuts: pick(&mut rng, &[0, 1, 1, 2, 3, 6]),
@@ -296,13 +301,16 @@ fn plan(seed: u64) -> Plan {
         actions,
         pre: rates(&mut rng, 0.5, 0.12),
         post: rates(&mut rng, 0.5, 0.12),
-        data: rates(&mut rng, 0.2, 0.05),
+        // Duplicates only: smoltcp 0.14 ignores a retransmitted FIN whose data it already holds (it
+        // tests acceptability on the payload alone), so loss or reordering of a data connection's last
+        // flight stalls the harness itself. The data path is plain NAT; the control connection gets all.
+        data: (0.0, if chance(&mut rng, 0.2) { rng.next_f64() * 0.05 } else { 0.0 }, 0.0),
         tap_drop: pick(&mut rng, &[0.0, 0.0, 0.05, 0.15, 0.3]),
         tap_max: 1 + rng.below(4) as u32,
     }
 }
 
-fn raw_command(rng: &mut SplitMix64, client_inside: bool) -> Vec<u8> {
+fn raw_command(rng: &mut SplitMix64, client_inside: bool, nagle: bool) -> Vec<u8> {
     let port = 1024 + rng.below(60_000) as u16;
     match rng.below(11) {
         0 => b"NOOP\r\n".to_vec(),
@@ -315,8 +323,9 @@ fn raw_command(rng: &mut SplitMix64, client_inside: bool) -> Vec<u8> {
         // A lowercase announcement (RFC 959 §5.3: verbs are case-insensitive), answered 200, never used.
         6 if client_inside => format!("port {}\r\n", format_host_port(INSIDE_HOST, port)).into_bytes(),
         6 => format!("port {}\r\n", format_host_port(OUTSIDE_HOST, port)).into_bytes(),
-        // Longer than the ALG holds: refused as overlong and left alone.
-        7 => {
+        // Longer than the ALG holds: refused as overlong and left alone. Not from a Nagle sender: it
+        // would wait for an ACK of the held part and stall until the hold timeout (see the report).
+        7 if !nagle => {
             let mut l = b"PORT ".to_vec();
             l.extend(std::iter::repeat_n(b'1', MAX_LINE + 40));
             l.extend_from_slice(b"\r\n");
@@ -364,6 +373,7 @@ fn run_case(seed: u64, verbose: bool) -> Result<Outcome, String> {
     }
     cfg.ftp.max_line = MAX_LINE;
     cfg.ftp.hold_timeout = HOLD_TIMEOUT;
+    cfg.ftp.pinhole_timeout = PINHOLE_TIMEOUT;
     let mut net = Net::empty(Box::new(Engine::new(cfg)), seed);
     net.mtu = p.mtu;
     net.add_host(Side::Inside, INSIDE_HOST);
@@ -456,11 +466,18 @@ fn check(
     let m = net.middlebox::<Engine>().metrics();
     let held_out = m.refused_of(RefusalReason::HoldTimeout);
     if outcome != RunOutcome::Done {
+        let tail =
+            |l: &[Vec<u8>]| l.iter().rev().take(3).rev().map(|x| show(x)).collect::<Vec<_>>().join(" ");
         return Err(format!(
-            "session did not finish: {outcome:?} at t={}us; client error {:?}; transfers {:?}; hold timeouts {held_out}",
+            "session did not finish: {outcome:?} at t={}us; client error {:?}; transfers {:?}; hold \
+             timeouts {held_out}; client sent …{} / server got …{}; server sent …{} / client got …{}",
             net.now_us(),
             c.error,
-            c.transfers.iter().map(|t| (t.ok, &t.error)).collect::<Vec<_>>()
+            c.transfers.iter().map(|t| (t.ok, &t.error)).collect::<Vec<_>>(),
+            tail(&c.sent_lines),
+            tail(&s.received_lines),
+            tail(&s.sent_lines),
+            tail(&c.received_lines),
         ));
     }
     // Control streams first: a wrong byte explains every later symptom.
@@ -493,11 +510,7 @@ fn check(
             m.alg_rewrites()
         ));
     }
-    // One exception: an overlong "PORT 111…" sent by a Nagle sender whose MSS is below the hold limit
-    // stalls until the hold timeout (the sender waits for an ACK of held bytes; see the report).
-    let overlong_nagle =
-        p.client_nagle && p.actions.iter().any(|a| matches!(a, Step::Raw(l) if l.len() > MAX_LINE));
-    if held_out > 0 && !overlong_nagle {
+    if held_out > 0 {
         return Err(format!("{held_out} candidate lines released by the hold timeout"));
     }
     if !oversize.is_empty() {

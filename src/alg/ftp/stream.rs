@@ -169,9 +169,18 @@ impl Stream {
         // rebuild them is gone.
         if let Some(h) = self.map.horizon() {
             if a.lt(h) {
+                let had_payload = !payload.is_empty();
                 let cut = (h.diff(a) as usize).min(payload.len());
                 payload = &payload[cut..];
                 a = a.add(cut as u32);
+                if payload.is_empty() && had_payload && !fin {
+                    // The sender retransmits bytes the receiver acknowledged: that ACK was lost after
+                    // us. An empty segment at the receiver's next byte would draw no answer, so the
+                    // sender would retransmit forever; one just below it is unacceptable and is
+                    // answered with an ACK (RFC 9293 §3.10.7.4, the keep-alive probe of §3.8.4),
+                    // which tells the sender again.
+                    return Ok(SegmentOut { seq: self.map.map(h).sub(1), payload: Vec::new(), fin: false });
+                }
                 if payload.is_empty() && a.lt(h) && !fin {
                     return Ok(SegmentOut { seq: self.map.map(h), payload: Vec::new(), fin: false });
                 }
@@ -456,6 +465,19 @@ mod tests {
         // Picked up mid-line: "PORT x" after a partial line is not at a known line start.
         let o = run(&mut p, &[(5000, b"ORT x\r\nPORT x\r\n")]);
         assert_eq!(o, vec![(5000, b"ORT x\r\nPORT yy\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn retransmission_of_acknowledged_bytes_draws_an_ack() {
+        let mut s = fresh();
+        run(&mut s, &[(100, b"PORT x\r\nNOOP\r\n")]);
+        s.map.prune(SeqNum(114));
+        // The receiver's ACK was lost on its way to the sender, which retransmits: the receiver gets a
+        // probe one below its next byte (115 in its space), not a segment it would ignore silently.
+        let o = run(&mut s, &[(100, b"PORT x\r\nNOOP\r\n")]);
+        assert_eq!(o, vec![(114, Vec::new())]);
+        let o = run(&mut s, &[(108, b"NOOP\r\n")]);
+        assert_eq!(o, vec![(114, Vec::new())]);
     }
 
     #[test]
