@@ -852,7 +852,9 @@ impl Engine {
         let tcp_hl = tcp.header_len();
         let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
         let mss = sess.mss[other.index()].map_or(DEFAULT_MSS, |m| m as usize);
-        let limit = mss.min(mtu_room).max(1);
+        // RFC 6691 §2: the MSS counts data only, and a sender must shrink its data by the IP and TCP
+        // options it sends; the pieces carry this segment's options.
+        let limit = mss.saturating_sub((ip_hl + tcp_hl).saturating_sub(40)).min(mtu_room).max(1);
         let chunk = if out.payload.len() > limit && out.payload.len() > in_len {
             self.metrics.alg_segments_split += 1;
             limit
@@ -976,7 +978,9 @@ impl Engine {
             // Held bytes accumulate over several segments: like any segment we build, what leaves must
             // fit the receiver's MSS and the egress MTU.
             let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
-            let limit = peer_mss.map_or(DEFAULT_MSS, |m| m as usize).min(mtu_room).max(1);
+            let options = (ip_hl + tcp_hl).saturating_sub(40);
+            let limit =
+                peer_mss.map_or(DEFAULT_MSS, |m| m as usize).saturating_sub(options).min(mtu_room).max(1);
             let mut at = at;
             for piece in bytes.chunks(limit) {
                 let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
