@@ -854,7 +854,9 @@ impl Engine {
         let tcp_hl = tcp.header_len();
         let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
         let mss = sess.mss[other.index()].map_or(DEFAULT_MSS, |m| m as usize);
-        let limit = mss.min(mtu_room).max(1);
+        // RFC 6691 §2: the MSS counts data only, and a sender must shrink its data by the IP and TCP
+        // options it sends; the pieces carry this segment's options.
+        let limit = mss.saturating_sub((ip_hl + tcp_hl).saturating_sub(40)).min(mtu_room).max(1);
         let chunk = if out.payload.len() > limit && out.payload.len() > in_len {
             self.metrics.alg_segments_split += 1;
             limit
@@ -971,18 +973,29 @@ impl Engine {
                 continue;
             };
             let other_map = sess.streams[dir.reverse().index()].map.clone();
+            let peer_mss = sess.mss[dir.reverse().index()];
             let ip = Ipv4Packet::new_unchecked(&template[..]);
             let Ok(tcp) = ip.tcp() else { continue };
             let (ip_hl, tcp_hl, ack) = (ip.header_len(), tcp.header_len(), tcp.ack_number());
-            let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
-            let mut p = build_segment(&template, ip_hl, tcp_hl, at, &bytes, flags);
-            self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
-            translate(&mut p, Proto::Tcp, &to, true);
-            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-            let ttl = ipm.ttl();
-            ipm.set_ttl(ttl.saturating_sub(1));
-            ipm.fill_transport_checksum();
-            self.out.push_back(Transmit { side: egress, packet: p });
+            // Held bytes accumulate over several segments: like any segment we build, what leaves must
+            // fit the receiver's MSS and the egress MTU.
+            let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
+            let options = (ip_hl + tcp_hl).saturating_sub(40);
+            let limit =
+                peer_mss.map_or(DEFAULT_MSS, |m| m as usize).saturating_sub(options).min(mtu_room).max(1);
+            let mut at = at;
+            for piece in bytes.chunks(limit) {
+                let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
+                let mut p = build_segment(&template, ip_hl, tcp_hl, at, piece, flags);
+                self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
+                translate(&mut p, Proto::Tcp, &to, true);
+                let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+                let ttl = ipm.ttl();
+                ipm.set_ttl(ttl.saturating_sub(1));
+                ipm.fill_transport_checksum();
+                self.out.push_back(Transmit { side: egress, packet: p });
+                at = at.add(piece.len() as u32);
+            }
         }
     }
 }
