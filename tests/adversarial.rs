@@ -41,7 +41,17 @@ const S_ISN: u32 = 0x7000_0000;
 impl Ctl {
     /// Opens a connection: SYN, SYN-ACK, ACK. `c` is the client's tuple as it sends.
     fn open(r: &mut Rig, c_side: Side, c: (Ipv4Addr, u16, Ipv4Addr, u16)) -> Ctl {
-        let (side, syn) = r.pass(c_side, tcp(c.0, c.1, c.2, c.3, C_ISN, 0, SYN, b""));
+        Ctl::open_with(r, c_side, c, C_ISN, S_ISN)
+    }
+
+    fn open_with(
+        r: &mut Rig,
+        c_side: Side,
+        c: (Ipv4Addr, u16, Ipv4Addr, u16),
+        c_isn: u32,
+        s_isn: u32,
+    ) -> Ctl {
+        let (side, syn) = r.pass(c_side, tcp(c.0, c.1, c.2, c.3, c_isn, 0, SYN, b""));
         assert!(syn.syn);
         let s = (syn.src, syn.sport, syn.dst, syn.dport);
         let mut ctl = Ctl {
@@ -49,14 +59,14 @@ impl Ctl {
             s_side: side,
             c,
             s,
-            c_seq: C_ISN + 1,
-            s_seq: S_ISN + 1,
+            c_seq: c_isn.wrapping_add(1),
+            s_seq: s_isn.wrapping_add(1),
             c_rcv: 0,
             s_rcv: syn.seq.wrapping_add(1),
             to_server: Vec::new(),
             to_client: Vec::new(),
         };
-        let (_, sa) = r.pass(side, tcp(s.2, s.3, s.0, s.1, S_ISN, ctl.s_rcv, SYNACK, b""));
+        let (_, sa) = r.pass(side, tcp(s.2, s.3, s.0, s.1, s_isn, ctl.s_rcv, SYNACK, b""));
         ctl.c_rcv = sa.seq.wrapping_add(1);
         r.pass(c_side, tcp(c.0, c.1, c.2, c.3, ctl.c_seq, ctl.c_rcv, ACK, b""));
         ctl
@@ -621,4 +631,70 @@ fn pass_and_acct_arguments_never_reach_the_logs_at_any_level() {
     assert!(logs.contains("PASS ****"), "{logs}");
     assert!(logs.contains("ACCT ****"));
     assert!(logs.contains("USER alice"));
+}
+
+#[test]
+fn control_connection_reopened_on_the_same_ports_is_a_new_stream() {
+    // A client that reconnects from the same source port right after an RST (or after both FINs, within
+    // the closed-state timeout) starts a new byte stream with a new ISN: the old edit history and line
+    // framing must not apply to it.
+    for close_with_fin in [false, true] {
+        let mut r = Rig::new(config());
+        let mut ctl = Ctl::client_inside(&mut r, 40020);
+        ctl.good_port(&mut r, 5010); // lengthens the line: the old stream has a sequence delta
+        let c = ctl.c;
+        let s = ctl.s;
+        if close_with_fin {
+            let fin = Flags { fin: true, ack: true, ..Default::default() };
+            r.pass(Side::Inside, tcp(c.0, c.1, c.2, c.3, ctl.c_seq, ctl.c_rcv, fin, b""));
+            r.pass(Side::Outside, tcp(s.2, s.3, s.0, s.1, ctl.s_seq, ctl.s_rcv.wrapping_add(1), fin, b""));
+        } else {
+            let rst = Flags { rst: true, ack: true, ..Default::default() };
+            r.pass(Side::Inside, tcp(c.0, c.1, c.2, c.3, ctl.c_seq, ctl.c_rcv, rst, b""));
+        }
+        r.advance(1);
+        let mut again = Ctl::open_with(&mut r, Side::Inside, c, 0x3000_0000, 0x5000_0000);
+        assert_eq!(again.s_rcv, 0x3000_0001, "the new SYN keeps its own sequence number");
+        again.s_send(&mut r, b"220 ready again\r\n");
+        assert_eq!(again.to_client, b"220 ready again\r\n");
+        again.c_send(&mut r, b"USER bob\r\n");
+        assert_eq!(again.to_server, b"USER bob\r\n", "fin {close_with_fin}");
+        again.good_port(&mut r, 5011);
+    }
+}
+
+#[test]
+fn tls_and_ccc_switches_do_not_make_a_line_start_mid_line() {
+    // NAT Slipstreaming through a mode switch: a browser made to send "AUTH TLS" or "CCC" to an
+    // attacker's server on port 21, which answers 234 / 200; the browser's next segment starts with
+    // "PORT ..." in the middle of a line. The ALG must not take it for a line start.
+    for (switch, answer) in [(&b"AUTH TLS\r\n"[..], &b"234 go\r\n"[..]), (b"CCC\r\n", b"200 ok\r\n")] {
+        let mut r = Rig::new(config());
+        let mut ctl = Ctl::client_inside(&mut r, 40030);
+        let mut first = switch.to_vec();
+        first.extend_from_slice(b"Content-Type: text/plain xxxx");
+        ctl.c_send(&mut r, &first);
+        ctl.s_send(&mut r, answer);
+        ctl.c_send(&mut r, b"PORT 10,0,0,2,13,61\r\n");
+        let mut sent = first.clone();
+        sent.extend_from_slice(b"PORT 10,0,0,2,13,61\r\n");
+        assert_eq!(ctl.to_server, sent, "{:?}", String::from_utf8_lossy(switch));
+        assert!(r.engine.pinholes().is_empty(), "{:?} opened a pinhole", String::from_utf8_lossy(switch));
+        assert_eq!(r.engine.metrics().alg_rewrites(), 0);
+    }
+}
+
+#[test]
+fn a_candidate_held_when_tls_starts_leaves_in_order() {
+    let mut r = Rig::new(config());
+    let mut ctl = Ctl::client_inside(&mut r, 40031);
+    // A pipelined, incomplete PORT line is held when the server accepts AUTH TLS.
+    ctl.c_send(&mut r, b"AUTH TLS\r\nPORT 10,0,0,2,");
+    ctl.s_send(&mut r, b"234 go\r\n");
+    let hello = [0x16, 0x03, 0x01, 0x00, 0x02, 0xaa, 0xbb];
+    ctl.c_send(&mut r, &hello);
+    let mut want = b"AUTH TLS\r\nPORT 10,0,0,2,".to_vec();
+    want.extend_from_slice(&hello);
+    assert_eq!(ctl.to_server, want, "every byte once, in order");
+    assert!(r.engine.pinholes().is_empty());
 }
