@@ -72,3 +72,20 @@ fn session_seeds_reach_the_alg() {
         assert!(m.pinholes_used >= 1, "{name}: {m:?}");
     }
 }
+
+/// Replays one input with every decoded operation printed, to read a crash:
+/// `FUZZ_TARGET=stream FUZZ_FILE=fuzz/artifacts/stream/crash-... cargo test --test fuzz_corpus replay_one
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn replay_one() {
+    let target = std::env::var("FUZZ_TARGET").expect("FUZZ_TARGET");
+    let data = std::fs::read(std::env::var("FUZZ_FILE").expect("FUZZ_FILE")).expect("read FUZZ_FILE");
+    fuzz_harness::set_trace(true);
+    match target.as_str() {
+        "ftp_parse" => fuzz_harness::ftp_parse(&data),
+        "stream" => fuzz_harness::stream(&data),
+        "engine" => fuzz_harness::engine(&data),
+        t => panic!("unknown target {t}"),
+    }
+}

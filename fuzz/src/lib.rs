@@ -21,6 +21,21 @@ use ftpnat::metrics::Metrics;
 use ftpnat::wire::SeqNum;
 use ftpnat::{Config, DropReason, Engine, Instant, Side, Verdict};
 
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints every decoded operation to stderr (for reading a crash input; off in fuzzing).
+pub fn set_trace(on: bool) {
+    TRACE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+macro_rules! trace {
+    ($($t:tt)*) => {
+        if TRACE.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!($($t)*);
+        }
+    };
+}
+
 /// Reads fuzz input front to back; past the end every read is zero.
 pub struct Input<'a> {
     data: &'a [u8],
@@ -342,10 +357,14 @@ pub fn stream(data: &[u8]) {
                     calls += 1;
                     callback(line, from_client, chaos, calls, &mut edits)
                 };
+                trace!("segment seq={seq:?} syn={syn} fin={fin} off={off} payload={:?}", String::from_utf8_lossy(payload));
                 if rewrite {
                     let before_next = s.emitted().add(s.held_len() as u32);
                     match s.segment(seq, syn, fin, payload, now, &mut m, &mut cb) {
-                        Ok(out) => record_out(&mut rx, &out, wild),
+                        Ok(out) => {
+                            trace!("  -> seq={:?} fin={} {:?}", out.seq, out.fin, String::from_utf8_lossy(&out.payload));
+                            record_out(&mut rx, &out, wild)
+                        }
                         Err(DropReason::AlgOutOfOrder) => {
                             let a = if syn { seq.add(1) } else { seq };
                             let a = s.map.horizon().map_or(a, |h| if a.lt(h) { h } else { a });
@@ -365,6 +384,7 @@ pub fn stream(data: &[u8]) {
                 if let Some(n) = rx.next {
                     let back = (d.u8() % 4) as u32;
                     let ack_in = s.map.unmap(n.sub(back));
+                    trace!("ack {:?} -> prune {ack_in:?}", n.sub(back));
                     if !s.map.is_identity() {
                         s.map.prune(ack_in);
                     }
@@ -375,6 +395,7 @@ pub fn stream(data: &[u8]) {
                 // (the receiver lied), but nothing may panic.
                 let a = SeqNum(d.u32());
                 let ack_in = s.map.unmap(a);
+                trace!("wild ack {a:?}");
                 s.map.prune(ack_in);
                 wild = true;
             }
@@ -382,11 +403,13 @@ pub fn stream(data: &[u8]) {
                 now = now + core::time::Duration::from_millis(d.u16() as u64 * 10);
                 if s.hold_deadline(core::time::Duration::from_secs(2)).is_some_and(|t| t <= now) {
                     if let Some((at, bytes)) = s.release_held(&mut m) {
+                        trace!("release at {at:?} {:?}", String::from_utf8_lossy(&bytes));
                         record_out(&mut rx, &SegmentOut { seq: at, payload: bytes, fin: false }, wild);
                     }
                 }
             }
             _ => {
+                trace!("go_{}", if op & 0x10 != 0 { "opaque" } else { "clear" });
                 if op & 0x10 != 0 {
                     s.go_opaque();
                 } else {
@@ -441,6 +464,7 @@ fn callback(line: &Line<'_>, from_client: bool, chaos: bool, calls: u32, edits: 
         if from_client { [Kind::Port, Kind::Eprt] } else { [Kind::Pasv227, Kind::Epsv229] };
     let addr = Ipv4Addr::from(calls.wrapping_mul(0x9e37_79b9));
     let port = (calls.wrapping_mul(7919) & 0xffff) as u16;
+    trace!("  line held={} start={:?} {:?}", line.held, line.start, String::from_utf8_lossy(line.bytes));
     let mut act = None;
     for k in kinds {
         if let Ok(an) = parser(k)(line.bytes) {
@@ -808,7 +832,7 @@ pub fn engine_run(data: &[u8]) -> Option<Metrics> {
     }
     let m = w.engine.metrics().clone();
     // Everything expires in the end, and takes its port mappings and pinholes along.
-    w.advance(Instant::from_secs(4_000_000));
+    w.advance(w.now + core::time::Duration::from_secs(100_000_000));
     assert_eq!(w.engine.flow_count(), 0, "flows left after every timeout");
     assert!(w.engine.pinholes().is_empty(), "pinholes left after every timeout");
     assert_eq!(w.engine.nat().mapping_count(), 0, "port mappings leaked");

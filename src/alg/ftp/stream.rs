@@ -296,11 +296,14 @@ impl Stream {
         out: &mut Vec<u8>,
         on_line: &mut dyn FnMut(&Line<'_>) -> Action,
     ) {
+        if !self.candidate {
+            // Bytes held for a line that stopped being a candidate (TLS started under it) go first:
+            // every byte leaves once, in order.
+            out.append(&mut self.held);
+        }
         for (i, &byte) in data.iter().enumerate() {
             let at = self.next.add(i as u32);
             if let Tls::Opaque { ref mut hdr, ref mut got, ref mut remaining } = self.tls {
-                // Bytes held from before the switch go first: every byte leaves once, in order.
-                out.append(&mut self.held);
                 if *remaining > 0 {
                     *remaining -= 1;
                     out.push(byte);
