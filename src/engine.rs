@@ -277,7 +277,18 @@ impl Engine {
             Some(h) => h,
             None => return self.icmp_error_in(from, pkt),
         };
-        let (id, dir) = match self.table.lookup(&head.key) {
+        let mut found = self.table.lookup(&head.key);
+        if let Some((id, Dir::Original)) = found {
+            // RFC 9293 §3.10.7.4: a new SYN may reopen a connection whose ports were just closed. It is
+            // a new byte stream with its own ISN: the old one's sequence maps and line framing must not
+            // apply to it (they would shift its SYN and refuse all its data as a gap).
+            let reopen = head.flags.syn && !head.flags.ack;
+            if reopen && self.table.get(id).is_some_and(|c| c.tcp == TcpState::Closed) {
+                self.destroy(id, "reopened");
+                found = None;
+            }
+        }
+        let (id, dir) = match found {
             Some(found) => found,
             None => match self.create(from, &head) {
                 Ok(found) => found,

@@ -128,13 +128,27 @@ impl Stream {
 
     /// From the next byte on, the stream is a TLS record stream (after `AUTH TLS` answered 234).
     pub fn go_opaque(&mut self) {
+        if !self.at_line_start {
+            // A line still open when TLS starts never ends where we can see it: the first cleartext
+            // byte after the record stream is not known to start a line (else a sender that wrote
+            // "AUTH TLS\r\nxxxx" could get its next segment, "PORT ...", taken for a line start: NAT
+            // Slipstreaming through the mode switch).
+            self.synced = false;
+        }
+        // A candidate held now will not be rewritten; `push` sends it ahead of the next byte.
+        self.candidate = false;
         self.tls = Tls::Opaque { hdr: [0; 5], got: 0, remaining: 0 };
     }
 
-    /// Back to cleartext (a `CCC` answered 200 in the clear).
+    /// Back to cleartext (a `CCC` answered 200). A stream already in the clear keeps its framing: the
+    /// answer does not move where the sender's lines start.
     pub fn go_clear(&mut self) {
-        self.tls = Tls::Clear;
-        self.at_line_start = true;
+        if self.is_opaque() {
+            self.tls = Tls::Clear;
+            self.at_line_start = true;
+            // Mid-record or not, nothing says the next byte starts a line.
+            self.synced = false;
+        }
     }
 
     fn start(&mut self, at: SeqNum, synced: bool) {
@@ -293,6 +307,11 @@ impl Stream {
         out: &mut Vec<u8>,
         on_line: &mut dyn FnMut(&Line<'_>) -> Action,
     ) {
+        if !self.candidate {
+            // Bytes held for a line that stopped being a candidate (TLS started under it) go first:
+            // every byte leaves once, in order.
+            out.append(&mut self.held);
+        }
         for (i, &byte) in data.iter().enumerate() {
             let at = self.next.add(i as u32);
             if let Tls::Opaque { ref mut hdr, ref mut got, ref mut remaining } = self.tls {
