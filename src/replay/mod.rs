@@ -262,6 +262,19 @@ impl fmt::Display for ReplayError {
 
 impl std::error::Error for ReplayError {}
 
+/// What the last frame handed to [`Replayer::frame`] led to (timers that ran before it excluded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameOutcome {
+    /// The frame carried an IP packet.
+    pub ip: bool,
+    /// Packets written because of it.
+    pub outputs: u32,
+    /// Drops counted because of it.
+    pub drops: u64,
+    /// The engine kept it (a fragment waiting for its first fragment).
+    pub held: bool,
+}
+
 /// The replay loop over frames, independent of files.
 pub struct Replayer {
     engine: Engine,
@@ -271,6 +284,7 @@ pub struct Replayer {
     buf: Vec<u8>,
     last_ts: u64,
     drain: core::time::Duration,
+    last: FrameOutcome,
 }
 
 impl Replayer {
@@ -285,6 +299,7 @@ impl Replayer {
             buf: Vec::with_capacity(65536),
             last_ts: 0,
             drain,
+            last: FrameOutcome::default(),
         })
     }
 
@@ -294,6 +309,16 @@ impl Replayer {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// What the last frame led to: every IP frame either produced output, or was counted in exactly
+    /// one drop, or is held (tests check this for every frame).
+    pub fn last_frame(&self) -> FrameOutcome {
+        self.last
+    }
+
+    fn total_drops(&self) -> u64 {
+        self.engine.metrics().total_drops() + self.counters.drops.iter().sum::<u64>()
     }
 
     pub fn summary(&self) -> Summary {
@@ -344,8 +369,24 @@ impl Replayer {
         data: &[u8],
         out: &mut dyn Output,
     ) -> Result<(), ReplayError> {
+        self.advance(ts, out).map_err(|e| ReplayError::Output(e.to_string()))?;
+        let (outs, drops) = (self.counters.packets_out, self.total_drops());
+        self.last = FrameOutcome::default();
+        let r = self.frame_inner(ts, linktype, data, out);
+        self.last.outputs =
+            (self.counters.packets_out[0] + self.counters.packets_out[1] - outs[0] - outs[1]) as u32;
+        self.last.drops = self.total_drops() - drops;
+        r
+    }
+
+    fn frame_inner(
+        &mut self,
+        ts: u64,
+        linktype: LinkType,
+        data: &[u8],
+        out: &mut dyn Output,
+    ) -> Result<(), ReplayError> {
         let out_err = |e: CaptureError| ReplayError::Output(e.to_string());
-        self.advance(ts, out).map_err(out_err)?;
         self.last_ts = self.last_ts.max(ts);
         self.counters.frames += 1;
         let decoded = match link::decode(linktype, data) {
@@ -357,6 +398,7 @@ impl Replayer {
                 )));
             }
             Err(LinkError::Truncated) => {
+                self.last.ip = true;
                 // Too short to hold even the IP header: nothing the gateway could forward.
                 self.counters.packets_in[Side::Outside.index()] += 1;
                 self.counters.drops[DropReason::Malformed.index()] += 1;
@@ -371,6 +413,7 @@ impl Replayer {
                 Ok(())
             }
             L3::Ipv6 => {
+                self.last.ip = true;
                 self.buf.clear();
                 self.buf.extend_from_slice(l3);
                 let src = fixup::ipv6_src(&self.buf);
@@ -394,6 +437,7 @@ impl Replayer {
                 Ok(())
             }
             L3::Ipv4 => {
+                self.last.ip = true;
                 self.buf.clear();
                 self.buf.extend_from_slice(l3);
                 self.counters.checksums_repaired += fixup::ipv4(&mut self.buf, self.repair);
@@ -406,6 +450,7 @@ impl Replayer {
                     peer::emulate(&self.engine, &mut self.buf);
                 }
                 let verdict = self.engine.handle_packet(Instant::from_micros(ts), side, &mut self.buf);
+                self.last.held = verdict == Verdict::Held;
                 if let Verdict::Forward(to) = verdict {
                     self.counters.packets_out[to.index()] += 1;
                     out.packet(to, ts, &self.buf, Some(link)).map_err(out_err)?;
