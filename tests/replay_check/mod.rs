@@ -559,6 +559,8 @@ pub struct Announcement {
     pub kind: Kind,
     pub judgement: Judgement,
     pub ts: u64,
+    /// The server answered the PORT/EPRT with a non-2xx reply: its pinhole is gone.
+    pub refused_by_server: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -590,6 +592,8 @@ struct DirState {
     line_at: usize,
     /// TLS record walk: Some((header bytes seen, header, body bytes left)).
     tls: Option<(usize, [u8; 5], usize)>,
+    /// Stream offsets walked as TLS records since the last export.
+    opaque: Vec<Range<usize>>,
 }
 
 #[derive(Clone, Debug)]
@@ -604,7 +608,7 @@ struct Control {
     /// Pinholes this connection opened (keys into the pinhole table), oldest first.
     opened: VecDeque<(Ipv4Addr, u16)>,
     /// PORT/EPRT awaiting their reply: the pinhole they opened.
-    port_pending: VecDeque<Option<(Ipv4Addr, u16)>>,
+    port_pending: VecDeque<Option<((Ipv4Addr, u16), usize)>>,
     /// The ALG is attached to this connection (created from a SYN or pickup matching the policy).
     alg: bool,
 }
@@ -616,6 +620,8 @@ pub struct Model {
     pub announcements: Vec<Announcement>,
     /// Control connections (client→server flows) the ALG must watch.
     pub controls: Vec<Flow>,
+    /// Per control direction (flow, first sequence number): stream ranges that were TLS records.
+    pub opaque: HashMap<(Flow, u32), Vec<Range<usize>>>,
     pub notes: Vec<String>,
 }
 
@@ -639,6 +645,7 @@ impl Model {
             expect: Vec::with_capacity(pkts.len()),
             announcements: Vec::new(),
             controls: Vec::new(),
+            opaque: HashMap::new(),
             notes: Vec::new(),
         };
         let mut conns: HashMap<Flow, ConnState> = HashMap::new();
@@ -839,6 +846,10 @@ impl Model {
                         let start = d.next;
                         d.next += new.len();
                         ctl.push_bytes(dir, start, new, &mut lines);
+                        let d = &mut ctl.dirs[dir];
+                        let flow = if dir == 0 { c2s } else { c2s.rev() };
+                        let ranges = std::mem::take(&mut d.opaque);
+                        self.opaque.entry((flow, isn)).or_default().extend(ranges);
                     }
                 }
                 _ => {}
@@ -890,10 +901,11 @@ impl Model {
                         kind,
                         judgement: j,
                         ts: p.ts,
+                        refused_by_server: false,
                     });
                 }
                 ctl.pending.push_back("port");
-                ctl.port_pending.push_back(opened);
+                ctl.port_pending.push_back(opened.map(|ep| (ep, self.announcements.len() - 1)));
                 return;
             }
             let pend = match verb.as_str() {
@@ -930,11 +942,12 @@ impl Model {
         let answered = if is_final { ctl.pending.pop_front() } else { None };
         if answered == Some("port") {
             let opened = ctl.port_pending.pop_front().flatten();
-            if let (Some(ep), Some(c)) = (opened, &final_code) {
+            if let (Some((ep, ann)), Some(c)) = (opened, &final_code) {
                 if c[0] != b'2' {
                     if pinholes.get(&ep).is_some_and(|ph| ph.control == ctl.c2s) {
                         pinholes.remove(&ep);
                     }
+                    self.announcements[ann].refused_by_server = true;
                 }
             }
         }
@@ -959,6 +972,7 @@ impl Model {
                     kind,
                     judgement: j,
                     ts: p.ts,
+                    refused_by_server: false,
                 });
             }
         }
@@ -1017,6 +1031,10 @@ impl Control {
         for (i, &b) in bytes.iter().enumerate() {
             let at = start + i;
             if let Some((got, hdr, left)) = d.tls.as_mut() {
+                match d.opaque.last_mut() {
+                    Some(r) if r.end == at => r.end = at + 1,
+                    _ => d.opaque.push(at..at + 1),
+                }
                 if *left > 0 {
                     *left -= 1;
                     continue;
@@ -1032,6 +1050,11 @@ impl Control {
                 }
                 d.tls = None;
                 d.line.clear();
+                if let Some(r) = d.opaque.last_mut() {
+                    if r.end == at + 1 {
+                        r.end = at;
+                    }
+                }
             }
             if d.line.is_empty() {
                 d.line_at = at;
@@ -1231,7 +1254,8 @@ fn read_rewritten(kind: Kind, text: &[u8]) -> Option<(Option<Ipv4Addr>, u16)> {
         }
         Kind::Eprt => {
             let s = std::str::from_utf8(text).ok()?;
-            let f: Vec<&str> = s.split('|').collect();
+            let d = s.chars().next()?;
+            let f: Vec<&str> = s.split(d).collect();
             if f.len() != 5 || f[1] != "1" {
                 return None;
             }
@@ -1423,6 +1447,9 @@ pub fn check(
     // Property 5: data connections of rewritten announcements cross the gateway.
     for a in &model.announcements {
         let Judgement::Rewrite { inside, peer } = a.judgement else { continue };
+        if a.refused_by_server {
+            continue;
+        }
         // The data connection: the first SYN from the peer to the announced endpoint after the line.
         let syn = input.pkts.iter().find(|p| {
             p.ts >= a.ts
@@ -1556,7 +1583,9 @@ fn check_control_instance(
         let anns: Vec<&Announcement> =
             model.announcements.iter().filter(|a| a.flow == lan && a.isn == isn).collect();
         let want = recorded.prefix();
-        // Walk the recorded stream and the emitted one together.
+        // Walk the recorded stream and the emitted one together; `literal` maps output offsets of
+        // unchanged runs back to recorded offsets.
+        let mut literal: Vec<(usize, usize, usize)> = Vec::new();
         let (mut i, mut o) = (0usize, 0usize);
         let mut ok = true;
         for a in &anns {
@@ -1571,6 +1600,7 @@ fn check_control_instance(
                 ok = false;
                 break;
             }
+            literal.push((o, i, a.at - i));
             o += a.at - i;
             i = a.at;
             let line_end_out = match got[o.min(got.len())..].iter().position(|&b| b == b'\n') {
@@ -1614,6 +1644,7 @@ fn check_control_instance(
             o = line_end_out;
         }
         if ok && i <= want.len() {
+            literal.push((o, i, want.len() - i));
             let rest = &want[i..];
             let got_rest = got.get(o..).unwrap_or(&[]);
             if got_rest.len() > rest.len() || !rest.starts_with(got_rest) {
@@ -1635,7 +1666,18 @@ fn check_control_instance(
         }
         // Property 2 for lines of this stream: any announcement with an inside address must be a line the
         // model judged refusable.
+        let opaque = model.opaque.get(&(lan, isn)).cloned().unwrap_or_default();
+        let mut at = 0usize;
         for line in got.split(|&b| b == b'\n') {
+            let start = at;
+            at += line.len() + 1;
+            let rec_at = literal
+                .iter()
+                .find(|(o, _, n)| start >= *o && start < o + n)
+                .map(|(o, i, _)| i + (start - o));
+            if rec_at.is_some_and(|x| opaque.iter().any(|r| r.contains(&x))) {
+                continue;
+            }
             if let Some(a) = inside_announcement(setup, line) {
                 let ok = anns.iter().any(|x| {
                     body(&x.line) == body(line)
@@ -1665,7 +1707,8 @@ fn inside_announcement(setup: &Setup, line: &[u8]) -> Option<Ipv4Addr> {
         six(&nums).map(|x| x.0)
     } else if verb == "EPRT" {
         let s = String::from_utf8_lossy(b.get(5..)?).to_string();
-        let f: Vec<&str> = s.split('|').collect();
+        let d = s.chars().next()?;
+        let f: Vec<&str> = s.split(d).collect();
         f.get(2).and_then(|a| a.parse().ok())
     } else if b.starts_with(b"227 ") {
         let p = b[4..].iter().position(u8::is_ascii_digit)? + 4;
