@@ -460,6 +460,12 @@ impl Engine {
                         },
                     ));
                 }
+                if f.syn {
+                    // A SYN-ACK answers a SYN this gateway never passed (or refused): picking it up would
+                    // open a mapping for a connection nobody asked for through us. Linux conntrack also
+                    // treats a SYN-ACK without a connection as invalid.
+                    return Err(Verdict::Drop(DropReason::NotSyn));
+                }
                 // RFC 5382 leaves this open; like Linux conntrack, accept TCP picked up mid-stream from
                 // the inside so connections survive a gateway restart.
                 pickup = true;

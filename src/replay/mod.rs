@@ -1,2 +1,613 @@
-//! placeholder
+//! `ftpnat replay`: captured frames through the same engine the TUN loop drives, with the outside peers
+//! emulated, and what the gateway emits on each side written out.
+//!
+//! Owns: the replay loop ([`Replayer`]: link decoding, input normalisation, sides, peer emulation, capture
+//! time as the engine's clock, timers), the replay's own counters and the summary ([`Summary`], whose
+//! keys are a stable contract), and the file driver ([`run`]). Submodules: [`link`] (L2 framing),
+//! [`peer`] (peer emulation), `fixup` (input checksums, TSO lengths, IPv6 routing), [`cli`] (the
+//! `ftpnat replay` arguments). Must not: translate packets itself (the engine does), change engine
+//! state other than through its public calls, or read a clock.
+//!
+//! Per frame: decode the link layer; skip non-IP (counted); route IPv6 (hop limit − 1) to the other
+//! side; for IPv4 repair the input (unless trusted), pick the side by source address, emulate the peer
+//! for WAN-side packets, hand it to [`Engine::handle_packet`] with the frame's timestamp, write what it
+//! forwards and what [`Engine::poll_transmit`] releases. Before each frame, timers that came due in
+//! capture time run first, so a pinhole or a mapping expires where the capture's clock says it does.
+
+pub mod cli;
+mod fixup;
 pub mod link;
+pub mod peer;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::config::{Config, Forward};
+use crate::engine::{Engine, Verdict};
+use crate::flow::Side;
+use crate::io::pcap::{CaptureError, CaptureReader, PcapWriter};
+use crate::metrics::{DropReason, Metrics, RefusalReason};
+use crate::time::Instant;
+use link::{Decoded, LinkError, LinkType, L3};
+
+/// How long the capture's clock runs on after its last frame, so held fragments and held ALG bytes are
+/// settled (released or counted) before the summary is taken: above the engine's fragment wait (2 s)
+/// and the ALG hold limit.
+const DRAIN_EXTRA: core::time::Duration = core::time::Duration::from_secs(3);
+
+/// What a replay needs besides files: the gateway's configuration as `ftpnat replay` states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// IPv4 prefixes are translated; IPv6 prefixes only pick the side of IPv6 packets.
+    pub inside: Vec<IpNet>,
+    pub public_ip: Ipv4Addr,
+    pub forwards: Vec<Forward>,
+    /// FTP control ports (for a forwarded inside server, its inside port). Empty means 21.
+    pub ftp_ports: Vec<u16>,
+    pub keep_link_layer: bool,
+    pub trust_input_checksums: bool,
+}
+
+impl ReplayOptions {
+    pub fn new(inside: Vec<IpNet>, public_ip: Ipv4Addr) -> ReplayOptions {
+        ReplayOptions {
+            inside,
+            public_ip,
+            forwards: Vec::new(),
+            ftp_ports: vec![21],
+            keep_link_layer: false,
+            trust_input_checksums: false,
+        }
+    }
+
+    fn inside_v4(&self) -> Vec<Ipv4Net> {
+        self.inside.iter().filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None }).collect()
+    }
+
+    fn inside_v6(&self) -> Vec<Ipv6Net> {
+        self.inside.iter().filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None }).collect()
+    }
+
+    /// The engine configuration for a replay: ICMP errors suppressed (counted), an MTU no captured
+    /// datagram exceeds (TSO/GRO captures carry datagrams far above 1500 bytes), IP header checksums
+    /// verified (the input was repaired unless the user said to trust it). The error names the flag.
+    pub fn config(&self) -> Result<Config, String> {
+        if self.inside.is_empty() {
+            return Err("--inside: at least one inside prefix is required".into());
+        }
+        let mut v4 = self.inside_v4();
+        if v4.is_empty() {
+            // IPv6-only inside: the engine still wants a prefix; 0.0.0.0/32 is no host's source address.
+            v4.push(Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 32).expect("valid prefix length"));
+        }
+        let mut c = Config::new(v4, self.public_ip);
+        c.forwards = self.forwards.clone();
+        if !self.ftp_ports.is_empty() {
+            c.ftp.ports = self.ftp_ports.clone();
+        }
+        c.mtu = [u16::MAX, u16::MAX];
+        c.send_icmp_errors = false;
+        c.verify_ip_checksum = true;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Counters the replay keeps itself (the engine keeps its own [`Metrics`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Input IP packets (IPv4 and IPv6) by the side they entered, indexed by [`Side::index`].
+    pub packets_in: [u64; 2],
+    /// Packets written to each side's output.
+    pub packets_out: [u64; 2],
+    pub checksums_repaired: u64,
+    pub ipv6_passed: u64,
+    pub non_ip: u64,
+    /// Drops decided outside the engine (IPv6 hop limit, undecodable frames).
+    pub drops: [u64; DropReason::COUNT],
+    /// Packets the replay would have had the gateway originate (ICMPv6 time exceeded).
+    pub generated_suppressed: u64,
+    pub frames: u64,
+}
+
+/// The result of a replay: every counter of the summary contract.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub counters: Counters,
+    pub metrics: Metrics,
+}
+
+impl Summary {
+    /// The summary's keys (dotted) and values, in a stable order. These keys are the `ftpnat replay`
+    /// contract: add, never rename.
+    pub fn entries(&self) -> Vec<(String, u64)> {
+        let (c, m) = (&self.counters, &self.metrics);
+        let mut v: Vec<(String, u64)> = Vec::new();
+        for side in [Side::Inside, Side::Outside] {
+            v.push((format!("packets.in.{}", side.name()), c.packets_in[side.index()]));
+        }
+        for side in [Side::Inside, Side::Outside] {
+            v.push((format!("packets.out.{}", side.name()), c.packets_out[side.index()]));
+        }
+        v.push(("alg.rewrites.port".into(), m.alg_rewrites_port));
+        v.push(("alg.rewrites.eprt".into(), m.alg_rewrites_eprt));
+        v.push(("alg.rewrites.227".into(), m.alg_rewrites_227));
+        v.push(("alg.rewrites.229".into(), m.alg_rewrites_229));
+        for r in RefusalReason::ALL {
+            v.push((format!("alg.refused.{}", r.name()), m.refused_of(*r)));
+        }
+        v.push(("pinholes.created".into(), m.pinholes_created));
+        v.push(("pinholes.used".into(), m.pinholes_used));
+        v.push(("pinholes.expired".into(), m.pinholes_expired));
+        for r in DropReason::ALL {
+            v.push((format!("drops.{}", r.name()), m.drops_of(*r) + c.drops[r.index()]));
+        }
+        v.push(("generated.suppressed".into(), m.generated_suppressed + c.generated_suppressed));
+        v.push(("input.checksums_repaired".into(), c.checksums_repaired));
+        v.push(("input.ipv6_passed".into(), c.ipv6_passed));
+        v.push(("input.non_ip".into(), c.non_ip));
+        v
+    }
+
+    /// One value by its dotted key.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.entries().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Sum of every `drops.*` counter.
+    pub fn total_drops(&self) -> u64 {
+        self.metrics.total_drops() + self.counters.drops.iter().sum::<u64>()
+    }
+
+    /// The summary as nested JSON objects of integers (`{"packets":{"in":{"lan":12}}}`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut root = serde_json::Map::new();
+        for (key, value) in self.entries() {
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let leaf = parts.pop().expect("keys have a dot");
+            let mut obj = &mut root;
+            for p in parts {
+                obj = obj
+                    .entry(p)
+                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+                    .as_object_mut()
+                    .expect("key prefixes are objects");
+            }
+            obj.insert(leaf.to_string(), serde_json::Value::from(value));
+        }
+        serde_json::Value::Object(root)
+    }
+}
+
+/// The link framing of the frame that caused an output, for `--keep-link-layer`.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLink<'a> {
+    pub linktype: LinkType,
+    pub frame: &'a [u8],
+    pub decoded: &'a Decoded,
+}
+
+/// Where the replay's output packets go.
+pub trait Output {
+    /// One IP datagram leaving towards `side`, stamped with the capture time of what caused it. `link` is
+    /// the causing frame (`None` for packets a timer released).
+    fn packet(
+        &mut self,
+        side: Side,
+        ts_micros: u64,
+        packet: &[u8],
+        link: Option<FrameLink<'_>>,
+    ) -> Result<(), CaptureError>;
+}
+
+/// Collects output in memory (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct MemoryOutput {
+    /// (side, timestamp, datagram)
+    pub packets: Vec<(Side, u64, Vec<u8>)>,
+    /// Count only, keep nothing (benchmarks).
+    pub discard: bool,
+    pub count: [u64; 2],
+}
+
+impl Output for MemoryOutput {
+    fn packet(
+        &mut self,
+        side: Side,
+        ts: u64,
+        packet: &[u8],
+        _: Option<FrameLink<'_>>,
+    ) -> Result<(), CaptureError> {
+        self.count[side.index()] += 1;
+        if !self.discard {
+            self.packets.push((side, ts, packet.to_vec()));
+        }
+        Ok(())
+    }
+}
+
+/// Why a replay failed. The message names the file or flag at fault.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// A bad argument or configuration.
+    Args(String),
+    /// The input cannot be read (entirely).
+    Input(String),
+    /// An output cannot be written.
+    Output(String),
+}
+
+impl ReplayError {
+    /// The process exit status for this error (2 for usage errors, like clap's).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReplayError::Args(_) => 2,
+            ReplayError::Input(_) | ReplayError::Output(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Args(m) => write!(f, "bad argument: {m}"),
+            ReplayError::Input(m) => write!(f, "cannot read input: {m}"),
+            ReplayError::Output(m) => write!(f, "cannot write output: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// What the last frame handed to [`Replayer::frame`] led to (timers that ran before it excluded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameOutcome {
+    /// The frame carried an IP packet.
+    pub ip: bool,
+    /// Packets written because of it.
+    pub outputs: u32,
+    /// Drops counted because of it.
+    pub drops: u64,
+    /// The engine kept it (a fragment waiting for its first fragment).
+    pub held: bool,
+}
+
+/// The replay loop over frames, independent of files.
+pub struct Replayer {
+    engine: Engine,
+    inside_v6: Vec<Ipv6Net>,
+    repair: bool,
+    counters: Counters,
+    buf: Vec<u8>,
+    last_ts: u64,
+    drain: core::time::Duration,
+    last: FrameOutcome,
+}
+
+impl Replayer {
+    pub fn new(opts: &ReplayOptions) -> Result<Replayer, ReplayError> {
+        let config = opts.config().map_err(ReplayError::Args)?;
+        let drain = DRAIN_EXTRA.max(config.ftp.hold_timeout + core::time::Duration::from_secs(1));
+        Ok(Replayer {
+            engine: Engine::new(config),
+            inside_v6: opts.inside_v6(),
+            repair: !opts.trust_input_checksums,
+            counters: Counters::default(),
+            buf: Vec::with_capacity(65536),
+            last_ts: 0,
+            drain,
+            last: FrameOutcome::default(),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// What the last frame led to: every IP frame either produced output, or was counted in exactly
+    /// one drop, or is held (tests check this for every frame).
+    pub fn last_frame(&self) -> FrameOutcome {
+        self.last
+    }
+
+    fn total_drops(&self) -> u64 {
+        self.engine.metrics().total_drops() + self.counters.drops.iter().sum::<u64>()
+    }
+
+    pub fn summary(&self) -> Summary {
+        Summary { counters: self.counters.clone(), metrics: self.engine.metrics().clone() }
+    }
+
+    /// Runs the timers that came due up to `ts` (capture time, µs). Packets they release are stamped
+    /// with the deadline that released them.
+    fn advance(&mut self, ts: u64, out: &mut dyn Output) -> Result<(), CaptureError> {
+        let now = Instant::from_micros(ts);
+        let mut rounds = 0;
+        while let Some(due) = self.engine.poll_timeout() {
+            if due > now {
+                break;
+            }
+            if rounds == 64 {
+                // poll_timeout may be early (stale timers); each round retires some, and this bound
+                // keeps a pathological queue from spinning.
+                self.engine.handle_timeout(now);
+                self.drain_transmits(ts.max(self.last_ts), None, out)?;
+                break;
+            }
+            self.engine.handle_timeout(due);
+            self.drain_transmits(due.as_micros().max(self.last_ts), None, out)?;
+            rounds += 1;
+        }
+        Ok(())
+    }
+
+    fn drain_transmits(
+        &mut self,
+        ts: u64,
+        link: Option<FrameLink<'_>>,
+        out: &mut dyn Output,
+    ) -> Result<(), CaptureError> {
+        while let Some(t) = self.engine.poll_transmit() {
+            self.counters.packets_out[t.side.index()] += 1;
+            out.packet(t.side, ts, &t.packet, link)?;
+        }
+        Ok(())
+    }
+
+    /// One captured frame. Fails only on an unsupported link type or an output error.
+    pub fn frame(
+        &mut self,
+        ts: u64,
+        linktype: LinkType,
+        data: &[u8],
+        out: &mut dyn Output,
+    ) -> Result<(), ReplayError> {
+        self.advance(ts, out).map_err(|e| ReplayError::Output(e.to_string()))?;
+        let (outs, drops) = (self.counters.packets_out, self.total_drops());
+        self.last = FrameOutcome::default();
+        let r = self.frame_inner(ts, linktype, data, out);
+        self.last.outputs =
+            (self.counters.packets_out[0] + self.counters.packets_out[1] - outs[0] - outs[1]) as u32;
+        self.last.drops = self.total_drops() - drops;
+        r
+    }
+
+    fn frame_inner(
+        &mut self,
+        ts: u64,
+        linktype: LinkType,
+        data: &[u8],
+        out: &mut dyn Output,
+    ) -> Result<(), ReplayError> {
+        let out_err = |e: CaptureError| ReplayError::Output(e.to_string());
+        self.last_ts = self.last_ts.max(ts);
+        self.counters.frames += 1;
+        let decoded = match link::decode(linktype, data) {
+            Ok(d) => d,
+            Err(LinkError::UnsupportedLinkType(t)) => {
+                return Err(ReplayError::Input(format!(
+                    "frame {}: link type {t} is not supported (Ethernet, raw IP, Linux SLL/SLL2, NULL/LOOP are)",
+                    self.counters.frames
+                )));
+            }
+            Err(LinkError::Truncated) => {
+                self.last.ip = true;
+                // Too short to hold even the IP header: nothing the gateway could forward.
+                self.counters.packets_in[Side::Outside.index()] += 1;
+                self.counters.drops[DropReason::Malformed.index()] += 1;
+                return Ok(());
+            }
+        };
+        let link = FrameLink { linktype, frame: data, decoded: &decoded };
+        let l3 = &data[decoded.l3_start..decoded.l3_end];
+        match decoded.l3 {
+            L3::Other(_) => {
+                self.counters.non_ip += 1;
+                Ok(())
+            }
+            L3::Ipv6 => {
+                self.last.ip = true;
+                self.buf.clear();
+                self.buf.extend_from_slice(l3);
+                let src = fixup::ipv6_src(&self.buf);
+                let side = match src {
+                    Some(a) if self.inside_v6.iter().any(|n| n.contains(&a)) => Side::Inside,
+                    _ => Side::Outside,
+                };
+                self.counters.packets_in[side.index()] += 1;
+                let (ok, repaired) = fixup::ipv6(&mut self.buf, self.repair);
+                self.counters.checksums_repaired += repaired;
+                if ok {
+                    self.counters.ipv6_passed += 1;
+                    let to = side.other();
+                    self.counters.packets_out[to.index()] += 1;
+                    out.packet(to, ts, &self.buf, Some(link)).map_err(out_err)?;
+                } else {
+                    // RFC 8200 §3 / RFC 4443 §3.3: discarded; the time-exceeded is not ours to send here.
+                    self.counters.drops[DropReason::TtlExceeded.index()] += 1;
+                    self.counters.generated_suppressed += 1;
+                }
+                Ok(())
+            }
+            L3::Ipv4 => {
+                self.last.ip = true;
+                self.buf.clear();
+                self.buf.extend_from_slice(l3);
+                self.counters.checksums_repaired += fixup::ipv4(&mut self.buf, self.repair);
+                let side = match fixup::ipv4_src(&self.buf) {
+                    Some(a) if self.engine.config().is_inside(a) => Side::Inside,
+                    _ => Side::Outside,
+                };
+                self.counters.packets_in[side.index()] += 1;
+                if side == Side::Outside {
+                    peer::emulate(&self.engine, &mut self.buf);
+                }
+                let verdict = self.engine.handle_packet(Instant::from_micros(ts), side, &mut self.buf);
+                self.last.held = verdict == Verdict::Held;
+                if let Verdict::Forward(to) = verdict {
+                    self.counters.packets_out[to.index()] += 1;
+                    out.packet(to, ts, &self.buf, Some(link)).map_err(out_err)?;
+                }
+                self.drain_transmits(ts, Some(link), out).map_err(out_err)
+            }
+        }
+    }
+
+    /// The end of the input: the clock runs on long enough to settle what is still held (fragments
+    /// waiting for their first fragment are counted as dropped, held ALG bytes are released).
+    pub fn finish(&mut self, out: &mut dyn Output) -> Result<Summary, ReplayError> {
+        let end = Instant::from_micros(self.last_ts) + self.drain;
+        self.advance(end.as_micros(), out).map_err(|e| ReplayError::Output(e.to_string()))?;
+        Ok(self.summary())
+    }
+}
+
+/// The files of a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayFiles {
+    pub input: PathBuf,
+    pub lan_out: PathBuf,
+    pub wan_out: PathBuf,
+    pub summary: Option<PathBuf>,
+}
+
+/// Writes the two output captures: raw IP, or the causing frame's framing with `--keep-link-layer`.
+struct PcapOutput {
+    lan: PcapWriter,
+    wan: PcapWriter,
+    keep: Option<LinkType>,
+    /// The last frame seen, for packets released by timers (they have no frame of their own).
+    last: Option<(Vec<u8>, Decoded)>,
+}
+
+impl PcapOutput {
+    fn create(files: &ReplayFiles, keep: Option<LinkType>) -> Result<PcapOutput, ReplayError> {
+        let lt = keep.unwrap_or(LinkType::RAW);
+        let err = |e: CaptureError| ReplayError::Output(e.to_string());
+        Ok(PcapOutput {
+            lan: PcapWriter::create(&files.lan_out, lt).map_err(err)?,
+            wan: PcapWriter::create(&files.wan_out, lt).map_err(err)?,
+            keep,
+            last: None,
+        })
+    }
+
+    fn finish(self) -> Result<(), ReplayError> {
+        let err = |e: CaptureError| ReplayError::Output(e.to_string());
+        self.lan.finish().map_err(err)?;
+        self.wan.finish().map_err(err)
+    }
+}
+
+impl Output for PcapOutput {
+    fn packet(
+        &mut self,
+        side: Side,
+        ts: u64,
+        packet: &[u8],
+        link: Option<FrameLink<'_>>,
+    ) -> Result<(), CaptureError> {
+        let w = match side {
+            Side::Inside => &mut self.lan,
+            Side::Outside => &mut self.wan,
+        };
+        let Some(lt) = self.keep else { return w.write(ts, packet) };
+        let framed = match link {
+            Some(l) => {
+                match &mut self.last {
+                    Some((f, d)) => {
+                        f.clear();
+                        f.extend_from_slice(l.frame);
+                        *d = l.decoded.clone();
+                    }
+                    None => self.last = Some((l.frame.to_vec(), l.decoded.clone())),
+                }
+                link::encode(lt, l.frame, l.decoded, packet)
+            }
+            None => match &self.last {
+                Some((f, d)) => link::encode(lt, f, d, packet),
+                None => return w.write(ts, packet),
+            },
+        };
+        w.write(ts, &framed)
+    }
+}
+
+/// Replays `files.input` with `opts`: writes both outputs and, if asked, the summary JSON.
+///
+/// A capture that ends in a damaged record is replayed up to it, its outputs and summary are written,
+/// and the error is returned: the input could not be read entirely.
+pub fn run(opts: &ReplayOptions, files: &ReplayFiles) -> Result<Summary, ReplayError> {
+    let mut replayer = Replayer::new(opts)?;
+    for (flag, p) in [("--lan-out", &files.lan_out), ("--wan-out", &files.wan_out)] {
+        if p == &files.input {
+            return Err(ReplayError::Args(format!("{flag} {}: would overwrite the input", p.display())));
+        }
+    }
+    if files.lan_out == files.wan_out {
+        return Err(ReplayError::Args(format!(
+            "--lan-out and --wan-out are the same file ({})",
+            files.lan_out.display()
+        )));
+    }
+    let mut reader = CaptureReader::open(&files.input).map_err(|e| ReplayError::Input(e.to_string()))?;
+    let mut output: Option<PcapOutput> = None;
+    let mut linktype: Option<LinkType> = None;
+    let mut read_error = None;
+    loop {
+        let frame = match reader.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                read_error = Some(e.to_string());
+                break;
+            }
+        };
+        match linktype {
+            None => linktype = Some(frame.linktype),
+            Some(lt) if lt != frame.linktype && opts.keep_link_layer => {
+                return Err(ReplayError::Input(format!(
+                    "{}: --keep-link-layer: the capture mixes link types {lt} and {}; an output pcap holds one",
+                    files.input.display(),
+                    frame.linktype
+                )));
+            }
+            Some(_) => {}
+        }
+        if output.is_none() {
+            output = Some(PcapOutput::create(files, opts.keep_link_layer.then_some(frame.linktype))?);
+        }
+        let out = output.as_mut().expect("created above");
+        replayer.frame(frame.ts_micros, frame.linktype, &frame.data, out).map_err(|e| match e {
+            ReplayError::Input(m) => ReplayError::Input(format!("{}: {m}", files.input.display())),
+            other => other,
+        })?;
+    }
+    let mut output = match output {
+        Some(o) => o,
+        None => PcapOutput::create(files, None)?,
+    };
+    let summary = replayer.finish(&mut output)?;
+    output.finish()?;
+    if let Some(path) = &files.summary {
+        write_summary(path, &summary)?;
+    }
+    match read_error {
+        Some(e) => Err(ReplayError::Input(e)),
+        None => Ok(summary),
+    }
+}
+
+/// Writes the summary JSON (pretty, one trailing newline).
+pub fn write_summary(path: &Path, summary: &Summary) -> Result<(), ReplayError> {
+    let mut text = serde_json::to_string_pretty(&summary.to_json()).expect("JSON of integers");
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| ReplayError::Output(format!("{}: {e}", path.display())))
+}
