@@ -292,7 +292,9 @@ impl Engine {
             Some(found) => found,
             None => match self.create(from, &head) {
                 Ok(found) => found,
-                Err(Verdict::Drop(DropReason::NoMapping)) if head.icmp_request && dst == self.config.public_ip => {
+                Err(Verdict::Drop(DropReason::NoMapping))
+                    if head.icmp_request && dst == self.config.public_ip =>
+                {
                     return self.local(from, pkt);
                 }
                 Err(v) => return v,

@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Route and translate between a LAN and a WAN TUN device until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Replay a pcap/pcapng capture through the engine (stable interface, see README).
+    Replay(ftpnat::replay::cli::ReplayArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -289,6 +291,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Run(args) => run(args, cli.log_format),
+        Command::Replay(args) => ftpnat::replay::cli::cli_main(args),
     }
 }
 

@@ -357,12 +357,20 @@ pub fn stream(data: &[u8]) {
                     calls += 1;
                     callback(line, from_client, chaos, calls, &mut edits)
                 };
-                trace!("segment seq={seq:?} syn={syn} fin={fin} off={off} payload={:?}", String::from_utf8_lossy(payload));
+                trace!(
+                    "segment seq={seq:?} syn={syn} fin={fin} off={off} payload={:?}",
+                    String::from_utf8_lossy(payload)
+                );
                 if rewrite {
                     let before_next = s.emitted().add(s.held_len() as u32);
                     match s.segment(seq, syn, fin, payload, now, &mut m, &mut cb) {
                         Ok(out) => {
-                            trace!("  -> seq={:?} fin={} {:?}", out.seq, out.fin, String::from_utf8_lossy(&out.payload));
+                            trace!(
+                                "  -> seq={:?} fin={} {:?}",
+                                out.seq,
+                                out.fin,
+                                String::from_utf8_lossy(&out.payload)
+                            );
                             record_out(&mut rx, &out, wild)
                         }
                         Err(DropReason::AlgOutOfOrder) => {
