@@ -318,7 +318,7 @@ mod tests {
         ];
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { return Err("not a run command".into()) };
         args.config()
     }
 
