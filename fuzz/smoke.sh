@@ -14,7 +14,7 @@ fi
 export RUSTC_BOOTSTRAP=1
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-cargo fuzz build -s none $targets
+cargo fuzz build -s none
 status=0
 for t in $targets; do
     mkdir -p "$scratch/$t"

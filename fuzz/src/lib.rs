@@ -357,12 +357,20 @@ pub fn stream(data: &[u8]) {
                     calls += 1;
                     callback(line, from_client, chaos, calls, &mut edits)
                 };
-                trace!("segment seq={seq:?} syn={syn} fin={fin} off={off} payload={:?}", String::from_utf8_lossy(payload));
+                trace!(
+                    "segment seq={seq:?} syn={syn} fin={fin} off={off} payload={:?}",
+                    String::from_utf8_lossy(payload)
+                );
                 if rewrite {
                     let before_next = s.emitted().add(s.held_len() as u32);
                     match s.segment(seq, syn, fin, payload, now, &mut m, &mut cb) {
                         Ok(out) => {
-                            trace!("  -> seq={:?} fin={} {:?}", out.seq, out.fin, String::from_utf8_lossy(&out.payload));
+                            trace!(
+                                "  -> seq={:?} fin={} {:?}",
+                                out.seq,
+                                out.fin,
+                                String::from_utf8_lossy(&out.payload)
+                            );
                             record_out(&mut rx, &out, wild)
                         }
                         Err(DropReason::AlgOutOfOrder) => {
@@ -1141,10 +1149,10 @@ impl World {
         let dir = (d.u8() & 1) as usize;
         let mode = d.u8();
         let flags = match mode % 8 {
-            0..=4 => 0x18,                    // ACK|PSH
-            5 => 0x11,                        // FIN|ACK
-            6 => 0x14,                        // RST|ACK
-            _ => d.u8() | 0x10 * (mode >> 7), // anything
+            0..=4 => 0x18,                      // ACK|PSH
+            5 => 0x11,                          // FIN|ACK
+            6 => 0x14,                          // RST|ACK
+            _ => d.u8() | (0x10 * (mode >> 7)), // anything
         };
         // New bytes for this sender.
         if mode & 0x08 != 0 {
