@@ -481,8 +481,10 @@ fn callback(line: &Line<'_>, from_client: bool, chaos: bool, calls: u32, edits: 
         }
     }
     if act.is_none() && chaos {
+        // The span starts inside the line: an insertion at its end would sit before the next line's
+        // first byte, which the stream has not seen yet (no ALG edits outside the line it judges).
         let n = line.bytes.len();
-        let a = (calls as usize * 7) % (n + 1);
+        let a = (calls as usize * 7) % n.max(1);
         let b = (a + calls as usize % 5).min(n + 2);
         act = Some((a..b, vec![b'X'; calls as usize % 9]));
     }
