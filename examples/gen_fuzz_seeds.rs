@@ -6,7 +6,7 @@
 //! read. Must not: write anywhere but `fuzz/corpus/`. Deterministic: running it twice gives the same
 //! files. Run with `cargo run --example gen_fuzz_seeds`.
 
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

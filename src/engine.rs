@@ -799,6 +799,11 @@ impl Engine {
 
     /// A segment of an FTP control connection.
     fn alg(&mut self, id: ConnId, dir: Dir, pkt: &mut Vec<u8>) -> Verdict {
+        // The ALG reads this payload and may re-checksum it: corrupt bytes must not get a valid checksum
+        // (nor become the edit history a good retransmission is rebuilt from).
+        if !Ipv4Packet::new_unchecked(&pkt[..]).verify_transport_checksum() {
+            return Verdict::Drop(DropReason::AlgBadChecksum);
+        }
         let conn = self.table.get_mut(id).expect("exists");
         let to = conn.translated(dir);
         let egress = conn.egress(dir);

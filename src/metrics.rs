@@ -71,6 +71,9 @@ reasons! {
         AlgOutOfOrder => "alg_out_of_order",
         /// A control-connection segment wholly before what the ALG still remembers (already acknowledged).
         AlgStale => "alg_stale",
+        /// An FTP control segment whose TCP checksum is wrong: the ALG would read corrupt bytes and
+        /// send them on re-checksummed; the sender retransmits it.
+        AlgBadChecksum => "alg_bad_checksum",
         /// Addressed to the gateway itself (only ICMP echo is answered there).
         LocalDelivery => "local_delivery",
     }

@@ -106,7 +106,10 @@ impl SeqMap {
         let mut delta = self.base;
         for e in &self.edits {
             let out_start = e.in_start.add(delta);
-            if out.le(out_start) {
+            // An acknowledgement at a deletion (an empty replacement) covers the deleted bytes too: the
+            // receiver will never get more of them, and mapping it to the deletion's start would keep
+            // the sender retransmitting them for ever if nothing follows.
+            if out.lt(out_start) || (out == out_start && !e.out.is_empty()) {
                 break;
             }
             if out.lt(out_start.add(e.out.len() as u32)) {
@@ -120,7 +123,10 @@ impl SeqMap {
     /// Forgets edits the receiver has acknowledged in full (`acked` is in the sender's space).
     pub fn prune(&mut self, acked: SeqNum) {
         while let Some(e) = self.edits.front() {
-            if e.in_end().le(acked) {
+            // An insertion (empty original span) at `acked` may or may not have reached the receiver:
+            // both acknowledgements map back to the same sender number, so it stays until one passes it.
+            let done = if e.in_len == 0 { e.in_end().lt(acked) } else { e.in_end().le(acked) };
+            if done {
                 self.base = self.base.wrapping_add(e.delta());
                 self.edits.pop_front();
             } else {
@@ -149,7 +155,10 @@ impl SeqMap {
         let mut out = Vec::with_capacity(payload.len() + 16);
         let mut cursor = a;
         for e in &self.edits {
-            if e.in_end().le(a) {
+            // An insertion at `a` belongs with byte `a` (it was sent right before it); an edit of a span
+            // that ends at `a` does not.
+            let before = if e.in_len == 0 { e.in_end().lt(a) } else { e.in_end().le(a) };
+            if before {
                 continue;
             }
             if b.le(e.in_start) {
@@ -222,6 +231,28 @@ mod tests {
                 assert_eq!(&full[off..off + bytes.len()], &bytes[..], "range {a}..{b}");
             }
         }
+    }
+
+    #[test]
+    fn an_insertion_is_rebuilt_with_the_byte_it_precedes_and_kept_until_acked_past() {
+        let input: Vec<u8> = (0u8..20).collect();
+        let mut m = SeqMap::new();
+        m.record(s(105), 0, b"INS".to_vec());
+        let (o0, full) = m.rebuild(s(100), &input);
+        assert_eq!(&full[..8], &[0, 1, 2, 3, 4, b'I', b'N', b'S']);
+        for a in 0..20usize {
+            for b in a + 1..=20 {
+                let (o, bytes) = m.rebuild(s(100 + a as u32), &input[a..b]);
+                let off = o.diff(o0) as usize;
+                assert_eq!(&full[off..off + bytes.len()], &bytes[..], "range {a}..{b}");
+            }
+        }
+        // An acknowledgement of everything before the insertion does not forget it.
+        m.prune(s(105));
+        assert_eq!(m.edits_in_flight(), 1);
+        m.prune(s(106));
+        assert_eq!(m.edits_in_flight(), 0);
+        assert_eq!(m.map(s(106)), s(109));
     }
 
     #[test]

@@ -698,3 +698,24 @@ fn a_candidate_held_when_tls_starts_leaves_in_order() {
     assert_eq!(ctl.to_server, want, "every byte once, in order");
     assert!(r.engine.pinholes().is_empty());
 }
+
+#[test]
+fn a_control_segment_with_a_bad_tcp_checksum_is_not_read_or_re_checksummed() {
+    // The ALG rebuilds (and re-checksums) segments whose bytes it changes. A segment corrupted on the way
+    // in must not be read and sent on with a fresh, valid checksum: the receiver would accept corrupt
+    // bytes, and the sender's good retransmission would be rebuilt from the corrupt history.
+    let mut r = Rig::new(config());
+    let mut ctl = Ctl::client_inside(&mut r, 40040);
+    let c = ctl.c;
+    let mut bad = tcp(c.0, c.1, c.2, c.3, ctl.c_seq, ctl.c_rcv, PSHACK, b"PORT 10,0,0,2,4,1\r\n");
+    let n = bad.len();
+    bad[n - 3] ^= 0x02; // "4,1" -> "4,3" in flight; the TCP checksum no longer matches
+    let (v, _) = r.send(Side::Inside, bad);
+    assert_eq!(v, Verdict::Drop(DropReason::AlgBadChecksum));
+    assert!(r.engine.pinholes().is_empty());
+    // The sender's retransmission (the bytes it really sent) is read as if the first never came.
+    ctl.c_send(&mut r, b"PORT 10,0,0,2,4,1\r\n");
+    let (addr, _) = port_arg(&ctl.last_line_at_server()).unwrap();
+    assert_eq!(addr, PUBLIC);
+    assert_eq!(r.engine.pinholes().iter().next().map(|p| p.inside.port), Some(1025));
+}

@@ -481,8 +481,10 @@ fn callback(line: &Line<'_>, from_client: bool, chaos: bool, calls: u32, edits: 
         }
     }
     if act.is_none() && chaos {
+        // The span starts inside the line: an insertion at its end would sit before the next line's
+        // first byte, which the stream has not seen yet (no ALG edits outside the line it judges).
         let n = line.bytes.len();
-        let a = (calls as usize * 7) % (n + 1);
+        let a = (calls as usize * 7) % n.max(1);
         let b = (a + calls as usize % 5).min(n + 2);
         act = Some((a..b, vec![b'X'; calls as usize % 9]));
     }
@@ -640,6 +642,16 @@ pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, rest: u32, body: &[u
     let c = fold(sum16(&i, 0));
     i[2..4].copy_from_slice(&c.to_be_bytes());
     ipv4(src, dst, 1, 0x1c, false, &i)
+}
+
+/// TCP seq/ack/flags and payload text, for traces.
+fn describe(pkt: &[u8]) -> String {
+    match check_packet(pkt, false) {
+        Ok(Checked { tcp: Some((seq, ack, flags, payload)), .. }) => {
+            format!("seq={seq} ack={ack} flags={flags:#04x} {:?}", String::from_utf8_lossy(&payload))
+        }
+        _ => String::new(),
+    }
 }
 
 /// What an emitted packet says, read by etherparse.
@@ -1008,7 +1020,9 @@ impl World {
     /// Hands a packet to the engine and checks everything that comes out. `valid`: the input itself had
     /// right checksums, so the output must too. `from`: (sim, dir) that sent it, to learn addresses.
     fn inject(&mut self, side: Side, mut pkt: Vec<u8>, valid: bool, from: Option<(usize, usize)>) -> Verdict {
+        trace!("t={:?} in {side}: {} {}", self.now, ftpnat::engine::summary(&pkt), describe(&pkt));
         let v = self.engine.handle_packet(self.now, side, &mut pkt);
+        trace!("  verdict {v:?}");
         if let Verdict::Forward(to) = v {
             self.emitted(to, pkt, valid, from);
         }
@@ -1023,6 +1037,7 @@ impl World {
     }
 
     fn emitted(&mut self, side: Side, pkt: Vec<u8>, valid: bool, from: Option<(usize, usize)>) {
+        trace!("  out {side}: {} {}", ftpnat::engine::summary(&pkt), describe(&pkt));
         let c =
             check_packet(&pkt, valid).unwrap_or_else(|e| panic!("emitted packet on {side}: {e}: {pkt:02x?}"));
         let inside = |a: Ipv4Addr| a.octets()[..3] == [10, 0, 0];
@@ -1049,6 +1064,8 @@ impl World {
                 if flags & 0x02 != 0 && s.rx[dir].next.is_none() {
                     s.rx[dir].next = Some(SeqNum(first));
                 }
+                // Data on an RST is not delivered (RFC 9293 §3.5.3): the connection is gone.
+                let payload: &[u8] = if flags & 0x04 != 0 { &[] } else { payload };
                 s.rx[dir].record(SeqNum(first), payload, "engine", self.consistent);
                 break;
             }
@@ -1134,10 +1151,10 @@ impl World {
         let dir = (d.u8() & 1) as usize;
         let mode = d.u8();
         let flags = match mode % 8 {
-            0..=4 => 0x18,                    // ACK|PSH
-            5 => 0x11,                        // FIN|ACK
-            6 => 0x14,                        // RST|ACK
-            _ => d.u8() | 0x10 * (mode >> 7), // anything
+            0..=4 => 0x18,                      // ACK|PSH
+            5 => 0x11,                          // FIN|ACK
+            6 => 0x14,                          // RST|ACK
+            _ => d.u8() | (0x10 * (mode >> 7)), // anything
         };
         // New bytes for this sender.
         if mode & 0x08 != 0 {
@@ -1213,6 +1230,11 @@ impl World {
             let end = (off + len).min(s.tx[dir].bytes.len());
             (s.tx[dir].seq(off).0, s.tx[dir].bytes[off.min(end)..end].to_vec())
         };
+        if !syn && flags & 0x02 != 0 {
+            // A SYN flag on a later segment moves where its data sits in sequence space: the sender is
+            // no longer consistent with itself, so the receivers' history check is off from here.
+            self.consistent = false;
+        }
         let pkt = tcp(t.src, t.sport, t.dst, t.dport, seq, ack, flags, 0, &opts, &payload);
         let s = &mut self.sims[k];
         if syn {
