@@ -204,7 +204,7 @@ fn rewrite_port(c: &mut Ctl) -> (Vec<u8>, i64) {
 #[test]
 fn nagle_sender_with_a_two_segment_port_completes_by_retransmit_merge() {
     use common::ftp::{split_lines_starting, ClientConfig, Mode, ServerConfig, Transfer, XferDir};
-    use common::net::{Event, Net, INSIDE_HOST, OUTSIDE_HOST, PUBLIC_IP};
+    use common::net::{Event, Net, INSIDE_HOST, OUTSIDE_HOST};
     for (mode, prefix, len) in [(Mode::Port, &b"PORT "[..], 23usize), (Mode::Eprt, &b"EPRT "[..], 24)] {
         for cut in 1..len {
             let mut net = Net::new(Box::new(Engine::new(config())));
@@ -238,7 +238,6 @@ fn nagle_sender_with_a_two_segment_port_completes_by_retransmit_merge() {
                         .is_some_and(|t| t.payload.starts_with(prefix) && t.payload.ends_with(b"\r\n"))
             });
             assert!(whole, "cut {cut}: rewritten line left in one segment");
-            let _ = PUBLIC_IP;
         }
     }
 }
@@ -347,6 +346,70 @@ fn retransmissions_split_differently_or_starting_mid_line_are_slices_of_the_firs
     }
     assert_eq!(c.m().pinholes_created, 1, "no retransmission opens a pinhole");
     assert_eq!(c.map().current_delta(), 4);
+}
+
+/// Pipelining: several announcements in one segment, each rewritten at its own offset, every other
+/// byte as sent; a retransmission of any part of it is a slice of that output.
+#[test]
+fn pipelined_announcements_in_one_segment_are_each_rewritten_in_place() {
+    let mut c = Ctl::new(config(), Some(1460));
+    let lines: [&[u8]; 7] = [
+        b"PORT 10,0,0,2,160,40\r\n",
+        b"RETR a\r\n",
+        b"EPRT |1|10.0.0.2|41001|\r\n",
+        b"NOOP\r\n",
+        b"port 10,0,0,2,160,42\r\n",
+        b"STOR b\r\n",
+        b"EPRT !1!10.0.0.2!41003!\n",
+    ];
+    let sent = lines.concat();
+    let out = c.up(SOLID, &sent);
+    assert_eq!(out.len(), 1);
+    let got = out[0].1.clone();
+    let got_lines: Vec<&[u8]> = got.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(got_lines.len(), lines.len());
+    for (i, (a, b)) in lines.iter().zip(&got_lines).enumerate() {
+        let (sa, sb) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+        match i {
+            0 | 4 => {
+                let port = port_in(&b.to_ascii_uppercase(), PUBLIC).unwrap_or_else(|| panic!("{sb}"));
+                let want = format!("{}{}\r\n", &sa[..5], common::ftp::format_host_port(PUBLIC, port));
+                assert_eq!(sb, want);
+            }
+            2 | 6 => {
+                let d = &sa[5..6];
+                let (addr, port) =
+                    common::ftp::parse_eprt_arg(sb[5..].trim_end()).unwrap_or_else(|| panic!("{sb}"));
+                assert_eq!(addr, PUBLIC);
+                let eol = if i == 6 { "\n" } else { "\r\n" };
+                assert_eq!(sb, format!("EPRT {d}1{d}{PUBLIC}{d}{port}{d}{eol}"));
+            }
+            _ => assert_eq!(a, b, "line {i} untouched"),
+        }
+    }
+    assert_eq!(c.m().pinholes_created, 4);
+    assert_eq!(c.map().edits_in_flight(), 4);
+    // Any retransmitted part is a slice of that output.
+    for (a, b) in [(3usize, 40usize), (22, 30), (30, 60), (50, sent.len()), (0, sent.len())] {
+        let o = c.up(SOLID + a as u32, &sent[a..b]);
+        let off = (o[0].0 - SOLID) as usize;
+        assert_eq!(&got[off..off + o[0].1.len()], &o[0].1[..], "range {a}..{b}");
+    }
+    assert_eq!(c.m().pinholes_created, 4);
+}
+
+/// A command is recognised only at a real line start: text that merely contains `PORT …` is left
+/// alone, and a bare LF ends a line like CRLF does.
+#[test]
+fn announcements_are_recognised_only_at_a_line_start() {
+    let mut c = Ctl::new(config(), Some(1460));
+    let quiet = b"NOOP PORT 10,0,0,2,160,40\r\nXPORT 10,0,0,2,160,40\r\nSITE EPRT |1|10.0.0.2|41000|\r\n";
+    assert_eq!(c.up(SOLID, quiet), vec![(SOLID, quiet.to_vec())]);
+    assert_eq!(c.m().pinholes_created, 0);
+    let off = SOLID + quiet.len() as u32;
+    let out = c.up(off, b"NOOP\nPORT 10,0,0,2,160,40\r\n");
+    assert!(out[0].1.starts_with(b"NOOP\nPORT 198,51,100,1,"), "{:?}", String::from_utf8_lossy(&out[0].1));
+    assert_eq!(c.m().pinholes_created, 1);
 }
 
 // ---------------------------------------------------------------------------------------------------------

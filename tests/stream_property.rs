@@ -234,9 +234,10 @@ enum Step {
 }
 
 /// Replies to `SITE` that carry 227/229 text the ALG must leave alone: inside a multi-line reply
-/// (RFC 959 §4.2), or as the final reply to a command that is not PASV/EPSV.
+/// (RFC 959 §4.2), or as the final reply to a command that is not PASV/EPSV. Their ports are below
+/// 1024, where the scripted server never listens, so no real 227 has the same text.
 const SITE_REPLIES: [&[u8]; 4] = [
-    b"200-Status\r\n227 Entering Passive Mode (10,0,0,2,7,7).\r\n229 x (|||1234|)\r\n200 End\r\n",
+    b"200-Status\r\n227 Entering Passive Mode (10,0,0,2,3,7).\r\n229 x (|||1234|)\r\n200 End\r\n",
     b"227 Not for you (10,0,0,2,7,7).\r\n",
     b"229 Not for you (|||4321|)\r\n",
     b"211-PORT 10,0,0,2,4,1\r\n 227 (10,0,0,2,1,1)\r\n211 End\r\n",
