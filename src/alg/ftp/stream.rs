@@ -204,9 +204,9 @@ impl Stream {
         let emitted = self.emitted();
         if payload.is_empty() {
             let at = if a.ge(emitted) { emitted } else { a };
-            let fin_now = fin && a == self.next && self.held.is_empty();
+            let fin_now = fin && a == self.next && self.held.is_empty() && !self.fin_sent;
             if fin_now {
-                self.fin_sent = true;
+                self.fin_consumed();
             }
             let fin_out = fin_now || (fin && self.fin_sent && a.lt(self.next));
             return Ok(SegmentOut { seq: self.map.map(at), payload: Vec::new(), fin: fin_out });
@@ -244,11 +244,20 @@ impl Stream {
                 self.held_since = None;
             }
             fin_out = true;
-            self.fin_sent = true;
+            self.fin_consumed();
         } else if fin && self.fin_sent && b.lt(self.next) {
             fin_out = true;
         }
         Ok(SegmentOut { seq: out_seq, payload: out, fin: fin_out })
+    }
+
+    /// The FIN occupies one sequence number (RFC 9293 §3.4): what the sender numbers after it (its
+    /// last ACKs) must map past it too.
+    fn fin_consumed(&mut self) {
+        if !self.fin_sent {
+            self.fin_sent = true;
+            self.next = self.next.add(1);
+        }
     }
 
     /// Follows a direction that is never rewritten, to know its lines. Duplicated bytes are skipped.
@@ -540,5 +549,20 @@ mod tests {
         let o = s.segment(SeqNum(100), false, true, b"PORT x", Instant::ZERO, &mut m, &mut grow).unwrap();
         assert_eq!(o, SegmentOut { seq: SeqNum(100), payload: b"PORT x".to_vec(), fin: true });
         assert_eq!(m.refused_of(RefusalReason::HoldTimeout), 1);
+    }
+
+    #[test]
+    fn acks_after_the_senders_fin_are_numbered_past_it() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        run(&mut s, &[(100, b"PORT x\r\n")]);
+        let o = s.segment(SeqNum(108), false, true, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!((o.seq, o.fin), (SeqNum(109), true));
+        // The sender's final ACK carries seq FIN+1, mapped through the +1 edit.
+        let o = s.segment(SeqNum(109), false, false, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!((o.seq, o.fin), (SeqNum(110), false));
+        // A retransmitted FIN keeps its number.
+        let o = s.segment(SeqNum(108), false, true, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!((o.seq, o.fin), (SeqNum(109), true));
     }
 }
