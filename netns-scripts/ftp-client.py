@@ -4,12 +4,12 @@
   ftp-client.py HOST PORT USER PASS get REMOTE LOCAL [--mode pasv|port]   download (RETR)
   ftp-client.py HOST PORT USER PASS put LOCAL REMOTE [--mode pasv|port]   upload (STOR)
   ftp-client.py HOST PORT USER PASS port-zero REMOTE     active mode announced as PORT 0,0,0,0,p1,p2
-  ftp-client.py HOST PORT USER PASS port-raw ARG         send "PORT ARG" as given; print the reply
+  ftp-client.py HOST PORT USER PASS raw LINE             send LINE as given (e.g. a bounce PORT); print the reply
 
 pasv: ftplib sends PASV (for IPv4 it never uses EPSV) and, with trust_server_pasv_ipv4_address, connects
 to the address the 227 reply names rather than to the control connection's peer, so a wrong rewrite
 fails. port: ftplib sends PORT with its own address (for IPv4 it never uses EPRT).
-get/put/port-zero print "bytes N seconds S"; port-raw prints the reply line and exits 0 whatever the
+get/put/port-zero print "bytes N seconds S"; raw prints the reply line and exits 0 whatever the
 code; a failure prints "failed: ..." and exits 1. Every network wait is bounded by --timeout.
 """
 import argparse
@@ -80,10 +80,10 @@ def port_zero(a):
     print(f"bytes {n} seconds {dt:.3f}", flush=True)
 
 
-def port_raw(a):
+def raw(a):
     ftp = connect(a)
     try:
-        resp = ftp.sendcmd("PORT " + a.args[0])
+        resp = ftp.sendcmd(a.args[0])
     except ftplib.Error as e:
         resp = str(e)
     print(resp, flush=True)
@@ -99,17 +99,17 @@ def main():
     p.add_argument("port", type=int)
     p.add_argument("user")
     p.add_argument("password")
-    p.add_argument("cmd", choices=["get", "put", "port-zero", "port-raw"])
+    p.add_argument("cmd", choices=["get", "put", "port-zero", "raw"])
     p.add_argument("args", nargs="+")
     p.add_argument("--mode", choices=["pasv", "port"], default="pasv")
     p.add_argument("--timeout", type=float, default=30.0)
     a = p.parse_args()
-    want = {"get": 2, "put": 2, "port-zero": 1, "port-raw": 1}[a.cmd]
+    want = {"get": 2, "put": 2, "port-zero": 1, "raw": 1}[a.cmd]
     if len(a.args) != want:
         p.error(f"{a.cmd} takes {want} argument(s)")
     if a.cmd == "port-zero":
         a.mode = "port"
-    fn = {"get": get, "put": put, "port-zero": port_zero, "port-raw": port_raw}[a.cmd]
+    fn = {"get": get, "put": put, "port-zero": port_zero, "raw": raw}[a.cmd]
     try:
         fn(a)
     except (OSError, EOFError, ftplib.Error) as e:

@@ -34,6 +34,8 @@ const TRANSFER_LIMIT: Duration = Duration::from_secs(180);
 /// A transfer that must fail (no ALG) fails within seconds; this bounds it.
 const FAIL_LIMIT: Duration = Duration::from_secs(40);
 const SHORT: Duration = Duration::from_secs(15);
+/// ftpnat's log filter for the matrix: pinhole and flow events are at debug.
+const LOG: &str = "ftpnat=debug";
 
 /// pyftpdlib's user. Distinctive, so the log check can prove it never reaches ftpnat's log.
 const PY_USER: &str = "ftpnat";
@@ -43,6 +45,7 @@ const ANON_PASS: &str = "anon-Xk4w-never-logged";
 
 const VSFTPD_PASV: (u16, u16) = (30000, 30099);
 const PYFTPD_PASV: (u16, u16) = (30100, 30199);
+const VSFTPD_TLS_PASV: (u16, u16) = (30200, 30299);
 const PYFTPD_PORT: u16 = 2121;
 
 // ---- the matrix vocabulary -------------------------------------------------------------------------
@@ -359,30 +362,32 @@ fn field(line: &str, name: &str) -> Option<String> {
 
 // ---- a group: one topology, its servers, its rows ----------------------------------------------------
 
-/// Files shared by every group: the 50 MiB blob (tmpfs when there is one) and its digest.
+/// Files shared by every group of a test: the blob (tmpfs when there is one), its length and digest.
 struct Shared {
     dir: PathBuf,
     blob: PathBuf,
+    blob_len: u64,
     blob_sha: String,
 }
 
 impl Shared {
-    fn new() -> Shared {
+    /// `tag` keeps two tests of this process apart.
+    fn new(tag: &str, bytes: usize) -> Shared {
         let base =
             if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-        let dir = base.join(format!("ftpnat-ftpreal-{}", std::process::id()));
+        let dir = base.join(format!("ftpnat-ftpreal-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("work dir");
         let blob = dir.join("blob.bin");
         let out = run_bounded(
             Duration::from_secs(60),
             "sh",
-            &["-c", &format!("head -c {BLOB_BYTES} /dev/urandom >'{}'", blob.display())],
+            &["-c", &format!("head -c {bytes} /dev/urandom >'{}'", blob.display())],
         );
         assert!(out.status.success(), "cannot make the blob: {}", text(&out.stderr));
         set_mode(&blob, 0o644); // vsftpd serves anonymous users only world-readable files
         let blob_sha = sha256(&blob).expect("sha256 of the blob");
-        Shared { dir, blob, blob_sha }
+        Shared { dir, blob, blob_len: bytes as u64, blob_sha }
     }
 }
 
@@ -407,9 +412,10 @@ struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    fn up(name: &'static str, shared: &'a Shared, forwards: &[&str], extra: &[&str]) -> Group<'a> {
-        let t =
-            Topology::up(&format!("ftp_real/{name}"), forwards, extra).expect("namespaces checked before");
+    /// `log`: ftpnat's RUST_LOG filter.
+    fn up(name: &'static str, shared: &'a Shared, forwards: &[&str], extra: &[&str], log: &str) -> Group<'a> {
+        let t = Topology::up_with_log(&format!("ftp_real/{name}"), forwards, extra, log)
+            .expect("namespaces checked before");
         let dir = shared.dir.join(name);
         std::fs::create_dir_all(&dir).expect("group dir");
         Group { name, t, alg: !extra.contains(&"--no-ftp-alg"), shared, dir, servers: Vec::new() }
@@ -417,6 +423,11 @@ impl<'a> Group<'a> {
 
     /// Starts `kind` in `place` (wan for Outside, lan for Inside) listening on `port`; returns its index.
     fn server(&mut self, kind: ServerKind, place: Place, port: u16) -> usize {
+        self.server_tls(kind, place, port, false)
+    }
+
+    /// `tls`: vsftpd offers AUTH TLS (own passive range, so two vsftpd can share a namespace).
+    fn server_tls(&mut self, kind: ServerKind, place: Place, port: u16, tls: bool) -> usize {
         let sdir =
             self.dir.join(format!("{}-{}-{port}", kind.name(), place.name().replace(['>', '(', ')'], "")));
         let root = sdir.join("root");
@@ -429,9 +440,13 @@ impl<'a> Group<'a> {
             (port.to_string(), sdir.display().to_string(), root.display().to_string());
         let (log, user, pass) = match kind {
             ServerKind::Vsftpd => {
-                let (lo, hi) = (VSFTPD_PASV.0.to_string(), VSFTPD_PASV.1.to_string());
+                let range = if tls { VSFTPD_TLS_PASV } else { VSFTPD_PASV };
+                let (lo, hi) = (range.0.to_string(), range.1.to_string());
                 let sh = script("ftp-vsftpd.sh").display().to_string();
-                let args = ["bash", &sh, &sdir_s, listen, &port_s, &lo, &hi];
+                let mut args = vec!["bash", &sh, &sdir_s, listen, &port_s, &lo, &hi];
+                if tls {
+                    args.push("tls");
+                }
                 match place {
                     Place::Outside => self.t.serve_wan("tcp", port, &args),
                     Place::Inside => self.t.serve_lan("tcp", port, &args),
@@ -527,8 +542,8 @@ impl<'a> Group<'a> {
             }
             let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
             o.bytes += len;
-            if len != BLOB_BYTES as u64 {
-                problems.push(format!("{what}: {len} bytes, want {BLOB_BYTES}"));
+            if len != self.shared.blob_len {
+                problems.push(format!("{what}: {len} bytes, want {}", self.shared.blob_len));
             } else if sha256(file).as_ref() != Some(want) {
                 problems.push(format!("{what}: sha256 differs"));
             }
@@ -636,7 +651,7 @@ impl<'a> Group<'a> {
         for line in s.summary.lines() {
             let key = line.split_whitespace().next().unwrap_or("");
             if key.starts_with("alg.") || key.starts_with("pinholes.") || key.starts_with("drops.") {
-                let _ = write!(c, "\n    {line}");
+                let _ = write!(c, "\n    {}", line.trim());
             }
         }
         let rate = if total == 0 {
@@ -675,7 +690,7 @@ fn run_rows(g: &Group<'_>, rows: &[Row], out: &mut Vec<Outcome>) {
 
 /// Clients in `lan`, vsftpd and pyftpdlib in `wan`.
 fn outside_group(shared: &Shared) -> GroupResult {
-    let mut g = Group::up("outside", shared, &[], &["--ftp-port", "21", "--ftp-port", "2121"]);
+    let mut g = Group::up("outside", shared, &[], &["--ftp-port", "21", "--ftp-port", "2121"], LOG);
     let v = g.server(ServerKind::Vsftpd, Place::Outside, 21);
     let p = g.server(ServerKind::Pyftpdlib, Place::Outside, PYFTPD_PORT);
     let mut rows = Vec::new();
@@ -700,7 +715,8 @@ fn outside_group(shared: &Shared) -> GroupResult {
 fn inside_group(shared: &Shared) -> GroupResult {
     let fwd_v = format!("tcp:21={LAN_HOST}:21");
     let fwd_p = format!("tcp:{PYFTPD_PORT}={LAN_HOST}:{PYFTPD_PORT}");
-    let mut g = Group::up("inside", shared, &[&fwd_v, &fwd_p], &["--ftp-port", "21", "--ftp-port", "2121"]);
+    let mut g =
+        Group::up("inside", shared, &[&fwd_v, &fwd_p], &["--ftp-port", "21", "--ftp-port", "2121"], LOG);
     let v = g.server(ServerKind::Vsftpd, Place::Inside, 21);
     let p = g.server(ServerKind::Pyftpdlib, Place::Inside, PYFTPD_PORT);
     let mut rows = Vec::new();
@@ -726,7 +742,7 @@ fn inside_group(shared: &Shared) -> GroupResult {
 /// connection), while passive mode to an outside server, which needs no rewrite, still works.
 fn no_alg_group(shared: &Shared) -> GroupResult {
     let fwd = format!("tcp:21={LAN_HOST}:21");
-    let mut g = Group::up("no-alg", shared, &[&fwd], &["--no-ftp-alg"]);
+    let mut g = Group::up("no-alg", shared, &[&fwd], &["--no-ftp-alg"], LOG);
     let out_v = g.server(ServerKind::Vsftpd, Place::Outside, 21);
     let out_p = g.server(ServerKind::Pyftpdlib, Place::Outside, PYFTPD_PORT);
     let in_v = g.server(ServerKind::Vsftpd, Place::Inside, 21);
@@ -813,7 +829,7 @@ fn real_ftp_clients_and_servers_through_ftpnat() {
     let ok = run_bounded(SHORT, "python3", &["-c", "import pyftpdlib"]);
     assert!(ok.status.success(), "{test}: pyftpdlib missing: run netns-scripts/deps.sh");
 
-    let shared = Shared::new();
+    let shared = Shared::new("matrix", BLOB_BYTES);
     let started = Instant::now();
     // Two topologies at a time: each moves one transfer at a time, and the machine may have two cores.
     let results: Vec<Result<GroupResult, String>> = std::thread::scope(|s| {
@@ -869,5 +885,245 @@ fn real_ftp_clients_and_servers_through_ftpnat() {
     assert!(
         failed == 0 && problems.is_empty(),
         "{failed} matrix rows failed; problems: {problems:?} (table above)"
+    );
+}
+
+// ---- the ALG's policy, as real servers see it ---------------------------------------------------------
+
+/// One policy check for the table.
+struct Check {
+    what: String,
+    pass: bool,
+    detail: String,
+}
+
+/// Lines of ftpnat's log written since `mark` (a byte offset from an earlier read).
+fn log_since(t: &Topology, mark: usize) -> String {
+    t.ftpnat_log().get(mark..).unwrap_or_default().to_string()
+}
+
+/// `(reason, line)` of each "ALG refused line" / unsolicited warning in `log`.
+fn refusals(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("ftpnat::alg") && l.contains(" reason="))
+        .map(|l| field(l, "reason").unwrap_or_default())
+        .collect()
+}
+
+/// Bounce, low port, `0,0,0,0`, AUTH TLS opacity and PASS redaction through the real binary, judged by
+/// what vsftpd and pyftpdlib received and by ftpnat's log (at trace level for the ALG) and counters.
+#[test]
+fn alg_policy_seen_by_real_servers() {
+    let test = "alg_policy_seen_by_real_servers";
+    if !netns_available(test) {
+        return;
+    }
+    let shared = Shared::new("policy", 1 << 20);
+    let ports = ["--ftp-port", "21", "--ftp-port", "2121", "--ftp-port", "2990"];
+    let mut g = Group::up("policy", &shared, &[], &ports, "ftpnat=debug,ftpnat::alg=trace");
+    let v = g.server(ServerKind::Vsftpd, Place::Outside, 21);
+    let p = g.server(ServerKind::Pyftpdlib, Place::Outside, PYFTPD_PORT);
+    let tls = g.server_tls(ServerKind::Vsftpd, Place::Outside, 2990, true);
+    let g = g;
+    let ftplib = |srv: &Server, args: &[&str]| {
+        let port = srv.port.to_string();
+        let py = script("ftp-client.py").display().to_string();
+        let mut a: Vec<String> =
+            ["python3", &py, &srv.host, &port, srv.user, srv.pass].iter().map(|s| s.to_string()).collect();
+        a.extend(args.iter().map(|s| s.to_string()));
+        a.extend(["--timeout".to_string(), "10".to_string()]);
+        g.client(Place::Outside, Duration::from_secs(30), &a)
+    };
+    let mut checks = Vec::new();
+
+    // "0,0,0,0" means "the control connection's address": the ALG rewrites it to the public address and
+    // opens the pinhole; both servers refuse 0.0.0.0 itself, so the transfer works only if it did.
+    for srv in [&g.servers[v], &g.servers[p]] {
+        let mark = g.t.ftpnat_log().len();
+        let out = ftplib(srv, &["port-zero", "blob.bin"]);
+        let new = log_since(&g.t, mark);
+        let olds: Vec<String> = new
+            .lines()
+            .filter(|l| l.contains("ftpnat::alg") && l.contains(" rewrite "))
+            .map(|l| {
+                format!("{} -> {}", field(l, "old").unwrap_or_default(), field(l, "new").unwrap_or_default())
+            })
+            .collect();
+        let got = text(&out.stdout);
+        let pass = out.status.success()
+            && got.starts_with(&format!("bytes {} ", shared.blob_len))
+            && olds.len() == 1
+            && olds[0].starts_with("0,0,0,0,")
+            && olds[0].contains(&format!("-> {},", PUBLIC_IP.replace('.', ",")));
+        checks.push(Check {
+            what: format!("PORT 0,0,0,0,p1,p2 RETR (ftplib -> {})", srv.kind.name()),
+            pass,
+            detail: format!("client: {got}; ftpnat rewrote: {}", olds.join(" | ")),
+        });
+    }
+
+    // A refused announcement passes byte-identical, opens no pinhole, and is counted with its reason; the
+    // strict server then refuses it (the address is not the control connection's peer).
+    let refused = [
+        (v, "PORT 10,0,0,3,117,48", "third_host", "bounce to another inside host"),
+        (p, "PORT 198,51,100,2,117,48", "third_host", "bounce to the server's own host"),
+        (v, "EPRT |1|10.0.0.3|30000|", "third_host", "EPRT bounce"),
+        (v, "PORT 10,0,0,2,0,80", "low_port", "port 80 (below 1024)"),
+        (p, "EPRT |1|10.0.0.2|21|", "low_port", "EPRT port 21 (below 1024)"),
+    ];
+    for (i, line, reason, why) in refused {
+        let srv = &g.servers[i];
+        let mark = g.t.ftpnat_log().len();
+        let out = ftplib(srv, &["raw", line]);
+        let new = log_since(&g.t, mark);
+        let reply = text(&out.stdout);
+        let seen = std::fs::read_to_string(&srv.log).unwrap_or_default();
+        let verbatim = match srv.kind {
+            ServerKind::Vsftpd => seen.contains(&format!("\"{line}\"")),
+            ServerKind::Pyftpdlib => seen.contains(&format!("received {line}")),
+        };
+        let r = refusals(&new);
+        let created = new.lines().filter(|l| l.contains("pinhole created")).count();
+        let rewrites = AlgLog::read(&new).total();
+        let pass = reply.starts_with('5') && verbatim && r == [reason] && created == 0 && rewrites == 0;
+        checks.push(Check {
+            what: format!("{why}: {line} ({})", srv.kind.name()),
+            pass,
+            detail: format!(
+                "server replied {reply:?}; server saw it verbatim: {verbatim}; ftpnat refusals {r:?}, \
+                 rewrites {rewrites}, pinholes created {created}"
+            ),
+        });
+    }
+
+    // After AUTH TLS (curl sends AUTH SSL first) the control connection is opaque: nothing is parsed,
+    // nothing rewritten, nothing dropped. Passive mode to an outside server needs no rewrite and works;
+    // PORT inside TLS cannot be rewritten, so the strict server refuses it.
+    let srv = &g.servers[tls];
+    let curl_tls = |extra: &[&str], tail: &[&str]| {
+        let auth = format!("{}:{}", srv.user, srv.pass);
+        let mut a: Vec<String> = [
+            "curl",
+            "-sS",
+            "-v",
+            "--ssl-reqd",
+            "-k",
+            "--max-time",
+            "30",
+            "--connect-timeout",
+            "5",
+            "-u",
+            &auth,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().chain(tail).map(|s| s.to_string()));
+        g.client(Place::Outside, Duration::from_secs(40), &a)
+    };
+    let opaque = |new: &str| -> Result<(), String> {
+        let at = new.find("control connection is opaque").ok_or("no 'AUTH TLS accepted' log line")?;
+        let parsed_after = new[at..].lines().skip(1).filter(|l| l.contains("ftpnat::alg: command")).count();
+        let (rw, r) = (AlgLog::read(new).total(), refusals(new));
+        if parsed_after > 0 || rw > 0 || !r.is_empty() {
+            return Err(format!("after AUTH: {parsed_after} lines parsed, {rw} rewrites, refusals {r:?}"));
+        }
+        Ok(())
+    };
+    let got = g.dir.join("tls-got.bin");
+    let got_s = got.display().to_string();
+    let up_name = "upload/tls-up.bin";
+    let stored = srv.root.join(up_name);
+    let blob_s = shared.blob.display().to_string();
+    for (what, tail, file) in
+        [("RETR", vec!["-o", &got_s, "URL"], &got), ("STOR", vec!["-T", &blob_s, "URL"], &stored)]
+    {
+        let url = srv.url(if what == "RETR" { "blob.bin" } else { up_name });
+        let tail: Vec<&str> = tail.iter().map(|a| if *a == "URL" { url.as_str() } else { a }).collect();
+        let mark = g.t.ftpnat_log().len();
+        let out = curl_tls(&[], &tail);
+        let new = log_since(&g.t, mark);
+        let sum = sha256(file);
+        let verdict = opaque(&new);
+        let pass = out.status.success() && sum.as_ref() == Some(&shared.blob_sha) && verdict.is_ok();
+        checks.push(Check {
+            what: format!("AUTH TLS, EPSV {what} (curl --ssl-reqd -> vsftpd)"),
+            pass,
+            detail: format!(
+                "{}; sha256 {}; {}",
+                if out.status.success() { "transfer ok".to_string() } else { why_failed(&out) },
+                if sum.as_ref() == Some(&shared.blob_sha) { "equal" } else { "DIFFERS/missing" },
+                verdict.err().unwrap_or_else(|| "ALG opaque after AUTH (nothing parsed or rewritten)".into())
+            ),
+        });
+    }
+    let mark = g.t.ftpnat_log().len();
+    let out = curl_tls(&["-P", "-", "--disable-eprt", "-o", &got_s], &[&srv.url("blob.bin")]);
+    let new = log_since(&g.t, mark);
+    let verdict = opaque(&new);
+    checks.push(Check {
+        what: "AUTH TLS, PORT inside TLS is left alone (curl -> vsftpd)".into(),
+        pass: !out.status.success() && verdict.is_ok(),
+        detail: format!(
+            "client: {}; {}",
+            why_failed(&out),
+            verdict.err().unwrap_or_else(|| "nothing parsed or rewritten after AUTH".into())
+        ),
+    });
+
+    let mut g = g;
+    let mut problems = Vec::new();
+    let s = g.t.stop_cleanly();
+    // PASS redaction: at trace level the ALG logs every command line; the passwords must not be there,
+    // and the redacted PASS lines must be (or the check proves nothing).
+    let leaked: Vec<&str> = [PY_PASS, ANON_PASS].into_iter().filter(|pw| s.log.contains(pw)).collect();
+    let redacted =
+        s.log.lines().filter(|l| l.contains("ftpnat::alg: command") && l.contains("PASS ****")).count();
+    checks.push(Check {
+        what: "PASS argument never logged (ALG at trace level)".into(),
+        pass: leaked.is_empty() && redacted >= 2,
+        detail: format!("{redacted} 'PASS ****' trace lines; passwords found in the log: {leaked:?}"),
+    });
+    let want = [
+        ("alg.refused.third_host", 3),
+        ("alg.refused.low_port", 2),
+        ("alg.rewrites.port", 2),
+        ("pinholes.created", 2),
+        ("pinholes.used", 2),
+    ];
+    for (name, n) in want {
+        if s.counter(name) != n {
+            problems.push(format!("{name} = {}, want {n}", s.counter(name)));
+        }
+    }
+    if s.counter("alg.tls_opaque") < 3 {
+        problems.push(format!("alg.tls_opaque = {}, want >= 3", s.counter("alg.tls_opaque")));
+    }
+
+    let mut body = String::from("\n==== ftp_real: ALG policy seen by real servers ====\n");
+    for (i, c) in checks.iter().enumerate() {
+        let _ = writeln!(
+            body,
+            "{:>2}  {:<4}  {}\n        {}",
+            i + 1,
+            if c.pass { "PASS" } else { "FAIL" },
+            c.what,
+            c.detail
+        );
+    }
+    body.push_str("ftpnat counters:\n");
+    for line in
+        s.summary.lines().map(str::trim).filter(|l| l.starts_with("alg.") || l.starts_with("pinholes."))
+    {
+        let _ = writeln!(body, "    {line}");
+    }
+    for p in &problems {
+        let _ = writeln!(body, "PROBLEM: {p}");
+    }
+    report("ftp_real_policy.txt", &body);
+    let failed = checks.iter().filter(|c| !c.pass).count();
+    assert!(
+        failed == 0 && problems.is_empty(),
+        "{failed} policy checks failed; problems: {problems:?} (table above)"
     );
 }
