@@ -197,6 +197,9 @@ struct Outcome {
     bytes: u64,
     secs: f64,
     rewrites: String,
+    /// Packets ftpnat dropped during the row (debug log), and the first of them.
+    drops: usize,
+    note_drops: String,
     note: String,
 }
 
@@ -303,6 +306,8 @@ fn sha256(path: &Path) -> Option<String> {
 struct AlgLog {
     rewrites: Vec<(String, usize)>,
     pinholes_used: usize,
+    /// "drop" lines (debug level) other than `not_ipv4` (the kernel's IPv6 chatter).
+    drops: Vec<String>,
 }
 
 impl AlgLog {
@@ -317,6 +322,13 @@ impl AlgLog {
                 }
             } else if l.contains("ftpnat::pinhole") && l.contains("pinhole used") {
                 a.pinholes_used += 1;
+            } else if l.contains("ftpnat::drop") {
+                let reason = field(l, "reason").unwrap_or_else(|| "?".into());
+                if reason != "not_ipv4" {
+                    // `packet=` is the last field and has spaces: take the rest of the line.
+                    let packet = l.split_once(" packet=").map_or("", |(_, p)| p.trim());
+                    a.drops.push(format!("{reason} {packet}"));
+                }
             }
         }
         a
@@ -338,7 +350,8 @@ impl AlgLog {
             .map(|(k, n)| (k.clone(), n - before.count(k)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        AlgLog { rewrites, pinholes_used: self.pinholes_used - before.pinholes_used }
+        let drops = self.drops.get(before.drops.len()..).unwrap_or_default().to_vec();
+        AlgLog { rewrites, pinholes_used: self.pinholes_used - before.pinholes_used, drops }
     }
 
     fn describe(&self) -> String {
@@ -509,6 +522,8 @@ impl<'a> Group<'a> {
             bytes: 0,
             secs: 0.0,
             rewrites: String::new(),
+            drops: 0,
+            note_drops: String::new(),
             note: String::new(),
         };
         let got = self.dir.join(format!("got-{id}.bin"));
@@ -554,6 +569,11 @@ impl<'a> Group<'a> {
 
         let seen = AlgLog::read(&self.t.ftpnat_log()).since(&alg_before);
         o.rewrites = format!("{} ph={}", seen.describe(), seen.pinholes_used);
+        o.drops = seen.drops.len();
+        if let Some(d) = seen.drops.first() {
+            // Not a failure by itself (late segments after a close are dropped by design); shown for the report.
+            let _ = write!(o.note_drops, "first drop: {d}");
+        }
         let cmds: Vec<usize> =
             ALL_MODES.iter().zip(&cmds_before).map(|(m, b)| srv.commands_seen(m.command()) - b).collect();
         let cmds_desc = ALL_MODES
@@ -765,7 +785,7 @@ fn table(rows: &[Outcome]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:>2}  {:<7} {:<9} {:<5} {:<13} {:<3} {:<6} {:<6} {:>10} {:>7} {:>8}  {:<16} note",
+        "{:>2}  {:<7} {:<9} {:<5} {:<13} {:<3} {:<6} {:<6} {:>10} {:>7} {:>8}  {:<16} {:>5}  note",
         "#",
         "client",
         "server",
@@ -777,13 +797,14 @@ fn table(rows: &[Outcome]) -> String {
         "bytes",
         "seconds",
         "Mbit/s",
-        "rewrites"
+        "rewrites",
+        "drops"
     );
     for (i, o) in rows.iter().enumerate() {
         let rate = if o.secs > 0.0 && o.bytes > 0 { o.bytes as f64 * 8.0 / o.secs / 1e6 } else { 0.0 };
         let _ = writeln!(
             s,
-            "{:>2}  {:<7} {:<9} {:<5} {:<13} {:<3} {:<6} {:<6} {:>10} {:>7.2} {:>8.0}  {:<16} {}",
+            "{:>2}  {:<7} {:<9} {:<5} {:<13} {:<3} {:<6} {:<6} {:>10} {:>7.2} {:>8.0}  {:<16} {:>5}  {}{}",
             i + 1,
             o.client,
             o.server,
@@ -796,14 +817,14 @@ fn table(rows: &[Outcome]) -> String {
             o.secs,
             rate,
             o.rewrites,
-            o.note
+            o.drops,
+            o.note,
+            if o.note_drops.is_empty() { String::new() } else { format!("; {}", o.note_drops) }
         );
     }
     s
 }
 
-/// Prints past the test harness's capture (the lead needs the table from passing runs too) and keeps a
-/// copy next to the build.
 fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
     e.downcast_ref::<String>()
         .cloned()
@@ -811,6 +832,8 @@ fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// Prints past the test harness's capture (the lead needs the table from passing runs too) and keeps a
+/// copy next to the build.
 fn report(name: &str, body: &str) {
     let _ = std::io::stderr().lock().write_all(body.as_bytes());
     let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join(name), body);
