@@ -5,6 +5,10 @@
   ftp-client.py HOST PORT USER PASS put LOCAL REMOTE [--mode pasv|port]   upload (STOR)
   ftp-client.py HOST PORT USER PASS port-zero REMOTE     active mode announced as PORT 0,0,0,0,p1,p2
   ftp-client.py HOST PORT USER PASS raw LINE             send LINE as given (e.g. a bounce PORT); print the reply
+  ftp-client.py HOST PORT USER PASS quit-close           send QUIT and our FIN at once, before the server's
+                                                         221 and FIN arrive (a simultaneous close)
+  ftp-client.py HOST PORT USER PASS quit-eof             send QUIT, read to the server's FIN, then close: the
+                                                         server closes first; both print "local-port N REPLY"
 
 pasv: ftplib sends PASV (for IPv4 it never uses EPSV) and, with trust_server_pasv_ipv4_address, connects
 to the address the 227 reply names rather than to the control connection's peer, so a wrong rewrite
@@ -93,23 +97,44 @@ def raw(a):
         pass
 
 
+def quit_close(a, first=True):
+    """first: our FIN leaves before the server's FIN arrives, so our kernel's ACK of the server's FIN
+    follows our own FIN and carries the sequence number one past it (RFC 793 section 3.3). Otherwise the
+    server's FIN comes first and it is the server's last ACK that follows its own FIN."""
+    ftp = connect(a)
+    sock = ftp.sock
+    port = sock.getsockname()[1]
+    sock.sendall(b"QUIT\r\n")
+    if first:
+        sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(a.timeout)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    time.sleep(0.2)  # the server's FIN was acknowledged on its own; now ours
+    ftp.file.close()
+    sock.close()
+    print(f"local-port {port} {data.decode(errors='replace').strip()}", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("user")
     p.add_argument("password")
-    p.add_argument("cmd", choices=["get", "put", "port-zero", "raw"])
-    p.add_argument("args", nargs="+")
+    p.add_argument("cmd", choices=["get", "put", "port-zero", "raw", "quit-close", "quit-eof"])
+    p.add_argument("args", nargs="*")
     p.add_argument("--mode", choices=["pasv", "port"], default="pasv")
     p.add_argument("--timeout", type=float, default=30.0)
     a = p.parse_args()
-    want = {"get": 2, "put": 2, "port-zero": 1, "raw": 1}[a.cmd]
+    want = {"get": 2, "put": 2, "port-zero": 1, "raw": 1, "quit-close": 0, "quit-eof": 0}[a.cmd]
     if len(a.args) != want:
         p.error(f"{a.cmd} takes {want} argument(s)")
     if a.cmd == "port-zero":
         a.mode = "port"
-    fn = {"get": get, "put": put, "port-zero": port_zero, "raw": raw}[a.cmd]
+    fn = {"get": get, "put": put, "port-zero": port_zero, "raw": raw, "quit-close": quit_close,
+          "quit-eof": lambda a: quit_close(a, first=False)}[a.cmd]
     try:
         fn(a)
     except (OSError, EOFError, ftplib.Error) as e:

@@ -670,7 +670,12 @@ impl<'a> Group<'a> {
         let mut c = format!("{} (ALG {}):", self.name, if self.alg { "on" } else { "off" });
         for line in s.summary.lines() {
             let key = line.split_whitespace().next().unwrap_or("");
-            if key.starts_with("alg.") || key.starts_with("pinholes.") || key.starts_with("drops.") {
+            let device_errors = key.starts_with("device.") && key.contains("error");
+            if key.starts_with("alg.")
+                || key.starts_with("pinholes.")
+                || key.starts_with("drops.")
+                || device_errors
+            {
                 let _ = write!(c, "\n    {}", line.trim());
             }
         }
@@ -1149,4 +1154,72 @@ fn alg_policy_seen_by_real_servers() {
         failed == 0 && problems.is_empty(),
         "{failed} policy checks failed; problems: {problems:?} (table above)"
     );
+}
+
+// ---- closing the control connection ---------------------------------------------------------------------
+
+/// Sockets in LAST-ACK (a side that sent its FIN and never had it acknowledged), in either namespace,
+/// with `port` at either end.
+fn last_ack(g: &Group<'_>, port: &str) -> String {
+    let args = ["ss", "-Htan", "state", "last-ack"];
+    let (lan, wan) = (g.t.lan(SHORT, &args), g.t.wan(SHORT, &args));
+    let end = format!(":{port}");
+    format!("{}\n{}", text(&lan.stdout), text(&wan.stdout))
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w.ends_with(&end)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Both ways a control connection closes must complete: every FIN acknowledged, so no socket on either
+/// side is left in LAST-ACK retransmitting its FIN. The segment that acknowledges the peer's FIN after
+/// one's own FIN carries the sequence number one past that FIN (RFC 793 §3.3); the ALG's stream must
+/// map it so. An inside client that closes at once after QUIT (its FIN crosses the server's) and an
+/// inside server that closes after its 221 reply (vsftpd always does) are the two cases.
+#[test]
+#[ignore = "engine bug: a segment after the rewritten direction's own FIN leaves with the FIN's sequence \
+            number (alg::ftp::stream::Stream::segment, payload-less branch); un-ignore with the fix"]
+fn control_connection_close_completes_both_ways() {
+    let test = "control_connection_close_completes_both_ways";
+    if !netns_available(test) {
+        return;
+    }
+    let shared = Shared::new("close", 1024);
+    let fwd = format!("tcp:21={LAN_HOST}:21");
+    let mut g = Group::up("close", &shared, &[&fwd], &[], LOG);
+    let out_v = g.server(ServerKind::Vsftpd, Place::Outside, 21);
+    let in_v = g.server(ServerKind::Vsftpd, Place::Inside, 21);
+    let py = script("ftp-client.py").display().to_string();
+    let mut problems = Vec::new();
+    // quit-close: the client's FIN crosses the server's; quit-eof: the server closes first.
+    for i in [out_v, in_v] {
+        for how in ["quit-close", "quit-eof"] {
+            let srv = &g.servers[i];
+            let port = srv.port.to_string();
+            let a = ["python3", &py, &srv.host, &port, srv.user, srv.pass, how, "--timeout", "10"];
+            let args: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            let out = g.client(srv.place, Duration::from_secs(20), &args);
+            let said = text(&out.stdout);
+            assert!(
+                out.status.success() && said.contains("221"),
+                "{test}: {how}: {said} {}",
+                why_failed(&out)
+            );
+            // The client's port is kept through the translation (it is free), so it names both sockets.
+            let client_port = said.split_whitespace().nth(1).unwrap_or("?").to_string();
+            // An acknowledged FIN leaves LAST-ACK within a round trip; one whose ACK the peer refused as
+            // out of window is retransmitted for many seconds.
+            let mut left = String::new();
+            let gone = wait_until(Duration::from_secs(3), || {
+                left = last_ack(&g, &client_port);
+                left.is_empty()
+            });
+            if !gone {
+                problems.push(format!("{} {how}: still in LAST-ACK after 3 s: {left}", srv.place.name()));
+            }
+        }
+    }
+    g.t.stop_cleanly();
+    assert!(problems.is_empty(), "{test}: {problems:?}");
 }
