@@ -837,6 +837,16 @@ fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// The programs these tests run; missing ones fail the test with the fix (deps.sh) named.
+fn require_tools(test: &str) {
+    for tool in ["curl", "wget", "lftp", "vsftpd", "python3", "sha256sum", "openssl", "ss"] {
+        let out = run_bounded(SHORT, "sh", &["-c", &format!("command -v {tool}")]);
+        assert!(out.status.success(), "{test}: {tool} missing: run netns-scripts/deps.sh");
+    }
+    let ok = run_bounded(SHORT, "python3", &["-c", "import pyftpdlib"]);
+    assert!(ok.status.success(), "{test}: pyftpdlib missing: run netns-scripts/deps.sh");
+}
+
 /// Prints past the test harness's capture (the lead needs the table from passing runs too) and keeps a
 /// copy next to the build.
 fn report(name: &str, body: &str) {
@@ -850,13 +860,7 @@ fn real_ftp_clients_and_servers_through_ftpnat() {
     if !netns_available(test) {
         return;
     }
-    for tool in ["curl", "wget", "lftp", "vsftpd", "python3", "sha256sum"] {
-        let out = run_bounded(SHORT, "sh", &["-c", &format!("command -v {tool}")]);
-        assert!(out.status.success(), "{test}: {tool} missing: run netns-scripts/deps.sh");
-    }
-    let ok = run_bounded(SHORT, "python3", &["-c", "import pyftpdlib"]);
-    assert!(ok.status.success(), "{test}: pyftpdlib missing: run netns-scripts/deps.sh");
-
+    require_tools(test);
     let shared = Shared::new("matrix", BLOB_BYTES);
     let started = Instant::now();
     // Two topologies at a time: each moves one transfer at a time, and the machine may have two cores.
@@ -946,6 +950,7 @@ fn alg_policy_seen_by_real_servers() {
     if !netns_available(test) {
         return;
     }
+    require_tools(test);
     let shared = Shared::new("policy", 1 << 20);
     let ports = ["--ftp-port", "21", "--ftp-port", "2121", "--ftp-port", "2990"];
     let mut g = Group::up("policy", &shared, &[], &ports, "ftpnat=debug,ftpnat::alg=trace");
@@ -1185,6 +1190,7 @@ fn control_connection_close_completes_both_ways() {
     if !netns_available(test) {
         return;
     }
+    require_tools(test);
     let shared = Shared::new("close", 1024);
     let fwd = format!("tcp:21={LAN_HOST}:21");
     let mut g = Group::up("close", &shared, &[&fwd], &[], LOG);
