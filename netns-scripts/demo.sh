@@ -10,7 +10,13 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/env.sh"
 
 [[ $EUID -eq 0 ]] || ftpnat_die "needs root (try: sudo $0)"
-for tool in ip ss curl python3 ping sha256sum timeout awk; do
+# The inside FTP server is reached from the wan through this forward (public port 2121 -> lan host :21;
+# the ALG watches the inside port, 21, the default --ftp-port). Only the control port is forwarded:
+# passive data connections get in through the pinholes the ALG opens for the rewritten 227/229.
+FTP_FORWARD="tcp:2121=$FTPNAT_LAN_HOST:21"
+[[ " $FTPNAT_FORWARDS " == *" $FTP_FORWARD "* ]] || FTPNAT_FORWARDS="$FTPNAT_FORWARDS $FTP_FORWARD"
+export FTPNAT_FORWARDS
+for tool in ip ss curl python3 ping sha256sum timeout awk vsftpd; do
     command -v "$tool" >/dev/null || ftpnat_die "missing $tool: run netns-scripts/deps.sh"
 done
 
@@ -149,6 +155,65 @@ check_forward_udp() {
     [[ "$out" == "peer $FTPNAT_WAN_HOST:"* ]]
 }
 
+# ---- FTP: curl through the ALG against vsftpd (ftp-vsftpd.sh: it refuses a PORT/EPRT naming an address
+# other than the control connection's peer, so active mode works only if the ALG rewrote it) -------------
+FTP_BYTES=$((50 * 1024 * 1024))
+
+ftp_curl_flags() {
+    case $1 in
+        PASV) echo "--ftp-pasv --disable-epsv --no-ftp-skip-pasv-ip" ;; # use the 227's (rewritten) address
+        EPSV) echo "--ftp-pasv" ;;
+        PORT) echo "-P - --disable-eprt" ;;
+        EPRT) echo "-P -" ;;
+    esac
+}
+
+# check_ftp MODE out|in: RETR and STOR of $FTP_BYTES in MODE; `out`: curl in lan, vsftpd in wan; `in`:
+# curl in wan, vsftpd in lan behind the forward. Figures: bytes, rate, and the rewrites ftpnat logged.
+check_ftp() {
+    local mode=$1 where=$2 run base root want
+    if [[ $where == out ]]; then
+        run=lan base="ftp://$FTPNAT_WAN_HOST:21" root="$WORK/ftp-wan/root"
+        case $mode in PORT) want=port ;; EPRT) want=eprt ;; *) want= ;; esac
+    else
+        run=wan base="ftp://$FTPNAT_PUBLIC_IP:2121" root="$WORK/ftp-lan/root"
+        case $mode in PASV) want=227 ;; EPSV) want=229 ;; *) want= ;; esac
+    fi
+    local flags up="upload/up-$mode-$where.bin" mark t0 t1
+    read -ra flags <<<"$(ftp_curl_flags "$mode")"
+    mark=$(wc -l <"$FTPNAT_STATE_DIR/ftpnat.log")
+    t0=$(date +%s.%N)
+    $run timeout 150 curl -sS --max-time 120 --connect-timeout 10 "${flags[@]}" -u anonymous:demo@ \
+        -o "$WORK/ftp-got.bin" "$base/blob.bin" || { echo "RETR failed"; return 1; }
+    $run timeout 150 curl -sS --max-time 120 --connect-timeout 10 "${flags[@]}" -u anonymous:demo@ \
+        -T "$WORK/ftp-blob.bin" "$base/$up" || { echo "STOR failed"; return 1; }
+    t1=$(date +%s.%N)
+    local want_sum got_sum put_sum
+    want_sum=$(sha256sum <"$WORK/ftp-blob.bin" | cut -c1-16)
+    got_sum=$(sha256sum <"$WORK/ftp-got.bin" | cut -c1-16)
+    put_sum=$(sha256sum <"$root/$up" | cut -c1-16)
+    rm -f "$WORK/ftp-got.bin" "$root/$up"
+    if [[ "$got_sum" != "$want_sum" || "$put_sum" != "$want_sum" ]]; then
+        echo "sha256 MISMATCH (RETR $got_sum, STOR $put_sum, want $want_sum)"; return 1
+    fi
+    # ftpnat logs each rewrite at info: `... ftpnat::alg: rewrite control=.. kind="port" old=.. new=.. delta=..`
+    local rw n first
+    rw=$(tail -n "+$((mark + 1))" "$FTPNAT_STATE_DIR/ftpnat.log" | grep 'ftpnat::alg: rewrite' |
+        sed -n 's/.* kind="\{0,1\}\([^" ]*\)"\{0,1\} old=\([^ ]*\) new=\([^ ]*\) delta=\([^ ]*\).*/\1 \2 -> \3 (delta \4)/p')
+    n=$(grep -c . <<<"$rw" || true)
+    first=$(head -n 1 <<<"$rw")
+    local rate
+    rate=$(awk -v b=$((2 * FTP_BYTES)) -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", b * 8 / (e - s) / 1e6 }')
+    local figs="RETR+STOR $((FTP_BYTES >> 20)) MiB each, sha256 equal, $rate Mbit/s"
+    if [[ -z "$want" ]]; then
+        echo "$figs; no rewrite needed (the announced address is already public): $n made"
+        [[ "$n" == 0 ]]
+    else
+        echo "$figs; $n rewrites, e.g. $first"
+        [[ "$n" == 2 && "$first" == "$want "* ]]
+    fi
+}
+
 check_alive() {
     local pid
     pid=$(ftpnat_pid) || { echo "ftpnat is gone: $(tail -n 3 "$FTPNAT_STATE_DIR/ftpnat.log")"; return 1; }
@@ -171,6 +236,18 @@ ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_WAN" udp 5000 || ftpnat_die "udp
 ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_LAN" tcp 8080 || ftpnat_die "tcp server did not start"
 ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_LAN" udp 5353 || ftpnat_die "udp server did not start"
 
+chmod 755 "$WORK" # vsftpd serves anonymous users from below it
+head -c "$FTP_BYTES" /dev/urandom >"$WORK/ftp-blob.bin"
+chmod 644 "$WORK/ftp-blob.bin" # vsftpd serves anonymous users only world-readable files
+for side in wan lan; do
+    mkdir -p "$WORK/ftp-$side/root/upload"
+    ln "$WORK/ftp-blob.bin" "$WORK/ftp-$side/root/blob.bin" 2>/dev/null || cp "$WORK/ftp-blob.bin" "$WORK/ftp-$side/root/blob.bin"
+done
+bg "$FTPNAT_NS_WAN" vsftpd-wan bash "$HERE/ftp-vsftpd.sh" "$WORK/ftp-wan" "$FTPNAT_WAN_HOST" 21 30000 30099
+bg "$FTPNAT_NS_LAN" vsftpd-lan bash "$HERE/ftp-vsftpd.sh" "$WORK/ftp-lan" "$FTPNAT_LAN_HOST" 21 30000 30099
+ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_WAN" tcp 21 || ftpnat_die "vsftpd (wan) did not start: $(cat "$WORK/vsftpd-wan.log")"
+ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_LAN" tcp 21 || ftpnat_die "vsftpd (lan) did not start: $(cat "$WORK/vsftpd-lan.log")"
+
 echo "demo: running checks"
 row "ping lan -> wan host" check_ping
 row "TCP transfer lan -> wan (curl, 8 MiB)" check_http_transfer
@@ -180,7 +257,12 @@ row "unsolicited wan -> public IP:8080 dropped" check_unsolicited_public
 row "wan -> inside address $FTPNAT_LAN_HOST:8080 dropped" check_unsolicited_inside
 row "inbound --forward tcp:2080 -> lan:8080" check_forward_tcp
 row "inbound --forward udp:2053 -> lan:5353" check_forward_udp
-# (FTP rows go here: row "FTP passive lftp -> vsftpd" check_ftp_passive, ...)
+row "FTP PASV lan -> wan (curl -> vsftpd)" check_ftp PASV out
+row "FTP EPSV lan -> wan (curl -> vsftpd)" check_ftp EPSV out
+row "FTP PORT lan -> wan (curl -> vsftpd)" check_ftp PORT out
+row "FTP EPRT lan -> wan (curl -> vsftpd)" check_ftp EPRT out
+row "FTP PASV wan -> --forward tcp:2121 -> lan vsftpd" check_ftp PASV in
+row "FTP EPSV wan -> --forward tcp:2121 -> lan vsftpd" check_ftp EPSV in
 row "ftpnat alive, no device errors" check_alive
 
 teardown

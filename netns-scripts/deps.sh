@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # netns-scripts/deps.sh: install what the demo and the namespace tests need on a fresh Debian/Ubuntu.
 # Idempotent and quick when everything is there (no apt-get update unless something is missing).
-# The Rust toolchain (cargo, clippy, rustfmt) is expected to be installed already.
+# The Rust toolchain (cargo, clippy, rustfmt) is expected to be installed already. openssl makes the
+# self-signed certificate of the FTPS server in tests/ftp_real.rs (netns-scripts/ftp-vsftpd.sh ... tls).
 set -euo pipefail
 
-pkgs=(iproute2 curl wget python3 iputils-ping vsftpd lftp nftables tcpdump iperf3 procps coreutils)
+pkgs=(iproute2 curl wget python3 iputils-ping vsftpd lftp openssl nftables tcpdump iperf3 procps coreutils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -201,6 +201,28 @@ impl Topology {
         Some(t)
     }
 
+    /// [`Topology::up`] with ftpnat's `RUST_LOG` set to `filter` (default `ftpnat=debug`), e.g. to
+    /// check that something never reaches the log even at trace level.
+    pub fn up_with_log(test: &str, forwards: &[&str], extra: &[&str], filter: &str) -> Option<Topology> {
+        if !netns_available(test) {
+            return None;
+        }
+        let mut t = Topology::names(test);
+        t.set_env("FTPNAT_LOG", filter.to_string());
+        t.set_env("FTPNAT_FORWARDS", forwards.join(" "));
+        t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
+        t.down = false;
+        let out = t.script("up.sh", Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "{test}: up.sh failed:\n{}\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            t.ftpnat_log()
+        );
+        Some(t)
+    }
+
     fn set_env(&mut self, key: &'static str, value: String) {
         if let Some(slot) = self.env.iter_mut().find(|(k, _)| *k == key) {
             slot.1 = value;
