@@ -1183,8 +1183,6 @@ fn last_ack(g: &Group<'_>, port: &str) -> String {
 /// map it so. An inside client that closes at once after QUIT (its FIN crosses the server's) and an
 /// inside server that closes after its 221 reply (vsftpd always does) are the two cases.
 #[test]
-#[ignore = "engine bug: a segment after the rewritten direction's own FIN leaves with the FIN's sequence \
-            number (alg::ftp::stream::Stream::segment, payload-less branch); un-ignore with the fix"]
 fn control_connection_close_completes_both_ways() {
     let test = "control_connection_close_completes_both_ways";
     if !netns_available(test) {

@@ -11,6 +11,9 @@ use std::ops::RangeInclusive;
 use crate::flow::{Endpoint, Proto};
 
 const PROTOS: usize = 3;
+/// Ports examined for a preferred (length-neutral) port before settling for any free one. Decimal
+/// lengths change every few hundred ports, so a same-length port is nearly always within reach.
+const PREFERENCE_SCAN: u32 = 4096;
 
 fn proto_index(p: Proto) -> usize {
     match p {
@@ -144,7 +147,7 @@ impl Nat {
         let keep = inside.port != 0 && self.is_free(proto, inside.port);
         let port = match prefer {
             Some(pref) if !(keep && pref(inside.port)) => self
-                .find(proto, pref)
+                .find_within(proto, pref, PREFERENCE_SCAN)
                 .or_else(|| keep.then_some(inside.port))
                 .or_else(|| self.find(proto, &|_| true)),
             _ if keep => Some(inside.port),
@@ -179,6 +182,12 @@ impl Nat {
 
     /// Scans the range from a moving cursor for a free port accepted by `pred`. Bounded: one pass.
     fn find(&mut self, proto: Proto, pred: &dyn Fn(u16) -> bool) -> Option<u16> {
+        self.find_within(proto, pred, u32::MAX)
+    }
+
+    /// Like [`Nat::find`], looking at no more than `limit` ports: a preference is worth a bounded
+    /// search, not a scan of the whole range for every announcement.
+    fn find_within(&mut self, proto: Proto, pred: &dyn Fn(u16) -> bool, limit: u32) -> Option<u16> {
         let i = proto_index(proto);
         let (lo, hi) = (*self.range.start() as u32, *self.range.end() as u32);
         let n = hi - lo + 1;
@@ -186,7 +195,7 @@ impl Nat {
             return None;
         }
         let start = self.cursor[i].clamp(lo, hi);
-        for k in 0..n {
+        for k in 0..n.min(limit) {
             let p = lo + (start - lo + k) % n;
             let port = p as u16;
             if !self.used[i].contains(port) && pred(port) {
