@@ -329,6 +329,9 @@ impl State {
                 return Err(());
             }
         };
+        // The same data endpoint announced again is one pinhole, not two: trimming a duplicate entry
+        // must not close the live one.
+        self.pinholes.retain(|&p| p != port);
         self.pinholes.push_back(port);
         while self.pinholes.len() > ctx.policy.max_pinholes_per_conn {
             // Clients may pipeline several PORT+RETR pairs; the oldest announcement goes first.
