@@ -6,13 +6,14 @@
 //! comes first. It sends only where it is told to (bench.sh points it into namespaces it created).
 //!
 //! ```text
-//! udpflood send  DST:PORT [--size 64] [--secs 5] [--count N] [--batch 64] [--flows 1] [--sport P]
+//! udpflood send  DST:PORT [--size 64] [--secs 5] [--count N] [--batch 64] [--flows 1] [--sport P] [--pps R]
 //! udpflood recv  BIND:PORT [--secs 10] [--idle 1]
 //! ```
 //! `--size` is the IPv4 datagram size (64 means 36 bytes of UDP payload). `--flows K` spreads the
 //! datagrams over K distinct 5-tuples: destination ports DST_PORT.. (up to 60 000 of them) times as many
 //! source sockets as needed, each flow getting one datagram per round; this is how bench.sh fills a
-//! NAT's table. `send` prints `sent N secs S pps R`; `recv` prints `received N secs S pps R` over the
+//! NAT's table. `--pps R` paces the sender to about R datagrams per second (batch by batch), so a
+//! receiver that creates state per datagram is not simply overrun. `send` prints `sent N secs S pps R`; `recv` prints `received N secs S pps R` over the
 //! span from its first to its last datagram, and exits after `--idle` seconds without one.
 
 use std::io;
@@ -35,11 +36,12 @@ struct Args {
     flows: u32,
     sport: u16,
     idle: f64,
+    pps: f64,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: udpflood send DST:PORT [--size 64] [--secs 5] [--count N] [--batch 64] [--flows 1] [--sport P]\n       \
+        "usage: udpflood send DST:PORT [--size 64] [--secs 5] [--count N] [--batch 64] [--flows 1] [--sport P] [--pps R]\n       \
          udpflood recv BIND:PORT [--secs 10] [--idle 1]"
     );
     std::process::exit(2)
@@ -49,8 +51,18 @@ fn parse() -> Args {
     let mut it = std::env::args().skip(1);
     let mode = it.next().unwrap_or_else(|| usage());
     let addr = it.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
-    let mut a =
-        Args { mode, addr, size: 64, secs: 5.0, count: u64::MAX, batch: 64, flows: 1, sport: 0, idle: 1.0 };
+    let mut a = Args {
+        mode,
+        addr,
+        size: 64,
+        secs: 5.0,
+        count: u64::MAX,
+        batch: 64,
+        flows: 1,
+        sport: 0,
+        idle: 1.0,
+        pps: 0.0,
+    };
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
@@ -61,6 +73,7 @@ fn parse() -> Args {
             "--flows" => a.flows = v.parse().unwrap_or_else(|_| usage()),
             "--sport" => a.sport = v.parse().unwrap_or_else(|_| usage()),
             "--idle" => a.idle = v.parse().unwrap_or_else(|_| usage()),
+            "--pps" => a.pps = v.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -69,7 +82,7 @@ fn parse() -> Args {
     }
     let secs_ok = a.secs > 0.0 && a.secs <= 3600.0;
     let idle_ok = a.idle > 0.0 && a.idle <= 60.0;
-    if !secs_ok || !idle_ok {
+    if !secs_ok || !idle_ok || a.pps.is_nan() || a.pps < 0.0 {
         usage();
     }
     a
@@ -111,6 +124,14 @@ fn send(a: &Args) -> io::Result<()> {
     let (mut sent, mut next_flow, mut errors) = (0u64, 0u64, 0u64);
     let total_flows = a.flows as u64;
     'outer: while sent < a.count && start.elapsed() < limit {
+        if a.pps > 0.0 {
+            // Ahead of the schedule: wait until the datagrams sent so far were due.
+            let due = Duration::from_secs_f64(sent as f64 / a.pps);
+            let now = start.elapsed();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
         // One batch per socket in turn; each message names its flow's destination port.
         let flow0 = next_flow;
         let sock_i = ((flow0 % total_flows) / PORTS_PER_SOCKET as u64) as usize;
