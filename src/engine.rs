@@ -277,11 +277,24 @@ impl Engine {
             Some(h) => h,
             None => return self.icmp_error_in(from, pkt),
         };
-        let (id, dir) = match self.table.lookup(&head.key) {
+        let mut found = self.table.lookup(&head.key);
+        if let Some((id, Dir::Original)) = found {
+            // RFC 9293 §3.10.7.4: a new SYN may reopen a connection whose ports were just closed. It is
+            // a new byte stream with its own ISN: the old one's sequence maps and line framing must not
+            // apply to it (they would shift its SYN and refuse all its data as a gap).
+            let reopen = head.flags.syn && !head.flags.ack;
+            if reopen && self.table.get(id).is_some_and(|c| c.tcp == TcpState::Closed) {
+                self.destroy(id, "reopened");
+                found = None;
+            }
+        }
+        let (id, dir) = match found {
             Some(found) => found,
             None => match self.create(from, &head) {
                 Ok(found) => found,
-                Err(Verdict::Drop(DropReason::NoMapping)) if head.icmp_request && from == Side::Outside => {
+                Err(Verdict::Drop(DropReason::NoMapping))
+                    if head.icmp_request && dst == self.config.public_ip =>
+                {
                     return self.local(from, pkt);
                 }
                 Err(v) => return v,
@@ -306,7 +319,7 @@ impl Engine {
         }
         self.touch(id, dir, &head, pkt.len());
         if has_alg {
-            return self.alg(id, dir, from, pkt);
+            return self.alg(id, dir, pkt);
         }
         translate(pkt, head.key.proto, &to, head.first_fragment);
         let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
@@ -338,6 +351,9 @@ impl Engine {
     }
 
     /// Reads protocol, ports and flags. `Ok(None)` means an ICMP error (handled by its own path).
+    // Inlined so the result stays in registers: returned through memory, its narrow stores were read
+    // back by wide loads (a store-forwarding stall, a fifth of the established-flow path in perf).
+    #[inline(always)]
     fn head(&self, pkt: &[u8]) -> Result<Option<Head>, Verdict> {
         let ip = Ipv4Packet::new_unchecked(pkt);
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
@@ -782,14 +798,16 @@ impl Engine {
     }
 
     /// A segment of an FTP control connection.
-    fn alg(&mut self, id: ConnId, dir: Dir, from: Side, pkt: &mut Vec<u8>) -> Verdict {
+    fn alg(&mut self, id: ConnId, dir: Dir, pkt: &mut Vec<u8>) -> Verdict {
         let conn = self.table.get_mut(id).expect("exists");
         let to = conn.translated(dir);
         let egress = conn.egress(dir);
         let mut sess = conn.ftp.take().expect("ALG connection");
+        // Held bytes leave later with this segment's headers, as the sender wrote them.
+        let template = pkt_template(pkt);
         let v = self.alg_segment(id, dir, &mut sess, &to, egress, pkt);
         if sess.streams[dir.index()].held_len() > 0 {
-            self.held.insert((id, dir), pkt_template(pkt, from));
+            self.held.insert((id, dir), template);
         } else {
             self.held.remove(&(id, dir));
         }
@@ -858,7 +876,9 @@ impl Engine {
         let tcp_hl = tcp.header_len();
         let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
         let mss = sess.mss[other.index()].map_or(DEFAULT_MSS, |m| m as usize);
-        let limit = mss.min(mtu_room).max(1);
+        // RFC 6691 §2: the MSS counts data only, and a sender must shrink its data by the IP and TCP
+        // options it sends; the pieces carry this segment's options.
+        let limit = mss.saturating_sub((ip_hl + tcp_hl).saturating_sub(40)).min(mtu_room).max(1);
         let chunk = if out.payload.len() > limit && out.payload.len() > in_len {
             self.metrics.alg_segments_split += 1;
             limit
@@ -975,24 +995,35 @@ impl Engine {
                 continue;
             };
             let other_map = sess.streams[dir.reverse().index()].map.clone();
+            let peer_mss = sess.mss[dir.reverse().index()];
             let ip = Ipv4Packet::new_unchecked(&template[..]);
             let Ok(tcp) = ip.tcp() else { continue };
             let (ip_hl, tcp_hl, ack) = (ip.header_len(), tcp.header_len(), tcp.ack_number());
-            let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
-            let mut p = build_segment(&template, ip_hl, tcp_hl, at, &bytes, flags);
-            self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
-            translate(&mut p, Proto::Tcp, &to, true);
-            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-            let ttl = ipm.ttl();
-            ipm.set_ttl(ttl.saturating_sub(1));
-            ipm.fill_transport_checksum();
-            self.out.push_back(Transmit { side: egress, packet: p });
+            // Held bytes accumulate over several segments: like any segment we build, what leaves must
+            // fit the receiver's MSS and the egress MTU.
+            let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
+            let options = (ip_hl + tcp_hl).saturating_sub(40);
+            let limit =
+                peer_mss.map_or(DEFAULT_MSS, |m| m as usize).saturating_sub(options).min(mtu_room).max(1);
+            let mut at = at;
+            for piece in bytes.chunks(limit) {
+                let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
+                let mut p = build_segment(&template, ip_hl, tcp_hl, at, piece, flags);
+                self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
+                translate(&mut p, Proto::Tcp, &to, true);
+                let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+                let ttl = ipm.ttl();
+                ipm.set_ttl(ttl.saturating_sub(1));
+                ipm.fill_transport_checksum();
+                self.out.push_back(Transmit { side: egress, packet: p });
+                at = at.add(piece.len() as u32);
+            }
         }
     }
 }
 
 /// The header to send released bytes with later: the packet as it arrived (addresses untranslated).
-fn pkt_template(pkt: &[u8], _from: Side) -> Vec<u8> {
+fn pkt_template(pkt: &[u8]) -> Vec<u8> {
     let ip = Ipv4Packet::new_unchecked(pkt);
     let hl = ip.header_len();
     let thl = ip.tcp().map(|t| t.header_len()).unwrap_or(20);

@@ -1,2 +1,10 @@
-//! placeholder
+//! Everything with syscalls, clocks and files: packet devices, the run loop, pcap files.
+//!
+//! Owns: [`device`] (the device trait and an in-memory pair), [`tun`] (Linux TUN devices),
+//! [`runtime`] (the poll loop driving the engine) and [`pcap`] (capture files). Must not: decide
+//! anything about packets; only `main.rs`, `replay` and tests import this module.
+
+pub mod device;
 pub mod pcap;
+pub mod runtime;
+pub mod tun;

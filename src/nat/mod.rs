@@ -54,6 +54,9 @@ pub struct Nat {
     range: RangeInclusive<u16>,
     used: [PortSet; PROTOS],
     in_use: [usize; PROTOS],
+    /// Ports of `range` in use, so a full range is known without scanning it (a flood of new flows
+    /// while the range is exhausted would otherwise cost a 64 K-port scan per packet).
+    in_range: [usize; PROTOS],
     cursor: [u32; PROTOS],
     mappings: HashMap<(Proto, Endpoint), Mapping>,
     by_public: HashMap<(Proto, u16), Endpoint>,
@@ -66,6 +69,7 @@ impl Nat {
             range,
             used: [PortSet::new(), PortSet::new(), PortSet::new()],
             in_use: [0; PROTOS],
+            in_range: [0; PROTOS],
             cursor: [start; PROTOS],
             mappings: HashMap::new(),
             by_public: HashMap::new(),
@@ -74,19 +78,30 @@ impl Nat {
 
     /// Takes a port out of the pool for good (a static port forward's public port).
     pub fn reserve(&mut self, proto: Proto, port: u16) {
+        if self.is_free(proto, port) {
+            self.mark(proto, port, true);
+        }
+    }
+
+    /// Marks a port used or free and keeps the counts.
+    fn mark(&mut self, proto: Proto, port: u16, used: bool) {
         let i = proto_index(proto);
-        if !self.used[i].contains(port) {
+        let in_range = usize::from(self.range.contains(&port));
+        if used {
             self.used[i].insert(port);
             self.in_use[i] += 1;
+            self.in_range[i] += in_range;
+        } else {
+            self.used[i].remove(port);
+            self.in_use[i] -= 1;
+            self.in_range[i] -= in_range;
         }
     }
 
     /// Returns a port reserved with [`Nat::reserve`] to the pool.
     pub fn unreserve(&mut self, proto: Proto, port: u16) {
-        let i = proto_index(proto);
-        if self.used[i].contains(port) && !self.by_public.contains_key(&(proto, port)) {
-            self.used[i].remove(port);
-            self.in_use[i] -= 1;
+        if !self.is_free(proto, port) && !self.by_public.contains_key(&(proto, port)) {
+            self.mark(proto, port, false);
         }
     }
 
@@ -136,9 +151,7 @@ impl Nat {
             _ => self.find(proto, &|_| true),
         }
         .ok_or(Exhausted)?;
-        let i = proto_index(proto);
-        self.used[i].insert(port);
-        self.in_use[i] += 1;
+        self.mark(proto, port, true);
         self.mappings.insert((proto, inside), Mapping { public_port: port, refs: 1 });
         self.by_public.insert((proto, port), inside);
         Ok(port)
@@ -160,9 +173,7 @@ impl Nat {
             let port = m.public_port;
             self.mappings.remove(&(proto, inside));
             self.by_public.remove(&(proto, port));
-            let i = proto_index(proto);
-            self.used[i].remove(port);
-            self.in_use[i] -= 1;
+            self.mark(proto, port, false);
         }
     }
 
@@ -171,6 +182,9 @@ impl Nat {
         let i = proto_index(proto);
         let (lo, hi) = (*self.range.start() as u32, *self.range.end() as u32);
         let n = hi - lo + 1;
+        if self.in_range[i] as u32 >= n {
+            return None;
+        }
         let start = self.cursor[i].clamp(lo, hi);
         for k in 0..n {
             let p = lo + (start - lo + k) % n;
@@ -226,6 +240,26 @@ mod tests {
         assert_eq!(got, vec![2000, 2002, 2003]);
         assert_eq!(nat.acquire(Proto::Tcp, ep(5, 2001), None), Err(Exhausted));
         assert_eq!(nat.ports_in_use(Proto::Tcp), 4);
+    }
+
+    #[test]
+    fn a_full_range_is_known_without_a_scan_and_frees_up_again() {
+        let mut nat = Nat::new(2000..=2001);
+        // Kept ports outside the range do not count against it.
+        assert_eq!(nat.acquire(Proto::Udp, ep(2, 5000), None), Ok(5000));
+        assert_eq!(nat.acquire(Proto::Udp, ep(3, 5000), None), Ok(2000));
+        assert_eq!(nat.acquire(Proto::Udp, ep(4, 5000), None), Ok(2001));
+        assert_eq!(nat.acquire(Proto::Udp, ep(5, 5000), None), Err(Exhausted));
+        assert_eq!(nat.in_range[proto_index(Proto::Udp)], 2);
+        nat.release(Proto::Udp, ep(3, 5000));
+        assert_eq!(nat.acquire(Proto::Udp, ep(5, 5000), None), Ok(2000));
+        assert_eq!(nat.acquire(Proto::Udp, ep(6, 5000), None), Err(Exhausted));
+        // A reserved port inside the range counts as used.
+        let mut nat = Nat::new(2000..=2000);
+        nat.reserve(Proto::Tcp, 2000);
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 2000), None), Err(Exhausted));
+        nat.unreserve(Proto::Tcp, 2000);
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 2000), None), Ok(2000));
     }
 
     #[test]

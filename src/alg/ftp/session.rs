@@ -133,9 +133,9 @@ impl FtpSession {
                 r
             } else {
                 let mut scratch = crate::metrics::Metrics::default();
-                stream.observe(seq, syn, payload, now, &mut scratch, &mut on_line);
+                let r = stream.observe(seq, syn, payload, now, &mut scratch, &mut on_line).map(|()| None);
                 merge_stream_counters(ctx.metrics, &scratch);
-                Ok(None)
+                r
             }
         };
         if std::mem::take(&mut st.opaque_now) {

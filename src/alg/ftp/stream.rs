@@ -128,13 +128,27 @@ impl Stream {
 
     /// From the next byte on, the stream is a TLS record stream (after `AUTH TLS` answered 234).
     pub fn go_opaque(&mut self) {
+        if !self.at_line_start {
+            // A line still open when TLS starts never ends where we can see it: the first cleartext
+            // byte after the record stream is not known to start a line (else a sender that wrote
+            // "AUTH TLS\r\nxxxx" could get its next segment, "PORT ...", taken for a line start: NAT
+            // Slipstreaming through the mode switch).
+            self.synced = false;
+        }
+        // A candidate held now will not be rewritten; `push` sends it ahead of the next byte.
+        self.candidate = false;
         self.tls = Tls::Opaque { hdr: [0; 5], got: 0, remaining: 0 };
     }
 
-    /// Back to cleartext (a `CCC` answered 200 in the clear).
+    /// Back to cleartext (a `CCC` answered 200). A stream already in the clear keeps its framing: the
+    /// answer does not move where the sender's lines start.
     pub fn go_clear(&mut self) {
-        self.tls = Tls::Clear;
-        self.at_line_start = true;
+        if self.is_opaque() {
+            self.tls = Tls::Clear;
+            self.at_line_start = true;
+            // Mid-record or not, nothing says the next byte starts a line.
+            self.synced = false;
+        }
     }
 
     fn start(&mut self, at: SeqNum, synced: bool) {
@@ -169,9 +183,18 @@ impl Stream {
         // rebuild them is gone.
         if let Some(h) = self.map.horizon() {
             if a.lt(h) {
+                let had_payload = !payload.is_empty();
                 let cut = (h.diff(a) as usize).min(payload.len());
                 payload = &payload[cut..];
                 a = a.add(cut as u32);
+                if payload.is_empty() && had_payload && !fin {
+                    // The sender retransmits bytes the receiver acknowledged: that ACK was lost after
+                    // us. An empty segment at the receiver's next byte would draw no answer, so the
+                    // sender would retransmit forever; one just below it is unacceptable and is
+                    // answered with an ACK (RFC 9293 §3.10.7.4, the keep-alive probe of §3.8.4),
+                    // which tells the sender again.
+                    return Ok(SegmentOut { seq: self.map.map(h).sub(1), payload: Vec::new(), fin: false });
+                }
                 if payload.is_empty() && a.lt(h) && !fin {
                     return Ok(SegmentOut { seq: self.map.map(h), payload: Vec::new(), fin: false });
                 }
@@ -228,8 +251,10 @@ impl Stream {
         Ok(SegmentOut { seq: out_seq, payload: out, fin: fin_out })
     }
 
-    /// Follows a direction that is never rewritten, to know its lines. Duplicated bytes are skipped; a
-    /// gap resynchronises at the next line end.
+    /// Follows a direction that is never rewritten, to know its lines. Duplicated bytes are skipped.
+    /// A segment past a gap is refused like in [`Stream::segment`]: forwarded, its bytes would never be
+    /// seen again (the receiver acknowledges them once the gap fills), and the commands in them — a
+    /// PASV whose 227 must be rewritten — would be lost to the session.
     pub fn observe(
         &mut self,
         seq: SeqNum,
@@ -238,25 +263,25 @@ impl Stream {
         now: Instant,
         metrics: &mut Metrics,
         on_line: &mut dyn FnMut(&Line<'_>) -> Action,
-    ) {
+    ) -> Result<(), DropReason> {
         let a = if syn { seq.add(1) } else { seq };
         if !self.started {
+            // From the SYN, or picked up mid-stream (then no line start is trusted before a line end).
             self.start(a, syn);
         }
         if payload.is_empty() {
-            return;
+            return Ok(());
         }
         let b = a.add(payload.len() as u32);
         if a.gt(self.next) {
-            self.start(a, false);
-            self.line.clear();
-            self.line_len = 0;
+            return Err(DropReason::AlgOutOfOrder);
         }
         if b.gt(self.next) {
             let new = &payload[self.next.diff(a) as usize..];
             let mut sink = Vec::new();
             self.push(new, now, metrics, &mut sink, on_line);
         }
+        Ok(())
     }
 
     /// Releases held bytes as they were (hold timeout). Returns the receiver-space sequence number and
@@ -282,6 +307,11 @@ impl Stream {
         out: &mut Vec<u8>,
         on_line: &mut dyn FnMut(&Line<'_>) -> Action,
     ) {
+        if !self.candidate {
+            // Bytes held for a line that stopped being a candidate (TLS started under it) go first:
+            // every byte leaves once, in order.
+            out.append(&mut self.held);
+        }
         for (i, &byte) in data.iter().enumerate() {
             let at = self.next.add(i as u32);
             if let Tls::Opaque { ref mut hdr, ref mut got, ref mut remaining } = self.tls {
@@ -454,6 +484,38 @@ mod tests {
         // Picked up mid-line: "PORT x" after a partial line is not at a known line start.
         let o = run(&mut p, &[(5000, b"ORT x\r\nPORT x\r\n")]);
         assert_eq!(o, vec![(5000, b"ORT x\r\nPORT yy\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn retransmission_of_acknowledged_bytes_draws_an_ack() {
+        let mut s = fresh();
+        run(&mut s, &[(100, b"PORT x\r\nNOOP\r\n")]);
+        s.map.prune(SeqNum(114));
+        // The receiver's ACK was lost on its way to the sender, which retransmits: the receiver gets a
+        // probe one below its next byte (115 in its space), not a segment it would ignore silently.
+        let o = run(&mut s, &[(100, b"PORT x\r\nNOOP\r\n")]);
+        assert_eq!(o, vec![(114, Vec::new())]);
+        let o = run(&mut s, &[(108, b"NOOP\r\n")]);
+        assert_eq!(o, vec![(114, Vec::new())]);
+    }
+
+    #[test]
+    fn observed_direction_refuses_a_gap_and_sees_every_line_once() {
+        let mut s = Stream::new(false, true, 512);
+        let mut m = Metrics::default();
+        let mut seen = Vec::new();
+        let mut log = |l: &Line<'_>| {
+            seen.push(l.bytes.to_vec());
+            Action::Keep
+        };
+        s.observe(SeqNum(99), true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        // "E" is overtaken by "PSV\r\n": refused, so the sender retransmits both.
+        let r = s.observe(SeqNum(101), false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
+        assert_eq!(r, Err(DropReason::AlgOutOfOrder));
+        s.observe(SeqNum(100), false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        assert_eq!(seen, vec![b"EPSV\r\n".to_vec(), b"NOOP\r\n".to_vec()]);
     }
 
     #[test]

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# netns-scripts/demo.sh: build ftpnat, bring up the lan/wan namespaces with ftpnat as the router
+# between them, run real traffic through it, print a result table, and always tear down.
+# Exit status: 0 when every row is OK, 1 otherwise. Needs root. FTPNAT_SKIP_BUILD=1 skips the build.
+#
+# Adding a row: write a check function that prints its figures (or why it failed) on its last line of
+# output and returns 0 when the gateway behaved as it must, then call `row "what is checked" check_fn`.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/env.sh"
+
+[[ $EUID -eq 0 ]] || ftpnat_die "needs root (try: sudo $0)"
+for tool in ip ss curl python3 ping sha256sum timeout awk; do
+    command -v "$tool" >/dev/null || ftpnat_die "missing $tool: run netns-scripts/deps.sh"
+done
+
+if [[ -z "${FTPNAT_SKIP_BUILD:-}" ]]; then
+    echo "demo: building (cargo build --release)"
+    if [[ -n "${SUDO_USER:-}" ]] && ! command -v cargo >/dev/null; then
+        # Build as the invoking user so target/ does not become root's.
+        sudo -u "$SUDO_USER" -H bash -lc 'cd "$1" && cargo build --release --bin ftpnat' _ "$FTPNAT_REPO"
+    else
+        ftpnat_find_cargo
+        (cd "$FTPNAT_REPO" && cargo build --release --bin ftpnat)
+    fi
+fi
+
+WORK=$(mktemp -d /tmp/ftpnat-demo.XXXXXX)
+BG_PIDS=()
+TORN_DOWN=
+teardown() {
+    [[ -z "$TORN_DOWN" ]] || return 0
+    TORN_DOWN=1
+    local p
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    "$HERE/down.sh" || true
+    rm -rf "$WORK"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+lan() { ip netns exec "$FTPNAT_NS_LAN" "$@"; }
+wan() { ip netns exec "$FTPNAT_NS_WAN" "$@"; }
+PEER="$HERE/peer.py"
+
+# bg NS NAME CMD...: start a server in namespace NS, its output in $WORK/NAME.log; killed at teardown.
+bg() {
+    local ns=$1 name=$2; shift 2
+    ip netns exec "$ns" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+    BG_PIDS+=($!)
+}
+
+# ---- the table ------------------------------------------------------------------------------------
+ROW_NAMES=() ROW_RESULTS=() ROW_FIGURES=()
+row() {
+    local name=$1 out rc; shift
+    out=$("$@" 2>&1) && rc=0 || rc=$?
+    local fig; fig=$(printf '%s\n' "$out" | awk 'NF { last = $0 } END { print last }')
+    ROW_NAMES+=("$name"); ROW_FIGURES+=("$fig")
+    if ((rc == 0)); then ROW_RESULTS+=(OK); else ROW_RESULTS+=(FAIL); fi
+    printf '  %-4s %s: %s\n' "${ROW_RESULTS[-1]}" "$name" "$fig"
+    if ((rc != 0)) && [[ -n "${FTPNAT_DEMO_VERBOSE:-}" ]]; then printf '%s\n' "$out" | sed 's/^/       | /'; fi
+}
+print_table() {
+    local i w=5
+    for i in "${!ROW_NAMES[@]}"; do ((${#ROW_NAMES[i]} > w)) && w=${#ROW_NAMES[i]}; done
+    printf '\n %-3s %-*s  %-6s %s\n' '#' "$w" check result figures
+    printf ' %s\n' "$(printf '%*s' $((w + 40)) '' | tr ' ' -)"
+    for i in "${!ROW_NAMES[@]}"; do
+        printf ' %-3s %-*s  %-6s %s\n' $((i + 1)) "$w" "${ROW_NAMES[i]}" "${ROW_RESULTS[i]}" "${ROW_FIGURES[i]}"
+    done
+}
+
+# ---- checks ---------------------------------------------------------------------------------------
+check_ping() {
+    local out
+    out=$(lan timeout 15 ping -n -c 5 -i 0.2 -W 2 "$FTPNAT_WAN_HOST") || { echo "$out"; echo "no replies"; return 1; }
+    local rx avg
+    rx=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' <<<"$out")
+    avg=$(sed -n 's|^rtt [^=]*= [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")
+    echo "$rx/5 replies, rtt avg $avg ms"
+    [[ "$rx" == 5 ]]
+}
+
+BLOB_BYTES=$((8 * 1024 * 1024))
+check_http_transfer() {
+    local w
+    w=$(lan timeout 90 curl -sS --max-time 60 -o "$WORK/got.bin" \
+        -w '%{size_download} %{speed_download} %{time_total}' "http://$FTPNAT_WAN_HOST:8000/blob.bin") ||
+        { echo "curl failed"; return 1; }
+    local size speed
+    read -r size speed _ <<<"$w"
+    local want got
+    want=$(sha256sum <"$WORK/www/blob.bin" | cut -c1-16)
+    got=$(sha256sum <"$WORK/got.bin" | cut -c1-16)
+    local mbit; mbit=$(awk -v s="$speed" 'BEGIN { printf "%.1f", s * 8 / 1e6 }')
+    if [[ "$want" != "$got" ]]; then echo "$size bytes, sha256 MISMATCH ($got != $want)"; return 1; fi
+    echo "$size bytes, sha256 $got.. equal, $mbit Mbit/s"
+    [[ "$size" == "$BLOB_BYTES" ]]
+}
+
+check_http_source() {
+    # http.server logs "CLIENT-IP - - [date] "GET /blob.bin ..." 200 -" to stderr.
+    local seen
+    seen=$(awk '/GET \/blob.bin/ { ip = $1 } END { print ip }' "$WORK/http.log")
+    echo "http.server saw client $seen (want $FTPNAT_PUBLIC_IP)"
+    [[ "$seen" == "$FTPNAT_PUBLIC_IP" ]]
+}
+
+check_udp() {
+    local out
+    out=$(lan timeout 15 python3 "$PEER" udp-client "$FTPNAT_WAN_HOST" 5000 --timeout 2) ||
+        { echo "no answer: $out"; return 1; }
+    echo "answer \"$out\" (want $FTPNAT_PUBLIC_IP)"
+    [[ "$out" == "peer $FTPNAT_PUBLIC_IP:"* ]]
+}
+
+check_unsolicited_public() {
+    local out
+    if out=$(wan timeout 15 python3 "$PEER" tcp-client "$FTPNAT_PUBLIC_IP" 8080 --timeout 3); then
+        echo "CONNECTED to lan server through the public IP: \"$out\""; return 1
+    fi
+    echo "refused as it must be ($out)"
+}
+
+check_unsolicited_inside() {
+    # An attacker on the wan link may route the inside prefix at the gateway; it must still drop.
+    wan ip route replace "$FTPNAT_INSIDE" dev "$FTPNAT_WAN_TUN"
+    local out rc=0
+    out=$(wan timeout 15 python3 "$PEER" tcp-client "$FTPNAT_LAN_HOST" 8080 --timeout 3) && rc=1
+    wan ip route del "$FTPNAT_INSIDE" dev "$FTPNAT_WAN_TUN" || true
+    if ((rc)); then echo "CONNECTED to the inside address from wan: \"$out\""; return 1; fi
+    echo "refused as it must be ($out)"
+}
+
+check_forward_tcp() {
+    local out
+    out=$(wan timeout 15 python3 "$PEER" tcp-client "$FTPNAT_PUBLIC_IP" 2080 --timeout 3) ||
+        { echo "no connection: $out"; return 1; }
+    echo "lan server answered \"$out\" (want the wan host $FTPNAT_WAN_HOST)"
+    [[ "$out" == "peer $FTPNAT_WAN_HOST:"* ]]
+}
+
+check_forward_udp() {
+    local out
+    out=$(wan timeout 15 python3 "$PEER" udp-client "$FTPNAT_PUBLIC_IP" 2053 --timeout 2) ||
+        { echo "no answer: $out"; return 1; }
+    echo "lan server answered \"$out\" (want the wan host $FTPNAT_WAN_HOST)"
+    [[ "$out" == "peer $FTPNAT_WAN_HOST:"* ]]
+}
+
+check_alive() {
+    local pid
+    pid=$(ftpnat_pid) || { echo "ftpnat is gone: $(tail -n 3 "$FTPNAT_STATE_DIR/ftpnat.log")"; return 1; }
+    local errs; errs=$(grep -c 'write to device failed' "$FTPNAT_STATE_DIR/ftpnat.log" || true)
+    echo "pid $pid running, $errs device write-error log lines"
+    [[ "$errs" == 0 ]]
+}
+
+# ---- run ------------------------------------------------------------------------------------------
+"$HERE/up.sh"
+
+mkdir -p "$WORK/www"
+head -c "$BLOB_BYTES" /dev/urandom >"$WORK/www/blob.bin"
+bg "$FTPNAT_NS_WAN" http python3 -m http.server --bind "$FTPNAT_WAN_HOST" --directory "$WORK/www" 8000
+bg "$FTPNAT_NS_WAN" udp5000 python3 "$PEER" udp-server 5000
+bg "$FTPNAT_NS_LAN" tcp8080 python3 "$PEER" tcp-server 8080
+bg "$FTPNAT_NS_LAN" udp5353 python3 "$PEER" udp-server 5353
+ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_WAN" tcp 8000 || ftpnat_die "http.server did not start"
+ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_WAN" udp 5000 || ftpnat_die "udp server did not start"
+ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_LAN" tcp 8080 || ftpnat_die "tcp server did not start"
+ftpnat_wait_for 10 ftpnat_listening "$FTPNAT_NS_LAN" udp 5353 || ftpnat_die "udp server did not start"
+
+echo "demo: running checks"
+row "ping lan -> wan host" check_ping
+row "TCP transfer lan -> wan (curl, 8 MiB)" check_http_transfer
+row "wan server sees the public IP (TCP)" check_http_source
+row "UDP exchange lan -> wan, seen as public IP" check_udp
+row "unsolicited wan -> public IP:8080 dropped" check_unsolicited_public
+row "wan -> inside address $FTPNAT_LAN_HOST:8080 dropped" check_unsolicited_inside
+row "inbound --forward tcp:2080 -> lan:8080" check_forward_tcp
+row "inbound --forward udp:2053 -> lan:5353" check_forward_udp
+# (FTP rows go here: row "FTP passive lftp -> vsftpd" check_ftp_passive, ...)
+row "ftpnat alive, no device errors" check_alive
+
+teardown
+echo
+echo "ftpnat stop summary:"
+sed 's/^/  /' "$FTPNAT_STATE_DIR/ftpnat.out" 2>/dev/null || echo "  (none)"
+print_table
+failed=0
+for r in "${ROW_RESULTS[@]}"; do [[ $r == OK ]] || failed=$((failed + 1)); done
+echo
+if ((failed)); then echo "demo: $failed of ${#ROW_RESULTS[@]} rows FAILED"; exit 1; fi
+echo "demo: all ${#ROW_RESULTS[@]} rows OK"

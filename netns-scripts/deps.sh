@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# netns-scripts/deps.sh: install what the demo and the namespace tests need on a fresh Debian/Ubuntu.
+# Idempotent and quick when everything is there (no apt-get update unless something is missing).
+# The Rust toolchain (cargo, clippy, rustfmt) is expected to be installed already.
+set -euo pipefail
+
+pkgs=(iproute2 curl wget python3 iputils-ping vsftpd lftp nftables tcpdump iperf3 procps coreutils)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+apt_updated=
+apt_install() {
+    [[ $EUID -eq 0 ]] || { echo "deps.sh: need root to install: $*" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ -z "$apt_updated" ]]; then apt-get update -qq; apt_updated=1; fi
+    # Package scripts must not start daemons (vsftpd) on the host: tests run their own.
+    local policy=/usr/sbin/policy-rc.d created=
+    if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >$policy; chmod +x $policy; created=1; fi
+    apt-get install -y -qq --no-install-recommends "$@" </dev/null
+    [[ -z "$created" ]] || rm -f $policy
+}
+
+if ((${#missing[@]})); then
+    echo "deps.sh: installing ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
+
+# pyftpdlib for the python3 the scripts and tests will run (first on PATH).
+if ! python3 -c 'import pyftpdlib' 2>/dev/null; then
+    if [[ "$(python3 -c 'import sys; print(sys.prefix)')" == /usr ]]; then
+        apt_install python3-pyftpdlib   # the system python is externally managed (PEP 668)
+    else
+        python3 -m pip install --quiet pyftpdlib
+    fi
+fi
+python3 -c 'import pyftpdlib' || { echo "deps.sh: pyftpdlib still not importable" >&2; exit 1; }
+echo "deps.sh: all present"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# netns-scripts/up.sh: create the lan/wan namespaces, start ftpnat as the router between them, move
+# its TUN devices into the namespaces and address them. Idempotent: a topology that is already up is
+# left as it is; a half-built one is torn down and rebuilt. Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+[[ $EUID -eq 0 ]] || ftpnat_die "needs root (network namespaces and TUN devices)"
+[[ -x "$FTPNAT_BIN" ]] || ftpnat_die "no ftpnat binary at $FTPNAT_BIN (cargo build --release, or set FTPNAT_BIN)"
+
+complete() {
+    ftpnat_pid >/dev/null &&
+        ip -n "$FTPNAT_NS_LAN" link show dev "$FTPNAT_LAN_TUN" >/dev/null 2>&1 &&
+        ip -n "$FTPNAT_NS_WAN" link show dev "$FTPNAT_WAN_TUN" >/dev/null 2>&1
+}
+if complete; then
+    echo "up.sh: already up (ftpnat pid $(ftpnat_pid), namespaces $FTPNAT_NS_LAN / $FTPNAT_NS_WAN)"
+    exit 0
+fi
+"$(dirname "${BASH_SOURCE[0]}")/down.sh" >/dev/null
+
+# ftpnat would attach to an existing device of the same name instead of creating its own.
+for dev in "$FTPNAT_LAN_TUN" "$FTPNAT_WAN_TUN"; do
+    if ip link show dev "$dev" >/dev/null 2>&1; then
+        ftpnat_die "an interface named $dev already exists in this namespace; pick other names (env.sh)"
+    fi
+done
+
+for ns in "$FTPNAT_NS_LAN" "$FTPNAT_NS_WAN"; do
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    # IPv6 is not translated; without this the kernel's router solicitations only add drop counts.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+done
+
+mkdir -p "$FTPNAT_STATE_DIR"
+rm -f "$FTPNAT_STATE_DIR"/ftpnat.{pid,status,out,log}
+args=(run --lan-tun "$FTPNAT_LAN_TUN" --wan-tun "$FTPNAT_WAN_TUN" --inside "$FTPNAT_INSIDE"
+    --public-ip "$FTPNAT_PUBLIC_IP" --lan-ip "$FTPNAT_GW_IP")
+for f in $FTPNAT_FORWARDS; do args+=(--forward "$f"); done
+# shellcheck disable=SC2206 # word splitting is the point
+args+=($FTPNAT_EXTRA_ARGS)
+
+# The wrapper subshell is ftpnat's parent, so ftpnat's exit status is recorded when it ends
+# (down.sh and the tests read it). stdout carries the stop summary, stderr the log.
+(
+    RUST_LOG="$FTPNAT_LOG" "$FTPNAT_BIN" "${args[@]}" </dev/null \
+        >"$FTPNAT_STATE_DIR/ftpnat.out" 2>"$FTPNAT_STATE_DIR/ftpnat.log" &
+    echo $! >"$FTPNAT_STATE_DIR/ftpnat.pid"
+    wait $! && rc=0 || rc=$?
+    echo "$rc" >"$FTPNAT_STATE_DIR/ftpnat.status"
+) </dev/null >/dev/null 2>&1 &
+
+devices_exist() {
+    ip link show dev "$FTPNAT_LAN_TUN" && ip link show dev "$FTPNAT_WAN_TUN"
+}
+# Done waiting as soon as the devices exist or ftpnat has already exited (bad flags, no permission).
+started() { devices_exist || test -s "$FTPNAT_STATE_DIR/ftpnat.status"; }
+ftpnat_wait_for 10 started || true
+if ! devices_exist >/dev/null 2>&1; then
+    cat "$FTPNAT_STATE_DIR/ftpnat.log" >&2 2>/dev/null || true
+    "$(dirname "${BASH_SOURCE[0]}")/down.sh" >/dev/null || true
+    ftpnat_die "ftpnat did not create $FTPNAT_LAN_TUN and $FTPNAT_WAN_TUN (exit status" \
+        "$(cat "$FTPNAT_STATE_DIR/ftpnat.status" 2>/dev/null || echo 'none: still running after 10 s'); log above)"
+fi
+
+# The device keeps its ftpnat descriptor across the move; moving takes it down, so up it afterwards.
+ip link set dev "$FTPNAT_LAN_TUN" netns "$FTPNAT_NS_LAN"
+ip link set dev "$FTPNAT_WAN_TUN" netns "$FTPNAT_NS_WAN"
+
+prefix_len="${FTPNAT_INSIDE#*/}"
+ip -n "$FTPNAT_NS_LAN" addr add "$FTPNAT_LAN_HOST/$prefix_len" dev "$FTPNAT_LAN_TUN"
+ip -n "$FTPNAT_NS_LAN" link set dev "$FTPNAT_LAN_TUN" up
+ip -n "$FTPNAT_NS_LAN" route add default via "$FTPNAT_GW_IP" dev "$FTPNAT_LAN_TUN"
+
+ip -n "$FTPNAT_NS_WAN" addr add "$FTPNAT_WAN_HOST/$FTPNAT_WAN_PREFIX_LEN" dev "$FTPNAT_WAN_TUN"
+ip -n "$FTPNAT_NS_WAN" link set dev "$FTPNAT_WAN_TUN" up
+# The public address is on-link when it shares the wan host's prefix; otherwise route it explicitly.
+ip -n "$FTPNAT_NS_WAN" route replace "$FTPNAT_PUBLIC_IP/32" dev "$FTPNAT_WAN_TUN"
+
+complete || ftpnat_die "topology incomplete after setup; ftpnat log: $FTPNAT_STATE_DIR/ftpnat.log"
+echo "up.sh: up (ftpnat pid $(ftpnat_pid); lan $FTPNAT_NS_LAN/$FTPNAT_LAN_TUN $FTPNAT_LAN_HOST," \
+    "wan $FTPNAT_NS_WAN/$FTPNAT_WAN_TUN $FTPNAT_WAN_HOST, public $FTPNAT_PUBLIC_IP)"

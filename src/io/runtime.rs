@@ -1,0 +1,523 @@
+//! The run loop: two devices, one engine, the monotonic clock and the stop signal.
+//!
+//! Owns: `poll(2)` over both device descriptors and a stop pipe, batching reads, mapping the monotonic
+//! clock into [`crate::time::Instant`], writing the engine's output to the right device, per-device I/O
+//! counters and rate-limited write-error logs, and the shutdown summary. Must not: look inside packets
+//! (the engine decides everything about them), open devices (`tun.rs`), or parse flags (`main.rs`).
+//!
+//! Call order follows [`crate::engine`]: per packet `handle_packet`, write a `Forward` to its side, then
+//! drain `poll_transmit`; when `poll_timeout` passes, `handle_timeout` and drain again. Between wakeups
+//! the loop sleeps in `poll(2)` until a device is readable, the stop pipe fires or the engine's next
+//! deadline, so an idle gateway uses no CPU.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::engine::{Engine, Verdict};
+use crate::flow::Side;
+use crate::time::Instant;
+
+use super::device::Device;
+
+/// Packets read from one device per wakeup before the other device gets its turn.
+pub const BATCH: usize = 64;
+/// Receive buffer size: the largest IPv4 datagram (65535) fits, so no read is ever truncated.
+pub const BUF_SIZE: usize = 65536;
+/// At most one write-error log line per device per this interval; the rest are counted.
+const ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The flag that names the device on `side`, so errors point at the operator's input.
+pub const fn flag_of(side: Side) -> &'static str {
+    match side {
+        Side::Inside => "--lan-tun",
+        Side::Outside => "--wan-tun",
+    }
+}
+
+/// Why the loop stopped without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// SIGINT or SIGTERM (the number).
+    Signal(i32),
+    /// [`StopHandle::stop`] was called.
+    Requested,
+}
+
+impl fmt::Display for StopCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopCause::Signal(libc::SIGINT) => f.write_str("SIGINT"),
+            StopCause::Signal(libc::SIGTERM) => f.write_str("SIGTERM"),
+            StopCause::Signal(n) => write!(f, "signal {n}"),
+            StopCause::Requested => f.write_str("stop request"),
+        }
+    }
+}
+
+/// The read end of a self-pipe the loop polls: a signal handler (or a [`StopHandle`]) writes to it.
+#[derive(Debug)]
+pub struct Stop {
+    rx: UnixStream,
+    signal: Arc<AtomicUsize>,
+}
+
+/// Stops a loop from another thread (tests, embedding).
+#[derive(Debug)]
+pub struct StopHandle {
+    tx: UnixStream,
+}
+
+impl StopHandle {
+    pub fn stop(&self) -> io::Result<()> {
+        (&self.tx).write_all(&[1]).map(drop)
+    }
+}
+
+impl Stop {
+    /// Stops the loop on SIGINT or SIGTERM. The handlers only store the signal number and write one
+    /// byte to a socket (both async-signal-safe, via `signal-hook`).
+    pub fn on_signals() -> io::Result<Stop> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // Registered in this order, so the number is stored before the wakeup byte is written.
+            signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
+            signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
+        }
+        Ok(Stop { rx, signal })
+    }
+
+    /// A stop pipe driven by hand.
+    pub fn manual() -> io::Result<(Stop, StopHandle)> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        Ok((Stop { rx, signal: Arc::new(AtomicUsize::new(0)) }, StopHandle { tx }))
+    }
+
+    fn cause(&self) -> StopCause {
+        let mut sink = [0u8; 64];
+        while matches!((&self.rx).read(&mut sink), Ok(n) if n > 0) {}
+        match self.signal.load(Ordering::SeqCst) {
+            0 => StopCause::Requested,
+            n => StopCause::Signal(i32::try_from(n).unwrap_or(0)),
+        }
+    }
+}
+
+/// A device failed in a way the loop cannot continue from (it was deleted, its namespace went away), or,
+/// with `side: None`, `poll(2)` itself failed.
+#[derive(Debug)]
+pub struct RunError {
+    pub side: Option<Side>,
+    pub device: String,
+    pub what: String,
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.side {
+            Some(side) => write!(f, "{} {}: {}", flag_of(side), self.device, self.what),
+            None => write!(f, "{}: {}", self.device, self.what),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Per-device I/O counters, kept by the loop (the engine counts what it decided, this counts what the
+/// devices did with it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Writes the kernel refused (ENOBUFS, EIO on a downed device, ...) or cut short.
+    pub tx_errors: u64,
+}
+
+/// One device with its counters and its write-error log limiter.
+struct Port<D> {
+    dev: D,
+    side: Side,
+    stats: DeviceStats,
+    last_error_log: Option<std::time::Instant>,
+    errors_unlogged: u64,
+}
+
+impl<D: Device> Port<D> {
+    fn write(&mut self, pkt: &[u8]) {
+        match self.dev.send(pkt) {
+            Ok(n) if n == pkt.len() => {
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += n as u64;
+            }
+            Ok(n) => self.write_failed(&format!("short write: {n} of {} bytes", pkt.len())),
+            Err(e) => self.write_failed(&e.to_string()),
+        }
+    }
+
+    fn write_failed(&mut self, what: &str) {
+        self.stats.tx_errors += 1;
+        let now = std::time::Instant::now();
+        if self.last_error_log.is_some_and(|t| now.duration_since(t) < ERROR_LOG_INTERVAL) {
+            self.errors_unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            device = self.dev.name(),
+            flag = flag_of(self.side),
+            error = what,
+            suppressed_since_last = self.errors_unlogged,
+            total = self.stats.tx_errors,
+            "write to device failed; packet dropped"
+        );
+        self.last_error_log = Some(now);
+        self.errors_unlogged = 0;
+    }
+
+    fn gone(&self, what: String) -> RunError {
+        RunError { side: Some(self.side), device: self.dev.name().to_string(), what }
+    }
+}
+
+/// The poll(2) timeout in milliseconds for the engine's next deadline: rounded up, so the loop never
+/// wakes just before the deadline and spins; -1 (forever) without one.
+pub fn poll_timeout_ms(deadline: Option<Instant>, now: Instant) -> i32 {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_micros().saturating_sub(now.as_micros()).div_ceil(1000);
+            i32::try_from(ms).unwrap_or(i32::MAX)
+        }
+    }
+}
+
+/// The engine between two devices.
+pub struct Runtime<D: Device> {
+    engine: Engine,
+    ports: [Port<D>; 2],
+    buf: Vec<u8>,
+    origin: std::time::Instant,
+    wakeups: u64,
+}
+
+impl<D: Device> Runtime<D> {
+    pub fn new(engine: Engine, lan: D, wan: D) -> Self {
+        let port = |dev, side| Port {
+            dev,
+            side,
+            stats: DeviceStats::default(),
+            last_error_log: None,
+            errors_unlogged: 0,
+        };
+        Runtime {
+            engine,
+            ports: [port(lan, Side::Inside), port(wan, Side::Outside)],
+            buf: Vec::with_capacity(BUF_SIZE),
+            origin: std::time::Instant::now(),
+            wakeups: 0,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn device_stats(&self, side: Side) -> &DeviceStats {
+        &self.ports[side.index()].stats
+    }
+
+    /// How often `poll(2)` returned: a quiet gateway must not wake up.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups
+    }
+
+    /// The monotonic clock as the engine sees it: microseconds since this runtime was made.
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Runs until `stop` fires (`Ok`) or a device fails (`Err`, naming it).
+    pub fn run(&mut self, stop: &Stop) -> Result<StopCause, RunError> {
+        let mut fds = [
+            pollfd(self.ports[0].dev.raw_fd()),
+            pollfd(self.ports[1].dev.raw_fd()),
+            pollfd(stop.rx.as_raw_fd()),
+        ];
+        loop {
+            let now = self.now();
+            let mut deadline = self.engine.poll_timeout();
+            if deadline.is_some_and(|d| d <= now) {
+                self.engine.handle_timeout(now);
+                self.drain_transmit();
+                deadline = self.engine.poll_timeout();
+            }
+            // An engine whose deadline does not move past `now` still gets 1 ms, never a spin.
+            let timeout = match poll_timeout_ms(deadline, now) {
+                0 => 1,
+                t => t,
+            };
+            for f in &mut fds {
+                f.revents = 0;
+            }
+            // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            self.wakeups += 1;
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // poll(2) fails only on EFAULT/EINVAL/ENOMEM: nothing a device did.
+                return Err(RunError { side: None, device: "poll(2)".into(), what: e.to_string() });
+            }
+            for side in [Side::Inside, Side::Outside] {
+                let revents = fds[side.index()].revents;
+                if revents != 0 {
+                    self.read_batch(side, revents)?;
+                }
+            }
+            // Checked after the devices, so packets that arrived before the stop are still handled.
+            if fds[2].revents != 0 {
+                return Ok(stop.cause());
+            }
+        }
+    }
+
+    fn read_batch(&mut self, side: Side, revents: libc::c_short) -> Result<(), RunError> {
+        let i = side.index();
+        if revents & libc::POLLNVAL != 0 {
+            return Err(self.ports[i].gone("the device descriptor is no longer open".into()));
+        }
+        let now = self.now();
+        for n in 0..BATCH {
+            match self.ports[i].dev.recv_vec(&mut self.buf, BUF_SIZE) {
+                Ok(0) => return Err(self.ports[i].gone("the device closed (end of file)".into())),
+                Ok(len) => {
+                    let st = &mut self.ports[i].stats;
+                    st.rx_packets += 1;
+                    st.rx_bytes += len as u64;
+                    match self.engine.handle_packet(now, side, &mut self.buf) {
+                        Verdict::Forward(out) => self.ports[out.index()].write(&self.buf),
+                        // The engine counted the reason (and logs it at debug level).
+                        Verdict::Drop(_) | Verdict::Held => {}
+                    }
+                    self.drain_transmit();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // POLLERR/POLLHUP with nothing to read would wake us forever: treat it as failure.
+                    if n == 0 && revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                        return Err(self.ports[i].gone("the device reports an error condition".into()));
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let hint = match e.raw_os_error() {
+                        Some(libc::EBADFD) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                            " (the device was deleted, perhaps with its network namespace)"
+                        }
+                        _ => "",
+                    };
+                    return Err(self.ports[i].gone(format!("read failed: {e}{hint}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_transmit(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            self.ports[t.side.index()].write(&t.packet);
+        }
+    }
+
+    /// Every non-zero counter (engine and devices) plus the live flow count, in a stable order.
+    pub fn summary(&self) -> Vec<(String, u64)> {
+        let mut out = vec![("flows.active".to_string(), self.engine.flow_count() as u64)];
+        self.engine.metrics().for_each(|k, v| {
+            if v != 0 {
+                out.push((k.to_string(), v));
+            }
+        });
+        for p in &self.ports {
+            let s = p.stats;
+            for (k, v) in [
+                ("rx_packets", s.rx_packets),
+                ("rx_bytes", s.rx_bytes),
+                ("tx_packets", s.tx_packets),
+                ("tx_bytes", s.tx_bytes),
+                ("tx_errors", s.tx_errors),
+            ] {
+                if v != 0 {
+                    out.push((format!("device.{}.{k}", p.side.name()), v));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
+    libc::pollfd { fd, events: libc::POLLIN, revents: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::io::device::{MemDevice, MemPeer};
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    fn config() -> Config {
+        Config::new(vec!["10.0.0.0/24".parse().unwrap()], Ipv4Addr::new(198, 51, 100, 1))
+    }
+
+    /// A well-formed IPv4/UDP datagram 10.0.0.2:40000 -> 198.51.100.2:7 with valid checksums, so any
+    /// engine (pass-through or NAT) forwards it.
+    fn udp_out() -> Vec<u8> {
+        let payload = b"hello";
+        let total = 20 + 8 + payload.len();
+        let mut p =
+            vec![0x45, 0, 0, total as u8, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2];
+        let s = checksum(&p);
+        p[10..12].copy_from_slice(&s.to_be_bytes());
+        p.extend_from_slice(&[0x9c, 0x40, 0, 7, 0, (8 + payload.len()) as u8, 0, 0]);
+        p.extend_from_slice(payload);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 17, 0, (8 + payload.len()) as u8]);
+        pseudo.extend_from_slice(&p[20..]);
+        let c = checksum(&pseudo);
+        p[26..28].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    fn checksum(b: &[u8]) -> u16 {
+        let mut s: u32 = b.chunks(2).map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))).sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    type Outcome = (Result<StopCause, RunError>, Vec<(String, u64)>, u64);
+
+    /// Runs a loop over two in-memory devices in a thread; returns the test's peers, the stop handle
+    /// and the thread (yielding the result, the summary and the wakeup count).
+    fn spawn<D: Device + Send + 'static>(lan: D, wan: D) -> (StopHandle, std::thread::JoinHandle<Outcome>) {
+        let (stop, handle) = Stop::manual().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut rt = Runtime::new(Engine::new(config()), lan, wan);
+            let r = rt.run(&stop);
+            (r, rt.summary(), rt.wakeups())
+        });
+        (handle, t)
+    }
+
+    fn pairs() -> (MemDevice, MemPeer, MemDevice, MemPeer) {
+        let (lan, lp) = MemDevice::pair("memlan").unwrap();
+        let (wan, wp) = MemDevice::pair("memwan").unwrap();
+        (lan, lp, wan, wp)
+    }
+
+    #[test]
+    fn forwards_lan_to_wan_and_stops_with_a_summary() {
+        let (lan, lp, wan, wp) = pairs();
+        let (stop, t) = spawn(lan, wan);
+        let pkt = udp_out();
+        lp.inject(&pkt).unwrap();
+        let out = wp.take_within(Duration::from_secs(5)).unwrap().expect("packet left on the wan device");
+        assert_eq!(out.len(), pkt.len());
+        assert_eq!(out[9], 17, "still UDP");
+        assert_eq!(out[16..20], pkt[16..20], "destination untouched");
+        assert!(lp.take().unwrap().is_none(), "nothing echoed back to the lan");
+        stop.stop().unwrap();
+        let (r, summary, _) = t.join().unwrap();
+        assert_eq!(r.unwrap(), StopCause::Requested);
+        assert!(summary.contains(&("device.lan.rx_packets".into(), 1)), "{summary:?}");
+        assert!(summary.contains(&("device.wan.tx_packets".into(), 1)), "{summary:?}");
+        assert_eq!(summary[0].0, "flows.active");
+        assert!(summary[1..].iter().all(|(_, v)| *v != 0), "only non-zero counters: {summary:?}");
+    }
+
+    #[test]
+    fn an_idle_loop_sleeps() {
+        let (lan, _lp, wan, _wp) = pairs();
+        let (stop, t) = spawn(lan, wan);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.stop().unwrap();
+        let (r, _, wakeups) = t.join().unwrap();
+        assert_eq!(r.unwrap(), StopCause::Requested);
+        // The engine may schedule a timer, but an idle loop must not spin: a spin would be thousands.
+        assert!(wakeups <= 10, "{wakeups} wakeups in 200 ms of silence");
+    }
+
+    #[test]
+    fn a_vanished_device_ends_the_run_naming_it() {
+        let (lan, _lp, wan, wp) = pairs();
+        let (_stop, t) = spawn(lan, wan);
+        wp.close();
+        let (r, _, _) = t.join().unwrap();
+        let e = r.unwrap_err();
+        assert_eq!(e.side, Some(Side::Outside));
+        assert!(e.to_string().starts_with("--wan-tun memwan: "), "{e}");
+    }
+
+    /// A device whose every write fails, as a TUN device that is down does (EIO).
+    struct Refusing(MemDevice);
+    impl Device for Refusing {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.recv(buf)
+        }
+        fn send(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        }
+        fn raw_fd(&self) -> std::os::fd::RawFd {
+            self.0.raw_fd()
+        }
+    }
+
+    #[test]
+    fn write_errors_are_counted_and_the_loop_goes_on() {
+        let (lan, lp, wan, _wp) = pairs();
+        let lan: Box<dyn Device + Send> = Box::new(lan);
+        let wan: Box<dyn Device + Send> = Box::new(Refusing(wan));
+        let (stop, t) = spawn(lan, wan);
+        for _ in 0..3 {
+            lp.inject(&udp_out()).unwrap();
+        }
+        // Queued before the stop byte, so the loop reads them first; it must then still answer the stop.
+        stop.stop().unwrap();
+        let (r, summary, _) = t.join().unwrap();
+        assert_eq!(r.unwrap(), StopCause::Requested);
+        assert!(summary.contains(&("device.wan.tx_errors".into(), 3)), "{summary:?}");
+    }
+
+    #[test]
+    fn timeouts_round_up_and_saturate() {
+        let t0 = Instant::from_secs(10);
+        assert_eq!(poll_timeout_ms(None, t0), -1);
+        assert_eq!(poll_timeout_ms(Some(t0), t0), 0);
+        assert_eq!(poll_timeout_ms(Some(Instant::from_secs(9)), t0), 0);
+        assert_eq!(poll_timeout_ms(Some(Instant::from_micros(10_000_001)), t0), 1);
+        assert_eq!(poll_timeout_ms(Some(Instant::from_micros(10_999_999)), t0), 1000);
+        assert_eq!(poll_timeout_ms(Some(Instant::MAX), t0), i32::MAX);
+    }
+
+    #[test]
+    fn stop_causes_read_well() {
+        assert_eq!(StopCause::Signal(libc::SIGTERM).to_string(), "SIGTERM");
+        assert_eq!(StopCause::Signal(libc::SIGINT).to_string(), "SIGINT");
+    }
+}

@@ -1,0 +1,271 @@
+//! Linux TUN devices (layer 3, no packet-info header) as a [`Device`].
+//!
+//! Owns: opening a TUN device by name through the `tun-tap` crate, telling a device ftpnat creates from a
+//! persistent one an operator made beforehand (`ip tuntap add dev NAME mode tun`), the few interface
+//! ioctls that policy needs, and error messages that name the flag and the device. Must not: assign
+//! addresses or routes, or touch any interface other than the one it opened.
+//!
+//! Policy, so operators know what ftpnat does to their interfaces:
+//! - A device ftpnat **creates** lives exactly as long as the process (the kernel removes a
+//!   non-persistent TUN device when its last descriptor closes). ftpnat sets its MTU to the configured
+//!   `--lan-mtu`/`--wan-mtu` and brings it up, so routes can point at it at once. Addresses and routes
+//!   are the operator's (or `netns-scripts/up.sh`'s) business. Such a device may be moved to another
+//!   network namespace (`ip link set NAME netns NS`) while ftpnat keeps reading and writing it: the
+//!   descriptor stays attached to the device, not to the namespace.
+//! - A **persistent** device that already exists is attached to as it is: ftpnat changes nothing on it,
+//!   not even its up/down state or MTU, because the operator may already have addressed and routed it.
+//!   It only warns when the device is down or its MTU differs from the configured one.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use tun_tap::{Iface, Mode};
+
+use super::device::Device;
+
+/// Linux `IFNAMSIZ` less the terminating NUL.
+const MAX_NAME: usize = 15;
+
+/// Whether the device existed before ftpnat opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// ftpnat created it; it goes away when ftpnat exits.
+    Created,
+    /// It existed (persistent, `ip tuntap add`); ftpnat attached to it and left its settings alone.
+    Attached,
+}
+
+/// A TUN device in non-blocking mode.
+#[derive(Debug)]
+pub struct TunDevice {
+    iface: Iface,
+    name: String,
+    origin: Origin,
+}
+
+/// Why a TUN device could not be opened. `Display` gives the whole operator-facing sentence.
+#[derive(Debug)]
+pub struct OpenError {
+    /// The command-line flag that named the device (`--lan-tun`).
+    pub flag: &'static str,
+    pub name: String,
+    pub what: String,
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.flag, self.name, self.what)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// Checks a device name the way the kernel will use it: 1 to 15 bytes, no `/`, whitespace or `%`
+/// (a `%d` pattern would let the kernel pick a name we then could not route to).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the device name is empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("'{name}' is longer than the kernel's limit of {MAX_NAME} bytes"));
+    }
+    if name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c == '%' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!("'{name}' is not a valid interface name (no '/', ':', '%' or spaces)"));
+    }
+    Ok(())
+}
+
+/// Explains an errno from opening or attaching a TUN device in operator terms.
+fn explain(e: &io::Error, existed: bool) -> String {
+    let hint = match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => " (needs CAP_NET_ADMIN, or the device's owner/group)",
+        Some(libc::EBUSY) => " (another process holds this single-queue device: is another ftpnat running?)",
+        Some(libc::EINVAL) if existed => {
+            " (an interface of this name exists but is not a single-queue TUN device: TAP, multi-queue or \
+             not tun at all)"
+        }
+        Some(libc::ENOENT) | Some(libc::ENODEV) => " (/dev/net/tun missing: load the tun module)",
+        _ => "",
+    };
+    format!("cannot open TUN device: {e}{hint}")
+}
+
+impl TunDevice {
+    /// Opens (creating if needed) the TUN device `name`. `flag` is the command-line flag that named it,
+    /// used in errors. `mtu` is applied only to a device ftpnat creates.
+    pub fn open(flag: &'static str, name: &str, mtu: u16) -> Result<TunDevice, OpenError> {
+        let err = |what: String| OpenError { flag, name: name.to_string(), what };
+        check_name(name).map_err(&err)?;
+        let existed = ifindex(name).is_some();
+        let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| err(explain(&e, existed)))?;
+        if iface.name() != name {
+            return Err(err(format!("the kernel named the device '{}' instead", iface.name())));
+        }
+        set_nonblocking(iface.as_raw_fd()).map_err(|e| err(format!("cannot set non-blocking mode: {e}")))?;
+        let origin = if existed { Origin::Attached } else { Origin::Created };
+        let dev = TunDevice { iface, name: name.to_string(), origin };
+        match origin {
+            Origin::Created => {
+                set_mtu(name, mtu).map_err(|e| err(format!("cannot set MTU {mtu}: {e}")))?;
+                set_up(name).map_err(|e| err(format!("cannot bring the device up: {e}")))?;
+                tracing::info!(device = name, flag, mtu, "created TUN device");
+            }
+            Origin::Attached => {
+                let up = flags(name).map(|f| f & libc::IFF_UP != 0).unwrap_or(true);
+                let dev_mtu = get_mtu(name).ok();
+                tracing::info!(device = name, flag, up, mtu = dev_mtu, "attached to existing TUN device");
+                if !up {
+                    tracing::warn!(device = name, flag, "device is down; ftpnat leaves that to the operator");
+                }
+                if let Some(m) = dev_mtu.filter(|&m| m != i32::from(mtu)) {
+                    tracing::warn!(
+                        device = name,
+                        flag,
+                        device_mtu = m,
+                        configured_mtu = mtu,
+                        "device MTU differs from the configured MTU; ftpnat does not change it"
+                    );
+                }
+            }
+        }
+        Ok(dev)
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+}
+
+impl Device for TunDevice {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.iface.recv(buf)
+    }
+    fn send(&mut self, pkt: &[u8]) -> io::Result<usize> {
+        self.iface.send(pkt)
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.iface.as_raw_fd()
+    }
+    /// Reads straight into the vector's spare capacity: zero-filling a 64 KiB buffer for every packet
+    /// would cost more than the NAT itself.
+    fn recv_vec(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        buf.clear();
+        buf.reserve(max);
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(max);
+        // SAFETY: the pointer and length describe writable memory owned by `buf`; read(2) writes at
+        // most `len` bytes there.
+        let n = unsafe { libc::read(self.iface.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: read(2) initialised the first `n <= len <= capacity` bytes.
+        unsafe { buf.set_len(n) };
+        Ok(n)
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The interface index of `name` in this network namespace, if such an interface exists.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// Runs one `SIOC*IF*` ioctl for `name` on a throwaway socket.
+fn ifreq_ioctl(
+    name: &str,
+    req: libc::c_ulong,
+    fill: impl FnOnce(&mut libc::ifreq),
+) -> io::Result<libc::ifreq> {
+    // SAFETY: an all-zero ifreq is a valid value (plain integers, arrays and a union of such).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes().take(MAX_NAME)) {
+        *d = s as libc::c_char;
+    }
+    fill(&mut ifr);
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `ifr` is a valid ifreq for this request and outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), req as _, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ifr)
+}
+
+fn flags(name: &str) -> io::Result<libc::c_int> {
+    let r = ifreq_ioctl(name, libc::SIOCGIFFLAGS, |_| {})?;
+    // SAFETY: SIOCGIFFLAGS fills the `ifru_flags` member.
+    Ok(libc::c_int::from(unsafe { r.ifr_ifru.ifru_flags }))
+}
+
+fn set_up(name: &str) -> io::Result<()> {
+    let f = flags(name)?;
+    let f = (f | libc::IFF_UP) as libc::c_short;
+    ifreq_ioctl(name, libc::SIOCSIFFLAGS, |r| r.ifr_ifru.ifru_flags = f).map(drop)
+}
+
+fn get_mtu(name: &str) -> io::Result<i32> {
+    let r = ifreq_ioctl(name, libc::SIOCGIFMTU, |_| {})?;
+    // SAFETY: SIOCGIFMTU fills the `ifru_mtu` member.
+    Ok(unsafe { r.ifr_ifru.ifru_mtu })
+}
+
+fn set_mtu(name: &str, mtu: u16) -> io::Result<()> {
+    ifreq_ioctl(name, libc::SIOCSIFMTU, |r| r.ifr_ifru.ifru_mtu = i32::from(mtu)).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_the_kernel_sees_them() {
+        assert!(check_name("ftpnat-lan").is_ok());
+        assert!(check_name("abcdefghijklmno").is_ok());
+        assert!(check_name("abcdefghijklmnop").unwrap_err().contains("15"));
+        for bad in ["", "a/b", "tun%d", "a b", "eth0:1", ".."] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn open_errors_name_the_flag_and_device() {
+        let e = TunDevice::open("--lan-tun", "tun%d", 1500).unwrap_err();
+        assert!(e.to_string().starts_with("--lan-tun tun%d: "), "{e}");
+        let perm = explain(&io::Error::from_raw_os_error(libc::EPERM), false);
+        assert!(perm.contains("Operation not permitted") && perm.contains("CAP_NET_ADMIN"), "{perm}");
+        assert!(explain(&io::Error::from_raw_os_error(libc::EBUSY), true).contains("another"));
+    }
+
+    #[test]
+    fn loopback_has_an_index_and_nonsense_has_none() {
+        assert!(ifindex("lo").is_some());
+        assert_eq!(ifindex("no-such-if-x"), None);
+        assert_eq!(ifindex("nul\0byte"), None);
+    }
+}
