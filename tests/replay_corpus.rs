@@ -4,7 +4,7 @@
 //!
 //! When the corpus folder is absent the test says so loudly and passes — unless `CI=true`, where the
 //! corpus must be there. The per-capture table is printed and written to
-//! `target/tmp/replay-corpus-table.md`.
+//! `target/tmp/replay-corpus-table.md`. When tshark is installed, it checks every output too.
 
 mod replay_check;
 
@@ -46,7 +46,7 @@ fn roles(c: &Capture) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
     let (mut clients, mut servers) = (BTreeSet::new(), BTreeSet::new());
     for p in &c.pkts {
         let Some(t) = &p.tcp else { continue };
-        if p.dport == 21 && p.sport != 21 && (t.syn && !t.ackf || !t.syn) {
+        if p.dport == 21 && p.sport != 21 && (!t.syn || !t.ackf) {
             clients.insert(p.src);
         }
         if p.sport == 21 && p.dport != 21 && !t.payload.is_empty() {
@@ -139,6 +139,12 @@ fn run_one(
     let report = check(setup, cap, &lan.pkts, &wan.pkts, &summary);
     for f in &report.failures {
         failures.push(format!("{name} [{config}]: {f}"));
+    }
+    // When tshark is installed: no malformed packet, no checksum error in either output.
+    for p in [&files.lan_out, &files.wan_out] {
+        for b in replay_check::tshark_problems(p).unwrap_or_default() {
+            failures.push(format!("{name} [{config}]: tshark on {}: {b}", p.display()));
+        }
     }
     let result = if report.failures.is_empty() {
         format!(

@@ -208,3 +208,196 @@ fn map_ack(pkt: &mut [u8], f: impl Fn(SeqNum) -> SeqNum) {
     }
     t.map_sack_blocks(&f);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::flow::Side;
+    use crate::time::Instant;
+    use crate::wire::TcpFlags;
+    use crate::Verdict;
+    use std::net::Ipv4Addr;
+
+    const IN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const IN2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    const OUT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+    const PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+    fn engine() -> Engine {
+        let mut c = Config::new(vec!["10.0.0.0/24".parse().unwrap()], PUB);
+        c.send_icmp_errors = false;
+        c.forwards.push("tcp:2121=10.0.0.3:21".parse().unwrap());
+        Engine::new(c)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp(
+        src: Ipv4Addr,
+        sp: u16,
+        dst: Ipv4Addr,
+        dp: u16,
+        seq: u32,
+        ack: u32,
+        f: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&sp.to_be_bytes());
+        t[2..4].copy_from_slice(&dp.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = 0x50;
+        t[13] = f;
+        p.extend_from_slice(&t);
+        p.extend_from_slice(payload);
+        let n = p.len();
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        ip.set_total_len(n);
+        ip.fill_header_checksum();
+        ip.fill_transport_checksum();
+        p
+    }
+
+    fn echo(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, ident: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(&[ty, 0, 0, 0]);
+        p.extend_from_slice(&ident.to_be_bytes());
+        p.extend_from_slice(&[0, 1]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        ip.fill_header_checksum();
+        ip.fill_transport_checksum();
+        p
+    }
+
+    fn dst_of(p: &[u8]) -> (Ipv4Addr, u16) {
+        let ip = Ipv4Packet::new_checked(p).unwrap();
+        let port = ip.tcp().map(|t| t.dst_port()).unwrap_or(0);
+        (ip.dst_addr(), port)
+    }
+
+    fn all_checksums_right(p: &[u8]) -> bool {
+        let ip = Ipv4Packet::new_checked(p).unwrap();
+        ip.verify_header_checksum() && ip.verify_transport_checksum()
+    }
+
+    #[test]
+    fn answers_go_to_the_mapping_and_acks_follow_the_rewrites() {
+        let mut e = engine();
+        let t = Instant::from_secs(1);
+        let mut syn = tcp(IN, 40000, OUT, 21, 99, 0, 0x02, b"");
+        assert_eq!(e.handle_packet(t, Side::Inside, &mut syn), Verdict::Forward(Side::Outside));
+        let mut synack = tcp(OUT, 21, IN, 40000, 999, 100, 0x12, b"");
+        assert_eq!(emulate(&e, &mut synack), Emulated::Connection);
+        assert_eq!(dst_of(&synack), (PUB, 40000));
+        assert!(all_checksums_right(&synack));
+        assert_eq!(e.handle_packet(t, Side::Outside, &mut synack), Verdict::Forward(Side::Inside));
+        // A PORT whose rewrite is longer (10,0,0,2 -> 203,0,113,1 and a short port text).
+        let line = b"PORT 10,0,0,2,4,1\r\n";
+        let mut port = tcp(IN, 40000, OUT, 21, 100, 1000, 0x18, line);
+        assert_eq!(e.handle_packet(t, Side::Inside, &mut port), Verdict::Forward(Side::Outside));
+        let grown = Ipv4Packet::new_checked(&port[..]).unwrap().tcp().unwrap().payload().len();
+        assert!(grown > line.len());
+        // The server acknowledges the line as it saw it (grown); the recording acknowledges 100+len.
+        let mut ack = tcp(OUT, 21, IN, 40000, 1000, 100 + line.len() as u32, 0x10, b"");
+        emulate(&e, &mut ack);
+        let ip = Ipv4Packet::new_checked(&ack[..]).unwrap();
+        assert_eq!(ip.tcp().unwrap().ack_number(), SeqNum(100 + grown as u32));
+        assert!(all_checksums_right(&ack));
+        assert_eq!(e.handle_packet(t, Side::Outside, &mut ack), Verdict::Forward(Side::Inside));
+        // ... and the inside host gets its own number back.
+        assert_eq!(
+            Ipv4Packet::new_checked(&ack[..]).unwrap().tcp().unwrap().ack_number(),
+            SeqNum(100 + line.len() as u32)
+        );
+        // The server's data connection to the announced endpoint goes to the endpoint the line names.
+        let mut data_syn = tcp(OUT, 20, IN, 1025, 5000, 0, 0x02, b"");
+        assert_eq!(emulate(&e, &mut data_syn), Emulated::Mapping);
+        let (addr, port) = dst_of(&data_syn);
+        assert_eq!(addr, PUB);
+        assert_eq!(Some(port), e.nat().lookup(Proto::Tcp, Endpoint::new(IN, 1025)));
+        assert_eq!(e.handle_packet(t, Side::Outside, &mut data_syn), Verdict::Forward(Side::Inside));
+        assert_eq!(dst_of(&data_syn), (IN, 1025));
+    }
+
+    #[test]
+    fn forwards_and_unknown_destinations() {
+        let e = engine();
+        let mut to_server = tcp(OUT, 5555, IN2, 21, 1, 0, 0x02, b"");
+        assert_eq!(emulate(&e, &mut to_server), Emulated::Forward);
+        assert_eq!(dst_of(&to_server), (PUB, 2121));
+        let mut stray = tcp(OUT, 5555, IN, 8080, 1, 0, 0x02, b"");
+        assert_eq!(emulate(&e, &mut stray), Emulated::Unknown);
+        assert_eq!(dst_of(&stray), (PUB, 8080));
+        assert!(all_checksums_right(&stray));
+        let mut garbage = vec![0x45, 0, 0];
+        assert_eq!(emulate(&e, &mut garbage), Emulated::Other);
+    }
+
+    #[test]
+    fn icmp_error_quotes_what_the_gateway_sent() {
+        let mut e = engine();
+        let t = Instant::from_secs(1);
+        let mut syn = tcp(IN, 40001, OUT, 80, 7, 0, 0x02, b"");
+        e.handle_packet(t, Side::Inside, &mut syn);
+        let sent = syn.clone();
+        // The recorded error quotes the packet as the inside host sent it.
+        let original = tcp(IN, 40001, OUT, 80, 7, 0, 0x02, b"");
+        let mut body = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(&original[..28]);
+        let mut err = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 1, 0, 0];
+        err.extend_from_slice(&OUT.octets());
+        err.extend_from_slice(&IN.octets());
+        err.extend_from_slice(&body);
+        let n = err.len();
+        let mut ip = Ipv4Packet::new_unchecked(&mut err[..]);
+        ip.set_total_len(n);
+        ip.fill_header_checksum();
+        ip.fill_transport_checksum();
+        assert_eq!(emulate(&e, &mut err), Emulated::IcmpError);
+        let ip = Ipv4Packet::new_checked(&err[..]).unwrap();
+        assert_eq!(ip.dst_addr(), PUB);
+        assert!(ip.verify_header_checksum() && ip.verify_transport_checksum());
+        let icmp = ip.icmp().unwrap();
+        let quoted = &icmp.payload()[..28];
+        assert_eq!(&quoted[12..16], &sent[12..16], "quoted source is the public address");
+        assert_eq!(&quoted[20..22], &sent[20..22], "quoted source port is the mapped port");
+        let mut err2 = err.clone();
+        assert_eq!(e.handle_packet(t, Side::Outside, &mut err2), Verdict::Forward(Side::Inside));
+    }
+
+    #[test]
+    fn echo_reply_follows_the_mapped_identifier() {
+        let mut e = engine();
+        let t = Instant::from_secs(1);
+        let mut req = echo(IN, OUT, 8, 77);
+        assert_eq!(e.handle_packet(t, Side::Inside, &mut req), Verdict::Forward(Side::Outside));
+        let mut rep = echo(OUT, IN, 0, 77);
+        assert_eq!(emulate(&e, &mut rep), Emulated::Connection);
+        assert_eq!(e.handle_packet(t, Side::Outside, &mut rep), Verdict::Forward(Side::Inside));
+        assert!(all_checksums_right(&rep));
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes() {
+        let mut e = engine();
+        let mut syn =
+            tcp(IN, 40000, OUT, 21, 99, 0, TcpFlags { syn: true, ..Default::default() }.to_byte(), b"");
+        e.handle_packet(Instant::ZERO, Side::Inside, &mut syn);
+        let base = tcp(OUT, 21, IN, 40000, 999, 100, 0x12, b"abc");
+        for cut in 0..base.len() {
+            for flip in [0usize, 9, 20, 33] {
+                let mut p = base[..cut].to_vec();
+                if let Some(b) = p.get_mut(flip) {
+                    *b ^= 0xff;
+                }
+                emulate(&e, &mut p);
+            }
+        }
+    }
+}

@@ -312,10 +312,8 @@ pub fn checksum_errors(p: &Pkt) -> Vec<String> {
                 errs.push(format!("{}: bad UDP checksum", p.describe()));
             }
         }
-        Some(TransportSlice::Icmpv4(i)) => {
-            if rfc1071(i.slice()) != 0 {
-                errs.push(format!("{}: bad ICMP checksum", p.describe()));
-            }
+        Some(TransportSlice::Icmpv4(i)) if rfc1071(i.slice()) != 0 => {
+            errs.push(format!("{}: bad ICMP checksum", p.describe()));
         }
         _ => {}
     }
@@ -662,7 +660,7 @@ impl Model {
         m
     }
 
-    fn lookup<'a>(conns: &'a mut HashMap<Flow, ConnState>, f: Flow) -> Option<&'a mut ConnState> {
+    fn lookup(conns: &mut HashMap<Flow, ConnState>, f: Flow) -> Option<&mut ConnState> {
         let (k, _) = canon(f);
         conns.get_mut(&k)
     }
@@ -768,7 +766,7 @@ impl Model {
         if p.proto != 6 {
             return Expect::Drop("no mapping");
         }
-        if !(tcp.syn && !tcp.ackf) {
+        if !tcp.syn || tcp.ackf {
             return Expect::Drop("no mapping (not a SYN)");
         }
         let Some(dst) = p.dst4() else { return Expect::Drop("no mapping") };
@@ -818,11 +816,9 @@ impl Model {
         let t = p.tcp.as_ref().expect("tcp");
         let mut ctl = controls.remove(&c2s).expect("present");
         let d = &mut ctl.dirs[dir];
-        if t.syn {
-            if d.isn.is_none() {
-                d.isn = Some(t.seq.wrapping_add(1));
-                d.synced = true;
-            }
+        if t.syn && d.isn.is_none() {
+            d.isn = Some(t.seq.wrapping_add(1));
+            d.synced = true;
         }
         if d.isn.is_none() && !t.payload.is_empty() {
             d.isn = Some(t.seq);
@@ -1332,10 +1328,8 @@ pub fn check(
 
     // Property 2 (headers): no inside address on the WAN side.
     for p in wan_out {
-        if setup.is_inside(p.src) || setup.is_inside(p.dst) {
-            if !p.v6 {
-                r.fail(format!("P2 WAN packet carries an inside address: {}", p.describe()));
-            }
+        if (setup.is_inside(p.src) || setup.is_inside(p.dst)) && !p.v6 {
+            r.fail(format!("P2 WAN packet carries an inside address: {}", p.describe()));
         }
         if !p.v6 && p.src != public {
             r.fail(format!("P2 WAN packet not from the public address: {}", p.describe()));
@@ -1717,4 +1711,40 @@ fn inside_announcement(setup: &Setup, line: &[u8]) -> Option<Ipv4Addr> {
         None
     }?;
     setup.is_inside(IpAddr::V4(addr)).then_some(addr)
+}
+
+/// tshark's expert analysis of a capture with checksum validation on: the lines that report a
+/// malformed packet or a bad checksum. `None` when tshark is not installed.
+pub fn tshark_problems(path: &Path) -> Option<Vec<String>> {
+    std::process::Command::new("tshark").arg("--version").output().ok()?;
+    let o = std::process::Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(path)
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+        ])
+        .args(["-z", "expert,warn", "-q"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let mut bad: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("malformed")
+                || l.contains("bad checksum")
+                || l.contains("checksum_bad")
+                || l.contains("incorrect")
+        })
+        .map(String::from)
+        .collect();
+    if !o.status.success() {
+        bad.push(format!("tshark failed: {text}"));
+    }
+    Some(bad)
 }
