@@ -492,10 +492,34 @@ impl Engine {
                 c.host = Some(key.src.addr);
                 c
             }
+            Side::Inside if pickup && self.forward_target(proto, key.src).is_some() => {
+                // A forwarded inside server's connection picked up mid-stream from the server's side:
+                // it was opened from outside through the forward, so it keeps the forward's public port
+                // and (for an FTP server) its ALG.
+                let fwd = self.forward_target(proto, key.src).expect("checked");
+                self.admit(Some(fwd.inside_addr))?;
+                let orig = FlowKey::new(proto, key.dst, Endpoint::new(public, fwd.public_port));
+                let mut c = Conn::new(orig, Side::Outside, key, Side::Inside, Origin::Forward, now);
+                c.host = Some(fwd.inside_addr);
+                if proto == Proto::Tcp
+                    && self.config.ftp.enabled
+                    && self.config.ftp.ports.contains(&fwd.inside_port)
+                {
+                    c.ftp = Some(Box::new(FtpSession::new(
+                        false,
+                        key.dst.addr,
+                        fwd.inside_addr,
+                        self.config.ftp.max_line,
+                    )));
+                }
+                return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
+            }
             Side::Inside => {
                 self.admit(Some(key.src.addr))?;
                 let mapped = self.acquire(proto, key.src)?;
-                let reply = FlowKey::new(proto, key.dst, Endpoint::new(public, mapped));
+                // ICMP echo: the reply carries the mapped identifier in both "ports" of its key.
+                let remote = if proto == Proto::Icmp { Endpoint::new(key.dst.addr, mapped) } else { key.dst };
+                let reply = FlowKey::new(proto, remote, Endpoint::new(public, mapped));
                 let mut c = Conn::new(key, Side::Inside, reply, Side::Outside, Origin::Outbound, now);
                 c.mapping = Some(key.src);
                 c.host = Some(key.src.addr);
@@ -601,6 +625,14 @@ impl Engine {
             tracing::warn!(target: "ftpnat::nat", %proto, inside = %inside, "outside ports exhausted; new flow refused");
             Verdict::Drop(DropReason::PortsExhausted)
         })
+    }
+
+    fn forward_target(&self, proto: Proto, inside: Endpoint) -> Option<crate::config::Forward> {
+        self.config
+            .forwards
+            .iter()
+            .find(|f| f.proto == proto && f.inside_addr == inside.addr && f.inside_port == inside.port)
+            .copied()
     }
 
     fn forward(&self, proto: Proto, public_port: u16) -> Option<crate::config::Forward> {

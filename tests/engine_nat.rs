@@ -290,3 +290,28 @@ fn spoofed_and_martian_packets_are_dropped() {
     let (v, _) = r.send(Side::Inside, bad);
     assert_eq!(v, Verdict::Drop(DropReason::BadIpChecksum));
 }
+
+#[test]
+fn icmp_echo_with_a_remapped_identifier_gets_its_reply() {
+    let mut r = Rig::new(config());
+    r.pass(Side::Inside, icmp_echo(LAN_HOST, REMOTE, 77, 1, true));
+    let (_, s) = r.pass(Side::Inside, icmp_echo(LAN_HOST2, REMOTE, 77, 1, true));
+    assert_ne!(s.sport, 77, "the second host's identifier is remapped");
+    let (side, back) = r.pass(Side::Outside, icmp_echo(REMOTE, PUBLIC, s.sport, 1, false));
+    assert_eq!((side, back.dst, back.sport), (Side::Inside, LAN_HOST2, 77));
+}
+
+#[test]
+fn forwarded_server_picked_up_mid_stream_keeps_the_forward() {
+    let mut c = config();
+    c.forwards.push("tcp:2121=10.0.0.5:21".parse::<Forward>().unwrap());
+    let mut r = Rig::new(c);
+    // The gateway restarted under an established connection; the server speaks first.
+    let (side, s) = r.pass(
+        Side::Inside,
+        tcp(Ipv4Addr::new(10, 0, 0, 5), 21, REMOTE, 33000, 900, 100, PSHACK, b"200 ok\r\n"),
+    );
+    assert_eq!((side, s.src, s.sport), (Side::Outside, PUBLIC, 2121));
+    let (side, s) = r.pass(Side::Outside, tcp(REMOTE, 33000, PUBLIC, 2121, 100, 908, PSHACK, b"PASV\r\n"));
+    assert_eq!((side, s.dst, s.dport), (Side::Inside, Ipv4Addr::new(10, 0, 0, 5), 21));
+}

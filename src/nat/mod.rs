@@ -274,8 +274,10 @@ mod tests {
     #[test]
     fn preference_picks_matching_port() {
         let mut nat = Nat::new(1024..=65535);
-        let p = nat.acquire(Proto::Tcp, ep(2, 5000), Some(&|p| p >= 10000)).unwrap();
-        assert!(p >= 10000);
+        let p = nat.acquire(Proto::Tcp, ep(2, 5000), Some(&|p| p % 7 == 3)).unwrap();
+        assert_eq!(p % 7, 3);
+        // A preference nothing within the bounded search satisfies falls back to keeping the port.
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 6000), Some(&|p| p == 65000)), Ok(6000));
         // The inside port itself wins when it satisfies the preference.
         assert_eq!(nat.acquire(Proto::Tcp, ep(2, 20000), Some(&|p| p >= 10000)), Ok(20000));
     }
