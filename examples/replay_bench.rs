@@ -1,11 +1,11 @@
 //! Replay throughput for established-flow traffic (a measurement, not a test).
 //!
 //! ```text
-//! cargo run --release --example replay_bench -- [PACKETS] [FLOWS] [PAYLOAD]
+//! cargo run --release --example replay_bench -- [PACKETS] [FLOWS] [PAYLOAD]   (default: 64 and 1000)
 //! ```
 //!
 //! Generates an Ethernet capture of FLOWS TCP connections (handshake first, then PACKETS data and ACK
-//! segments spread over them, both directions, PAYLOAD-byte data segments, default 1000), then times `ftpnat replay` on it:
+//! segments spread over them, both directions, PAYLOAD-byte data segments; 64 and 1000 by default), then times `ftpnat replay` on it:
 //! once end to end (pcap read, link decode, input checksum verification, peer emulation, engine, pcap
 //! write of both outputs) and once in memory (outputs counted, not written).
 
@@ -75,7 +75,17 @@ fn main() {
     let mut a = std::env::args().skip(1);
     let packets: usize = a.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let flows: usize = a.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let size: usize = a.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let sizes: Vec<usize> = match a.next().and_then(|s| s.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![64, 1000],
+    };
+    for size in sizes {
+        println!("--- data segments of {size} bytes, each answered by a pure ACK");
+        bench(packets, flows, size);
+    }
+}
+
+fn bench(packets: usize, flows: usize, size: usize) {
     let dir = std::env::temp_dir().join(format!("ftpnat-replay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let input: PathBuf = dir.join("input.pcap");
