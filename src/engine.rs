@@ -17,6 +17,7 @@ use crate::alg::ftp::FtpSession;
 use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
 use crate::conntrack::{Conn, Full, Origin, Table, TcpState};
+use crate::events::{Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::metrics::{DropReason, Metrics};
 use crate::nat::Nat;
@@ -33,6 +34,14 @@ pub enum Verdict {
     /// The engine kept the packet (a fragment waiting for its first fragment); it leaves later through
     /// [`Engine::poll_transmit`], or is counted as a drop when its wait ends.
     Held,
+}
+
+/// What [`Engine::reconfigure`] did, one human line per change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    pub applied: Vec<String>,
+    /// Changes that need a restart, or that could not be made now; the running value stays.
+    pub not_applied: Vec<String>,
 }
 
 /// A packet the engine originates or releases on its own: ICMP errors, split segments, released bytes.
@@ -98,6 +107,8 @@ pub struct Engine {
     icmp_tokens: u32,
     icmp_refill: Instant,
     now: Instant,
+    /// For `ftpnat events`; off unless [`Engine::set_events`] turns it on.
+    events: Events,
 }
 
 impl Engine {
@@ -118,6 +129,7 @@ impl Engine {
             icmp_tokens: ICMP_ERRORS_PER_SEC,
             icmp_refill: Instant::ZERO,
             now: Instant::ZERO,
+            events: Events::default(),
             config,
         }
     }
@@ -139,6 +151,75 @@ impl Engine {
     }
     pub fn nat(&self) -> &Nat {
         &self.nat
+    }
+
+    /// Records [`Event`]s for [`Engine::poll_event`] (off by default; off again forgets the queue).
+    pub fn set_events(&mut self, on: bool) {
+        self.events.set_enabled(on);
+    }
+    /// The oldest recorded event not yet taken.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+    /// Events lost because nobody took them in time (the queue is bounded).
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    /// Applies the part of `new` that can change under live flows (SIGHUP): idle timeouts (each flow
+    /// picks its new timeout up at its next packet), FTP ALG policy (new control connections; live ones
+    /// keep their state), table limits (existing flows stay), and port forwards added or removed
+    /// (existing forwarded flows stay). Everything else keeps its running value. `new` must have passed
+    /// [`Config::validate`].
+    pub fn reconfigure(&mut self, new: Config) -> Reconfigured {
+        let mut r = Reconfigured::default();
+        let old = &self.config;
+        let restart = |r: &mut Reconfigured, changed: bool, what: &str, keeps: String| {
+            if changed {
+                r.not_applied.push(format!("{what}: needs a restart (keeps {keeps})"));
+            }
+        };
+        let nets = |v: &[ipnet::Ipv4Net]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        restart(&mut r, new.inside != old.inside, "--inside", nets(&old.inside));
+        restart(&mut r, new.public_ip != old.public_ip, "--public-ip", old.public_ip.to_string());
+        restart(&mut r, new.lan_ip != old.lan_ip, "--lan-ip", old.lan_ip.to_string());
+        restart(&mut r, new.port_range != old.port_range, "--port-range", format!("{:?}", old.port_range));
+        restart(&mut r, new.mtu != old.mtu, "--lan-mtu/--wan-mtu", format!("{:?}", old.mtu));
+        restart(&mut r, new.translate != old.translate, "--forward-only", (!old.translate).to_string());
+        let mut cfg = old.clone();
+        if new.timeouts != old.timeouts {
+            r.applied.push(format!("timeouts: {:?} -> {:?}", old.timeouts, new.timeouts));
+            cfg.timeouts = new.timeouts;
+        }
+        if new.ftp != old.ftp {
+            r.applied.push(format!("ftp policy: {:?} -> {:?}", old.ftp, new.ftp));
+            cfg.ftp = new.ftp.clone();
+        }
+        if (new.max_flows, new.max_flows_per_host) != (old.max_flows, old.max_flows_per_host) {
+            r.applied.push(format!(
+                "--max-flows/--max-flows-per-host: {}/{} -> {}/{}",
+                old.max_flows, old.max_flows_per_host, new.max_flows, new.max_flows_per_host
+            ));
+            (cfg.max_flows, cfg.max_flows_per_host) = (new.max_flows, new.max_flows_per_host);
+            self.table.set_limits(new.max_flows, new.max_flows_per_host);
+        }
+        for f in old.forwards.iter().filter(|f| !new.forwards.contains(f)) {
+            self.nat.unreserve(f.proto, f.public_port);
+            cfg.forwards.retain(|g| g != f);
+            r.applied.push(format!("--forward {f} removed (its live flows stay)"));
+        }
+        for f in new.forwards.iter().filter(|f| !old.forwards.contains(f)) {
+            if self.nat.is_free(f.proto, f.public_port) {
+                self.nat.reserve(f.proto, f.public_port);
+                cfg.forwards.push(*f);
+                r.applied.push(format!("--forward {f} added"));
+            } else {
+                // A live mapping holds the port: reserving it now would hand it out twice later.
+                r.not_applied.push(format!("--forward {f}: public port in use by a live mapping; not added"));
+            }
+        }
+        self.config = cfg;
+        r
     }
 
     /// `packet` is one IPv4 datagram as it arrived on `from`. It may be modified, grown or shrunk.
@@ -195,7 +276,7 @@ impl Engine {
             self.metrics.flows_expired += 1;
             self.destroy(id, "expired");
         }
-        self.pinholes.expire(now, &mut self.nat, &mut self.metrics);
+        self.pinholes.expire(now, &mut self.nat, &mut self.metrics, &mut self.events);
         while self.waiting.front().is_some_and(|w| w.until <= now) {
             let w = self.waiting.pop_front().expect("checked");
             self.metrics.drop(DropReason::FragmentNoState);
@@ -219,6 +300,7 @@ impl Engine {
                 public_ip: self.config.public_ip,
                 now: self.now,
                 control: id,
+                events: &mut self.events,
             };
             s.close(&mut ctx);
             self.held.remove(&(id, Dir::Original));
@@ -226,6 +308,14 @@ impl Engine {
         }
         tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %conn.keys[0],
             packets_orig = conn.packets[0], packets_reply = conn.packets[1], "flow destroyed");
+        self.events.push(|| Event::FlowDestroy {
+            id,
+            orig: conn.keys[0],
+            reply: conn.keys[1],
+            why,
+            packets: conn.packets,
+            bytes: conn.bytes,
+        });
     }
 
     fn process(&mut self, from: Side, pkt: &mut Vec<u8>) -> Verdict {
@@ -502,6 +592,12 @@ impl Engine {
                         self.metrics.pinholes_used += 1;
                         tracing::debug!(target: "ftpnat::pinhole", event = "use", control = %ph.control,
                             public_port = ph.public_port, from = %key.src, inside = %ph.inside, "pinhole used");
+                        self.events.push(|| Event::PinholeUse {
+                            control: ph.control,
+                            public_port: ph.public_port,
+                            from: key.src,
+                            inside: ph.inside,
+                        });
                         let reply = FlowKey::new(proto, ph.inside, key.src);
                         let mut c = Conn::new(
                             key,
@@ -562,6 +658,14 @@ impl Engine {
         let id = self.table.insert(conn);
         self.metrics.flows_created += 1;
         tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
+        let reply = self.table.get(id).map_or(key, |c| c.keys[1]);
+        let origin = match origin {
+            Origin::Outbound => "outbound",
+            Origin::Forward => "forward",
+            Origin::Hairpin => "hairpin",
+            Origin::Pinhole { .. } => "pinhole",
+        };
+        self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
         Ok((id, Dir::Original))
     }
 
@@ -909,6 +1013,7 @@ impl Engine {
             public_ip: self.config.public_ip,
             now: self.now,
             control: id,
+            events: &mut self.events,
         }
     }
 
