@@ -1,11 +1,11 @@
 //! `--capture FILE.pcapng`: what the gateway writes to its devices, one pcapng interface per side.
 //!
-//! Owns: the pcapng file (section header naming ftpnat, interface 0 = LAN device, interface 1 = WAN
-//! device, link type RAW: each record is a bare IPv4 packet), nanosecond timestamps, the outbound
-//! direction flag on every record, and size-bounded rotation (`FILE` is always the newest file, older
-//! ones are `FILE.1` ... `FILE.<files-1>`, the oldest removed). Must not: decide what is captured (the
-//! run loop hands it every packet it wrote) or stop the gateway: a write error ends the capture, logged,
-//! and routing goes on.
+//! Owns: the pcapng file (section header naming ftpnat; interface 0 = LAN device, interface 1 = WAN
+//! device, both link type IPV4 (228): each record is a bare IPv4 packet; libpcap refuses RAW (101) in a
+//! file with two interfaces), nanosecond timestamps, the outbound direction flag on every record, and
+//! size-bounded rotation (`FILE` is always the newest file, older ones are `FILE.1` ...
+//! `FILE.<files-1>`, the oldest removed). Must not: decide what is captured (the run loop hands it every
+//! packet it wrote) or stop the gateway: a write error ends the capture, logged, and routing goes on.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -123,7 +123,7 @@ impl Capture {
         let mut w = PcapNgWriter::with_section_header(out, section).map_err(fail)?;
         for (side, name) in [Side::Inside, Side::Outside].iter().zip(&self.names) {
             let idb = InterfaceDescriptionBlock {
-                linktype: DataLink::RAW,
+                linktype: DataLink::IPV4,
                 snaplen: SNAPLEN,
                 options: vec![
                     InterfaceDescriptionOption::IfName(Cow::Owned(name.clone())),

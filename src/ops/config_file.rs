@@ -248,6 +248,7 @@ mod tests {
         );
         assert_eq!(l.locate("--max-flows: x"), "--max-flows: x");
         assert_eq!(parse_t("udp-timeout = 90").unwrap().value.udp_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(parse_t("max-flows = 3").unwrap().value.max_flows, Some(3));
     }
 
     #[test]

@@ -148,7 +148,11 @@ pub fn flows(engine: &Engine, now: Instant, filter: &Filter) -> Value {
                 "delta_orig": s.streams[0].map.current_delta(),
                 "delta_reply": s.streams[1].map.current_delta(),
                 "edits_in_flight": s.streams[0].map.edits_in_flight() + s.streams[1].map.edits_in_flight(),
-                "pinholes": s.pinholes().collect::<Vec<u16>>(),
+                // The session remembers what it announced; only what is still open is of interest.
+                "pinholes": s
+                    .pinholes()
+                    .filter(|p| engine.pinholes().get(*p).is_some_and(|ph| ph.control == id))
+                    .collect::<Vec<u16>>(),
                 "summary": s.describe(),
             })
         });
