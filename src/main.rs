@@ -705,4 +705,91 @@ mod tests {
         assert!(parse_devs("a/b", "w0", &[]).unwrap_err().starts_with("--lan-tun"));
         assert!(parse_devs("l0", "sixteen-chars-xx", &[]).unwrap_err().starts_with("--wan-tun"));
     }
+
+    fn example() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ftpnat.toml.example")
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let l = config_file::load::<RunArgs>(&example()).unwrap();
+        let c = l.value.config().unwrap();
+        assert_eq!(c.forwards.len(), 1);
+        assert_eq!(c.timeouts.udp, Duration::from_secs(300));
+        assert_eq!(l.value.metrics_listen, Some("127.0.0.1:9810".parse().unwrap()));
+    }
+
+    /// Every `run` flag has a key of the same name, shown (maybe commented out) in the example, and
+    /// the example's line for it parses on its own.
+    #[test]
+    fn every_flag_is_a_config_key() {
+        use clap::CommandFactory;
+        let text = std::fs::read_to_string(example()).unwrap();
+        let mut cmd = Cli::command();
+        cmd.build();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut seen = 0;
+        for arg in run.get_arguments() {
+            let Some(key) = arg.get_long() else { continue };
+            if ["help", "config", "version"].contains(&key) {
+                continue;
+            }
+            seen += 1;
+            let line = text
+                .lines()
+                .map(|l| l.trim_start_matches('#').trim_start())
+                .find(|l| l.starts_with(&format!("{key} =")))
+                .unwrap_or_else(|| panic!("the example config does not show `{key}`"));
+            if line.contains('[') && !line.contains(']') {
+                continue; // a multi-line array: the whole file is parsed above
+            }
+            let line = match line.find(" #") {
+                Some(i) => &line[..i],
+                None => line,
+            };
+            config_file::parse::<RunArgs>(std::path::Path::new("x.toml"), line)
+                .unwrap_or_else(|e| panic!("`{line}`: {e}"));
+        }
+        assert!(seen >= 27, "only {seen} flags found");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("ftpnat-main-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f.toml");
+        std::fs::write(
+            &f,
+            "lan-tun = \"a0\"\nwan-tun = \"b0\"\ninside = [\"10.0.0.0/24\"]\npublic-ip = \"198.51.100.1\"\n\
+             udp-timeout = \"5m\"\nforward = [\"tcp:2121=10.0.0.2:21\"]\nftp-port = [21, 2121]\n",
+        )
+        .unwrap();
+        let args = |extra: &[&str]| {
+            let mut v = vec!["ftpnat", "run", "--config", f.to_str().unwrap()];
+            v.extend_from_slice(extra);
+            let Command::Run(a) = Cli::try_parse_from(v).unwrap().command else { panic!() };
+            a.resolve()
+        };
+        let (s, c) = args(&["--udp-timeout", "7m", "--wan-tun", "w9"]).unwrap();
+        assert_eq!(c.timeouts.udp, Duration::from_secs(420), "the flag wins");
+        assert_eq!(s.wan_tun.as_deref(), Some("w9"));
+        assert_eq!(s.lan_tun.as_deref(), Some("a0"), "the file fills in");
+        assert_eq!(c.forwards.len(), 1);
+        assert_eq!(c.ftp.ports, [21, 2121]);
+        let (_, c) = args(&["--forward", "udp:53=10.0.0.3:53"]).unwrap();
+        assert_eq!(c.forwards[0].to_string(), "udp:53=10.0.0.3:53", "a list flag replaces the file's list");
+        let e = args(&["--public-ip", "10.0.0.9"]).unwrap_err();
+        assert!(e.starts_with("--public-ip"), "{e}");
+        std::fs::write(
+            &f,
+            "lan-tun = \"a0\"\nwan-tun = \"b0\"\ninside = [\"10.0.0.0/24\"]\npublic-ip = \"10.0.0.9\"\n",
+        )
+        .unwrap();
+        let e = args(&[]).unwrap_err();
+        assert!(e.ends_with(&format!("(set by `public-ip` at {} line 4)", f.display())), "{e}");
+        std::fs::write(&f, "lan-tun = \"a0\"\nbogus = 1\n").unwrap();
+        let e = args(&[]).unwrap_err();
+        assert!(e.contains("line 2: unknown key `bogus`"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
