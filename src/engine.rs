@@ -36,6 +36,14 @@ pub enum Verdict {
     Held,
 }
 
+fn on_off(b: bool) -> String {
+    (if b { "on" } else { "off" }).to_string()
+}
+
+fn refuse(b: bool) -> String {
+    (if b { "refused" } else { "allowed" }).to_string()
+}
+
 /// What [`Engine::reconfigure`] did, one human line per change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reconfigured {
@@ -187,14 +195,68 @@ impl Engine {
         restart(&mut r, new.mtu != old.mtu, "--lan-mtu/--wan-mtu", format!("{:?}", old.mtu));
         restart(&mut r, new.translate != old.translate, "--forward-only", (!old.translate).to_string());
         let mut cfg = old.clone();
-        if new.timeouts != old.timeouts {
-            r.applied.push(format!("timeouts: {:?} -> {:?}", old.timeouts, new.timeouts));
-            cfg.timeouts = new.timeouts;
+        let (t0, t1, f0, f1) = (&old.timeouts, &new.timeouts, &old.ftp, &new.ftp);
+        let changes: [(bool, &str, String, String); 12] = [
+            (
+                t0.tcp_established != t1.tcp_established,
+                "--tcp-established-timeout",
+                format!("{:?}", t0.tcp_established),
+                format!("{:?}", t1.tcp_established),
+            ),
+            (
+                t0.tcp_transitory != t1.tcp_transitory,
+                "--tcp-transitory-timeout",
+                format!("{:?}", t0.tcp_transitory),
+                format!("{:?}", t1.tcp_transitory),
+            ),
+            (
+                t0.tcp_closed != t1.tcp_closed,
+                "tcp_closed timeout",
+                format!("{:?}", t0.tcp_closed),
+                format!("{:?}", t1.tcp_closed),
+            ),
+            (t0.udp != t1.udp, "--udp-timeout", format!("{:?}", t0.udp), format!("{:?}", t1.udp)),
+            (t0.icmp != t1.icmp, "--icmp-timeout", format!("{:?}", t0.icmp), format!("{:?}", t1.icmp)),
+            (f0.enabled != f1.enabled, "FTP ALG", on_off(f0.enabled), on_off(f1.enabled)),
+            (f0.ports != f1.ports, "--ftp-port", format!("{:?}", f0.ports), format!("{:?}", f1.ports)),
+            (
+                f0.pinhole_timeout != f1.pinhole_timeout,
+                "--ftp-pinhole-timeout",
+                format!("{:?}", f0.pinhole_timeout),
+                format!("{:?}", f1.pinhole_timeout),
+            ),
+            (
+                f0.max_pinholes_per_conn != f1.max_pinholes_per_conn,
+                "--ftp-max-pinholes",
+                f0.max_pinholes_per_conn.to_string(),
+                f1.max_pinholes_per_conn.to_string(),
+            ),
+            (
+                f0.refuse_low_ports != f1.refuse_low_ports,
+                "low-port PORT/EPRT",
+                refuse(f0.refuse_low_ports),
+                refuse(f1.refuse_low_ports),
+            ),
+            (
+                f0.max_pinholes_per_host != f1.max_pinholes_per_host,
+                "pinholes per host",
+                f0.max_pinholes_per_host.to_string(),
+                f1.max_pinholes_per_host.to_string(),
+            ),
+            (
+                f0.hold_timeout != f1.hold_timeout || f0.max_line != f1.max_line,
+                "ALG line hold limits",
+                format!("{:?}/{}", f0.hold_timeout, f0.max_line),
+                format!("{:?}/{}", f1.hold_timeout, f1.max_line),
+            ),
+        ];
+        for (changed, what, from, to) in changes {
+            if changed {
+                r.applied.push(format!("{what}: {from} -> {to}"));
+            }
         }
-        if new.ftp != old.ftp {
-            r.applied.push(format!("ftp policy: {:?} -> {:?}", old.ftp, new.ftp));
-            cfg.ftp = new.ftp.clone();
-        }
+        cfg.timeouts = new.timeouts;
+        cfg.ftp = new.ftp.clone();
         if (new.max_flows, new.max_flows_per_host) != (old.max_flows, old.max_flows_per_host) {
             r.applied.push(format!(
                 "--max-flows/--max-flows-per-host: {}/{} -> {}/{}",

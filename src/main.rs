@@ -501,10 +501,10 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         forwards = ?config.forwards.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
         translate = config.translate,
         ftp_alg = config.ftp.enabled,
-        config = ?settings.config,
-        control_socket = ?ops.control.as_ref().map(|c| c.path().display().to_string()),
-        metrics = ?ops.metrics.as_ref().map(|m| m.local_addr().to_string()),
-        capture = ?ops.capture.as_ref().map(|c| c.path().display().to_string()),
+        config = %settings.config.as_ref().map_or("-".into(), |p| p.display().to_string()),
+        control_socket = %ops.control.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
+        metrics = %ops.metrics.as_ref().map_or("-".into(), |m| m.local_addr().to_string()),
+        capture = %ops.capture.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
         "ftpnat running"
     );
     let started = std::time::Instant::now();
