@@ -191,7 +191,8 @@ impl Engine {
         restart(&mut r, new.inside != old.inside, "--inside", nets(&old.inside));
         restart(&mut r, new.public_ip != old.public_ip, "--public-ip", old.public_ip.to_string());
         restart(&mut r, new.lan_ip != old.lan_ip, "--lan-ip", old.lan_ip.to_string());
-        restart(&mut r, new.port_range != old.port_range, "--port-range", format!("{:?}", old.port_range));
+        let range = format!("{}-{}", old.port_range.start(), old.port_range.end());
+        restart(&mut r, new.port_range != old.port_range, "--port-range", range);
         restart(&mut r, new.mtu != old.mtu, "--lan-mtu/--wan-mtu", format!("{:?}", old.mtu));
         restart(&mut r, new.translate != old.translate, "--forward-only", (!old.translate).to_string());
         let mut cfg = old.clone();

@@ -392,6 +392,8 @@ fn capture_holds_both_sides_and_rotates() {
     ftp_with_port(&g);
     let cap = g.capture.clone();
     let dir = g.finish();
+    let mode = std::fs::metadata(&cap).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "captures hold payload: owner-only");
     let f = frames(&cap);
     // Out on the wan: SYN, ACK, PORT; out on the lan: the SYN-ACK.
     assert_eq!(f.len(), 4);

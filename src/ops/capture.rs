@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -107,8 +108,14 @@ impl Capture {
 
     fn open(&mut self) -> Result<(), String> {
         let path = &self.opts.path;
-        let file =
-            File::create(path).map_err(|e| format!("--capture {}: cannot create: {e}", path.display()))?;
+        // Owner-only: a capture holds payload, FTP passwords included (logs never do; packets do).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("--capture {}: cannot create: {e}", path.display()))?;
         let section = SectionHeaderBlock {
             // Fixed rather than native, so captures compare byte for byte across machines.
             endianness: Endianness::Little,

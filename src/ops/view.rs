@@ -153,7 +153,6 @@ pub fn flows(engine: &Engine, now: Instant, filter: &Filter) -> Value {
                     .pinholes()
                     .filter(|p| engine.pinholes().get(*p).is_some_and(|ph| ph.control == id))
                     .collect::<Vec<u16>>(),
-                "summary": s.describe(),
             })
         });
         let mut o = json!({
