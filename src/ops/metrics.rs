@@ -15,10 +15,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::peer::{Peer, ReadState};
@@ -47,51 +49,131 @@ const GROUPS: &[(&str, &str, &str, &str)] = &[
     ("fragments.", "fragments", "what", "IPv4 fragments translated or created"),
 ];
 
+/// A sample value.
+#[derive(Debug, Clone, Copy)]
+enum V {
+    U(u64),
+    F(f64),
+}
+
+/// One metric family, its series in a fixed order (the engine's counter order), so scrapes read alike.
+#[derive(Debug)]
+struct Fam {
+    name: String,
+    help: String,
+    counter: bool,
+    series: Vec<(Labels, V)>,
+}
+
+/// The families of one scrape, encoded by `prometheus-client` in the order they were built.
+#[derive(Debug)]
+struct Snapshot(Vec<Fam>);
+
+fn encode_value(e: MetricEncoder<'_>, counter: bool, v: V) -> std::fmt::Result {
+    match (counter, v) {
+        (true, V::U(u)) => ConstCounter::new(u).encode(e),
+        (true, V::F(f)) => ConstCounter::new(f).encode(e),
+        (false, V::U(u)) => ConstGauge::new(i64::try_from(u).unwrap_or(i64::MAX)).encode(e),
+        (false, V::F(f)) => ConstGauge::new(f).encode(e),
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        for f in &self.0 {
+            let kind = if f.counter { MetricType::Counter } else { MetricType::Gauge };
+            let mut me = enc.encode_descriptor(&f.name, &f.help, None, kind)?;
+            for (labels, v) in &f.series {
+                if labels.is_empty() {
+                    encode_value(me, f.counter, *v)?;
+                    break;
+                }
+                encode_value(me.encode_family(labels)?, f.counter, *v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// The family `name`, created (empty) on first use.
+    fn fam(&mut self, name: &str, help: &str, counter: bool) -> &mut Fam {
+        let i = match self.0.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.0.push(Fam { name: name.into(), help: help.into(), counter, series: Vec::new() });
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i]
+    }
+
+    fn add(&mut self, name: &str, help: &str, counter: bool, labels: &[(&str, &str)], v: V) {
+        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.fam(name, help, counter).series.push((labels, v));
+    }
+}
+
 /// The exposition of `engine`'s counters plus `extra` (`device.lan.rx_packets`-style names) and the
 /// process start time.
 pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) -> String {
-    let mut reg = Registry::with_prefix("ftpnat");
-    let family = || Family::<Labels, Counter>::default();
-    let (packets, bytes) = (family(), family());
-    let rewrites = family();
-    let groups: Vec<Family<Labels, Counter>> = GROUPS.iter().map(|_| family()).collect();
-    let (dev_packets, dev_bytes, dev_errors) = (family(), family(), family());
-    let label = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-    let mut plain: Vec<(String, u64)> = Vec::new();
+    let mut snap = Snapshot(Vec::new());
     let mut visit = |name: &str, v: u64| {
         let parts: Vec<&str> = name.split('.').collect();
+        let val = V::U(v);
         match parts.as_slice() {
-            ["packets" | "bytes", dir @ ("in" | "out"), side] => {
-                let f = if parts[0] == "packets" { &packets } else { &bytes };
-                let l =
-                    vec![("side".to_string(), side.to_string()), ("direction".to_string(), dir.to_string())];
-                f.get_or_create(&l).inc_by(v);
+            [what @ ("packets" | "bytes"), dir @ ("in" | "out"), side] => {
+                let (n, h) = if *what == "packets" {
+                    ("ftpnat_packets", "IPv4 packets the engine took in and sent out, per side")
+                } else {
+                    ("ftpnat_bytes", "IPv4 bytes the engine took in and sent out, per side")
+                };
+                snap.add(n, h, true, &[("side", side), ("direction", dir)], val);
             }
             ["alg", "rewrites", "total"] => {}
-            ["alg", "rewrites", "zero_delta"] => plain.push(("alg_rewrites_zero_delta".into(), v)),
-            ["alg", "rewrites", kind] => {
-                rewrites.get_or_create(&label("kind", kind)).inc_by(v);
-            }
+            ["alg", "rewrites", "zero_delta"] => snap.add(
+                "ftpnat_alg_rewrites_zero_delta",
+                "FTP rewrites whose replacement kept the line's length (no sequence delta)",
+                true,
+                &[],
+                val,
+            ),
+            ["alg", "rewrites", kind] => snap.add(
+                "ftpnat_alg_rewrites",
+                "FTP announcements rewritten, by kind (port, eprt, 227, 229)",
+                true,
+                &[("kind", kind)],
+                val,
+            ),
             ["device", dev, what] => {
-                let (f, l) = match *what {
-                    "rx_packets" => (&dev_packets, "rx"),
-                    "tx_packets" => (&dev_packets, "tx"),
-                    "rx_bytes" => (&dev_bytes, "rx"),
-                    "tx_bytes" => (&dev_bytes, "tx"),
-                    _ => (&dev_errors, *what),
+                let (n, h, label, l) = match *what {
+                    "rx_packets" | "tx_packets" => (
+                        "ftpnat_device_packets",
+                        "Packets read from (rx) and written to (tx) each device",
+                        "direction",
+                        &what[..2],
+                    ),
+                    "rx_bytes" | "tx_bytes" => (
+                        "ftpnat_device_bytes",
+                        "Bytes read from (rx) and written to (tx) each device",
+                        "direction",
+                        &what[..2],
+                    ),
+                    _ => (
+                        "ftpnat_device_errors",
+                        "Device write errors (packets dropped by the kernel)",
+                        "kind",
+                        *what,
+                    ),
                 };
-                let key = if std::ptr::eq(f, &dev_errors) { "kind" } else { "direction" };
-                f.get_or_create(&vec![
-                    ("device".to_string(), dev.to_string()),
-                    (key.to_string(), l.to_string()),
-                ])
-                .inc_by(v);
+                snap.add(n, h, true, &[("device", dev), (label, l)], val);
             }
-            _ => match GROUPS.iter().position(|g| name.starts_with(g.0)) {
-                Some(i) => {
-                    groups[i].get_or_create(&label(GROUPS[i].2, &name[GROUPS[i].0.len()..])).inc_by(v);
+            _ => match GROUPS.iter().find(|g| name.starts_with(g.0)) {
+                Some(g) => snap.add(&format!("ftpnat_{}", g.1), g.3, true, &[(g.2, &name[g.0.len()..])], val),
+                None => {
+                    let n = format!("ftpnat_{}", name.replace(['.', '-'], "_"));
+                    snap.add(&n, &format!("Counter {name}"), true, &[], val);
                 }
-                None => plain.push((name.replace(['.', '-'], "_"), v)),
             },
         }
     };
@@ -99,48 +181,34 @@ pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) ->
     for (k, v) in extra {
         visit(k, *v);
     }
-    reg.register("packets", "IPv4 packets the engine took in and sent out, per side", packets);
-    reg.register("bytes", "IPv4 bytes the engine took in and sent out, per side", bytes);
-    reg.register("alg_rewrites", "FTP announcements rewritten, by kind (port, eprt, 227, 229)", rewrites);
-    for (g, f) in GROUPS.iter().zip(groups) {
-        reg.register(g.1, g.3, f);
-    }
-    reg.register("device_packets", "Packets read from (rx) and written to (tx) each device", dev_packets);
-    reg.register("device_bytes", "Bytes read from (rx) and written to (tx) each device", dev_bytes);
-    reg.register("device_errors", "Device write errors (packets dropped by the kernel)", dev_errors);
-    for (name, v) in plain {
-        let c = Counter::<u64>::default();
-        c.inc_by(v);
-        let help = format!("Counter {name}");
-        reg.register(name, help, c);
-    }
-    let gauge = |reg: &mut Registry, name: &str, help: &str, v: usize| {
-        let g = Gauge::<i64>::default();
-        g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        reg.register(name, help, g);
+    let gauge = |snap: &mut Snapshot, name: &str, help: &str, v: usize| {
+        snap.add(name, help, false, &[], V::U(v as u64));
     };
-    gauge(&mut reg, "flows_active", "Connections in the table", engine.flow_count());
-    gauge(&mut reg, "flows_max", "Connection table bound (--max-flows)", engine.table().capacity());
+    gauge(&mut snap, "ftpnat_flows_active", "Connections in the table", engine.flow_count());
+    gauge(&mut snap, "ftpnat_flows_max", "Connection table bound (--max-flows)", engine.table().capacity());
     gauge(
-        &mut reg,
-        "pinholes_open",
+        &mut snap,
+        "ftpnat_pinholes_open",
         "FTP data-connection pinholes waiting for their connection",
         engine.pinholes().len(),
     );
-    gauge(&mut reg, "nat_mappings", "Endpoint-independent mappings held", engine.nat().mapping_count());
-    let ports = Family::<Labels, Gauge>::default();
+    gauge(
+        &mut snap,
+        "ftpnat_nat_mappings",
+        "Endpoint-independent mappings held",
+        engine.nat().mapping_count(),
+    );
     for p in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
-        ports
-            .get_or_create(&label("proto", p.name()))
-            .set(i64::try_from(engine.nat().ports_in_use(p)).unwrap_or(i64::MAX));
+        let n = engine.nat().ports_in_use(p) as u64;
+        let help = "Public ports taken (mappings and forwards), per protocol";
+        snap.add("ftpnat_nat_ports_in_use", help, false, &[("proto", p.name())], V::U(n));
     }
-    reg.register("nat_ports_in_use", "Public ports taken (mappings and forwards), per protocol", ports);
-    let dropped = Counter::<u64>::default();
-    dropped.inc_by(engine.events_dropped());
-    reg.register("events_dropped", "Events lost because the `ftpnat events` readers fell behind", dropped);
-    let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-    start.set(start_time_unix);
-    reg.register("start_time_seconds", "Start time of the process since the Unix epoch", start);
+    let help = "Events lost because the `ftpnat events` readers fell behind";
+    snap.add("ftpnat_events_dropped", help, true, &[], V::U(engine.events_dropped()));
+    let help = "Start time of the process since the Unix epoch";
+    snap.add("ftpnat_start_time_seconds", help, false, &[], V::F(start_time_unix));
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(snap));
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
