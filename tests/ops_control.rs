@@ -223,6 +223,21 @@ fn show_and_events_against_a_running_loop() {
     let mut reply = String::new();
     raw.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("{\"error\":\"bad request"), "{reply}");
+    // Another user is refused even when the file mode would let it in (SO_PEERCRED at accept).
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::process::CommandExt;
+        std::fs::set_permissions(&g.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ftpnat"))
+            .args(["show", "stats", "--control-socket"])
+            .arg(&g.socket)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("permission denied"), "{err}");
+    }
     let socket = g.socket.clone();
     g.finish();
     assert!(!socket.exists(), "the socket file goes with the server");

@@ -38,7 +38,13 @@ fn connect(path: &Path, req: &Request) -> Result<BufReader<UnixStream>, ClientEr
     })?;
     let mut line = serde_json::to_vec(req).map_err(|e| ClientError(e.to_string()))?;
     line.push(b'\n');
-    s.write_all(&line).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
+    if let Err(e) = s.write_all(&line) {
+        // The server may have refused us before reading (permission, too many clients): say why.
+        let mut why = String::new();
+        let _ = BufReader::new(&s).read_line(&mut why);
+        let refusal = serde_json::from_str::<Value>(&why).ok().and_then(|v| server_error(&v));
+        return Err(refusal.unwrap_or_else(|| ClientError(format!("{}: {e}", path.display()))));
+    }
     Ok(BufReader::new(s))
 }
 

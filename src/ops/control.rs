@@ -86,13 +86,10 @@ impl ControlServer {
                 Err(_) => std::fs::remove_file(path)?,
             }
         }
-        // The mode is set at creation (umask) so no other user can connect in the window before the
-        // chmod; the chmod makes it exact whatever the umask was.
-        // SAFETY: umask(2) cannot fail; the previous mask is restored right after bind.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(path);
-        unsafe { libc::umask(old) };
-        let listener = bound?;
+        // Owner-only. A client that connected in the moment before the chmod is still refused at
+        // accept: only our own user and root are served (SO_PEERCRED). No umask games: it is
+        // process-wide, and other threads may be creating files.
+        let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         Ok(ControlServer { listener, path: path.to_path_buf(), clients: Vec::new() })
@@ -151,6 +148,11 @@ impl ControlServer {
                         continue;
                     }
                     let mut peer = Peer::new(sock);
+                    if !allowed(&peer.sock) {
+                        peer.queue(b"{\"error\":\"permission denied\"}\n");
+                        let _ = peer.flush();
+                        continue;
+                    }
                     if self.clients.len() >= MAX_CLIENTS {
                         peer.queue(b"{\"error\":\"too many control clients\"}\n");
                         let _ = peer.flush();
@@ -205,6 +207,24 @@ impl ControlServer {
             self.clients.swap_remove(i);
         }
     }
+}
+
+/// Only the user ftpnat runs as, and root, may use the control socket.
+fn allowed(s: &UnixStream) -> bool {
+    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    rc == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::geteuid() })
 }
 
 impl Drop for ControlServer {
