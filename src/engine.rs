@@ -36,22 +36,6 @@ pub enum Verdict {
     Held,
 }
 
-fn on_off(b: bool) -> String {
-    (if b { "on" } else { "off" }).to_string()
-}
-
-fn refuse(b: bool) -> String {
-    (if b { "refused" } else { "allowed" }).to_string()
-}
-
-/// What [`Engine::reconfigure`] did, one human line per change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reconfigured {
-    pub applied: Vec<String>,
-    /// Changes that need a restart, or that could not be made now; the running value stays.
-    pub not_applied: Vec<String>,
-}
-
 /// A packet the engine originates or releases on its own: ICMP errors, split segments, released bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -174,115 +158,33 @@ impl Engine {
         self.events.dropped()
     }
 
-    /// Applies the part of `new` that can change under live flows (SIGHUP): idle timeouts (each flow
-    /// picks its new timeout up at its next packet), FTP ALG policy (new control connections; live ones
-    /// keep their state), table limits (existing flows stay), and port forwards added or removed
-    /// (existing forwarded flows stay). Everything else keeps its running value. `new` must have passed
-    /// [`Config::validate`].
-    pub fn reconfigure(&mut self, new: Config) -> Reconfigured {
-        let mut r = Reconfigured::default();
-        let old = &self.config;
-        let restart = |r: &mut Reconfigured, changed: bool, what: &str, keeps: String| {
-            if changed {
-                r.not_applied.push(format!("{what}: needs a restart (keeps {keeps})"));
-            }
-        };
-        let nets = |v: &[ipnet::Ipv4Net]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-        restart(&mut r, new.inside != old.inside, "--inside", nets(&old.inside));
-        restart(&mut r, new.public_ip != old.public_ip, "--public-ip", old.public_ip.to_string());
-        restart(&mut r, new.lan_ip != old.lan_ip, "--lan-ip", old.lan_ip.to_string());
-        let range = format!("{}-{}", old.port_range.start(), old.port_range.end());
-        restart(&mut r, new.port_range != old.port_range, "--port-range", range);
-        restart(&mut r, new.mtu != old.mtu, "--lan-mtu/--wan-mtu", format!("{:?}", old.mtu));
-        restart(&mut r, new.translate != old.translate, "--forward-only", (!old.translate).to_string());
-        let mut cfg = old.clone();
-        let (t0, t1, f0, f1) = (&old.timeouts, &new.timeouts, &old.ftp, &new.ftp);
-        let changes: [(bool, &str, String, String); 12] = [
-            (
-                t0.tcp_established != t1.tcp_established,
-                "--tcp-established-timeout",
-                format!("{:?}", t0.tcp_established),
-                format!("{:?}", t1.tcp_established),
-            ),
-            (
-                t0.tcp_transitory != t1.tcp_transitory,
-                "--tcp-transitory-timeout",
-                format!("{:?}", t0.tcp_transitory),
-                format!("{:?}", t1.tcp_transitory),
-            ),
-            (
-                t0.tcp_closed != t1.tcp_closed,
-                "tcp_closed timeout",
-                format!("{:?}", t0.tcp_closed),
-                format!("{:?}", t1.tcp_closed),
-            ),
-            (t0.udp != t1.udp, "--udp-timeout", format!("{:?}", t0.udp), format!("{:?}", t1.udp)),
-            (t0.icmp != t1.icmp, "--icmp-timeout", format!("{:?}", t0.icmp), format!("{:?}", t1.icmp)),
-            (f0.enabled != f1.enabled, "FTP ALG", on_off(f0.enabled), on_off(f1.enabled)),
-            (f0.ports != f1.ports, "--ftp-port", format!("{:?}", f0.ports), format!("{:?}", f1.ports)),
-            (
-                f0.pinhole_timeout != f1.pinhole_timeout,
-                "--ftp-pinhole-timeout",
-                format!("{:?}", f0.pinhole_timeout),
-                format!("{:?}", f1.pinhole_timeout),
-            ),
-            (
-                f0.max_pinholes_per_conn != f1.max_pinholes_per_conn,
-                "--ftp-max-pinholes",
-                f0.max_pinholes_per_conn.to_string(),
-                f1.max_pinholes_per_conn.to_string(),
-            ),
-            (
-                f0.refuse_low_ports != f1.refuse_low_ports,
-                "low-port PORT/EPRT",
-                refuse(f0.refuse_low_ports),
-                refuse(f1.refuse_low_ports),
-            ),
-            (
-                f0.max_pinholes_per_host != f1.max_pinholes_per_host,
-                "pinholes per host",
-                f0.max_pinholes_per_host.to_string(),
-                f1.max_pinholes_per_host.to_string(),
-            ),
-            (
-                f0.hold_timeout != f1.hold_timeout || f0.max_line != f1.max_line,
-                "ALG line hold limits",
-                format!("{:?}/{}", f0.hold_timeout, f0.max_line),
-                format!("{:?}/{}", f1.hold_timeout, f1.max_line),
-            ),
-        ];
-        for (changed, what, from, to) in changes {
-            if changed {
-                r.applied.push(format!("{what}: {from} -> {to}"));
-            }
-        }
+    /// Applies the part of `new` that can change under live flows (SIGHUP): idle timeouts (a flow takes
+    /// its new timeout at its next packet), FTP ALG policy (new control connections; live ones keep
+    /// their state), table limits (existing flows stay) and forwards added or removed (flows through a
+    /// removed forward stay). Addresses, port range, MTUs and translation keep their running values.
+    /// Returns one line per forward it could not add. `new` must have passed [`Config::validate`].
+    pub fn reconfigure(&mut self, new: &Config) -> Vec<String> {
+        let mut refused = Vec::new();
+        let mut cfg = self.config.clone();
         cfg.timeouts = new.timeouts;
         cfg.ftp = new.ftp.clone();
-        if (new.max_flows, new.max_flows_per_host) != (old.max_flows, old.max_flows_per_host) {
-            r.applied.push(format!(
-                "--max-flows/--max-flows-per-host: {}/{} -> {}/{}",
-                old.max_flows, old.max_flows_per_host, new.max_flows, new.max_flows_per_host
-            ));
-            (cfg.max_flows, cfg.max_flows_per_host) = (new.max_flows, new.max_flows_per_host);
-            self.table.set_limits(new.max_flows, new.max_flows_per_host);
-        }
-        for f in old.forwards.iter().filter(|f| !new.forwards.contains(f)) {
+        (cfg.max_flows, cfg.max_flows_per_host) = (new.max_flows, new.max_flows_per_host);
+        self.table.set_limits(new.max_flows, new.max_flows_per_host);
+        for f in self.config.forwards.iter().filter(|f| !new.forwards.contains(f)) {
             self.nat.unreserve(f.proto, f.public_port);
             cfg.forwards.retain(|g| g != f);
-            r.applied.push(format!("--forward {f} removed (its live flows stay)"));
         }
-        for f in new.forwards.iter().filter(|f| !old.forwards.contains(f)) {
+        for f in new.forwards.iter().filter(|f| !self.config.forwards.contains(f)) {
             if self.nat.is_free(f.proto, f.public_port) {
                 self.nat.reserve(f.proto, f.public_port);
                 cfg.forwards.push(*f);
-                r.applied.push(format!("--forward {f} added"));
             } else {
                 // A live mapping holds the port: reserving it now would hand it out twice later.
-                r.not_applied.push(format!("--forward {f}: public port in use by a live mapping; not added"));
+                refused.push(format!("--forward {f}: public port in use by a live mapping; not added"));
             }
         }
         self.config = cfg;
-        r
+        refused
     }
 
     /// `packet` is one IPv4 datagram as it arrived on `from`. It may be modified, grown or shrunk.

@@ -5,7 +5,7 @@
 //! and served from the loop thread, so nothing else ever touches the engine), and the pieces it is
 //! made of: [`control`] (Unix socket server), [`client`] (`ftpnat show`/`ftpnat events`), [`view`] (the
 //! JSON data model), [`metrics`] (Prometheus exposition over HTTP), [`capture`] (pcapng writer with
-//! rotation), [`config_file`] (TOML with key/line errors) and [`Reload`] (SIGHUP). Must not: decide
+//! rotation), [`config_file`] (TOML with key/line errors) and [`reload`] (SIGHUP). Must not: decide
 //! anything about packets, or block the loop: each request is answered from what the engine holds at
 //! that moment, and output that a client does not read at once is queued and written as it drains.
 
@@ -15,14 +15,12 @@ pub mod config_file;
 pub mod control;
 pub mod metrics;
 pub mod peer;
+pub mod reload;
 pub mod view;
 
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::RawFd;
 use std::time::SystemTime;
 
-use crate::config::Config;
 use crate::engine::Engine;
 use crate::flow::Side;
 use crate::io::runtime::DeviceStats;
@@ -31,6 +29,7 @@ use crate::time::Instant;
 use capture::Capture;
 use control::ControlServer;
 use metrics::MetricsServer;
+pub use reload::{Loader, Reload, Reloaded};
 
 pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd { fd, events, revents: 0 }
@@ -67,63 +66,6 @@ impl LoopState<'_> {
     }
 }
 
-/// What a reload produces: the new engine configuration, and lines about settings outside the engine
-/// that changed but need a restart (devices, sockets, capture).
-pub type Reloaded = (Config, Vec<String>);
-
-/// Re-reads the configuration (file and the original flags) on SIGHUP.
-pub type Loader = Box<dyn FnMut() -> Result<Reloaded, String> + Send>;
-
-/// SIGHUP: a self-pipe the loop polls, and the loader to call when it fires.
-pub struct Reload {
-    rx: UnixStream,
-    load: Loader,
-}
-
-impl std::fmt::Debug for Reload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reload").finish_non_exhaustive()
-    }
-}
-
-impl Reload {
-    /// Installs the SIGHUP handler (it only writes a byte to a socket: async-signal-safe).
-    pub fn on_sighup(load: Loader) -> io::Result<Reload> {
-        let (rx, tx) = UnixStream::pair()?;
-        rx.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(libc::SIGHUP, tx)?;
-        Ok(Reload { rx, load })
-    }
-
-    /// A reload triggered by hand (tests): write a byte to the returned stream.
-    pub fn manual(load: Loader) -> io::Result<(Reload, UnixStream)> {
-        let (rx, tx) = UnixStream::pair()?;
-        rx.set_nonblocking(true)?;
-        Ok((Reload { rx, load }, tx))
-    }
-
-    fn fire(&mut self, engine: &mut Engine) {
-        let mut sink = [0u8; 64];
-        while matches!((&self.rx).read(&mut sink), Ok(n) if n > 0) {}
-        match (self.load)() {
-            Err(e) => {
-                tracing::error!(target: "ftpnat::ops", error = %e, "reload failed; the running configuration is unchanged");
-            }
-            Ok((config, restart)) => {
-                let r = engine.reconfigure(config);
-                for what in &r.applied {
-                    tracing::info!(target: "ftpnat::ops", change = %what, "reload: applied");
-                }
-                for what in r.not_applied.iter().chain(&restart) {
-                    tracing::warn!(target: "ftpnat::ops", change = %what, "reload: not applied");
-                }
-                tracing::info!(target: "ftpnat::ops", applied = r.applied.len(),
-                    not_applied = r.not_applied.len() + restart.len(), "configuration reloaded");
-            }
-        }
-    }
-}
-
 /// Everything the run loop serves besides its devices. Each part is optional.
 #[derive(Debug, Default)]
 pub struct Ops {
@@ -148,7 +90,7 @@ impl Ops {
     pub fn register(&mut self, fds: &mut Vec<libc::pollfd>) {
         let mut n = [0usize; 3];
         if let Some(r) = &self.reload {
-            fds.push(pollfd(r.rx.as_raw_fd(), libc::POLLIN));
+            fds.push(pollfd(r.fd(), libc::POLLIN));
             n[0] = 1;
         }
         if let Some(c) = &self.control {
