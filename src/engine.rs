@@ -17,6 +17,7 @@ use crate::alg::ftp::FtpSession;
 use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
 use crate::conntrack::{Conn, Full, Origin, Table, TcpState};
+use crate::events::{Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::metrics::{DropReason, Metrics};
 use crate::nat::Nat;
@@ -98,6 +99,8 @@ pub struct Engine {
     icmp_tokens: u32,
     icmp_refill: Instant,
     now: Instant,
+    /// For `ftpnat events`; off unless [`Engine::set_events`] turns it on.
+    events: Events,
 }
 
 impl Engine {
@@ -118,6 +121,7 @@ impl Engine {
             icmp_tokens: ICMP_ERRORS_PER_SEC,
             icmp_refill: Instant::ZERO,
             now: Instant::ZERO,
+            events: Events::default(),
             config,
         }
     }
@@ -139,6 +143,48 @@ impl Engine {
     }
     pub fn nat(&self) -> &Nat {
         &self.nat
+    }
+
+    /// Records [`Event`]s for [`Engine::poll_event`] (off by default; off again forgets the queue).
+    pub fn set_events(&mut self, on: bool) {
+        self.events.set_enabled(on);
+    }
+    /// The oldest recorded event not yet taken.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+    /// Events lost because nobody took them in time (the queue is bounded).
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
+    }
+
+    /// Applies the part of `new` that can change under live flows (SIGHUP): idle timeouts (a flow takes
+    /// its new timeout at its next packet), FTP ALG policy (new control connections; live ones keep
+    /// their state), table limits (existing flows stay) and forwards added or removed (flows through a
+    /// removed forward stay). Addresses, port range, MTUs and translation keep their running values.
+    /// Returns one line per forward it could not add. `new` must have passed [`Config::validate`].
+    pub fn reconfigure(&mut self, new: &Config) -> Vec<String> {
+        let mut refused = Vec::new();
+        let mut cfg = self.config.clone();
+        cfg.timeouts = new.timeouts;
+        cfg.ftp = new.ftp.clone();
+        (cfg.max_flows, cfg.max_flows_per_host) = (new.max_flows, new.max_flows_per_host);
+        self.table.set_limits(new.max_flows, new.max_flows_per_host);
+        for f in self.config.forwards.iter().filter(|f| !new.forwards.contains(f)) {
+            self.nat.unreserve(f.proto, f.public_port);
+            cfg.forwards.retain(|g| g != f);
+        }
+        for f in new.forwards.iter().filter(|f| !self.config.forwards.contains(f)) {
+            if self.nat.is_free(f.proto, f.public_port) {
+                self.nat.reserve(f.proto, f.public_port);
+                cfg.forwards.push(*f);
+            } else {
+                // A live mapping holds the port: reserving it now would hand it out twice later.
+                refused.push(format!("--forward {f}: public port in use by a live mapping; not added"));
+            }
+        }
+        self.config = cfg;
+        refused
     }
 
     /// `packet` is one IPv4 datagram as it arrived on `from`. It may be modified, grown or shrunk.
@@ -195,7 +241,7 @@ impl Engine {
             self.metrics.flows_expired += 1;
             self.destroy(id, "expired");
         }
-        self.pinholes.expire(now, &mut self.nat, &mut self.metrics);
+        self.pinholes.expire(now, &mut self.nat, &mut self.metrics, &mut self.events);
         while self.waiting.front().is_some_and(|w| w.until <= now) {
             let w = self.waiting.pop_front().expect("checked");
             self.metrics.drop(DropReason::FragmentNoState);
@@ -219,6 +265,7 @@ impl Engine {
                 public_ip: self.config.public_ip,
                 now: self.now,
                 control: id,
+                events: &mut self.events,
             };
             s.close(&mut ctx);
             self.held.remove(&(id, Dir::Original));
@@ -226,6 +273,14 @@ impl Engine {
         }
         tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %conn.keys[0],
             packets_orig = conn.packets[0], packets_reply = conn.packets[1], "flow destroyed");
+        self.events.push(|| Event::FlowDestroy {
+            id,
+            orig: conn.keys[0],
+            reply: conn.keys[1],
+            why,
+            packets: conn.packets,
+            bytes: conn.bytes,
+        });
     }
 
     fn process(&mut self, from: Side, pkt: &mut Vec<u8>) -> Verdict {
@@ -548,6 +603,12 @@ impl Engine {
                         self.metrics.pinholes_used += 1;
                         tracing::debug!(target: "ftpnat::pinhole", event = "use", control = %ph.control,
                             public_port = ph.public_port, from = %key.src, inside = %ph.inside, "pinhole used");
+                        self.events.push(|| Event::PinholeUse {
+                            control: ph.control,
+                            public_port: ph.public_port,
+                            from: key.src,
+                            inside: ph.inside,
+                        });
                         let reply = FlowKey::new(proto, ph.inside, key.src);
                         let mut c = Conn::new(
                             key,
@@ -608,6 +669,14 @@ impl Engine {
         let id = self.table.insert(conn);
         self.metrics.flows_created += 1;
         tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
+        let reply = self.table.get(id).map_or(key, |c| c.keys[1]);
+        let origin = match origin {
+            Origin::Outbound => "outbound",
+            Origin::Forward => "forward",
+            Origin::Hairpin => "hairpin",
+            Origin::Pinhole { .. } => "pinhole",
+        };
+        self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
         Ok((id, Dir::Original))
     }
 
@@ -972,6 +1041,7 @@ impl Engine {
             public_ip: self.config.public_ip,
             now: self.now,
             control: id,
+            events: &mut self.events,
         }
     }
 

@@ -1,6 +1,6 @@
 //! ftpnat: a userspace IPv4 NAT gateway with a stream-correct FTP application-level gateway.
 //!
-//! Crate map (dependencies point downwards; nothing but `main.rs` and tests import [`io`]):
+//! Crate map (dependencies point downwards; nothing but `main.rs`, [`ops`] and tests import [`io`]):
 //!
 //! | module | owns |
 //! |---|---|
@@ -11,17 +11,21 @@
 //! | [`seqadj`] | per-direction sequence maps: the only code that edits seq/ack/SACK numbers |
 //! | [`alg`] | the ALG boundary; [`alg::ftp`] understands FTP |
 //! | [`engine`] | the sans-IO core: `handle_packet` / `poll_transmit` / `poll_timeout` / `handle_timeout` |
+//! | [`events`] | what the engine did, as values, for `ftpnat events` (off unless asked for) |
 //! | [`replay`] | `ftpnat replay`: pcap frames through the engine with peer emulation |
 //! | [`io`] | the only code with syscalls, clocks and files: TUN devices, the run loop, pcap files |
+//! | [`ops`] | operating a running gateway: control socket, metrics endpoint, config file, capture, reload |
 
 pub mod alg;
 pub mod config;
 pub mod conntrack;
 pub mod engine;
+pub mod events;
 pub mod flow;
 pub mod io;
 pub mod metrics;
 pub mod nat;
+pub mod ops;
 pub mod replay;
 pub mod seqadj;
 pub mod time;

@@ -1,66 +1,94 @@
-//! The `ftpnat` command line: flags to a validated [`Config`], the tracing subscriber, exit codes.
+//! The `ftpnat` command line: flags and the config file to a validated [`Config`], the tracing
+//! subscriber, exit codes, and the control-socket clients.
 //!
-//! Owns: subcommands and their flags, turning them into a [`Config`], log setup (`RUST_LOG`, default
-//! `ftpnat=info`, to stderr; `--log-format json` for JSON lines), printing the stop summary to stdout.
-//! Must not: look at packets or touch devices beyond handing names to [`ftpnat::io`].
+//! Owns: subcommands and their flags; `--config FILE` (every `run` flag has a key of the same name,
+//! flags override the file); turning them into a [`Config`] and the operations servers; log setup
+//! (`RUST_LOG`, default `ftpnat=info`, to stderr; `--log-format json` for JSON lines); printing the
+//! stop summary to stdout; `ftpnat show ...` and `ftpnat events`. Must not: look at packets or touch
+//! devices beyond handing names to [`ftpnat::io`].
 //!
-//! Exit codes: 0 after SIGINT/SIGTERM, 1 when a device cannot be opened or fails while running, 2 for
-//! bad command-line input (clap's own errors exit 2 as well).
+//! Exit codes: 0 after SIGINT/SIGTERM, 1 when a device (or the control socket, metrics listener,
+//! capture file) cannot be opened or a device fails while running, 2 for bad command-line or config
+//! file input (clap's own errors exit 2 as well). Clients exit 1 when the server cannot be reached.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
+use serde::Deserialize;
 
 use ftpnat::config::{parse_duration, parse_port_range, Config, Forward};
 use ftpnat::engine::Engine;
 use ftpnat::io::runtime::{Runtime, Stop};
 use ftpnat::io::tun::{self, TunDevice};
+use ftpnat::ops::capture::{Capture, CaptureOptions, DEFAULT_FILES, DEFAULT_MAX_BYTES};
+use ftpnat::ops::config_file::{self, parse_size};
+use ftpnat::ops::control::ControlServer;
+use ftpnat::ops::metrics::MetricsServer;
+use ftpnat::ops::view::{Cmd, Filter, ProtoName, Request};
+use ftpnat::ops::{client, Ops, Reload};
 use ftpnat::Side;
 
 #[derive(Parser, Debug)]
 #[command(name = "ftpnat", version, about = "Userspace IPv4 NAT gateway on two TUN devices, with an FTP ALG")]
 struct Cli {
-    /// Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`) [default: text].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Route and translate between a LAN and a WAN TUN device until SIGINT/SIGTERM.
-    Run(RunArgs),
+    /// Route and translate between a LAN and a WAN TUN device until SIGINT/SIGTERM (SIGHUP reloads
+    /// the --config file).
+    Run(Box<RunArgs>),
+    /// Show a running gateway's flows, pinholes or counters (through its --control-socket).
+    Show(ShowArgs),
+    /// Follow a running gateway's events live, like `conntrack -E`: flows new/destroyed, ALG rewrites,
+    /// pinholes created/used/expired, refusals.
+    Events(ClientArgs),
     /// Replay a pcap/pcapng capture through the engine (stable interface, see README).
     Replay(ftpnat::replay::cli::ReplayArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Args, Debug)]
+/// `ftpnat run` settings. The same struct reads the `--config` file: every flag is a key of the same
+/// name (without the `--`), and a flag given on the command line overrides the file.
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 struct RunArgs {
-    /// TUN device facing the inside hosts; created if absent, else attached to as it is.
+    /// Read settings from this TOML file (keys are these flags' names; flags given here override it).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// TUN device facing the inside hosts; created if absent, else attached to as it is [required].
     #[arg(long, value_name = "NAME")]
-    lan_tun: String,
-    /// TUN device facing the outside; created if absent, else attached to as it is.
+    lan_tun: Option<String>,
+    /// TUN device facing the outside; created if absent, else attached to as it is [required].
     #[arg(long, value_name = "NAME")]
-    wan_tun: String,
-    /// Inside prefix whose sources are translated (repeatable).
-    #[arg(long, value_name = "CIDR", required = true, value_parser = parse_cidr)]
+    wan_tun: Option<String>,
+    /// Inside prefix whose sources are translated (repeatable) [required].
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    #[serde(deserialize_with = "config_file::de_cidrs")]
     inside: Vec<Ipv4Net>,
-    /// The gateway's public address: translated sources, destination of inbound traffic.
+    /// The gateway's public address: translated sources, destination of inbound traffic [required].
     #[arg(long, value_name = "IP")]
-    public_ip: Ipv4Addr,
+    public_ip: Option<Ipv4Addr>,
     /// Static port forward PROTO:PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21 (repeatable).
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<Forward>())]
+    #[serde(deserialize_with = "config_file::de_forwards")]
     forward: Vec<Forward>,
     /// The gateway's own LAN address, source of ICMP errors sent inside [default: first host of the
     /// first --inside prefix].
@@ -68,6 +96,7 @@ struct RunArgs {
     lan_ip: Option<Ipv4Addr>,
     /// Outside ports for new mappings when the inside port is taken [default: 1024-65535].
     #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
+    #[serde(deserialize_with = "config_file::de_opt_port_range")]
     port_range: Option<RangeInclusive<u16>>,
     /// Connection table bound; new flows beyond it are refused and counted [default: 262144].
     #[arg(long, value_name = "N")]
@@ -89,6 +118,7 @@ struct RunArgs {
     no_ftp_alg: bool,
     /// How long an FTP data-connection pinhole waits for its connection [default: 60s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
     ftp_pinhole_timeout: Option<Duration>,
     /// Outstanding pinholes per FTP control connection [default: 8].
     #[arg(long, value_name = "N")]
@@ -99,19 +129,101 @@ struct RunArgs {
     /// Idle timeout of an established TCP connection [default: 7440s = 2 h 4 min, RFC 5382 REQ-5]. Every
     /// DUR is seconds or a number with a unit: 90, 1.5, 500ms, 2m, 1h.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
     tcp_established_timeout: Option<Duration>,
     /// Idle timeout of an opening or closing TCP connection [default: 4m, RFC 5382 REQ-5].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
     tcp_transitory_timeout: Option<Duration>,
     /// Idle timeout of a UDP mapping [default: 5m; RFC 4787 REQ-5 asks at least 2m].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
     udp_timeout: Option<Duration>,
     /// Idle timeout of an ICMP echo mapping [default: 60s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
     icmp_timeout: Option<Duration>,
     /// Route without translating (benchmark ceiling): addresses and ports are left alone.
     #[arg(long)]
     forward_only: bool,
+    /// Serve `ftpnat show`/`ftpnat events` on this Unix socket (created with mode 0600).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP at ADDR:PORT/metrics, e.g. 127.0.0.1:9810.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Write every packet ftpnat sends to this pcapng file (interface 0 = LAN, 1 = WAN).
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// Rotate the capture file before it grows past this size (bytes, or 64K/100M/1G) [default: 64M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[serde(deserialize_with = "config_file::de_opt_size")]
+    capture_max_bytes: Option<u64>,
+    /// Capture files kept, the current one included: FILE, FILE.1, ... [default: 4].
+    #[arg(long, value_name = "N")]
+    capture_files: Option<usize>,
+    /// Config-file only: the log format, as the global --log-format flag (which overrides it).
+    #[arg(skip)]
+    log_format: Option<LogFormat>,
+}
+
+/// What `ftpnat show` can list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ShowWhat {
+    /// Connections, like `conntrack -L`, with ALG state and sequence deltas of FTP control connections.
+    Flows,
+    /// Outstanding FTP data-connection pinholes.
+    Pinholes,
+    /// Every counter and drop reason, and the device counters.
+    Stats,
+}
+
+#[derive(Args, Debug)]
+struct ShowArgs {
+    #[arg(value_enum)]
+    what: ShowWhat,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    /// The running gateway's control socket.
+    #[arg(long, value_name = "PATH", default_value = client::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+    /// JSON instead of a table (`show`: one document; `events`: one object per line).
+    #[arg(long)]
+    json: bool,
+    /// Only what involves this address (inside, public or remote).
+    #[arg(long, value_name = "IP")]
+    addr: Option<Ipv4Addr>,
+    /// Only what involves this port (inside, public or remote).
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Only this protocol.
+    #[arg(long, value_enum)]
+    proto: Option<ProtoArg>,
+}
+
+impl ClientArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            addr: self.addr,
+            port: self.port,
+            proto: self.proto.map(|p| match p {
+                ProtoArg::Tcp => ProtoName::Tcp,
+                ProtoArg::Udp => ProtoName::Udp,
+                ProtoArg::Icmp => ProtoName::Icmp,
+            }),
+        }
+    }
 }
 
 fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
@@ -121,14 +233,110 @@ fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
 }
 
 impl RunArgs {
+    /// These flags laid over `file`: a flag given wins, a list given replaces the file's list, a switch
+    /// is on if either turns it on. The destructuring is exhaustive: a new flag must be merged here.
+    fn over(self, file: RunArgs) -> RunArgs {
+        let RunArgs {
+            config,
+            lan_tun,
+            wan_tun,
+            inside,
+            public_ip,
+            forward,
+            lan_ip,
+            port_range,
+            max_flows,
+            max_flows_per_host,
+            lan_mtu,
+            wan_mtu,
+            ftp_port,
+            no_ftp_alg,
+            ftp_pinhole_timeout,
+            ftp_max_pinholes,
+            ftp_allow_low_ports,
+            tcp_established_timeout,
+            tcp_transitory_timeout,
+            udp_timeout,
+            icmp_timeout,
+            forward_only,
+            control_socket,
+            metrics_listen,
+            capture,
+            capture_max_bytes,
+            capture_files,
+            log_format,
+        } = self;
+        let list = |a: Vec<_>, b: Vec<_>| if a.is_empty() { b } else { a };
+        RunArgs {
+            config,
+            lan_tun: lan_tun.or(file.lan_tun),
+            wan_tun: wan_tun.or(file.wan_tun),
+            inside: list(inside, file.inside),
+            public_ip: public_ip.or(file.public_ip),
+            forward: if forward.is_empty() { file.forward } else { forward },
+            lan_ip: lan_ip.or(file.lan_ip),
+            port_range: port_range.or(file.port_range),
+            max_flows: max_flows.or(file.max_flows),
+            max_flows_per_host: max_flows_per_host.or(file.max_flows_per_host),
+            lan_mtu: lan_mtu.or(file.lan_mtu),
+            wan_mtu: wan_mtu.or(file.wan_mtu),
+            ftp_port: if ftp_port.is_empty() { file.ftp_port } else { ftp_port },
+            no_ftp_alg: no_ftp_alg || file.no_ftp_alg,
+            ftp_pinhole_timeout: ftp_pinhole_timeout.or(file.ftp_pinhole_timeout),
+            ftp_max_pinholes: ftp_max_pinholes.or(file.ftp_max_pinholes),
+            ftp_allow_low_ports: ftp_allow_low_ports || file.ftp_allow_low_ports,
+            tcp_established_timeout: tcp_established_timeout.or(file.tcp_established_timeout),
+            tcp_transitory_timeout: tcp_transitory_timeout.or(file.tcp_transitory_timeout),
+            udp_timeout: udp_timeout.or(file.udp_timeout),
+            icmp_timeout: icmp_timeout.or(file.icmp_timeout),
+            forward_only: forward_only || file.forward_only,
+            control_socket: control_socket.or(file.control_socket),
+            metrics_listen: metrics_listen.or(file.metrics_listen),
+            capture: capture.or(file.capture),
+            capture_max_bytes: capture_max_bytes.or(file.capture_max_bytes),
+            capture_files: capture_files.or(file.capture_files),
+            log_format: log_format.or(file.log_format),
+        }
+    }
+
+    /// The flags merged with the `--config` file (if any) and the validated configuration. Errors name
+    /// the flag, and the file's line when the file set it.
+    fn resolve(&self) -> Result<(RunArgs, Config), String> {
+        let Some(path) = &self.config else {
+            let c = self.config()?;
+            return Ok((self.clone(), c));
+        };
+        let loaded = config_file::load::<RunArgs>(path).map_err(|e| format!("--config {e}"))?;
+        let merged = self.clone().over(loaded.value.clone());
+        let c = merged.config().map_err(|e| loaded.locate(&e))?;
+        Ok((merged, c))
+    }
+
+    fn required<'a, T>(v: &'a Option<T>, flag: &str) -> Result<&'a T, String> {
+        v.as_ref()
+            .ok_or_else(|| format!("--{flag}: required (give the flag, or `{flag}` in the --config file)"))
+    }
+
     /// The validated configuration; the error names the flag at fault.
     fn config(&self) -> Result<Config, String> {
-        tun::check_name(&self.lan_tun).map_err(|e| format!("--lan-tun: {e}"))?;
-        tun::check_name(&self.wan_tun).map_err(|e| format!("--wan-tun: {e}"))?;
-        if self.lan_tun == self.wan_tun {
-            return Err(format!("--wan-tun: '{}' is also the --lan-tun device", self.wan_tun));
+        let lan_tun = Self::required(&self.lan_tun, "lan-tun")?;
+        let wan_tun = Self::required(&self.wan_tun, "wan-tun")?;
+        let public_ip = *Self::required(&self.public_ip, "public-ip")?;
+        if self.inside.is_empty() {
+            return Err("--inside: required (give the flag, or `inside` in the --config file)".into());
         }
-        let mut c = Config::new(self.inside.clone(), self.public_ip);
+        tun::check_name(lan_tun).map_err(|e| format!("--lan-tun: {e}"))?;
+        tun::check_name(wan_tun).map_err(|e| format!("--wan-tun: {e}"))?;
+        if lan_tun == wan_tun {
+            return Err(format!("--wan-tun: '{wan_tun}' is also the --lan-tun device"));
+        }
+        if self.capture_files == Some(0) {
+            return Err("--capture-files: must be at least 1".into());
+        }
+        if self.capture_max_bytes.is_some_and(|b| b < 4096) {
+            return Err("--capture-max-bytes: must be at least 4096 bytes".into());
+        }
+        let mut c = Config::new(self.inside.clone(), public_ip);
         c.forwards = self.forward.clone();
         if let Some(ip) = self.lan_ip {
             c.lan_ip = ip;
@@ -197,14 +405,56 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn run(args: RunArgs, format: LogFormat) -> ExitCode {
-    let config = match args.config() {
-        Ok(c) => c,
+/// Settings outside the engine that a reload cannot change: one line per difference.
+fn restart_notes(running: &RunArgs, new: &RunArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cmp = |changed: bool, key: &str| {
+        if changed {
+            out.push(format!("--{key}: needs a restart"));
+        }
+    };
+    cmp(running.lan_tun != new.lan_tun, "lan-tun");
+    cmp(running.wan_tun != new.wan_tun, "wan-tun");
+    cmp(running.control_socket != new.control_socket, "control-socket");
+    cmp(running.metrics_listen != new.metrics_listen, "metrics-listen");
+    cmp(running.capture != new.capture, "capture");
+    cmp(running.capture_max_bytes != new.capture_max_bytes, "capture-max-bytes");
+    cmp(running.capture_files != new.capture_files, "capture-files");
+    cmp(running.log_format != new.log_format, "log-format");
+    out
+}
+
+/// The control socket, metrics listener and capture file the settings ask for. The error names the flag.
+fn build_ops(s: &RunArgs, lan: &str, wan: &str) -> Result<Ops, String> {
+    let mut ops = Ops::new();
+    if let Some(p) = &s.control_socket {
+        ops.control =
+            Some(ControlServer::bind(p).map_err(|e| format!("--control-socket {}: {e}", p.display()))?);
+    }
+    if let Some(a) = s.metrics_listen {
+        ops.metrics = Some(MetricsServer::bind(a).map_err(|e| format!("--metrics-listen {a}: {e}"))?);
+    }
+    if let Some(p) = &s.capture {
+        let opts = CaptureOptions {
+            path: p.clone(),
+            max_bytes: s.capture_max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+            files: s.capture_files.unwrap_or(DEFAULT_FILES),
+        };
+        ops.capture = Some(Capture::create(opts, [lan, wan])?);
+    }
+    Ok(ops)
+}
+
+fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
+    let (settings, config) = match args.resolve() {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("ftpnat: error: {e}");
             return ExitCode::from(2);
         }
     };
+    let format = cli_format.or(settings.log_format).unwrap_or(LogFormat::Text);
+    init_logging(format);
     // Handlers go in before the devices exist: whoever waits for the devices may signal us at once.
     let stop = match Stop::on_signals() {
         Ok(s) => s,
@@ -213,35 +463,62 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let open = |flag, name: &str, side: Side| TunDevice::open(flag, name, config.mtu[side.index()]);
-    let (lan, wan) = match (
-        open("--lan-tun", &args.lan_tun, Side::Inside),
-        open("--wan-tun", &args.wan_tun, Side::Outside),
-    ) {
-        (Ok(l), Ok(w)) => (l, w),
-        (Err(e), _) | (_, Err(e)) => {
+    let running = settings.clone();
+    let loader = Box::new(move || {
+        let (new, config) = args.resolve()?;
+        Ok((config, restart_notes(&running, &new)))
+    });
+    let reload = match Reload::on_sighup(loader) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ftpnat: error: cannot install the SIGHUP handler: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // `resolve` checked that both names are there.
+    let lan_name = settings.lan_tun.clone().unwrap_or_default();
+    let wan_name = settings.wan_tun.clone().unwrap_or_default();
+    let mut ops = match build_ops(&settings, &lan_name, &wan_name) {
+        Ok(o) => o,
+        Err(e) => {
             eprintln!("ftpnat: error: {e}");
             return ExitCode::from(1);
         }
     };
+    ops.reload = Some(reload);
+    let open = |flag, name: &str, side: Side| TunDevice::open(flag, name, config.mtu[side.index()]);
+    let (lan, wan) =
+        match (open("--lan-tun", &lan_name, Side::Inside), open("--wan-tun", &wan_name, Side::Outside)) {
+            (Ok(l), Ok(w)) => (l, w),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("ftpnat: error: {e}");
+                return ExitCode::from(1);
+            }
+        };
     tracing::info!(
-        lan = args.lan_tun,
-        wan = args.wan_tun,
+        lan = lan_name,
+        wan = wan_name,
         inside = ?config.inside.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         public_ip = %config.public_ip,
         forwards = ?config.forwards.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
         translate = config.translate,
         ftp_alg = config.ftp.enabled,
+        config = %settings.config.as_ref().map_or("-".into(), |p| p.display().to_string()),
+        control_socket = %ops.control.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
+        metrics = %ops.metrics.as_ref().map_or("-".into(), |m| m.local_addr().to_string()),
+        capture = %ops.capture.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
         "ftpnat running"
     );
     let started = std::time::Instant::now();
-    let mut rt = Runtime::new(Engine::new(config), lan, wan);
+    let mut rt = Runtime::new(Engine::new(config), lan, wan).with_ops(ops);
     let result = rt.run(&stop);
     let stopped_by = match &result {
         Ok(cause) => cause.to_string(),
         Err(_) => "device error".to_string(),
     };
     print_summary(&rt.summary(), &stopped_by, started.elapsed(), format);
+    // Removes the control socket and flushes the capture.
+    drop(rt);
     match result {
         Ok(cause) => {
             tracing::info!(%cause, "ftpnat stopped");
@@ -249,6 +526,49 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
         }
         Err(e) => {
             tracing::error!(error = %e, "ftpnat stopped on a device error");
+            eprintln!("ftpnat: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn show(a: ShowArgs) -> ExitCode {
+    let cmd = match a.what {
+        ShowWhat::Flows => Cmd::Flows,
+        ShowWhat::Pinholes => Cmd::Pinholes,
+        ShowWhat::Stats => Cmd::Stats,
+    };
+    let req = Request { cmd, filter: a.client.filter() };
+    match client::query(&a.client.control_socket, &req) {
+        Ok(v) => match client::print(cmd, &v, a.client.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            // A closed pipe (`| head`) is not an error worth a message.
+            Err(_) => ExitCode::SUCCESS,
+        },
+        Err(e) => {
+            eprintln!("ftpnat: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn events(a: ClientArgs) -> ExitCode {
+    use std::io::Write;
+    let req = Request { cmd: Cmd::Events, filter: a.filter() };
+    let mut out = std::io::stdout();
+    let r = client::follow(
+        &a.control_socket,
+        &req,
+        || eprintln!("ftpnat: following events on {} (Ctrl-C to stop)", a.control_socket.display()),
+        |v| {
+            let line = if a.json { v.to_string() } else { client::render_event(v) };
+            // Each event at once, even into a pipe; stop when the reader is gone.
+            writeln!(out, "{line}").and_then(|_| out.flush()).is_ok()
+        },
+    );
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("ftpnat: error: {e}");
             ExitCode::from(1)
         }
@@ -288,9 +608,10 @@ fn format_summary(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     match cli.command {
-        Command::Run(args) => run(args, cli.log_format),
+        Command::Run(args) => run(*args, cli.log_format),
+        Command::Show(a) => show(a),
+        Command::Events(a) => events(a),
         Command::Replay(args) => ftpnat::replay::cli::cli_main(args),
     }
 }
@@ -386,5 +707,92 @@ mod tests {
         assert!(parse_devs("l0", "l0", &[]).unwrap_err().starts_with("--wan-tun"));
         assert!(parse_devs("a/b", "w0", &[]).unwrap_err().starts_with("--lan-tun"));
         assert!(parse_devs("l0", "sixteen-chars-xx", &[]).unwrap_err().starts_with("--wan-tun"));
+    }
+
+    fn example() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ftpnat.toml.example")
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let l = config_file::load::<RunArgs>(&example()).unwrap();
+        let c = l.value.config().unwrap();
+        assert_eq!(c.forwards.len(), 1);
+        assert_eq!(c.timeouts.udp, Duration::from_secs(300));
+        assert_eq!(l.value.metrics_listen, Some("127.0.0.1:9810".parse().unwrap()));
+    }
+
+    /// Every `run` flag has a key of the same name, shown (maybe commented out) in the example, and
+    /// the example's line for it parses on its own.
+    #[test]
+    fn every_flag_is_a_config_key() {
+        use clap::CommandFactory;
+        let text = std::fs::read_to_string(example()).unwrap();
+        let mut cmd = Cli::command();
+        cmd.build();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut seen = 0;
+        for arg in run.get_arguments() {
+            let Some(key) = arg.get_long() else { continue };
+            if ["help", "config", "version"].contains(&key) {
+                continue;
+            }
+            seen += 1;
+            let line = text
+                .lines()
+                .map(|l| l.trim_start_matches('#').trim_start())
+                .find(|l| l.starts_with(&format!("{key} =")))
+                .unwrap_or_else(|| panic!("the example config does not show `{key}`"));
+            if line.contains('[') && !line.contains(']') {
+                continue; // a multi-line array: the whole file is parsed above
+            }
+            let line = match line.find(" #") {
+                Some(i) => &line[..i],
+                None => line,
+            };
+            config_file::parse::<RunArgs>(std::path::Path::new("x.toml"), line)
+                .unwrap_or_else(|e| panic!("`{line}`: {e}"));
+        }
+        assert!(seen >= 27, "only {seen} flags found");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("ftpnat-main-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f.toml");
+        std::fs::write(
+            &f,
+            "lan-tun = \"a0\"\nwan-tun = \"b0\"\ninside = [\"10.0.0.0/24\"]\npublic-ip = \"198.51.100.1\"\n\
+             udp-timeout = \"5m\"\nforward = [\"tcp:2121=10.0.0.2:21\"]\nftp-port = [21, 2121]\n",
+        )
+        .unwrap();
+        let args = |extra: &[&str]| {
+            let mut v = vec!["ftpnat", "run", "--config", f.to_str().unwrap()];
+            v.extend_from_slice(extra);
+            let Command::Run(a) = Cli::try_parse_from(v).unwrap().command else { panic!() };
+            a.resolve()
+        };
+        let (s, c) = args(&["--udp-timeout", "7m", "--wan-tun", "w9"]).unwrap();
+        assert_eq!(c.timeouts.udp, Duration::from_secs(420), "the flag wins");
+        assert_eq!(s.wan_tun.as_deref(), Some("w9"));
+        assert_eq!(s.lan_tun.as_deref(), Some("a0"), "the file fills in");
+        assert_eq!(c.forwards.len(), 1);
+        assert_eq!(c.ftp.ports, [21, 2121]);
+        let (_, c) = args(&["--forward", "udp:53=10.0.0.3:53"]).unwrap();
+        assert_eq!(c.forwards[0].to_string(), "udp:53=10.0.0.3:53", "a list flag replaces the file's list");
+        let e = args(&["--public-ip", "10.0.0.9"]).unwrap_err();
+        assert!(e.starts_with("--public-ip"), "{e}");
+        std::fs::write(
+            &f,
+            "lan-tun = \"a0\"\nwan-tun = \"b0\"\ninside = [\"10.0.0.0/24\"]\npublic-ip = \"10.0.0.9\"\n",
+        )
+        .unwrap();
+        let e = args(&[]).unwrap_err();
+        assert!(e.ends_with(&format!("(set by `public-ip` at {} line 4)", f.display())), "{e}");
+        std::fs::write(&f, "lan-tun = \"a0\"\nbogus = 1\n").unwrap();
+        let e = args(&[]).unwrap_err();
+        assert!(e.contains("line 2: unknown key `bogus`"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -13,6 +13,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
 
 use crate::config::FtpPolicy;
+use crate::events::{Event, Events};
 use crate::flow::{ConnId, Endpoint, Proto};
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::nat::Nat;
@@ -51,6 +52,8 @@ pub struct AlgCtx<'a> {
     pub public_ip: Ipv4Addr,
     pub now: Instant,
     pub control: ConnId,
+    /// For `ftpnat events` (a no-op unless the engine turned recording on).
+    pub events: &'a mut Events,
 }
 
 impl Pinholes {
@@ -99,6 +102,8 @@ impl Pinholes {
         };
         tracing::debug!(target: "ftpnat::pinhole", event = "create", control = %ctx.control, public_port = port,
             peer = %peer, inside = %inside, kind, "pinhole created");
+        let control = ctx.control;
+        ctx.events.push(|| Event::PinholeCreate { control, public_port: port, peer, inside, kind });
         ctx.pinholes.by_port.insert(port, p);
         *ctx.pinholes.per_host.entry(inside.addr).or_default() += 1;
         ctx.pinholes.timers.push(Reverse((expires, port)));
@@ -148,7 +153,7 @@ impl Pinholes {
     }
 
     /// Expires every pinhole whose time is up.
-    pub fn expire(&mut self, now: Instant, nat: &mut Nat, metrics: &mut Metrics) {
+    pub fn expire(&mut self, now: Instant, nat: &mut Nat, metrics: &mut Metrics, events: &mut Events) {
         while let Some(&Reverse((t, port))) = self.timers.peek() {
             if t > now {
                 break;
@@ -160,6 +165,11 @@ impl Pinholes {
                     metrics.pinholes_expired += 1;
                     tracing::debug!(target: "ftpnat::pinhole", event = "expire", control = %p.control,
                         public_port = port, inside = %p.inside, "pinhole expired unused");
+                    events.push(|| Event::PinholeExpire {
+                        control: p.control,
+                        public_port: port,
+                        inside: p.inside,
+                    });
                 }
             }
         }

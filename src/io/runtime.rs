@@ -2,8 +2,10 @@
 //!
 //! Owns: `poll(2)` over both device descriptors and a stop pipe, batching reads, mapping the monotonic
 //! clock into [`crate::time::Instant`], writing the engine's output to the right device, per-device I/O
-//! counters and rate-limited write-error logs, and the shutdown summary. Must not: look inside packets
-//! (the engine decides everything about them), open devices (`tun.rs`), or parse flags (`main.rs`).
+//! counters and rate-limited write-error logs, and the shutdown summary; polling the operations
+//! servers ([`crate::ops::Ops`]: control socket, metrics, SIGHUP) with the devices and handing them every
+//! packet written (capture). Must not: look inside packets (the engine decides everything about them),
+//! open devices (`tun.rs`), parse flags (`main.rs`), or serve a request itself (`ops` does).
 //!
 //! Call order follows [`crate::engine`]: per packet `handle_packet`, write a `Forward` to its side, then
 //! drain `poll_transmit`; when `poll_timeout` passes, `handle_timeout` and drain again. Between wakeups
@@ -19,6 +21,7 @@ use std::sync::Arc;
 
 use crate::engine::{Engine, Verdict};
 use crate::flow::Side;
+use crate::ops::{LoopState, Ops};
 use crate::time::Instant;
 
 use super::device::Device;
@@ -151,15 +154,18 @@ struct Port<D> {
 }
 
 impl<D: Device> Port<D> {
-    fn write(&mut self, pkt: &[u8]) {
+    /// Writes one packet; true if the device took all of it.
+    fn write(&mut self, pkt: &[u8]) -> bool {
         match self.dev.send(pkt) {
             Ok(n) if n == pkt.len() => {
                 self.stats.tx_packets += 1;
                 self.stats.tx_bytes += n as u64;
+                return true;
             }
             Ok(n) => self.write_failed(&format!("short write: {n} of {} bytes", pkt.len())),
             Err(e) => self.write_failed(&e.to_string()),
         }
+        false
     }
 
     fn write_failed(&mut self, what: &str) {
@@ -198,6 +204,15 @@ pub fn poll_timeout_ms(deadline: Option<Instant>, now: Instant) -> i32 {
     }
 }
 
+/// Writes `pkt` to the device on `side`, and hands it to the capture if the device took it.
+fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Ops>, side: Side, pkt: &[u8]) {
+    if ports[side.index()].write(pkt) {
+        if let Some(o) = ops {
+            o.captured(side, pkt);
+        }
+    }
+}
+
 /// The engine between two devices.
 pub struct Runtime<D: Device> {
     engine: Engine,
@@ -205,6 +220,7 @@ pub struct Runtime<D: Device> {
     buf: Vec<u8>,
     origin: std::time::Instant,
     wakeups: u64,
+    ops: Option<Ops>,
 }
 
 impl<D: Device> Runtime<D> {
@@ -222,7 +238,18 @@ impl<D: Device> Runtime<D> {
             buf: Vec::with_capacity(BUF_SIZE),
             origin: std::time::Instant::now(),
             wakeups: 0,
+            ops: None,
         }
+    }
+
+    /// Serves `ops` (control socket, metrics, capture, reload) from this loop.
+    pub fn with_ops(mut self, ops: Ops) -> Self {
+        self.ops = Some(ops);
+        self
+    }
+
+    pub fn ops(&self) -> Option<&Ops> {
+        self.ops.as_ref()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -245,11 +272,7 @@ impl<D: Device> Runtime<D> {
 
     /// Runs until `stop` fires (`Ok`) or a device fails (`Err`, naming it).
     pub fn run(&mut self, stop: &Stop) -> Result<StopCause, RunError> {
-        let mut fds = [
-            pollfd(self.ports[0].dev.raw_fd()),
-            pollfd(self.ports[1].dev.raw_fd()),
-            pollfd(stop.rx.as_raw_fd()),
-        ];
+        let mut fds = Vec::with_capacity(8);
         loop {
             let now = self.now();
             let mut deadline = self.engine.poll_timeout();
@@ -259,12 +282,23 @@ impl<D: Device> Runtime<D> {
                 deadline = self.engine.poll_timeout();
             }
             // An engine whose deadline does not move past `now` still gets 1 ms, never a spin.
-            let timeout = match poll_timeout_ms(deadline, now) {
+            let mut timeout = match poll_timeout_ms(deadline, now) {
                 0 => 1,
                 t => t,
             };
-            for f in &mut fds {
-                f.revents = 0;
+            fds.clear();
+            fds.extend([
+                pollfd(self.ports[0].dev.raw_fd()),
+                pollfd(self.ports[1].dev.raw_fd()),
+                pollfd(stop.rx.as_raw_fd()),
+            ]);
+            if let Some(ops) = &mut self.ops {
+                ops.register(&mut fds);
+                if let Some(d) = ops.deadline() {
+                    let ms = d.saturating_duration_since(std::time::Instant::now()).as_millis().max(1);
+                    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
+                    timeout = if timeout < 0 { ms } else { timeout.min(ms) };
+                }
             }
             // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -282,6 +316,14 @@ impl<D: Device> Runtime<D> {
                 if revents != 0 {
                     self.read_batch(side, revents)?;
                 }
+            }
+            let now = self.now();
+            if let Some(ops) = &mut self.ops {
+                let devices = [self.ports[0].stats, self.ports[1].stats];
+                let st = LoopState { engine: &mut self.engine, now, devices, start_unix: 0.0 };
+                ops.handle(&fds[3..], st);
+                // A reload may have changed timeouts; a request may have turned events on.
+                self.drain_transmit();
             }
             // Checked after the devices, so packets that arrived before the stop are still handled.
             if fds[2].revents != 0 {
@@ -304,7 +346,7 @@ impl<D: Device> Runtime<D> {
                     st.rx_packets += 1;
                     st.rx_bytes += len as u64;
                     match self.engine.handle_packet(now, side, &mut self.buf) {
-                        Verdict::Forward(out) => self.ports[out.index()].write(&self.buf),
+                        Verdict::Forward(out) => emit(&mut self.ports, &mut self.ops, out, &self.buf),
                         // The engine counted the reason (and logs it at debug level).
                         Verdict::Drop(_) | Verdict::Held => {}
                     }
@@ -334,7 +376,7 @@ impl<D: Device> Runtime<D> {
 
     fn drain_transmit(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
-            self.ports[t.side.index()].write(&t.packet);
+            emit(&mut self.ports, &mut self.ops, t.side, &t.packet);
         }
     }
 

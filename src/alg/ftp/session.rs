@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use super::parse::{self, Command, Kind};
 use super::stream::{Action, Line, SegmentOut, Stream};
 use crate::alg::{AlgCtx, Pinholes};
+use crate::events::Event;
 use crate::flow::{Dir, Endpoint};
 use crate::metrics::{DropReason, RefusalReason};
 use crate::wire::SeqNum;
@@ -259,6 +260,12 @@ impl State {
             ctx.metrics.refuse(RefusalReason::Unsolicited);
             tracing::warn!(target: "ftpnat::alg", control = %ctx.control, reason = "unsolicited",
                 line = %parse::redacted(line.bytes), "227/229 answers no pending PASV/EPSV; left as sent");
+            let control = ctx.control;
+            ctx.events.push(|| Event::Refusal {
+                control,
+                reason: RefusalReason::Unsolicited,
+                line: parse::redacted(line.bytes),
+            });
         }
         Action::Keep
     }
@@ -267,6 +274,8 @@ impl State {
         ctx.metrics.refuse(reason);
         tracing::warn!(target: "ftpnat::alg", control = %ctx.control, reason = reason.name(),
             line = %parse::redacted(line.bytes), "ALG refused line; left as sent, no pinhole");
+        let control = ctx.control;
+        ctx.events.push(|| Event::Refusal { control, reason, line: parse::redacted(line.bytes) });
     }
 
     /// Checks an announcement against policy, opens its pinhole and formats the replacement.
@@ -358,6 +367,16 @@ impl State {
             new = %String::from_utf8_lossy(&with),
             delta = with.len() as i64 - span_len as i64,
             inside = %Endpoint::new(sender, ann.port), public_port = port, "rewrite");
+        let control = ctx.control;
+        ctx.events.push(|| Event::Rewrite {
+            control,
+            kind: kind_name,
+            old: String::from_utf8_lossy(&line.bytes[ann.span.clone()]).into_owned(),
+            new: String::from_utf8_lossy(&with).into_owned(),
+            delta: with.len() as i64 - span_len as i64,
+            inside: Endpoint::new(sender, ann.port),
+            public_port: port,
+        });
         Ok((port, Action::Replace(ann.span, with)))
     }
 }

@@ -1,0 +1,145 @@
+//! Notable things the engine did, as values, for `ftpnat events` (a live stream like `conntrack -E`).
+//!
+//! Owns: the [`Event`] vocabulary and [`Events`], the bounded queue the engine pushes to and the run loop
+//! drains through [`crate::engine::Engine::poll_event`]. Must not: format output, do I/O or carry packet
+//! payload (a refused line is stored redacted, as logged; `PASS`/`ACCT` arguments never get here).
+//!
+//! Off by default: a disabled queue ignores pushes before building the event, so replay and tests pay
+//! one branch per site. When the reader falls behind, the oldest events go and are counted.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use crate::flow::{ConnId, Endpoint, FlowKey};
+use crate::metrics::RefusalReason;
+
+/// Events kept for the reader before the oldest are dropped.
+pub const CAPACITY: usize = 4096;
+
+/// One notable thing, in the order the engine did it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A connection entered the table. `orig`/`reply` are the keys as each direction's sender writes them.
+    FlowNew { id: ConnId, orig: FlowKey, reply: FlowKey, origin: &'static str },
+    /// A connection left the table (`why`: `expired`, ...), with its totals per direction.
+    FlowDestroy {
+        id: ConnId,
+        orig: FlowKey,
+        reply: FlowKey,
+        why: &'static str,
+        packets: [u64; 2],
+        bytes: [u64; 2],
+    },
+    /// The FTP ALG rewrote an announcement (`kind`: `port`, `eprt`, `227`, `229`); `old`/`new` are the
+    /// address/port text only.
+    Rewrite {
+        control: ConnId,
+        kind: &'static str,
+        old: String,
+        new: String,
+        delta: i64,
+        inside: Endpoint,
+        public_port: u16,
+    },
+    /// A data-connection pinhole opened: a SYN from `peer` to `public_port` will reach `inside`.
+    PinholeCreate { control: ConnId, public_port: u16, peer: Ipv4Addr, inside: Endpoint, kind: &'static str },
+    /// A pinhole was used by a SYN from `from`.
+    PinholeUse { control: ConnId, public_port: u16, from: Endpoint, inside: Endpoint },
+    /// A pinhole expired unused.
+    PinholeExpire { control: ConnId, public_port: u16, inside: Endpoint },
+    /// The ALG left a line as sent and opened nothing; `line` is redacted like the log line.
+    Refusal { control: ConnId, reason: RefusalReason, line: String },
+}
+
+impl Event {
+    /// Stable snake_case kind, as `ftpnat events --json` prints it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::FlowNew { .. } => "flow_new",
+            Event::FlowDestroy { .. } => "flow_destroy",
+            Event::Rewrite { .. } => "rewrite",
+            Event::PinholeCreate { .. } => "pinhole_create",
+            Event::PinholeUse { .. } => "pinhole_use",
+            Event::PinholeExpire { .. } => "pinhole_expire",
+            Event::Refusal { .. } => "refusal",
+        }
+    }
+}
+
+/// The bounded, switchable event queue.
+#[derive(Debug, Default)]
+pub struct Events {
+    on: bool,
+    queue: VecDeque<Event>,
+    dropped: u64,
+}
+
+impl Events {
+    /// Turns recording on or off; turning it off forgets what was queued.
+    pub fn set_enabled(&mut self, on: bool) {
+        self.on = on;
+        if !on {
+            self.queue.clear();
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.on
+    }
+
+    /// Records the event `make` builds, only when recording is on (so a disabled queue allocates nothing).
+    #[inline]
+    pub fn push(&mut self, make: impl FnOnce() -> Event) {
+        if !self.on {
+            return;
+        }
+        if self.queue.len() >= CAPACITY {
+            self.queue.pop_front();
+            self.dropped += 1;
+        }
+        self.queue.push_back(make());
+    }
+
+    pub fn pop(&mut self) -> Option<Event> {
+        self.queue.pop_front()
+    }
+
+    /// Events lost because the reader fell more than [`CAPACITY`] behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expire(port: u16) -> Event {
+        Event::PinholeExpire {
+            control: ConnId(1),
+            public_port: port,
+            inside: Endpoint::new(Ipv4Addr::LOCALHOST, 1),
+        }
+    }
+
+    #[test]
+    fn off_by_default_and_bounded_when_on() {
+        let mut e = Events::default();
+        let mut built = false;
+        e.push(|| {
+            built = true;
+            expire(1)
+        });
+        assert!(!built, "a disabled queue must not build the event");
+        assert_eq!(e.pop(), None);
+        e.set_enabled(true);
+        for p in 0..(CAPACITY as u16 + 3) {
+            e.push(|| expire(p));
+        }
+        assert_eq!(e.dropped(), 3);
+        assert_eq!(e.pop(), Some(expire(3)), "the oldest went first");
+        e.set_enabled(false);
+        assert_eq!(e.pop(), None);
+        assert_eq!(expire(1).kind(), "pinhole_expire");
+    }
+}

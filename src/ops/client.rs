@@ -1,0 +1,398 @@
+//! The client side of the control socket: `ftpnat show flows|pinholes|stats` and `ftpnat events`.
+//!
+//! Owns: connecting, sending one [`Request`], reading the JSON reply or event stream, and rendering it
+//! for people (aligned tables like `conntrack -L`, one line per event like `conntrack -E`) or passing
+//! the JSON through (`--json`). Must not: know the engine; everything it shows comes from the reply.
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::view::{Cmd, Request};
+
+/// Where `ftpnat show`/`events` look when `--control-socket` is not given (systemd's RuntimeDirectory).
+pub const DEFAULT_SOCKET: &str = "/run/ftpnat/control.sock";
+
+/// A failed client call, with a message for the operator.
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+fn connect(path: &Path, req: &Request) -> Result<BufReader<UnixStream>, ClientError> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        ClientError(format!(
+            "cannot connect to {}: {e} (is `ftpnat run --control-socket {}` running, and may you open it?)",
+            path.display(),
+            path.display()
+        ))
+    })?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError(e.to_string()))?;
+    line.push(b'\n');
+    if let Err(e) = s.write_all(&line) {
+        // The server may have refused us before reading (permission, too many clients): say why.
+        let mut why = String::new();
+        let _ = BufReader::new(&s).read_line(&mut why);
+        let refusal = serde_json::from_str::<Value>(&why).ok().and_then(|v| server_error(&v));
+        return Err(refusal.unwrap_or_else(|| ClientError(format!("{}: {e}", path.display()))));
+    }
+    Ok(BufReader::new(s))
+}
+
+fn server_error(v: &Value) -> Option<ClientError> {
+    v.get("error").and_then(Value::as_str).map(|e| ClientError(format!("ftpnat answered: {e}")))
+}
+
+/// Sends a `flows`/`pinholes`/`stats` request and returns the JSON reply.
+pub fn query(path: &Path, req: &Request) -> Result<Value, ClientError> {
+    let mut r = connect(path, req)?;
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
+    if line.is_empty() {
+        return Err(ClientError(format!("{}: closed without a reply", path.display())));
+    }
+    let v: Value = serde_json::from_str(&line).map_err(|e| ClientError(format!("bad reply: {e}")))?;
+    match server_error(&v) {
+        Some(e) => Err(e),
+        None => Ok(v),
+    }
+}
+
+/// Subscribes to events and calls `each` with every event (and `{"lost":N}` notices) until the server
+/// goes away or `each` returns false. `on_subscribed` runs once the server confirmed.
+pub fn follow(
+    path: &Path,
+    req: &Request,
+    mut on_subscribed: impl FnMut(),
+    mut each: impl FnMut(&Value) -> bool,
+) -> Result<(), ClientError> {
+    let r = connect(path, req)?;
+    for line in r.lines() {
+        let line = line.map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
+        let v: Value =
+            serde_json::from_str(&line).map_err(|e| ClientError(format!("bad event line: {e}")))?;
+        if let Some(e) = server_error(&v) {
+            return Err(e);
+        }
+        if v.get("subscribed").is_some() {
+            on_subscribed();
+            continue;
+        }
+        if !each(&v) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The text a person sees for a reply to `cmd`.
+pub fn render(cmd: Cmd, v: &Value) -> String {
+    match cmd {
+        Cmd::Flows => render_flows(v),
+        Cmd::Pinholes => render_pinholes(v),
+        Cmd::Stats => render_stats(v),
+        Cmd::Events => render_event(v),
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn secs(v: &Value) -> String {
+    let ms = v.as_u64().unwrap_or(0);
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+fn signed(v: &Value) -> String {
+    let n = v.as_i64().unwrap_or(0);
+    if n > 0 {
+        format!("+{n}")
+    } else {
+        n.to_string()
+    }
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = String>| {
+        let cells: Vec<String> = cells.collect();
+        let n = cells.len();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                out.push_str(&c);
+            } else {
+                let _ = write!(out, "{c:<width$}  ", width = w[i]);
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, &mut header.iter().map(|h| h.to_string()));
+    for r in rows {
+        line(&mut out, &mut r.iter().cloned());
+    }
+    out
+}
+
+/// `show flows`: like `conntrack -L`, one connection per line; an FTP control connection adds its ALG
+/// state and the sequence deltas in force each way.
+pub fn render_flows(v: &Value) -> String {
+    let empty = Vec::new();
+    let flows = v["flows"].as_array().unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = flows
+        .iter()
+        .map(|f| {
+            let alg = match &f["alg"] {
+                Value::Null => match f.get("control") {
+                    Some(c) => format!("ftp-data of #{c}"),
+                    None => String::new(),
+                },
+                a => {
+                    let ph: Vec<String> = a["pinholes"]
+                        .as_array()
+                        .map(|p| p.iter().map(|x| x.to_string()).collect())
+                        .unwrap_or_default();
+                    format!(
+                        "ftp {} client={} seq-delta orig={} reply={} pinholes=[{}]",
+                        s(&a["state"]),
+                        s(&a["client"]),
+                        signed(&a["delta_orig"]),
+                        signed(&a["delta_reply"]),
+                        ph.join(",")
+                    )
+                }
+            };
+            vec![
+                format!("#{}", s(&f["id"])),
+                s(&f["proto"]),
+                s(&f["state"]),
+                s(&f["origin"]),
+                s(&f["inside"]),
+                s(&f["outside"]),
+                s(&f["remote"]),
+                secs(&f["idle_ms"]),
+                secs(&f["expires_in_ms"]),
+                format!("{}/{}", s(&f["packets"]["orig"]), s(&f["packets"]["reply"])),
+                format!("{}/{}", s(&f["bytes"]["orig"]), s(&f["bytes"]["reply"])),
+                alg,
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ID",
+            "PROTO",
+            "STATE",
+            "ORIGIN",
+            "INSIDE",
+            "OUTSIDE",
+            "REMOTE",
+            "IDLE",
+            "TTL",
+            "PKTS o/r",
+            "BYTES o/r",
+            "ALG",
+        ],
+        &rows,
+    );
+    let _ = writeln!(out, "{} flow(s)", rows.len());
+    out
+}
+
+/// `show pinholes`: who may connect where, until when, on whose behalf.
+pub fn render_pinholes(v: &Value) -> String {
+    let empty = Vec::new();
+    let list = v["pinholes"].as_array().unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                s(&p["peer"]),
+                s(&p["public"]),
+                s(&p["inside"]),
+                s(&p["kind"]),
+                secs(&p["expires_in_ms"]),
+                format!("#{}", s(&p["control"])),
+            ]
+        })
+        .collect();
+    let mut out = table(&["EXPECTED PEER", "PUBLIC", "INSIDE", "FROM", "TIME LEFT", "CONTROL"], &rows);
+    let _ = writeln!(out, "{} pinhole(s)", rows.len());
+    out
+}
+
+/// `show stats`: every counter, one per line, in name order.
+pub fn render_stats(v: &Value) -> String {
+    let Some(m) = v["stats"].as_object() else { return String::new() };
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for k in keys {
+        let _ = writeln!(out, "{k:<width$}  {}", s(&m[k]));
+    }
+    out
+}
+
+fn hms(ts: &Value) -> String {
+    let t = ts.as_f64().unwrap_or(0.0);
+    let whole = t as u64;
+    let ms = ((t - whole as f64) * 1000.0) as u64;
+    format!("{:02}:{:02}:{:02}.{ms:03}", (whole / 3600) % 24, (whole / 60) % 60, whole % 60)
+}
+
+fn tuple(k: &Value) -> String {
+    format!("{} -> {}", s(&k["src"]), s(&k["dst"]))
+}
+
+/// One event line, like `conntrack -E` (times are UTC).
+pub fn render_event(v: &Value) -> String {
+    if let Some(n) = v.get("lost") {
+        return format!("[LOST] {n} event(s) not shown: this reader fell behind");
+    }
+    let body = match v["event"].as_str().unwrap_or("") {
+        "flow_new" => format!(
+            "[NEW] #{} {} {} | reply {} ({})",
+            s(&v["id"]),
+            s(&v["proto"]),
+            tuple(&v["orig"]),
+            tuple(&v["reply"]),
+            s(&v["origin"])
+        ),
+        "flow_destroy" => format!(
+            "[DESTROY] #{} {} {} | reply {} ({}) packets {}/{} bytes {}/{}",
+            s(&v["id"]),
+            s(&v["proto"]),
+            tuple(&v["orig"]),
+            tuple(&v["reply"]),
+            s(&v["why"]),
+            s(&v["packets"]["orig"]),
+            s(&v["packets"]["reply"]),
+            s(&v["bytes"]["orig"]),
+            s(&v["bytes"]["reply"])
+        ),
+        "rewrite" => format!(
+            "[REWRITE] #{} {} {} -> {} (delta {}) inside {} public port {}",
+            s(&v["control"]),
+            s(&v["kind"]),
+            s(&v["old"]),
+            s(&v["new"]),
+            signed(&v["delta"]),
+            s(&v["inside"]),
+            s(&v["public_port"])
+        ),
+        "pinhole_create" => format!(
+            "[PINHOLE] #{} public port {} -> {} for {} ({})",
+            s(&v["control"]),
+            s(&v["public_port"]),
+            s(&v["inside"]),
+            s(&v["peer"]),
+            s(&v["kind"])
+        ),
+        "pinhole_use" => format!(
+            "[PINHOLE-USED] #{} public port {} <- {} -> {}",
+            s(&v["control"]),
+            s(&v["public_port"]),
+            s(&v["from"]),
+            s(&v["inside"])
+        ),
+        "pinhole_expire" => format!(
+            "[PINHOLE-EXPIRED] #{} public port {} -> {} unused",
+            s(&v["control"]),
+            s(&v["public_port"]),
+            s(&v["inside"])
+        ),
+        "refusal" => format!("[REFUSED] #{} {}: {}", s(&v["control"]), s(&v["reason"]), s(&v["line"])),
+        other => format!("[{other}] {v}"),
+    };
+    format!("{} {body}", hms(&v["ts"]))
+}
+
+/// Prints a reply: pretty JSON (`--json`) or the table.
+pub fn print(cmd: Cmd, v: &Value, json: bool) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(v).unwrap_or_default())
+    } else {
+        out.write_all(render(cmd, v).as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flows_table_shows_alg_and_deltas() {
+        let v = json!({"flows": [{
+            "id": 3, "proto": "tcp", "state": "ESTABLISHED", "origin": "outbound",
+            "inside": "10.0.0.2:40000", "outside": "198.51.100.1:40000", "remote": "198.51.100.2:21",
+            "idle_ms": 1200, "expires_in_ms": 7438800,
+            "packets": {"orig": 12, "reply": 10}, "bytes": {"orig": 800, "reply": 1200},
+            "alg": {"state": "clear", "client": "inside", "delta_orig": 2, "delta_reply": 0, "pinholes": [40001]}
+        }, {
+            "id": 4, "proto": "tcp", "state": "SYN_SENT", "origin": "pinhole", "control": 3,
+            "inside": "10.0.0.2:40001", "outside": "198.51.100.1:40001", "remote": "198.51.100.2:20",
+            "idle_ms": 0, "expires_in_ms": 240000, "packets": {"orig": 1, "reply": 0},
+            "bytes": {"orig": 60, "reply": 0}, "alg": null
+        }]});
+        let t = render_flows(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("ID  PROTO  STATE"), "{t}");
+        assert!(
+            lines[1].contains("10.0.0.2:40000") && lines[1].contains("1.2s") && lines[1].contains("12/10")
+        );
+        assert!(
+            lines[1].ends_with("ftp clear client=inside seq-delta orig=+2 reply=0 pinholes=[40001]"),
+            "{t}"
+        );
+        assert!(lines[2].ends_with("ftp-data of #3"), "{t}");
+        assert_eq!(lines[3], "2 flow(s)");
+        // Columns line up: every row's INSIDE starts where the header's does.
+        let col = lines[0].find("INSIDE").unwrap();
+        assert_eq!(&lines[1][col..col + 8], "10.0.0.2");
+    }
+
+    #[test]
+    fn events_read_like_conntrack_e() {
+        let v = json!({"event": "rewrite", "ts": 3723.5, "control": 3, "kind": "port",
+            "old": "10,0,0,2,156,65", "new": "198,51,100,1,156,65", "delta": 4,
+            "inside": "10.0.0.2:40001", "public_port": 40001});
+        assert_eq!(
+            render_event(&v),
+            "01:02:03.500 [REWRITE] #3 port 10,0,0,2,156,65 -> 198,51,100,1,156,65 (delta +4) inside 10.0.0.2:40001 public port 40001"
+        );
+        assert!(render_event(&json!({"lost": 7})).starts_with("[LOST] 7"));
+    }
+
+    #[test]
+    fn stats_are_sorted_lines() {
+        let t = render_stats(&json!({"stats": {"drops.no_mapping": 3, "flows.active": 1}}));
+        assert_eq!(t, "drops.no_mapping  3\nflows.active      1\n");
+    }
+}
