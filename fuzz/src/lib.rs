@@ -323,13 +323,15 @@ pub fn stream(data: &[u8]) {
     // Offset at which the framer started (SYN: 0; a pickup: the first segment's offset).
     let mut start: Option<usize> = None;
     let mut wild = false;
+    let mut finished = false;
     let mut ops = 0;
     while !d.is_empty() && ops < 2000 {
         ops += 1;
         let op = d.u8();
         match op % 8 {
             0..=3 => {
-                if op & 0x10 != 0 || tx.bytes.is_empty() {
+                // A sender writes nothing after its FIN (RFC 9293 §3.6): the stream ends there.
+                if (op & 0x10 != 0 || tx.bytes.is_empty()) && !finished {
                     tx.append(&mut d, cap);
                 }
                 let total = tx.bytes.len();
@@ -347,6 +349,7 @@ pub fn stream(data: &[u8]) {
                 };
                 let len = if op & 0x40 == 0 { total - off } else { d.u16() as usize % (total - off + 1) };
                 let fin = off + len == total && d.u8() & 0x0f == 0;
+                finished |= fin;
                 let payload = &tx.bytes[off..off + len];
                 let seq = if syn { tx.isn } else { tx.seq(off) };
                 if start.is_none() {
@@ -433,7 +436,8 @@ pub fn stream(data: &[u8]) {
     }
     let Some(start) = start else { return };
     // The whole output so far is the input with the applied edits, nothing else.
-    let end = s.emitted().diff(tx.seq(0));
+    // A consumed FIN takes a sequence number but is no byte of the stream.
+    let end = s.emitted().diff(tx.seq(0)).min(tx.bytes.len() as i32);
     if end < start as i32 {
         return;
     }
