@@ -77,7 +77,7 @@ fn session_seeds_reach_the_alg() {
 /// `FUZZ_TARGET=stream FUZZ_FILE=fuzz/artifacts/stream/crash-... cargo test --test fuzz_corpus replay_one
 /// -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a debugging tool: run by hand with FUZZ_TARGET and FUZZ_FILE set"]
 fn replay_one() {
     let target = std::env::var("FUZZ_TARGET").expect("FUZZ_TARGET");
     let data = std::fs::read(std::env::var("FUZZ_FILE").expect("FUZZ_FILE")).expect("read FUZZ_FILE");
