@@ -30,8 +30,9 @@ struct Outputs {
     summary: PathBuf,
 }
 
-/// Runs `ftpnat replay` for a case as its `args` say, outputs in the test's temporary directory.
-fn replay(case: &Path) -> (Vec<String>, Outputs, cli::ReplayArgs) {
+/// Runs `ftpnat replay` for a case as its `args` say, outputs in a temporary directory of the calling
+/// test (`who`): the tests run in parallel and must not write each other's files.
+fn replay(case: &Path, who: &str) -> (Vec<String>, Outputs, cli::ReplayArgs) {
     let name = case.file_name().unwrap().to_string_lossy().to_string();
     let list: Vec<String> = std::fs::read_to_string(case.join("args"))
         .unwrap()
@@ -39,7 +40,7 @@ fn replay(case: &Path) -> (Vec<String>, Outputs, cli::ReplayArgs) {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-cases").join(&name);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-cases").join(who).join(&name);
     std::fs::create_dir_all(&tmp).unwrap();
     let o =
         Outputs { lan: tmp.join("lan.pcap"), wan: tmp.join("wan.pcap"), summary: tmp.join("summary.json") };
@@ -67,7 +68,7 @@ fn cases_match_expected_summaries_and_keep_properties() {
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         assert!(case.join("README.md").exists(), "{name}: README.md missing");
-        let (list, out, args) = replay(&case);
+        let (list, out, args) = replay(&case, "summaries");
         let got = flatten(&serde_json::from_str(&std::fs::read_to_string(&out.summary).unwrap()).unwrap());
         let want = flatten(
             &serde_json::from_str(&std::fs::read_to_string(case.join("expected-summary.json")).unwrap())
@@ -160,7 +161,7 @@ fn tshark_finds_no_malformed_packets_or_bad_checksums() {
     let mut problems = Vec::new();
     for case in cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let (_, out, _) = replay(&case);
+        let (_, out, _) = replay(&case, "tshark");
         for p in [&out.lan, &out.wan] {
             match replay_check::tshark_problems(p) {
                 None => {
