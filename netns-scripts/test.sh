@@ -22,7 +22,7 @@ cargo clippy --all-targets -- -D warnings
 # Plain `cargo test` (not --all-targets) so doc tests run too; clippy above already built every target.
 echo "== cargo test --release"
 cargo test --release
-# A bounded fuzz smoke run (FUZZ_SECONDS per target, default 60): cargo-fuzz on stable via
+# A bounded, seeded fuzz smoke run (a fixed execution count per target, reproducible): cargo-fuzz on stable via
 # RUSTC_BOOTSTRAP, no sanitizer; the committed corpora already ran above in tests/fuzz_corpus.rs.
 echo "== fuzz smoke (fuzz/smoke.sh)"
 fuzz/smoke.sh

@@ -408,7 +408,10 @@ pub fn stream(data: &[u8]) {
                 let a = SeqNum(d.u32());
                 let ack_in = s.map.unmap(a);
                 trace!("wild ack {a:?}");
-                s.map.prune(ack_in);
+                // As the engine does: an unedited direction has no history to forget.
+                if !s.map.is_identity() {
+                    s.map.prune(ack_in);
+                }
                 wild = true;
             }
             6 => {
