@@ -146,6 +146,10 @@ struct RunArgs {
     /// Route without translating (benchmark ceiling): addresses and ports are left alone.
     #[arg(long)]
     forward_only: bool,
+    /// Plain TUN I/O, one packet per read/write, instead of segmentation offload (IFF_VNET_HDR with
+    /// TSO/USO and checksum offload, used when the kernel has it).
+    #[arg(long)]
+    no_offload: bool,
     /// Serve `ftpnat show`/`ftpnat events` on this Unix socket (created with mode 0600).
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
@@ -259,6 +263,7 @@ impl RunArgs {
             udp_timeout,
             icmp_timeout,
             forward_only,
+            no_offload,
             control_socket,
             metrics_listen,
             capture,
@@ -290,6 +295,7 @@ impl RunArgs {
             udp_timeout: udp_timeout.or(file.udp_timeout),
             icmp_timeout: icmp_timeout.or(file.icmp_timeout),
             forward_only: forward_only || file.forward_only,
+            no_offload: no_offload || file.no_offload,
             control_socket: control_socket.or(file.control_socket),
             metrics_listen: metrics_listen.or(file.metrics_listen),
             capture: capture.or(file.capture),
@@ -415,6 +421,7 @@ fn restart_notes(running: &RunArgs, new: &RunArgs) -> Vec<String> {
     };
     cmp(running.lan_tun != new.lan_tun, "lan-tun");
     cmp(running.wan_tun != new.wan_tun, "wan-tun");
+    cmp(running.no_offload != new.no_offload, "no-offload");
     cmp(running.control_socket != new.control_socket, "control-socket");
     cmp(running.metrics_listen != new.metrics_listen, "metrics-listen");
     cmp(running.capture != new.capture, "capture");
@@ -486,7 +493,8 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         }
     };
     ops.reload = Some(reload);
-    let open = |flag, name: &str, side: Side| TunDevice::open(flag, name, config.mtu[side.index()]);
+    let offload = if settings.no_offload { tun::Offload::Off } else { tun::Offload::Auto };
+    let open = |flag, name: &str, side: Side| TunDevice::open(flag, name, config.mtu[side.index()], offload);
     let (lan, wan) =
         match (open("--lan-tun", &lan_name, Side::Inside), open("--wan-tun", &wan_name, Side::Outside)) {
             (Ok(l), Ok(w)) => (l, w),

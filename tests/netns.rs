@@ -111,9 +111,21 @@ fn blob(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A bulk TCP download through the default device I/O (segmentation offload: the server's 64 KB
+/// aggregates are split on arrival and coalesced again on write) and through plain TUN I/O
+/// (`--no-offload`, one packet per read and write): same bytes, same public source either way.
 #[test]
 fn http_download_arrives_intact_from_the_public_ip() {
-    let Some(mut t) = Topology::up("http_download_arrives_intact_from_the_public_ip", &[], &[]) else {
+    http_download("http_download_offload", &[]);
+}
+
+#[test]
+fn http_download_arrives_intact_without_offload() {
+    http_download("http_download_no_offload", &["--no-offload"]);
+}
+
+fn http_download(name: &str, extra: &[&str]) {
+    let Some(mut t) = Topology::up(name, &[], extra) else {
         return;
     };
     let www = t.state_dir.join("www");
@@ -150,7 +162,12 @@ fn http_download_arrives_intact_from_the_public_ip() {
     let log = t.server_output(srv);
     let client = log.lines().find(|l| l.contains("GET /blob.bin")).and_then(|l| l.split_whitespace().next());
     assert_eq!(client, Some(PUBLIC_IP), "the wan server must see the public address; its log:\n{log}");
-    t.stop_cleanly();
+    let stopped = t.stop_cleanly();
+    let offload = stopped.log.contains("offload=true");
+    assert_eq!(offload, extra.is_empty(), "offload on exactly when not refused:\n{}", stopped.log);
+    // The server's segments reach the WAN device as aggregates only with offload on.
+    let aggregates = stopped.summary.contains("device.wan.rx_aggregates");
+    assert_eq!(aggregates, offload, "aggregates read iff offload:\n{}", stopped.summary);
 }
 
 #[test]

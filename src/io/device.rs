@@ -1,8 +1,10 @@
 //! The packet device boundary: what the run loop needs from a device, and an in-memory pair for tests.
 //!
-//! Owns: the [`Device`] trait (one IPv4 datagram per `recv`/`send`, non-blocking, pollable fd) and
-//! [`MemDevice`], a device backed by a datagram socket pair so the real `poll(2)` loop can be driven by a
-//! test. Must not: know about TUN ioctls (that is `tun.rs`), the engine, or the run loop's policy.
+//! Owns: the [`Device`] trait (one IPv4 datagram per `recv`/`send`, non-blocking, pollable fd, plus
+//! batched [`Device::recv_batch`]/[`Device::send_batch`] with one-packet defaults), the batch buffers
+//! ([`RxBatch`], [`TxBatch`]) and [`MemDevice`], a device backed by a datagram socket pair so the real
+//! `poll(2)` loop can be driven by a test. Must not: know about TUN ioctls or offload framing (that is
+//! `tun.rs` and `offload.rs`), the engine, or the run loop's policy.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -37,6 +39,182 @@ pub trait Device {
             }
         }
     }
+
+    /// Reads what one system call yields into `rx` (one datagram here; a backend with segmentation
+    /// offload may split one large read into many packets) and returns how many packets `rx` now holds.
+    /// End of file is [`io::ErrorKind::UnexpectedEof`]. `Ok(0)` means a read succeeded but yielded no
+    /// packet (the backend dropped and counted something it could not frame, see
+    /// [`Device::rx_errors`]); the caller simply reads again.
+    fn recv_batch(&mut self, rx: &mut RxBatch) -> io::Result<usize> {
+        rx.len = 0;
+        let buf = rx.slot(0);
+        match self.recv_vec(buf, RECV_SIZE) {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {
+                rx.len = 1;
+                Ok(1)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes [`TxBatch`] must leave in front of every packet for this backend's own framing.
+    fn tx_headroom(&self) -> usize {
+        0
+    }
+
+    /// The capacity each [`TxBatch`] buffer should have (a backend that coalesces packets into the
+    /// first buffer of a run needs room for a whole aggregate; 0: just the packet).
+    fn tx_capacity(&self) -> usize {
+        0
+    }
+
+    /// Writes every packet in `tx` (each after [`Device::tx_headroom`] bytes) and empties it. The
+    /// default writes them one by one.
+    fn send_batch(&mut self, tx: &mut TxBatch) -> Sent {
+        tx.send_each(|p| self.send(p))
+    }
+
+    /// Packets this backend read but could not frame (dropped and counted here; 0 for plain devices).
+    fn rx_errors(&self) -> u64 {
+        0
+    }
+}
+
+/// Receive buffer size: the largest IPv4 datagram (65535) fits, so no read is ever truncated.
+pub const RECV_SIZE: usize = 65536;
+
+/// What a [`Device::send_batch`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets the device refused or cut short.
+    pub errors: u64,
+    /// The last error's description, for the log.
+    pub error: Option<String>,
+}
+
+impl Sent {
+    /// Accounts for one single-packet write of `len` bytes.
+    pub fn record(&mut self, len: usize, r: io::Result<usize>) {
+        match r {
+            Ok(n) if n == len => {
+                self.packets += 1;
+                self.bytes += n as u64;
+            }
+            Ok(n) => {
+                self.errors += 1;
+                self.error = Some(format!("short write: {n} of {len} bytes"));
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Packets read in one batch. Buffers are kept between batches so the packet path does not allocate;
+/// each is a `Vec` the engine may rewrite in place (an ALG rewrite can change its length).
+#[derive(Debug, Default)]
+pub struct RxBatch {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl RxBatch {
+    /// The `i`th buffer, created on first use.
+    pub fn slot(&mut self, i: usize) -> &mut Vec<u8> {
+        if self.bufs.len() <= i {
+            self.bufs.resize_with(i + 1, Vec::new);
+        }
+        &mut self.bufs[i]
+    }
+    /// The first `n` buffers, created on first use, each resized to `size` bytes (for a backend that
+    /// reads into slices); the caller sets the batch length with [`RxBatch::set_len`].
+    pub fn slots(&mut self, n: usize, size: usize) -> &mut [Vec<u8>] {
+        self.slot(n.saturating_sub(1));
+        for b in &mut self.bufs[..n] {
+            if b.len() != size {
+                b.resize(size, 0);
+            }
+        }
+        &mut self.bufs[..n]
+    }
+    pub fn set_len(&mut self, n: usize) {
+        self.len = n.min(self.bufs.len());
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Packet `i` of the batch (`i < len()`).
+    pub fn packet_mut(&mut self, i: usize) -> &mut Vec<u8> {
+        &mut self.bufs[i]
+    }
+}
+
+/// Packets waiting to be written to one device, each preceded by the backend's headroom. Buffers are
+/// reused between batches.
+#[derive(Debug, Default)]
+pub struct TxBatch {
+    headroom: usize,
+    capacity: usize,
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl TxBatch {
+    /// Buffers with `headroom` bytes before each packet and at least `capacity` bytes of room (memory
+    /// is reserved, not touched, until a packet or an aggregate fills it).
+    pub fn new(headroom: usize, capacity: usize) -> TxBatch {
+        TxBatch { headroom, capacity, bufs: Vec::new(), len: 0 }
+    }
+    /// Queues a copy of `pkt`.
+    pub fn push(&mut self, pkt: &[u8]) {
+        if self.bufs.len() == self.len {
+            self.bufs.push(Vec::with_capacity(self.capacity.max(self.headroom + pkt.len().max(2048))));
+        }
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        b.resize(self.headroom, 0);
+        b.extend_from_slice(pkt);
+        self.len += 1;
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn headroom(&self) -> usize {
+        self.headroom
+    }
+    /// Packet `i` without the headroom.
+    pub fn packet(&self, i: usize) -> &[u8] {
+        &self.bufs[i][self.headroom..]
+    }
+    /// The queued buffers, headroom included, for a backend that frames them itself.
+    pub fn buffers_mut(&mut self) -> &mut [Vec<u8>] {
+        &mut self.bufs[..self.len]
+    }
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// Writes the packets one by one with `send` (a plain `write(2)` each), accounts for them and
+    /// empties the batch.
+    pub fn send_each(&mut self, mut send: impl FnMut(&[u8]) -> io::Result<usize>) -> Sent {
+        let mut sent = Sent::default();
+        for i in 0..self.len {
+            let pkt = self.packet(i);
+            sent.record(pkt.len(), send(pkt));
+        }
+        self.clear();
+        sent
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -54,6 +232,21 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn recv_vec(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         (**self).recv_vec(buf, max)
+    }
+    fn recv_batch(&mut self, rx: &mut RxBatch) -> io::Result<usize> {
+        (**self).recv_batch(rx)
+    }
+    fn tx_headroom(&self) -> usize {
+        (**self).tx_headroom()
+    }
+    fn tx_capacity(&self) -> usize {
+        (**self).tx_capacity()
+    }
+    fn send_batch(&mut self, tx: &mut TxBatch) -> Sent {
+        (**self).send_batch(tx)
+    }
+    fn rx_errors(&self) -> u64 {
+        (**self).rx_errors()
     }
 }
 
@@ -153,6 +346,58 @@ impl MemPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tx_batch_keeps_headroom_order_and_reuses_buffers() {
+        let mut tx = TxBatch::new(10, 4096);
+        tx.push(&[1, 2, 3]);
+        tx.push(&[4]);
+        assert_eq!((tx.len(), tx.packet(0), tx.packet(1)), (2, &[1u8, 2, 3][..], &[4u8][..]));
+        assert!(tx.buffers_mut().iter().all(|b| b.capacity() >= 4096 && b[..10] == [0; 10]));
+        let first = tx.buffers_mut()[0].as_ptr();
+        tx.clear();
+        assert!(tx.is_empty());
+        tx.push(&[9; 100]);
+        assert_eq!(tx.packet(0), &[9; 100][..]);
+        assert_eq!(tx.buffers_mut()[0].as_ptr(), first, "the buffer is reused, not reallocated");
+    }
+
+    #[test]
+    fn default_batches_are_one_packet_and_eof_is_an_error() {
+        let (mut dev, peer) = MemDevice::pair("mem1").unwrap();
+        let mut rx = RxBatch::default();
+        assert_eq!(dev.recv_batch(&mut rx).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        peer.inject(&[7, 7]).unwrap();
+        peer.inject(&[8]).unwrap();
+        assert_eq!(dev.recv_batch(&mut rx).unwrap(), 1);
+        assert_eq!(rx.packet_mut(0), &vec![7, 7]);
+        assert_eq!(dev.recv_batch(&mut rx).unwrap(), 1);
+        assert_eq!(rx.packet_mut(0), &vec![8]);
+        let mut tx = TxBatch::new(dev.tx_headroom(), dev.tx_capacity());
+        tx.push(&[1]);
+        tx.push(&[2, 2]);
+        let sent = dev.send_batch(&mut tx);
+        assert_eq!((sent.packets, sent.bytes, sent.errors), (2, 3, 0));
+        assert!(tx.is_empty());
+        assert_eq!(peer.take().unwrap(), Some(vec![1]));
+        assert_eq!(peer.take().unwrap(), Some(vec![2, 2]));
+        peer.close();
+        assert_eq!(dev.recv_batch(&mut rx).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn rx_slots_are_sized_for_slice_reads() {
+        let mut rx = RxBatch::default();
+        let bufs = rx.slots(4, 1500);
+        assert_eq!(bufs.len(), 4);
+        bufs[1].truncate(60);
+        rx.set_len(2);
+        assert_eq!(rx.len(), 2);
+        assert_eq!(rx.packet_mut(1).len(), 60);
+        assert!(rx.slots(4, 1500).iter().all(|b| b.len() == 1500), "restored before the next read");
+        rx.set_len(99);
+        assert_eq!(rx.len(), 4, "never longer than the buffers");
+    }
 
     #[test]
     fn mem_pair_keeps_packet_boundaries_and_never_blocks() {

@@ -1,14 +1,17 @@
 //! The run loop: two devices, one engine, the monotonic clock and the stop signal.
 //!
-//! Owns: `poll(2)` over both device descriptors and a stop pipe, batching reads, mapping the monotonic
+//! Owns: `poll(2)` over both device descriptors and a stop pipe, batching reads and writes (each device's
+//! output is queued and written as one batch, so a backend with offload can coalesce it), mapping the monotonic
 //! clock into [`crate::time::Instant`], writing the engine's output to the right device, per-device I/O
 //! counters and rate-limited write-error logs, and the shutdown summary; polling the operations
 //! servers ([`crate::ops::Ops`]: control socket, metrics, SIGHUP) with the devices and handing them every
 //! packet written (capture). Must not: look inside packets (the engine decides everything about them),
 //! open devices (`tun.rs`), parse flags (`main.rs`), or serve a request itself (`ops` does).
 //!
-//! Call order follows [`crate::engine`]: per packet `handle_packet`, write a `Forward` to its side, then
-//! drain `poll_transmit`; when `poll_timeout` passes, `handle_timeout` and drain again. Between wakeups
+//! Call order follows [`crate::engine`]: per packet `handle_packet`, queue a `Forward` for its side, then
+//! drain `poll_transmit` into the queues; when `poll_timeout` passes, `handle_timeout` and drain again.
+//! Queues are written when they reach [`TX_BATCH`] packets, after each device's read batch, and before
+//! the loop sleeps, so no packet waits across a `poll(2)`. Packets keep their order per device. Between wakeups
 //! the loop sleeps in `poll(2)` until a device is readable, the stop pipe fires or the engine's next
 //! deadline, so an idle gateway uses no CPU.
 
@@ -24,12 +27,13 @@ use crate::flow::Side;
 use crate::ops::{LoopState, Ops};
 use crate::time::Instant;
 
-use super::device::Device;
+use super::device::{Device, RxBatch, Sent, TxBatch};
 
-/// Packets read from one device per wakeup before the other device gets its turn.
+/// Reads from one device per wakeup before the other device gets its turn (one read may yield many
+/// packets with segmentation offload).
 pub const BATCH: usize = 64;
-/// Receive buffer size: the largest IPv4 datagram (65535) fits, so no read is ever truncated.
-pub const BUF_SIZE: usize = 65536;
+/// A device's output queue is written once it holds this many packets.
+pub const TX_BATCH: usize = 128;
 /// At most one write-error log line per device per this interval; the rest are counted.
 const ERROR_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -142,34 +146,38 @@ pub struct DeviceStats {
     pub tx_bytes: u64,
     /// Writes the kernel refused (ENOBUFS, EIO on a downed device, ...) or cut short.
     pub tx_errors: u64,
+    /// Reads the backend could not frame into packets (offload only), dropped.
+    pub rx_errors: u64,
+    /// Reads that yielded more than one packet: segmentation-offload aggregates split on arrival.
+    pub rx_aggregates: u64,
 }
 
-/// One device with its counters and its write-error log limiter.
+/// One device with its output queue, its counters and its write-error log limiter.
 struct Port<D> {
     dev: D,
     side: Side,
+    tx: TxBatch,
     stats: DeviceStats,
     last_error_log: Option<std::time::Instant>,
     errors_unlogged: u64,
 }
 
 impl<D: Device> Port<D> {
-    /// Writes one packet; true if the device took all of it.
-    fn write(&mut self, pkt: &[u8]) -> bool {
-        match self.dev.send(pkt) {
-            Ok(n) if n == pkt.len() => {
-                self.stats.tx_packets += 1;
-                self.stats.tx_bytes += n as u64;
-                return true;
-            }
-            Ok(n) => self.write_failed(&format!("short write: {n} of {} bytes", pkt.len())),
-            Err(e) => self.write_failed(&e.to_string()),
+    /// Writes the queued packets.
+    fn flush(&mut self) {
+        if self.tx.is_empty() {
+            return;
         }
-        false
+        let Sent { packets, bytes, errors, error } = self.dev.send_batch(&mut self.tx);
+        self.stats.tx_packets += packets;
+        self.stats.tx_bytes += bytes;
+        if errors > 0 {
+            self.write_failed(errors, error.as_deref().unwrap_or("unknown"));
+        }
     }
 
-    fn write_failed(&mut self, what: &str) {
-        self.stats.tx_errors += 1;
+    fn write_failed(&mut self, errors: u64, what: &str) {
+        self.stats.tx_errors += errors;
         let now = std::time::Instant::now();
         if self.last_error_log.is_some_and(|t| now.duration_since(t) < ERROR_LOG_INTERVAL) {
             self.errors_unlogged += 1;
@@ -179,9 +187,10 @@ impl<D: Device> Port<D> {
             device = self.dev.name(),
             flag = flag_of(self.side),
             error = what,
+            packets = errors,
             suppressed_since_last = self.errors_unlogged,
             total = self.stats.tx_errors,
-            "write to device failed; packet dropped"
+            "write to device failed; packets dropped"
         );
         self.last_error_log = Some(now);
         self.errors_unlogged = 0;
@@ -204,12 +213,17 @@ pub fn poll_timeout_ms(deadline: Option<Instant>, now: Instant) -> i32 {
     }
 }
 
-/// Writes `pkt` to the device on `side`, and hands it to the capture if the device took it.
+/// Queues `pkt` for the device on `side` (writing the queue when it is full) and hands it to the
+/// capture. The capture sees what ftpnat sent towards the device; a write the kernel then refuses is
+/// counted in `tx_errors`.
 fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Ops>, side: Side, pkt: &[u8]) {
-    if ports[side.index()].write(pkt) {
-        if let Some(o) = ops {
-            o.captured(side, pkt);
-        }
+    let port = &mut ports[side.index()];
+    port.tx.push(pkt);
+    if let Some(o) = ops {
+        o.captured(side, pkt);
+    }
+    if port.tx.len() >= TX_BATCH {
+        port.flush();
     }
 }
 
@@ -217,7 +231,7 @@ fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Ops>, side: Side, 
 pub struct Runtime<D: Device> {
     engine: Engine,
     ports: [Port<D>; 2],
-    buf: Vec<u8>,
+    rx: RxBatch,
     origin: std::time::Instant,
     wakeups: u64,
     ops: Option<Ops>,
@@ -225,7 +239,8 @@ pub struct Runtime<D: Device> {
 
 impl<D: Device> Runtime<D> {
     pub fn new(engine: Engine, lan: D, wan: D) -> Self {
-        let port = |dev, side| Port {
+        let port = |dev: D, side| Port {
+            tx: TxBatch::new(dev.tx_headroom(), dev.tx_capacity()),
             dev,
             side,
             stats: DeviceStats::default(),
@@ -235,7 +250,7 @@ impl<D: Device> Runtime<D> {
         Runtime {
             engine,
             ports: [port(lan, Side::Inside), port(wan, Side::Outside)],
-            buf: Vec::with_capacity(BUF_SIZE),
+            rx: RxBatch::default(),
             origin: std::time::Instant::now(),
             wakeups: 0,
             ops: None,
@@ -279,6 +294,7 @@ impl<D: Device> Runtime<D> {
             if deadline.is_some_and(|d| d <= now) {
                 self.engine.handle_timeout(now);
                 self.drain_transmit();
+                self.flush();
                 deadline = self.engine.poll_timeout();
             }
             // An engine whose deadline does not move past `now` still gets 1 ms, never a spin.
@@ -324,6 +340,7 @@ impl<D: Device> Runtime<D> {
                 ops.handle(&fds[3..], st);
                 // A reload may have changed timeouts; a request may have turned events on.
                 self.drain_transmit();
+                self.flush();
             }
             // Checked after the devices, so packets that arrived before the stop are still handled.
             if fds[2].revents != 0 {
@@ -338,19 +355,36 @@ impl<D: Device> Runtime<D> {
             return Err(self.ports[i].gone("the device descriptor is no longer open".into()));
         }
         let now = self.now();
+        let r = self.read_some(side, revents, now);
+        self.ports[i].stats.rx_errors = self.ports[i].dev.rx_errors();
+        // Written before the other device is read: its packets do not wait for that device's batch.
+        self.flush();
+        r
+    }
+
+    fn read_some(&mut self, side: Side, revents: libc::c_short, now: Instant) -> Result<(), RunError> {
+        let i = side.index();
         for n in 0..BATCH {
-            match self.ports[i].dev.recv_vec(&mut self.buf, BUF_SIZE) {
-                Ok(0) => return Err(self.ports[i].gone("the device closed (end of file)".into())),
-                Ok(len) => {
-                    let st = &mut self.ports[i].stats;
-                    st.rx_packets += 1;
-                    st.rx_bytes += len as u64;
-                    match self.engine.handle_packet(now, side, &mut self.buf) {
-                        Verdict::Forward(out) => emit(&mut self.ports, &mut self.ops, out, &self.buf),
-                        // The engine counted the reason (and logs it at debug level).
-                        Verdict::Drop(_) | Verdict::Held => {}
+            match self.ports[i].dev.recv_batch(&mut self.rx) {
+                Ok(k) => {
+                    self.ports[i].stats.rx_aggregates += u64::from(k > 1);
+                    for j in 0..k {
+                        let pkt = self.rx.packet_mut(j);
+                        let st = &mut self.ports[i].stats;
+                        st.rx_packets += 1;
+                        st.rx_bytes += pkt.len() as u64;
+                        match self.engine.handle_packet(now, side, pkt) {
+                            Verdict::Forward(out) => emit(&mut self.ports, &mut self.ops, out, pkt),
+                            // The engine counted the reason (and logs it at debug level).
+                            Verdict::Drop(_) | Verdict::Held => {}
+                        }
+                        while let Some(t) = self.engine.poll_transmit() {
+                            emit(&mut self.ports, &mut self.ops, t.side, &t.packet);
+                        }
                     }
-                    self.drain_transmit();
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(self.ports[i].gone("the device closed (end of file)".into()))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // POLLERR/POLLHUP with nothing to read would wake us forever: treat it as failure.
@@ -374,9 +408,17 @@ impl<D: Device> Runtime<D> {
         Ok(())
     }
 
+    /// Queues everything the engine has to send on its own (ICMP errors, ALG probes, held bytes).
     fn drain_transmit(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
             emit(&mut self.ports, &mut self.ops, t.side, &t.packet);
+        }
+    }
+
+    /// Writes both devices' queues.
+    fn flush(&mut self) {
+        for p in &mut self.ports {
+            p.flush();
         }
     }
 
@@ -396,6 +438,8 @@ impl<D: Device> Runtime<D> {
                 ("tx_packets", s.tx_packets),
                 ("tx_bytes", s.tx_bytes),
                 ("tx_errors", s.tx_errors),
+                ("rx_errors", s.rx_errors),
+                ("rx_aggregates", s.rx_aggregates),
             ] {
                 if v != 0 {
                     out.push((format!("device.{}.{k}", p.side.name()), v));

@@ -1,6 +1,8 @@
 //! Linux TUN devices (layer 3, no packet-info header) as a [`Device`].
 //!
-//! Owns: opening a TUN device by name through the `tun-tap` crate, telling a device ftpnat creates from a
+//! Owns: opening a TUN device by name, either plain through the `tun-tap` crate (one packet per
+//! `read`/`write`) or with segmentation offload through [`super::offload`] (the default; falls back to
+//! plain with a warning when the kernel refuses it), telling a device ftpnat creates from a
 //! persistent one an operator made beforehand (`ip tuntap add dev NAME mode tun`), the few interface
 //! ioctls that policy needs, and error messages that name the flag and the device. Must not: assign
 //! addresses or routes, or touch any interface other than the one it opened.
@@ -23,7 +25,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use tun_tap::{Iface, Mode};
 
-use super::device::Device;
+use super::device::{Device, RxBatch, Sent, TxBatch};
+use super::offload::{self, OffloadIo};
 
 /// Linux `IFNAMSIZ` less the terminating NUL.
 const MAX_NAME: usize = 15;
@@ -40,9 +43,27 @@ pub enum Origin {
 /// A TUN device in non-blocking mode.
 #[derive(Debug)]
 pub struct TunDevice {
-    iface: Iface,
+    io: Io,
     name: String,
     origin: Origin,
+}
+
+/// How packets cross the descriptor.
+#[derive(Debug)]
+enum Io {
+    /// One IPv4 datagram per `read`/`write`.
+    Plain(Iface),
+    /// virtio-net header, GSO split on read, GRO on write.
+    Offload(Box<OffloadIo>),
+}
+
+/// Whether to ask the kernel for segmentation offload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offload {
+    /// Offload if the kernel supports it (`IFF_VNET_HDR` + `TUNSETOFFLOAD`), plain otherwise.
+    Auto,
+    /// Plain reads and writes (`--no-offload`).
+    Off,
 }
 
 /// Why a TUN device could not be opened. `Display` gives the whole operator-facing sentence.
@@ -98,17 +119,53 @@ fn explain(e: &io::Error, existed: bool) -> String {
 impl TunDevice {
     /// Opens (creating if needed) the TUN device `name`. `flag` is the command-line flag that named it,
     /// used in errors. `mtu` is applied only to a device ftpnat creates.
-    pub fn open(flag: &'static str, name: &str, mtu: u16) -> Result<TunDevice, OpenError> {
+    pub fn open(flag: &'static str, name: &str, mtu: u16, offload: Offload) -> Result<TunDevice, OpenError> {
         let err = |what: String| OpenError { flag, name: name.to_string(), what };
         check_name(name).map_err(&err)?;
         let existed = ifindex(name).is_some();
-        let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| err(explain(&e, existed)))?;
-        if iface.name() != name {
-            return Err(err(format!("the kernel named the device '{}' instead", iface.name())));
-        }
-        set_nonblocking(iface.as_raw_fd()).map_err(|e| err(format!("cannot set non-blocking mode: {e}")))?;
+        let io = match offload {
+            Offload::Auto => {
+                // A split packet is at most the device's MTU; the larger of the configured and the
+                // current MTU covers a device created now and one attached as it is.
+                let dev_mtu =
+                    if existed { get_mtu(name).ok().and_then(|m| usize::try_from(m).ok()) } else { None };
+                let slot = usize::from(mtu).max(dev_mtu.unwrap_or(0)).max(1500);
+                match OffloadIo::open(name, slot) {
+                    Ok(o) => Some(Io::Offload(Box::new(o))),
+                    // Refusals that a plain open would meet too are reported as such.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EPERM | libc::EACCES | libc::EBUSY | libc::ENOENT | libc::ENODEV)
+                        ) =>
+                    {
+                        return Err(err(explain(&e, existed)))
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = name, flag, error = %e, "segmentation offload unavailable; plain TUN I/O");
+                        None
+                    }
+                }
+            }
+            Offload::Off => None,
+        };
+        let io = match io {
+            Some(io) => io,
+            None => {
+                let iface =
+                    Iface::without_packet_info(name, Mode::Tun).map_err(|e| err(explain(&e, existed)))?;
+                if iface.name() != name {
+                    return Err(err(format!("the kernel named the device '{}' instead", iface.name())));
+                }
+                set_nonblocking(iface.as_raw_fd())
+                    .map_err(|e| err(format!("cannot set non-blocking mode: {e}")))?;
+                Io::Plain(iface)
+            }
+        };
         let origin = if existed { Origin::Attached } else { Origin::Created };
-        let dev = TunDevice { iface, name: name.to_string(), origin };
+        let offloaded = matches!(io, Io::Offload(_));
+        let dev = TunDevice { io, name: name.to_string(), origin };
+        tracing::info!(device = name, flag, offload = offloaded, "TUN I/O");
         match origin {
             Origin::Created => {
                 set_mtu(name, mtu).map_err(|e| err(format!("cannot set MTU {mtu}: {e}")))?;
@@ -139,6 +196,11 @@ impl TunDevice {
     pub fn origin(&self) -> Origin {
         self.origin
     }
+
+    /// Whether segmentation offload is on for this device.
+    pub fn offloaded(&self) -> bool {
+        matches!(self.io, Io::Offload(_))
+    }
 }
 
 impl Device for TunDevice {
@@ -146,24 +208,58 @@ impl Device for TunDevice {
         &self.name
     }
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.iface.recv(buf)
+        match &mut self.io {
+            Io::Plain(i) => i.recv(buf),
+            // Single-packet reads are for tests and tools; the run loop uses `recv_batch`.
+            Io::Offload(o) => {
+                let mut rx = RxBatch::default();
+                match o.recv_batch(&mut rx)? {
+                    0 => Err(io::ErrorKind::WouldBlock.into()),
+                    _ => {
+                        let p = rx.packet_mut(0);
+                        let n = p.len().min(buf.len());
+                        buf[..n].copy_from_slice(&p[..n]);
+                        Ok(n)
+                    }
+                }
+            }
+        }
     }
     fn send(&mut self, pkt: &[u8]) -> io::Result<usize> {
-        self.iface.send(pkt)
+        match &mut self.io {
+            Io::Plain(i) => i.send(pkt),
+            Io::Offload(o) => {
+                let mut tx = TxBatch::new(offload::HEADROOM, 0);
+                tx.push(pkt);
+                match o.send_batch(&mut tx) {
+                    Sent { error: Some(e), .. } => Err(io::Error::other(e)),
+                    _ => Ok(pkt.len()),
+                }
+            }
+        }
     }
     fn raw_fd(&self) -> RawFd {
-        self.iface.as_raw_fd()
+        match &self.io {
+            Io::Plain(i) => i.as_raw_fd(),
+            Io::Offload(o) => o.raw_fd(),
+        }
     }
     /// Reads straight into the vector's spare capacity: zero-filling a 64 KiB buffer for every packet
     /// would cost more than the NAT itself.
     fn recv_vec(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let Io::Plain(iface) = &self.io else {
+            buf.resize(max, 0);
+            let n = self.recv(buf)?;
+            buf.truncate(n);
+            return Ok(n);
+        };
         buf.clear();
         buf.reserve(max);
         let spare = buf.spare_capacity_mut();
         let len = spare.len().min(max);
         // SAFETY: the pointer and length describe writable memory owned by `buf`; read(2) writes at
         // most `len` bytes there.
-        let n = unsafe { libc::read(self.iface.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+        let n = unsafe { libc::read(iface.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -171,6 +267,44 @@ impl Device for TunDevice {
         // SAFETY: read(2) initialised the first `n <= len <= capacity` bytes.
         unsafe { buf.set_len(n) };
         Ok(n)
+    }
+    fn recv_batch(&mut self, rx: &mut RxBatch) -> io::Result<usize> {
+        match &mut self.io {
+            Io::Offload(o) => o.recv_batch(rx),
+            Io::Plain(_) => {
+                rx.set_len(0);
+                let n = self.recv_vec(rx.slot(0), super::device::RECV_SIZE)?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                rx.set_len(1);
+                Ok(1)
+            }
+        }
+    }
+    fn tx_headroom(&self) -> usize {
+        match self.io {
+            Io::Plain(_) => 0,
+            Io::Offload(_) => offload::HEADROOM,
+        }
+    }
+    fn tx_capacity(&self) -> usize {
+        match self.io {
+            Io::Plain(_) => 0,
+            Io::Offload(_) => offload::TX_CAPACITY,
+        }
+    }
+    fn send_batch(&mut self, tx: &mut TxBatch) -> Sent {
+        match &mut self.io {
+            Io::Offload(o) => o.send_batch(tx),
+            Io::Plain(i) => tx.send_each(|p| i.send(p)),
+        }
+    }
+    fn rx_errors(&self) -> u64 {
+        match &self.io {
+            Io::Plain(_) => 0,
+            Io::Offload(o) => o.rx_errors(),
+        }
     }
 }
 
@@ -255,7 +389,7 @@ mod tests {
 
     #[test]
     fn open_errors_name_the_flag_and_device() {
-        let e = TunDevice::open("--lan-tun", "tun%d", 1500).unwrap_err();
+        let e = TunDevice::open("--lan-tun", "tun%d", 1500, Offload::Auto).unwrap_err();
         assert!(e.to_string().starts_with("--lan-tun tun%d: "), "{e}");
         let perm = explain(&io::Error::from_raw_os_error(libc::EPERM), false);
         assert!(perm.contains("Operation not permitted") && perm.contains("CAP_NET_ADMIN"), "{perm}");

@@ -153,6 +153,12 @@ pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) ->
                         "direction",
                         &what[..2],
                     ),
+                    "rx_aggregates" => (
+                        "ftpnat_device_aggregates",
+                        "Segmentation-offload aggregates read from each device (each split into packets)",
+                        "direction",
+                        "rx",
+                    ),
                     "rx_bytes" | "tx_bytes" => (
                         "ftpnat_device_bytes",
                         "Bytes read from (rx) and written to (tx) each device",
@@ -161,7 +167,7 @@ pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) ->
                     ),
                     _ => (
                         "ftpnat_device_errors",
-                        "Device write errors (packets dropped by the kernel)",
+                        "Device errors: tx_errors are writes the kernel refused, rx_errors reads that could not be framed",
                         "kind",
                         *what,
                     ),

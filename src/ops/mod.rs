@@ -58,6 +58,8 @@ impl LoopState<'_> {
                 ("tx_packets", s.tx_packets),
                 ("tx_bytes", s.tx_bytes),
                 ("tx_errors", s.tx_errors),
+                ("rx_errors", s.rx_errors),
+                ("rx_aggregates", s.rx_aggregates),
             ] {
                 out.push((format!("device.{}.{k}", side.name()), v));
             }
