@@ -101,6 +101,8 @@ pub struct Engine {
     now: Instant,
     /// For `ftpnat events`; off unless [`Engine::set_events`] turns it on.
     events: Events,
+    /// Set while [`Engine::handle_aggregate`] runs: the datagram is larger than the MTU on purpose.
+    aggregate: bool,
 }
 
 impl Engine {
@@ -122,6 +124,7 @@ impl Engine {
             icmp_refill: Instant::ZERO,
             now: Instant::ZERO,
             events: Events::default(),
+            aggregate: false,
             config,
         }
     }
@@ -205,6 +208,78 @@ impl Engine {
             Verdict::Held => {}
         }
         v
+    }
+
+    /// A TCP aggregate from a device with segmentation offload: one IPv4/TCP datagram, usually larger
+    /// than the MTU, whose payload the device cuts into `seg`-byte segments on the wire (`segs` of them).
+    /// It is translated whole, exactly as each of its segments would be, when its connection needs
+    /// nothing per segment. Returns `None`, having changed and counted nothing, when the caller must
+    /// hand the segments over one by one instead: a connection the FTP ALG watches (its line framing
+    /// and sequence maps work per segment), a packet that opens or would be refused or answered with
+    /// an ICMP error (those outcomes are per segment), or a segment size the egress MTU cannot carry.
+    /// The aggregate's TCP checksum field is the device's business (it is completed per segment on
+    /// the wire): it is updated like any other but must not be relied on.
+    pub fn handle_aggregate(
+        &mut self,
+        now: Instant,
+        from: Side,
+        packet: &mut Vec<u8>,
+        seg: usize,
+        segs: u64,
+    ) -> Option<Verdict> {
+        if !self.aggregate_ok(from, packet, seg) {
+            return None;
+        }
+        self.now = self.now.max(now);
+        self.metrics.packets_in[from.index()] += segs;
+        self.metrics.bytes_in[from.index()] += packet.len() as u64;
+        self.aggregate = true;
+        let v = self.process(from, packet);
+        self.aggregate = false;
+        match v {
+            Verdict::Forward(side) => {
+                self.metrics.packets_out[side.index()] += segs;
+                self.metrics.bytes_out[side.index()] += packet.len() as u64;
+            }
+            Verdict::Drop(r) => self.metrics.drop(r),
+            Verdict::Held => {}
+        }
+        Some(v)
+    }
+
+    /// Whether [`Engine::process`] would simply translate (or route) this aggregate: read-only.
+    fn aggregate_ok(&self, from: Side, pkt: &[u8], seg: usize) -> bool {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else { return false };
+        if ip.total_len() != pkt.len() || ip.protocol() != 6 || ip.more_frags() || ip.frag_offset() > 0 {
+            return false;
+        }
+        if ip.ttl() <= 1 || (self.config.verify_ip_checksum && !ip.verify_header_checksum()) {
+            return false;
+        }
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let inside = self.config.is_inside(src);
+        if inside != (from == Side::Inside) {
+            return false;
+        }
+        if !self.config.translate {
+            return true;
+        }
+        if (from == Side::Outside && dst != self.config.public_ip) || (inside && dst == self.config.lan_ip) {
+            return false;
+        }
+        let Ok(tcp) = ip.tcp() else { return false };
+        let f = tcp.flags();
+        if f.syn || f.rst || f.fin {
+            return false;
+        }
+        let key =
+            FlowKey::new(Proto::Tcp, Endpoint::new(src, tcp.src_port()), Endpoint::new(dst, tcp.dst_port()));
+        let Some((id, dir)) = self.table.lookup(&key) else { return false };
+        let Some(conn) = self.table.get(id) else { return false };
+        let headers = ip.header_len() + tcp.header_len();
+        conn.sides[dir.index()] == from
+            && conn.ftp.is_none()
+            && headers + seg <= self.config.mtu[conn.egress(dir).index()] as usize
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -364,7 +439,7 @@ impl Engine {
         let has_alg = conn.ftp.is_some();
         let mtu = self.config.mtu[egress.index()] as usize;
         let dont_frag = Ipv4Packet::new_unchecked(&pkt[..]).dont_frag();
-        if pkt.len() > mtu && dont_frag && !has_alg {
+        if pkt.len() > mtu && dont_frag && !has_alg && !self.aggregate {
             // RFC 1191 §4: tell the sender the next-hop MTU so path-MTU discovery works through us.
             self.icmp_error_to(from, pkt, 3, 4, mtu as u32 & 0xffff);
             return Verdict::Drop(DropReason::FragNeeded);
@@ -389,7 +464,8 @@ impl Engine {
     /// Splits a datagram larger than the egress MTU (DF clear) into fragments (RFC 791 §3.2).
     fn fit_mtu(&mut self, pkt: &mut Vec<u8>, egress: Side) -> Verdict {
         let mtu = self.config.mtu[egress.index()] as usize;
-        if pkt.len() <= mtu {
+        // An aggregate is cut to the MTU by the device (`aggregate_ok` checked its segment size).
+        if pkt.len() <= mtu || self.aggregate {
             return Verdict::Forward(egress);
         }
         match ipv4::fragment(pkt, mtu) {

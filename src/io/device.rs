@@ -79,6 +79,17 @@ pub trait Device {
     fn rx_errors(&self) -> u64 {
         0
     }
+
+    /// Splits the aggregate `recv_batch` left in `rx` (see [`RxBatch::aggregate`]) into its segments
+    /// and returns how many `rx` now holds (0: it could not be split; dropped and counted).
+    fn split_aggregate(&mut self, rx: &mut RxBatch) -> usize {
+        rx.len()
+    }
+
+    /// Whether [`TxBatch::push_aggregate`] packets may be queued for this device (it segments them).
+    fn tx_aggregates(&self) -> bool {
+        false
+    }
 }
 
 /// Receive buffer size: the largest IPv4 datagram (65535) fits, so no read is ever truncated.
@@ -96,6 +107,11 @@ pub struct Sent {
 }
 
 impl Sent {
+    /// Accounts for `packets` the device refused.
+    pub fn fail(&mut self, packets: u64, what: String) {
+        self.errors += packets;
+        self.error = Some(what);
+    }
     /// Accounts for one single-packet write of `len` bytes.
     pub fn record(&mut self, len: usize, r: io::Result<usize>) {
         match r {
@@ -120,10 +136,55 @@ impl Sent {
 #[derive(Debug, Default)]
 pub struct RxBatch {
     bufs: Vec<Vec<u8>>,
+    /// Index of the batch's first packet in `bufs` (1 after an aggregate in `bufs[0]` was split).
+    first: usize,
     len: usize,
+    aggregate: Option<Aggregate>,
+}
+
+/// A TCP aggregate read whole: one datagram the device cuts into `segs` segments of `seg` payload
+/// bytes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aggregate {
+    pub seg: usize,
+    pub segs: u64,
 }
 
 impl RxBatch {
+    /// Empties the batch (buffers are kept).
+    pub fn reset(&mut self) {
+        self.first = 0;
+        self.len = 0;
+        self.aggregate = None;
+    }
+    /// Marks the batch as holding one aggregate in buffer 0.
+    pub fn set_aggregate(&mut self, a: Aggregate) {
+        self.reset();
+        self.len = 1;
+        self.aggregate = Some(a);
+    }
+    /// The aggregate this batch holds as its only packet, if it is one.
+    pub fn aggregate(&self) -> Option<Aggregate> {
+        self.aggregate
+    }
+    /// Buffer 0 (holding an aggregate) and `n` more buffers of `size` bytes to split it into; the
+    /// caller then sets the split packets with [`RxBatch::set_split`].
+    pub fn split_slots(&mut self, n: usize, size: usize) -> (&mut Vec<u8>, &mut [Vec<u8>]) {
+        self.slot(n);
+        for b in &mut self.bufs[1..=n] {
+            if b.len() != size {
+                b.resize(size, 0);
+            }
+        }
+        let (a, rest) = self.bufs.split_at_mut(1);
+        (&mut a[0], &mut rest[..n])
+    }
+    /// The batch is now the `n` packets after buffer 0.
+    pub fn set_split(&mut self, n: usize) {
+        self.first = 1;
+        self.len = n.min(self.bufs.len() - 1);
+        self.aggregate = None;
+    }
     /// The `i`th buffer, created on first use.
     pub fn slot(&mut self, i: usize) -> &mut Vec<u8> {
         if self.bufs.len() <= i {
@@ -143,6 +204,8 @@ impl RxBatch {
         &mut self.bufs[..n]
     }
     pub fn set_len(&mut self, n: usize) {
+        self.first = 0;
+        self.aggregate = None;
         self.len = n.min(self.bufs.len());
     }
     pub fn len(&self) -> usize {
@@ -153,7 +216,7 @@ impl RxBatch {
     }
     /// Packet `i` of the batch (`i < len()`).
     pub fn packet_mut(&mut self, i: usize) -> &mut Vec<u8> {
-        &mut self.bufs[i]
+        &mut self.bufs[self.first + i]
     }
 }
 
@@ -164,6 +227,8 @@ pub struct TxBatch {
     headroom: usize,
     capacity: usize,
     bufs: Vec<Vec<u8>>,
+    /// Per packet: the segment payload size of an aggregate, 0 for an ordinary packet.
+    seg: Vec<u16>,
     len: usize,
 }
 
@@ -171,18 +236,32 @@ impl TxBatch {
     /// Buffers with `headroom` bytes before each packet and at least `capacity` bytes of room (memory
     /// is reserved, not touched, until a packet or an aggregate fills it).
     pub fn new(headroom: usize, capacity: usize) -> TxBatch {
-        TxBatch { headroom, capacity, bufs: Vec::new(), len: 0 }
+        TxBatch { headroom, capacity, bufs: Vec::new(), seg: Vec::new(), len: 0 }
     }
     /// Queues a copy of `pkt`.
     pub fn push(&mut self, pkt: &[u8]) {
+        self.push_seg(pkt, 0);
+    }
+    /// Queues a copy of an aggregate the device is to cut into `seg`-byte segments (only for a device
+    /// whose [`Device::tx_aggregates`] is true).
+    pub fn push_aggregate(&mut self, pkt: &[u8], seg: usize) {
+        self.push_seg(pkt, u16::try_from(seg).unwrap_or(u16::MAX).max(1));
+    }
+    fn push_seg(&mut self, pkt: &[u8], seg: u16) {
         if self.bufs.len() == self.len {
             self.bufs.push(Vec::with_capacity(self.capacity.max(self.headroom + pkt.len().max(2048))));
+            self.seg.push(0);
         }
         let b = &mut self.bufs[self.len];
         b.clear();
         b.resize(self.headroom, 0);
         b.extend_from_slice(pkt);
+        self.seg[self.len] = seg;
         self.len += 1;
+    }
+    /// The segment size of packet `i` if it is an aggregate.
+    pub fn aggregate_seg(&self, i: usize) -> Option<usize> {
+        Some(usize::from(self.seg[i])).filter(|&s| s > 0)
     }
     pub fn len(&self) -> usize {
         self.len
@@ -247,6 +326,12 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn rx_errors(&self) -> u64 {
         (**self).rx_errors()
+    }
+    fn split_aggregate(&mut self, rx: &mut RxBatch) -> usize {
+        (**self).split_aggregate(rx)
+    }
+    fn tx_aggregates(&self) -> bool {
+        (**self).tx_aggregates()
     }
 }
 

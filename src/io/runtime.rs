@@ -227,11 +227,31 @@ fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Ops>, side: Side, 
     }
 }
 
+/// [`emit`] for an aggregate that crossed the engine whole (both devices segment aggregates).
+fn emit_aggregate<D: Device>(
+    ports: &mut [Port<D>; 2],
+    ops: &mut Option<Ops>,
+    side: Side,
+    pkt: &[u8],
+    seg: usize,
+) {
+    let port = &mut ports[side.index()];
+    port.tx.push_aggregate(pkt, seg);
+    if let Some(o) = ops {
+        o.captured(side, pkt);
+    }
+    if port.tx.len() >= TX_BATCH {
+        port.flush();
+    }
+}
+
 /// The engine between two devices.
 pub struct Runtime<D: Device> {
     engine: Engine,
     ports: [Port<D>; 2],
     rx: RxBatch,
+    /// Both devices read and write TCP aggregates, so one can cross the engine whole.
+    whole: bool,
     origin: std::time::Instant,
     wakeups: u64,
     ops: Option<Ops>,
@@ -239,6 +259,7 @@ pub struct Runtime<D: Device> {
 
 impl<D: Device> Runtime<D> {
     pub fn new(engine: Engine, lan: D, wan: D) -> Self {
+        let whole = lan.tx_aggregates() && wan.tx_aggregates();
         let port = |dev: D, side| Port {
             tx: TxBatch::new(dev.tx_headroom(), dev.tx_capacity()),
             dev,
@@ -250,6 +271,7 @@ impl<D: Device> Runtime<D> {
         Runtime {
             engine,
             ports: [port(lan, Side::Inside), port(wan, Side::Outside)],
+            whole,
             rx: RxBatch::default(),
             origin: std::time::Instant::now(),
             wakeups: 0,
@@ -366,8 +388,31 @@ impl<D: Device> Runtime<D> {
         let i = side.index();
         for n in 0..BATCH {
             match self.ports[i].dev.recv_batch(&mut self.rx) {
-                Ok(k) => {
-                    self.ports[i].stats.rx_aggregates += u64::from(k > 1);
+                Ok(mut k) => {
+                    if let Some(a) = self.rx.aggregate() {
+                        self.ports[i].stats.rx_aggregates += 1;
+                        let pkt = self.rx.packet_mut(0);
+                        let len = pkt.len() as u64;
+                        let whole = if self.whole {
+                            self.engine.handle_aggregate(now, side, pkt, a.seg, a.segs)
+                        } else {
+                            None
+                        };
+                        if let Some(v) = whole {
+                            let st = &mut self.ports[i].stats;
+                            st.rx_packets += a.segs;
+                            st.rx_bytes += len;
+                            if let Verdict::Forward(out) = v {
+                                emit_aggregate(&mut self.ports, &mut self.ops, out, pkt, a.seg);
+                            }
+                            self.drain_transmit();
+                            continue;
+                        }
+                        // Something about it is per segment (the ALG, a new flow, an error to answer).
+                        k = self.ports[i].dev.split_aggregate(&mut self.rx);
+                    } else if k > 1 {
+                        self.ports[i].stats.rx_aggregates += 1;
+                    }
                     for j in 0..k {
                         let pkt = self.rx.packet_mut(j);
                         let st = &mut self.ports[i].stats;

@@ -213,7 +213,11 @@ impl Device for TunDevice {
             // Single-packet reads are for tests and tools; the run loop uses `recv_batch`.
             Io::Offload(o) => {
                 let mut rx = RxBatch::default();
-                match o.recv_batch(&mut rx)? {
+                let mut n = o.recv_batch(&mut rx)?;
+                if rx.aggregate().is_some() {
+                    n = o.split(&mut rx);
+                }
+                match n {
                     0 => Err(io::ErrorKind::WouldBlock.into()),
                     _ => {
                         let p = rx.packet_mut(0);
@@ -305,6 +309,15 @@ impl Device for TunDevice {
             Io::Plain(_) => 0,
             Io::Offload(o) => o.rx_errors(),
         }
+    }
+    fn split_aggregate(&mut self, rx: &mut RxBatch) -> usize {
+        match &mut self.io {
+            Io::Plain(_) => rx.len(),
+            Io::Offload(o) => o.split(rx),
+        }
+    }
+    fn tx_aggregates(&self) -> bool {
+        matches!(self.io, Io::Offload(_))
     }
 }
 
