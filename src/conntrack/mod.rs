@@ -1,10 +1,13 @@
 //! Which connections exist, their protocol state and when they expire.
 //!
-//! Owns: the connection table (slab of [`Conn`] plus an index from each direction's [`FlowKey`]), the
-//! table bound and per-inside-host counts, TCP state tracking and idle timeouts (RFC 5382 §5, RFC 4787
-//! REQ-5), and the expiry queue driven by the caller's time. Must not: edit packets, allocate ports
-//! (it only remembers which mapping a connection holds), or know about FTP beyond storing the ALG
-//! state the engine attaches.
+//! Owns: the connection table (a chunked slab of [`Conn`] plus an index from each direction's
+//! [`FlowKey`]), the table bound and per-inside-host counts, TCP state tracking and idle timeouts
+//! (RFC 5382 §5, RFC 4787 REQ-5), and the expiry queue driven by the caller's time. Must not: edit
+//! packets, allocate ports (it only remembers which mapping a connection holds), or know about FTP
+//! beyond storing the ALG state the engine attaches.
+//!
+//! Memory per flow at 1 M flows (issue 7 budget 128 B, `examples/flow_memory.rs`): the 88-byte
+//! [`Conn`], two 4-byte index entries at hashbrown's load (~21 B), one 12-byte expiry entry.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -17,7 +20,9 @@ use crate::flow::{ConnId, Dir, FlowKey};
 use crate::time::Instant;
 
 mod conn;
+mod slab;
 pub use conn::{Conn, Origin, TcpState};
+use slab::Slab;
 
 /// Why a connection could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +33,7 @@ pub enum Full {
 
 /// The connection table.
 pub struct Table {
-    slots: Vec<Option<Conn>>,
+    slots: Slab,
     free: Vec<u32>,
     /// Each direction's key to its connection, stored as [`slot_ref`] (4 bytes: the key itself is read
     /// from the slot when comparing), so the index costs ~5 bytes per entry instead of the 25 a
@@ -49,7 +54,7 @@ pub struct Table {
 impl Table {
     pub fn new(max: usize, max_per_host: usize) -> Table {
         Table {
-            slots: Vec::new(),
+            slots: Slab::default(),
             free: Vec::new(),
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
@@ -82,14 +87,14 @@ impl Table {
     }
 
     pub fn get(&self, id: ConnId) -> Option<&Conn> {
-        self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
+        self.slots.get(id.0)
     }
     pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut())
+        self.slots.get_mut(id.0)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|c| (ConnId(i as u32), c)))
+        self.slots.iter().map(|(i, c)| (ConnId(i), c))
     }
 
     /// True if both keys are unused (a new connection would not shadow an existing one).
@@ -115,16 +120,13 @@ impl Table {
     pub fn insert(&mut self, mut conn: Conn) -> ConnId {
         let id = match self.free.pop() {
             Some(i) => i,
-            None => {
-                self.slots.push(None);
-                (self.slots.len() - 1) as u32
-            }
+            None => self.slots.grow(),
         };
         let keys = *conn.keys();
         *self.per_host.entry(conn.host()).or_default() += 1;
         conn.queued = Due::marker(conn.expires());
         self.timers.push(Reverse(Due::new(conn.expires(), id)));
-        self.slots[id as usize] = Some(conn);
+        self.slots.put(id, conn);
         // In order, and replacing an entry with an equal key: what `HashMap::insert` of each key did.
         self.index_insert(&keys[0], slot_ref(id, Dir::Original));
         self.index_insert(&keys[1], slot_ref(id, Dir::Reply));
@@ -136,7 +138,7 @@ impl Table {
     /// earlier one (an RST, the last FIN) gets its own queue entry at once. (The live entry is never
     /// later than the old expiry, so an expiry that does not move earlier needs no new one.)
     pub fn set_expiry(&mut self, id: ConnId, at: Instant) {
-        let Some(conn) = self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut()) else { return };
+        let Some(conn) = self.slots.get_mut(id.0) else { return };
         if at < conn.expires() {
             conn.queued = Due::marker(at);
             self.timers.push(Reverse(Due::new(at, id.0)));
@@ -147,7 +149,7 @@ impl Table {
     /// Removes a connection and returns it (its mapping reference and ALG state are the caller's to
     /// release).
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
-        let keys = *self.slots.get(id.0 as usize)?.as_ref()?.keys();
+        let keys = *self.slots.get(id.0)?.keys();
         // Index entries go while the slot still holds the keys they are compared by.
         for d in [Dir::Original, Dir::Reply] {
             let key = keys[d.index()];
@@ -155,7 +157,7 @@ impl Table {
                 e.remove();
             }
         }
-        let conn = self.slots[id.0 as usize].take()?;
+        let conn = self.slots.take(id.0)?;
         let h = conn.host();
         if let Some(n) = self.per_host.get_mut(&h) {
             *n -= 1;
@@ -182,7 +184,7 @@ impl Table {
                 return None;
             }
             self.timers.pop();
-            let Some(conn) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else { continue };
+            let Some(conn) = self.slots.get_mut(id) else { continue };
             if conn.queued != Due::marker(t) {
                 continue;
             }
@@ -257,9 +259,9 @@ fn unref(r: u32) -> (ConnId, Dir) {
 
 /// The key an index entry stands for (`None` only for an entry whose slot is empty, which the table
 /// never leaves behind).
-fn key_of(slots: &[Option<Conn>], r: u32) -> Option<&FlowKey> {
+fn key_of(slots: &Slab, r: u32) -> Option<&FlowKey> {
     let (id, d) = unref(r);
-    slots.get(id.0 as usize)?.as_ref().map(|c| &c.keys()[d.index()])
+    slots.get(id.0).map(|c| &c.keys()[d.index()])
 }
 
 #[cfg(test)]
