@@ -470,20 +470,21 @@ impl Engine {
     /// Refreshes a connection for a packet travelling in `dir`.
     fn touch(&mut self, id: ConnId, dir: Dir, head: &Head, len: usize) {
         let now = self.now;
-        let timeouts = self.config.timeouts;
-        let conn = self.table.get_mut(id).expect("exists");
-        conn.seen(dir, len, now);
-        if conn.proto() == Proto::Tcp {
-            let f = head.flags;
-            let before = conn.tcp();
-            conn.track_tcp(dir, f.syn, f.ack, f.fin, f.rst);
-            if conn.tcp() == TcpState::Closed && before != TcpState::Closed {
-                self.metrics.flows_closed += 1;
+        let timeouts = &self.config.timeouts;
+        let metrics = &mut self.metrics;
+        let found = self.table.update(id, |conn| {
+            conn.seen(dir, len, now);
+            if conn.proto() == Proto::Tcp {
+                let f = head.flags;
+                let before = conn.tcp();
+                conn.track_tcp(dir, f.syn, f.ack, f.fin, f.rst);
+                if conn.tcp() == TcpState::Closed && before != TcpState::Closed {
+                    metrics.flows_closed += 1;
+                }
             }
-        }
-        let conn = self.table.get_mut(id).expect("exists");
-        let at = now + conn.timeout(&timeouts);
-        self.table.set_expiry(id, at);
+            now + conn.timeout(timeouts)
+        });
+        debug_assert!(found, "touch of a connection that exists");
     }
 
     /// A packet with no connection: a new outbound flow, a forward, a pinhole, or a drop.

@@ -45,13 +45,18 @@ impl TcpState {
         self as u8
     }
     const fn from_bits(b: u8) -> TcpState {
-        match b {
-            0 => TcpState::SynSent,
-            1 => TcpState::SynReceived,
-            2 => TcpState::Established,
-            3 => TcpState::FinWait,
-            _ => TcpState::Closed,
-        }
+        // A table rather than a match: read several times per TCP segment, this is one load.
+        const BY_BITS: [TcpState; 8] = [
+            TcpState::SynSent,
+            TcpState::SynReceived,
+            TcpState::Established,
+            TcpState::FinWait,
+            TcpState::Closed,
+            TcpState::Closed,
+            TcpState::Closed,
+            TcpState::Closed,
+        ];
+        BY_BITS[(b & 0b111) as usize]
     }
 }
 
@@ -128,7 +133,7 @@ pub struct Conn {
     /// Marks this connection's live entry in the table's expiry queue (the low 32 bits of its
     /// deadline in µs); written by the table only.
     pub(super) queued: u32,
-    counts: [Counts; 2],
+    counts: Counts,
 }
 
 // The memory budget (issue 7): a regression shows at compile time, not in a benchmark.
@@ -155,7 +160,7 @@ impl Conn {
             last_seen: Span::ZERO,
             control,
             queued: 0,
-            counts: [Counts::default(); 2],
+            counts: Counts::default(),
         }
     }
 
@@ -172,8 +177,13 @@ impl Conn {
         self.keys[0].proto
     }
 
+    /// [`Origin::bits`] of the origin.
+    fn kind(&self) -> usize {
+        ((self.state >> bits::ORIGIN_SHIFT) & 0b11) as usize
+    }
+
     pub fn origin(&self) -> Origin {
-        match (self.state >> bits::ORIGIN_SHIFT) & 0b11 {
+        match self.kind() {
             0 => Origin::Outbound,
             1 => Origin::Forward,
             2 => Origin::Hairpin,
@@ -189,7 +199,14 @@ impl Conn {
 
     /// The side a packet travelling in `d` arrives on.
     pub fn side(&self, d: Dir) -> Side {
-        self.origin().sides()[d.index()]
+        // By origin kind, without building the `Origin` (this runs for every packet).
+        const SIDES: [[Side; 2]; 4] = [
+            Origin::Outbound.sides(),
+            Origin::Forward.sides(),
+            Origin::Hairpin.sides(),
+            Origin::Pinhole { control: ConnId(0) }.sides(),
+        ];
+        SIDES[self.kind()][d.index()]
     }
 
     /// The side a packet travelling in `d` leaves by.
@@ -250,18 +267,18 @@ impl Conn {
 
     /// Packets each way, indexed by [`Dir::index`] (saturating at 2^40).
     pub fn packets(&self) -> [u64; 2] {
-        self.counts.map(|c| c.packets())
+        [0, 1].map(|d| self.counts.packets(d))
     }
 
     /// Bytes each way, indexed by [`Dir::index`] (saturating at 2^56).
     pub fn bytes(&self) -> [u64; 2] {
-        self.counts.map(|c| c.bytes())
+        [0, 1].map(|d| self.counts.bytes(d))
     }
 
     /// Records a packet of `len` bytes travelling in `d` at `now`.
     pub fn seen(&mut self, d: Dir, len: usize, now: Instant) {
-        self.last_seen = Span::new(now.saturating_since(self.created()));
-        self.counts[d.index()].add(len);
+        self.last_seen = Span::from_micros(now.as_micros().saturating_sub(self.state >> 8));
+        self.counts.add(d.index(), len);
         if d == Dir::Reply {
             self.state |= bits::REPLIED;
         }
@@ -316,8 +333,12 @@ impl Span {
     const MANTISSA: u64 = (1 << 30) - 1;
     const UNIT_US: [u64; 3] = [1, 1_000, 1_000_000];
 
-    fn new(d: core::time::Duration) -> Span {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    #[inline]
+    fn from_micros(us: u64) -> Span {
+        if us <= Self::MANTISSA {
+            // Every packet of a connection's first 17.9 minutes: no division.
+            return Span(us as u32);
+        }
         let unit = Self::UNIT_US.iter().position(|u| us / u <= Self::MANTISSA).unwrap_or(2);
         Span((unit as u32) << 30 | (us / Self::UNIT_US[unit]).min(Self::MANTISSA) as u32)
     }
@@ -328,35 +349,43 @@ impl Span {
     }
 }
 
-/// One direction's packet and byte counts in 12 bytes, both saturating: 40-bit packets (12.7 days of
-/// one flow at 1 Mpps) and 56-bit bytes (18 years at 1 Gbit/s). Three `u32`s rather than a `u64` pair
-/// keep the alignment at 4, so two of them pack without padding.
+/// Packet and byte counts of both directions in 24 bytes, both saturating: 40-bit packets (12.7 days
+/// of one flow at 1 Mpps) and 56-bit bytes (18 years at 1 Gbit/s). Each direction's word holds its
+/// bytes below its packets' high 8 bits, so a packet costs one increment and one add, no carries
+/// between words except once per 2^32 packets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counts {
-    packets_lo: u32,
-    bytes_lo: u32,
-    /// Packets' high 8 bits above bytes' high 24.
-    hi: u32,
+    packets_lo: [u32; 2],
+    wide: [u64; 2],
 }
 
 impl Counts {
+    #[cfg(test)]
     const PACKETS_MAX: u64 = (1 << 40) - 1;
     const BYTES_MAX: u64 = (1 << 56) - 1;
 
-    fn packets(self) -> u64 {
-        u64::from(self.hi >> 24) << 32 | u64::from(self.packets_lo)
+    fn packets(&self, d: usize) -> u64 {
+        (self.wide[d] >> 56) << 32 | u64::from(self.packets_lo[d])
     }
 
-    fn bytes(self) -> u64 {
-        u64::from(self.hi & 0xff_ffff) << 32 | u64::from(self.bytes_lo)
+    fn bytes(&self, d: usize) -> u64 {
+        self.wide[d] & Self::BYTES_MAX
     }
 
-    fn add(&mut self, len: usize) {
-        let p = (self.packets() + 1).min(Self::PACKETS_MAX);
-        let b = self.bytes().saturating_add(len as u64).min(Self::BYTES_MAX);
-        self.packets_lo = p as u32;
-        self.bytes_lo = b as u32;
-        self.hi = ((p >> 32) as u32) << 24 | (b >> 32) as u32;
+    #[inline]
+    fn add(&mut self, d: usize, len: usize) {
+        let w = &mut self.wide[d];
+        match self.packets_lo[d].checked_add(1) {
+            Some(p) => self.packets_lo[d] = p,
+            // Carry into the high byte, unless that is full too: then stay at the maximum.
+            None if *w >> 56 != 0xff => {
+                *w += 1 << 56;
+                self.packets_lo[d] = 0;
+            }
+            None => {}
+        }
+        let b = (*w & Self::BYTES_MAX).saturating_add(len as u64).min(Self::BYTES_MAX);
+        *w = (*w & !Self::BYTES_MAX) | b;
     }
 }
 
@@ -471,17 +500,19 @@ mod tests {
     #[test]
     fn counters_saturate() {
         let mut n = Counts::default();
-        n.add(1500);
-        n.add(40);
-        assert_eq!((n.packets(), n.bytes()), (2, 1540));
-        // Carries across the 32-bit halves.
-        let mut n = Counts { packets_lo: u32::MAX, bytes_lo: u32::MAX - 10, hi: 0 };
-        n.add(100);
-        assert_eq!((n.packets(), n.bytes()), (1 << 32, (1 << 32) + 89));
+        n.add(0, 1500);
+        n.add(0, 40);
+        n.add(1, 7);
+        assert_eq!((n.packets(0), n.bytes(0), n.packets(1), n.bytes(1)), (2, 1540, 1, 7));
+        // Carries across the 32-bit packet word; bytes do not spill into the packets' byte.
+        let mut n = Counts { packets_lo: [u32::MAX, 0], wide: [Counts::BYTES_MAX - 10, 0] };
+        n.add(0, 100);
+        assert_eq!((n.packets(0), n.bytes(0)), (1 << 32, Counts::BYTES_MAX));
         // At the top they stay put.
-        let mut n = Counts { packets_lo: u32::MAX, bytes_lo: u32::MAX, hi: u32::MAX };
-        assert_eq!((n.packets(), n.bytes()), (Counts::PACKETS_MAX, Counts::BYTES_MAX));
-        n.add(usize::MAX);
-        assert_eq!((n.packets(), n.bytes()), (Counts::PACKETS_MAX, Counts::BYTES_MAX));
+        let mut n = Counts { packets_lo: [u32::MAX; 2], wide: [u64::MAX; 2] };
+        assert_eq!((n.packets(1), n.bytes(1)), (Counts::PACKETS_MAX, Counts::BYTES_MAX));
+        n.add(1, usize::MAX);
+        assert_eq!((n.packets(1), n.bytes(1)), (Counts::PACKETS_MAX, Counts::BYTES_MAX));
+        assert_eq!((n.packets(0), n.bytes(0)), (Counts::PACKETS_MAX, Counts::BYTES_MAX));
     }
 }

@@ -138,12 +138,22 @@ impl Table {
     /// earlier one (an RST, the last FIN) gets its own queue entry at once. (The live entry is never
     /// later than the old expiry, so an expiry that does not move earlier needs no new one.)
     pub fn set_expiry(&mut self, id: ConnId, at: Instant) {
-        let Some(conn) = self.slots.get_mut(id.0) else { return };
+        self.update(id, |_| at);
+    }
+
+    /// Runs `f` on a connection and sets its expiry to the time `f` returns, as
+    /// [`Table::set_expiry`] does: the per-packet refresh, in one slot access. False if `id` is not
+    /// a connection (then `f` does not run).
+    #[inline]
+    pub fn update(&mut self, id: ConnId, f: impl FnOnce(&mut Conn) -> Instant) -> bool {
+        let Some(conn) = self.slots.get_mut(id.0) else { return false };
+        let at = f(conn);
         if at < conn.expires() {
             conn.queued = Due::marker(at);
             self.timers.push(Reverse(Due::new(at, id.0)));
         }
         conn.set_expires(at);
+        true
     }
 
     /// Removes a connection and returns it (its mapping reference and ALG state are the caller's to
