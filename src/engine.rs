@@ -271,8 +271,9 @@ impl Engine {
             self.held.remove(&(id, Dir::Original));
             self.held.remove(&(id, Dir::Reply));
         }
-        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %conn.key(Dir::Original),
-            packets_orig = conn.packets()[0], packets_reply = conn.packets()[1], "flow destroyed");
+        let (flow, packets) = (conn.key(Dir::Original), conn.packets());
+        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %flow,
+            packets_orig = packets[0], packets_reply = packets[1], "flow destroyed");
         self.events.push(|| Event::FlowDestroy {
             id,
             orig: conn.key(Dir::Original),

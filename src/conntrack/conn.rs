@@ -103,7 +103,7 @@ impl Origin {
     }
 }
 
-/// Bit layout of [`Conn::state`]'s low byte.
+/// Bit layout of the low byte of `Conn.state`.
 mod bits {
     /// TcpState, 3 bits.
     pub const TCP: u64 = 0b111;
@@ -117,13 +117,13 @@ mod bits {
     pub const CREATED_MAX: u64 = (1 << 56) - 1;
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Conn {
     /// Keys as each direction's sender writes them (before translation), indexed by [`Dir::index`].
     keys: [FlowKey; 2],
     pub ftp: Option<Box<FtpSession>>,
     expires: Instant,
-    /// Creation time in µs (high 56 bits) and the small state in the low byte (see [`bits`]): TCP
+    /// Creation time in µs (high 56 bits) and the small state in the low byte (see `bits`): TCP
     /// state, FINs seen, replied, origin kind. One word rather than two keeps `Conn` at 88 bytes.
     state: u64,
     /// `last_seen - created`.
@@ -320,6 +320,25 @@ impl Conn {
     pub fn mark_established(&mut self) {
         self.set_tcp(TcpState::Established);
         self.state |= bits::REPLIED;
+    }
+}
+
+/// The decoded fields, not the packed words.
+impl core::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Conn")
+            .field("keys", &self.keys)
+            .field("origin", &self.origin())
+            .field("tcp", &self.tcp())
+            .field("fin_seen", &[self.fin_seen(Dir::Original), self.fin_seen(Dir::Reply)])
+            .field("replied", &self.replied())
+            .field("created", &self.created())
+            .field("last_seen", &self.last_seen())
+            .field("expires", &self.expires)
+            .field("packets", &self.packets())
+            .field("bytes", &self.bytes())
+            .field("ftp", &self.ftp)
+            .finish_non_exhaustive()
     }
 }
 
