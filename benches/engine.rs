@@ -259,8 +259,8 @@ mod table {
         for i in 0..n {
             let k = key(i);
             let reply = FlowKey::new(Proto::Udp, k.dst, Endpoint::new(PUBLIC, k.src.port));
-            let mut c = Conn::new(k, Side::Inside, reply, Side::Outside, Origin::Outbound, NOW);
-            c.expires = NOW + core::time::Duration::from_secs(300);
+            let mut c = Conn::new(k, reply, Origin::Outbound, NOW);
+            c.set_expires(NOW + core::time::Duration::from_secs(300));
             t.insert(c);
         }
         t

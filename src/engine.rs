@@ -328,8 +328,8 @@ impl Engine {
 
     fn destroy(&mut self, id: ConnId, why: &'static str) {
         let Some(mut conn) = self.table.remove(id) else { return };
-        if let Some(ep) = conn.mapping {
-            self.nat.release(conn.proto, ep);
+        if let Some(ep) = conn.mapping() {
+            self.nat.release(conn.proto(), ep);
         }
         if let Some(mut s) = conn.ftp.take() {
             let mut ctx = AlgCtx {
@@ -346,15 +346,16 @@ impl Engine {
             self.held.remove(&(id, Dir::Original));
             self.held.remove(&(id, Dir::Reply));
         }
-        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %conn.keys[0],
-            packets_orig = conn.packets[0], packets_reply = conn.packets[1], "flow destroyed");
+        let (flow, packets) = (conn.key(Dir::Original), conn.packets());
+        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %flow,
+            packets_orig = packets[0], packets_reply = packets[1], "flow destroyed");
         self.events.push(|| Event::FlowDestroy {
             id,
-            orig: conn.keys[0],
-            reply: conn.keys[1],
+            orig: conn.key(Dir::Original),
+            reply: conn.key(Dir::Reply),
             why,
-            packets: conn.packets,
-            bytes: conn.bytes,
+            packets: conn.packets(),
+            bytes: conn.bytes(),
         });
     }
 
@@ -413,7 +414,7 @@ impl Engine {
             // a new byte stream with its own ISN: the old one's sequence maps and line framing must not
             // apply to it (they would shift its SYN and refuse all its data as a gap).
             let reopen = head.flags.syn && !head.flags.ack;
-            if reopen && self.table.get(id).is_some_and(|c| c.tcp == TcpState::Closed) {
+            if reopen && self.table.get(id).is_some_and(|c| c.tcp() == TcpState::Closed) {
                 self.destroy(id, "reopened");
                 found = None;
             }
@@ -431,7 +432,7 @@ impl Engine {
             },
         };
         let conn = self.table.get(id).expect("indexed connection exists");
-        if conn.sides[dir.index()] != from {
+        if conn.side(dir) != from {
             return Verdict::Drop(DropReason::Martian);
         }
         let egress = conn.egress(dir);
@@ -546,25 +547,21 @@ impl Engine {
     /// Refreshes a connection for a packet travelling in `dir`.
     fn touch(&mut self, id: ConnId, dir: Dir, head: &Head, len: usize) {
         let now = self.now;
-        let timeouts = self.config.timeouts;
-        let conn = self.table.get_mut(id).expect("exists");
-        conn.last_seen = now;
-        conn.packets[dir.index()] += 1;
-        conn.bytes[dir.index()] += len as u64;
-        if dir == Dir::Reply {
-            conn.replied = true;
-        }
-        if conn.proto == Proto::Tcp {
-            let f = head.flags;
-            let before = conn.tcp;
-            conn.track_tcp(dir, f.syn, f.ack, f.fin, f.rst);
-            if conn.tcp == TcpState::Closed && before != TcpState::Closed {
-                self.metrics.flows_closed += 1;
+        let timeouts = &self.config.timeouts;
+        let metrics = &mut self.metrics;
+        let found = self.table.update(id, |conn| {
+            conn.seen(dir, len, now);
+            if conn.proto() == Proto::Tcp {
+                let f = head.flags;
+                let before = conn.tcp();
+                conn.track_tcp(dir, f.syn, f.ack, f.fin, f.rst);
+                if conn.tcp() == TcpState::Closed && before != TcpState::Closed {
+                    metrics.flows_closed += 1;
+                }
             }
-        }
-        let conn = self.table.get_mut(id).expect("exists");
-        let at = now + conn.timeout(&timeouts);
-        self.table.set_expiry(id, at);
+            now + conn.timeout(timeouts)
+        });
+        debug_assert!(found, "touch of a connection that exists");
     }
 
     /// A packet with no connection: a new outbound flow, a forward, a pinhole, or a drop.
@@ -618,10 +615,7 @@ impl Engine {
                 let mapped = self.acquire(proto, key.src)?;
                 let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
                 let reply = FlowKey::new(proto, target, Endpoint::new(public, mapped));
-                let mut c = Conn::new(key, Side::Inside, reply, Side::Inside, Origin::Hairpin, now);
-                c.mapping = Some(key.src);
-                c.host = Some(key.src.addr);
-                c
+                Conn::new(key, reply, Origin::Hairpin, now)
             }
             Side::Inside if pickup && self.forward_target(proto, key.src).is_some() => {
                 // A forwarded inside server's connection picked up mid-stream from the server's side:
@@ -630,8 +624,7 @@ impl Engine {
                 let fwd = self.forward_target(proto, key.src).expect("checked");
                 self.admit(Some(fwd.inside_addr))?;
                 let orig = FlowKey::new(proto, key.dst, Endpoint::new(public, fwd.public_port));
-                let mut c = Conn::new(orig, Side::Outside, key, Side::Inside, Origin::Forward, now);
-                c.host = Some(fwd.inside_addr);
+                let mut c = Conn::new(orig, key, Origin::Forward, now);
                 if proto == Proto::Tcp
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&fwd.inside_port)
@@ -651,9 +644,7 @@ impl Engine {
                 // ICMP echo: the reply carries the mapped identifier in both "ports" of its key.
                 let remote = if proto == Proto::Icmp { Endpoint::new(key.dst.addr, mapped) } else { key.dst };
                 let reply = FlowKey::new(proto, remote, Endpoint::new(public, mapped));
-                let mut c = Conn::new(key, Side::Inside, reply, Side::Outside, Origin::Outbound, now);
-                c.mapping = Some(key.src);
-                c.host = Some(key.src.addr);
+                let mut c = Conn::new(key, reply, Origin::Outbound, now);
                 if proto == Proto::Tcp
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&key.dst.port)
@@ -686,16 +677,7 @@ impl Engine {
                             inside: ph.inside,
                         });
                         let reply = FlowKey::new(proto, ph.inside, key.src);
-                        let mut c = Conn::new(
-                            key,
-                            Side::Outside,
-                            reply,
-                            Side::Inside,
-                            Origin::Pinhole { control: ph.control },
-                            now,
-                        );
-                        c.mapping = Some(ph.inside);
-                        c.host = Some(ph.inside.addr);
+                        let c = Conn::new(key, reply, Origin::Pinhole { control: ph.control }, now);
                         return self.insert(c, pickup);
                     }
                 }
@@ -711,8 +693,7 @@ impl Engine {
                 self.admit(Some(fwd.inside_addr))?;
                 let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
                 let reply = FlowKey::new(proto, target, key.src);
-                let mut c = Conn::new(key, Side::Outside, reply, Side::Inside, Origin::Forward, now);
-                c.host = Some(fwd.inside_addr);
+                let mut c = Conn::new(key, reply, Origin::Forward, now);
                 if proto == Proto::Tcp
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&fwd.inside_port)
@@ -731,21 +712,21 @@ impl Engine {
     }
 
     fn insert(&mut self, mut conn: Conn, pickup: bool) -> Result<(ConnId, Dir), Verdict> {
-        if !self.table.keys_free(&conn.keys[0], &conn.keys[1]) {
-            if let Some(ep) = conn.mapping {
-                self.nat.release(conn.proto, ep);
+        if !self.table.keys_free(&conn.key(Dir::Original), &conn.key(Dir::Reply)) {
+            if let Some(ep) = conn.mapping() {
+                self.nat.release(conn.proto(), ep);
             }
             return Err(Verdict::Drop(DropReason::NoMapping));
         }
         if pickup {
             conn.mark_established();
         }
-        conn.expires = self.now + conn.timeout(&self.config.timeouts);
-        let (key, origin) = (conn.keys[0], conn.origin);
+        conn.set_expires(self.now + conn.timeout(&self.config.timeouts));
+        let (key, origin) = (conn.key(Dir::Original), conn.origin());
         let id = self.table.insert(conn);
         self.metrics.flows_created += 1;
         tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
-        let reply = self.table.get(id).map_or(key, |c| c.keys[1]);
+        let reply = self.table.get(id).map_or(key, |c| c.key(Dir::Reply));
         let origin = match origin {
             Origin::Outbound => "outbound",
             Origin::Forward => "forward",
@@ -884,7 +865,7 @@ impl Engine {
             return Verdict::Drop(DropReason::IcmpErrorNoMatch);
         }
         let orig = conn.key(dq);
-        let back_to = conn.sides[dq.index()];
+        let back_to = conn.side(dq);
         let outer_new_src = if outer_src == q.dst {
             orig.dst.addr
         } else if from == Side::Inside {

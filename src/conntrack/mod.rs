@@ -1,10 +1,14 @@
 //! Which connections exist, their protocol state and when they expire.
 //!
-//! Owns: the connection table (slab of [`Conn`] plus an index from each direction's [`FlowKey`]), the
-//! table bound and per-inside-host counts, TCP state tracking and idle timeouts (RFC 5382 §5, RFC 4787
-//! REQ-5), and the expiry queue driven by the caller's time. Must not: edit packets, allocate ports
-//! (it only remembers which mapping a connection holds), or know about FTP beyond storing the ALG
-//! state the engine attaches.
+//! Owns: the connection table (a chunked slab of [`Conn`] plus an index from each direction's
+//! [`FlowKey`]), the table bound and per-inside-host counts, TCP state tracking and idle timeouts
+//! (RFC 5382 §5, RFC 4787 REQ-5), and the expiry queue driven by the caller's time. Must not: edit
+//! packets, allocate ports (it only remembers which mapping a connection holds), or know about FTP
+//! beyond storing the ALG state the engine attaches.
+//!
+//! Memory per flow (issue 7 budget 128 B, `examples/flow_memory.rs`): the 88-byte [`Conn`] in
+//! chunks (spare: one chunk), two 4-byte index entries at hashbrown's load (11-23 B, 21 at 1 M
+//! flows), one 12-byte expiry entry in a queue grown by eighths: 120-125 B from 0.5 to 2 M flows.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -13,158 +17,13 @@ use std::net::Ipv4Addr;
 
 use hashbrown::HashTable;
 
-use crate::alg::ftp::FtpSession;
-use crate::config::Timeouts;
-use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
+use crate::flow::{ConnId, Dir, FlowKey};
 use crate::time::Instant;
 
-/// TCP connection state, coarse like a NAT needs it (RFC 5382 §5 distinguishes established from
-/// transitory; closing states shorten the timeout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpState {
-    SynSent,
-    SynReceived,
-    Established,
-    /// A FIN went one way.
-    FinWait,
-    /// FINs went both ways, or an RST: the mapping goes soon.
-    Closed,
-}
-
-impl TcpState {
-    pub fn name(self) -> &'static str {
-        match self {
-            TcpState::SynSent => "SYN_SENT",
-            TcpState::SynReceived => "SYN_RECV",
-            TcpState::Established => "ESTABLISHED",
-            TcpState::FinWait => "FIN_WAIT",
-            TcpState::Closed => "CLOSE",
-        }
-    }
-}
-
-/// How a connection came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// An inside host opened it (source NAT).
-    Outbound,
-    /// An outside host opened it through a static forward (destination NAT).
-    Forward,
-    /// An inside host reached a forward through the public address (both translated).
-    Hairpin,
-    /// An outside host opened it through an ALG pinhole (an FTP data connection).
-    Pinhole { control: ConnId },
-}
-
-#[derive(Debug, Clone)]
-pub struct Conn {
-    pub proto: Proto,
-    /// Keys as each direction's sender writes them (before translation), indexed by [`Dir::index`].
-    pub keys: [FlowKey; 2],
-    /// The device each direction's packets arrive on.
-    pub sides: [Side; 2],
-    pub origin: Origin,
-    pub tcp: TcpState,
-    fin_seen: [bool; 2],
-    pub replied: bool,
-    pub created: Instant,
-    pub last_seen: Instant,
-    pub expires: Instant,
-    /// The inside endpoint whose mapping this connection holds a reference on.
-    pub mapping: Option<Endpoint>,
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
-    /// The inside host this connection counts against.
-    pub host: Option<Ipv4Addr>,
-    pub ftp: Option<Box<FtpSession>>,
-    generation: u32,
-    /// Deadline of this connection's live entry in the expiry queue.
-    queued: Instant,
-}
-
-impl Conn {
-    /// A connection whose `orig` key arrived on `orig_side` and whose answers will come as `reply`.
-    pub fn new(
-        orig: FlowKey,
-        orig_side: Side,
-        reply: FlowKey,
-        reply_side: Side,
-        origin: Origin,
-        now: Instant,
-    ) -> Conn {
-        Conn {
-            proto: orig.proto,
-            keys: [orig, reply],
-            sides: [orig_side, reply_side],
-            origin,
-            tcp: TcpState::SynSent,
-            fin_seen: [false; 2],
-            replied: false,
-            created: now,
-            last_seen: now,
-            expires: now,
-            mapping: None,
-            packets: [0; 2],
-            bytes: [0; 2],
-            host: None,
-            ftp: None,
-            generation: 0,
-            queued: now,
-        }
-    }
-
-    pub fn key(&self, d: Dir) -> FlowKey {
-        self.keys[d.index()]
-    }
-
-    /// What a packet travelling in `d` looks like after translation: it leaves addressed like the
-    /// reverse of the other direction's key.
-    pub fn translated(&self, d: Dir) -> FlowKey {
-        self.keys[d.reverse().index()].reversed()
-    }
-
-    /// The side a packet travelling in `d` leaves by.
-    pub fn egress(&self, d: Dir) -> Side {
-        self.sides[d.reverse().index()]
-    }
-
-    /// Updates TCP state for a segment in `d`.
-    pub fn track_tcp(&mut self, d: Dir, syn: bool, ack: bool, fin: bool, rst: bool) {
-        if rst {
-            self.tcp = TcpState::Closed;
-            return;
-        }
-        if fin {
-            self.fin_seen[d.index()] = true;
-        }
-        self.tcp = match (self.tcp, d) {
-            _ if self.fin_seen[0] && self.fin_seen[1] => TcpState::Closed,
-            _ if fin => TcpState::FinWait,
-            (TcpState::SynSent, Dir::Reply) if syn && ack => TcpState::SynReceived,
-            (TcpState::SynReceived, Dir::Original) if ack && !syn => TcpState::Established,
-            (s, _) => s,
-        };
-    }
-
-    pub fn timeout(&self, t: &Timeouts) -> core::time::Duration {
-        match self.proto {
-            Proto::Tcp => match self.tcp {
-                TcpState::Established => t.tcp_established,
-                TcpState::Closed => t.tcp_closed,
-                TcpState::SynSent | TcpState::SynReceived | TcpState::FinWait => t.tcp_transitory,
-            },
-            Proto::Udp => t.udp,
-            Proto::Icmp => t.icmp,
-        }
-    }
-
-    /// A TCP connection picked up mid-stream (Linux conntrack's "loose" pickup) is treated as
-    /// established: the gateway restarted under it.
-    pub fn mark_established(&mut self) {
-        self.tcp = TcpState::Established;
-        self.replied = true;
-    }
-}
+mod conn;
+mod slab;
+pub use conn::{Conn, Origin, TcpState};
+use slab::Slab;
 
 /// Why a connection could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +34,7 @@ pub enum Full {
 
 /// The connection table.
 pub struct Table {
-    slots: Vec<Option<Conn>>,
+    slots: Slab,
     free: Vec<u32>,
     /// Each direction's key to its connection, stored as [`slot_ref`] (4 bytes: the key itself is read
     /// from the slot when comparing), so the index costs ~5 bytes per entry instead of the 25 a
@@ -184,18 +43,19 @@ pub struct Table {
     /// runs for every packet and SipHash was a fifth of its cost.
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// One live entry per connection (the one its `queued` marks) plus stale ones dropped as they
+    /// come up: see [`Due`].
+    timers: BinaryHeap<Reverse<Due>>,
     per_host: HashMap<Ipv4Addr, u32>,
     max: usize,
     max_per_host: usize,
-    next_generation: u32,
     len: usize,
 }
 
 impl Table {
     pub fn new(max: usize, max_per_host: usize) -> Table {
         Table {
-            slots: Vec::new(),
+            slots: Slab::default(),
             free: Vec::new(),
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
@@ -203,7 +63,6 @@ impl Table {
             per_host: HashMap::new(),
             max,
             max_per_host,
-            next_generation: 0,
             len: 0,
         }
     }
@@ -229,14 +88,14 @@ impl Table {
     }
 
     pub fn get(&self, id: ConnId) -> Option<&Conn> {
-        self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
+        self.slots.get(id.0)
     }
     pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut())
+        self.slots.get_mut(id.0)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|c| (ConnId(i as u32), c)))
+        self.slots.iter().map(|(i, c)| (ConnId(i), c))
     }
 
     /// True if both keys are unused (a new connection would not shadow an existing one).
@@ -258,24 +117,17 @@ impl Table {
         Ok(())
     }
 
-    /// Inserts a connection (call [`Table::admit`] first). Its expiry is `conn.expires`.
+    /// Inserts a connection (call [`Table::admit`] first). Its expiry is [`Conn::expires`].
     pub fn insert(&mut self, mut conn: Conn) -> ConnId {
-        self.next_generation = self.next_generation.wrapping_add(1);
-        conn.generation = self.next_generation;
         let id = match self.free.pop() {
             Some(i) => i,
-            None => {
-                self.slots.push(None);
-                (self.slots.len() - 1) as u32
-            }
+            None => self.slots.grow(),
         };
-        let keys = conn.keys;
-        if let Some(h) = conn.host {
-            *self.per_host.entry(h).or_default() += 1;
-        }
-        conn.queued = conn.expires;
-        self.timers.push(Reverse((conn.expires, id, conn.generation)));
-        self.slots[id as usize] = Some(conn);
+        let keys = *conn.keys();
+        *self.per_host.entry(conn.host()).or_default() += 1;
+        conn.queued = Due::marker(conn.expires());
+        queue(&mut self.timers, Due::new(conn.expires(), id));
+        self.slots.put(id, conn);
         // In order, and replacing an entry with an equal key: what `HashMap::insert` of each key did.
         self.index_insert(&keys[0], slot_ref(id, Dir::Original));
         self.index_insert(&keys[1], slot_ref(id, Dir::Reply));
@@ -284,34 +136,44 @@ impl Table {
     }
 
     /// Sets a connection's expiry. A later time is picked up lazily when the old deadline comes up; an
-    /// earlier one (an RST, the last FIN) gets its own queue entry at once.
+    /// earlier one (an RST, the last FIN) gets its own queue entry at once. (The live entry is never
+    /// later than the old expiry, so an expiry that does not move earlier needs no new one.)
     pub fn set_expiry(&mut self, id: ConnId, at: Instant) {
-        let Some(conn) = self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut()) else { return };
-        conn.expires = at;
-        if at < conn.queued {
-            conn.queued = at;
-            self.timers.push(Reverse((at, id.0, conn.generation)));
+        self.update(id, |_| at);
+    }
+
+    /// Runs `f` on a connection and sets its expiry to the time `f` returns, as
+    /// [`Table::set_expiry`] does: the per-packet refresh, in one slot access. False if `id` is not
+    /// a connection (then `f` does not run).
+    #[inline]
+    pub fn update(&mut self, id: ConnId, f: impl FnOnce(&mut Conn) -> Instant) -> bool {
+        let Some(conn) = self.slots.get_mut(id.0) else { return false };
+        let at = f(conn);
+        if at < conn.expires() {
+            conn.queued = Due::marker(at);
+            queue(&mut self.timers, Due::new(at, id.0));
         }
+        conn.set_expires(at);
+        true
     }
 
     /// Removes a connection and returns it (its mapping reference and ALG state are the caller's to
     /// release).
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
-        self.slots.get(id.0 as usize)?.as_ref()?;
+        let keys = *self.slots.get(id.0)?.keys();
         // Index entries go while the slot still holds the keys they are compared by.
         for d in [Dir::Original, Dir::Reply] {
-            let key = self.slots[id.0 as usize].as_ref().map(|c| c.keys[d.index()]).expect("checked above");
+            let key = keys[d.index()];
             if let Ok(e) = self.index.find_entry(self.hasher.hash_one(key), |&r| r == slot_ref(id.0, d)) {
                 e.remove();
             }
         }
-        let conn = self.slots[id.0 as usize].take().expect("checked above");
-        if let Some(h) = conn.host {
-            if let Some(n) = self.per_host.get_mut(&h) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_host.remove(&h);
-                }
+        let conn = self.slots.take(id.0)?;
+        let h = conn.host();
+        if let Some(n) = self.per_host.get_mut(&h) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_host.remove(&h);
             }
         }
         self.free.push(id.0);
@@ -322,24 +184,25 @@ impl Table {
     /// The earliest time something may expire (possibly early: a refreshed connection is re-queued
     /// when its old deadline comes up).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        self.timers.peek().map(|Reverse(due)| due.at())
     }
 
     /// Pops the next connection whose idle timeout has passed at `now`.
     pub fn pop_expired(&mut self, now: Instant) -> Option<ConnId> {
-        while let Some(&Reverse((t, id, generation))) = self.timers.peek() {
+        while let Some(&Reverse(due)) = self.timers.peek() {
+            let (t, id) = (due.at(), due.slot);
             if t > now {
                 return None;
             }
             self.timers.pop();
-            let Some(conn) = self.slots.get_mut(id as usize).and_then(|s| s.as_mut()) else { continue };
-            if conn.generation != generation || conn.queued != t {
+            let Some(conn) = self.slots.get_mut(id) else { continue };
+            if conn.queued != Due::marker(t) {
                 continue;
             }
-            if conn.expires > now {
+            if conn.expires() > now {
                 // Refreshed since this timer was queued: one live timer per connection, moved lazily.
-                conn.queued = conn.expires;
-                self.timers.push(Reverse((conn.expires, id, generation)));
+                conn.queued = Due::marker(conn.expires());
+                queue(&mut self.timers, Due::new(conn.expires(), id));
                 continue;
             }
             return Some(ConnId(id));
@@ -364,6 +227,45 @@ impl Table {
     }
 }
 
+/// An expiry-queue entry: a deadline (µs, exact) and a slot, in 12 bytes ordered by deadline.
+///
+/// An entry is live when the slot's connection carries its marker ([`Due::marker`], the deadline's low
+/// 32 bits). The marker may match an entry that is not the live one (a stale entry of a refreshed
+/// connection, or of an earlier occupant of the slot, whose deadline agrees in its low 32 bits): that
+/// is harmless, because [`Table::pop_expired`] only ever returns a connection whose own expiry has
+/// passed, and a mistaken entry for a connection not yet due just re-queues it (a duplicate that
+/// stops matching the next time the connection moves). So no generation number is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Due {
+    // Field order is the ordering: deadline (high word, low word), then slot.
+    hi: u32,
+    lo: u32,
+    slot: u32,
+}
+
+impl Due {
+    fn new(at: Instant, slot: u32) -> Due {
+        let us = at.as_micros();
+        Due { hi: (us >> 32) as u32, lo: us as u32, slot }
+    }
+    fn at(self) -> Instant {
+        Instant::from_micros(u64::from(self.hi) << 32 | u64::from(self.lo))
+    }
+    fn marker(at: Instant) -> u32 {
+        at.as_micros() as u32
+    }
+}
+
+/// Adds an expiry-queue entry. The queue grows by an eighth at a time rather than doubling: one entry
+/// per connection is 12 B/flow, and a doubled queue just past a power of two would cost 24 (issue 7
+/// budget). Amortized, an entry is copied ~9 times over the queue's growth instead of ~2.
+fn queue(timers: &mut BinaryHeap<Reverse<Due>>, due: Due) {
+    if timers.len() == timers.capacity() {
+        timers.reserve_exact((timers.len() / 8).max(1024));
+    }
+    timers.push(Reverse(due));
+}
+
 /// Slots an index entry can name: [`Table::admit`] refuses connections beyond it.
 const MAX_SLOTS: usize = 1 << 31;
 
@@ -378,14 +280,16 @@ fn unref(r: u32) -> (ConnId, Dir) {
 
 /// The key an index entry stands for (`None` only for an entry whose slot is empty, which the table
 /// never leaves behind).
-fn key_of(slots: &[Option<Conn>], r: u32) -> Option<&FlowKey> {
+fn key_of(slots: &Slab, r: u32) -> Option<&FlowKey> {
     let (id, d) = unref(r);
-    slots.get(id.0 as usize)?.as_ref().map(|c| &c.keys[d.index()])
+    slots.get(id.0).map(|c| &c.keys()[d.index()])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Timeouts;
+    use crate::flow::{Endpoint, Proto, Side};
     use core::time::Duration;
 
     fn key(sp: u16) -> FlowKey {
@@ -399,9 +303,8 @@ mod tests {
     fn conn(sp: u16, now: Instant, ttl: u64) -> Conn {
         let orig = key(sp);
         let reply = FlowKey::new(Proto::Udp, orig.dst, Endpoint::new(Ipv4Addr::new(198, 51, 100, 1), sp));
-        let mut c = Conn::new(orig, Side::Inside, reply, Side::Outside, Origin::Outbound, now);
-        c.expires = now + Duration::from_secs(ttl);
-        c.host = Some(orig.src.addr);
+        let mut c = Conn::new(orig, reply, Origin::Outbound, now);
+        c.set_expires(now + Duration::from_secs(ttl));
         c
     }
 
@@ -436,6 +339,39 @@ mod tests {
         let c = t.insert(conn(3, Instant::ZERO, 7440));
         t.set_expiry(c, Instant::from_secs(210));
         assert_eq!(t.pop_expired(Instant::from_secs(210)), Some(c));
+    }
+
+    #[test]
+    fn a_stale_timer_whose_marker_matches_never_expires_a_live_connection_early() {
+        let mut t = Table::new(10, 10);
+        let old = t.insert(conn(1, Instant::ZERO, 10));
+        t.remove(old);
+        // The next connection reuses the slot, due exactly 2^32 µs later: the old entry's marker
+        // (the deadline's low 32 bits) is its marker too.
+        let mut c = conn(2, Instant::ZERO, 10);
+        c.set_expires(Instant::from_secs(10) + Duration::from_micros(1 << 32));
+        let new = t.insert(c);
+        assert_eq!(new, old, "slot reused");
+        assert_eq!(t.pop_expired(Instant::from_secs(10)), None);
+        assert_eq!(t.pop_expired(Instant::from_secs(4304)), None);
+        assert_eq!(t.pop_expired(Instant::from_secs(4305)), Some(new));
+    }
+
+    #[test]
+    fn far_future_expiry_saturates_instead_of_wrapping() {
+        let mut t = Table::new(10, 10);
+        let a = t.insert(conn(1, Instant::ZERO, 60));
+        // A timeout as long as the configuration allows (1e9 s) or longer: the deadline saturates at
+        // the end of time, it never wraps around to "now".
+        t.set_expiry(a, Instant::from_secs(60) + Duration::from_secs(u64::MAX));
+        assert_eq!(t.next_deadline(), Some(Instant::from_secs(60)), "the old entry, re-queued lazily");
+        assert_eq!(t.pop_expired(Instant::from_secs(60)), None);
+        assert_eq!(t.next_deadline(), Some(Instant::MAX));
+        assert_eq!(t.pop_expired(Instant::from_secs(1 << 40)), None);
+        assert_eq!(t.get(a).map(Conn::expires), Some(Instant::MAX));
+        // Brought back by an RST, it goes on time.
+        t.set_expiry(a, Instant::from_secs((1 << 40) + 10));
+        assert_eq!(t.pop_expired(Instant::from_secs((1 << 40) + 10)), Some(a));
     }
 
     #[test]
@@ -483,20 +419,25 @@ mod tests {
 
     #[test]
     fn tcp_states() {
-        let mut c = conn(1, Instant::ZERO, 1);
-        c.proto = Proto::Tcp;
+        let k = key(1);
+        let mut c = Conn::new(
+            FlowKey::new(Proto::Tcp, k.src, k.dst),
+            FlowKey::new(Proto::Tcp, k.dst, Endpoint::new(Ipv4Addr::new(198, 51, 100, 1), 1)),
+            Origin::Outbound,
+            Instant::ZERO,
+        );
         c.track_tcp(Dir::Original, true, false, false, false);
-        assert_eq!(c.tcp, TcpState::SynSent);
+        assert_eq!(c.tcp(), TcpState::SynSent);
         c.track_tcp(Dir::Reply, true, true, false, false);
-        assert_eq!(c.tcp, TcpState::SynReceived);
+        assert_eq!(c.tcp(), TcpState::SynReceived);
         c.track_tcp(Dir::Original, false, true, false, false);
-        assert_eq!(c.tcp, TcpState::Established);
+        assert_eq!(c.tcp(), TcpState::Established);
         let t = Timeouts::default();
         assert_eq!(c.timeout(&t), t.tcp_established);
         c.track_tcp(Dir::Original, false, true, true, false);
-        assert_eq!(c.tcp, TcpState::FinWait);
+        assert_eq!(c.tcp(), TcpState::FinWait);
         c.track_tcp(Dir::Reply, false, true, true, false);
-        assert_eq!(c.tcp, TcpState::Closed);
+        assert_eq!(c.tcp(), TcpState::Closed);
         assert_eq!(c.timeout(&t), t.tcp_closed);
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::conntrack::{Conn, Origin};
 use crate::engine::Engine;
 use crate::events::Event;
-use crate::flow::{Endpoint, FlowKey, Proto};
+use crate::flow::{Dir, Endpoint, FlowKey, Proto};
 use crate::time::Instant;
 
 /// What a client asks for: one JSON object on one line.
@@ -104,8 +104,8 @@ fn ms(d: core::time::Duration) -> u64 {
 
 /// The inside endpoint, the public endpoint and the remote endpoint of a connection.
 pub fn roles(c: &Conn) -> (Endpoint, Endpoint, Endpoint) {
-    let [o, r] = c.keys;
-    match c.origin {
+    let [o, r] = *c.keys();
+    match c.origin() {
         Origin::Outbound => (o.src, r.dst, o.dst),
         Origin::Forward | Origin::Pinhole { .. } => (r.src, o.dst, o.src),
         // Both ends are inside: the client, its public mapping, and the forward's target.
@@ -130,13 +130,13 @@ fn key_json(k: &FlowKey) -> Value {
 pub fn flows(engine: &Engine, now: Instant, filter: &Filter) -> Value {
     let mut out = Vec::new();
     for (id, c) in engine.table().iter() {
-        if !filter.matches_keys(&c.keys) {
+        if !filter.matches_keys(c.keys()) {
             continue;
         }
         let (inside, outside, remote) = roles(c);
-        let state = match c.proto {
-            Proto::Tcp => c.tcp.name(),
-            _ if c.replied => "REPLIED",
+        let state = match c.proto() {
+            Proto::Tcp => c.tcp().name(),
+            _ if c.replied() => "REPLIED",
             _ => "UNREPLIED",
         };
         let alg = c.ftp.as_ref().map(|s| {
@@ -157,23 +157,23 @@ pub fn flows(engine: &Engine, now: Instant, filter: &Filter) -> Value {
         });
         let mut o = json!({
             "id": id.0,
-            "proto": c.proto.name(),
-            "origin": origin_name(c.origin),
+            "proto": c.proto().name(),
+            "origin": origin_name(c.origin()),
             "state": state,
-            "replied": c.replied,
+            "replied": c.replied(),
             "inside": inside.to_string(),
             "outside": outside.to_string(),
             "remote": remote.to_string(),
-            "orig": key_json(&c.keys[0]),
-            "reply": key_json(&c.keys[1]),
-            "age_ms": ms(now.saturating_since(c.created)),
-            "idle_ms": ms(now.saturating_since(c.last_seen)),
-            "expires_in_ms": ms(c.expires.saturating_since(now)),
-            "packets": { "orig": c.packets[0], "reply": c.packets[1] },
-            "bytes": { "orig": c.bytes[0], "reply": c.bytes[1] },
+            "orig": key_json(&c.key(Dir::Original)),
+            "reply": key_json(&c.key(Dir::Reply)),
+            "age_ms": ms(now.saturating_since(c.created())),
+            "idle_ms": ms(now.saturating_since(c.last_seen())),
+            "expires_in_ms": ms(c.expires().saturating_since(now)),
+            "packets": { "orig": c.packets()[0], "reply": c.packets()[1] },
+            "bytes": { "orig": c.bytes()[0], "reply": c.bytes()[1] },
             "alg": alg,
         });
-        if let Origin::Pinhole { control } = c.origin {
+        if let Origin::Pinhole { control } = c.origin() {
             o["control"] = json!(control.0);
         }
         out.push(o);

@@ -72,7 +72,7 @@ pub fn emulate(engine: &Engine, pkt: &mut [u8]) -> Emulated {
         if let Some(conn) = table.get(id) {
             // `d` is the way the inside host's packets of this flow travel; the peer answers the other
             // way, addressed as the gateway's translation of `d` showed it.
-            let to = conn.keys[d.reverse().index()];
+            let to = conn.key(d.reverse());
             set_dst_endpoint(pkt, proto, to.dst, fragmented);
             if proto == Proto::Tcp {
                 if let Some(ftp) = conn.ftp.as_ref() {
