@@ -277,7 +277,7 @@ impl Engine {
         let Some((id, dir)) = self.table.lookup(&key) else { return false };
         let Some(conn) = self.table.get(id) else { return false };
         let headers = ip.header_len() + tcp.header_len();
-        conn.sides[dir.index()] == from
+        conn.side(dir) == from
             && conn.ftp.is_none()
             && headers + seg <= self.config.mtu[conn.egress(dir).index()] as usize
     }
