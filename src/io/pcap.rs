@@ -3,16 +3,17 @@
 //!
 //! Owns: opening files, format detection by magic number, per-interface link type and timestamp resolution
 //! for pcapng, error reporting that names the file. The container formats are parsed by the `pcap-file`
-//! crate; nothing here parses record layouts by hand.
+//! crate; nothing here parses record layouts by hand. Writing: pcap-file writes the file header; the
+//! 16-byte record header is formatted here ([`PcapRecords`] lets one thread format frames and another
+//! write them without a copy), and a test holds it to pcap-file's writer byte for byte.
 //! Must not touch: frame contents (link-layer framing is `replay::link`, packets are the engine's).
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader};
+use pcap_file::pcap::{PcapHeader, PcapReader};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
@@ -351,9 +352,29 @@ impl CaptureReader {
 /// Snap length written into output headers: libpcap's default, above any GRO/TSO datagram plus L2 header.
 const WRITE_SNAPLEN: u32 = 262_144;
 
-/// Output buffer: large writes keep the syscall count per frame negligible (8 KiB, `BufWriter`'s default,
-/// meant one `write` per 8 frames of 1000 bytes).
+/// Output buffer for frames written one at a time: large writes keep the syscall count per frame
+/// negligible (`BufWriter`'s default of 8 KiB meant one `write` per 8 frames of 1000 bytes).
 const WRITE_BUFFER: usize = 1 << 20;
+
+/// The 16-byte record header of a classic microsecond little-endian pcap (draft-ietf-opsawg-pcap §5:
+/// seconds, microseconds, captured length, original length), captured length = original length = `len`.
+/// Refuses what pcap-file's writer refuses, with its errors (a test checks the bytes against it).
+fn record_header(path: &Path, ts_micros: u64, len: usize) -> Result<[u8; 16], CaptureError> {
+    let incl_len = u32::try_from(len)
+        .map_err(|_| format_err(path, format_args!("frame of {len} bytes is too large")))?;
+    let ts_sec = u32::try_from(ts_micros / 1_000_000)
+        .map_err(|_| write_err(path, PcapError::InvalidField("PcapPacket: timestamp_secs > u32::MAX")))?;
+    if incl_len > WRITE_SNAPLEN {
+        return Err(write_err(path, PcapError::InvalidField("PcapPacket: incl_len > snap_len")));
+    }
+    let ts_frac = (ts_micros % 1_000_000) as u32;
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&ts_sec.to_le_bytes());
+    h[4..8].copy_from_slice(&ts_frac.to_le_bytes());
+    h[8..12].copy_from_slice(&incl_len.to_le_bytes());
+    h[12..16].copy_from_slice(&incl_len.to_le_bytes());
+    Ok(h)
+}
 
 /// Writes a classic microsecond pcap (magic a1b2c3d4, little-endian) with one link type.
 ///
@@ -364,7 +385,7 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// files on disk syncs them itself (`sync FILE`).
 pub struct PcapWriter {
     path: PathBuf,
-    inner: pcap_file::pcap::PcapWriter<BufWriter<File>>,
+    out: BufWriter<File>,
 }
 
 impl fmt::Debug for PcapWriter {
@@ -387,27 +408,77 @@ impl PcapWriter {
             // Fixed rather than native so that outputs are byte-identical across machines.
             endianness: Endianness::Little,
         };
-        let inner =
-            pcap_file::pcap::PcapWriter::with_header(BufWriter::with_capacity(WRITE_BUFFER, file), header)
-                .map_err(|e| write_err(path, e))?;
-        Ok(PcapWriter { path: path.to_path_buf(), inner })
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+        header.write_to(&mut out).map_err(|e| write_err(path, e))?;
+        Ok(PcapWriter { path: path.to_path_buf(), out })
     }
 
     /// Appends one frame (captured length = original length = `data.len()`).
     pub fn write(&mut self, ts_micros: u64, data: &[u8]) -> Result<(), CaptureError> {
-        let orig_len = u32::try_from(data.len()).map_err(|_| {
-            format_err(&self.path, format_args!("frame of {} bytes is too large", data.len()))
-        })?;
-        let packet = PcapPacket::new(Duration::from_micros(ts_micros), orig_len, data);
-        self.inner.write_packet(&packet).map_err(|e| write_err(&self.path, e))?;
-        Ok(())
+        let h = record_header(&self.path, ts_micros, data.len())?;
+        let err = |e| io_err(&self.path, "write error", e);
+        self.out.write_all(&h).map_err(err)?;
+        self.out.write_all(data).map_err(err)
+    }
+
+    /// An empty buffer of records for this file, to fill (on any thread) and hand to
+    /// [`write_records`](Self::write_records).
+    pub fn records(&self) -> PcapRecords {
+        PcapRecords { path: self.path.clone(), bytes: Vec::new(), count: 0 }
+    }
+
+    /// Appends records built with [`PcapRecords::push`], straight from their buffer (no copy).
+    pub fn write_records(&mut self, records: &PcapRecords) -> Result<(), CaptureError> {
+        let err = |e| io_err(&self.path, "write error", e);
+        // Whatever `write` left buffered goes first.
+        self.out.flush().map_err(err)?;
+        self.out.get_mut().write_all(&records.bytes).map_err(err)
     }
 
     /// Flushes buffered frames to the file (no `fsync`: see the type's documentation).
-    pub fn finish(self) -> Result<(), CaptureError> {
-        let path = self.path;
-        let mut buffered = self.inner.into_writer();
-        buffered.flush().map_err(|e| io_err(&path, "write error", e))
+    pub fn finish(mut self) -> Result<(), CaptureError> {
+        self.out.flush().map_err(|e| io_err(&self.path, "write error", e))
+    }
+}
+
+/// Frames formatted as the records of one [`PcapWriter`]'s file, kept in memory: a thread that produces
+/// frames can format them and another write them with a single `write` per batch.
+#[derive(Debug, Clone)]
+pub struct PcapRecords {
+    /// The file they are for, named by errors.
+    path: PathBuf,
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl PcapRecords {
+    /// Appends one frame as [`PcapWriter::write`] would write it (same refusals, same errors).
+    pub fn push(&mut self, ts_micros: u64, data: &[u8]) -> Result<(), CaptureError> {
+        let h = record_header(&self.path, ts_micros, data.len())?;
+        self.bytes.extend_from_slice(&h);
+        self.bytes.extend_from_slice(data);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// How many frames.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// How many bytes of records.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Empties the buffer, keeping its memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
     }
 }
 
@@ -441,6 +512,60 @@ mod tests {
         assert_eq!(iface(127, 0).micros(u64::MAX), 0);
         assert_eq!(iface(0xff, 0).micros(u64::MAX), 0);
         assert_eq!(iface(0, 0).micros(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn records_are_what_pcap_file_writes() {
+        use pcap_file::pcap::PcapPacket;
+        let frames: Vec<(u64, Vec<u8>)> = vec![
+            (0, vec![]),
+            (1_704_067_200_123_456, vec![0x45; 60]),
+            (999_999, vec![1, 2, 3]),
+            (u64::from(u32::MAX) * 1_000_000 + 999_999, vec![7; 1500]),
+            (5, vec![9; WRITE_SNAPLEN as usize]),
+        ];
+        let header = PcapHeader {
+            snaplen: WRITE_SNAPLEN,
+            datalink: DataLink::RAW,
+            endianness: Endianness::Little,
+            ..Default::default()
+        };
+        let mut reference = pcap_file::pcap::PcapWriter::with_header(Vec::new(), header).unwrap();
+        for (ts, data) in &frames {
+            let p = PcapPacket::new(std::time::Duration::from_micros(*ts), data.len() as u32, data);
+            reference.write_packet(&p).unwrap();
+        }
+        let reference = reference.into_writer();
+        let dir = std::env::temp_dir().join(format!("ftpnat-pcap-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (one, batched) = (dir.join("one.pcap"), dir.join("batched.pcap"));
+        let mut w = PcapWriter::create(&one, LinkType::RAW).unwrap();
+        let mut b = PcapWriter::create(&batched, LinkType::RAW).unwrap();
+        let mut records = b.records();
+        for (i, (ts, data)) in frames.iter().enumerate() {
+            w.write(*ts, data).unwrap();
+            // Mixed: single frames and batches keep their order.
+            if i % 2 == 0 {
+                records.push(*ts, data).unwrap();
+            } else {
+                b.write_records(&records).unwrap();
+                records.clear();
+                b.write(*ts, data).unwrap();
+            }
+        }
+        assert_eq!(records.len(), 1);
+        b.write_records(&records).unwrap();
+        w.finish().unwrap();
+        b.finish().unwrap();
+        assert_eq!(std::fs::read(&one).unwrap(), reference);
+        assert_eq!(std::fs::read(&batched).unwrap(), reference);
+        // What pcap-file refuses is refused, with its message, naming the file.
+        let mut w = PcapWriter::create(&one, LinkType::RAW).unwrap();
+        let e = w.write(u64::from(u32::MAX) * 1_000_000 + 1_000_000, &[0]).unwrap_err().to_string();
+        assert!(e.contains("one.pcap") && e.contains("timestamp_secs > u32::MAX"), "{e}");
+        let e = w.records().push(0, &vec![0; WRITE_SNAPLEN as usize + 1]).unwrap_err().to_string();
+        assert!(e.contains("one.pcap") && e.contains("incl_len > snap_len"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

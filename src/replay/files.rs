@@ -17,7 +17,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use super::link::{self, Decoded, LinkType};
 use super::{FrameLink, Output, ReplayError, ReplayOptions, Replayer, Summary};
 use crate::flow::Side;
-use crate::io::pcap::{CaptureError, CaptureReader, FrameInfo, PcapWriter};
+use crate::io::pcap::{CaptureError, CaptureReader, FrameInfo, PcapRecords, PcapWriter};
 
 /// The files of a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,21 +172,12 @@ fn replay_batches<'scope>(
     }
 }
 
-/// Output packets handed from the replay to the writing thread.
-struct PacketBatch {
-    data: Vec<u8>,
-    /// (towards, capture timestamp, length)
-    packets: Vec<(Side, u64, usize)>,
-}
+/// Output packets handed from the replay to the writing thread, already laid out as the records of
+/// each file (indexed by [`Side::index`]), so that writing them is one `write` per file and batch.
+type PacketBatch = [PcapRecords; 2];
 
-impl PacketBatch {
-    fn new() -> PacketBatch {
-        PacketBatch { data: Vec::with_capacity(BATCH_BYTES + 2048), packets: Vec::with_capacity(BATCH) }
-    }
-
-    fn full(&self) -> bool {
-        self.packets.len() >= BATCH || self.data.len() >= BATCH_BYTES
-    }
+fn batch_full(b: &PacketBatch) -> bool {
+    b[0].len() + b[1].len() >= BATCH || b[0].bytes() + b[1].bytes() >= BATCH_BYTES
 }
 
 /// The two output captures: raw IP, or the causing frame's framing with `--keep-link-layer`. Packets are
@@ -196,6 +187,8 @@ struct PcapOutput<'scope> {
     /// The last frame seen, for packets released by timers (they have no frame of their own).
     last: Option<(Vec<u8>, Decoded)>,
     batch: PacketBatch,
+    /// Empty record buffers for each file, to start a batch when none comes back from the writer.
+    empty: PacketBatch,
     /// `None` once finished.
     tx: Option<SyncSender<PacketBatch>>,
     recycle: Receiver<PacketBatch>,
@@ -214,13 +207,15 @@ impl<'scope> PcapOutput<'scope> {
         let err = |e: CaptureError| ReplayError::Output(e.to_string());
         let lan = PcapWriter::create(&files.lan_out, lt).map_err(err)?;
         let wan = PcapWriter::create(&files.wan_out, lt).map_err(err)?;
+        let empty = [lan.records(), wan.records()];
         let (tx, rx) = sync_channel(AHEAD);
         let (recycle_tx, recycle) = channel();
         let writer = scope.spawn(move || write_out(lan, wan, rx, recycle_tx));
         Ok(PcapOutput {
             keep,
             last: None,
-            batch: PacketBatch::new(),
+            batch: empty.clone(),
+            empty,
             tx: Some(tx),
             recycle,
             writer: Some(writer),
@@ -229,9 +224,8 @@ impl<'scope> PcapOutput<'scope> {
 
     /// Hands the current batch to the writer. When the writer has stopped on an error, returns it.
     fn send(&mut self) -> Result<(), CaptureError> {
-        let mut next = self.recycle.try_recv().unwrap_or_else(|_| PacketBatch::new());
-        next.data.clear();
-        next.packets.clear();
+        let mut next = self.recycle.try_recv().unwrap_or_else(|_| self.empty.clone());
+        next.iter_mut().for_each(PcapRecords::clear);
         let batch = std::mem::replace(&mut self.batch, next);
         let sent = match &self.tx {
             Some(tx) => tx.send(batch).is_ok(),
@@ -258,7 +252,7 @@ impl<'scope> PcapOutput<'scope> {
     /// Writes what is left and closes both files.
     fn finish(mut self) -> Result<(), ReplayError> {
         let err = |e: CaptureError| ReplayError::Output(e.to_string());
-        if !self.batch.packets.is_empty() {
+        if self.batch.iter().any(|r| !r.is_empty()) {
             self.send().map_err(err)?;
         }
         self.tx = None;
@@ -266,9 +260,8 @@ impl<'scope> PcapOutput<'scope> {
     }
 
     fn push(&mut self, side: Side, ts: u64, packet: &[u8]) -> Result<(), CaptureError> {
-        self.batch.data.extend_from_slice(packet);
-        self.batch.packets.push((side, ts, packet.len()));
-        if self.batch.full() {
+        self.batch[side.index()].push(ts, packet)?;
+        if batch_full(&self.batch) {
             self.send()?;
         }
         Ok(())
@@ -278,7 +271,7 @@ impl<'scope> PcapOutput<'scope> {
 impl Drop for PcapOutput<'_> {
     /// A replay that stops on an error still leaves what it wrote so far in the files.
     fn drop(&mut self) {
-        if self.tx.is_some() && !self.batch.packets.is_empty() {
+        if self.tx.is_some() && self.batch.iter().any(|r| !r.is_empty()) {
             let _ = self.send();
         }
     }
@@ -323,15 +316,8 @@ fn write_out(
     recycle: Sender<PacketBatch>,
 ) -> Result<(), CaptureError> {
     for batch in rx.iter() {
-        let mut at = 0;
-        for &(side, ts, len) in &batch.packets {
-            let w = match side {
-                Side::Inside => &mut lan,
-                Side::Outside => &mut wan,
-            };
-            w.write(ts, &batch.data[at..at + len])?;
-            at += len;
-        }
+        lan.write_records(&batch[Side::Inside.index()])?;
+        wan.write_records(&batch[Side::Outside.index()])?;
         let _ = recycle.send(batch);
     }
     lan.finish()?;

@@ -26,7 +26,7 @@ pub fn ipv4(pkt: &mut Vec<u8>, repair: bool) -> u64 {
     } else if total >= 20 && total < pkt.len() {
         pkt.truncate(total);
     }
-    if !repair {
+    if !repair || tcp_checksums_right(pkt) {
         return 0;
     }
     let Ok(mut ip) = Ipv4Packet::new_checked(&mut pkt[..]) else { return 0 };
@@ -46,6 +46,22 @@ pub fn ipv4(pkt: &mut Vec<u8>, repair: bool) -> u64 {
         repaired += 1;
     }
     repaired
+}
+
+/// True for an unfragmented IPv4 TCP datagram whose header and TCP checksums both verify, the common
+/// case, in which the repair would change nothing. The same sums as `verify_header_checksum` and
+/// `verify_transport_checksum`, without the views' second parse of the segment: a third of the input
+/// check's cost per packet.
+fn tcp_checksums_right(pkt: &[u8]) -> bool {
+    let Ok(ip) = Ipv4Packet::new_checked(pkt) else { return false };
+    if ip.protocol() != 6 || ip.is_fragment() {
+        return false;
+    }
+    // new_checked: 20 <= header length <= total length <= pkt.len(), and the total fits 16 bits.
+    let (hl, total) = (ip.header_len(), ip.total_len());
+    let segment = &pkt[hl..total];
+    let pseudo = checksum::pseudo_header(ip.src_addr(), ip.dst_addr(), 6, segment.len() as u16);
+    checksum::checksum(&pkt[..hl]) == 0 && checksum::finish(checksum::sum(segment, pseudo)) == 0
 }
 
 /// Where the upper-layer header of an IPv6 packet starts and which it is, past the extension headers a
