@@ -186,6 +186,8 @@ struct PcapOutput<'scope> {
     keep: Option<LinkType>,
     /// The last frame seen, for packets released by timers (they have no frame of their own).
     last: Option<(Vec<u8>, Decoded)>,
+    /// Where a packet is framed (`--keep-link-layer`), reused.
+    framed: Vec<u8>,
     batch: PacketBatch,
     /// Empty record buffers for each file, to start a batch when none comes back from the writer.
     empty: PacketBatch,
@@ -214,6 +216,7 @@ impl<'scope> PcapOutput<'scope> {
         Ok(PcapOutput {
             keep,
             last: None,
+            framed: Vec::new(),
             batch: empty.clone(),
             empty,
             tx: Some(tx),
@@ -286,7 +289,8 @@ impl Output for PcapOutput<'_> {
         link: Option<FrameLink<'_>>,
     ) -> Result<(), CaptureError> {
         let Some(lt) = self.keep else { return self.push(side, ts, packet) };
-        let framed = match link {
+        let mut framed = std::mem::take(&mut self.framed);
+        match link {
             Some(l) => {
                 match &mut self.last {
                     Some((f, d)) => {
@@ -296,14 +300,16 @@ impl Output for PcapOutput<'_> {
                     }
                     None => self.last = Some((l.frame.to_vec(), l.decoded.clone())),
                 }
-                link::encode(lt, l.frame, l.decoded, packet)
+                link::encode_into(&mut framed, lt, l.frame, l.decoded, packet);
             }
             None => match &self.last {
-                Some((f, d)) => link::encode(lt, f, d, packet),
+                Some((f, d)) => link::encode_into(&mut framed, lt, f, d, packet),
                 None => return self.push(side, ts, packet),
             },
-        };
-        self.push(side, ts, &framed)
+        }
+        let r = self.push(side, ts, &framed);
+        self.framed = framed;
+        r
     }
 }
 
