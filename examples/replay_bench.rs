@@ -7,7 +7,8 @@
 //! Generates an Ethernet capture of FLOWS TCP connections (handshake first, then PACKETS data and ACK
 //! segments spread over them, both directions, PAYLOAD-byte data segments; 64 and 1000 by default), then times `ftpnat replay` on it:
 //! once end to end (pcap read, link decode, input checksum verification, peer emulation, engine, pcap
-//! write of both outputs) and once in memory (outputs counted, not written).
+//! write of both outputs) and once in memory (outputs counted, not written). With REPLAY_BENCH_KEEP=DIR
+//! the input and outputs stay in DIR/PAYLOAD/ (to profile `replay_run` on them).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -86,7 +87,12 @@ fn main() {
 }
 
 fn bench(packets: usize, flows: usize, size: usize) {
-    let dir = std::env::temp_dir().join(format!("ftpnat-replay-bench-{}", std::process::id()));
+    // REPLAY_BENCH_KEEP=DIR keeps the generated input and the outputs there (for profiling `replay_run`).
+    let keep = std::env::var_os("REPLAY_BENCH_KEEP").map(PathBuf::from);
+    let dir = match &keep {
+        Some(d) => d.join(format!("{size}")),
+        None => std::env::temp_dir().join(format!("ftpnat-replay-bench-{}", std::process::id())),
+    };
     std::fs::create_dir_all(&dir).unwrap();
     let input: PathBuf = dir.join("input.pcap");
 
@@ -169,7 +175,7 @@ fn bench(packets: usize, flows: usize, size: usize) {
     }
     let wt = t.elapsed();
     wr.finish().unwrap();
-    println!("writing alone: {wt:.2?} + finish (flush, fsync) {:.2?}", t.elapsed() - wt);
+    println!("writing alone: {wt:.2?} + finish (flush) {:.2?}", t.elapsed() - wt);
     let mut rep = ftpnat::replay::Replayer::new(&opts).unwrap();
     let mut sink = ftpnat::replay::MemoryOutput { discard: true, ..Default::default() };
     let t = Instant::now();
@@ -181,5 +187,7 @@ fn bench(packets: usize, flows: usize, size: usize) {
         "in memory (decode, repair check, emulation, engine): {n} packets in {e:.2?} = {:.2} M packets/s",
         n as f64 / e.as_secs_f64() / 1e6
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -136,11 +136,16 @@ pub struct Metrics {
     pub pinholes_replaced: u64,
     pub pinholes_refused_by_server: u64,
     pub pinholes_closed_with_control: u64,
+    /// The sum of `drops`, kept by [`Metrics::drop`]: replay asks for it around every packet, and summing
+    /// the array each time cost a few percent of a replay.
+    dropped: u64,
 }
 
 impl Metrics {
+    /// Counts a drop. The only way drops are counted (`total_drops` relies on it).
     pub fn drop(&mut self, r: DropReason) {
         self.drops[r.index()] += 1;
+        self.dropped += 1;
     }
     pub fn refuse(&mut self, r: RefusalReason) {
         self.alg_refused[r.index()] += 1;
@@ -152,7 +157,8 @@ impl Metrics {
         self.alg_refused[r.index()]
     }
     pub fn total_drops(&self) -> u64 {
-        self.drops.iter().sum()
+        debug_assert_eq!(self.dropped, self.drops.iter().sum::<u64>(), "drops counted past Metrics::drop");
+        self.dropped
     }
     pub fn alg_rewrites(&self) -> u64 {
         self.alg_rewrites_port + self.alg_rewrites_eprt + self.alg_rewrites_227 + self.alg_rewrites_229

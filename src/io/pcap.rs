@@ -3,16 +3,17 @@
 //!
 //! Owns: opening files, format detection by magic number, per-interface link type and timestamp resolution
 //! for pcapng, error reporting that names the file. The container formats are parsed by the `pcap-file`
-//! crate; nothing here parses record layouts by hand.
+//! crate; nothing here parses record layouts by hand. Writing: pcap-file writes the file header; the
+//! 16-byte record header is formatted here ([`PcapRecords`] lets one thread format frames and another
+//! write them without a copy), and a test holds it to pcap-file's writer byte for byte.
 //! Must not touch: frame contents (link-layer framing is `replay::link`, packets are the engine's).
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader};
+use pcap_file::pcap::{PcapHeader, PcapReader};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
@@ -29,6 +30,18 @@ pub struct Frame {
     pub linktype: LinkType,
     /// The captured bytes (may be shorter than `orig_len` when the capture was truncated by a snap length).
     pub data: Vec<u8>,
+    /// Length of the frame on the wire.
+    pub orig_len: u32,
+}
+
+/// A frame's record fields, its bytes left in the caller's buffer ([`CaptureReader::next_frame_into`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Capture timestamp, microseconds since the Unix epoch.
+    pub ts_micros: u64,
+    pub linktype: LinkType,
+    /// How many captured bytes were appended to the buffer.
+    pub len: usize,
     /// Length of the frame on the wire.
     pub orig_len: u32,
 }
@@ -104,6 +117,20 @@ fn peek4(mut src: Source) -> io::Result<([u8; 4], usize, Source)> {
     }
     let replay = Cursor::new(head[..n].to_vec());
     Ok((head, n, Box::new(replay.chain(src))))
+}
+
+/// Largest single read from the file. pcap-file reads into an 8 MB buffer and would fill all of it at
+/// once; reading it in slices keeps the bytes being parsed in cache (the rest of the buffer stays unused).
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A reader whose reads return at most [`READ_CHUNK`] bytes.
+struct Chunked(Source);
+
+impl Read for Chunked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(READ_CHUNK);
+        self.0.read(&mut buf[..n])
+    }
 }
 
 /// A pcapng interface as far as frames need it.
@@ -190,6 +217,7 @@ impl CaptureReader {
             src = s;
         }
         let (head, n) = head;
+        let src: Source = Box::new(Chunked(src));
         if n < 4 {
             let what = if compressed { "decompressed data" } else { "file" };
             return Err(format_err(path, format_args!("{what} too short to be a capture ({n} bytes)")));
@@ -233,18 +261,34 @@ impl CaptureReader {
     /// SPB (no timestamp: the previous frame's is used) and the obsolete Packet Block are read, other
     /// blocks skipped.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
+        let mut data = Vec::new();
+        Ok(self.next_frame_into(&mut data)?.map(|i| Frame {
+            ts_micros: i.ts_micros,
+            linktype: i.linktype,
+            data,
+            orig_len: i.orig_len,
+        }))
+    }
+
+    /// [`next_frame`](Self::next_frame) without an allocation per frame: the frame's bytes are appended
+    /// to `buf` (`FrameInfo::len` of them), so one buffer can carry many frames back to back.
+    pub fn next_frame_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<FrameInfo>, CaptureError> {
         if self.done {
             return Ok(None);
         }
-        let result = self.read_frame();
+        let result = self.read_frame(buf);
         if !matches!(result, Ok(Some(_))) {
             self.done = true;
         }
         result
     }
 
-    fn read_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
+    fn read_frame(&mut self, buf: &mut Vec<u8>) -> Result<Option<FrameInfo>, CaptureError> {
         let path = &self.path;
+        let mut put = |ts_micros: u64, linktype: LinkType, data: &[u8], orig_len: u32| {
+            buf.extend_from_slice(data);
+            Ok(Some(FrameInfo { ts_micros, linktype, len: data.len(), orig_len }))
+        };
         match &mut self.inner {
             Inner::Pcap { reader, linktype, nanos } => {
                 // The raw record is used because PcapPacket's validation rejects orig_len > snaplen, which
@@ -254,12 +298,7 @@ impl CaptureReader {
                     Some(r) => r.map_err(|e| pcap_err(path, e))?,
                 };
                 let frac = if *nanos { u64::from(raw.ts_frac) / 1000 } else { u64::from(raw.ts_frac) };
-                Ok(Some(Frame {
-                    ts_micros: u64::from(raw.ts_sec) * 1_000_000 + frac,
-                    linktype: *linktype,
-                    data: raw.data.into_owned(),
-                    orig_len: raw.orig_len,
-                }))
+                put(u64::from(raw.ts_sec) * 1_000_000 + frac, *linktype, &raw.data, raw.orig_len)
             }
             Inner::PcapNg { reader, interfaces, last_ts } => loop {
                 let block = match reader.next_block() {
@@ -286,12 +325,7 @@ impl CaptureReader {
                         // pcap-file returns the raw unit count as that many ns; if_tsresol gives the unit.
                         let units = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
                         *last_ts = i.micros(units);
-                        return Ok(Some(Frame {
-                            ts_micros: *last_ts,
-                            linktype: i.linktype,
-                            data: epb.data.into_owned(),
-                            orig_len: epb.original_len,
-                        }));
+                        return put(*last_ts, i.linktype, &epb.data, epb.original_len);
                     }
                     Block::SimplePacket(spb) => {
                         // pcapng §4.4: SPBs belong to interface 0; captured length is min(original, snaplen)
@@ -301,22 +335,12 @@ impl CaptureReader {
                         if i.snaplen != 0 {
                             len = len.min(i.snaplen as usize);
                         }
-                        return Ok(Some(Frame {
-                            ts_micros: *last_ts,
-                            linktype: i.linktype,
-                            data: spb.data[..len].to_vec(),
-                            orig_len: spb.original_len,
-                        }));
+                        return put(*last_ts, i.linktype, &spb.data[..len], spb.original_len);
                     }
                     Block::Packet(pb) => {
                         let i = iface(u32::from(pb.interface_id), interfaces)?;
                         *last_ts = i.micros(pb.timestamp);
-                        return Ok(Some(Frame {
-                            ts_micros: *last_ts,
-                            linktype: i.linktype,
-                            data: pb.data.into_owned(),
-                            orig_len: pb.original_len,
-                        }));
+                        return put(*last_ts, i.linktype, &pb.data, pb.original_len);
                     }
                     _ => {}
                 }
@@ -328,10 +352,40 @@ impl CaptureReader {
 /// Snap length written into output headers: libpcap's default, above any GRO/TSO datagram plus L2 header.
 const WRITE_SNAPLEN: u32 = 262_144;
 
+/// Output buffer for frames written one at a time: large writes keep the syscall count per frame
+/// negligible (`BufWriter`'s default of 8 KiB meant one `write` per 8 frames of 1000 bytes).
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// The 16-byte record header of a classic microsecond little-endian pcap (draft-ietf-opsawg-pcap §5:
+/// seconds, microseconds, captured length, original length), captured length = original length = `len`.
+/// Refuses what pcap-file's writer refuses, with its errors (a test checks the bytes against it).
+fn record_header(path: &Path, ts_micros: u64, len: usize) -> Result<[u8; 16], CaptureError> {
+    let incl_len = u32::try_from(len)
+        .map_err(|_| format_err(path, format_args!("frame of {len} bytes is too large")))?;
+    let ts_sec = u32::try_from(ts_micros / 1_000_000)
+        .map_err(|_| write_err(path, PcapError::InvalidField("PcapPacket: timestamp_secs > u32::MAX")))?;
+    if incl_len > WRITE_SNAPLEN {
+        return Err(write_err(path, PcapError::InvalidField("PcapPacket: incl_len > snap_len")));
+    }
+    let ts_frac = (ts_micros % 1_000_000) as u32;
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&ts_sec.to_le_bytes());
+    h[4..8].copy_from_slice(&ts_frac.to_le_bytes());
+    h[8..12].copy_from_slice(&incl_len.to_le_bytes());
+    h[12..16].copy_from_slice(&incl_len.to_le_bytes());
+    Ok(h)
+}
+
 /// Writes a classic microsecond pcap (magic a1b2c3d4, little-endian) with one link type.
+///
+/// Not durable: [`finish`](Self::finish) hands everything to the operating system but does not `fsync`.
+/// A replay's outputs are derived data that the same command regenerates from its input, and once the
+/// process has exited the files read back complete; only a crash of the machine itself could lose them.
+/// Syncing cost about as much as the rest of writing (0.3–0.5 s per GB), so a caller that needs the
+/// files on disk syncs them itself (`sync FILE`).
 pub struct PcapWriter {
     path: PathBuf,
-    inner: pcap_file::pcap::PcapWriter<BufWriter<File>>,
+    out: BufWriter<File>,
 }
 
 impl fmt::Debug for PcapWriter {
@@ -354,28 +408,77 @@ impl PcapWriter {
             // Fixed rather than native so that outputs are byte-identical across machines.
             endianness: Endianness::Little,
         };
-        let inner = pcap_file::pcap::PcapWriter::with_header(BufWriter::new(file), header)
-            .map_err(|e| write_err(path, e))?;
-        Ok(PcapWriter { path: path.to_path_buf(), inner })
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+        header.write_to(&mut out).map_err(|e| write_err(path, e))?;
+        Ok(PcapWriter { path: path.to_path_buf(), out })
     }
 
     /// Appends one frame (captured length = original length = `data.len()`).
     pub fn write(&mut self, ts_micros: u64, data: &[u8]) -> Result<(), CaptureError> {
-        let orig_len = u32::try_from(data.len()).map_err(|_| {
-            format_err(&self.path, format_args!("frame of {} bytes is too large", data.len()))
-        })?;
-        let packet = PcapPacket::new(Duration::from_micros(ts_micros), orig_len, data);
-        self.inner.write_packet(&packet).map_err(|e| write_err(&self.path, e))?;
+        let h = record_header(&self.path, ts_micros, data.len())?;
+        let err = |e| io_err(&self.path, "write error", e);
+        self.out.write_all(&h).map_err(err)?;
+        self.out.write_all(data).map_err(err)
+    }
+
+    /// An empty buffer of records for this file, to fill (on any thread) and hand to
+    /// [`write_records`](Self::write_records).
+    pub fn records(&self) -> PcapRecords {
+        PcapRecords { path: self.path.clone(), bytes: Vec::new(), count: 0 }
+    }
+
+    /// Appends records built with [`PcapRecords::push`], straight from their buffer (no copy).
+    pub fn write_records(&mut self, records: &PcapRecords) -> Result<(), CaptureError> {
+        let err = |e| io_err(&self.path, "write error", e);
+        // Whatever `write` left buffered goes first.
+        self.out.flush().map_err(err)?;
+        self.out.get_mut().write_all(&records.bytes).map_err(err)
+    }
+
+    /// Flushes buffered frames to the file (no `fsync`: see the type's documentation).
+    pub fn finish(mut self) -> Result<(), CaptureError> {
+        self.out.flush().map_err(|e| io_err(&self.path, "write error", e))
+    }
+}
+
+/// Frames formatted as the records of one [`PcapWriter`]'s file, kept in memory: a thread that produces
+/// frames can format them and another write them with a single `write` per batch.
+#[derive(Debug, Clone)]
+pub struct PcapRecords {
+    /// The file they are for, named by errors.
+    path: PathBuf,
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl PcapRecords {
+    /// Appends one frame as [`PcapWriter::write`] would write it (same refusals, same errors).
+    pub fn push(&mut self, ts_micros: u64, data: &[u8]) -> Result<(), CaptureError> {
+        let h = record_header(&self.path, ts_micros, data.len())?;
+        self.bytes.extend_from_slice(&h);
+        self.bytes.extend_from_slice(data);
+        self.count += 1;
         Ok(())
     }
 
-    /// Flushes buffered frames to the file.
-    pub fn finish(self) -> Result<(), CaptureError> {
-        let path = self.path;
-        let mut buffered = self.inner.into_writer();
-        buffered.flush().map_err(|e| io_err(&path, "write error", e))?;
-        let file = buffered.into_inner().map_err(|e| io_err(&path, "write error", e.into_error()))?;
-        file.sync_all().map_err(|e| io_err(&path, "write error", e))
+    /// How many frames.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// How many bytes of records.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Empties the buffer, keeping its memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
     }
 }
 
@@ -409,6 +512,60 @@ mod tests {
         assert_eq!(iface(127, 0).micros(u64::MAX), 0);
         assert_eq!(iface(0xff, 0).micros(u64::MAX), 0);
         assert_eq!(iface(0, 0).micros(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn records_are_what_pcap_file_writes() {
+        use pcap_file::pcap::PcapPacket;
+        let frames: Vec<(u64, Vec<u8>)> = vec![
+            (0, vec![]),
+            (1_704_067_200_123_456, vec![0x45; 60]),
+            (999_999, vec![1, 2, 3]),
+            (u64::from(u32::MAX) * 1_000_000 + 999_999, vec![7; 1500]),
+            (5, vec![9; WRITE_SNAPLEN as usize]),
+        ];
+        let header = PcapHeader {
+            snaplen: WRITE_SNAPLEN,
+            datalink: DataLink::RAW,
+            endianness: Endianness::Little,
+            ..Default::default()
+        };
+        let mut reference = pcap_file::pcap::PcapWriter::with_header(Vec::new(), header).unwrap();
+        for (ts, data) in &frames {
+            let p = PcapPacket::new(std::time::Duration::from_micros(*ts), data.len() as u32, data);
+            reference.write_packet(&p).unwrap();
+        }
+        let reference = reference.into_writer();
+        let dir = std::env::temp_dir().join(format!("ftpnat-pcap-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (one, batched) = (dir.join("one.pcap"), dir.join("batched.pcap"));
+        let mut w = PcapWriter::create(&one, LinkType::RAW).unwrap();
+        let mut b = PcapWriter::create(&batched, LinkType::RAW).unwrap();
+        let mut records = b.records();
+        for (i, (ts, data)) in frames.iter().enumerate() {
+            w.write(*ts, data).unwrap();
+            // Mixed: single frames and batches keep their order.
+            if i % 2 == 0 {
+                records.push(*ts, data).unwrap();
+            } else {
+                b.write_records(&records).unwrap();
+                records.clear();
+                b.write(*ts, data).unwrap();
+            }
+        }
+        assert_eq!(records.len(), 1);
+        b.write_records(&records).unwrap();
+        w.finish().unwrap();
+        b.finish().unwrap();
+        assert_eq!(std::fs::read(&one).unwrap(), reference);
+        assert_eq!(std::fs::read(&batched).unwrap(), reference);
+        // What pcap-file refuses is refused, with its message, naming the file.
+        let mut w = PcapWriter::create(&one, LinkType::RAW).unwrap();
+        let e = w.write(u64::from(u32::MAX) * 1_000_000 + 1_000_000, &[0]).unwrap_err().to_string();
+        assert!(e.contains("one.pcap") && e.contains("timestamp_secs > u32::MAX"), "{e}");
+        let e = w.records().push(0, &vec![0; WRITE_SNAPLEN as usize + 1]).unwrap_err().to_string();
+        assert!(e.contains("one.pcap") && e.contains("incl_len > snap_len"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

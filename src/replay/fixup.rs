@@ -35,6 +35,15 @@ pub fn ipv4(pkt: &mut Vec<u8>, repair: bool) -> u64 {
         ip.fill_header_checksum();
         repaired += 1;
     }
+    if ip.protocol() == 6 && !ip.is_fragment() {
+        // What `verify_transport_checksum` computes, without parsing the segment first (a segment that
+        // does not parse is left alone, as below).
+        if !tcp_checksum_right(&ip) && ip.tcp().is_ok() {
+            ip.fill_transport_checksum();
+            repaired += 1;
+        }
+        return repaired;
+    }
     let parses = match ip.protocol() {
         1 => ip.icmp().is_ok(),
         6 => ip.tcp().is_ok(),
@@ -46,6 +55,15 @@ pub fn ipv4(pkt: &mut Vec<u8>, repair: bool) -> u64 {
         repaired += 1;
     }
     repaired
+}
+
+/// Whether the TCP checksum of an unfragmented TCP datagram verifies: one sum over pseudo-header and
+/// segment, as `TcpSegment::verify_checksum` computes it.
+fn tcp_checksum_right(ip: &Ipv4Packet<&mut [u8]>) -> bool {
+    // new_checked: 20 <= header length <= total length <= buffer length, and the total fits 16 bits.
+    let segment = ip.payload();
+    let pseudo = checksum::pseudo_header(ip.src_addr(), ip.dst_addr(), 6, segment.len() as u16);
+    checksum::finish(checksum::sum(segment, pseudo)) == 0
 }
 
 /// Where the upper-layer header of an IPv6 packet starts and which it is, past the extension headers a
@@ -170,6 +188,26 @@ mod tests {
         assert_eq!(trusted, p);
         assert_eq!(ipv4(&mut p, true), 2);
         assert_eq!(p, good);
+    }
+
+    #[test]
+    fn unparsable_or_fragmented_segments_keep_their_checksum() {
+        let good = tcp4();
+        // Data offset 15 (60 bytes) in a 26-byte segment: not a TCP segment the views accept.
+        let mut p = good.clone();
+        p[32] = 0xF0;
+        p[36] ^= 0x55;
+        let before = p.clone();
+        assert_eq!(ipv4(&mut p, true), 0);
+        assert_eq!(p, before);
+        // A first fragment (MF): its checksum covers bytes not here.
+        let mut f = good.clone();
+        f[6] |= 0x20;
+        Ipv4Packet::new_unchecked(&mut f[..]).fill_header_checksum();
+        f[36] ^= 0x55;
+        let before = f.clone();
+        assert_eq!(ipv4(&mut f, true), 0);
+        assert_eq!(f, before);
     }
 
     #[test]

@@ -124,7 +124,9 @@ const AF_INET6_WRITE: u32 = 24;
 const IPV4_MIN_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 
-const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// Slice-by-16 tables: every padded Ethernet frame is checked for an FCS, and the byte-at-a-time table
+/// made that check a quarter of a replay of such a capture.
+static CRC32: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
 
 /// The Ethernet FCS (CRC-32/ISO-HDLC) of `data`. On the wire and in captures it is stored little-endian.
 pub fn fcs(data: &[u8]) -> u32 {
@@ -296,15 +298,23 @@ pub fn decode(linktype: LinkType, frame: &[u8]) -> Result<Decoded, LinkError> {
 ///
 /// Never panics, even when `decoded` does not describe `original`.
 pub fn encode(linktype: LinkType, original: &[u8], decoded: &Decoded, new_l3: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, linktype, original, decoded, new_l3);
+    out
+}
+
+/// [`encode`] into `out` (cleared first), so that a caller framing many packets reuses one buffer.
+pub fn encode_into(out: &mut Vec<u8>, linktype: LinkType, original: &[u8], decoded: &Decoded, new_l3: &[u8]) {
+    out.clear();
     let l3_start = decoded.l3_start.min(original.len());
     let l3_end = decoded.l3_end.clamp(l3_start, original.len());
     let body_end =
         if decoded.has_fcs { original.len().saturating_sub(FCS_LEN).max(l3_end) } else { original.len() };
     let trailer = &original[l3_end..body_end];
 
-    let mut out = Vec::with_capacity(l3_start + new_l3.len() + trailer.len() + FCS_LEN);
+    out.reserve(l3_start + new_l3.len() + trailer.len() + FCS_LEN);
     out.extend_from_slice(&original[..l3_start]);
-    set_protocol_for_version(linktype, &mut out, original.get(l3_start).map(|b| b >> 4), new_l3);
+    set_protocol_for_version(linktype, out, original.get(l3_start).map(|b| b >> 4), new_l3);
     out.extend_from_slice(new_l3);
 
     if new_l3.len() == l3_end - l3_start {
@@ -313,10 +323,9 @@ pub fn encode(linktype: LinkType, original: &[u8], decoded: &Decoded, new_l3: &[
         out.resize(ETH_MIN_FRAME, 0);
     }
     if linktype == LinkType::ETHERNET && decoded.has_fcs {
-        let crc = fcs(&out);
+        let crc = fcs(out);
         out.extend_from_slice(&crc.to_le_bytes());
     }
-    out
 }
 
 /// Rewrites the L2 protocol field in `hdr` (the copied link header) when the IP version changes.

@@ -3,9 +3,9 @@
 //!
 //! Owns: the replay loop ([`Replayer`]: link decoding, input normalisation, sides, peer emulation, capture
 //! time as the engine's clock, timers), the replay's own counters and the summary ([`Summary`], whose
-//! keys are a stable contract), and the file driver ([`run`]). Submodules: [`link`] (L2 framing),
-//! [`peer`] (peer emulation), `fixup` (input checksums, TSO lengths, IPv6 routing), [`cli`] (the
-//! `ftpnat replay` arguments). Must not: translate packets itself (the engine does), change engine
+//! keys are a stable contract). Submodules: [`link`] (L2 framing), [`peer`] (peer emulation), `fixup`
+//! (input checksums, TSO lengths, IPv6 routing), `files` (the file driver [`run`]: reading, replaying
+//! and writing on three threads), [`cli`] (the `ftpnat replay` arguments). Must not: translate packets itself (the engine does), change engine
 //! state other than through its public calls, or read a clock.
 //!
 //! Per frame: decode the link layer; skip non-IP (counted); route IPv6 (hop limit − 1) to the other
@@ -15,20 +15,22 @@
 //! capture time run first, so a pinhole or a mapping expires where the capture's clock says it does.
 
 pub mod cli;
+mod files;
 mod fixup;
 pub mod link;
 pub mod peer;
 
+pub use files::{run, write_summary, ReplayFiles};
+
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::config::{Config, Forward};
 use crate::engine::{Engine, Verdict};
 use crate::flow::Side;
-use crate::io::pcap::{CaptureError, CaptureReader, Frame, PcapWriter};
+use crate::io::pcap::CaptureError;
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::time::Instant;
 use link::{Decoded, LinkError, LinkType, L3};
@@ -285,6 +287,8 @@ pub struct Replayer {
     last_ts: u64,
     drain: core::time::Duration,
     last: FrameOutcome,
+    /// The sum of `counters.drops`, so that counting a frame's drops costs no sum over every reason.
+    own_drops: u64,
 }
 
 impl Replayer {
@@ -300,6 +304,7 @@ impl Replayer {
             last_ts: 0,
             drain,
             last: FrameOutcome::default(),
+            own_drops: 0,
         })
     }
 
@@ -317,8 +322,14 @@ impl Replayer {
         self.last
     }
 
+    /// A drop decided here rather than by the engine.
+    fn count_drop(&mut self, r: DropReason) {
+        self.counters.drops[r.index()] += 1;
+        self.own_drops += 1;
+    }
+
     fn total_drops(&self) -> u64 {
-        self.engine.metrics().total_drops() + self.counters.drops.iter().sum::<u64>()
+        self.engine.metrics().total_drops() + self.own_drops
     }
 
     pub fn summary(&self) -> Summary {
@@ -401,7 +412,7 @@ impl Replayer {
                 self.last.ip = true;
                 // Too short to hold even the IP header: nothing the gateway could forward.
                 self.counters.packets_in[Side::Outside.index()] += 1;
-                self.counters.drops[DropReason::Malformed.index()] += 1;
+                self.count_drop(DropReason::Malformed);
                 return Ok(());
             }
         };
@@ -431,7 +442,7 @@ impl Replayer {
                     out.packet(to, ts, &self.buf, Some(link)).map_err(out_err)?;
                 } else {
                     // RFC 8200 §3 / RFC 4443 §3.3: discarded; the time-exceeded is not ours to send here.
-                    self.counters.drops[DropReason::TtlExceeded.index()] += 1;
+                    self.count_drop(DropReason::TtlExceeded);
                     self.counters.generated_suppressed += 1;
                 }
                 Ok(())
@@ -469,202 +480,10 @@ impl Replayer {
     }
 }
 
-/// The files of a replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayFiles {
-    pub input: PathBuf,
-    pub lan_out: PathBuf,
-    pub wan_out: PathBuf,
-    pub summary: Option<PathBuf>,
-}
-
-/// Writes the two output captures: raw IP, or the causing frame's framing with `--keep-link-layer`.
-struct PcapOutput {
-    lan: PcapWriter,
-    wan: PcapWriter,
-    keep: Option<LinkType>,
-    /// The last frame seen, for packets released by timers (they have no frame of their own).
-    last: Option<(Vec<u8>, Decoded)>,
-}
-
-impl PcapOutput {
-    fn create(files: &ReplayFiles, keep: Option<LinkType>) -> Result<PcapOutput, ReplayError> {
-        let lt = keep.unwrap_or(LinkType::RAW);
-        let err = |e: CaptureError| ReplayError::Output(e.to_string());
-        Ok(PcapOutput {
-            lan: PcapWriter::create(&files.lan_out, lt).map_err(err)?,
-            wan: PcapWriter::create(&files.wan_out, lt).map_err(err)?,
-            keep,
-            last: None,
-        })
-    }
-
-    fn finish(self) -> Result<(), ReplayError> {
-        let err = |e: CaptureError| ReplayError::Output(e.to_string());
-        self.lan.finish().map_err(err)?;
-        self.wan.finish().map_err(err)
-    }
-}
-
-impl Output for PcapOutput {
-    fn packet(
-        &mut self,
-        side: Side,
-        ts: u64,
-        packet: &[u8],
-        link: Option<FrameLink<'_>>,
-    ) -> Result<(), CaptureError> {
-        let w = match side {
-            Side::Inside => &mut self.lan,
-            Side::Outside => &mut self.wan,
-        };
-        let Some(lt) = self.keep else { return w.write(ts, packet) };
-        let framed = match link {
-            Some(l) => {
-                match &mut self.last {
-                    Some((f, d)) => {
-                        f.clear();
-                        f.extend_from_slice(l.frame);
-                        *d = l.decoded.clone();
-                    }
-                    None => self.last = Some((l.frame.to_vec(), l.decoded.clone())),
-                }
-                link::encode(lt, l.frame, l.decoded, packet)
-            }
-            None => match &self.last {
-                Some((f, d)) => link::encode(lt, f, d, packet),
-                None => return w.write(ts, packet),
-            },
-        };
-        w.write(ts, &framed)
-    }
-}
-
-/// Replays `files.input` with `opts`: writes both outputs and, if asked, the summary JSON.
-///
-/// A capture that ends in a damaged record is replayed up to it, its outputs and summary are written,
-/// and the error is returned: the input could not be read entirely.
-pub fn run(opts: &ReplayOptions, files: &ReplayFiles) -> Result<Summary, ReplayError> {
-    let mut replayer = Replayer::new(opts)?;
-    for (flag, p) in [("--lan-out", &files.lan_out), ("--wan-out", &files.wan_out)] {
-        if p == &files.input {
-            return Err(ReplayError::Args(format!("{flag} {}: would overwrite the input", p.display())));
-        }
-    }
-    if files.lan_out == files.wan_out {
-        return Err(ReplayError::Args(format!(
-            "--lan-out and --wan-out are the same file ({})",
-            files.lan_out.display()
-        )));
-    }
-    let reader = CaptureReader::open(&files.input).map_err(|e| ReplayError::Input(e.to_string()))?;
-    // Reading and decompressing run on their own thread, a few batches ahead of the engine: on a
-    // large capture that is a third of the work, and it needs nothing from the replay.
-    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_BATCHES);
-    std::thread::scope(|scope| {
-        scope.spawn(move || read_ahead(reader, tx));
-        replay_batches(&mut replayer, opts, files, rx)
-    })
-}
-
-/// Frames per batch handed from the reading thread to the replay.
-const READ_BATCH: usize = 256;
-const READ_AHEAD_BATCHES: usize = 8;
-
-type FrameBatch = Result<Vec<Frame>, String>;
-
-/// Reads the capture in batches until its end, its first error (sent after the frames before it), or
-/// until the replay stops listening.
-fn read_ahead(mut reader: CaptureReader, tx: std::sync::mpsc::SyncSender<FrameBatch>) {
-    let mut batch = Vec::with_capacity(READ_BATCH);
-    loop {
-        match reader.next_frame() {
-            Ok(Some(f)) => {
-                batch.push(f);
-                if batch.len() == READ_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
-                    if tx.send(Ok(full)).is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(Ok(batch));
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Ok(batch));
-                let _ = tx.send(Err(e.to_string()));
-                return;
-            }
-        }
-    }
-}
-
-fn replay_batches(
-    replayer: &mut Replayer,
-    opts: &ReplayOptions,
-    files: &ReplayFiles,
-    rx: std::sync::mpsc::Receiver<FrameBatch>,
-) -> Result<Summary, ReplayError> {
-    let mut output: Option<PcapOutput> = None;
-    let mut linktype: Option<LinkType> = None;
-    let mut read_error = None;
-    'read: for batch in rx.iter() {
-        let frames = match batch {
-            Ok(frames) => frames,
-            Err(e) => {
-                read_error = Some(e);
-                break 'read;
-            }
-        };
-        for frame in frames {
-            match linktype {
-                None => linktype = Some(frame.linktype),
-                Some(lt) if lt != frame.linktype && opts.keep_link_layer => {
-                    return Err(ReplayError::Input(format!(
-                        "{}: --keep-link-layer: the capture mixes link types {lt} and {}; an output pcap holds one",
-                        files.input.display(),
-                        frame.linktype
-                    )));
-                }
-                Some(_) => {}
-            }
-            if output.is_none() {
-                output = Some(PcapOutput::create(files, opts.keep_link_layer.then_some(frame.linktype))?);
-            }
-            let out = output.as_mut().expect("created above");
-            replayer.frame(frame.ts_micros, frame.linktype, &frame.data, out).map_err(|e| match e {
-                ReplayError::Input(m) => ReplayError::Input(format!("{}: {m}", files.input.display())),
-                other => other,
-            })?;
-        }
-    }
-    let mut output = match output {
-        Some(o) => o,
-        None => PcapOutput::create(files, None)?,
-    };
-    let summary = replayer.finish(&mut output)?;
-    output.finish()?;
-    if let Some(path) = &files.summary {
-        write_summary(path, &summary)?;
-    }
-    match read_error {
-        Some(e) => Err(ReplayError::Input(e)),
-        None => Ok(summary),
-    }
-}
-
-/// Writes the summary JSON (pretty, one trailing newline).
-pub fn write_summary(path: &Path, summary: &Summary) -> Result<(), ReplayError> {
-    let mut text = serde_json::to_string_pretty(&summary.to_json()).expect("JSON of integers");
-    text.push('\n');
-    std::fs::write(path, text).map_err(|e| ReplayError::Output(format!("{}: {e}", path.display())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::pcap::PcapWriter;
 
     fn opts() -> ReplayOptions {
         ReplayOptions::new(
