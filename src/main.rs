@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use ftpnat::config::{parse_duration, parse_port_range, Config, Forward};
+use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota};
 use ftpnat::engine::Engine;
 use ftpnat::io::runtime::{Runtime, Stop};
 use ftpnat::io::tun::{self, TunDevice};
@@ -101,9 +101,14 @@ struct RunArgs {
     /// Connection table bound; new flows beyond it are refused and counted [default: 262144].
     #[arg(long, value_name = "N")]
     max_flows: Option<usize>,
-    /// Flows one inside host may hold [default: 65536].
+    /// Flows (table entries) one inside host may hold, whatever ports they use [default: 16384].
     #[arg(long, value_name = "N")]
     max_flows_per_host: Option<usize>,
+    /// Public ports (mappings) one inside host may hold per protocol: a number, or a share of
+    /// --port-range like 25% [default: 6.25%, 1/16 of the range (4032 of 1024-65535), at least 64].
+    #[arg(long, value_name = "N|P%", value_parser = |s: &str| s.parse::<PortQuota>())]
+    #[serde(deserialize_with = "config_file::de_opt_port_quota")]
+    max_ports_per_host: Option<PortQuota>,
     /// Egress MTU towards the LAN (also set on a LAN device ftpnat creates) [default: 1500].
     #[arg(long, value_name = "N")]
     lan_mtu: Option<u16>,
@@ -143,6 +148,15 @@ struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     icmp_timeout: Option<Duration>,
+    /// Idle timeout of a TCP connection whose other side never answered (a SYN, a connection picked
+    /// up mid-stream) [default: 60s]; the long timeouts start once both sides have spoken.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
+    tcp_unreplied_timeout: Option<Duration>,
+    /// Idle timeout of a UDP mapping nobody answered [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
+    udp_unreplied_timeout: Option<Duration>,
     /// Route without translating (benchmark ceiling): addresses and ports are left alone.
     #[arg(long)]
     forward_only: bool,
@@ -251,6 +265,7 @@ impl RunArgs {
             port_range,
             max_flows,
             max_flows_per_host,
+            max_ports_per_host,
             lan_mtu,
             wan_mtu,
             ftp_port,
@@ -262,6 +277,8 @@ impl RunArgs {
             tcp_transitory_timeout,
             udp_timeout,
             icmp_timeout,
+            tcp_unreplied_timeout,
+            udp_unreplied_timeout,
             forward_only,
             no_offload,
             control_socket,
@@ -283,6 +300,7 @@ impl RunArgs {
             port_range: port_range.or(file.port_range),
             max_flows: max_flows.or(file.max_flows),
             max_flows_per_host: max_flows_per_host.or(file.max_flows_per_host),
+            max_ports_per_host: max_ports_per_host.or(file.max_ports_per_host),
             lan_mtu: lan_mtu.or(file.lan_mtu),
             wan_mtu: wan_mtu.or(file.wan_mtu),
             ftp_port: if ftp_port.is_empty() { file.ftp_port } else { ftp_port },
@@ -294,6 +312,8 @@ impl RunArgs {
             tcp_transitory_timeout: tcp_transitory_timeout.or(file.tcp_transitory_timeout),
             udp_timeout: udp_timeout.or(file.udp_timeout),
             icmp_timeout: icmp_timeout.or(file.icmp_timeout),
+            tcp_unreplied_timeout: tcp_unreplied_timeout.or(file.tcp_unreplied_timeout),
+            udp_unreplied_timeout: udp_unreplied_timeout.or(file.udp_unreplied_timeout),
             forward_only: forward_only || file.forward_only,
             no_offload: no_offload || file.no_offload,
             control_socket: control_socket.or(file.control_socket),
@@ -356,6 +376,9 @@ impl RunArgs {
         if let Some(n) = self.max_flows_per_host {
             c.max_flows_per_host = n;
         }
+        if let Some(q) = self.max_ports_per_host {
+            c.max_ports_per_host = q;
+        }
         if let Some(m) = self.lan_mtu {
             c.mtu[Side::Inside.index()] = m;
         }
@@ -379,6 +402,8 @@ impl RunArgs {
             (self.tcp_transitory_timeout, &mut t.tcp_transitory),
             (self.udp_timeout, &mut t.udp),
             (self.icmp_timeout, &mut t.icmp),
+            (self.tcp_unreplied_timeout, &mut t.tcp_unreplied),
+            (self.udp_unreplied_timeout, &mut t.udp_unreplied),
         ] {
             if let Some(d) = arg {
                 *slot = d;
@@ -669,8 +694,18 @@ mod tests {
             "--forward-only",
             "--no-ftp-alg",
             "--ftp-allow-low-ports",
+            "--max-ports-per-host",
+            "25%",
+            "--tcp-unreplied-timeout",
+            "20s",
+            "--udp-unreplied-timeout",
+            "10",
         ])
         .unwrap();
+        assert_eq!(c.max_ports_per_host, PortQuota::Share(2500));
+        assert_eq!(c.ports_per_host(), 2500, "a quarter of 20000-29999");
+        assert_eq!(c.timeouts.tcp_unreplied, Duration::from_secs(20));
+        assert_eq!(c.timeouts.udp_unreplied, Duration::from_secs(10));
         assert_eq!(c.forwards.len(), 1);
         assert_eq!(c.port_range, 20000..=29999);
         assert_eq!(c.ftp.ports, [21, 2121]);
@@ -707,6 +742,9 @@ mod tests {
             (&["--udp-timeout", "soon"][..], "--udp-timeout"),
             (&["--wan-mtu", "100"][..], "--wan-mtu"),
             (&["--ftp-port", "990"][..], "--ftp-port"),
+            (&["--max-ports-per-host", "0"][..], "--max-ports-per-host"),
+            (&["--max-ports-per-host", "120%"][..], "--max-ports-per-host"),
+            (&["--udp-unreplied-timeout", "later"][..], "--udp-unreplied-timeout"),
             (&["--inside", "10.0.0.0/33"][..], "--inside"),
         ] {
             let e = parse(extra).unwrap_err();
@@ -772,7 +810,8 @@ mod tests {
         std::fs::write(
             &f,
             "lan-tun = \"a0\"\nwan-tun = \"b0\"\ninside = [\"10.0.0.0/24\"]\npublic-ip = \"198.51.100.1\"\n\
-             udp-timeout = \"5m\"\nforward = [\"tcp:2121=10.0.0.2:21\"]\nftp-port = [21, 2121]\n",
+             udp-timeout = \"5m\"\nforward = [\"tcp:2121=10.0.0.2:21\"]\nftp-port = [21, 2121]\n\
+             max-ports-per-host = 4096\ntcp-unreplied-timeout = \"45s\"\n",
         )
         .unwrap();
         let args = |extra: &[&str]| {
@@ -787,6 +826,12 @@ mod tests {
         assert_eq!(s.lan_tun.as_deref(), Some("a0"), "the file fills in");
         assert_eq!(c.forwards.len(), 1);
         assert_eq!(c.ftp.ports, [21, 2121]);
+        assert_eq!(
+            (c.max_ports_per_host, c.timeouts.tcp_unreplied),
+            (PortQuota::Ports(4096), Duration::from_secs(45))
+        );
+        let (_, c) = args(&["--max-ports-per-host", "12.5%"]).unwrap();
+        assert_eq!(c.ports_per_host(), 8064, "the flag wins over the file's number");
         let (_, c) = args(&["--forward", "udp:53=10.0.0.3:53"]).unwrap();
         assert_eq!(c.forwards[0].to_string(), "udp:53=10.0.0.3:53", "a list flag replaces the file's list");
         let e = args(&["--public-ip", "10.0.0.9"]).unwrap_err();
@@ -798,6 +843,9 @@ mod tests {
         .unwrap();
         let e = args(&[]).unwrap_err();
         assert!(e.ends_with(&format!("(set by `public-ip` at {} line 4)", f.display())), "{e}");
+        std::fs::write(&f, "lan-tun = \"a0\"\nmax-ports-per-host = \"half\"\n").unwrap();
+        let e = args(&[]).unwrap_err();
+        assert!(e.contains("line 2: max-ports-per-host:"), "{e}");
         std::fs::write(&f, "lan-tun = \"a0\"\nbogus = 1\n").unwrap();
         let e = args(&[]).unwrap_err();
         assert!(e.contains("line 2: unknown key `bogus`"), "{e}");
