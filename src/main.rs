@@ -3,7 +3,8 @@
 //!
 //! Owns: subcommands and their flags; `--config FILE` (every `run` flag has a key of the same name,
 //! flags override the file); turning them into a [`Config`] and the operations servers; log setup
-//! (`RUST_LOG`, default `ftpnat=info`, to stderr; `--log-format json` for JSON lines); printing the
+//! (`RUST_LOG`, default `ftpnat=info`, to stderr through a rate limit per reason and a writer thread,
+//! [`ftpnat::io::log`]; `--log-format json` for JSON lines); printing the
 //! stop summary to stdout; `ftpnat show ...` and `ftpnat events`. Must not: look at packets or touch
 //! devices beyond handing names to [`ftpnat::io`].
 //!
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota};
 use ftpnat::engine::Engine;
+use ftpnat::io::log::{LogPipe, RateLimit};
 use ftpnat::io::runtime::{Runtime, Stop};
 use ftpnat::io::tun::{self, TunDevice};
 use ftpnat::ops::capture::{Capture, CaptureOptions, DEFAULT_FILES, DEFAULT_MAX_BYTES};
@@ -415,7 +417,40 @@ impl RunArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// The log's rate limiter and writer queue, kept for the end of `run`: what they suppressed and lost
+/// goes into the stop summary, and what is queued is written before the process exits.
+struct Logging {
+    limit: RateLimit,
+    pipe: Option<LogPipe>,
+}
+
+impl Logging {
+    /// Non-zero log counters for the stop summary.
+    fn counters(&self) -> Vec<(String, u64)> {
+        let lost = self.pipe.as_ref().map_or(0, LogPipe::lost);
+        [("log.lines_suppressed", self.limit.suppressed()), ("log.lines_lost", lost)]
+            .into_iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// Logs the last suppressed counts and waits (at most a second: stderr may be blocked for good)
+    /// for the queued lines to be written.
+    fn finish(&self) {
+        self.limit.log_suppressed(true);
+        if let Some(p) = &self.pipe {
+            p.flush(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Logs go to stderr through a rate limit per reason and a writer thread with a bounded queue, so
+/// neither a flood of refusals nor a blocked stderr can slow forwarding (`ftpnat::io::log`).
+fn init_logging(format: LogFormat) -> Logging {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let (filter, bad) = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(f) => (f, None),
         Err(e) => (
@@ -425,15 +460,27 @@ fn init_logging(format: LogFormat) {
     };
     // Colour only for a person at a terminal: logs redirected to a file stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let limit = RateLimit::default();
+    let pipe = LogPipe::spawn(std::io::stderr()).ok();
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    let fmt = match (&pipe, format) {
+        (Some(p), LogFormat::Text) => fmt.with_writer(p.clone()).boxed(),
+        (Some(p), LogFormat::Json) => fmt.json().with_writer(p.clone()).boxed(),
+        // No thread for the writer: write in place rather than not at all.
+        (None, LogFormat::Text) => fmt.with_writer(std::io::stderr).boxed(),
+        (None, LogFormat::Json) => fmt.json().with_writer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(limit.clone()).with(fmt).init();
+    if pipe.is_none() {
+        tracing::warn!("cannot start the log writer thread; logging synchronously to stderr");
+    }
+    if let Err(e) = limit.spawn_ticker() {
+        tracing::warn!(error = %e, "cannot start the log ticker thread; suppressed counts are logged at exit only");
     }
     if let Some((value, e)) = bad.filter(|(v, _)| !v.is_empty()) {
         tracing::warn!(RUST_LOG = value, error = %e, "ignoring unusable RUST_LOG; using ftpnat=info");
     }
+    Logging { limit, pipe }
 }
 
 /// Settings outside the engine that a reload cannot change: one line per difference.
@@ -486,11 +533,12 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         }
     };
     let format = cli_format.or(settings.log_format).unwrap_or(LogFormat::Text);
-    init_logging(format);
+    let logging = init_logging(format);
     // Handlers go in before the devices exist: whoever waits for the devices may signal us at once.
     let stop = match Stop::on_signals() {
         Ok(s) => s,
         Err(e) => {
+            logging.finish();
             eprintln!("ftpnat: error: cannot install SIGINT/SIGTERM handlers: {e}");
             return ExitCode::from(1);
         }
@@ -503,6 +551,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     let reload = match Reload::on_sighup(loader) {
         Ok(r) => r,
         Err(e) => {
+            logging.finish();
             eprintln!("ftpnat: error: cannot install the SIGHUP handler: {e}");
             return ExitCode::from(1);
         }
@@ -513,6 +562,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     let mut ops = match build_ops(&settings, &lan_name, &wan_name) {
         Ok(o) => o,
         Err(e) => {
+            logging.finish();
             eprintln!("ftpnat: error: {e}");
             return ExitCode::from(1);
         }
@@ -524,6 +574,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         match (open("--lan-tun", &lan_name, Side::Inside), open("--wan-tun", &wan_name, Side::Outside)) {
             (Ok(l), Ok(w)) => (l, w),
             (Err(e), _) | (_, Err(e)) => {
+                logging.finish();
                 eprintln!("ftpnat: error: {e}");
                 return ExitCode::from(1);
             }
@@ -549,20 +600,26 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         Ok(cause) => cause.to_string(),
         Err(_) => "device error".to_string(),
     };
-    print_summary(&rt.summary(), &stopped_by, started.elapsed(), format);
+    let mut counters = rt.summary();
+    counters.extend(logging.counters());
+    print_summary(&counters, &stopped_by, started.elapsed(), format);
     // Removes the control socket and flushes the capture.
     drop(rt);
-    match result {
+    let code = match &result {
         Ok(cause) => {
             tracing::info!(%cause, "ftpnat stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
             tracing::error!(error = %e, "ftpnat stopped on a device error");
-            eprintln!("ftpnat: error: {e}");
             ExitCode::from(1)
         }
+    };
+    logging.finish();
+    if let Err(e) = result {
+        eprintln!("ftpnat: error: {e}");
     }
+    code
 }
 
 fn show(a: ShowArgs) -> ExitCode {
