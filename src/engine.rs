@@ -141,8 +141,9 @@ impl Engine {
     /// Applies the part of `new` that can change under live flows (SIGHUP): idle timeouts (a flow takes
     /// its new timeout at its next packet), FTP ALG policy (new control connections; live ones keep
     /// their state), table limits and the per-host port share (existing flows and mappings stay) and
-    /// forwards added or removed (flows through a removed forward stay). Addresses, port range, MTUs and translation keep their running values.
-    /// Returns one line per forward it could not add. `new` must have passed [`Config::validate`].
+    /// forwards added or removed (flows through a removed forward stay). Addresses, port range, MTUs
+    /// and translation keep their running values. Returns one line per forward it could not add.
+    /// `new` must have passed [`Config::validate`].
     pub fn reconfigure(&mut self, new: &Config) -> Vec<String> {
         let mut refused = Vec::new();
         let mut cfg = self.config.clone();
@@ -735,7 +736,8 @@ impl Engine {
             // RFC 6888 REQ-4: this host has its share of the ports; only its own new mappings wait.
             nat::Refused::HostQuota => {
                 tracing::warn!(target: "ftpnat::nat", reason = "host_port_quota", %proto, host = %inside.addr,
-                    quota = self.config.ports_per_host(), "inside host holds its share of public ports; its new flow refused");
+                    quota = self.config.ports_per_host(),
+                    "inside host holds its share of public ports; its new flow refused");
                 Verdict::Drop(DropReason::HostPortQuota)
             }
         })

@@ -475,7 +475,7 @@ fn init_logging(format: LogFormat) -> Logging {
         tracing::warn!("cannot start the log writer thread; logging synchronously to stderr");
     }
     if let Err(e) = limit.spawn_ticker() {
-        tracing::warn!(error = %e, "cannot start the log ticker thread; suppressed counts are logged at exit only");
+        tracing::warn!(error = %e, "no log ticker thread; suppressed counts are logged at exit only");
     }
     if let Some((value, e)) = bad.filter(|(v, _)| !v.is_empty()) {
         tracing::warn!(RUST_LOG = value, error = %e, "ignoring unusable RUST_LOG; using ftpnat=info");

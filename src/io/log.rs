@@ -191,8 +191,9 @@ impl RateLimit {
     /// inside a tracing event (the line would go nowhere): the ticker thread and the end of `run` call it.
     pub fn log_suppressed(&self, all: bool) {
         for s in self.take_suppressed(all) {
-            tracing::warn!(target: TARGET, suppressed = s.lines, of = s.target, reason = s.reason.as_deref().unwrap_or("-"),
-                at = %s.at, "{} log line(s) suppressed by the rate limit", s.lines);
+            let reason = s.reason.as_deref().unwrap_or("-");
+            tracing::warn!(target: TARGET, suppressed = s.lines, of = s.target, reason, at = %s.at,
+                "{} log line(s) suppressed by the rate limit", s.lines);
         }
     }
 
