@@ -16,6 +16,17 @@ import socket
 import sys
 
 
+def recv_line(c):
+    """Reads from a connected socket until a line end or the peer's close; the bytes read."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = c.recv(256)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def tcp_server(a):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,12 +46,7 @@ def tcp_client(a):
     try:
         with socket.create_connection((a.host, a.port), timeout=a.timeout) as c:
             c.settimeout(a.timeout)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = c.recv(256)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_line(c)
     except OSError as e:
         print(f"failed: {e}", flush=True)
         return 1
@@ -82,12 +88,7 @@ def tcp_send(a):
                 n = c.send(block[: min(left, len(block))])
                 left -= n
             c.shutdown(socket.SHUT_WR)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = c.recv(256)
-                if not chunk:
-                    break
-                data += chunk
+            data = recv_line(c)
     except OSError as e:
         print(f"failed: {e}", flush=True)
         return 1

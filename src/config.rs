@@ -66,6 +66,12 @@ pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
 }
 
 /// Idle timeouts per protocol state.
+///
+/// A flow gets its protocol's long timeout only once both sides have spoken; until then the short
+/// `*_unreplied` one applies (never longer than the long one), so a flood of unanswered SYNs, bare
+/// ACKs picked up mid-stream or datagrams nobody answers gives its public ports back within a minute
+/// instead of holding them for hours (Linux conntrack likewise: `nf_conntrack_udp_timeout` 30 s against
+/// 120 s for a stream, `tcp_timeout_syn_sent` 120 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// RFC 5382 REQ-5: at least 2 h 4 min for an established TCP connection.
@@ -78,6 +84,13 @@ pub struct Timeouts {
     pub udp: Duration,
     /// ICMP query (echo) sessions.
     pub icmp: Duration,
+    /// A TCP flow whose other side never answered: a SYN nobody acknowledged, a connection picked up
+    /// mid-stream from one side only. 60 s outlasts every gap of a client's SYN retransmissions (1, 2,
+    /// 4, ... 32 s), so an answer that comes late still finds its mapping.
+    pub tcp_unreplied: Duration,
+    /// A UDP flow that never saw an answer (Linux: 30 s). RFC 4787 REQ-5's two minutes protect
+    /// mappings that carry a conversation; one nobody answered is not one yet.
+    pub udp_unreplied: Duration,
 }
 
 impl Default for Timeouts {
@@ -88,6 +101,83 @@ impl Default for Timeouts {
             tcp_closed: Duration::from_secs(10),
             udp: Duration::from_secs(300),
             icmp: Duration::from_secs(60),
+            tcp_unreplied: Duration::from_secs(60),
+            udp_unreplied: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `--max-ports-per-host`: how many public ports one inside host's mappings may hold, per protocol
+/// (RFC 6888 REQ-4: a NAT must be able to limit the external ports, and ICMP identifiers, each
+/// subscriber gets). Endpoint-independent mapping spends one port per inside endpoint whatever the
+/// destinations, and an FTP pinhole's port is a mapping too, so this counts mappings, not flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortQuota {
+    /// At most this many ports.
+    Ports(u32),
+    /// This share of `--port-range`, in hundredths of a percent (625 = 6.25 % = 1/16), but never
+    /// fewer than [`PortQuota::FLOOR`] ports.
+    Share(u16),
+}
+
+impl PortQuota {
+    /// One sixteenth of the range: 4,032 of the default 64,512 ports. See the README ("Sharing the
+    /// public ports") for why.
+    pub const DEFAULT: PortQuota = PortQuota::Share(625);
+    /// A share never comes to fewer ports than this (a narrow `--port-range` must still leave every
+    /// host a few applications' worth; ports kept outside the range count too).
+    pub const FLOOR: usize = 64;
+
+    /// The number of ports this quota allows with public ports taken from `range`.
+    pub fn ports(self, range: &RangeInclusive<u16>) -> usize {
+        match self {
+            PortQuota::Ports(n) => n as usize,
+            PortQuota::Share(bp) => {
+                let len = (*range.end() as usize + 1).saturating_sub(*range.start() as usize);
+                (len * bp as usize / 10_000).max(Self::FLOOR)
+            }
+        }
+    }
+}
+
+impl FromStr for PortQuota {
+    type Err = String;
+    /// `N` ports, or `P%` of the port range (up to two decimals: `6.25%`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            let bad = || format!("'{s}': expected a share of the port range from 0.01% to 100%, e.g. 6.25%");
+            let (whole, frac) = p.trim().split_once('.').unwrap_or((p.trim(), ""));
+            if whole.is_empty()
+                || frac.len() > 2
+                || !(whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()))
+            {
+                return Err(bad());
+            }
+            let whole: u32 = whole.parse().map_err(|_| bad())?;
+            let frac: u32 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+            let bp = whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(bad)?;
+            return match bp {
+                1..=10_000 => Ok(PortQuota::Share(bp as u16)),
+                _ => Err(bad()),
+            };
+        }
+        match s.parse::<u32>() {
+            Ok(0) => Err(format!("'{s}': a host needs at least 1 port")),
+            Ok(n) if n <= 65_536 => Ok(PortQuota::Ports(n)),
+            _ => Err(format!(
+                "'{s}': expected a number of ports (1-65536) or a share of the port range, e.g. 6.25%"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PortQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            PortQuota::Ports(n) => write!(f, "{n}"),
+            PortQuota::Share(bp) if bp % 100 == 0 => write!(f, "{}%", bp / 100),
+            PortQuota::Share(bp) => write!(f, "{}.{:02}%", bp / 100, bp % 100),
         }
     }
 }
@@ -140,8 +230,10 @@ pub struct Config {
     pub forwards: Vec<Forward>,
     /// `--max-flows`: connection table bound.
     pub max_flows: usize,
-    /// `--max-flows-per-host`: flows one inside host may hold.
+    /// `--max-flows-per-host`: flows (table entries) one inside host may hold, whatever their ports.
     pub max_flows_per_host: usize,
+    /// `--max-ports-per-host`: public ports (mappings) one inside host may hold, per protocol.
+    pub max_ports_per_host: PortQuota,
     pub timeouts: Timeouts,
     /// Egress MTU per side, indexed by `Side::index()`.
     pub mtu: [u16; 2],
@@ -166,7 +258,11 @@ impl Config {
             port_range: 1024..=65535,
             forwards: Vec::new(),
             max_flows: 262_144,
-            max_flows_per_host: 65_536,
+            // A sixteenth of the default table, above the 3 x 4,032 mappings the default port shares
+            // allow (so ports are what a port-hungry flood runs into): it bounds the flows that share
+            // a mapping (one socket talking to many peers) and those through a forward.
+            max_flows_per_host: 16_384,
+            max_ports_per_host: PortQuota::DEFAULT,
             timeouts: Timeouts::default(),
             mtu: [1500, 1500],
             send_icmp_errors: true,
@@ -174,6 +270,11 @@ impl Config {
             translate: true,
             ftp: FtpPolicy::default(),
         }
+    }
+
+    /// Public ports (mappings) one inside host may hold per protocol, `--max-ports-per-host` resolved.
+    pub fn ports_per_host(&self) -> usize {
+        self.max_ports_per_host.ports(&self.port_range)
     }
 
     /// True if `addr` is in one of the inside prefixes.
@@ -317,6 +418,27 @@ mod tests {
         let mut c = base();
         c.inside.clear();
         assert!(c.validate().unwrap_err().starts_with("--inside"));
+    }
+
+    #[test]
+    fn port_quota_is_a_count_or_a_share_of_the_range() {
+        let full = 1024..=65535;
+        assert_eq!(PortQuota::DEFAULT.ports(&full), 4032, "a sixteenth of 64,512");
+        assert_eq!(base().ports_per_host(), 4032);
+        assert_eq!("6.25%".parse::<PortQuota>(), Ok(PortQuota::Share(625)));
+        assert_eq!("25%".parse::<PortQuota>().unwrap().ports(&full), 16128);
+        assert_eq!("100%".parse::<PortQuota>().unwrap().ports(&full), 64512);
+        assert_eq!("0.5%".parse::<PortQuota>(), Ok(PortQuota::Share(50)));
+        assert_eq!("500".parse::<PortQuota>(), Ok(PortQuota::Ports(500)));
+        assert_eq!(PortQuota::Ports(500).ports(&full), 500);
+        // A share of a narrow range never leaves a host fewer than the floor.
+        assert_eq!(PortQuota::DEFAULT.ports(&(40000..=40099)), PortQuota::FLOOR);
+        for q in [PortQuota::Share(625), PortQuota::Share(2500), PortQuota::Share(1), PortQuota::Ports(9)] {
+            assert_eq!(q.to_string().parse::<PortQuota>(), Ok(q), "{q}");
+        }
+        for bad in ["0", "0%", "100.01%", "101%", "1.234%", "%", "-5", "5 %x", "65537", "ten", "1e3", ".5%"] {
+            assert!(bad.parse::<PortQuota>().is_err(), "{bad}");
+        }
     }
 
     #[test]

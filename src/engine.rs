@@ -1,7 +1,8 @@
 //! The sans-IO core: one packet in, translated packets out.
 //!
 //! Owns: the order in which a packet meets the router checks (RFC 1812), the connection table, the
-//! NAT, the ALG and the sequence maps; the ICMP errors the gateway originates; fragments.
+//! NAT, the ALG and the sequence maps; the ICMP errors the gateway originates; translating fragments
+//! (their state and its per-source shares are [`crate::frag`]'s).
 //! Must not: read a clock, make a syscall or spawn a thread. Time enters as a parameter.
 //!
 //! Call order, per packet: [`Engine::handle_packet`]; on [`Verdict::Forward`] write the (possibly
@@ -19,8 +20,9 @@ use crate::config::Config;
 use crate::conntrack::{Conn, Full, Origin, Table, TcpState};
 use crate::events::{Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
+use crate::frag::{self, FragKey, Fragments};
 use crate::metrics::{DropReason, Metrics};
-use crate::nat::Nat;
+use crate::nat::{self, Nat};
 use crate::time::Instant;
 use crate::wire::{icmp, ipv4, Ipv4Packet, SeqNum, TcpFlags};
 
@@ -43,37 +45,10 @@ pub struct Transmit {
     pub packet: Vec<u8>,
 }
 
-const FRAG_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(30);
-const FRAG_WAIT: core::time::Duration = core::time::Duration::from_secs(2);
-const MAX_WAITING_FRAGMENTS: usize = 256;
-const MAX_FRAG_STATES: usize = 4096;
 /// RFC 1812 §4.3.2.8: a router must be able to limit the rate of ICMP errors it sends.
 const ICMP_ERRORS_PER_SEC: u32 = 200;
 /// RFC 9293 §3.7.1: the MSS a host may assume when its peer announced none.
 const DEFAULT_MSS: usize = 536;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FragKey {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    ident: u16,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct FragState {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    egress: Side,
-    expires: Instant,
-}
-
-struct WaitingFragment {
-    key: FragKey,
-    from: Side,
-    until: Instant,
-    packet: Vec<u8>,
-}
 
 /// What a packet says about its flow, read once.
 #[derive(Debug, Clone, Copy)]
@@ -92,8 +67,7 @@ pub struct Engine {
     table: Table,
     nat: Nat,
     pinholes: Pinholes,
-    frags: HashMap<FragKey, FragState>,
-    waiting: VecDeque<WaitingFragment>,
+    frags: Fragments,
     /// ALG connections holding bytes back, with the last header of that direction to send them with.
     held: HashMap<(ConnId, Dir), Vec<u8>>,
     icmp_tokens: u32,
@@ -108,6 +82,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: Config) -> Engine {
         let mut nat = Nat::new(config.port_range.clone());
+        nat.set_host_quota(config.ports_per_host());
         for f in &config.forwards {
             nat.reserve(f.proto, f.public_port);
         }
@@ -115,8 +90,7 @@ impl Engine {
             table: Table::new(config.max_flows, config.max_flows_per_host),
             nat,
             pinholes: Pinholes::default(),
-            frags: HashMap::new(),
-            waiting: VecDeque::new(),
+            frags: Fragments::default(),
             held: HashMap::new(),
             metrics: Metrics::default(),
             out: VecDeque::new(),
@@ -147,6 +121,9 @@ impl Engine {
     pub fn nat(&self) -> &Nat {
         &self.nat
     }
+    pub fn fragments(&self) -> &Fragments {
+        &self.frags
+    }
 
     /// Records [`Event`]s for [`Engine::poll_event`] (off by default; off again forgets the queue).
     pub fn set_events(&mut self, on: bool) {
@@ -163,9 +140,10 @@ impl Engine {
 
     /// Applies the part of `new` that can change under live flows (SIGHUP): idle timeouts (a flow takes
     /// its new timeout at its next packet), FTP ALG policy (new control connections; live ones keep
-    /// their state), table limits (existing flows stay) and forwards added or removed (flows through a
-    /// removed forward stay). Addresses, port range, MTUs and translation keep their running values.
-    /// Returns one line per forward it could not add. `new` must have passed [`Config::validate`].
+    /// their state), table limits and the per-host port share (existing flows and mappings stay) and
+    /// forwards added or removed (flows through a removed forward stay). Addresses, port range, MTUs
+    /// and translation keep their running values. Returns one line per forward it could not add.
+    /// `new` must have passed [`Config::validate`].
     pub fn reconfigure(&mut self, new: &Config) -> Vec<String> {
         let mut refused = Vec::new();
         let mut cfg = self.config.clone();
@@ -173,6 +151,9 @@ impl Engine {
         cfg.ftp = new.ftp.clone();
         (cfg.max_flows, cfg.max_flows_per_host) = (new.max_flows, new.max_flows_per_host);
         self.table.set_limits(new.max_flows, new.max_flows_per_host);
+        cfg.max_ports_per_host = new.max_ports_per_host;
+        // The share is of the running port range (a new range needs a restart).
+        self.nat.set_host_quota(cfg.ports_per_host());
         for f in self.config.forwards.iter().filter(|f| !new.forwards.contains(f)) {
             self.nat.unreserve(f.proto, f.public_port);
             cfg.forwards.retain(|g| g != f);
@@ -298,7 +279,7 @@ impl Engine {
             }
         };
         consider(self.pinholes.next_deadline());
-        consider(self.waiting.front().map(|w| w.until));
+        consider(self.frags.next_deadline());
         for &(id, dir) in self.held.keys() {
             let d = self
                 .table
@@ -317,12 +298,11 @@ impl Engine {
             self.destroy(id, "expired");
         }
         self.pinholes.expire(now, &mut self.nat, &mut self.metrics, &mut self.events);
-        while self.waiting.front().is_some_and(|w| w.until <= now) {
-            let w = self.waiting.pop_front().expect("checked");
+        while let Some(w) = self.frags.pop_expired_waiting(now) {
             self.metrics.drop(DropReason::FragmentNoState);
             tracing::debug!(target: "ftpnat::drop", reason = "fragment_no_state", side = %w.from, packet = %summary(&w.packet), "drop");
         }
-        self.frags.retain(|_, s| s.expires > now);
+        self.frags.expire_states(now);
         self.release_held(now);
     }
 
@@ -747,9 +727,19 @@ impl Engine {
     }
 
     fn acquire(&mut self, proto: Proto, inside: Endpoint) -> Result<u16, Verdict> {
-        self.nat.acquire(proto, inside, None).map_err(|_| {
-            tracing::warn!(target: "ftpnat::nat", %proto, inside = %inside, "outside ports exhausted; new flow refused");
-            Verdict::Drop(DropReason::PortsExhausted)
+        self.nat.acquire(proto, inside, None).map_err(|e| match e {
+            nat::Refused::Exhausted => {
+                tracing::warn!(target: "ftpnat::nat", reason = "ports_exhausted", %proto, inside = %inside,
+                    "outside ports exhausted; new flow refused");
+                Verdict::Drop(DropReason::PortsExhausted)
+            }
+            // RFC 6888 REQ-4: this host has its share of the ports; only its own new mappings wait.
+            nat::Refused::HostQuota => {
+                tracing::warn!(target: "ftpnat::nat", reason = "host_port_quota", %proto, host = %inside.addr,
+                    quota = self.config.ports_per_host(),
+                    "inside host holds its share of public ports; its new flow refused");
+                Verdict::Drop(DropReason::HostPortQuota)
+            }
         })
     }
 
@@ -903,29 +893,17 @@ impl Engine {
     }
 
     fn remember_fragment(&mut self, k: FragKey, src: Ipv4Addr, dst: Ipv4Addr, egress: Side) {
-        if self.frags.len() >= MAX_FRAG_STATES {
-            let now = self.now;
-            self.frags.retain(|_, s| s.expires > now);
-            if self.frags.len() >= MAX_FRAG_STATES {
-                return;
-            }
-        }
-        self.frags.insert(k, FragState { src, dst, egress, expires: self.now + FRAG_TIMEOUT });
+        let (evicted, overtaken) = self.frags.remember(self.now, k, src, dst, egress);
+        self.metrics.fragment_states_evicted += evicted;
         // Later fragments that overtook this first one can go now.
-        let mut i = 0;
-        while i < self.waiting.len() {
-            if self.waiting[i].key == k {
-                let mut w = self.waiting.remove(i).expect("index checked");
-                let mut ip = Ipv4Packet::new_unchecked(&mut w.packet[..]);
-                let ttl = ip.ttl();
-                ip.set_src_addr(src);
-                ip.set_dst_addr(dst);
-                ip.set_ttl(ttl.saturating_sub(1));
-                self.metrics.fragments_translated += 1;
-                self.out.push_back(Transmit { side: egress, packet: w.packet });
-            } else {
-                i += 1;
-            }
+        for mut w in overtaken {
+            let mut ip = Ipv4Packet::new_unchecked(&mut w.packet[..]);
+            let ttl = ip.ttl();
+            ip.set_src_addr(src);
+            ip.set_dst_addr(dst);
+            ip.set_ttl(ttl.saturating_sub(1));
+            self.metrics.fragments_translated += 1;
+            self.out.push_back(Transmit { side: egress, packet: w.packet });
         }
     }
 
@@ -935,7 +913,7 @@ impl Engine {
         let ip = Ipv4Packet::new_unchecked(&pkt[..]);
         let k = FragKey { src: ip.src_addr(), dst: ip.dst_addr(), proto: ip.protocol(), ident: ip.ident() };
         let ttl = ip.ttl();
-        if let Some(s) = self.frags.get(&k).copied() {
+        if let Some(s) = self.frags.get(&k) {
             let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
             ip.set_src_addr(s.src);
             ip.set_dst_addr(s.dst);
@@ -943,16 +921,11 @@ impl Engine {
             self.metrics.fragments_translated += 1;
             return self.fit_mtu(pkt, s.egress);
         }
-        if self.waiting.len() >= MAX_WAITING_FRAGMENTS {
-            return Verdict::Drop(DropReason::FragmentQueueFull);
+        match self.frags.hold(self.now, k, from, pkt) {
+            Ok(()) => Verdict::Held,
+            Err(frag::Refused::QueueFull) => Verdict::Drop(DropReason::FragmentQueueFull),
+            Err(frag::Refused::SourceQuota) => Verdict::Drop(DropReason::FragmentSourceQuota),
         }
-        self.waiting.push_back(WaitingFragment {
-            key: k,
-            from,
-            until: self.now + FRAG_WAIT,
-            packet: std::mem::take(pkt),
-        });
-        Verdict::Held
     }
 
     /// A segment of an FTP control connection.

@@ -7,6 +7,7 @@
 //! | [`time`], [`flow`], [`metrics`], [`wire`] | leaves: our clock type, flow vocabulary, counters, packet views and checksums |
 //! | [`config`] | validated configuration |
 //! | [`conntrack`] | which connections exist, their state and timeouts |
+//! | [`frag`] | fragment state: first fragments remembered, later ones waiting, per-source shares |
 //! | [`nat`] | outside port allocation and endpoint-independent mappings |
 //! | [`seqadj`] | per-direction sequence maps: the only code that edits seq/ack/SACK numbers |
 //! | [`alg`] | the ALG boundary; [`alg::ftp`] understands FTP |
@@ -22,6 +23,7 @@ pub mod conntrack;
 pub mod engine;
 pub mod events;
 pub mod flow;
+pub mod frag;
 pub mod io;
 pub mod metrics;
 pub mod nat;

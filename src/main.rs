@@ -3,7 +3,8 @@
 //!
 //! Owns: subcommands and their flags; `--config FILE` (every `run` flag has a key of the same name,
 //! flags override the file); turning them into a [`Config`] and the operations servers; log setup
-//! (`RUST_LOG`, default `ftpnat=info`, to stderr; `--log-format json` for JSON lines); printing the
+//! (`RUST_LOG`, default `ftpnat=info`, to stderr through a rate limit per reason and a writer thread,
+//! [`ftpnat::io::log`]; `--log-format json` for JSON lines); printing the
 //! stop summary to stdout; `ftpnat show ...` and `ftpnat events`. Must not: look at packets or touch
 //! devices beyond handing names to [`ftpnat::io`].
 //!
@@ -21,8 +22,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use ftpnat::config::{parse_duration, parse_port_range, Config, Forward};
+use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota};
 use ftpnat::engine::Engine;
+use ftpnat::io::log::{LogPipe, RateLimit};
 use ftpnat::io::runtime::{Runtime, Stop};
 use ftpnat::io::tun::{self, TunDevice};
 use ftpnat::ops::capture::{Capture, CaptureOptions, DEFAULT_FILES, DEFAULT_MAX_BYTES};
@@ -101,9 +103,14 @@ struct RunArgs {
     /// Connection table bound; new flows beyond it are refused and counted [default: 262144].
     #[arg(long, value_name = "N")]
     max_flows: Option<usize>,
-    /// Flows one inside host may hold [default: 65536].
+    /// Flows (table entries) one inside host may hold, whatever ports they use [default: 16384].
     #[arg(long, value_name = "N")]
     max_flows_per_host: Option<usize>,
+    /// Public ports (mappings) one inside host may hold per protocol: a number, or a share of
+    /// --port-range like 25% [default: 6.25%, 1/16 of the range (4032 of 1024-65535), at least 64].
+    #[arg(long, value_name = "N|P%", value_parser = |s: &str| s.parse::<PortQuota>())]
+    #[serde(deserialize_with = "config_file::de_opt_port_quota")]
+    max_ports_per_host: Option<PortQuota>,
     /// Egress MTU towards the LAN (also set on a LAN device ftpnat creates) [default: 1500].
     #[arg(long, value_name = "N")]
     lan_mtu: Option<u16>,
@@ -143,6 +150,15 @@ struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     icmp_timeout: Option<Duration>,
+    /// Idle timeout of a TCP connection whose other side never answered (a SYN, a connection picked
+    /// up mid-stream) [default: 60s]; the long timeouts start once both sides have spoken.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
+    tcp_unreplied_timeout: Option<Duration>,
+    /// Idle timeout of a UDP mapping nobody answered [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
+    udp_unreplied_timeout: Option<Duration>,
     /// Route without translating (benchmark ceiling): addresses and ports are left alone.
     #[arg(long)]
     forward_only: bool,
@@ -251,6 +267,7 @@ impl RunArgs {
             port_range,
             max_flows,
             max_flows_per_host,
+            max_ports_per_host,
             lan_mtu,
             wan_mtu,
             ftp_port,
@@ -262,6 +279,8 @@ impl RunArgs {
             tcp_transitory_timeout,
             udp_timeout,
             icmp_timeout,
+            tcp_unreplied_timeout,
+            udp_unreplied_timeout,
             forward_only,
             no_offload,
             control_socket,
@@ -283,6 +302,7 @@ impl RunArgs {
             port_range: port_range.or(file.port_range),
             max_flows: max_flows.or(file.max_flows),
             max_flows_per_host: max_flows_per_host.or(file.max_flows_per_host),
+            max_ports_per_host: max_ports_per_host.or(file.max_ports_per_host),
             lan_mtu: lan_mtu.or(file.lan_mtu),
             wan_mtu: wan_mtu.or(file.wan_mtu),
             ftp_port: if ftp_port.is_empty() { file.ftp_port } else { ftp_port },
@@ -294,6 +314,8 @@ impl RunArgs {
             tcp_transitory_timeout: tcp_transitory_timeout.or(file.tcp_transitory_timeout),
             udp_timeout: udp_timeout.or(file.udp_timeout),
             icmp_timeout: icmp_timeout.or(file.icmp_timeout),
+            tcp_unreplied_timeout: tcp_unreplied_timeout.or(file.tcp_unreplied_timeout),
+            udp_unreplied_timeout: udp_unreplied_timeout.or(file.udp_unreplied_timeout),
             forward_only: forward_only || file.forward_only,
             no_offload: no_offload || file.no_offload,
             control_socket: control_socket.or(file.control_socket),
@@ -356,6 +378,9 @@ impl RunArgs {
         if let Some(n) = self.max_flows_per_host {
             c.max_flows_per_host = n;
         }
+        if let Some(q) = self.max_ports_per_host {
+            c.max_ports_per_host = q;
+        }
         if let Some(m) = self.lan_mtu {
             c.mtu[Side::Inside.index()] = m;
         }
@@ -379,6 +404,8 @@ impl RunArgs {
             (self.tcp_transitory_timeout, &mut t.tcp_transitory),
             (self.udp_timeout, &mut t.udp),
             (self.icmp_timeout, &mut t.icmp),
+            (self.tcp_unreplied_timeout, &mut t.tcp_unreplied),
+            (self.udp_unreplied_timeout, &mut t.udp_unreplied),
         ] {
             if let Some(d) = arg {
                 *slot = d;
@@ -390,7 +417,40 @@ impl RunArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// The log's rate limiter and writer queue, kept for the end of `run`: what they suppressed and lost
+/// goes into the stop summary, and what is queued is written before the process exits.
+struct Logging {
+    limit: RateLimit,
+    pipe: Option<LogPipe>,
+}
+
+impl Logging {
+    /// Non-zero log counters for the stop summary.
+    fn counters(&self) -> Vec<(String, u64)> {
+        let lost = self.pipe.as_ref().map_or(0, LogPipe::lost);
+        [("log.lines_suppressed", self.limit.suppressed()), ("log.lines_lost", lost)]
+            .into_iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// Logs the last suppressed counts and waits (at most a second: stderr may be blocked for good)
+    /// for the queued lines to be written.
+    fn finish(&self) {
+        self.limit.log_suppressed(true);
+        if let Some(p) = &self.pipe {
+            p.flush(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Logs go to stderr through a rate limit per reason and a writer thread with a bounded queue, so
+/// neither a flood of refusals nor a blocked stderr can slow forwarding (`ftpnat::io::log`).
+fn init_logging(format: LogFormat) -> Logging {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let (filter, bad) = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(f) => (f, None),
         Err(e) => (
@@ -400,15 +460,27 @@ fn init_logging(format: LogFormat) {
     };
     // Colour only for a person at a terminal: logs redirected to a file stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let limit = RateLimit::default();
+    let pipe = LogPipe::spawn(std::io::stderr()).ok();
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi);
+    let fmt = match (&pipe, format) {
+        (Some(p), LogFormat::Text) => fmt.with_writer(p.clone()).boxed(),
+        (Some(p), LogFormat::Json) => fmt.json().with_writer(p.clone()).boxed(),
+        // No thread for the writer: write in place rather than not at all.
+        (None, LogFormat::Text) => fmt.with_writer(std::io::stderr).boxed(),
+        (None, LogFormat::Json) => fmt.json().with_writer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(limit.clone()).with(fmt).init();
+    if pipe.is_none() {
+        tracing::warn!("cannot start the log writer thread; logging synchronously to stderr");
+    }
+    if let Err(e) = limit.spawn_ticker() {
+        tracing::warn!(error = %e, "no log ticker thread; suppressed counts are logged at exit only");
     }
     if let Some((value, e)) = bad.filter(|(v, _)| !v.is_empty()) {
         tracing::warn!(RUST_LOG = value, error = %e, "ignoring unusable RUST_LOG; using ftpnat=info");
     }
+    Logging { limit, pipe }
 }
 
 /// Settings outside the engine that a reload cannot change: one line per difference.
@@ -461,11 +533,12 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         }
     };
     let format = cli_format.or(settings.log_format).unwrap_or(LogFormat::Text);
-    init_logging(format);
+    let logging = init_logging(format);
     // Handlers go in before the devices exist: whoever waits for the devices may signal us at once.
     let stop = match Stop::on_signals() {
         Ok(s) => s,
         Err(e) => {
+            logging.finish();
             eprintln!("ftpnat: error: cannot install SIGINT/SIGTERM handlers: {e}");
             return ExitCode::from(1);
         }
@@ -478,6 +551,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     let reload = match Reload::on_sighup(loader) {
         Ok(r) => r,
         Err(e) => {
+            logging.finish();
             eprintln!("ftpnat: error: cannot install the SIGHUP handler: {e}");
             return ExitCode::from(1);
         }
@@ -488,6 +562,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     let mut ops = match build_ops(&settings, &lan_name, &wan_name) {
         Ok(o) => o,
         Err(e) => {
+            logging.finish();
             eprintln!("ftpnat: error: {e}");
             return ExitCode::from(1);
         }
@@ -499,6 +574,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         match (open("--lan-tun", &lan_name, Side::Inside), open("--wan-tun", &wan_name, Side::Outside)) {
             (Ok(l), Ok(w)) => (l, w),
             (Err(e), _) | (_, Err(e)) => {
+                logging.finish();
                 eprintln!("ftpnat: error: {e}");
                 return ExitCode::from(1);
             }
@@ -524,20 +600,26 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         Ok(cause) => cause.to_string(),
         Err(_) => "device error".to_string(),
     };
-    print_summary(&rt.summary(), &stopped_by, started.elapsed(), format);
+    let mut counters = rt.summary();
+    counters.extend(logging.counters());
+    print_summary(&counters, &stopped_by, started.elapsed(), format);
     // Removes the control socket and flushes the capture.
     drop(rt);
-    match result {
+    let code = match &result {
         Ok(cause) => {
             tracing::info!(%cause, "ftpnat stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
             tracing::error!(error = %e, "ftpnat stopped on a device error");
-            eprintln!("ftpnat: error: {e}");
             ExitCode::from(1)
         }
+    };
+    logging.finish();
+    if let Err(e) = result {
+        eprintln!("ftpnat: error: {e}");
     }
+    code
 }
 
 fn show(a: ShowArgs) -> ExitCode {
@@ -669,8 +751,18 @@ mod tests {
             "--forward-only",
             "--no-ftp-alg",
             "--ftp-allow-low-ports",
+            "--max-ports-per-host",
+            "25%",
+            "--tcp-unreplied-timeout",
+            "20s",
+            "--udp-unreplied-timeout",
+            "10",
         ])
         .unwrap();
+        assert_eq!(c.max_ports_per_host, PortQuota::Share(2500));
+        assert_eq!(c.ports_per_host(), 2500, "a quarter of 20000-29999");
+        assert_eq!(c.timeouts.tcp_unreplied, Duration::from_secs(20));
+        assert_eq!(c.timeouts.udp_unreplied, Duration::from_secs(10));
         assert_eq!(c.forwards.len(), 1);
         assert_eq!(c.port_range, 20000..=29999);
         assert_eq!(c.ftp.ports, [21, 2121]);
@@ -707,6 +799,9 @@ mod tests {
             (&["--udp-timeout", "soon"][..], "--udp-timeout"),
             (&["--wan-mtu", "100"][..], "--wan-mtu"),
             (&["--ftp-port", "990"][..], "--ftp-port"),
+            (&["--max-ports-per-host", "0"][..], "--max-ports-per-host"),
+            (&["--max-ports-per-host", "120%"][..], "--max-ports-per-host"),
+            (&["--udp-unreplied-timeout", "later"][..], "--udp-unreplied-timeout"),
             (&["--inside", "10.0.0.0/33"][..], "--inside"),
         ] {
             let e = parse(extra).unwrap_err();
@@ -772,7 +867,8 @@ mod tests {
         std::fs::write(
             &f,
             "lan-tun = \"a0\"\nwan-tun = \"b0\"\ninside = [\"10.0.0.0/24\"]\npublic-ip = \"198.51.100.1\"\n\
-             udp-timeout = \"5m\"\nforward = [\"tcp:2121=10.0.0.2:21\"]\nftp-port = [21, 2121]\n",
+             udp-timeout = \"5m\"\nforward = [\"tcp:2121=10.0.0.2:21\"]\nftp-port = [21, 2121]\n\
+             max-ports-per-host = 4096\ntcp-unreplied-timeout = \"45s\"\n",
         )
         .unwrap();
         let args = |extra: &[&str]| {
@@ -787,6 +883,12 @@ mod tests {
         assert_eq!(s.lan_tun.as_deref(), Some("a0"), "the file fills in");
         assert_eq!(c.forwards.len(), 1);
         assert_eq!(c.ftp.ports, [21, 2121]);
+        assert_eq!(
+            (c.max_ports_per_host, c.timeouts.tcp_unreplied),
+            (PortQuota::Ports(4096), Duration::from_secs(45))
+        );
+        let (_, c) = args(&["--max-ports-per-host", "12.5%"]).unwrap();
+        assert_eq!(c.ports_per_host(), 8064, "the flag wins over the file's number");
         let (_, c) = args(&["--forward", "udp:53=10.0.0.3:53"]).unwrap();
         assert_eq!(c.forwards[0].to_string(), "udp:53=10.0.0.3:53", "a list flag replaces the file's list");
         let e = args(&["--public-ip", "10.0.0.9"]).unwrap_err();
@@ -798,6 +900,9 @@ mod tests {
         .unwrap();
         let e = args(&[]).unwrap_err();
         assert!(e.ends_with(&format!("(set by `public-ip` at {} line 4)", f.display())), "{e}");
+        std::fs::write(&f, "lan-tun = \"a0\"\nmax-ports-per-host = \"half\"\n").unwrap();
+        let e = args(&[]).unwrap_err();
+        assert!(e.contains("line 2: max-ports-per-host:"), "{e}");
         std::fs::write(&f, "lan-tun = \"a0\"\nbogus = 1\n").unwrap();
         let e = args(&[]).unwrap_err();
         assert!(e.contains("line 2: unknown key `bogus`"), "{e}");

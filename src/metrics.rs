@@ -76,6 +76,12 @@ reasons! {
         AlgBadChecksum => "alg_bad_checksum",
         /// Addressed to the gateway itself (only ICMP echo is answered there).
         LocalDelivery => "local_delivery",
+        /// A new flow that needs a new public port while its inside host holds its share of them
+        /// (`--max-ports-per-host`, RFC 6888 REQ-4); other hosts are not affected.
+        HostPortQuota => "host_port_quota",
+        /// A later fragment that would wait for its first fragment while its source already has its
+        /// share of the waiting queue: one peer cannot crowd out the others' fragments.
+        FragmentSourceQuota => "fragment_source_quota",
     }
 }
 
@@ -100,6 +106,9 @@ reasons! {
         Overlong => "overlong",
         /// The per-host pinhole limit is reached.
         PinholeLimit => "pinhole_limit",
+        /// The pinhole would need a new public port and the inside host holds its share of them
+        /// (`--max-ports-per-host`).
+        HostPortQuota => "host_port_quota",
     }
 }
 
@@ -136,6 +145,9 @@ pub struct Metrics {
     pub pinholes_replaced: u64,
     pub pinholes_refused_by_server: u64,
     pub pinholes_closed_with_control: u64,
+    /// First-fragment states forgotten early to make room: a source's own oldest when it is at its
+    /// share, the oldest of all when the table is full.
+    pub fragment_states_evicted: u64,
     /// The sum of `drops`, kept by [`Metrics::drop`]: replay asks for it around every packet, and summing
     /// the array each time cost a few percent of a replay.
     dropped: u64,
@@ -178,7 +190,7 @@ impl Metrics {
         for r in RefusalReason::ALL {
             f(&format!("alg.refused.{}", r.name()), self.alg_refused[r.index()]);
         }
-        let plain: [(&str, u64); 24] = [
+        let plain: [(&str, u64); 25] = [
             ("flows.created", self.flows_created),
             ("flows.expired", self.flows_expired),
             ("flows.closed", self.flows_closed),
@@ -203,6 +215,7 @@ impl Metrics {
             ("pinholes.refused_by_server", self.pinholes_refused_by_server),
             ("pinholes.closed_with_control", self.pinholes_closed_with_control),
             ("alg.rewrites.total", self.alg_rewrites()),
+            ("fragments.states_evicted", self.fragment_states_evicted),
         ];
         for (k, v) in plain {
             f(k, v);

@@ -265,7 +265,10 @@ fn full_table_refuses_new_flows_and_keeps_existing_ones() {
 #[test]
 fn udp_mapping_expires_after_its_timeout() {
     let mut r = Rig::new(config());
+    // An answered mapping (a datagram each way) keeps the UDP timeout; an unanswered one only
+    // --udp-unreplied-timeout (tests/quota.rs).
     r.pass(Side::Inside, udp(LAN_HOST, 9000, REMOTE, 53, b"a"));
+    r.pass(Side::Outside, udp(REMOTE, 53, PUBLIC, 9000, b"a"));
     r.advance(299);
     r.pass(Side::Outside, udp(REMOTE, 53, PUBLIC, 9000, b"a"));
     r.advance(301);

@@ -322,6 +322,8 @@ fn metrics_endpoint_is_scraped_and_parsed() {
 fn reload_applies_forwards_and_timeouts_without_dropping_flows() {
     let g = Gateway::start("reload", 1 << 20, 2);
     g.out(udp(LAN_HOST, 5353, REMOTE, 53, b"q"));
+    // Answered, so the UDP timeout (not the shorter unreplied one) is what applies.
+    g.inb(udp(REMOTE, 53, PUBLIC, 5353, b"a"));
     // Before: nothing is forwarded on 2121.
     g.wan.inject(&tcp(REMOTE, 50000, PUBLIC, 2121, 1, 0, SYN, &[])).unwrap();
     assert!(g.lan.take_within(Duration::from_millis(300)).unwrap().is_none());

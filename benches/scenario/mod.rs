@@ -32,6 +32,9 @@ pub fn config() -> Config {
     let mut c = Config::new(vec!["10.0.0.0/8".parse().expect("prefix")], PUBLIC);
     c.max_flows = 4 << 20;
     c.max_flows_per_host = 4 << 20;
+    // One client opens every new flow here: the per-host share of ports (1/16 by default) would turn
+    // the new-flow rows into refusals.
+    c.max_ports_per_host = ftpnat::config::PortQuota::Ports(65_536);
     c.validate().expect("valid bench config");
     c
 }

@@ -16,7 +16,7 @@ use crate::config::FtpPolicy;
 use crate::events::{Event, Events};
 use crate::flow::{ConnId, Endpoint, Proto};
 use crate::metrics::{DropReason, Metrics, RefusalReason};
-use crate::nat::Nat;
+use crate::nat::{self, Nat};
 use crate::time::Instant;
 
 /// One expected inbound TCP connection.
@@ -40,6 +40,9 @@ pub struct Pinhole {
 pub struct Pinholes {
     by_port: HashMap<u16, Pinhole>,
     per_host: HashMap<Ipv4Addr, u32>,
+    /// Expiry times of the pinholes, plus stale entries of pinholes used, removed or replaced since
+    /// (skipped when they come up). Rebuilt from the live pinholes when stale entries outnumber them, so
+    /// a client announcing in a loop cannot grow it past a small multiple of the live pinholes.
     timers: BinaryHeap<Reverse<(Instant, u16)>>,
 }
 
@@ -70,6 +73,18 @@ impl Pinholes {
         self.by_port.get(&public_port)
     }
 
+    /// Entries in the expiry queue, live and stale: at most `2 * len() + 64`.
+    pub fn timers_queued(&self) -> usize {
+        self.timers.len()
+    }
+
+    fn push_timer(&mut self, expires: Instant, port: u16) {
+        self.timers.push(Reverse((expires, port)));
+        if self.timers.len() > 2 * self.by_port.len() + 64 {
+            self.timers = self.by_port.values().map(|p| Reverse((p.expires, p.public_port))).collect();
+        }
+    }
+
     /// Opens a pinhole to `inside` for a SYN from `peer`. The public port is the one the endpoint-
     /// independent mapping of `inside` already has, or a new one ranked by `prefer` (the ALG asks for
     /// ports whose decimal text keeps the line's length).
@@ -84,7 +99,11 @@ impl Pinholes {
         if host_count as usize >= ctx.policy.max_pinholes_per_host {
             return Err(RefusalReason::PinholeLimit);
         }
-        let port = ctx.nat.acquire(Proto::Tcp, inside, Some(prefer)).map_err(|_| RefusalReason::NoPort)?;
+        let port = ctx.nat.acquire(Proto::Tcp, inside, Some(prefer)).map_err(|e| match e {
+            nat::Refused::Exhausted => RefusalReason::NoPort,
+            // A pinhole's port is the announcing host's mapping: it counts against its share.
+            nat::Refused::HostQuota => RefusalReason::HostPortQuota,
+        })?;
         if ctx.pinholes.by_port.contains_key(&port) {
             // The same inside endpoint announced twice: the newer announcement wins.
             ctx.pinholes.remove(ctx.nat, port);
@@ -106,7 +125,7 @@ impl Pinholes {
         ctx.events.push(|| Event::PinholeCreate { control, public_port: port, peer, inside, kind });
         ctx.pinholes.by_port.insert(port, p);
         *ctx.pinholes.per_host.entry(inside.addr).or_default() += 1;
-        ctx.pinholes.timers.push(Reverse((expires, port)));
+        ctx.pinholes.push_timer(expires, port);
         ctx.metrics.pinholes_created += 1;
         Ok(port)
     }

@@ -303,23 +303,43 @@ impl Conn {
         self.set_tcp(next);
     }
 
+    /// True once both sides have spoken: a packet went each way. (The original direction is nearly
+    /// always first; a connection picked up from an inside server's side starts with a reply.)
+    #[inline]
+    pub fn answered(&self) -> bool {
+        self.replied() && self.counts.packets(Dir::Original.index()) != 0
+    }
+
+    /// The idle timeout for the connection's state. Until both sides have spoken, a flow holds its
+    /// mapping only for the short `*_unreplied` timeout (never longer than its state's own): unanswered
+    /// SYNs, bare ACKs picked up from the inside and datagrams nobody answers give their public ports
+    /// back within a minute (issue 12; Linux conntrack: 30 s unreplied UDP, 120 s SYN_SENT).
     pub fn timeout(&self, t: &Timeouts) -> core::time::Duration {
         match self.proto() {
-            Proto::Tcp => match self.tcp() {
-                TcpState::Established => t.tcp_established,
-                TcpState::Closed => t.tcp_closed,
-                TcpState::SynSent | TcpState::SynReceived | TcpState::FinWait => t.tcp_transitory,
-            },
-            Proto::Udp => t.udp,
+            Proto::Tcp => {
+                let d = match self.tcp() {
+                    TcpState::Established => t.tcp_established,
+                    TcpState::Closed => t.tcp_closed,
+                    TcpState::SynSent | TcpState::SynReceived | TcpState::FinWait => t.tcp_transitory,
+                };
+                if self.answered() {
+                    d
+                } else {
+                    d.min(t.tcp_unreplied)
+                }
+            }
+            Proto::Udp if self.answered() => t.udp,
+            Proto::Udp => t.udp.min(t.udp_unreplied),
             Proto::Icmp => t.icmp,
         }
     }
 
     /// A TCP connection picked up mid-stream (Linux conntrack's "loose" pickup) is treated as
-    /// established: the gateway restarted under it.
+    /// established: the gateway restarted under it. It is not answered yet: until the other side
+    /// speaks it keeps the short unreplied timeout (a bare ACK from inside must not hold a port for
+    /// two hours).
     pub fn mark_established(&mut self) {
         self.set_tcp(TcpState::Established);
-        self.state |= bits::REPLIED;
     }
 }
 
@@ -514,6 +534,49 @@ mod tests {
         let c = Conn::new(k, k.reversed(), Origin::Hairpin, Instant::MAX);
         assert_eq!(c.created(), Instant::from_micros((1 << 56) - 1));
         assert_eq!((c.origin(), c.tcp(), c.replied()), (Origin::Hairpin, TcpState::SynSent, false));
+    }
+
+    #[test]
+    fn the_long_timeout_waits_until_both_sides_have_spoken() {
+        let t = Timeouts::default();
+        let (a, b) = (ep(LAN, 5000), ep(REMOTE, 53));
+        // UDP: unanswered datagrams keep the mapping 30 s, an answer gives the 5 minutes.
+        let k = FlowKey::new(Proto::Udp, a, b);
+        let mut c = Conn::new(k, k.reversed(), Origin::Outbound, Instant::ZERO);
+        c.seen(Dir::Original, 60, Instant::ZERO);
+        assert_eq!(c.timeout(&t), Duration::from_secs(30));
+        c.seen(Dir::Original, 60, Instant::from_secs(1));
+        assert_eq!(c.timeout(&t), Duration::from_secs(30), "however many the inside host sends");
+        c.seen(Dir::Reply, 60, Instant::from_secs(2));
+        assert_eq!(c.timeout(&t), t.udp);
+        // Never longer than the answered timeout, whatever the operator set.
+        let short = Timeouts { udp: Duration::from_secs(10), ..t };
+        let mut c = Conn::new(k, k.reversed(), Origin::Outbound, Instant::ZERO);
+        c.seen(Dir::Original, 60, Instant::ZERO);
+        assert_eq!(c.timeout(&short), Duration::from_secs(10));
+        // TCP picked up from a bare ACK: established, but short until the remote answers.
+        let k = FlowKey::new(Proto::Tcp, a, b);
+        let mut c = Conn::new(k, k.reversed(), Origin::Outbound, Instant::ZERO);
+        c.mark_established();
+        c.seen(Dir::Original, 40, Instant::ZERO);
+        assert_eq!((c.tcp(), c.timeout(&t)), (TcpState::Established, t.tcp_unreplied));
+        c.seen(Dir::Reply, 40, Instant::ZERO);
+        assert_eq!(c.timeout(&t), t.tcp_established);
+        // A connection picked up from a forwarded inside server's side: the server spoke first (the
+        // reply direction); the outside client has not yet.
+        let k = FlowKey::new(Proto::Tcp, b, ep(PUBLIC, 2121));
+        let mut c = Conn::new(k, FlowKey::new(Proto::Tcp, a, b), Origin::Forward, Instant::ZERO);
+        c.mark_established();
+        c.seen(Dir::Reply, 40, Instant::ZERO);
+        assert!(c.replied() && !c.answered());
+        assert_eq!(c.timeout(&t), t.tcp_unreplied);
+        c.seen(Dir::Original, 40, Instant::ZERO);
+        assert_eq!(c.timeout(&t), t.tcp_established);
+        // A closed connection keeps its short closing timeout either way.
+        let mut c = Conn::new(FlowKey::new(Proto::Tcp, a, b), k, Origin::Outbound, Instant::ZERO);
+        c.seen(Dir::Original, 40, Instant::ZERO);
+        c.track_tcp(Dir::Original, false, false, false, true);
+        assert_eq!(c.timeout(&t), t.tcp_closed);
     }
 
     #[test]

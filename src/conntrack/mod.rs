@@ -426,13 +426,19 @@ mod tests {
             Origin::Outbound,
             Instant::ZERO,
         );
-        c.track_tcp(Dir::Original, true, false, false, false);
-        assert_eq!(c.tcp(), TcpState::SynSent);
-        c.track_tcp(Dir::Reply, true, true, false, false);
-        assert_eq!(c.tcp(), TcpState::SynReceived);
-        c.track_tcp(Dir::Original, false, true, false, false);
-        assert_eq!(c.tcp(), TcpState::Established);
         let t = Timeouts::default();
+        let step = |c: &mut Conn, d: Dir, syn, ack| {
+            c.seen(d, 40, Instant::ZERO);
+            c.track_tcp(d, syn, ack, false, false);
+        };
+        step(&mut c, Dir::Original, true, false);
+        assert_eq!(c.tcp(), TcpState::SynSent);
+        assert_eq!(c.timeout(&t), t.tcp_unreplied, "a SYN nobody answered yet");
+        step(&mut c, Dir::Reply, true, true);
+        assert_eq!(c.tcp(), TcpState::SynReceived);
+        assert_eq!(c.timeout(&t), t.tcp_transitory);
+        step(&mut c, Dir::Original, false, true);
+        assert_eq!(c.tcp(), TcpState::Established);
         assert_eq!(c.timeout(&t), t.tcp_established);
         c.track_tcp(Dir::Original, false, true, true, false);
         assert_eq!(c.tcp(), TcpState::FinWait);

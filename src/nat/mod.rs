@@ -2,10 +2,12 @@
 //!
 //! Owns: which public ports are in use per protocol, the endpoint-independent mapping from an inside
 //! endpoint to its public port (RFC 4787 REQ-1, RFC 5382 REQ-1: the same public port whatever the
-//! destination), reference counts on those mappings, and the ports reserved for static forwards.
+//! destination), reference counts on those mappings, the ports reserved for static forwards, and each
+//! inside host's share of the ports (RFC 6888 REQ-4: mappings per host and protocol, bounded).
 //! Must not: look at packets or decide filtering; connections (conntrack) hold references to mappings.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
 use crate::flow::{Endpoint, Proto};
@@ -50,7 +52,12 @@ struct Mapping {
 
 /// Why no public port could be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exhausted;
+pub enum Refused {
+    /// Every port is taken.
+    Exhausted,
+    /// The inside host already holds its share of the ports (`--max-ports-per-host`).
+    HostQuota,
+}
 
 /// Port allocator plus the endpoint-independent mapping table.
 pub struct Nat {
@@ -63,6 +70,10 @@ pub struct Nat {
     cursor: [u32; PROTOS],
     mappings: HashMap<(Proto, Endpoint), Mapping>,
     by_public: HashMap<(Proto, u16), Endpoint>,
+    /// Mappings (so ports) each inside host holds, per protocol; hosts holding none are absent.
+    per_host: [HashMap<Ipv4Addr, u32>; PROTOS],
+    /// Mappings one host may hold per protocol.
+    host_quota: usize,
 }
 
 impl Nat {
@@ -76,7 +87,20 @@ impl Nat {
             cursor: [start; PROTOS],
             mappings: HashMap::new(),
             by_public: HashMap::new(),
+            per_host: Default::default(),
+            host_quota: usize::MAX,
         }
+    }
+
+    /// Sets how many mappings one inside host may hold per protocol. Hosts above a lowered quota keep
+    /// what they hold; their new mappings are refused until they are below it.
+    pub fn set_host_quota(&mut self, ports: usize) {
+        self.host_quota = ports;
+    }
+
+    /// Mappings (public ports) `host` holds for `proto`.
+    pub fn host_ports(&self, proto: Proto, host: Ipv4Addr) -> usize {
+        self.per_host[proto_index(proto)].get(&host).copied().unwrap_or(0) as usize
     }
 
     /// Takes a port out of the pool for good (a static port forward's public port).
@@ -134,15 +158,20 @@ impl Nat {
     /// port when it is free (RFC 4787 REQ-3 port preservation is "should"; keeping it also lets a TCP
     /// connection picked up after a restart keep its public port), otherwise `prefer` ranks free ports in
     /// the configured range: the first port for which it returns true wins, else any free port.
+    /// A new mapping is refused when the inside host holds its quota of them already; an existing one
+    /// is shared whatever the quota (it costs no port).
     pub fn acquire(
         &mut self,
         proto: Proto,
         inside: Endpoint,
         prefer: Option<&dyn Fn(u16) -> bool>,
-    ) -> Result<u16, Exhausted> {
+    ) -> Result<u16, Refused> {
         if let Some(m) = self.mappings.get_mut(&(proto, inside)) {
             m.refs += 1;
             return Ok(m.public_port);
+        }
+        if self.host_ports(proto, inside.addr) >= self.host_quota {
+            return Err(Refused::HostQuota);
         }
         let keep = inside.port != 0 && self.is_free(proto, inside.port);
         let port = match prefer {
@@ -153,10 +182,11 @@ impl Nat {
             _ if keep => Some(inside.port),
             _ => self.find(proto, &|_| true),
         }
-        .ok_or(Exhausted)?;
+        .ok_or(Refused::Exhausted)?;
         self.mark(proto, port, true);
         self.mappings.insert((proto, inside), Mapping { public_port: port, refs: 1 });
         self.by_public.insert((proto, port), inside);
+        *self.per_host[proto_index(proto)].entry(inside.addr).or_default() += 1;
         Ok(port)
     }
 
@@ -177,6 +207,13 @@ impl Nat {
             self.mappings.remove(&(proto, inside));
             self.by_public.remove(&(proto, port));
             self.mark(proto, port, false);
+            let hosts = &mut self.per_host[proto_index(proto)];
+            if let Some(n) = hosts.get_mut(&inside.addr) {
+                *n -= 1;
+                if *n == 0 {
+                    hosts.remove(&inside.addr);
+                }
+            }
         }
     }
 
@@ -247,7 +284,7 @@ mod tests {
         }
         got.sort();
         assert_eq!(got, vec![2000, 2002, 2003]);
-        assert_eq!(nat.acquire(Proto::Tcp, ep(5, 2001), None), Err(Exhausted));
+        assert_eq!(nat.acquire(Proto::Tcp, ep(5, 2001), None), Err(Refused::Exhausted));
         assert_eq!(nat.ports_in_use(Proto::Tcp), 4);
     }
 
@@ -258,17 +295,49 @@ mod tests {
         assert_eq!(nat.acquire(Proto::Udp, ep(2, 5000), None), Ok(5000));
         assert_eq!(nat.acquire(Proto::Udp, ep(3, 5000), None), Ok(2000));
         assert_eq!(nat.acquire(Proto::Udp, ep(4, 5000), None), Ok(2001));
-        assert_eq!(nat.acquire(Proto::Udp, ep(5, 5000), None), Err(Exhausted));
+        assert_eq!(nat.acquire(Proto::Udp, ep(5, 5000), None), Err(Refused::Exhausted));
         assert_eq!(nat.in_range[proto_index(Proto::Udp)], 2);
         nat.release(Proto::Udp, ep(3, 5000));
         assert_eq!(nat.acquire(Proto::Udp, ep(5, 5000), None), Ok(2000));
-        assert_eq!(nat.acquire(Proto::Udp, ep(6, 5000), None), Err(Exhausted));
+        assert_eq!(nat.acquire(Proto::Udp, ep(6, 5000), None), Err(Refused::Exhausted));
         // A reserved port inside the range counts as used.
         let mut nat = Nat::new(2000..=2000);
         nat.reserve(Proto::Tcp, 2000);
-        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 2000), None), Err(Exhausted));
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 2000), None), Err(Refused::Exhausted));
         nat.unreserve(Proto::Tcp, 2000);
         assert_eq!(nat.acquire(Proto::Tcp, ep(2, 2000), None), Ok(2000));
+    }
+
+    #[test]
+    fn a_host_holds_at_most_its_quota_of_ports_and_gets_them_back() {
+        let mut nat = Nat::new(1024..=65535);
+        nat.set_host_quota(3);
+        for p in 0..3 {
+            assert_eq!(nat.acquire(Proto::Tcp, ep(2, 5000 + p), None), Ok(5000 + p));
+        }
+        // A fourth endpoint of the same host needs a fourth port: refused, the others are not.
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 5003), None), Err(Refused::HostQuota));
+        assert_eq!(nat.acquire(Proto::Tcp, ep(3, 5003), None), Ok(5003));
+        // Sharing an existing mapping costs no port (endpoint-independent mapping, a pinhole on a
+        // connected endpoint): allowed at the quota.
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 5000), None), Ok(5000));
+        // Protocols have their own pools and their own quotas.
+        assert_eq!(nat.acquire(Proto::Udp, ep(2, 5003), None), Ok(5003));
+        assert_eq!(nat.host_ports(Proto::Tcp, ep(2, 0).addr), 3);
+        assert_eq!(nat.host_ports(Proto::Udp, ep(2, 0).addr), 1);
+        // A port is counted until its last reference goes.
+        nat.release(Proto::Tcp, ep(2, 5000));
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 5003), None), Err(Refused::HostQuota));
+        nat.release(Proto::Tcp, ep(2, 5000));
+        assert_eq!(nat.host_ports(Proto::Tcp, ep(2, 0).addr), 2);
+        // (5003 itself is host 3's now: a port from the range.)
+        assert_eq!(nat.acquire(Proto::Tcp, ep(2, 5003), None), Ok(1024));
+        for p in 1..4 {
+            nat.release(Proto::Tcp, ep(2, 5000 + p));
+        }
+        assert_eq!(nat.lookup(Proto::Tcp, ep(2, 5003)), None);
+        assert_eq!(nat.host_ports(Proto::Tcp, ep(2, 0).addr), 0);
+        assert!(!nat.per_host[proto_index(Proto::Tcp)].contains_key(&ep(2, 0).addr), "no empty entries");
     }
 
     #[test]

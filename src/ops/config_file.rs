@@ -18,7 +18,7 @@ use ipnet::Ipv4Net;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::{parse_duration, parse_port_range, Forward};
+use crate::config::{parse_duration, parse_port_range, Forward, PortQuota};
 
 /// A parsed configuration file and where each key was written.
 #[derive(Debug)]
@@ -176,6 +176,20 @@ where
         OneOrMany::Many(v) => v,
     };
     items.iter().map(|s| parse(s).map_err(D::Error::custom)).collect()
+}
+
+/// `max-ports-per-host = 4096` or `"6.25%"` (a share of the port range).
+pub fn de_opt_port_quota<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PortQuota>, D::Error> {
+    let v = StrOrNum::deserialize(d)
+        .map_err(|_| D::Error::custom("expected a number of ports or a string like \"6.25%\""))?;
+    let s = match v {
+        StrOrNum::Str(s) => s,
+        StrOrNum::Int(i) => i.to_string(),
+        StrOrNum::Float(_) => {
+            return Err(D::Error::custom("a number of ports is whole; a share is a string like \"6.25%\""))
+        }
+    };
+    s.parse::<PortQuota>().map(Some).map_err(D::Error::custom)
 }
 
 /// `capture-max-bytes = 100000000` or `"100M"` (K, M, G: powers of 1024; KB, MB, GB: of 1000).

@@ -111,6 +111,18 @@ pub fn describe(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
         (t0.tcp_closed != t1.tcp_closed, "closed-TCP timeout", d(t0.tcp_closed), d(t1.tcp_closed)),
         (t0.udp != t1.udp, "--udp-timeout", d(t0.udp), d(t1.udp)),
         (t0.icmp != t1.icmp, "--icmp-timeout", d(t0.icmp), d(t1.icmp)),
+        (
+            t0.tcp_unreplied != t1.tcp_unreplied,
+            "--tcp-unreplied-timeout",
+            d(t0.tcp_unreplied),
+            d(t1.tcp_unreplied),
+        ),
+        (
+            t0.udp_unreplied != t1.udp_unreplied,
+            "--udp-unreplied-timeout",
+            d(t0.udp_unreplied),
+            d(t1.udp_unreplied),
+        ),
         (f0.enabled != f1.enabled, "FTP ALG (--no-ftp-alg)", onoff(f0.enabled), onoff(f1.enabled)),
         (f0.ports != f1.ports, "--ftp-port", format!("{:?}", f0.ports), format!("{:?}", f1.ports)),
         (
@@ -145,6 +157,12 @@ pub fn describe(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
             "--max-flows-per-host",
             old.max_flows_per_host.to_string(),
             new.max_flows_per_host.to_string(),
+        ),
+        (
+            old.max_ports_per_host != new.max_ports_per_host,
+            "--max-ports-per-host",
+            old.max_ports_per_host.to_string(),
+            new.max_ports_per_host.to_string(),
         ),
     ];
     let nets = |v: &[ipnet::Ipv4Net]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");

@@ -8,7 +8,11 @@
 
 use std::net::Ipv4Addr;
 
+// The small helpers are `#[inline]`: without it whether they are inlined into the engine depends on how
+// the crate happens to be cut into codegen units (a new module once moved them out of line).
+
 /// Folds end-around carries until the value fits in 16 bits.
+#[inline]
 fn fold(mut s: u64) -> u32 {
     while s > 0xFFFF {
         s = (s & 0xFFFF) + (s >> 16);
@@ -18,6 +22,7 @@ fn fold(mut s: u64) -> u32 {
 
 /// Ones-complement running sum of `data` (big-endian 16-bit words; an odd trailing byte is padded with a
 /// zero byte, RFC 1071 §4.1), added to `initial`. The result is folded to 16 bits.
+#[inline]
 pub fn sum(data: &[u8], initial: u32) -> u32 {
     // 32-bit words are congruent to the sum of their two 16-bit halves modulo 0xFFFF (2^16 = 1 there).
     // They are added as the machine loads them: the sum is byte-order independent (RFC 1071 §2(B)), so
@@ -42,6 +47,7 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
 }
 
 /// Folds carries and complements: the checksum field value for a running sum.
+#[inline]
 pub fn finish(sum: u32) -> u16 {
     !(fold(sum as u64) as u16)
 }
@@ -67,17 +73,20 @@ pub fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u32 {
 
 /// RFC 1624 eqn. 3 on sums: HC' = ~(~HC + ~m + m') where `old_sum`/`new_sum` are the running sums of the
 /// replaced and the replacing data (same alignment).
+#[inline]
 pub fn update_sum(csum: u16, old_sum: u32, new_sum: u32) -> u16 {
     let not_old = !(fold(old_sum as u64) as u16);
     finish((!csum) as u32 + not_old as u32 + fold(new_sum as u64))
 }
 
 /// Incremental update for one 16-bit word at an even offset (RFC 1624 eqn. 3).
+#[inline]
 pub fn update_u16(csum: u16, old: u16, new: u16) -> u16 {
     finish((!csum) as u32 + (!old) as u32 + new as u32)
 }
 
 /// Incremental update for a 32-bit value at an even offset (two words).
+#[inline]
 pub fn update_u32(csum: u16, old: u32, new: u32) -> u16 {
     update_sum(csum, sum(&old.to_be_bytes(), 0), sum(&new.to_be_bytes(), 0))
 }
@@ -87,6 +96,7 @@ pub fn update_u32(csum: u16, old: u32, new: u32) -> u16 {
 ///
 /// Bytes at an odd offset are the low halves of their words: shifting by one byte is a byte swap of the
 /// ones-complement sum (RFC 1071 §2(B), byte-order independence).
+#[inline]
 pub fn update_bytes(csum: u16, odd_offset: bool, old: &[u8], new: &[u8]) -> u16 {
     debug_assert_eq!(old.len(), new.len());
     let align = |s: u32| if odd_offset { (s as u16).swap_bytes() as u32 } else { s };

@@ -204,13 +204,26 @@ impl Topology {
     /// [`Topology::up`] with ftpnat's `RUST_LOG` set to `filter` (default `ftpnat=debug`), e.g. to
     /// check that something never reaches the log even at trace level.
     pub fn up_with_log(test: &str, forwards: &[&str], extra: &[&str], filter: &str) -> Option<Topology> {
+        Topology::up_env(test, forwards, extra, &[("FTPNAT_LOG", filter.to_string())])
+    }
+
+    /// [`Topology::up`] with some of the `netns-scripts/env.sh` settings replaced (`FTPNAT_LOG`,
+    /// `FTPNAT_BIN`, ...), e.g. to run ftpnat through a wrapper.
+    pub fn up_env(
+        test: &str,
+        forwards: &[&str],
+        extra: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Option<Topology> {
         if !netns_available(test) {
             return None;
         }
         let mut t = Topology::names(test);
-        t.set_env("FTPNAT_LOG", filter.to_string());
         t.set_env("FTPNAT_FORWARDS", forwards.join(" "));
         t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
+        for (k, v) in env {
+            t.set_env(k, v.clone());
+        }
         t.down = false;
         let out = t.script("up.sh", Duration::from_secs(30));
         assert!(
