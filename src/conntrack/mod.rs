@@ -98,6 +98,12 @@ impl Table {
         self.slots.iter().map(|(i, c)| (ConnId(i), c))
     }
 
+    /// Connections from `start` on in table order: a connection keeps its id while it lives, so a
+    /// listing taken in slices (`ftpnat show flows`) resumes at the id after the last one it saw.
+    pub fn iter_from(&self, start: ConnId) -> impl Iterator<Item = (ConnId, &Conn)> {
+        self.slots.iter_from(start.0).map(|(i, c)| (ConnId(i), c))
+    }
+
     /// True if both keys are unused (a new connection would not shadow an existing one).
     pub fn keys_free(&self, a: &FlowKey, b: &FlowKey) -> bool {
         self.lookup(a).is_none() && self.lookup(b).is_none()
