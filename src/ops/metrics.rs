@@ -246,6 +246,8 @@ pub fn render(c: &Counters, start_time_unix: f64) -> String {
     snap.add("ftpnat_loop_turn_max_seconds", help, false, &[], max(&c.times.turn));
     let help = "Longest time one run-loop turn spent on operations work since the start";
     snap.add("ftpnat_loop_ops_max_seconds", help, false, &[], max(&c.times.ops));
+    let help = "Most CPU time one run-loop turn spent on operations work since the start";
+    snap.add("ftpnat_loop_ops_cpu_max_seconds", help, false, &[], max(&c.times.ops_cpu));
     snap.1.push((
         "ftpnat_loop_turn_seconds",
         "Run-loop turns by duration: from poll(2) returning to the next poll(2), packets and operations work together",
@@ -256,6 +258,12 @@ pub fn render(c: &Counters, start_time_unix: f64) -> String {
         "Run-loop turns by the time spent on operations work (listing slices, counter snapshots, events, \
          reload, capture hand-off; bounded per turn)",
         c.times.ops.clone(),
+    ));
+    snap.1.push((
+        "ftpnat_loop_ops_cpu_seconds",
+        "Run-loop turns that had an operations job, by the CPU time the loop thread spent on it (wall time \
+         less time the scheduler ran something else)",
+        c.times.ops_cpu.clone(),
     ));
     let mut reg = Registry::default();
     reg.register_collector(Box::new(snap));

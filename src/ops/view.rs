@@ -438,6 +438,7 @@ pub fn stats(c: &Counters) -> Value {
     m.insert("loop.turns".into(), json!(c.times.turn.count));
     m.insert("loop.turn_max_us".into(), json!(c.times.turn.max_ns / 1000));
     m.insert("loop.ops_max_us".into(), json!(c.times.ops.max_ns / 1000));
+    m.insert("loop.ops_cpu_max_us".into(), json!(c.times.ops_cpu.max_ns / 1000));
     json!({ "stats": m })
 }
 
