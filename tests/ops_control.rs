@@ -557,6 +557,32 @@ fn a_listing_slice_stops_at_its_budget_and_resumes_where_it_stopped() {
     let next = flows_slice(&engine, Instant::ZERO, &Filter::default(), 0, 10, &mut page, || false);
     assert_eq!(page.len(), 10);
     assert_eq!(next, Some(page[9].id + 1));
+    // After the flows expired, their slots stay (the table never shrinks): a listing still visits
+    // them in bounded steps, however few flows are left.
+    engine.handle_timeout(Instant::from_secs(3600));
+    assert_eq!(engine.flow_count(), 0);
+    for p in 0..3 {
+        engine.handle_packet(
+            Instant::from_secs(3600),
+            Side::Inside,
+            &mut udp(LAN_HOST, 50000 + p, REMOTE, 53, b"x"),
+        );
+    }
+    let (mut sparse, mut from, mut steps) = (Vec::new(), 0, 0);
+    while let Some(n) = flows_slice(
+        &engine,
+        Instant::from_secs(3600),
+        &Filter::default(),
+        from,
+        usize::MAX,
+        &mut sparse,
+        || true,
+    ) {
+        assert!(n > from && n - from <= 16, "at most 16 slots per step: {from} -> {n}");
+        (from, steps) = (n, steps + 1);
+    }
+    assert_eq!(sparse.len(), 3);
+    assert!(steps >= 5000 / 16, "{steps} steps over 5001 slots");
 }
 
 #[test]

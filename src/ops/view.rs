@@ -288,8 +288,9 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
     }
 }
 
-/// Rows between two budget checks: a row costs well under a microsecond, so this bounds the overshoot.
-const ROWS_PER_CHECK: usize = 16;
+/// Table slots visited between two budget checks: a row costs well under a microsecond and an empty
+/// slot a few nanoseconds, so this bounds the overshoot.
+const SLOTS_PER_CHECK: usize = 16;
 
 /// Appends to `out` the rows of the connections from `from` on that pass `filter`, until `out` holds
 /// `max_rows` rows or `over_budget()` says the run loop must get back to its packets (asked every few
@@ -305,11 +306,11 @@ pub fn flows_slice(
     out: &mut Vec<FlowRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    for (n, (id, c)) in engine.table().iter_from(ConnId(from)).enumerate() {
-        if out.len() >= max_rows || (n > 0 && n % ROWS_PER_CHECK == 0 && over_budget()) {
+    for (n, (id, slot)) in engine.table().slots_from(ConnId(from)).enumerate() {
+        if out.len() >= max_rows || (n > 0 && n % SLOTS_PER_CHECK == 0 && over_budget()) {
             return Some(id.0);
         }
-        if filter.matches_keys(c.keys()) {
+        if let Some(c) = slot.filter(|c| filter.matches_keys(c.keys())) {
             out.push(flow_row(engine, id, c, now));
         }
     }
