@@ -10,8 +10,13 @@
 # many listings and scrapes completed, and the run loop's own figures from its metrics: the longest turn
 # and the longest operations work in one turn, and the turn-duration histogram of the loaded phase.
 #
-#   sudo netns-scripts/ops-load.sh                 # FLOWS=250000 PHASE=20 INTERVAL=0.005
+#   sudo netns-scripts/ops-load.sh                 # FLOWS=250000 PHASE=20 INTERVAL=0.005 CLIENT_NICE=0
 #   sudo FLOWS=100000 PHASE=10 netns-scripts/ops-load.sh
+#   sudo CLIENT_NICE=19 netns-scripts/ops-load.sh  # the listing/scrape clients at low priority
+#   sudo FTPNAT_BIN=/path/to/other/ftpnat netns-scripts/ops-load.sh   # another build, same load
+#
+# On a machine with few CPUs the loaded figures include the clients' own CPU use (printing a 250k-flow
+# listing takes a CPU for seconds): CLIENT_NICE shows how much of the difference is theirs.
 #
 # A measurement, not a test: nothing here passes or fails on a figure (tests/ops_netns.rs checks the
 # same setup for correctness only). Bounded: every loop ends with its phase; the fill sends 2 x FLOWS
@@ -28,6 +33,7 @@ source "$here/env.sh"
 FLOWS="${FLOWS:-250000}"
 PHASE="${PHASE:-20}"
 INTERVAL="${INTERVAL:-0.005}"
+CLIENT_NICE="${CLIENT_NICE:-0}"
 HOSTS=16                      # inside addresses 10.0.0.10 ... (per-host limits stay far away)
 SOCKETS=50                    # sockets per address: 800 NAT mappings in all
 PORTS=$(( (FLOWS + HOSTS * SOCKETS - 1) / (HOSTS * SOCKETS) ))   # destinations per socket
@@ -85,18 +91,20 @@ run_ping quiet
 kill "$rs"
 scrape >"$FTPNAT_STATE_DIR/before.prom"
 
-echo "ops-load: loaded phase ($PHASE s: show flows --json and /metrics in loops) ..."
+echo "ops-load: loaded phase ($PHASE s: show flows --json and /metrics in loops, clients at nice $CLIENT_NICE) ..."
 end=$((SECONDS + PHASE + 1))
 (
     n=0
     while ((SECONDS < end)); do
         s=$(date +%s.%N)
-        "$FTPNAT_BIN" show flows --json --control-socket "$sock" | wc -c >"$FTPNAT_STATE_DIR/show.bytes"
+        nice -n "$CLIENT_NICE" "$FTPNAT_BIN" show flows --json --control-socket "$sock" |
+            wc -c >"$FTPNAT_STATE_DIR/show.bytes"
         echo "$(date +%s.%N) $s" >>"$FTPNAT_STATE_DIR/show.times"
     done
 ) & shows=$!; pids+=($shows)
 (
-    while ((SECONDS < end)); do scrape | wc -c >>"$FTPNAT_STATE_DIR/scrape.bytes"; done
+    while ((SECONDS < end)); do nice -n "$CLIENT_NICE" curl -s --max-time 30 "http://$metrics/metrics" |
+        wc -c >>"$FTPNAT_STATE_DIR/scrape.bytes"; done
 ) & scrapes=$!; pids+=($scrapes)
 rss_sampler "$FTPNAT_STATE_DIR/loaded.rss" & rs=$!; pids+=($rs)
 run_ping loaded

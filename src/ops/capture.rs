@@ -250,7 +250,6 @@ struct CaptureFile {
 impl CaptureFile {
     /// The writer thread: writes every batch it is handed, until the run loop's handle goes.
     fn run(mut self, rx: mpsc::Receiver<Vec<u8>>) {
-        super::yield_to_forwarding();
         for batch in rx {
             let mut rest = &batch[..];
             while rest.len() >= RECORD_HEAD && self.writer.is_some() {

@@ -44,21 +44,6 @@ pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd { fd, events, revents: 0 }
 }
 
-/// The nice value of the operations and capture threads: when the CPUs are contended, the scheduler
-/// gives the forwarding loop (nice 0) about ten times their share. Raising one's own nice value needs
-/// no privilege.
-pub const HELPER_NICE: libc::c_int = 10;
-
-/// Lowers the calling thread's scheduling priority to [`HELPER_NICE`] (Linux applies nice per thread).
-pub(crate) fn yield_to_forwarding() {
-    // SAFETY: gettid(2) cannot fail; setpriority(2) on our own thread either works or returns an error
-    // we can ignore (the thread then just keeps the default priority).
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, HELPER_NICE);
-    }
-}
-
 /// What the operations work may see of the loop during a turn.
 pub struct LoopState<'a> {
     pub engine: &'a mut Engine,

@@ -65,7 +65,6 @@ impl OpsThread {
     /// Serves until the run loop's [`super::link::Link`] is dropped; the servers (and the control
     /// socket file) go with the thread.
     pub fn run(mut self) {
-        super::yield_to_forwarding();
         let mut backend = Backend { jobs: self.jobs.clone(), bell: self.loop_bell.clone(), rung: false };
         let mut fds = Vec::with_capacity(16);
         loop {
