@@ -603,6 +603,32 @@ fn a_large_table_is_listed_whole_in_slices_while_packets_flow() {
     for k in ["id", "inside", "remote", "orig", "reply", "state"] {
         assert_eq!(v["flows"][0][k], flows[0][k], "the same rows either way");
     }
+    // `ftpnat show flows --json` prints the pages as they come, as one document in serde_json's own
+    // pretty format; the table prints a header, a line a flow and the count.
+    let mut out = Vec::new();
+    client::show_listing(&g.socket, &Request::new(Cmd::Flows, Filter::default()), true, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["flows"].as_array().unwrap().len(), N as usize);
+    assert_eq!(text, serde_json::to_string_pretty(&doc).unwrap() + "\n", "byte for byte");
+    let mut out = Vec::new();
+    client::show_listing(&g.socket, &Request::new(Cmd::Flows, Filter::default()), false, &mut out).unwrap();
+    let table = String::from_utf8(out).unwrap();
+    assert_eq!(table.lines().count(), N as usize + 2);
+    assert!(table.starts_with("ID ") && table.ends_with(&format!("\n{N} flow(s)\n")));
+    let mut out = Vec::new();
+    let none = Filter { addr: Some("10.9.9.9".parse().unwrap()), ..Filter::default() };
+    client::show_listing(&g.socket, &Request::new(Cmd::Flows, none.clone()), true, &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\n  \"flows\": []\n}\n",
+        "an empty listing, as serde_json prints it"
+    );
+    let mut out = Vec::new();
+    let page = Request { limit: Some(5), ..Request::new(Cmd::Flows, Filter::default()) };
+    client::show_listing(&g.socket, &page, false, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("5 flow(s)\nmore: --cursor 5\n"), "{text}");
     // Filtered: the second inside host holds the flows past 16384.
     let host = g.flows(Filter { addr: Some("10.0.0.3".parse().unwrap()), ..Filter::default() });
     assert_eq!(host.len(), (N - 16384) as usize);
