@@ -204,6 +204,13 @@ struct ShowArgs {
     what: ShowWhat,
     #[command(flatten)]
     client: ClientArgs,
+    /// flows/pinholes: at most N entries, and where to go on when more may follow (without it the
+    /// whole listing is shown, fetched 1000 at a time).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    limit: Option<u32>,
+    /// flows/pinholes: start where a previous `--limit` listing said to go on.
+    #[arg(long, value_name = "CURSOR")]
+    cursor: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -594,7 +601,13 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         "ftpnat running"
     );
     let started = std::time::Instant::now();
-    let mut rt = Runtime::new(Engine::new(config), lan, wan).with_ops(ops);
+    let mut rt = match Runtime::new(Engine::new(config), lan, wan).with_ops(ops) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ftpnat: error: cannot start the operations thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let result = rt.run(&stop);
     let stopped_by = match &result {
         Ok(cause) => cause.to_string(),
@@ -628,7 +641,27 @@ fn show(a: ShowArgs) -> ExitCode {
         ShowWhat::Pinholes => Cmd::Pinholes,
         ShowWhat::Stats => Cmd::Stats,
     };
-    let req = Request { cmd, filter: a.client.filter() };
+    let mut req = Request::new(cmd, a.client.filter());
+    if cmd == Cmd::Stats && (a.limit.is_some() || a.cursor.is_some()) {
+        eprintln!("ftpnat: error: --limit and --cursor apply to `show flows` and `show pinholes` only");
+        return ExitCode::from(2);
+    }
+    req.limit = a.limit.map(|n| n as usize);
+    req.cursor = a.cursor;
+    if req.is_listing() {
+        return match client::show_listing(
+            &a.client.control_socket,
+            &req,
+            a.client.json,
+            &mut std::io::stdout().lock(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ftpnat: error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match client::query(&a.client.control_socket, &req) {
         Ok(v) => match client::print(cmd, &v, a.client.json) {
             Ok(()) => ExitCode::SUCCESS,
@@ -644,7 +677,7 @@ fn show(a: ShowArgs) -> ExitCode {
 
 fn events(a: ClientArgs) -> ExitCode {
     use std::io::Write;
-    let req = Request { cmd: Cmd::Events, filter: a.filter() };
+    let req = Request::new(Cmd::Events, a.filter());
     let mut out = std::io::stdout();
     let r = client::follow(
         &a.control_socket,

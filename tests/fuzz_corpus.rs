@@ -47,6 +47,48 @@ fn engine_corpus() {
     replay("engine", fuzz_harness::engine);
 }
 
+#[test]
+fn pcap_read_corpus() {
+    replay("pcap_read", fuzz_harness::pcap_read);
+}
+
+#[test]
+fn config_toml_corpus() {
+    replay("config_toml", fuzz_harness::config_toml);
+}
+
+#[test]
+fn control_request_corpus() {
+    replay("control_request", fuzz_harness::control_request);
+}
+
+#[test]
+fn metrics_request_corpus() {
+    replay("metrics_request", fuzz_harness::metrics_request);
+}
+
+/// The capture seeds reach past the header: every format the reader knows yields frames from some seed
+/// (a corpus that stopped reaching the records would make the fuzz runs shallow unnoticed).
+#[test]
+fn capture_seeds_reach_the_records() {
+    use ftpnat::io::pcap::CaptureReader;
+    for want in
+        ["seed-pcap-le-us-raw", "seed-pcap-be-ns-ipv4", "seed-pcapng-two-sections", "seed-gzip-pcapng"]
+    {
+        let (_, data) = corpus("pcap_read")
+            .into_iter()
+            .find(|(p, _)| p.file_name().is_some_and(|n| n == want))
+            .unwrap_or_else(|| panic!("{want} is missing"));
+        let src = Box::new(std::io::Cursor::new(data));
+        let mut r = CaptureReader::from_reader(std::path::Path::new(want), src).unwrap();
+        let mut n = 0;
+        while r.next_frame().unwrap().is_some() {
+            n += 1;
+        }
+        assert!(n >= 2, "{want}: {n} frames");
+    }
+}
+
 /// The seeds recorded from real sessions reach the ALG: rewrites happen and pinholes are used (a seed
 /// that stopped reaching that deep would make the fuzz runs shallow without anyone noticing).
 #[test]
@@ -86,6 +128,10 @@ fn replay_one() {
         "ftp_parse" => fuzz_harness::ftp_parse(&data),
         "stream" => fuzz_harness::stream(&data),
         "engine" => fuzz_harness::engine(&data),
+        "pcap_read" => fuzz_harness::pcap_read(&data),
+        "config_toml" => fuzz_harness::config_toml(&data),
+        "control_request" => fuzz_harness::control_request(&data),
+        "metrics_request" => fuzz_harness::metrics_request(&data),
         t => panic!("unknown target {t}"),
     }
 }

@@ -21,9 +21,10 @@ use ftpnat::ops::capture::{Capture, CaptureOptions};
 use ftpnat::ops::client;
 use ftpnat::ops::control::ControlServer;
 use ftpnat::ops::metrics::MetricsServer;
+use ftpnat::ops::peer::Limits;
 use ftpnat::ops::view::{Cmd, Filter, ProtoName, Request};
 use ftpnat::ops::{Ops, Reload};
-use ftpnat::{Config, Engine};
+use ftpnat::{Config, Engine, Instant, Side, Verdict};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -41,8 +42,44 @@ struct Gateway {
     next_config: Arc<Mutex<Config>>,
 }
 
+/// How a test gateway is set up beyond the defaults.
+struct Setup {
+    capture_max: u64,
+    capture_files: usize,
+    /// UDP flows put in the table before the loop starts (the engine is sans-IO: fed directly).
+    flows: u32,
+    control: Option<(Limits, usize)>,
+    metrics: Option<Limits>,
+    /// Called by the reload loader before it returns (a test can hold a reload up with it).
+    on_reload: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            capture_max: 1 << 20,
+            capture_files: 2,
+            flows: 0,
+            control: None,
+            metrics: None,
+            on_reload: None,
+        }
+    }
+}
+
+/// UDP flow `i` of a filled table: inside 10.0.0.(2..) ports from 1024, to 198.51.100.2:(7000..7064).
+fn fill_packet(i: u32) -> Vec<u8> {
+    let host = std::net::Ipv4Addr::new(10, 0, 0, 2 + (i / 16384) as u8);
+    let sport = 1024 + ((i / 64) % 256) as u16;
+    udp(host, sport, REMOTE, 7000 + (i % 64) as u16, b"x")
+}
+
 impl Gateway {
     fn start(name: &str, capture_max: u64, capture_files: usize) -> Gateway {
+        Gateway::start_with(name, Setup { capture_max, capture_files, ..Setup::default() })
+    }
+
+    fn start_with(name: &str, mut setup: Setup) -> Gateway {
         let dir = std::env::temp_dir().join(format!("ftpnat-ops-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -52,19 +89,42 @@ impl Gateway {
         let (wan_dev, wan) = MemDevice::pair("memwan").unwrap();
         let next_config = Arc::new(Mutex::new(config()));
         let shared = Arc::clone(&next_config);
-        let (reload, trigger) =
-            Reload::manual(Box::new(move || Ok((shared.lock().unwrap().clone(), Vec::new())))).unwrap();
+        let mut on_reload = setup.on_reload.take();
+        let (reload, trigger) = Reload::manual(Box::new(move || {
+            if let Some(f) = &mut on_reload {
+                f();
+            }
+            Ok((shared.lock().unwrap().clone(), Vec::new()))
+        }))
+        .unwrap();
         let mut ops = Ops::new();
-        ops.control = Some(ControlServer::bind(&socket).unwrap());
-        let m = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut control = ControlServer::bind(&socket).unwrap();
+        if let Some((limits, subscribers)) = setup.control {
+            control = control.with_limits(limits, subscribers);
+        }
+        ops.control = Some(control);
+        let mut m = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        if let Some(limits) = setup.metrics {
+            m = m.with_limits(limits);
+        }
         let metrics = m.local_addr();
         ops.metrics = Some(m);
-        let opts = CaptureOptions { path: capture.clone(), max_bytes: capture_max, files: capture_files };
+        let opts = CaptureOptions {
+            path: capture.clone(),
+            max_bytes: setup.capture_max,
+            files: setup.capture_files,
+        };
         ops.capture = Some(Capture::create(opts, ["memlan", "memwan"]).unwrap());
         ops.reload = Some(reload);
+        let mut engine = Engine::new(config());
+        for i in 0..setup.flows {
+            let v = engine.handle_packet(Instant::ZERO, Side::Inside, &mut fill_packet(i));
+            assert!(matches!(v, Verdict::Forward(_)), "fill packet {i}: {v:?}");
+        }
+        assert_eq!(engine.flow_count(), setup.flows as usize);
         let (stop_rx, stop) = Stop::manual().unwrap();
         let thread = std::thread::spawn(move || {
-            let mut rt = Runtime::new(Engine::new(config()), lan_dev, wan_dev).with_ops(ops);
+            let mut rt = Runtime::new(engine, lan_dev, wan_dev).with_ops(ops).unwrap();
             rt.run(&stop_rx).expect("the loop ends on request");
         });
         Gateway {
@@ -94,7 +154,7 @@ impl Gateway {
     }
 
     fn query(&self, cmd: Cmd, filter: Filter) -> Value {
-        client::query(&self.socket, &Request { cmd, filter }).unwrap()
+        client::query(&self.socket, &Request::new(cmd, filter)).unwrap()
     }
 
     fn flows(&self, filter: Filter) -> Vec<Value> {
@@ -144,7 +204,7 @@ fn show_and_events_against_a_running_loop() {
     let socket = g.socket.clone();
     let (sub_tx, sub_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let req = Request { cmd: Cmd::Events, filter: Filter::default() };
+        let req = Request::new(Cmd::Events, Filter::default());
         let _ = client::follow(&socket, &req, || sub_tx.send(()).unwrap(), |v| tx.send(v.clone()).is_ok());
     });
     sub_rx.recv_timeout(WAIT).expect("subscribed");
@@ -297,12 +357,12 @@ fn metrics_endpoint_is_scraped_and_parsed() {
     assert_eq!(m["ftpnat_flows_active"], 1.0);
     assert_eq!(m["ftpnat_pinholes_open"], 1.0);
     assert_eq!(m["ftpnat_packets_total{side=\"lan\",direction=\"in\"}"], 3.0);
-    assert_eq!(m["ftpnat_device_packets_total{device=\"wan\",direction=\"rx\"}"], 2.0);
-    // The drop may still be in flight when the scrape is answered: scrape until it shows.
+    // The dropped packet may still be in flight when the scrape is answered: scrape until it shows.
     let ok = (0..50).any(|_| {
         let (_, b) = scrape(g.metrics, "/metrics");
         let (m, _) = parse_exposition(&b);
         if m["ftpnat_drops_total{reason=\"no_mapping\"}"] == 1.0 {
+            assert_eq!(m["ftpnat_device_packets_total{device=\"wan\",direction=\"rx\"}"], 2.0);
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -443,5 +503,334 @@ fn capture_holds_both_sides_and_rotates() {
         total += n;
     }
     assert!(total < 40, "the oldest packets were rotated away");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sends one raw request line and reads the reply to its end (the server closes after it).
+fn raw(socket: &Path, line: &str) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+fn stat(g: &Gateway, name: &str) -> u64 {
+    g.query(Cmd::Stats, Filter::default())["stats"][name].as_u64().unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[test]
+fn a_listing_slice_stops_at_its_budget_and_resumes_where_it_stopped() {
+    use ftpnat::ops::view::{flows_slice, FlowRow};
+    let mut engine = Engine::new(config());
+    for i in 0..5000 {
+        engine.handle_packet(Instant::ZERO, Side::Inside, &mut fill_packet(i));
+    }
+    // A budget that is always exhausted: every call still makes progress, and they add up to all.
+    let (mut rows, mut from, mut slices): (Vec<FlowRow>, u32, usize) = (Vec::new(), 0, 0);
+    loop {
+        let mut asked = 0;
+        let next =
+            flows_slice(&engine, Instant::ZERO, &Filter::default(), from, usize::MAX, &mut rows, || {
+                asked += 1;
+                true
+            });
+        slices += 1;
+        assert!(asked <= 1, "stops at the first check once over budget");
+        match next {
+            Some(n) => {
+                assert!(n > from, "progress");
+                from = n;
+            }
+            None => break,
+        }
+        // A flow created between two slices is listed at most once (here: after the cursor, so once).
+        if slices == 3 {
+            engine.handle_packet(Instant::ZERO, Side::Inside, &mut udp(LAN_HOST2, 40000, REMOTE, 53, b"new"));
+        }
+    }
+    assert!(slices > 100, "{slices} slices: the budget cut it up");
+    assert_eq!(rows.len(), 5001);
+    let ids: std::collections::BTreeSet<u32> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), rows.len(), "each flow once");
+    // A row limit ends a slice with the cursor of the first row not taken.
+    let mut page = Vec::new();
+    let next = flows_slice(&engine, Instant::ZERO, &Filter::default(), 0, 10, &mut page, || false);
+    assert_eq!(page.len(), 10);
+    assert_eq!(next, Some(page[9].id + 1));
+    // After the flows expired, their slots stay (the table never shrinks): a listing still visits
+    // them in bounded steps, however few flows are left.
+    engine.handle_timeout(Instant::from_secs(3600));
+    assert_eq!(engine.flow_count(), 0);
+    for p in 0..3 {
+        engine.handle_packet(
+            Instant::from_secs(3600),
+            Side::Inside,
+            &mut udp(LAN_HOST, 50000 + p, REMOTE, 53, b"x"),
+        );
+    }
+    let (mut sparse, mut from, mut steps) = (Vec::new(), 0, 0);
+    while let Some(n) = flows_slice(
+        &engine,
+        Instant::from_secs(3600),
+        &Filter::default(),
+        from,
+        usize::MAX,
+        &mut sparse,
+        || true,
+    ) {
+        assert!(n > from && n - from <= 16, "at most 16 slots per step: {from} -> {n}");
+        (from, steps) = (n, steps + 1);
+    }
+    assert_eq!(sparse.len(), 3);
+    assert!(steps >= 5000 / 16, "{steps} steps over 5001 slots");
+}
+
+#[test]
+fn a_large_table_is_listed_whole_in_slices_while_packets_flow() {
+    const N: u32 = 20_000;
+    let g = Gateway::start_with("large", Setup { flows: N, ..Setup::default() });
+    // The client pages through it (1000 at a time): every flow, once.
+    let flows = g.flows(Filter::default());
+    assert_eq!(flows.len(), N as usize);
+    let ids: std::collections::HashSet<u64> = flows.iter().map(|f| f["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len(), N as usize, "each flow exactly once");
+    // A client of the first protocol version (no limit) gets everything in one line, as before.
+    let whole = raw(&g.socket, r#"{"cmd":"flows"}"#);
+    assert_eq!(whole.lines().count(), 1);
+    assert!(whole.starts_with("{\"flows\":[{") && whole.ends_with("}]}\n"));
+    let v: Value = serde_json::from_str(&whole).unwrap();
+    assert_eq!(v["flows"].as_array().unwrap().len(), N as usize);
+    for k in ["id", "inside", "remote", "orig", "reply", "state"] {
+        assert_eq!(v["flows"][0][k], flows[0][k], "the same rows either way");
+    }
+    // `ftpnat show flows --json` prints the pages as they come, as one document in serde_json's own
+    // pretty format; the table prints a header, a line a flow and the count.
+    let mut out = Vec::new();
+    client::show_listing(&g.socket, &Request::new(Cmd::Flows, Filter::default()), true, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["flows"].as_array().unwrap().len(), N as usize);
+    assert_eq!(text, serde_json::to_string_pretty(&doc).unwrap() + "\n", "byte for byte");
+    let mut out = Vec::new();
+    client::show_listing(&g.socket, &Request::new(Cmd::Flows, Filter::default()), false, &mut out).unwrap();
+    let table = String::from_utf8(out).unwrap();
+    assert_eq!(table.lines().count(), N as usize + 2);
+    assert!(table.starts_with("ID ") && table.ends_with(&format!("\n{N} flow(s)\n")));
+    let mut out = Vec::new();
+    let none = Filter { addr: Some("10.9.9.9".parse().unwrap()), ..Filter::default() };
+    client::show_listing(&g.socket, &Request::new(Cmd::Flows, none.clone()), true, &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\n  \"flows\": []\n}\n",
+        "an empty listing, as serde_json prints it"
+    );
+    let mut out = Vec::new();
+    let page = Request { limit: Some(5), ..Request::new(Cmd::Flows, Filter::default()) };
+    client::show_listing(&g.socket, &page, false, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("5 flow(s)\nmore: --cursor 5\n"), "{text}");
+    // Filtered: the second inside host holds the flows past 16384.
+    let host = g.flows(Filter { addr: Some("10.0.0.3".parse().unwrap()), ..Filter::default() });
+    assert_eq!(host.len(), (N - 16384) as usize);
+    // Pages by hand: a cursor in every reply but the last.
+    let (mut cursor, mut seen, mut pages) = (None::<u64>, 0, 0);
+    loop {
+        let req = match cursor {
+            None => r#"{"cmd":"flows","limit":7000}"#.to_string(),
+            Some(c) => format!(r#"{{"cmd":"flows","limit":7000,"cursor":{c}}}"#),
+        };
+        let page: Value = serde_json::from_str(&raw(&g.socket, &req)).unwrap();
+        seen += page["flows"].as_array().unwrap().len();
+        pages += 1;
+        match page.get("next_cursor") {
+            Some(c) => cursor = c.as_u64(),
+            None => break,
+        }
+    }
+    assert_eq!((seen, pages), (N as usize, 3));
+    // A client that asks for everything and reads nothing: packets keep flowing, others are served.
+    let mut stuck = UnixStream::connect(&g.socket).unwrap();
+    stuck.write_all(b"{\"cmd\":\"flows\"}\n").unwrap();
+    for i in 0..20 {
+        g.out(udp(LAN_HOST, 9000 + i, REMOTE, 53, b"q"));
+    }
+    assert_eq!(stat(&g, "flows.active"), u64::from(N) + 20);
+    assert!(stat(&g, "loop.turns") > 0, "the loop times its turns");
+    let (_, body) = scrape(g.metrics, "/metrics");
+    let (m, _) = parse_exposition(&body);
+    assert_eq!(m["ftpnat_flows_active"], f64::from(N + 20));
+    assert!(m["ftpnat_loop_turn_seconds_count"] > 0.0);
+    assert!(m["ftpnat_loop_ops_seconds_count"] > 0.0);
+    drop(stuck);
+    g.finish();
+}
+
+#[test]
+fn clients_that_stop_reading_or_never_ask_are_cut_off() {
+    let short = Duration::from_millis(300);
+    let limits = Limits { max_clients: 8, request_timeout: short, stall_timeout: short };
+    let g = Gateway::start_with(
+        "cutoff",
+        Setup { flows: 20_000, control: Some((limits, 2)), metrics: Some(limits), ..Setup::default() },
+    );
+    // A listing far larger than the socket buffers, never read; a connection that never asks.
+    let mut stuck = UnixStream::connect(&g.socket).unwrap();
+    stuck.write_all(b"{\"cmd\":\"flows\"}\n").unwrap();
+    let _idle = UnixStream::connect(&g.socket).unwrap();
+    let mut idle_http = TcpStream::connect(g.metrics).unwrap();
+    idle_http.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let counted = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        stat(&g, "ops.control.cut_off.stalled") == 1
+            && stat(&g, "ops.control.cut_off.request_timeout") == 1
+            && stat(&g, "ops.metrics.cut_off.request_timeout") == 1
+    });
+    assert!(counted, "{}", g.query(Cmd::Stats, Filter::default()));
+    // The stuck client's connection was closed: what it gets is a cut-off prefix of the listing.
+    stuck.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    stuck.read_to_end(&mut got).unwrap();
+    assert!(got.starts_with(b"{\"flows\":[") && !got.ends_with(b"]}\n"), "{} bytes", got.len());
+    // Cut off while it held nothing back: at most what the socket holds plus one slice beyond the
+    // low-water mark (a few hundred KB), not the 13 MB listing.
+    assert!(got.len() < 4 << 20, "{} bytes were produced for a client that read nothing", got.len());
+    let mut rest = String::new();
+    idle_http.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(idle_http.read_to_string(&mut rest).unwrap(), 0, "closed without an answer");
+    g.finish();
+}
+
+#[test]
+fn idle_connections_do_not_keep_a_scrape_or_a_show_out() {
+    let limits = Limits { max_clients: 8, ..Limits::default() };
+    let g = Gateway::start_with(
+        "slowloris",
+        Setup { control: Some((limits, 3)), metrics: Some(limits), ..Setup::default() },
+    );
+    // Three times the slots of connections that never send a request, on both servers.
+    let idle_http: Vec<TcpStream> = (0..24).map(|_| TcpStream::connect(g.metrics).unwrap()).collect();
+    let idle_ctl: Vec<UnixStream> = (0..24).map(|_| UnixStream::connect(&g.socket).unwrap()).collect();
+    // The subscribers' share of the slots, taken by followers that never see an event.
+    let subs: Vec<UnixStream> = (0..3)
+        .map(|_| {
+            let mut s = UnixStream::connect(&g.socket).unwrap();
+            s.write_all(b"{\"cmd\":\"events\"}\n").unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let mut line = [0u8; 18];
+            s.read_exact(&mut line).unwrap();
+            assert_eq!(&line, b"{\"subscribed\":true");
+            s
+        })
+        .collect();
+    let refused = raw(&g.socket, r#"{"cmd":"events"}"#);
+    assert!(refused.contains("too many event subscribers (3 at most)"), "{refused}");
+    // A normal scrape and a normal `show` get through.
+    let (head, body) = scrape(g.metrics, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let (m, _) = parse_exposition(&body);
+    assert!(m["ftpnat_ops_clients_cut_off_total{server=\"metrics\",reason=\"evicted\"}"] >= 16.0);
+    assert_eq!(g.flows(Filter::default()).len(), 0);
+    assert!(stat(&g, "ops.control.cut_off.evicted") >= 16);
+    // Events still reach the subscribers that hold their slots.
+    g.out(udp(LAN_HOST, 5353, REMOTE, 53, b"q"));
+    let mut r = std::io::BufReader::new(&subs[0]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+    std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+    assert!(line.contains("\"flow_new\""), "{line}");
+    drop((idle_http, idle_ctl));
+    g.finish();
+}
+
+#[test]
+fn a_slow_reload_does_not_hold_packets_up() {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let on_reload = Box::new(move || {
+        let _ = entered_tx.send(());
+        // A loader stuck as on a FIFO or a hung mount, until the test lets it go.
+        let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
+    });
+    let g = Gateway::start_with("slowreload", Setup { on_reload: Some(on_reload), ..Setup::default() });
+    g.next_config.lock().unwrap().timeouts.udp = Duration::from_secs(600);
+    (&g.reload).write_all(&[1]).unwrap();
+    entered_rx.recv_timeout(WAIT).expect("the loader runs");
+    for i in 0..10 {
+        let out = g.out(udp(LAN_HOST, 5000 + i, REMOTE, 53, b"q"));
+        assert_eq!(check(&out).src, PUBLIC);
+    }
+    release_tx.send(()).unwrap();
+    // Then it applies: a new flow gets the new timeout.
+    let applied = (0..100).any(|i| {
+        g.out(udp(LAN_HOST, 6000 + i, REMOTE, 53, b"q"));
+        let f = g.flows(Filter { port: Some(6000 + i), ..Filter::default() });
+        f[0]["expires_in_ms"].as_u64().unwrap() > 300_000 || {
+            std::thread::sleep(Duration::from_millis(20));
+            false
+        }
+    });
+    assert!(applied, "the reload was applied once the loader returned");
+    g.finish();
+}
+
+#[test]
+fn capture_files_are_created_safely() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("ftpnat-capsafe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = dir.join("cap.pcapng");
+    let opts = |max_bytes, files| CaptureOptions { path: cap.clone(), max_bytes, files };
+    let precious = dir.join("precious");
+    std::fs::write(&precious, "not a capture").unwrap();
+
+    // A symbolic link in its place (planted to make ftpnat write FTP passwords elsewhere): refused.
+    std::os::unix::fs::symlink(&precious, &cap).unwrap();
+    let e = Capture::create(opts(1 << 20, 2), ["l", "w"]).unwrap_err();
+    assert!(e.contains("cap.pcapng: is a symbolic link"), "{e}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not a capture");
+    std::fs::remove_file(&cap).unwrap();
+
+    // A FIFO in its place: refused at once, not waited on.
+    let c = std::ffi::CString::new(cap.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    let e = Capture::create(opts(1 << 20, 2), ["l", "w"]).unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+    std::fs::remove_file(&cap).unwrap();
+
+    // An existing world-readable file with another name linked to it: replaced by a new owner-only
+    // file; the old one (and whoever holds it) sees nothing of the capture.
+    std::fs::write(&cap, "old").unwrap();
+    std::fs::set_permissions(&cap, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::hard_link(&cap, dir.join("other")).unwrap();
+    let old_ino = std::fs::metadata(&cap).unwrap().ino();
+    let mut c = Capture::create(opts(4096, 3), ["l", "w"]).unwrap();
+    let meta = std::fs::metadata(&cap).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_ne!(meta.ino(), old_ino, "a new file");
+    assert_eq!(std::fs::read_to_string(dir.join("other")).unwrap(), "old");
+
+    // Rotation moves links planted at the numbered names away instead of writing through them.
+    let numbered = |i: usize| PathBuf::from(format!("{}.{i}", cap.display()));
+    std::os::unix::fs::symlink(&precious, numbered(1)).unwrap();
+    std::os::unix::fs::symlink(&precious, numbered(2)).unwrap();
+    for i in 0..40u16 {
+        c.write(
+            ftpnat::Side::Outside,
+            std::time::SystemTime::now(),
+            &udp(PUBLIC, 6000 + i, REMOTE, 53, &[0; 400]),
+        );
+    }
+    drop(c);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "not a capture");
+    for p in [cap.clone(), numbered(1), numbered(2)] {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert!(m.file_type().is_file(), "{} is a regular file", p.display());
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", p.display());
+        assert!(!frames(&p).is_empty());
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,11 +1,14 @@
-//! Fuzz harness bodies: the FTP line parser, one direction's framer + sequence map, and the whole engine.
+//! Fuzz harness bodies: the FTP line parser, one direction's framer + sequence map, and the whole engine;
+//! in [`ops`], the readers of operator and management input (captures, the config file, control and
+//! metrics requests).
 //!
 //! Owns: the byte-driven decoders that turn fuzz input into calls, and the invariants checked after each
 //! call. The cargo-fuzz targets in `fuzz/fuzz_targets/` are one-line wrappers around [`ftp_parse`],
 //! [`stream`] and [`engine`]; `tests/fuzz_corpus.rs` includes this file with `#[path]` and replays every
 //! committed corpus file through the same functions, so CI checks the corpus without cargo-fuzz.
-//! Must not: depend on anything but `ftpnat` and `etherparse` (the replay test has no other crates), read
-//! a clock, or do I/O. A violated invariant panics: that is how libFuzzer sees a finding.
+//! Must not: depend on anything but `ftpnat`, `etherparse` and (in [`ops`]) `serde`, `serde_json`,
+//! `ipnet` (the replay test has no other crates), read a clock, or do I/O. A violated invariant panics:
+//! that is how libFuzzer sees a finding.
 //!
 //! Decoders read bytes with [`Input`], which yields zeros once the input is exhausted, so every input is
 //! a valid program and short inputs still reach deep states.
@@ -20,6 +23,10 @@ use ftpnat::config::Forward;
 use ftpnat::metrics::Metrics;
 use ftpnat::wire::SeqNum;
 use ftpnat::{Config, DropReason, Engine, Instant, Side, Verdict};
+
+#[path = "ops.rs"]
+pub mod ops;
+pub use ops::{config_toml, control_request, metrics_request, pcap_read};
 
 static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -98,6 +98,13 @@ impl Table {
         self.slots.iter().map(|(i, c)| (ConnId(i), c))
     }
 
+    /// Every id from `start` on in table order with its connection, if the slot holds one: a
+    /// connection keeps its id while it lives, so a listing taken in slices (`ftpnat show flows`)
+    /// resumes at the id after the last one it saw, and can bound its work by slots visited.
+    pub fn slots_from(&self, start: ConnId) -> impl Iterator<Item = (ConnId, Option<&Conn>)> {
+        self.slots.slots_from(start.0).map(|(i, c)| (ConnId(i), c))
+    }
+
     /// True if both keys are unused (a new connection would not shadow an existing one).
     pub fn keys_free(&self, a: &FlowKey, b: &FlowKey) -> bool {
         self.lookup(a).is_none() && self.lookup(b).is_none()

@@ -68,6 +68,12 @@ impl Slab {
             .enumerate()
             .filter_map(|(i, s)| Some((i as u32, s.as_ref()?)))
     }
+
+    /// Every slot handed out from `start` on, occupied or not, in slot order: a listing taken in
+    /// slices resumes here, and counts empty slots too (after a flood expired, most may be).
+    pub fn slots_from(&self, start: u32) -> impl Iterator<Item = (u32, Option<&Conn>)> {
+        (start.min(self.len)..self.len).map(move |i| (i, self.get(i)))
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +112,11 @@ mod tests {
         let seen: Vec<u32> = s.iter().map(|(i, _)| i).take(5).collect();
         assert_eq!(seen, [0, 1, 2, 4, 5]);
         assert_eq!(s.iter().count(), CHUNK + 1);
+        let from: Vec<(u32, bool)> = s.slots_from(2).map(|(i, c)| (i, c.is_some())).take(3).collect();
+        assert_eq!(from, [(2, true), (3, false), (4, true)], "resumes at a slot, empty ones included");
+        let next: Vec<u32> = s.slots_from(CHUNK as u32 - 1).map(|(i, _)| i).collect();
+        assert_eq!(next, [CHUNK as u32 - 1, CHUNK as u32, last], "across the chunk boundary");
+        assert_eq!(s.slots_from(last + 1).count(), 0, "not the spare slots");
+        assert_eq!(s.slots_from(u32::MAX).count(), 0, "beyond the chunks");
     }
 }

@@ -206,7 +206,13 @@ impl CaptureReader {
     /// gunzips when the file starts with the gzip magic.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
         let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
-        let (head, n, mut src) = peek4(Box::new(file)).map_err(|e| io_err(path, "read error", e))?;
+        CaptureReader::from_reader(path, Box::new(file))
+    }
+
+    /// [`open`](Self::open) for bytes from anywhere (a pipe, memory: the fuzz target); `path` only
+    /// names them in errors.
+    pub fn from_reader(path: &Path, src: Box<dyn Read + Send>) -> Result<CaptureReader, CaptureError> {
+        let (head, n, mut src) = peek4(src).map_err(|e| io_err(path, "read error", e))?;
         let mut compressed = false;
         let mut head = (head, n);
         if n >= 2 && head.0[..2] == GZIP_MAGIC {

@@ -3,10 +3,13 @@
 //! Owns: `poll(2)` over both device descriptors and a stop pipe, batching reads and writes (each device's
 //! output is queued and written as one batch, so a backend with offload can coalesce it), mapping the monotonic
 //! clock into [`crate::time::Instant`], writing the engine's output to the right device, per-device I/O
-//! counters and rate-limited write-error logs, and the shutdown summary; polling the operations
-//! servers ([`crate::ops::Ops`]: control socket, metrics, SIGHUP) with the devices and handing them every
+//! counters and rate-limited write-error logs, the shutdown summary, and timing its own turns
+//! ([`LoopTimes`]: a histogram of turn durations and of the operations work in each, exported as
+//! metrics); doing the operations work it owes once per turn through [`crate::ops::link::Link`] (a
+//! bounded slice of a listing, a counter snapshot, events, a reload to apply) and handing it every
 //! packet written (capture). Must not: look inside packets (the engine decides everything about them),
-//! open devices (`tun.rs`), parse flags (`main.rs`), or serve a request itself (`ops` does).
+//! open devices (`tun.rs`), parse flags (`main.rs`), or serve a request itself (the operations thread
+//! does).
 //!
 //! Call order follows [`crate::engine`]: per packet `handle_packet`, queue a `Forward` for its side, then
 //! drain `poll_transmit` into the queues; when `poll_timeout` passes, `handle_timeout` and drain again.
@@ -24,6 +27,7 @@ use std::sync::Arc;
 
 use crate::engine::{Engine, Verdict};
 use crate::flow::Side;
+use crate::ops::link::Link;
 use crate::ops::{LoopState, Ops};
 use crate::time::Instant;
 
@@ -152,6 +156,65 @@ pub struct DeviceStats {
     pub rx_aggregates: u64,
 }
 
+/// Upper bounds of the turn-duration histogram buckets in nanoseconds, 10 µs to 1 s; a last bucket
+/// takes everything above.
+pub const TURN_BUCKETS_NS: [u64; 14] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// Durations counted in [`TURN_BUCKETS_NS`] buckets (not cumulative), with their sum and maximum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: [u64; TURN_BUCKETS_NS.len() + 1],
+    pub count: u64,
+    pub sum_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = TURN_BUCKETS_NS.iter().position(|&b| ns <= b).unwrap_or(TURN_BUCKETS_NS.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+}
+
+/// How long the run loop's turns take: the whole turn (from `poll(2)` returning to the next call:
+/// reading, the engine, writing, timers and operations work) and the operations work within it, in
+/// wall time; and, for the turns that had an operations job, the thread's CPU time for that work
+/// (the wall time less any time the scheduler gave the CPU to someone else: on a busy machine the two
+/// differ, and only the latter is the work's own cost).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoopTimes {
+    pub turn: Histogram,
+    pub ops: Histogram,
+    pub ops_cpu: Histogram,
+}
+
+/// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is valid for writes for the duration of the call; the clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// One device with its output queue, its counters and its write-error log limiter.
 struct Port<D> {
     dev: D,
@@ -216,7 +279,7 @@ pub fn poll_timeout_ms(deadline: Option<Instant>, now: Instant) -> i32 {
 /// Queues `pkt` for the device on `side` (writing the queue when it is full) and hands it to the
 /// capture. The capture sees what ftpnat sent towards the device; a write the kernel then refuses is
 /// counted in `tx_errors`.
-fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Ops>, side: Side, pkt: &[u8]) {
+fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Link>, side: Side, pkt: &[u8]) {
     let port = &mut ports[side.index()];
     port.tx.push(pkt);
     if let Some(o) = ops {
@@ -230,7 +293,7 @@ fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Ops>, side: Side, 
 /// [`emit`] for an aggregate that crossed the engine whole (both devices segment aggregates).
 fn emit_aggregate<D: Device>(
     ports: &mut [Port<D>; 2],
-    ops: &mut Option<Ops>,
+    ops: &mut Option<Link>,
     side: Side,
     pkt: &[u8],
     seg: usize,
@@ -254,7 +317,8 @@ pub struct Runtime<D: Device> {
     whole: bool,
     origin: std::time::Instant,
     wakeups: u64,
-    ops: Option<Ops>,
+    ops: Option<Link>,
+    times: LoopTimes,
 }
 
 impl<D: Device> Runtime<D> {
@@ -276,17 +340,21 @@ impl<D: Device> Runtime<D> {
             origin: std::time::Instant::now(),
             wakeups: 0,
             ops: None,
+            times: LoopTimes::default(),
         }
     }
 
-    /// Serves `ops` (control socket, metrics, capture, reload) from this loop.
-    pub fn with_ops(mut self, ops: Ops) -> Self {
-        self.ops = Some(ops);
-        self
+    /// Serves `ops` (control socket, metrics, capture, reload): starts the operations thread, and does
+    /// the operations work that needs the engine from this loop. Fails only when a thread or a socket
+    /// pair cannot be made.
+    pub fn with_ops(mut self, ops: Ops) -> io::Result<Self> {
+        self.ops = Some(ops.start()?);
+        Ok(self)
     }
 
-    pub fn ops(&self) -> Option<&Ops> {
-        self.ops.as_ref()
+    /// How long this loop's turns have taken.
+    pub fn times(&self) -> &LoopTimes {
+        &self.times
     }
 
     pub fn engine(&self) -> &Engine {
@@ -309,7 +377,9 @@ impl<D: Device> Runtime<D> {
 
     /// Runs until `stop` fires (`Ok`) or a device fails (`Err`, naming it).
     pub fn run(&mut self, stop: &Stop) -> Result<StopCause, RunError> {
-        let mut fds = Vec::with_capacity(8);
+        let mut fds = Vec::with_capacity(4);
+        // When the turn that is running began (after `poll(2)` returned).
+        let mut turn: Option<std::time::Instant> = None;
         loop {
             let now = self.now();
             let mut deadline = self.engine.poll_timeout();
@@ -330,16 +400,19 @@ impl<D: Device> Runtime<D> {
                 pollfd(self.ports[1].dev.raw_fd()),
                 pollfd(stop.rx.as_raw_fd()),
             ]);
-            if let Some(ops) = &mut self.ops {
-                ops.register(&mut fds);
-                if let Some(d) = ops.deadline() {
-                    let ms = d.saturating_duration_since(std::time::Instant::now()).as_millis().max(1);
-                    let ms = i32::try_from(ms).unwrap_or(i32::MAX);
-                    timeout = if timeout < 0 { ms } else { timeout.min(ms) };
+            if let Some(link) = &self.ops {
+                fds.push(pollfd(link.fd()));
+                if link.busy() {
+                    // A listing slice is left over: come back at once (after the devices).
+                    timeout = 0;
                 }
+            }
+            if let Some(t) = turn.take() {
+                self.times.turn.record(t.elapsed());
             }
             // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            turn = Some(std::time::Instant::now());
             self.wakeups += 1;
             if rc < 0 {
                 let e = io::Error::last_os_error();
@@ -356,10 +429,18 @@ impl<D: Device> Runtime<D> {
                 }
             }
             let now = self.now();
-            if let Some(ops) = &mut self.ops {
+            if let Some(link) = &mut self.ops {
+                let started = std::time::Instant::now();
+                let door = fds.get(3).is_some_and(|f| f.revents != 0);
+                // A system call each way, so only for the turns with a job (not every packet batch).
+                let cpu = (door || link.busy()).then(thread_cpu);
                 let devices = [self.ports[0].stats, self.ports[1].stats];
-                let st = LoopState { engine: &mut self.engine, now, devices, start_unix: 0.0 };
-                ops.handle(&fds[3..], st);
+                let st = LoopState { engine: &mut self.engine, now, devices, times: &self.times };
+                link.handle(door, st);
+                self.times.ops.record(started.elapsed());
+                if let Some(c) = cpu {
+                    self.times.ops_cpu.record(thread_cpu().saturating_sub(c));
+                }
                 // A reload may have changed timeouts; a request may have turned events on.
                 self.drain_transmit();
                 self.flush();

@@ -2,16 +2,24 @@
 //!
 //! Owns: the pcapng file (section header naming ftpnat; interface 0 = LAN device, interface 1 = WAN
 //! device, both link type IPV4 (228): each record is a bare IPv4 packet; libpcap refuses RAW (101) in a
-//! file with two interfaces), nanosecond timestamps, the outbound direction flag on every record, and
+//! file with two interfaces), nanosecond timestamps, the outbound direction flag on every record,
 //! size-bounded rotation (`FILE` is always the newest file, older ones are `FILE.1` ...
-//! `FILE.<files-1>`, the oldest removed). Must not: decide what is captured (the run loop hands it every
-//! packet it wrote) or stop the gateway: a write error ends the capture, logged, and routing goes on.
+//! `FILE.<files-1>`, the oldest removed), creating every file safely ([`create_private`]: never through
+//! a symbolic link, always a new owner-only file, since a capture holds FTP passwords), and the writer
+//! thread: the run loop only copies each packet into a bounded queue ([`Capture::write`],
+//! [`Capture::flush`]); the file system calls (writes, renames, opens) happen on the writer, so a slow
+//! disk never holds packets up. Must not: decide what is captured (the run loop hands it every packet
+//! it wrote) or stop the gateway: a write error ends the capture, logged, and routing goes on; a queue
+//! that is full (the disk is slower than the traffic) drops packets from the capture, counted.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
@@ -42,6 +50,12 @@ pub const DEFAULT_FILES: usize = 4;
 const EPB_OUTBOUND: u32 = 0b10;
 /// Snap length in the interface blocks: no packet is cut.
 const SNAPLEN: u32 = 65535;
+/// Packet bytes queued for the writer at most; beyond it packets are not captured (counted).
+pub const MAX_QUEUED: usize = 32 << 20;
+/// A batch is handed to the writer once it holds this much, even within one run-loop turn.
+const BATCH_BYTES: usize = 1 << 20;
+/// Per queued packet: side (1 byte), timestamp in ns since the epoch (8), length (4).
+const RECORD_HEAD: usize = 13;
 
 /// A buffered file that counts what was written to it (the rotation needs the file's size).
 struct Counting {
@@ -60,62 +74,205 @@ impl Write for Counting {
     }
 }
 
-/// An open capture.
+/// Counters the writer keeps and the run loop reads.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bytes handed to the writer and not yet written.
+    queued: AtomicUsize,
+    /// The writer gave up (a write error): nothing more is queued.
+    stopped: AtomicBool,
+    packets: AtomicU64,
+    rotations: AtomicU64,
+}
+
+/// An open capture: the run loop's handle. Dropping it hands over what is left, waits for the writer
+/// to write it, and closes the file.
 pub struct Capture {
+    path: PathBuf,
+    batch: Vec<u8>,
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    shared: Arc<Shared>,
+    dropped: u64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").field("path", &self.path).field("dropped", &self.dropped).finish()
+    }
+}
+
+impl Capture {
+    /// Creates the capture file (now, so a bad path is an error at start-up) and starts its writer;
+    /// `names` are the LAN and WAN device names (the interfaces' names).
+    pub fn create(opts: CaptureOptions, names: [&str; 2]) -> Result<Capture, String> {
+        if opts.files == 0 {
+            return Err("--capture-files: must be at least 1".into());
+        }
+        let path = opts.path.clone();
+        let shared = Arc::new(Shared::default());
+        let mut file = CaptureFile {
+            names: names.map(str::to_string),
+            writer: None,
+            in_file: 0,
+            dirty: false,
+            shared: Arc::clone(&shared),
+            opts,
+        };
+        file.open()?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("ftpnat-capture".into())
+            .spawn(move || file.run(rx))
+            .map_err(|e| format!("--capture {}: cannot start the writer thread: {e}", path.display()))?;
+        Ok(Capture { path, batch: Vec::new(), tx: Some(tx), shared, dropped: 0, thread: Some(thread) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the capture is still being written (a write error ends it).
+    pub fn active(&self) -> bool {
+        !self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Packets written to the file(s) so far.
+    pub fn packets(&self) -> u64 {
+        self.shared.packets.load(Ordering::Relaxed)
+    }
+
+    /// Packets not captured because the writer was [`MAX_QUEUED`] behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn rotations(&self) -> u64 {
+        self.shared.rotations.load(Ordering::Relaxed)
+    }
+
+    /// Records `pkt` as written to the device on `side` at `ts`: a copy into this turn's batch.
+    pub fn write(&mut self, side: Side, ts: SystemTime, pkt: &[u8]) {
+        if !self.active() {
+            return;
+        }
+        let queued = self.shared.queued.load(Ordering::Acquire) + self.batch.len();
+        if queued + RECORD_HEAD + pkt.len() > MAX_QUEUED {
+            self.dropped += 1;
+            return;
+        }
+        let ns = ts.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
+        self.batch.push(side.index() as u8);
+        self.batch.extend_from_slice(&u64::try_from(ns).unwrap_or(u64::MAX).to_le_bytes());
+        self.batch.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+        self.batch.extend_from_slice(pkt);
+        if self.batch.len() >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Hands the packets recorded since the last call to the writer (once per run-loop turn), which
+    /// writes them and pushes them to the file, so a reader following it sees them.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.shared.queued.fetch_add(batch.len(), Ordering::AcqRel);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(batch);
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.flush();
+        // The writer ends when the channel closes, after writing what it was handed.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Creates `path` as a new, owner-only (0600) regular file for a capture (which holds FTP passwords).
+/// A symbolic link there is refused, never followed (nor replaced: the operator may have meant it); a
+/// regular file there is replaced by a new one, never opened as it is, so its old mode, owner, hard
+/// links and anyone holding it open see nothing of the capture; anything else (a FIFO, a device, a
+/// directory) is refused. The error names the file.
+pub fn create_private(path: &Path) -> Result<File, String> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(format!("{shown}: is a symbolic link; a capture is never written through one"))
+        }
+        Ok(m) if !m.file_type().is_file() => {
+            return Err(format!("{shown}: exists and is not a regular file; refusing to replace it"))
+        }
+        Ok(_) => {
+            std::fs::remove_file(path).map_err(|e| format!("{shown}: cannot replace the old file: {e}"))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    // O_EXCL: whatever appeared at the path since (a link planted in the moment between) is an error,
+    // not something we write into; O_NOFOLLOW makes that explicit for a symbolic link.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("{shown}: cannot create: {e}"))?;
+    // The umask can only take bits away, but a default ACL of the directory could have granted some.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{shown}: cannot make it owner-only: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    // SAFETY: geteuid(2) cannot fail.
+    if meta.uid() != unsafe { libc::geteuid() } || meta.nlink() != 1 {
+        return Err(format!("{shown}: the new file is not ftpnat's own; refusing to write to it"));
+    }
+    Ok(file)
+}
+
+/// The file(s) of a capture, owned by the writer thread.
+struct CaptureFile {
     opts: CaptureOptions,
     names: [String; 2],
     writer: Option<PcapNgWriter<Counting>>,
     /// Packets in the current file.
     in_file: u64,
     dirty: bool,
-    pub packets: u64,
-    pub rotations: u64,
+    shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Capture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Capture").field("opts", &self.opts).field("packets", &self.packets).finish()
-    }
-}
-
-impl Capture {
-    /// Creates the capture file; `names` are the LAN and WAN device names (the interfaces' names).
-    pub fn create(opts: CaptureOptions, names: [&str; 2]) -> Result<Capture, String> {
-        if opts.files == 0 {
-            return Err("--capture-files: must be at least 1".into());
+impl CaptureFile {
+    /// The writer thread: writes every batch it is handed, until the run loop's handle goes.
+    fn run(mut self, rx: mpsc::Receiver<Vec<u8>>) {
+        for batch in rx {
+            let mut rest = &batch[..];
+            while rest.len() >= RECORD_HEAD && self.writer.is_some() {
+                let side = if rest[0] == 0 { Side::Inside } else { Side::Outside };
+                let ns = u64::from_le_bytes(rest[1..9].try_into().unwrap_or_default());
+                let len = u32::from_le_bytes(rest[9..13].try_into().unwrap_or_default()) as usize;
+                let Some(pkt) = rest.get(RECORD_HEAD..RECORD_HEAD + len) else { break };
+                self.write(side, SystemTime::UNIX_EPOCH + Duration::from_nanos(ns), pkt);
+                rest = &rest[RECORD_HEAD + len..];
+            }
+            self.flush();
+            self.shared.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+            if self.writer.is_none() {
+                self.shared.stopped.store(true, Ordering::Release);
+            }
         }
-        let mut c = Capture {
-            names: names.map(str::to_string),
-            writer: None,
-            in_file: 0,
-            dirty: false,
-            packets: 0,
-            rotations: 0,
-            opts,
-        };
-        c.open()?;
-        Ok(c)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.opts.path
-    }
-
-    /// Whether the capture is still being written (a write error ends it).
-    pub fn active(&self) -> bool {
-        self.writer.is_some()
+        self.flush();
     }
 
     fn open(&mut self) -> Result<(), String> {
         let path = &self.opts.path;
         // Owner-only: a capture holds payload, FTP passwords included (logs never do; packets do).
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("--capture {}: cannot create: {e}", path.display()))?;
+        let file = create_private(path).map_err(|e| format!("--capture {e}"))?;
         let section = SectionHeaderBlock {
             // Fixed rather than native, so captures compare byte for byte across machines.
             endianness: Endianness::Little,
@@ -151,8 +308,8 @@ impl Capture {
         Ok(())
     }
 
-    /// Records `pkt` as written to the device on `side` at `ts`.
-    pub fn write(&mut self, side: Side, ts: SystemTime, pkt: &[u8]) {
+    /// Writes `pkt` as written to the device on `side` at `ts`.
+    fn write(&mut self, side: Side, ts: SystemTime, pkt: &[u8]) {
         if self.writer.is_none() {
             return;
         }
@@ -178,7 +335,7 @@ impl Capture {
         match w.write_pcapng_block(epb) {
             Ok(_) => {
                 self.in_file += 1;
-                self.packets += 1;
+                self.shared.packets.fetch_add(1, Ordering::Relaxed);
                 self.dirty = true;
             }
             Err(e) => self.fail(&format!("cannot write: {e}")),
@@ -186,7 +343,7 @@ impl Capture {
     }
 
     /// Pushes buffered records to the file, so a reader following it sees them.
-    pub fn flush(&mut self) {
+    fn flush(&mut self) {
         if !self.dirty {
             return;
         }
@@ -215,25 +372,20 @@ impl Capture {
             let _ = std::fs::remove_file(numbered(keep));
             for i in (1..keep).rev() {
                 let from = numbered(i);
-                if from.exists() {
+                // Not `exists()`: that follows a link, and a dangling one must be moved on as well.
+                if std::fs::symlink_metadata(&from).is_ok() {
                     std::fs::rename(&from, numbered(i + 1)).map_err(|e| format!("cannot rotate: {e}"))?;
                 }
             }
             std::fs::rename(&path, numbered(1)).map_err(|e| format!("cannot rotate: {e}"))?;
         }
-        self.rotations += 1;
+        self.shared.rotations.fetch_add(1, Ordering::Relaxed);
         self.open()
     }
 
     fn fail(&mut self, what: &str) {
         tracing::error!(target: "ftpnat::ops", capture = %self.opts.path.display(), error = what,
-            packets = self.packets, "capture stopped; the gateway goes on without it");
+            packets = self.shared.packets.load(Ordering::Relaxed), "capture stopped; the gateway goes on without it");
         self.writer = None;
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.flush();
     }
 }

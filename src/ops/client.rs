@@ -1,8 +1,11 @@
 //! The client side of the control socket: `ftpnat show flows|pinholes|stats` and `ftpnat events`.
 //!
-//! Owns: connecting, sending one [`Request`], reading the JSON reply or event stream, and rendering it
-//! for people (aligned tables like `conntrack -L`, one line per event like `conntrack -E`) or passing
-//! the JSON through (`--json`). Must not: know the engine; everything it shows comes from the reply.
+//! Owns: connecting, sending one [`Request`], reading the JSON reply or event stream, paging through a
+//! listing ([`pages`]: [`PAGE`] entries per request, resuming at each reply's `next_cursor`, so neither
+//! side ever holds a whole 250k-flow table), and rendering it for people (aligned tables like
+//! `conntrack -L`, printed as the pages come; one line per event like `conntrack -E`) or passing the
+//! JSON through (`--json`, one document, printed as the pages come). Must not: know the engine;
+//! everything it shows comes from the reply.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
@@ -12,6 +15,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::view::{Cmd, Request};
+
+/// Entries per request when the client pages through a listing by itself.
+pub const PAGE: usize = 1000;
 
 /// Where `ftpnat show`/`events` look when `--control-socket` is not given (systemd's RuntimeDirectory).
 pub const DEFAULT_SOCKET: &str = "/run/ftpnat/control.sock";
@@ -52,8 +58,51 @@ fn server_error(v: &Value) -> Option<ClientError> {
     v.get("error").and_then(Value::as_str).map(|e| ClientError(format!("ftpnat answered: {e}")))
 }
 
-/// Sends a `flows`/`pinholes`/`stats` request and returns the JSON reply.
+/// The key a listing's entries are under in its reply (`flows`, `pinholes`).
+fn list_key(cmd: Cmd) -> &'static str {
+    match cmd {
+        Cmd::Pinholes => "pinholes",
+        _ => "flows",
+    }
+}
+
+/// Sends a `flows`/`pinholes`/`stats` request and returns the JSON reply. A listing without a limit is
+/// fetched page by page ([`pages`]) and returned as one document, as the server would send it.
 pub fn query(path: &Path, req: &Request) -> Result<Value, ClientError> {
+    if !req.is_listing() || req.limit.is_some() {
+        return request(path, req);
+    }
+    let mut all = Vec::new();
+    pages(path, req, |rows| {
+        all.extend_from_slice(rows);
+        true
+    })?;
+    let mut doc = serde_json::Map::new();
+    doc.insert(list_key(req.cmd).into(), Value::Array(all));
+    Ok(Value::Object(doc))
+}
+
+/// Calls `each` with every page of a listing, [`PAGE`] entries at a time from `req.cursor` on, until
+/// the listing ends or `each` returns false. A listing taken in pages shows every entry that lived
+/// through it once; one created or removed meanwhile may or may not appear.
+pub fn pages(path: &Path, req: &Request, mut each: impl FnMut(&[Value]) -> bool) -> Result<(), ClientError> {
+    let mut r = req.clone();
+    r.limit = Some(PAGE);
+    loop {
+        let v = request(path, &r)?;
+        let rows = v[list_key(r.cmd)].as_array().ok_or_else(|| ClientError(format!("bad reply: {v}")))?;
+        if !each(rows) {
+            return Ok(());
+        }
+        match v.get("next_cursor").and_then(Value::as_u64).and_then(|c| u32::try_from(c).ok()) {
+            Some(c) => r.cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Sends one request and returns the one JSON line it is answered with.
+fn request(path: &Path, req: &Request) -> Result<Value, ClientError> {
     let mut r = connect(path, req)?;
     let mut line = String::new();
     r.read_line(&mut line).map_err(|e| ClientError(format!("{}: {e}", path.display())))?;
@@ -130,119 +179,204 @@ fn signed(v: &Value) -> String {
     }
 }
 
-/// Columns padded to their widest cell; the last column is not padded.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
+/// An aligned table printed in parts: columns are as wide as their widest cell so far (a later, wider
+/// cell widens its column from there on), the last column is not padded.
+struct Table {
+    widths: Vec<usize>,
+    header: &'static [&'static str],
+    started: bool,
+}
+
+impl Table {
+    fn new(header: &'static [&'static str]) -> Table {
+        Table { widths: header.iter().map(|h| h.len()).collect(), header, started: false }
     }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &mut dyn Iterator<Item = String>| {
-        let cells: Vec<String> = cells.collect();
-        let n = cells.len();
-        for (i, c) in cells.into_iter().enumerate() {
-            if i + 1 == n {
-                out.push_str(&c);
-            } else {
-                let _ = write!(out, "{c:<width$}  ", width = w[i]);
+
+    /// The lines of `rows` (after the header, the first time).
+    fn lines(&mut self, rows: &[Vec<String>]) -> String {
+        for r in rows {
+            for (w, c) in self.widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
             }
         }
-        out.push('\n');
+        let mut out = String::new();
+        let line = |out: &mut String, cells: &mut dyn Iterator<Item = String>, w: &[usize]| {
+            let cells: Vec<String> = cells.collect();
+            let n = cells.len();
+            for (i, c) in cells.into_iter().enumerate() {
+                if i + 1 == n {
+                    out.push_str(&c);
+                } else {
+                    let _ = write!(out, "{c:<width$}  ", width = w[i]);
+                }
+            }
+            out.push('\n');
+        };
+        if !std::mem::replace(&mut self.started, true) {
+            line(&mut out, &mut self.header.iter().map(|h| h.to_string()), &self.widths);
+        }
+        for r in rows {
+            line(&mut out, &mut r.iter().cloned(), &self.widths);
+        }
+        out
+    }
+}
+
+const FLOW_HEADER: &[&str] = &[
+    "ID",
+    "PROTO",
+    "STATE",
+    "ORIGIN",
+    "INSIDE",
+    "OUTSIDE",
+    "REMOTE",
+    "IDLE",
+    "TTL",
+    "PKTS o/r",
+    "BYTES o/r",
+    "ALG",
+];
+
+/// One `show flows` line's cells: like `conntrack -L`; an FTP control connection adds its ALG state and
+/// the sequence deltas in force each way.
+fn flow_cells(f: &Value) -> Vec<String> {
+    let alg = match &f["alg"] {
+        Value::Null => match f.get("control") {
+            Some(c) => format!("ftp-data of #{c}"),
+            None => String::new(),
+        },
+        a => {
+            let ph: Vec<String> = a["pinholes"]
+                .as_array()
+                .map(|p| p.iter().map(|x| x.to_string()).collect())
+                .unwrap_or_default();
+            format!(
+                "ftp {} client={} seq-delta orig={} reply={} pinholes=[{}]",
+                s(&a["state"]),
+                s(&a["client"]),
+                signed(&a["delta_orig"]),
+                signed(&a["delta_reply"]),
+                ph.join(",")
+            )
+        }
     };
-    line(&mut out, &mut header.iter().map(|h| h.to_string()));
-    for r in rows {
-        line(&mut out, &mut r.iter().cloned());
+    vec![
+        format!("#{}", s(&f["id"])),
+        s(&f["proto"]),
+        s(&f["state"]),
+        s(&f["origin"]),
+        s(&f["inside"]),
+        s(&f["outside"]),
+        s(&f["remote"]),
+        secs(&f["idle_ms"]),
+        secs(&f["expires_in_ms"]),
+        format!("{}/{}", s(&f["packets"]["orig"]), s(&f["packets"]["reply"])),
+        format!("{}/{}", s(&f["bytes"]["orig"]), s(&f["bytes"]["reply"])),
+        alg,
+    ]
+}
+
+const PINHOLE_HEADER: &[&str] = &["EXPECTED PEER", "PUBLIC", "INSIDE", "FROM", "TIME LEFT", "CONTROL"];
+
+/// One `show pinholes` line's cells: who may connect where, until when, on whose behalf.
+fn pinhole_cells(p: &Value) -> Vec<String> {
+    vec![
+        s(&p["peer"]),
+        s(&p["public"]),
+        s(&p["inside"]),
+        s(&p["kind"]),
+        secs(&p["expires_in_ms"]),
+        format!("#{}", s(&p["control"])),
+    ]
+}
+
+/// A listing's table, how one entry becomes its cells, and what the entries are called.
+type Listing = (Table, fn(&Value) -> Vec<String>, &'static str);
+
+fn listing_table(cmd: Cmd) -> Listing {
+    match cmd {
+        Cmd::Pinholes => (Table::new(PINHOLE_HEADER), pinhole_cells, "pinhole(s)"),
+        _ => (Table::new(FLOW_HEADER), flow_cells, "flow(s)"),
+    }
+}
+
+/// `show flows` of a whole reply: the table and its count.
+pub fn render_flows(v: &Value) -> String {
+    render_listing(Cmd::Flows, v)
+}
+
+/// `show pinholes` of a whole reply.
+pub fn render_pinholes(v: &Value) -> String {
+    render_listing(Cmd::Pinholes, v)
+}
+
+fn render_listing(cmd: Cmd, v: &Value) -> String {
+    let (mut t, cells, what) = listing_table(cmd);
+    let empty = Vec::new();
+    let list = v[list_key(cmd)].as_array().unwrap_or(&empty);
+    let rows: Vec<Vec<String>> = list.iter().map(cells).collect();
+    let mut out = t.lines(&rows);
+    let _ = writeln!(out, "{} {what}", rows.len());
+    if let Some(c) = v.get("next_cursor") {
+        let _ = writeln!(out, "more: --cursor {c}");
     }
     out
 }
 
-/// `show flows`: like `conntrack -L`, one connection per line; an FTP control connection adds its ALG
-/// state and the sequence deltas in force each way.
-pub fn render_flows(v: &Value) -> String {
-    let empty = Vec::new();
-    let flows = v["flows"].as_array().unwrap_or(&empty);
-    let rows: Vec<Vec<String>> = flows
-        .iter()
-        .map(|f| {
-            let alg = match &f["alg"] {
-                Value::Null => match f.get("control") {
-                    Some(c) => format!("ftp-data of #{c}"),
-                    None => String::new(),
-                },
-                a => {
-                    let ph: Vec<String> = a["pinholes"]
-                        .as_array()
-                        .map(|p| p.iter().map(|x| x.to_string()).collect())
-                        .unwrap_or_default();
-                    format!(
-                        "ftp {} client={} seq-delta orig={} reply={} pinholes=[{}]",
-                        s(&a["state"]),
-                        s(&a["client"]),
-                        signed(&a["delta_orig"]),
-                        signed(&a["delta_reply"]),
-                        ph.join(",")
-                    )
+/// Prints a listing (flows or pinholes) to `out` as its pages arrive: one pretty JSON document
+/// (`json`), the same bytes `serde_json` would print for the whole reply, or the table and its count.
+/// With `req.limit`, one request: at most that many entries, and where to go on (`next_cursor`, or a
+/// `more: --cursor N` line) when more may follow. A closed `out` (`| head`) ends it quietly.
+pub fn show_listing(path: &Path, req: &Request, json: bool, out: &mut dyn Write) -> Result<(), ClientError> {
+    if req.limit.is_some() {
+        let v = request(path, req)?;
+        let text = if json {
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        } else {
+            render_listing(req.cmd, &v)
+        };
+        let _ = out.write_all(text.as_bytes());
+        return Ok(());
+    }
+    let key = list_key(req.cmd);
+    let (mut t, cells, what) = listing_table(req.cmd);
+    let mut n = 0usize;
+    let put = |out: &mut dyn Write, text: &str| out.write_all(text.as_bytes()).is_ok();
+    if json && !put(out, &format!("{{\n  \"{key}\": [")) {
+        return Ok(());
+    }
+    let mut open = true;
+    pages(path, req, |rows| {
+        let mut text = String::new();
+        if json {
+            for r in rows {
+                text.push_str(if n == 0 { "\n" } else { ",\n" });
+                n += 1;
+                // Nested one level deeper than serde_json's own indentation of an element.
+                for (i, l) in serde_json::to_string_pretty(r).unwrap_or_default().lines().enumerate() {
+                    text.push_str(if i == 0 { "    " } else { "\n    " });
+                    text.push_str(l);
                 }
-            };
-            vec![
-                format!("#{}", s(&f["id"])),
-                s(&f["proto"]),
-                s(&f["state"]),
-                s(&f["origin"]),
-                s(&f["inside"]),
-                s(&f["outside"]),
-                s(&f["remote"]),
-                secs(&f["idle_ms"]),
-                secs(&f["expires_in_ms"]),
-                format!("{}/{}", s(&f["packets"]["orig"]), s(&f["packets"]["reply"])),
-                format!("{}/{}", s(&f["bytes"]["orig"]), s(&f["bytes"]["reply"])),
-                alg,
-            ]
-        })
-        .collect();
-    let mut out = table(
-        &[
-            "ID",
-            "PROTO",
-            "STATE",
-            "ORIGIN",
-            "INSIDE",
-            "OUTSIDE",
-            "REMOTE",
-            "IDLE",
-            "TTL",
-            "PKTS o/r",
-            "BYTES o/r",
-            "ALG",
-        ],
-        &rows,
-    );
-    let _ = writeln!(out, "{} flow(s)", rows.len());
-    out
-}
-
-/// `show pinholes`: who may connect where, until when, on whose behalf.
-pub fn render_pinholes(v: &Value) -> String {
-    let empty = Vec::new();
-    let list = v["pinholes"].as_array().unwrap_or(&empty);
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|p| {
-            vec![
-                s(&p["peer"]),
-                s(&p["public"]),
-                s(&p["inside"]),
-                s(&p["kind"]),
-                secs(&p["expires_in_ms"]),
-                format!("#{}", s(&p["control"])),
-            ]
-        })
-        .collect();
-    let mut out = table(&["EXPECTED PEER", "PUBLIC", "INSIDE", "FROM", "TIME LEFT", "CONTROL"], &rows);
-    let _ = writeln!(out, "{} pinhole(s)", rows.len());
-    out
+            }
+        } else {
+            n += rows.len();
+            text = t.lines(&rows.iter().map(cells).collect::<Vec<_>>());
+        }
+        open = put(out, &text);
+        open
+    })?;
+    if !open {
+        return Ok(());
+    }
+    if json {
+        put(out, if n == 0 { "]\n}\n" } else { "\n  ]\n}\n" });
+    } else {
+        if n == 0 {
+            put(out, &t.lines(&[]));
+        }
+        put(out, &format!("{n} {what}\n"));
+    }
+    Ok(())
 }
 
 /// `show stats`: every counter, one per line, in name order.

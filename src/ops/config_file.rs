@@ -1,6 +1,8 @@
 //! `--config ftpnat.toml`: reading the file, and errors that name the key and the line.
 //!
-//! Owns: loading a flat TOML document into the caller's `Deserialize` type (which denies unknown
+//! Owns: reading the file safely ([`read_text`]: a regular file only, opened without waiting (a FIFO
+//! put in its place is refused at once, not waited on), at most [`MAX_BYTES`], UTF-8), loading a flat
+//! TOML document into the caller's `Deserialize` type (which denies unknown
 //! fields), turning the toml crate's spanned errors into `FILE line N: key: message`, the line of each
 //! key (so a later validation error about a key read from the file can point at its line), and the
 //! `deserialize_with` helpers for values that are strings on the command line (durations, prefixes,
@@ -9,7 +11,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::io::Read;
 use std::ops::RangeInclusive;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,10 +49,53 @@ impl<T> Loaded<T> {
     }
 }
 
+/// The largest configuration file read. A real one is a few kilobytes; this only stops a mistake (a
+/// capture or a log given as `--config`) from being read into memory whole.
+pub const MAX_BYTES: u64 = 1 << 20;
+
 /// Reads and parses `path`. The error names the file, the line and the key at fault.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Loaded<T>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let text = read_text(path, MAX_BYTES)?;
     parse(path, &text)
+}
+
+/// The contents of `path`, which must be a regular file of at most `max` bytes of UTF-8. Opened
+/// non-blocking, so a FIFO or a device put in its place is refused at once instead of waited on (a
+/// symbolic link to a regular file is fine: configuration is often linked into /etc). The error names
+/// the file.
+pub fn read_text(path: &Path, max: u64) -> Result<String, String> {
+    let shown = path.display();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(format!("{shown}: is {what}, not a regular file; refusing to read it"));
+    }
+    let too_big = || format!("{shown}: larger than {max} bytes; refusing to read it as a configuration file");
+    if meta.len() > max {
+        return Err(too_big());
+    }
+    // The size can change after the check (and /proc files report 0): the read itself is bounded.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| format!("{shown}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
 /// Parses `text` as the contents of `path` (see [`load`]).
@@ -283,6 +330,38 @@ mod tests {
         assert!(e.starts_with("f.toml line 2"), "{e}");
         let e = parse_t("capture-max-bytes = \"lots\"").unwrap_err();
         assert!(e.contains("capture-max-bytes: 'lots' is not a size"), "{e}");
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = std::env::temp_dir().join(format!("ftpnat-cfgread-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ok.toml");
+        std::fs::write(&f, "max-flows = 3\n").unwrap();
+        assert_eq!(read_text(&f, 100).unwrap(), "max-flows = 3\n");
+        let link = dir.join("link.toml");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(read_text(&link, 100).is_ok(), "a link to a regular file is read");
+        let e = read_text(&f, 5).unwrap_err();
+        assert!(e.contains("ok.toml: larger than 5 bytes"), "{e}");
+        // A FIFO nobody writes to: refused at once (a blocking open would wait here forever).
+        let fifo = dir.join("fifo.toml");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_text(&fifo, MAX_BYTES).unwrap_err();
+        assert!(e.contains("fifo.toml: is a FIFO, not a regular file"), "{e}");
+        let e = read_text(&dir, MAX_BYTES).unwrap_err();
+        assert!(e.contains("is a directory"), "{e}");
+        let e = read_text(Path::new("/dev/zero"), MAX_BYTES).unwrap_err();
+        assert!(e.contains("/dev/zero: is a device"), "{e}");
+        std::fs::write(&f, b"a = \"\xff\"\n").unwrap();
+        assert!(read_text(&f, 100).unwrap_err().contains("not UTF-8 text (byte 5)"));
+        let e = read_text(&dir.join("missing.toml"), 100).unwrap_err();
+        assert!(e.contains("missing.toml: cannot read: "), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -2,38 +2,44 @@
 //!
 //! Owns: mapping the engine's dotted counter names to metric families with labels (drops by reason,
 //! ALG rewrites by kind, refusals by reason, pinholes by outcome, packets/bytes per side and
-//! direction), the gauges (table occupancy, open pinholes, mappings), and a minimal non-blocking
-//! HTTP/1.x responder (`GET /metrics`, one request per connection) served by the run loop. The text
-//! format itself is written by the `prometheus-client` crate. Must not: block, keep state between
-//! scrapes (each scrape encodes the engine's counters as they are), or touch the engine mutably.
+//! direction), the gauges (table occupancy, open pinholes, mappings), the run loop's turn-duration
+//! histograms, and a minimal non-blocking HTTP/1.x responder (`GET /metrics`, one request per
+//! connection, [`route`] reads the request head) served by the operations thread. The text format
+//! itself is written by the `prometheus-client` crate. Must not: block, keep state between scrapes
+//! (each scrape encodes a [`Counters`] snapshot the run loop took for it), or touch the engine.
 //!
 //! A counter the engine adds to [`crate::metrics::Metrics::for_each`] appears here by itself: names in
 //! a known group get the group's label, any other `a.b` becomes `ftpnat_a_b_total`.
+//!
+//! Slots: at most 64 connections; one that has not sent its request head within 5 s, or stops reading
+//! its response for 10 s, is cut off, and when every slot is taken the oldest connection still owing
+//! its request makes room (so idle connections cannot keep a scrape out: slowloris).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::peer::{Peer, ReadState};
-use super::{pollfd, LoopState};
-use crate::engine::Engine;
+use super::link::{Job, Server, Tag};
+use super::peer::{Conn, Conns, Cut, Limits, ReadState};
+use super::pollfd;
+use super::server::Backend;
+use super::view::Counters;
 use crate::flow::Proto;
+use crate::io::runtime::{Histogram, TURN_BUCKETS_NS};
 
 type Labels = Vec<(String, String)>;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const MAX_CLIENTS: usize = 16;
-const MAX_REQUEST: usize = 8192;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request head longer than this is refused (431).
+pub const MAX_REQUEST: usize = 8192;
 
 /// Counter families with one label, keyed by the dotted prefix of the engine's counter names.
 const GROUPS: &[(&str, &str, &str, &str)] = &[
@@ -65,9 +71,10 @@ struct Fam {
     series: Vec<(Labels, V)>,
 }
 
-/// The families of one scrape, encoded by `prometheus-client` in the order they were built.
+/// The families of one scrape, encoded by `prometheus-client` in the order they were built, then the
+/// histograms (name, help, values).
 #[derive(Debug)]
-struct Snapshot(Vec<Fam>);
+struct Snapshot(Vec<Fam>, Vec<(&'static str, &'static str, Histogram)>);
 
 fn encode_value(e: MetricEncoder<'_>, counter: bool, v: V) -> std::fmt::Result {
     match (counter, v) {
@@ -90,6 +97,17 @@ impl Collector for Snapshot {
                 }
                 encode_value(me.encode_family(labels)?, f.counter, *v)?;
             }
+        }
+        for (name, help, h) in &self.1 {
+            let mut me = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            let secs = |ns: u64| ns as f64 / 1e9;
+            let buckets: Vec<(f64, u64)> = TURN_BUCKETS_NS
+                .iter()
+                .map(|&b| secs(b))
+                .chain([f64::INFINITY])
+                .zip(h.buckets.iter().copied())
+                .collect();
+            me.encode_histogram::<NoLabelSet>(secs(h.sum_ns), h.count, &buckets, None)?;
         }
         Ok(())
     }
@@ -114,10 +132,10 @@ impl Snapshot {
     }
 }
 
-/// The exposition of `engine`'s counters plus `extra` (`device.lan.rx_packets`-style names) and the
-/// process start time.
-pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) -> String {
-    let mut snap = Snapshot(Vec::new());
+/// The exposition of a counter snapshot (engine counters, gauges, `extra` names such as
+/// `device.lan.rx_packets`, the loop's turn durations) and the process start time.
+pub fn render(c: &Counters, start_time_unix: f64) -> String {
+    let mut snap = Snapshot(Vec::new(), Vec::new());
     let mut visit = |name: &str, v: u64| {
         let parts: Vec<&str> = name.split('.').collect();
         let val = V::U(v);
@@ -174,6 +192,22 @@ pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) ->
                 };
                 snap.add(n, h, true, &[("device", dev), (label, l)], val);
             }
+            ["ops", server, "cut_off", reason] => snap.add(
+                "ftpnat_ops_clients_cut_off",
+                "Control-socket and metrics clients cut off (request_timeout, stalled: not reading, evicted: \
+                 oldest idle client when every slot was taken) or turned away (refused)",
+                true,
+                &[("server", server), ("reason", reason)],
+                val,
+            ),
+            ["capture", what] => {
+                let h = match *what {
+                    "packets" => "Packets written to the --capture file",
+                    "dropped" => "Packets not captured because the capture writer fell behind (its queue is bounded)",
+                    _ => "Capture file rotations",
+                };
+                snap.add(&format!("ftpnat_capture_{what}"), h, true, &[], val);
+            }
             _ => match GROUPS.iter().find(|g| name.starts_with(g.0)) {
                 Some(g) => snap.add(&format!("ftpnat_{}", g.1), g.3, true, &[(g.2, &name[g.0.len()..])], val),
                 None => {
@@ -183,36 +217,54 @@ pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) ->
             },
         }
     };
-    engine.metrics().for_each(&mut visit);
-    for (k, v) in extra {
+    c.metrics.for_each(&mut visit);
+    for (k, v) in &c.extra {
         visit(k, *v);
     }
-    let gauge = |snap: &mut Snapshot, name: &str, help: &str, v: usize| {
-        snap.add(name, help, false, &[], V::U(v as u64));
+    let gauge = |snap: &mut Snapshot, name: &str, help: &str, v: u64| {
+        snap.add(name, help, false, &[], V::U(v));
     };
-    gauge(&mut snap, "ftpnat_flows_active", "Connections in the table", engine.flow_count());
-    gauge(&mut snap, "ftpnat_flows_max", "Connection table bound (--max-flows)", engine.table().capacity());
+    gauge(&mut snap, "ftpnat_flows_active", "Connections in the table", c.flows_active);
+    gauge(&mut snap, "ftpnat_flows_max", "Connection table bound (--max-flows)", c.flows_max);
     gauge(
         &mut snap,
         "ftpnat_pinholes_open",
         "FTP data-connection pinholes waiting for their connection",
-        engine.pinholes().len(),
+        c.pinholes_active,
     );
-    gauge(
-        &mut snap,
-        "ftpnat_nat_mappings",
-        "Endpoint-independent mappings held",
-        engine.nat().mapping_count(),
-    );
-    for p in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
-        let n = engine.nat().ports_in_use(p) as u64;
+    gauge(&mut snap, "ftpnat_nat_mappings", "Endpoint-independent mappings held", c.nat_mappings);
+    for (p, n) in [Proto::Tcp, Proto::Udp, Proto::Icmp].iter().zip(c.ports_in_use) {
         let help = "Public ports taken (mappings and forwards), per protocol";
         snap.add("ftpnat_nat_ports_in_use", help, false, &[("proto", p.name())], V::U(n));
     }
     let help = "Events lost because the `ftpnat events` readers fell behind";
-    snap.add("ftpnat_events_dropped", help, true, &[], V::U(engine.events_dropped()));
+    snap.add("ftpnat_events_dropped", help, true, &[], V::U(c.events_dropped));
     let help = "Start time of the process since the Unix epoch";
     snap.add("ftpnat_start_time_seconds", help, false, &[], V::F(start_time_unix));
+    let max = |h: &Histogram| V::F(h.max_ns as f64 / 1e9);
+    let help = "Longest run-loop turn since the start (poll(2) returning to the next poll(2))";
+    snap.add("ftpnat_loop_turn_max_seconds", help, false, &[], max(&c.times.turn));
+    let help = "Longest time one run-loop turn spent on operations work since the start";
+    snap.add("ftpnat_loop_ops_max_seconds", help, false, &[], max(&c.times.ops));
+    let help = "Most CPU time one run-loop turn spent on operations work since the start";
+    snap.add("ftpnat_loop_ops_cpu_max_seconds", help, false, &[], max(&c.times.ops_cpu));
+    snap.1.push((
+        "ftpnat_loop_turn_seconds",
+        "Run-loop turns by duration: from poll(2) returning to the next poll(2), packets and operations work together",
+        c.times.turn.clone(),
+    ));
+    snap.1.push((
+        "ftpnat_loop_ops_seconds",
+        "Run-loop turns by the time spent on operations work (listing slices, counter snapshots, events, \
+         reload, capture hand-off; bounded per turn)",
+        c.times.ops.clone(),
+    ));
+    snap.1.push((
+        "ftpnat_loop_ops_cpu_seconds",
+        "Run-loop turns that had an operations job, by the CPU time the loop thread spent on it (wall time \
+         less time the scheduler ran something else)",
+        c.times.ops_cpu.clone(),
+    ));
     let mut reg = Registry::default();
     reg.register_collector(Box::new(snap));
     let mut out = String::new();
@@ -221,13 +273,28 @@ pub fn render(engine: &Engine, extra: &[(String, u64)], start_time_unix: f64) ->
     out
 }
 
+/// Where a connection is in its one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Request,
+    /// `GET /metrics`: waiting for the counters.
+    Waiting,
+    /// The response is queued; close once it is written.
+    Reply,
+}
+
+impl super::peer::Phase for Phase {
+    fn owes_request(&self) -> bool {
+        *self == Phase::Request
+    }
+}
+
 /// The HTTP listener and its clients.
 #[derive(Debug)]
 pub struct MetricsServer {
     listener: TcpListener,
     addr: SocketAddr,
-    clients: Vec<Peer<TcpStream>>,
-    done: Vec<bool>,
+    conns: Conns<TcpStream, Phase>,
 }
 
 impl MetricsServer {
@@ -235,7 +302,13 @@ impl MetricsServer {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        Ok(MetricsServer { listener, addr, clients: Vec::new(), done: Vec::new() })
+        Ok(MetricsServer { listener, addr, conns: Conns::new(Limits::default()) })
+    }
+
+    /// Applies other limits than the defaults (tests use short timeouts).
+    pub fn with_limits(mut self, limits: Limits) -> MetricsServer {
+        self.conns.limits = limits;
+        self
     }
 
     /// The bound address (the port is the real one when 0 was asked for).
@@ -243,35 +316,39 @@ impl MetricsServer {
         self.addr
     }
 
-    pub fn register(&self, fds: &mut Vec<libc::pollfd>) -> usize {
-        fds.push(pollfd(self.listener.as_raw_fd(), libc::POLLIN));
-        for (c, done) in self.clients.iter().zip(&self.done) {
-            fds.push(pollfd(c.sock.as_raw_fd(), if *done { libc::POLLOUT } else { libc::POLLIN }));
-        }
-        1 + self.clients.len()
+    /// Clients cut off or turned away so far, as `ops.metrics.cut_off.*` counters.
+    pub fn counters(&self, out: &mut Vec<(String, u64)>) {
+        self.conns.counts.counters("metrics", out);
     }
 
-    pub fn handle(&mut self, fds: &[libc::pollfd], st: &mut LoopState<'_>) {
-        let mut gone = Vec::new();
-        for i in 0..self.clients.len() {
-            let revents = fds.get(i + 1).map_or(0, |f| f.revents);
-            if revents != 0 && !self.serve(i, revents, st) {
-                gone.push(i);
-            }
+    pub fn register(&self, fds: &mut Vec<libc::pollfd>) -> usize {
+        fds.push(pollfd(self.listener.as_raw_fd(), libc::POLLIN));
+        for c in &self.conns.list {
+            let ev = match c.phase {
+                Phase::Request => libc::POLLIN,
+                Phase::Waiting => 0,
+                Phase::Reply => libc::POLLOUT,
+            };
+            fds.push(pollfd(c.peer.sock.as_raw_fd(), ev));
         }
-        for i in gone.into_iter().rev() {
-            self.clients.remove(i);
-            self.done.remove(i);
+        1 + self.conns.list.len()
+    }
+
+    pub fn handle(&mut self, fds: &[libc::pollfd], backend: &mut Backend) {
+        for (c, f) in self.conns.list.iter_mut().zip(fds.iter().skip(1)) {
+            if f.revents != 0 && c.cut.is_none() {
+                serve(c, f.revents, backend);
+            }
         }
         if fds.first().is_some_and(|f| f.revents & libc::POLLIN != 0) {
             loop {
                 match self.listener.accept() {
                     Ok((sock, _)) => {
-                        if self.clients.len() >= MAX_CLIENTS || sock.set_nonblocking(true).is_err() {
+                        if sock.set_nonblocking(true).is_err() {
                             continue;
                         }
-                        self.clients.push(Peer::new(sock));
-                        self.done.push(false);
+                        let busy = respond(Route::Busy, String::new);
+                        self.conns.admit(sock, Phase::Request, &busy);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break,
@@ -280,64 +357,143 @@ impl MetricsServer {
         }
     }
 
-    fn serve(&mut self, i: usize, revents: libc::c_short, st: &mut LoopState<'_>) -> bool {
-        if revents & libc::POLLNVAL != 0 {
-            return false;
+    /// The counters a scrape waits for came back.
+    pub fn on_counters(&mut self, id: u64, counters: &Counters, start_unix: f64) {
+        let Some(c) = self.conns.get_mut(id) else { return };
+        if c.phase != Phase::Waiting {
+            return;
         }
-        let c = &mut self.clients[i];
-        if !self.done[i] {
-            let state = match c.read_available(MAX_REQUEST) {
-                Ok(s) => s,
-                Err(_) => return false,
-            };
-            let Some(end) = find(&c.input, b"\r\n\r\n").or_else(|| find(&c.input, b"\n\n")) else {
-                return state == ReadState::Open;
-            };
-            let head = String::from_utf8_lossy(&c.input[..end]).into_owned();
-            c.input.clear();
-            let response = respond(&head, || render(st.engine, &st.extra_counters(), st.start_unix));
-            c.queue(&response);
-            self.done[i] = true;
-        }
-        matches!(c.flush(), Ok(false))
+        c.peer.queue(&respond(Route::Metrics, || render(counters, start_unix)));
+        c.phase = Phase::Reply;
+        finish_write(c);
     }
 
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.clients
-            .iter()
-            .zip(&self.done)
-            .filter(|(_, d)| !**d)
-            .map(|(c, _)| c.opened + REQUEST_TIMEOUT)
-            .min()
+        self.conns.deadline()
     }
 
+    /// Cuts off clients past their deadlines, then closes every client that is done.
     pub fn expire(&mut self, now: std::time::Instant) {
-        let mut i = 0;
-        while i < self.clients.len() {
-            if !self.done[i] && now >= self.clients[i].opened + REQUEST_TIMEOUT {
-                self.clients.remove(i);
-                self.done.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        self.conns.expire(now);
+        self.conns.sweep();
     }
+}
+
+type Client = Conn<TcpStream, Phase>;
+
+fn finish_write(c: &mut Client) {
+    let last = c.phase == Phase::Reply;
+    c.write_out(last);
+}
+
+fn serve(c: &mut Client, revents: libc::c_short, backend: &mut Backend) {
+    if revents & libc::POLLNVAL != 0 {
+        c.cut = Some(Cut::Done);
+        return;
+    }
+    if c.phase == Phase::Request {
+        let state = c.peer.read_available(MAX_REQUEST);
+        let route = match state {
+            // Over the limit: answered, not just dropped.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Some(Route::TooLarge),
+            Err(_) => {
+                c.cut = Some(Cut::Done);
+                return;
+            }
+            Ok(s) => match route(&c.peer.input, MAX_REQUEST) {
+                None if s == ReadState::Eof => {
+                    c.cut = Some(Cut::Done);
+                    return;
+                }
+                r => r,
+            },
+        };
+        let Some(route) = route else { return };
+        c.peer.input = Vec::new();
+        if route == Route::Metrics {
+            backend.submit(Job::Counters { tag: Tag { server: Server::Metrics, client: c.id } });
+            c.phase = Phase::Waiting;
+            return;
+        }
+        c.peer.queue(&respond(route, String::new));
+        c.phase = Phase::Reply;
+    } else if revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+        c.cut = Some(Cut::Done);
+        return;
+    }
+    finish_write(c);
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The whole HTTP response to a request head (`GET /metrics HTTP/1.1` ...).
-fn respond(head: &str, body: impl FnOnce() -> String) -> Vec<u8> {
-    let mut words = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", CONTENT_TYPE, body()),
-        ("GET", "/") => ("200 OK", "text/plain; charset=utf-8", "ftpnat: metrics are at /metrics\n".into()),
-        ("GET", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found; try /metrics\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".into()),
+/// What a request head asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /metrics` (a query string is ignored).
+    Metrics,
+    /// `GET /`: a pointer to /metrics.
+    Index,
+    /// `GET` of anything else.
+    NotFound,
+    /// Another method.
+    NotAllowed,
+    /// Not `METHOD TARGET HTTP/x.y`.
+    BadRequest,
+    /// The head exceeds the limit.
+    TooLarge,
+    /// Every connection slot is busy (sent to a connection turned away).
+    Busy,
+}
+
+/// Reads an HTTP/1.x request head from the start of `input`: `None` while it is incomplete (no empty
+/// line yet, and at most `max` bytes); what it asks for once it is complete (RFC 9112 §2.2: lines end
+/// in CRLF, a bare LF is accepted too). Bytes after the head are never looked at.
+pub fn route(input: &[u8], max: usize) -> Option<Route> {
+    let end = match (find(input, b"\r\n\r\n"), find(input, b"\n\n")) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => match a.or(b) {
+            Some(e) => e,
+            None if input.len() > max => return Some(Route::TooLarge),
+            None => return None,
+        },
+    };
+    if end > max {
+        return Some(Route::TooLarge);
+    }
+    let head = &input[..end];
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let (Some(method), Some(target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Some(Route::BadRequest);
+    };
+    if !version.starts_with(b"HTTP/1.") || !target.starts_with(b"/") {
+        return Some(Route::BadRequest);
+    }
+    let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
+    Some(match (method, path) {
+        (b"GET", b"/metrics") => Route::Metrics,
+        (b"GET", b"/") => Route::Index,
+        (b"GET", _) => Route::NotFound,
+        _ => Route::NotAllowed,
+    })
+}
+
+/// The whole HTTP response for `route`; `body` is called for [`Route::Metrics`] only.
+pub fn respond(route: Route, body: impl FnOnce() -> String) -> Vec<u8> {
+    let text = "text/plain; charset=utf-8";
+    let (status, ctype, body) = match route {
+        Route::Metrics => ("200 OK", CONTENT_TYPE, body()),
+        Route::Index => ("200 OK", text, "ftpnat: metrics are at /metrics\n".into()),
+        Route::NotFound => ("404 Not Found", text, "not found; try /metrics\n".into()),
+        Route::NotAllowed => ("405 Method Not Allowed", text, "only GET\n".into()),
+        Route::BadRequest => ("400 Bad Request", text, "not an HTTP/1.x request\n".into()),
+        Route::TooLarge => ("431 Request Header Fields Too Large", text, "request head too large\n".into()),
+        Route::Busy => ("503 Service Unavailable", text, "too many connections; try again\n".into()),
     };
     let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -352,14 +508,22 @@ fn respond(head: &str, body: impl FnOnce() -> String) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::engine::Engine;
+    use crate::io::runtime::LoopTimes;
     use crate::metrics::DropReason;
 
     #[test]
     fn exposition_has_labelled_families_and_gauges() {
         let engine =
             Engine::new(Config::new(vec!["10.0.0.0/24".parse().unwrap()], "198.51.100.1".parse().unwrap()));
-        let extra = vec![("device.lan.rx_packets".to_string(), 7), ("device.wan.tx_errors".to_string(), 2)];
-        let text = render(&engine, &extra, 1.5);
+        let mut extra =
+            vec![("device.lan.rx_packets".to_string(), 7), ("device.wan.tx_errors".to_string(), 2)];
+        extra.push(("ops.metrics.cut_off.evicted".into(), 3));
+        extra.push(("capture.dropped".into(), 4));
+        let mut times = LoopTimes::default();
+        times.turn.record(std::time::Duration::from_micros(30));
+        times.turn.record(std::time::Duration::from_millis(2));
+        let text = render(&Counters::take(&engine, extra, &times), 1.5);
         for want in [
             "ftpnat_drops_total{reason=\"no_mapping\"} 0",
             "ftpnat_alg_rewrites_total{kind=\"227\"} 0",
@@ -369,9 +533,19 @@ mod tests {
             "ftpnat_packets_total{side=\"wan\",direction=\"out\"} 0",
             "ftpnat_device_packets_total{device=\"lan\",direction=\"rx\"} 7",
             "ftpnat_device_errors_total{device=\"wan\",kind=\"tx_errors\"} 2",
+            "ftpnat_ops_clients_cut_off_total{server=\"metrics\",reason=\"evicted\"} 3",
+            "ftpnat_capture_dropped_total 4",
             "ftpnat_flows_active 0",
             "ftpnat_flows_max 262144",
             "ftpnat_icmp_errors_sent_total 0",
+            "ftpnat_loop_turn_max_seconds 0.002",
+            "# TYPE ftpnat_loop_turn_seconds histogram",
+            "ftpnat_loop_turn_seconds_count 2",
+            "ftpnat_loop_turn_seconds_bucket{le=\"0.00005\"} 1",
+            "ftpnat_loop_turn_seconds_bucket{le=\"0.001\"} 1",
+            "ftpnat_loop_turn_seconds_bucket{le=\"0.0025\"} 2",
+            "ftpnat_loop_turn_seconds_bucket{le=\"+Inf\"} 2",
+            "ftpnat_loop_ops_seconds_count 0",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
@@ -381,13 +555,37 @@ mod tests {
     }
 
     #[test]
+    fn request_heads_route() {
+        let r = |s: &str| route(s.as_bytes(), MAX_REQUEST);
+        assert_eq!(r("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some(Route::Metrics));
+        assert_eq!(r("GET /metrics?x=1 HTTP/1.0\n\n"), Some(Route::Metrics));
+        assert_eq!(r("GET /metrics HTTP/1.1\r\nHost: x\r\n"), None, "incomplete");
+        assert_eq!(r("GET / HTTP/1.1\r\n\r\n"), Some(Route::Index));
+        assert_eq!(r("GET /nope HTTP/1.1\r\n\r\n"), Some(Route::NotFound));
+        assert_eq!(r("POST /metrics HTTP/1.1\r\n\r\n"), Some(Route::NotAllowed));
+        assert_eq!(r("GET /metrics\r\n\r\n"), Some(Route::BadRequest), "HTTP/0.9 style");
+        assert_eq!(r("GET metrics HTTP/1.1\r\n\r\n"), Some(Route::BadRequest));
+        assert_eq!(r("GET /metrics SPDY/3\r\n\r\n"), Some(Route::BadRequest));
+        assert_eq!(r("\r\n\r\n"), Some(Route::BadRequest));
+        let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_REQUEST));
+        assert_eq!(r(&long), Some(Route::TooLarge));
+        assert_eq!(r(&format!("{long}\r\n")), Some(Route::TooLarge));
+    }
+
+    #[test]
     fn http_answers() {
-        let ok = String::from_utf8(respond("GET /metrics HTTP/1.1\r\nHost: x", || "m 1\n".into())).unwrap();
+        let ok = String::from_utf8(respond(Route::Metrics, || "m 1\n".into())).unwrap();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("Content-Length: 4\r\n") && ok.ends_with("\r\n\r\nm 1\n"), "{ok}");
-        let nf = String::from_utf8(respond("GET /nope HTTP/1.1", String::new)).unwrap();
-        assert!(nf.starts_with("HTTP/1.1 404"));
-        let na = String::from_utf8(respond("POST /metrics HTTP/1.1", String::new)).unwrap();
-        assert!(na.starts_with("HTTP/1.1 405"));
+        for (route, status) in [
+            (Route::NotFound, "404"),
+            (Route::NotAllowed, "405"),
+            (Route::BadRequest, "400"),
+            (Route::TooLarge, "431"),
+            (Route::Busy, "503"),
+        ] {
+            let text = String::from_utf8(respond(route, || unreachable!("no body for {route:?}"))).unwrap();
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        }
     }
 }

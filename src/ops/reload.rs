@@ -1,9 +1,11 @@
 //! SIGHUP: re-reading the configuration and saying, in the log, what changed and what needs a restart.
 //!
-//! Owns: the self-pipe the run loop polls for SIGHUP, calling the loader (main.rs: the `--config` file
-//! under the original flags), the comparison of the running and the new [`Config`] field by field
-//! (named by their flags), and the log lines. Must not: change the engine other than through
-//! [`Engine::reconfigure`], which decides what can change under live flows.
+//! Owns: the self-pipe the operations thread polls for SIGHUP, calling the loader there (main.rs: the
+//! `--config` file under the original flags, read by [`super::config_file::load`]: a regular file of
+//! bounded size, so nothing about the file can hold up packets), and, on the run loop, applying the
+//! result ([`apply`]): the comparison of the running and the new [`Config`] field by field (named by
+//! their flags) and the lines the operations thread logs. Must not: change the engine other than
+//! through [`Engine::reconfigure`], which decides what can change under live flows.
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
@@ -51,38 +53,37 @@ impl Reload {
         self.rx.as_raw_fd()
     }
 
-    /// Reloads now: logs every change applied, every change that needs a restart, or the error (and
-    /// then changes nothing).
-    pub fn fire(&mut self, engine: &mut Engine) {
+    /// Takes the SIGHUP and runs the loader (on the operations thread). `None` after logging why when
+    /// the configuration cannot be used; the running one is then unchanged.
+    pub fn load(&mut self) -> Option<Reloaded> {
         let mut sink = [0u8; 64];
         while matches!((&self.rx).read(&mut sink), Ok(n) if n > 0) {}
-        let (config, restart) = match (self.load)() {
-            Ok(r) => r,
+        match (self.load)() {
+            Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!(target: "ftpnat::ops", error = %e, "reload failed; the running configuration is unchanged");
-                return;
+                None
             }
-        };
-        let (mut applied, mut not_applied) = describe(engine.config(), &config);
-        let before = engine.config().forwards.clone();
-        not_applied.extend(engine.reconfigure(&config));
-        let after = &engine.config().forwards;
-        for f in before.iter().filter(|f| !after.contains(f)) {
-            applied.push(format!("--forward {f} removed (its live flows stay)"));
         }
-        for f in after.iter().filter(|f| !before.contains(f)) {
-            applied.push(format!("--forward {f} added"));
-        }
-        not_applied.extend(restart);
-        for what in &applied {
-            tracing::info!(target: "ftpnat::ops", change = %what, "reload: applied");
-        }
-        for what in &not_applied {
-            tracing::warn!(target: "ftpnat::ops", change = %what, "reload: not applied");
-        }
-        tracing::info!(target: "ftpnat::ops", applied = applied.len(), not_applied = not_applied.len(),
-            "configuration reloaded");
     }
+}
+
+/// Applies a reloaded configuration to the engine (on the run loop: a comparison and
+/// [`Engine::reconfigure`], no I/O). Returns the changes applied and those that were not (they need a
+/// restart, or a forward's port is taken), one line each, for the log.
+pub fn apply(engine: &mut Engine, (config, restart): &Reloaded) -> (Vec<String>, Vec<String>) {
+    let (mut applied, mut not_applied) = describe(engine.config(), config);
+    let before = engine.config().forwards.clone();
+    not_applied.extend(engine.reconfigure(config));
+    let after = &engine.config().forwards;
+    for f in before.iter().filter(|f| !after.contains(f)) {
+        applied.push(format!("--forward {f} removed (its live flows stay)"));
+    }
+    for f in after.iter().filter(|f| !before.contains(f)) {
+        applied.push(format!("--forward {f} added"));
+    }
+    not_applied.extend(restart.iter().cloned());
+    (applied, not_applied)
 }
 
 fn d(x: core::time::Duration) -> String {
