@@ -68,8 +68,11 @@ impl Default for Setup {
 }
 
 /// UDP flow `i` of a filled table: inside 10.0.0.(2..) ports from 1024, to 198.51.100.2:(7000..7064).
+const FILL_PER_HOST: u32 = 8192;
+
 fn fill_packet(i: u32) -> Vec<u8> {
-    let host = std::net::Ipv4Addr::new(10, 0, 0, 2 + (i / 16384) as u8);
+    // 8192 flows a host: half its default flow limit, so the test's own packets from LAN_HOST still pass.
+    let host = std::net::Ipv4Addr::new(10, 0, 0, 2 + (i / FILL_PER_HOST) as u8);
     let sport = 1024 + ((i / 64) % 256) as u16;
     udp(host, sport, REMOTE, 7000 + (i % 64) as u16, b"x")
 }
@@ -631,9 +634,9 @@ fn a_large_table_is_listed_whole_in_slices_while_packets_flow() {
     client::show_listing(&g.socket, &page, false, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.ends_with("5 flow(s)\nmore: --cursor 5\n"), "{text}");
-    // Filtered: the second inside host holds the flows past 16384.
+    // Filtered: the second inside host holds the second FILL_PER_HOST flows.
     let host = g.flows(Filter { addr: Some("10.0.0.3".parse().unwrap()), ..Filter::default() });
-    assert_eq!(host.len(), (N - 16384) as usize);
+    assert_eq!(host.len(), FILL_PER_HOST.min(N - FILL_PER_HOST) as usize);
     // Pages by hand: a cursor in every reply but the last.
     let (mut cursor, mut seen, mut pages) = (None::<u64>, 0, 0);
     loop {
@@ -755,7 +758,12 @@ fn a_slow_reload_does_not_hold_packets_up() {
         let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
     });
     let g = Gateway::start_with("slowreload", Setup { on_reload: Some(on_reload), ..Setup::default() });
-    g.next_config.lock().unwrap().timeouts.udp = Duration::from_secs(600);
+    {
+        // A new flow is unanswered, so it lives by the unreplied timeout: raise both.
+        let mut next = g.next_config.lock().unwrap();
+        next.timeouts.udp = Duration::from_secs(600);
+        next.timeouts.udp_unreplied = Duration::from_secs(600);
+    }
     (&g.reload).write_all(&[1]).unwrap();
     entered_rx.recv_timeout(WAIT).expect("the loader runs");
     for i in 0..10 {
