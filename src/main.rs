@@ -432,6 +432,15 @@ struct Logging {
 }
 
 impl Logging {
+    /// The live log counters, for `show stats` and the metrics.
+    fn shared_counters(&self) -> Vec<(&'static str, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+        let mut v = vec![("log.lines_suppressed", self.limit.suppressed_counter())];
+        if let Some(p) = &self.pipe {
+            v.push(("log.lines_lost", p.lost_counter()));
+        }
+        v
+    }
+
     /// Non-zero log counters for the stop summary.
     fn counters(&self) -> Vec<(String, u64)> {
         let lost = self.pipe.as_ref().map_or(0, LogPipe::lost);
@@ -575,6 +584,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         }
     };
     ops.reload = Some(reload);
+    ops.shared = logging.shared_counters();
     let offload = if settings.no_offload { tun::Offload::Off } else { tun::Offload::Auto };
     let open = |flag, name: &str, side: Side| TunDevice::open(flag, name, config.mtu[side.index()], offload);
     let (lan, wan) =

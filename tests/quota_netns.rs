@@ -185,7 +185,10 @@ fn summary_counters(s: &Stopped) -> Value {
 #[test]
 fn a_hundred_thousand_refused_ftp_lines_make_a_bounded_log() {
     let name = "a_hundred_thousand_refused_ftp_lines_make_a_bounded_log";
-    let Some(mut t) = Topology::up_with_log(name, &[], &["--log-format", "json"], "ftpnat=info") else {
+    let sock = std::env::temp_dir().join(format!("ftpnat-logflood-{}.sock", std::process::id()));
+    let sock = sock.display().to_string();
+    let extra = ["--log-format", "json", "--control-socket", &sock];
+    let Some(mut t) = Topology::up_with_log(name, &[], &extra, "ftpnat=info") else {
         return;
     };
     let peer = peer_py();
@@ -199,6 +202,9 @@ fn a_hundred_thousand_refused_ftp_lines_make_a_bounded_log() {
     assert!(text(&out.stdout).starts_with("got 800000 bytes"), "{} {}", text(&out.stdout), text(&out.stderr));
     // Let the log ticker report the suppressed lines of the last window.
     std::thread::sleep(Duration::from_millis(1500));
+    // The running gateway shows what its log held back.
+    let live = stat(&stats(&sock), "log.lines_suppressed");
+    assert!(live > 90_000, "show stats: log.lines_suppressed {live}");
     let s = t.stop();
     assert_eq!(s.status, Some(0), "{}", s.log);
     let c = summary_counters(&s);

@@ -129,6 +129,11 @@ impl RateLimit {
         self.suppressed.load(Ordering::Relaxed)
     }
 
+    /// The counter behind [`RateLimit::suppressed`], for live views.
+    pub fn suppressed_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.suppressed)
+    }
+
     /// Whether an event may be logged; counts it when not.
     fn admit(&self, event: &Event<'_>) -> bool {
         let meta = event.metadata();
@@ -252,6 +257,11 @@ impl LogPipe {
     /// Lines dropped because the queue was full (the output did not keep up or is blocked).
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// The counter behind [`LogPipe::lost`], for live views.
+    pub fn lost_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.lost)
     }
 
     /// Waits, at most `limit`, until every line queued so far is written (at exit). False when the

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -170,6 +170,7 @@ pub struct Link {
     events_on: bool,
     events_in_flight: Arc<AtomicUsize>,
     capture: Option<Capture>,
+    shared: Vec<(&'static str, Arc<AtomicU64>)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -188,6 +189,7 @@ pub struct LinkParts {
     pub bell: Bell,
     pub events_in_flight: Arc<AtomicUsize>,
     pub capture: Option<Capture>,
+    pub shared: Vec<(&'static str, Arc<AtomicU64>)>,
     pub stop: Arc<AtomicBool>,
     pub thread: Option<JoinHandle<()>>,
 }
@@ -203,6 +205,7 @@ impl Link {
             events_on: false,
             events_in_flight: p.events_in_flight,
             capture: p.capture,
+            shared: p.shared,
             stop: p.stop,
             thread: p.thread,
         }
@@ -279,6 +282,7 @@ impl Link {
                 Work::Other(Job::Counters { tag }) => {
                     let mut extra = st.extra_counters();
                     Self::capture_counters(&self.capture, &mut extra);
+                    extra.extend(self.shared.iter().map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed))));
                     let counters = Counters::take(st.engine, extra, st.times);
                     Reply::Counters { tag: *tag, counters: Box::new(counters) }
                 }

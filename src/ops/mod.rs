@@ -25,7 +25,7 @@ pub mod view;
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{mpsc, Arc};
 use std::time::SystemTime;
 
@@ -84,6 +84,9 @@ pub struct Ops {
     pub metrics: Option<MetricsServer>,
     pub capture: Option<Capture>,
     pub reload: Option<Reload>,
+    /// Counters kept by other parts of the process (the log's rate limit and writer queue), shown by
+    /// `show stats` and the metrics under these dotted names.
+    pub shared: Vec<(&'static str, Arc<AtomicU64>)>,
     start_unix: f64,
 }
 
@@ -130,6 +133,7 @@ impl Ops {
             bell: ops_bell,
             events_in_flight,
             capture: self.capture,
+            shared: self.shared,
             stop,
             thread,
         }))
