@@ -56,6 +56,9 @@ fn parse_port(s: &str) -> Result<u16, String> {
 }
 
 /// Parses `LOW-HIGH` into a port range.
+/// The largest `--max-flows` accepted.
+pub const MAX_FLOWS_LIMIT: usize = 1 << 24;
+
 pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     let (lo, hi) = s.split_once('-').ok_or_else(|| format!("'{s}': expected LOW-HIGH, e.g. 1024-65535"))?;
     let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
@@ -308,6 +311,11 @@ impl Config {
         }
         if self.max_flows == 0 {
             return Err("--max-flows: must be at least 1".into());
+        }
+        if self.max_flows > MAX_FLOWS_LIMIT {
+            // The table's index is allocated for the bound at start (~10 B a flow), and a flow takes
+            // ~125 B when present: 16 M flows is 2 GB of state.
+            return Err(format!("--max-flows: {} is above the supported {MAX_FLOWS_LIMIT}", self.max_flows));
         }
         if self.max_flows_per_host == 0 {
             return Err("--max-flows-per-host: must be at least 1".into());
