@@ -4,8 +4,11 @@
 //! device, both link type IPV4 (228): each record is a bare IPv4 packet; libpcap refuses RAW (101) in a
 //! file with two interfaces), nanosecond timestamps, the outbound direction flag on every record, and
 //! size-bounded rotation (`FILE` is always the newest file, older ones are `FILE.1` ...
-//! `FILE.<files-1>`, the oldest removed). Must not: decide what is captured (the run loop hands it every
-//! packet it wrote) or stop the gateway: a write error ends the capture, logged, and routing goes on.
+//! `FILE.<files-1>`, the oldest removed), and completing the TCP checksum of a segmentation-offload
+//! aggregate in the recorded copy (the copy written to the device carries only the pseudo-header sum the
+//! kernel completes per segment, which every reader would flag as a bad checksum). Must not: decide what
+//! is captured (the run loop hands it every packet it wrote), change the packet the device gets, or stop
+//! the gateway: a write error ends the capture, logged, and routing goes on.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -68,6 +71,8 @@ pub struct Capture {
     /// Packets in the current file.
     in_file: u64,
     dirty: bool,
+    /// Where an aggregate's copy gets its full checksum before it is recorded.
+    scratch: Vec<u8>,
     pub packets: u64,
     pub rotations: u64,
 }
@@ -89,6 +94,7 @@ impl Capture {
             writer: None,
             in_file: 0,
             dirty: false,
+            scratch: Vec::new(),
             packets: 0,
             rotations: 0,
             opts,
@@ -183,6 +189,25 @@ impl Capture {
             }
             Err(e) => self.fail(&format!("cannot write: {e}")),
         }
+    }
+
+    /// Records a TCP segmentation-offload aggregate written whole to the device on `side`. The device
+    /// gets it with `CHECKSUM_PARTIAL` (the checksum field holds the pseudo-header sum; the kernel
+    /// completes each segment's checksum when it segments), so the recorded copy gets the checksum of
+    /// the whole aggregate instead: the large frame then reads as valid TCP, as `tcpdump` shows a
+    /// GRO/TSO frame whose checksum was verified.
+    pub fn write_aggregate(&mut self, side: Side, ts: SystemTime, pkt: &[u8]) {
+        if self.writer.is_none() {
+            return;
+        }
+        let mut copy = std::mem::take(&mut self.scratch);
+        copy.clear();
+        copy.extend_from_slice(pkt);
+        if let Ok(mut ip) = crate::wire::Ipv4Packet::new_checked(&mut copy[..]) {
+            ip.fill_transport_checksum();
+        }
+        self.write(side, ts, &copy);
+        self.scratch = copy;
     }
 
     /// Pushes buffered records to the file, so a reader following it sees them.
