@@ -169,6 +169,8 @@ impl Topology {
                 ("FTPNAT_LOG", "ftpnat=debug".into()),
                 ("FTPNAT_FORWARDS", String::new()),
                 ("FTPNAT_EXTRA_ARGS", String::new()),
+                // Never the caller's: a test states its configuration file (`up_with_config`).
+                ("FTPNAT_CONFIG", String::new()),
             ],
             ns_lan,
             ns_wan,
@@ -210,6 +212,28 @@ impl Topology {
         let mut t = Topology::names(test);
         t.set_env("FTPNAT_LOG", filter.to_string());
         t.set_env("FTPNAT_FORWARDS", forwards.join(" "));
+        t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
+        t.down = false;
+        let out = t.script("up.sh", Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "{test}: up.sh failed:\n{}\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            t.ftpnat_log()
+        );
+        Some(t)
+    }
+
+    /// [`Topology::up`] the way the README's "Operating ftpnat" section does it: `up.sh` with
+    /// `FTPNAT_CONFIG=config` (the topology's flags override the file; forwards come from it) and
+    /// `extra` flags.
+    pub fn up_with_config(test: &str, config: &Path, extra: &[&str]) -> Option<Topology> {
+        if !netns_available(test) {
+            return None;
+        }
+        let mut t = Topology::names(test);
+        t.set_env("FTPNAT_CONFIG", config.display().to_string());
         t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
         t.down = false;
         let out = t.script("up.sh", Duration::from_secs(30));
