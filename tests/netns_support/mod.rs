@@ -191,16 +191,7 @@ impl Topology {
         let mut t = Topology::names(test);
         t.set_env("FTPNAT_FORWARDS", forwards.join(" "));
         t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
-        t.down = false; // from here on, drop tears down whatever up.sh managed to build
-        let out = t.script("up.sh", Duration::from_secs(30));
-        assert!(
-            out.status.success(),
-            "{test}: up.sh failed:\n{}\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr),
-            t.ftpnat_log()
-        );
-        Some(t)
+        Some(t.launch())
     }
 
     /// [`Topology::up`] with ftpnat's `RUST_LOG` set to `filter` (default `ftpnat=debug`), e.g. to
@@ -213,16 +204,7 @@ impl Topology {
         t.set_env("FTPNAT_LOG", filter.to_string());
         t.set_env("FTPNAT_FORWARDS", forwards.join(" "));
         t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
-        t.down = false;
-        let out = t.script("up.sh", Duration::from_secs(30));
-        assert!(
-            out.status.success(),
-            "{test}: up.sh failed:\n{}\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr),
-            t.ftpnat_log()
-        );
-        Some(t)
+        Some(t.launch())
     }
 
     /// [`Topology::up`] the way the README's "Operating ftpnat" section does it: `up.sh` with
@@ -235,16 +217,22 @@ impl Topology {
         let mut t = Topology::names(test);
         t.set_env("FTPNAT_CONFIG", config.display().to_string());
         t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
-        t.down = false;
-        let out = t.script("up.sh", Duration::from_secs(30));
+        Some(t.launch())
+    }
+
+    /// Runs up.sh with this topology's settings; asserts it succeeded.
+    fn launch(mut self) -> Topology {
+        self.down = false; // from here on, drop tears down whatever up.sh managed to build
+        let out = self.script("up.sh", Duration::from_secs(30));
         assert!(
             out.status.success(),
-            "{test}: up.sh failed:\n{}\n{}\n{}",
+            "{}: up.sh failed:\n{}\n{}\n{}",
+            self.test,
             text(&out.stdout),
             text(&out.stderr),
-            t.ftpnat_log()
+            self.ftpnat_log()
         );
-        Some(t)
+        self
     }
 
     fn set_env(&mut self, key: &'static str, value: String) {
