@@ -120,3 +120,64 @@ fn version_names_commit_and_profile() {
     assert!(v.starts_with(&format!("ftpnat {} (commit ", env!("CARGO_PKG_VERSION"))), "{v}");
     assert!(v.contains(" build)"), "{v}");
 }
+
+/// `ftpnat replay` of a capture cut inside its last record: replayed up to there, exit 1, the summary on
+/// standard output marked `input.incomplete` = 1, both outputs renamed `.incomplete`; the same capture
+/// whole gives exit 0, no such key, the outputs under their own names.
+#[test]
+fn a_truncated_replay_is_marked_incomplete() {
+    use ftpnat::io::pcap::PcapWriter;
+    use ftpnat::replay::link::LinkType;
+    let d = dir("replay");
+    let udp = |sport: u8| {
+        let mut p = vec![0x45, 0, 0, 32, 0, 7, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2];
+        p.extend_from_slice(&[0x13, sport, 0, 53, 0, 12, 0, 0, b'q', b'u', b'e', b'y']);
+        let mut ip = ftpnat::wire::Ipv4Packet::new_unchecked(&mut p[..]);
+        ip.fill_header_checksum();
+        ip.fill_transport_checksum();
+        p
+    };
+    let whole = d.0.join("whole.pcap");
+    let mut w = PcapWriter::create(&whole, LinkType::RAW).unwrap();
+    for i in 0..3u8 {
+        w.write(1_700_000_000_000_000 + u64::from(i), &udp(i)).unwrap();
+    }
+    w.finish().unwrap();
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = d.0.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
+    let replay = |input: &std::path::Path| {
+        let (lan, wan) = (d.0.join("lan.pcap"), d.0.join("wan.pcap"));
+        let args = [
+            "replay",
+            input.to_str().unwrap(),
+            "--inside",
+            "10.0.0.0/24",
+            "--public-ip",
+            "203.0.113.1",
+            "--lan-out",
+            lan.to_str().unwrap(),
+            "--wan-out",
+            wan.to_str().unwrap(),
+        ];
+        ftpnat(&args)
+    };
+    let o = replay(&cut);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("ftpnat: error: ") && err.contains("cut.pcap") && err.contains("incomplete"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the summary is still printed");
+    assert_eq!(summary["input"]["incomplete"], 1);
+    assert_eq!(summary["packets"]["in"]["lan"], 2, "the two whole records were replayed");
+    assert!(d.0.join("lan.pcap.incomplete").exists() && d.0.join("wan.pcap.incomplete").exists());
+    assert!(!d.0.join("wan.pcap").exists());
+    let o = replay(&whole);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(summary["input"].get("incomplete").is_none(), "{summary}");
+    assert_eq!(summary["packets"]["in"]["lan"], 3);
+    assert!(d.0.join("wan.pcap").exists());
+}
