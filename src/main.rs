@@ -797,6 +797,39 @@ mod tests {
         assert!(parse_devs("l0", "sixteen-chars-xx", &[]).unwrap_err().starts_with("--wan-tun"));
     }
 
+    /// Generic over the `run` flags, so that a flag added later is held to the same rules: every flag
+    /// with a numeric value takes `-5` as its value (refused by its parser, naming the flag) rather than
+    /// as an unknown flag `-5`, and every `--*-timeout` has the one minimum ([`ftpnat::config::MIN_TIMEOUT`]).
+    #[test]
+    fn every_numeric_flag_takes_negatives_and_every_timeout_has_the_minimum() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut timeouts = 0;
+        for arg in run.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let numeric = arg
+                .get_value_names()
+                .unwrap_or_default()
+                .iter()
+                .any(|n| ["N", "DUR", "SIZE"].contains(&n.as_str()) || n.as_str().starts_with("N|"));
+            if numeric {
+                assert!(arg.is_allow_negative_numbers_set(), "--{long} would take -5 for a flag");
+            }
+            if long.ends_with("-timeout") {
+                timeouts += 1;
+                let flag = format!("--{long}");
+                for v in ["0", "5ms", "999ms", "-5"] {
+                    let e = parse(&[&flag, v]).unwrap_err();
+                    assert!(e.contains(&flag), "{flag} {v}: {e}");
+                }
+                parse(&[&flag, "1"]).unwrap_or_else(|e| panic!("{flag} 1: {e}"));
+            }
+        }
+        assert!(timeouts >= 5, "only {timeouts} timeout flags");
+    }
+
     /// The man pages and completions under `deploy/` are exactly what `ftpnat generate` makes from this
     /// command line: a flag added, renamed or reworded without regenerating them fails here, so in CI.
     #[test]
