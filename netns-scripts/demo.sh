@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # netns-scripts/demo.sh: build ftpnat, bring up the lan/wan namespaces with ftpnat as the router
 # between them, run real traffic through it, print a result table, and always tear down.
-# Exit status: 0 when every row is OK, 1 otherwise. Needs root. FTPNAT_SKIP_BUILD=1 skips the build.
+# Exit status: 0 when every row is OK, 1 otherwise; 130 (143) when interrupted by SIGINT/Ctrl-C (SIGTERM):
+# it then stops at once, mid-row, and tears down. Needs root. FTPNAT_SKIP_BUILD=1 skips the build.
 #
 # Adding a row: write a check function that prints its figures (or why it failed) on its last line of
 # output and returns 0 when the gateway behaved as it must, then call `row "what is checked" check_fn`.
@@ -33,17 +34,31 @@ fi
 
 WORK=$(mktemp -d /tmp/ftpnat-demo.XXXXXX)
 BG_PIDS=()
+ROW_NAMES=() ROW_RESULTS=() ROW_FIGURES=()
+CHECK_PID= # the row being checked, run in the background so a signal is acted on at once
 TORN_DOWN=
 teardown() {
     [[ -z "$TORN_DOWN" ]] || return 0
     TORN_DOWN=1
     local p
+    if [[ -n "$CHECK_PID" ]]; then
+        # The check and what it started (`timeout` runs in a process group of its own, so a Ctrl-C at
+        # the terminal never reaches it); whatever runs inside the namespaces goes with down.sh.
+        pkill -TERM -P "$CHECK_PID" 2>/dev/null || true
+        kill -TERM "$CHECK_PID" 2>/dev/null || true
+    fi
     for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     "$HERE/down.sh" || true
     rm -rf "$WORK"
 }
+interrupted() {
+    trap '' INT TERM # a second Ctrl-C must not cut the teardown short
+    printf '\ndemo: interrupted by SIG%s after %d row(s); tearing down\n' "$1" "${#ROW_RESULTS[@]}" >&2
+    exit "$2"
+}
 trap teardown EXIT
-trap 'exit 130' INT TERM
+trap 'interrupted INT 130' INT
+trap 'interrupted TERM 143' TERM
 
 lan() { ip netns exec "$FTPNAT_NS_LAN" "$@"; }
 wan() { ip netns exec "$FTPNAT_NS_WAN" "$@"; }
@@ -57,10 +72,24 @@ bg() {
 }
 
 # ---- the table ------------------------------------------------------------------------------------
-ROW_NAMES=() ROW_RESULTS=() ROW_FIGURES=()
 row() {
     local name=$1 out rc; shift
-    out=$("$@" 2>&1) && rc=0 || rc=$?
+    # In the background and waited for: bash runs a trap only after a foreground command ends, but
+    # interrupts `wait` at once. (A Ctrl-C also stops ftpnat, which shares the terminal's process group;
+    # without this the script ran on, reporting every later row as FAIL.)
+    # `set +e`: a check tests commands' statuses itself (as it did in the `$(...) && ... ||` this replaces).
+    (set +e; "$@") >"$WORK/row.out" 2>&1 &
+    CHECK_PID=$!
+    wait "$CHECK_PID" && rc=0 || rc=$?
+    # 130/143: `wait` was cut short by SIGINT/SIGTERM, or the check died of it (a Ctrl-C reaches the
+    # whole process group). Act on it now: bash would run the trap only a few commands later, after
+    # reporting this row as failed. (Checks themselves return 0 or 1.)
+    case $rc in
+        130) interrupted INT 130 ;;
+        143) interrupted TERM 143 ;;
+    esac
+    CHECK_PID=
+    out=$(cat "$WORK/row.out")
     local fig; fig=$(printf '%s\n' "$out" | awk 'NF { last = $0 } END { print last }')
     ROW_NAMES+=("$name"); ROW_FIGURES+=("$fig")
     if ((rc == 0)); then ROW_RESULTS+=(OK); else ROW_RESULTS+=(FAIL); fi

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# netns-scripts/deps.sh: install what the demo and the namespace tests need on a fresh Debian/Ubuntu.
-# Idempotent and quick when everything is there (no apt-get update unless something is missing).
-# The Rust toolchain (cargo, clippy, rustfmt) is expected to be installed already. openssl makes the
-# self-signed certificate of the FTPS server in tests/ftp_real.rs (netns-scripts/ftp-vsftpd.sh ... tls).
+# netns-scripts/deps.sh: install what the demo and the test suite need on a fresh Debian/Ubuntu. Run it
+# as root. Idempotent and quick when everything is there (no apt-get update unless something is missing).
+# The Rust toolchain (cargo, clippy, rustfmt) is expected to be installed already. What it fetches, when
+# missing: Debian packages (apt), and from crates.io two cargo tools built from source with
+# `cargo install --locked` (a few minutes each, once): cargo-fuzz (the fuzz smoke run of test.sh) and
+# cargo-deb (the Debian package test of test.sh). openssl makes the self-signed certificate of the FTPS
+# server in tests/ftp_real.rs; systemd-container (systemd-nspawn) and binutils serve the package test.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-pkgs=(iproute2 curl wget python3 iputils-ping vsftpd lftp openssl nftables tcpdump iperf3 procps coreutils)
+pkgs=(iproute2 curl wget python3 iputils-ping vsftpd lftp openssl nftables tcpdump iperf3 procps coreutils
+    systemd-container init-system-helpers binutils)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,4 +42,15 @@ if ! python3 -c 'import pyftpdlib' 2>/dev/null; then
     fi
 fi
 python3 -c 'import pyftpdlib' || { echo "deps.sh: pyftpdlib still not importable" >&2; exit 1; }
+
+# cargo tools from crates.io, each pinned to a major version whose interface the scripts use.
+ftpnat_find_cargo
+cargo_tool() {
+    local bin=$1 crate=$2 version=$3
+    command -v "$bin" >/dev/null 2>&1 && return 0
+    echo "deps.sh: installing $crate $version from crates.io (cargo install --locked; a few minutes, once)"
+    cargo install --locked --quiet "$crate" --version "$version"
+}
+cargo_tool cargo-fuzz cargo-fuzz '^0.13'
+cargo_tool cargo-deb cargo-deb '^3.8'
 echo "deps.sh: all present"

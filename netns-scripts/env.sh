@@ -25,6 +25,7 @@
 : "${FTPNAT_WAN_PREFIX_LEN:=24}"            # the wan link: wan host and public ip share this prefix
 : "${FTPNAT_FORWARDS=tcp:2080=10.0.0.2:8080 udp:2053=10.0.0.2:5353}"  # --forward specs (space separated)
 : "${FTPNAT_EXTRA_ARGS=}"                   # more `ftpnat run` flags, space separated
+: "${FTPNAT_CONFIG=}"                       # an ftpnat.toml for `--config` (then the forwards come from it)
 : "${FTPNAT_LOG:=ftpnat=info}"              # RUST_LOG for the ftpnat process
 
 FTPNAT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,7 @@ FTPNAT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 export FTPNAT_NS_LAN FTPNAT_NS_WAN FTPNAT_LAN_TUN FTPNAT_WAN_TUN FTPNAT_INSIDE FTPNAT_GW_IP \
     FTPNAT_LAN_HOST FTPNAT_PUBLIC_IP FTPNAT_WAN_HOST FTPNAT_WAN_PREFIX_LEN FTPNAT_FORWARDS \
-    FTPNAT_EXTRA_ARGS FTPNAT_LOG FTPNAT_REPO FTPNAT_BIN FTPNAT_STATE_DIR
+    FTPNAT_EXTRA_ARGS FTPNAT_CONFIG FTPNAT_LOG FTPNAT_REPO FTPNAT_BIN FTPNAT_STATE_DIR
 
 # --- helpers shared by the scripts ---------------------------------------------------------------
 

@@ -37,9 +37,27 @@ mkdir -p "$FTPNAT_STATE_DIR"
 rm -f "$FTPNAT_STATE_DIR"/ftpnat.{pid,status,out,log}
 args=(run --lan-tun "$FTPNAT_LAN_TUN" --wan-tun "$FTPNAT_WAN_TUN" --inside "$FTPNAT_INSIDE"
     --public-ip "$FTPNAT_PUBLIC_IP" --lan-ip "$FTPNAT_GW_IP")
-for f in $FTPNAT_FORWARDS; do args+=(--forward "$f"); done
+if [[ -n "$FTPNAT_CONFIG" ]]; then
+    # The topology's flags above override the file; everything else (forwards included, so that a
+    # SIGHUP reload can change them) comes from it. ftpnat re-reads the path on SIGHUP: make it absolute.
+    [[ -r "$FTPNAT_CONFIG" ]] || ftpnat_die "FTPNAT_CONFIG=$FTPNAT_CONFIG: cannot read it"
+    FTPNAT_CONFIG=$(realpath "$FTPNAT_CONFIG")
+    args+=(--config "$FTPNAT_CONFIG")
+else
+    for f in $FTPNAT_FORWARDS; do args+=(--forward "$f"); done
+fi
 # shellcheck disable=SC2206 # word splitting is the point
 args+=($FTPNAT_EXTRA_ARGS)
+# The control socket's directory (/run/ftpnat in the example configuration) must exist; under systemd
+# RuntimeDirectory= makes it, here we do. The flag wins over the file, as in ftpnat.
+socket=
+if [[ -n "$FTPNAT_CONFIG" ]]; then
+    socket=$(sed -n 's/^[[:space:]]*control-socket[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$FTPNAT_CONFIG" | tail -n 1)
+fi
+for ((i = 0; i < ${#args[@]} - 1; i++)); do
+    [[ "${args[i]}" != --control-socket ]] || socket=${args[i + 1]}
+done
+if [[ -n "$socket" ]]; then mkdir -p "$(dirname "$socket")"; fi
 
 # The wrapper subshell is ftpnat's parent, so ftpnat's exit status is recorded when it ends
 # (down.sh and the tests read it). stdout carries the stop summary, stderr the log.

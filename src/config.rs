@@ -336,14 +336,37 @@ impl Config {
         if self.ftp.max_pinholes_per_conn == 0 {
             return Err("--ftp-max-pinholes: must be at least 1".into());
         }
-        if self.ftp.pinhole_timeout.is_zero() {
-            return Err("--ftp-pinhole-timeout: must be more than 0".into());
+        let t = &self.timeouts;
+        for (flag, d) in [
+            ("--tcp-established-timeout", t.tcp_established),
+            ("--tcp-transitory-timeout", t.tcp_transitory),
+            ("--udp-timeout", t.udp),
+            ("--icmp-timeout", t.icmp),
+            ("--tcp-unreplied-timeout", t.tcp_unreplied),
+            ("--udp-unreplied-timeout", t.udp_unreplied),
+            ("--ftp-pinhole-timeout", self.ftp.pinhole_timeout),
+        ] {
+            check_timeout(flag, d)?;
         }
         if self.ftp.max_line < 64 {
             return Err("--ftp-max-line: must be at least 64 bytes".into());
         }
         Ok(())
     }
+}
+
+/// The shortest timeout any `--*-timeout` flag accepts. One rule for all of them: a flow or a pinhole
+/// that may vanish between two packets of a live exchange (0, a few ms) is a configuration mistake, not
+/// a policy, and the run loop's clock and timers work in milliseconds anyway.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Refuses a timeout below [`MIN_TIMEOUT`], naming the flag.
+pub fn check_timeout(flag: &str, d: Duration) -> Result<(), String> {
+    if d < MIN_TIMEOUT {
+        let shown = if d.is_zero() { "0".to_string() } else { format!("{d:?}") };
+        return Err(format!("{flag}: {shown} is below the minimum of {}s", MIN_TIMEOUT.as_secs()));
+    }
+    Ok(())
 }
 
 /// The first host address of a prefix (the network address plus one), the usual gateway address.
@@ -371,8 +394,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (s, 1.0)
     };
     let v: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a duration (e.g. 60, 500ms, 2m)"))?;
-    if !v.is_finite() || v < 0.0 || v * mult > 1e9 {
-        return Err(format!("'{s}' is out of range"));
+    if v.is_sign_negative() {
+        return Err(format!("'{s}' is negative: a duration is 0 or more"));
+    }
+    if !v.is_finite() || v * mult > 1e9 {
+        return Err(format!("'{s}' is out of range (at most 1e9 seconds)"));
     }
     Ok(Duration::from_secs_f64(v * mult))
 }
@@ -428,6 +454,33 @@ mod tests {
         assert!(c.validate().unwrap_err().starts_with("--inside"));
     }
 
+    /// One rule for every timeout: at least [`MIN_TIMEOUT`], whichever flag set it (`--ftp-pinhole-timeout 0`
+    /// was refused while `--udp-timeout 0` or `5ms` passed silently).
+    #[test]
+    fn every_timeout_has_the_same_minimum() {
+        type Set = fn(&mut Config, Duration);
+        let flags: [(&str, Set); 5] = [
+            ("--tcp-established-timeout", |c, d| c.timeouts.tcp_established = d),
+            ("--tcp-transitory-timeout", |c, d| c.timeouts.tcp_transitory = d),
+            ("--udp-timeout", |c, d| c.timeouts.udp = d),
+            ("--icmp-timeout", |c, d| c.timeouts.icmp = d),
+            ("--ftp-pinhole-timeout", |c, d| c.ftp.pinhole_timeout = d),
+        ];
+        for (flag, set) in flags {
+            for bad in [Duration::ZERO, Duration::from_millis(5), Duration::from_millis(999)] {
+                let mut c = base();
+                set(&mut c, bad);
+                let e = c.validate().unwrap_err();
+                assert!(e.starts_with(&format!("{flag}: ")) && e.contains("minimum of 1s"), "{e}");
+            }
+            for good in [MIN_TIMEOUT, Duration::from_millis(1500), Duration::from_secs(86400)] {
+                let mut c = base();
+                set(&mut c, good);
+                assert_eq!(c.validate(), Ok(()), "{flag} {good:?}");
+            }
+        }
+    }
+
     #[test]
     fn port_quota_is_a_count_or_a_share_of_the_range() {
         let full = 1024..=65535;
@@ -454,7 +507,9 @@ mod tests {
         assert_eq!(parse_duration("60").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("-1").unwrap_err().contains("negative"));
+        assert!(parse_duration("-0").unwrap_err().contains("negative"));
+        assert!(parse_duration("1e10").unwrap_err().contains("out of range"));
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_port_range("1024-2047").unwrap(), 1024..=2047);
         assert!(parse_port_range("2000-1000").is_err());

@@ -35,8 +35,33 @@ use ftpnat::ops::view::{Cmd, Filter, ProtoName, Request};
 use ftpnat::ops::{client, Ops, Reload};
 use ftpnat::Side;
 
+mod generate;
+
+/// `ftpnat --version`: the package version, the commit it was built from and the build profile
+/// (`build.rs` finds them, from git or from a release tarball; `unknown` when neither says).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FTPNAT_COMMIT"),
+    ", ",
+    env!("FTPNAT_PROFILE"),
+    " build)"
+);
+
 #[derive(Parser, Debug)]
-#[command(name = "ftpnat", version, about = "Userspace IPv4 NAT gateway on two TUN devices, with an FTP ALG")]
+#[command(
+    name = "ftpnat",
+    version = VERSION,
+    about = "Userspace IPv4 NAT gateway on two TUN devices, with an FTP ALG",
+    after_long_help = "Exit status: 0 after SIGINT/SIGTERM (run) or success; 1 when a device, the control \
+socket, the metrics listener or a capture file cannot be opened, a device fails while running, or a \
+client cannot reach the gateway; 2 for bad command-line or configuration input (the message names the \
+flag or the file, line and key).\n\n\
+Files: /etc/ftpnat/ftpnat.toml (the configuration of the ftpnat.service unit), \
+/run/ftpnat/control.sock (the control socket `ftpnat show` and `ftpnat events` use by default).\n\n\
+Environment: RUST_LOG filters the log lines on stderr (default ftpnat=info).\n\n\
+See the README (/usr/share/doc/ftpnat/README.md when installed from the Debian package)."
+)]
 struct Cli {
     /// Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`) [default: text].
     #[arg(long, global = true, value_enum)]
@@ -57,6 +82,16 @@ enum Command {
     Events(ClientArgs),
     /// Replay a pcap/pcapng capture through the engine (stable interface, see README).
     Replay(ftpnat::replay::cli::ReplayArgs),
+}
+
+/// `ftpnat generate DIR`, for packaging: writes the man pages and shell completions (bash, zsh, fish)
+/// generated from [`Cli`] into DIR/man and DIR/completions (the copies under `deploy/` are made this
+/// way). Parsed apart from [`Cli`], so it appears in neither the help, the man pages nor completions.
+#[derive(Parser, Debug)]
+#[command(name = "ftpnat generate", bin_name = "ftpnat generate")]
+struct GenerateCli {
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -101,62 +136,62 @@ struct RunArgs {
     #[serde(deserialize_with = "config_file::de_opt_port_range")]
     port_range: Option<RangeInclusive<u16>>,
     /// Connection table bound; new flows beyond it are refused and counted [default: 262144].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_flows: Option<usize>,
     /// Flows (table entries) one inside host may hold, whatever ports they use [default: 16384].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_flows_per_host: Option<usize>,
     /// Public ports (mappings) one inside host may hold per protocol: a number, or a share of
     /// --port-range like 25% [default: 6.25%, 1/16 of the range (4032 of 1024-65535), at least 64].
-    #[arg(long, value_name = "N|P%", value_parser = |s: &str| s.parse::<PortQuota>())]
+    #[arg(long, value_name = "N|P%", value_parser = |s: &str| s.parse::<PortQuota>(), allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_port_quota")]
     max_ports_per_host: Option<PortQuota>,
     /// Egress MTU towards the LAN (also set on a LAN device ftpnat creates) [default: 1500].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     lan_mtu: Option<u16>,
     /// Egress MTU towards the WAN (also set on a WAN device ftpnat creates) [default: 1500].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     wan_mtu: Option<u16>,
     /// Server port of FTP control connections (repeatable; replaces the default 21).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     ftp_port: Vec<u16>,
     /// Turn the FTP ALG off: FTP control traffic is translated like any TCP.
     #[arg(long)]
     no_ftp_alg: bool,
     /// How long an FTP data-connection pinhole waits for its connection [default: 60s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     ftp_pinhole_timeout: Option<Duration>,
     /// Outstanding pinholes per FTP control connection [default: 8].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     ftp_max_pinholes: Option<usize>,
     /// Accept PORT/EPRT naming a port below 1024 (refused by default, RFC 2577 section 3).
     #[arg(long)]
     ftp_allow_low_ports: bool,
     /// Idle timeout of an established TCP connection [default: 7440s = 2 h 4 min, RFC 5382 REQ-5]. Every
     /// DUR is seconds or a number with a unit: 90, 1.5, 500ms, 2m, 1h.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     tcp_established_timeout: Option<Duration>,
     /// Idle timeout of an opening or closing TCP connection [default: 4m, RFC 5382 REQ-5].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     tcp_transitory_timeout: Option<Duration>,
     /// Idle timeout of a UDP mapping [default: 5m; RFC 4787 REQ-5 asks at least 2m].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     udp_timeout: Option<Duration>,
     /// Idle timeout of an ICMP echo mapping [default: 60s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     icmp_timeout: Option<Duration>,
     /// Idle timeout of a TCP connection whose other side never answered (a SYN, a connection picked
     /// up mid-stream) [default: 60s]; the long timeouts start once both sides have spoken.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     tcp_unreplied_timeout: Option<Duration>,
     /// Idle timeout of a UDP mapping nobody answered [default: 30s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_duration")]
     udp_unreplied_timeout: Option<Duration>,
     /// Route without translating (benchmark ceiling): addresses and ports are left alone.
@@ -176,11 +211,11 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     capture: Option<PathBuf>,
     /// Rotate the capture file before it grows past this size (bytes, or 64K/100M/1G) [default: 64M].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_negative_numbers = true)]
     #[serde(deserialize_with = "config_file::de_opt_size")]
     capture_max_bytes: Option<u64>,
     /// Capture files kept, the current one included: FILE, FILE.1, ... [default: 4].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     capture_files: Option<usize>,
     /// Config-file only: the log format, as the global --log-format flag (which overrides it).
     #[arg(skip)]
@@ -232,7 +267,7 @@ struct ClientArgs {
     #[arg(long, value_name = "IP")]
     addr: Option<Ipv4Addr>,
     /// Only what involves this port (inside, public or remote).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     port: Option<u16>,
     /// Only this protocol.
     #[arg(long, value_enum)]
@@ -478,13 +513,17 @@ fn init_logging(format: LogFormat) -> Logging {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let limit = RateLimit::default();
     let pipe = LogPipe::spawn(std::io::stderr()).ok();
+    // systemd sets JOURNAL_STREAM when stderr is the journal, which stamps every line itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi);
-    let fmt = match (&pipe, format) {
-        (Some(p), LogFormat::Text) => fmt.with_writer(p.clone()).boxed(),
-        (Some(p), LogFormat::Json) => fmt.json().with_writer(p.clone()).boxed(),
+    let fmt = match (&pipe, format, journal) {
+        (Some(p), LogFormat::Text, false) => fmt.with_writer(p.clone()).boxed(),
+        (Some(p), LogFormat::Text, true) => fmt.without_time().with_writer(p.clone()).boxed(),
+        (Some(p), LogFormat::Json, _) => fmt.json().with_writer(p.clone()).boxed(),
         // No thread for the writer: write in place rather than not at all.
-        (None, LogFormat::Text) => fmt.with_writer(std::io::stderr).boxed(),
-        (None, LogFormat::Json) => fmt.json().with_writer(std::io::stderr).boxed(),
+        (None, LogFormat::Text, false) => fmt.with_writer(std::io::stderr).boxed(),
+        (None, LogFormat::Text, true) => fmt.without_time().with_writer(std::io::stderr).boxed(),
+        (None, LogFormat::Json, _) => fmt.json().with_writer(std::io::stderr).boxed(),
     };
     tracing_subscriber::registry().with(filter).with(limit.clone()).with(fmt).init();
     if pipe.is_none() {
@@ -608,6 +647,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         control_socket = %ops.control.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
         metrics = %ops.metrics.as_ref().map_or("-".into(), |m| m.local_addr().to_string()),
         capture = %ops.capture.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
+        version = VERSION,
         "ftpnat running"
     );
     let started = std::time::Instant::now();
@@ -740,13 +780,48 @@ fn format_summary(
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        return generate_main();
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match cli.command {
         Command::Run(args) => run(*args, cli.log_format),
         Command::Show(a) => show(a),
         Command::Events(a) => events(a),
         Command::Replay(args) => ftpnat::replay::cli::cli_main(args),
     }
+}
+
+fn generate_main() -> ExitCode {
+    use clap::CommandFactory;
+    let args = match GenerateCli::try_parse_from(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => return usage_error(e),
+    };
+    match generate::write_all(Cli::command(), &args.dir) {
+        Ok(files) => {
+            files.iter().for_each(|f| println!("{}", f.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ftpnat: error: generate: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// clap's errors in the program's one error style (`ftpnat: error: ...`, clap's own text starting with
+/// `error: `), exit status 2; `--help` and `--version` print as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    eprint!("ftpnat: {}", e.render());
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 #[cfg(test)]
@@ -840,6 +915,12 @@ mod tests {
             (&["--forward", "tcp:21"][..], "--forward"),
             (&["--port-range", "9-1"][..], "--port-range"),
             (&["--udp-timeout", "soon"][..], "--udp-timeout"),
+            // A negative number is a value of the flag, not another flag.
+            (&["--udp-timeout", "-5"][..], "--udp-timeout"),
+            (&["--udp-timeout", "0"][..], "--udp-timeout"),
+            (&["--icmp-timeout", "5ms"][..], "--icmp-timeout"),
+            (&["--ftp-pinhole-timeout", "0"][..], "--ftp-pinhole-timeout"),
+            (&["--max-flows", "-1"][..], "--max-flows"),
             (&["--wan-mtu", "100"][..], "--wan-mtu"),
             (&["--ftp-port", "990"][..], "--ftp-port"),
             (&["--max-ports-per-host", "0"][..], "--max-ports-per-host"),
@@ -853,6 +934,91 @@ mod tests {
         assert!(parse_devs("l0", "l0", &[]).unwrap_err().starts_with("--wan-tun"));
         assert!(parse_devs("a/b", "w0", &[]).unwrap_err().starts_with("--lan-tun"));
         assert!(parse_devs("l0", "sixteen-chars-xx", &[]).unwrap_err().starts_with("--wan-tun"));
+    }
+
+    /// Generic over the `run` flags, so that a flag added later is held to the same rules: every flag
+    /// with a numeric value takes `-5` as its value (refused by its parser, naming the flag) rather than
+    /// as an unknown flag `-5`, and every `--*-timeout` has the one minimum ([`ftpnat::config::MIN_TIMEOUT`]).
+    #[test]
+    fn every_numeric_flag_takes_negatives_and_every_timeout_has_the_minimum() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut timeouts = 0;
+        for arg in run.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let numeric = arg
+                .get_value_names()
+                .unwrap_or_default()
+                .iter()
+                .any(|n| ["N", "DUR", "SIZE"].contains(&n.as_str()) || n.as_str().starts_with("N|"));
+            if numeric {
+                assert!(arg.is_allow_negative_numbers_set(), "--{long} would take -5 for a flag");
+            }
+            if long.ends_with("-timeout") {
+                timeouts += 1;
+                let flag = format!("--{long}");
+                for v in ["0", "5ms", "999ms", "-5"] {
+                    let e = parse(&[&flag, v]).unwrap_err();
+                    assert!(e.contains(&flag), "{flag} {v}: {e}");
+                }
+                parse(&[&flag, "1"]).unwrap_or_else(|e| panic!("{flag} 1: {e}"));
+            }
+        }
+        assert!(timeouts >= 5, "only {timeouts} timeout flags");
+    }
+
+    /// The man pages and completions under `deploy/` are exactly what `ftpnat generate` makes from this
+    /// command line: a flag added, renamed or reworded without regenerating them fails here, so in CI.
+    #[test]
+    fn checked_in_man_pages_and_completions_match_the_cli() {
+        use clap::CommandFactory;
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let files = generate::files(Cli::command()).unwrap();
+        let mut stale: Vec<String> = Vec::new();
+        for (rel, data) in &files {
+            if std::fs::read(deploy.join(rel)).ok().as_ref() != Some(data) {
+                stale.push(format!("{} differs or is missing", rel.display()));
+            }
+        }
+        for dir in ["man", "completions"] {
+            for entry in std::fs::read_dir(deploy.join(dir)).unwrap() {
+                let rel = std::path::Path::new(dir).join(entry.unwrap().file_name());
+                if !files.iter().any(|(r, _)| *r == rel) {
+                    stale.push(format!("{} is not generated any more", rel.display()));
+                }
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "deploy/ is out of date with the command line; run `cargo run --release -- generate deploy` \
+             (and remove files no longer generated): {stale:#?}"
+        );
+        let names: Vec<String> = files.iter().map(|(r, _)| r.display().to_string()).collect();
+        for want in ["man/ftpnat.1", "man/ftpnat-run.1", "man/ftpnat-replay.1", "completions/ftpnat.bash"] {
+            assert!(names.iter().any(|n| n == want), "{want} not generated: {names:?}");
+        }
+        assert!(
+            files.iter().all(|(_, d)| !String::from_utf8_lossy(d).contains("generate")),
+            "the packaging subcommand is in no page and no completion"
+        );
+    }
+
+    #[test]
+    fn version_names_the_commit_and_the_profile() {
+        use clap::CommandFactory;
+        let v = Cli::command().render_version();
+        assert!(v.starts_with(&format!("ftpnat {} (commit ", env!("CARGO_PKG_VERSION"))), "{v}");
+        let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+        assert!(v.trim_end().ends_with(&format!(", {profile} build)")), "{v}");
+        let commit = env!("FTPNAT_COMMIT");
+        assert!(
+            commit == "unknown"
+                || commit.trim_end_matches("-dirty").chars().all(|c| c.is_ascii_hexdigit())
+                    && commit.len() >= 7,
+            "{commit}"
+        );
     }
 
     fn example() -> std::path::PathBuf {

@@ -90,6 +90,17 @@ fn pcap_err(path: &Path, e: PcapError) -> CaptureError {
     }
 }
 
+/// An error reading the file's own header (pcap: the 24-byte file header; pcapng: the first section
+/// header block): a file cut short there ends inside that header, not inside a record.
+fn header_err(path: &Path, header: &str, e: PcapError) -> CaptureError {
+    match e {
+        PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            format_err(path, format_args!("truncated: the file ends inside its {header}"))
+        }
+        other => pcap_err(path, other),
+    }
+}
+
 /// LINKTYPE values are 16 bits; in pcap headers the upper bits may carry FCS-length information
 /// (draft-ietf-opsawg-pcap §4, "LinkType and additional information") which `replay::link` detects itself.
 fn linktype_of(datalink: DataLink) -> LinkType {
@@ -230,7 +241,7 @@ impl CaptureReader {
         }
         let magic = u32::from_be_bytes(head);
         let inner = if PCAP_MAGICS.contains(&magic) {
-            let reader = PcapReader::new(src).map_err(|e| pcap_err(path, e))?;
+            let reader = PcapReader::new(src).map_err(|e| header_err(path, "file header (24 bytes)", e))?;
             let header = reader.header();
             Inner::Pcap {
                 linktype: linktype_of(header.datalink),
@@ -238,7 +249,7 @@ impl CaptureReader {
                 reader,
             }
         } else if magic == PCAPNG_MAGIC {
-            let reader = PcapNgReader::new(src).map_err(|e| pcap_err(path, e))?;
+            let reader = PcapNgReader::new(src).map_err(|e| header_err(path, "section header block", e))?;
             Inner::PcapNg { reader, interfaces: Vec::new(), last_ts: 0 }
         } else if MODIFIED_PCAP_MAGICS.contains(&magic) {
             return Err(format_err(
@@ -571,6 +582,37 @@ mod tests {
         assert!(e.contains("one.pcap") && e.contains("timestamp_secs > u32::MAX"), "{e}");
         let e = w.records().push(0, &vec![0; WRITE_SNAPLEN as usize + 1]).unwrap_err().to_string();
         assert!(e.contains("one.pcap") && e.contains("incl_len > snap_len"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A file cut inside its own header is reported as such (it used to say "ends inside a record"); a
+    /// file that is only a header is a capture of no frames.
+    #[test]
+    fn a_file_cut_in_its_header_says_so_and_a_header_alone_is_empty() {
+        let dir = std::env::temp_dir().join(format!("ftpnat-pcap-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pcap = dir.join("h.pcap");
+        PcapWriter::create(&pcap, LinkType::RAW).unwrap().finish().unwrap();
+        let header = std::fs::read(&pcap).unwrap();
+        assert_eq!(header.len(), 24);
+        let mut r = CaptureReader::open(&pcap).unwrap();
+        assert!(r.next_frame().unwrap().is_none(), "a header-only pcap has no frames");
+        // pcapng: a section header block alone, then one cut short.
+        let ng = dir.join("h.pcapng");
+        let shb = pcap_file::pcapng::blocks::section_header::SectionHeaderBlock::default();
+        let w = pcap_file::pcapng::PcapNgWriter::with_section_header(Vec::new(), shb).unwrap();
+        let shb_bytes = w.into_inner();
+        std::fs::write(&ng, &shb_bytes).unwrap();
+        assert!(CaptureReader::open(&ng).unwrap().next_frame().unwrap().is_none());
+        for (name, bytes, header) in [
+            ("cut.pcap", &header[..20], "file header (24 bytes)"),
+            ("cut.pcapng", &shb_bytes[..20], "section header block"),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let e = CaptureReader::open(&p).unwrap_err().to_string();
+            assert!(e.contains(name) && e.ends_with(&format!("ends inside its {header}")), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

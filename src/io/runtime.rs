@@ -301,7 +301,7 @@ fn emit_aggregate<D: Device>(
     let port = &mut ports[side.index()];
     port.tx.push_aggregate(pkt, seg);
     if let Some(o) = ops {
-        o.captured(side, pkt);
+        o.captured_aggregate(side, pkt);
     }
     if port.tx.len() >= TX_BATCH {
         port.flush();

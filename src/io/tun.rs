@@ -104,7 +104,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// Explains an errno from opening or attaching a TUN device in operator terms.
 fn explain(e: &io::Error, existed: bool) -> String {
     let hint = match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => " (needs CAP_NET_ADMIN, or the device's owner/group)",
+        Some(libc::EPERM) => " (needs CAP_NET_ADMIN, or the device's owner/group)",
+        // open(2) of the clone device itself was refused: its file mode, not a capability.
+        Some(libc::EACCES) => {
+            " (/dev/net/tun must be readable and writable by this user: udev makes it mode 0666; \
+             or run as the persistent device's owner/group)"
+        }
         Some(libc::EBUSY) => " (another process holds this single-queue device: is another ftpnat running?)",
         Some(libc::EINVAL) if existed => {
             " (an interface of this name exists but is not a single-queue TUN device: TAP, multi-queue or \
@@ -407,6 +412,8 @@ mod tests {
         let perm = explain(&io::Error::from_raw_os_error(libc::EPERM), false);
         assert!(perm.contains("Operation not permitted") && perm.contains("CAP_NET_ADMIN"), "{perm}");
         assert!(explain(&io::Error::from_raw_os_error(libc::EBUSY), true).contains("another"));
+        let acc = explain(&io::Error::from_raw_os_error(libc::EACCES), true);
+        assert!(acc.contains("Permission denied") && acc.contains("0666"), "{acc}");
     }
 
     #[test]

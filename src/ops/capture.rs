@@ -5,12 +5,15 @@
 //! file with two interfaces), nanosecond timestamps, the outbound direction flag on every record,
 //! size-bounded rotation (`FILE` is always the newest file, older ones are `FILE.1` ...
 //! `FILE.<files-1>`, the oldest removed), creating every file safely ([`create_private`]: never through
-//! a symbolic link, always a new owner-only file, since a capture holds FTP passwords), and the writer
-//! thread: the run loop only copies each packet into a bounded queue ([`Capture::write`],
-//! [`Capture::flush`]); the file system calls (writes, renames, opens) happen on the writer, so a slow
-//! disk never holds packets up. Must not: decide what is captured (the run loop hands it every packet
-//! it wrote) or stop the gateway: a write error ends the capture, logged, and routing goes on; a queue
-//! that is full (the disk is slower than the traffic) drops packets from the capture, counted.
+//! a symbolic link, always a new owner-only file, since a capture holds FTP passwords), completing the
+//! TCP checksum of a segmentation-offload aggregate in the recorded copy (the copy written to the device
+//! carries only the pseudo-header sum the kernel completes per segment, which every reader would flag as
+//! a bad checksum), and the writer thread: the run loop only copies each packet into a bounded queue
+//! ([`Capture::write`], [`Capture::flush`]); the file system calls (writes, renames, opens) and the
+//! aggregate checksums happen on the writer, so a slow disk never holds packets up. Must not: decide
+//! what is captured (the run loop hands it every packet it wrote), change the packet the device gets, or
+//! stop the gateway: a write error ends the capture, logged, and routing goes on; a queue that is full
+//! (the disk is slower than the traffic) drops packets from the capture, counted.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -54,8 +57,11 @@ const SNAPLEN: u32 = 65535;
 pub const MAX_QUEUED: usize = 32 << 20;
 /// A batch is handed to the writer once it holds this much, even within one run-loop turn.
 const BATCH_BYTES: usize = 1 << 20;
-/// Per queued packet: side (1 byte), timestamp in ns since the epoch (8), length (4).
+/// Per queued packet: kind (1 byte: the side, and [`KIND_AGGREGATE`]), timestamp in ns since the epoch (8), length (4).
 const RECORD_HEAD: usize = 13;
+/// In a queued record's first byte, beside the side's index: an offload aggregate (see
+/// [`Capture::write_aggregate`]).
+const KIND_AGGREGATE: u8 = 2;
 
 /// A buffered file that counts what was written to it (the rotation needs the file's size).
 struct Counting {
@@ -117,6 +123,7 @@ impl Capture {
             in_file: 0,
             dirty: false,
             shared: Arc::clone(&shared),
+            scratch: Vec::new(),
             opts,
         };
         file.open()?;
@@ -153,6 +160,19 @@ impl Capture {
 
     /// Records `pkt` as written to the device on `side` at `ts`: a copy into this turn's batch.
     pub fn write(&mut self, side: Side, ts: SystemTime, pkt: &[u8]) {
+        self.record(side.index() as u8, ts, pkt);
+    }
+
+    /// Records a TCP segmentation-offload aggregate written whole to the device on `side`. The device
+    /// gets it with `CHECKSUM_PARTIAL` (the checksum field holds the pseudo-header sum; the kernel
+    /// completes each segment's checksum when it segments), so the writer gives the recorded copy the
+    /// checksum of the whole aggregate: the large frame then reads as valid TCP, as `tcpdump` shows a
+    /// GRO/TSO frame whose checksum was verified.
+    pub fn write_aggregate(&mut self, side: Side, ts: SystemTime, pkt: &[u8]) {
+        self.record(side.index() as u8 | KIND_AGGREGATE, ts, pkt);
+    }
+
+    fn record(&mut self, kind: u8, ts: SystemTime, pkt: &[u8]) {
         if !self.active() {
             return;
         }
@@ -162,7 +182,7 @@ impl Capture {
             return;
         }
         let ns = ts.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
-        self.batch.push(side.index() as u8);
+        self.batch.push(kind);
         self.batch.extend_from_slice(&u64::try_from(ns).unwrap_or(u64::MAX).to_le_bytes());
         self.batch.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
         self.batch.extend_from_slice(pkt);
@@ -245,6 +265,8 @@ struct CaptureFile {
     in_file: u64,
     dirty: bool,
     shared: Arc<Shared>,
+    /// Where an aggregate's copy gets its full checksum before it is recorded.
+    scratch: Vec<u8>,
 }
 
 impl CaptureFile {
@@ -253,11 +275,24 @@ impl CaptureFile {
         for batch in rx {
             let mut rest = &batch[..];
             while rest.len() >= RECORD_HEAD && self.writer.is_some() {
-                let side = if rest[0] == 0 { Side::Inside } else { Side::Outside };
+                let side = if rest[0] & 1 == 0 { Side::Inside } else { Side::Outside };
+                let aggregate = rest[0] & KIND_AGGREGATE != 0;
                 let ns = u64::from_le_bytes(rest[1..9].try_into().unwrap_or_default());
                 let len = u32::from_le_bytes(rest[9..13].try_into().unwrap_or_default()) as usize;
                 let Some(pkt) = rest.get(RECORD_HEAD..RECORD_HEAD + len) else { break };
-                self.write(side, SystemTime::UNIX_EPOCH + Duration::from_nanos(ns), pkt);
+                let ts = SystemTime::UNIX_EPOCH + Duration::from_nanos(ns);
+                if aggregate {
+                    let mut copy = std::mem::take(&mut self.scratch);
+                    copy.clear();
+                    copy.extend_from_slice(pkt);
+                    if let Ok(mut ip) = crate::wire::Ipv4Packet::new_checked(&mut copy[..]) {
+                        ip.fill_transport_checksum();
+                    }
+                    self.write(side, ts, &copy);
+                    self.scratch = copy;
+                } else {
+                    self.write(side, ts, pkt);
+                }
                 rest = &rest[RECORD_HEAD + len..];
             }
             self.flush();

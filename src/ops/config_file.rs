@@ -113,10 +113,9 @@ fn describe(path: &Path, text: &str, e: &toml::de::Error) -> String {
         // serde lists every known field; the example config is a better guide than that list.
         Some(rest) => {
             let key = rest.split('`').next().unwrap_or("");
-            let hint = if key.contains('_') {
-                format!(" (did you mean `{}`?)", key.replace('_', "-"))
-            } else {
-                String::new()
+            let hint = match suggest(key, &known_keys(rest)) {
+                Some(k) => format!(" (did you mean `{k}`?)"),
+                None => String::new(),
             };
             format!("unknown key `{key}`{hint}; keys are the `ftpnat run` flags without their leading --")
         }
@@ -126,6 +125,46 @@ fn describe(path: &Path, text: &str, e: &toml::de::Error) -> String {
         },
     };
     format!("{} line {line}: {msg}", path.display())
+}
+
+/// The keys serde lists after the unknown one: "unknown field `x`, expected `a`" or "..., expected one
+/// of `a`, `b`, ...".
+fn known_keys(rest: &str) -> Vec<&str> {
+    let Some((_, list)) = rest.split_once(", expected") else { return Vec::new() };
+    list.split('`').skip(1).step_by(2).collect()
+}
+
+/// The known key an unknown one was probably meant to be: the same with `-` for `_` and in lower case,
+/// else the one closest in spelling (at most two edits, and fewer than half the key). Only keys that
+/// exist are ever suggested.
+fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let normal = key.replace('_', "-").to_ascii_lowercase();
+    if let Some(k) = known.iter().find(|k| **k == normal) {
+        return Some(k);
+    }
+    let limit = 2.min(normal.len().saturating_sub(1) / 2);
+    known
+        .iter()
+        .map(|k| (edit_distance(&normal, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (keys are short ASCII words, so bytes are characters).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// The key of the `key = value` on the line holding byte `at`, or on the nearest line above it (a value
@@ -321,6 +360,15 @@ mod tests {
         assert!(e.starts_with("f.toml line 1: max-flows: "), "{e}");
         let e = parse_t("\nmax_flows = 3\n").unwrap_err();
         assert!(e.starts_with("f.toml line 2: unknown key `max_flows` (did you mean `max-flows`?)"), "{e}");
+        // Only keys that exist are suggested: `no-such-key` is not one.
+        let e = parse_t("no_such_key = 1\n").unwrap_err();
+        assert!(e.starts_with("f.toml line 1: unknown key `no_such_key`; keys are"), "{e}");
+        let e = parse_t("udp_timout = \"2m\"\n").unwrap_err();
+        assert!(e.contains("unknown key `udp_timout` (did you mean `udp-timeout`?)"), "{e}");
+        let e = parse_t("Max-Flows = 3\n").unwrap_err();
+        assert!(e.contains("(did you mean `max-flows`?)"), "{e}");
+        let e = parse_t("xy = 3\n").unwrap_err();
+        assert!(!e.contains("did you mean"), "{e}");
         let e = parse_t("forward = [\n \"tcp:1=10.0.0.2:2\",\n \"tcp:x\",\n]\n").unwrap_err();
         assert!(e.contains("forward: "), "{e}");
         assert!(e.contains("'tcp:x'"), "{e}");
@@ -362,6 +410,20 @@ mod tests {
         let e = read_text(&dir.join("missing.toml"), 100).unwrap_err();
         assert!(e.contains("missing.toml: cannot read: "), "{e}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn suggestions_come_from_the_known_keys() {
+        let known = known_keys("x`, expected one of `udp-timeout`, `max-flows`, `inside`");
+        assert_eq!(known, ["udp-timeout", "max-flows", "inside"]);
+        assert_eq!(known_keys("x`, expected `a-b`"), ["a-b"]);
+        assert!(known_keys("x`, there are no fields").is_empty());
+        assert_eq!(suggest("udp_timeout", &known), Some("udp-timeout"));
+        assert_eq!(suggest("insde", &known), Some("inside"));
+        assert_eq!(suggest("no_such_key", &known), None);
+        assert_eq!(suggest("a", &["b"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     #[test]

@@ -229,6 +229,14 @@ impl Link {
         }
     }
 
+    /// Like [`Link::captured`], for an offload aggregate written whole (its recorded copy gets its
+    /// full TCP checksum, see [`Capture::write_aggregate`]).
+    pub fn captured_aggregate(&mut self, side: Side, pkt: &[u8]) {
+        if let Some(c) = &mut self.capture {
+            c.write_aggregate(side, std::time::SystemTime::now(), pkt);
+        }
+    }
+
     /// The capture's counters, for the snapshot.
     fn capture_counters(capture: &Option<Capture>, out: &mut Vec<(String, u64)>) {
         if let Some(c) = capture {

@@ -138,4 +138,13 @@ impl Ops {
             thread,
         }))
     }
+
+    /// Records a TCP aggregate the loop wrote whole to the device on `side` (its checksum completed in
+    /// the recorded copy: [`Capture::write_aggregate`]).
+    #[inline]
+    pub fn captured_aggregate(&mut self, side: Side, pkt: &[u8]) {
+        if let Some(c) = &mut self.capture {
+            c.write_aggregate(side, SystemTime::now(), pkt);
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use ipnet::IpNet;
 
-use super::{run, ReplayFiles, ReplayOptions};
+use super::{run, ReplayError, ReplayFiles, ReplayOptions};
 use crate::config::Forward;
 
 /// `ftpnat replay INPUT --inside CIDR... --public-ip IPV4 --lan-out LAN.pcap --wan-out WAN.pcap ...`
@@ -101,8 +101,8 @@ where
 }
 
 /// Runs `ftpnat replay`. Exit status 0 when the replay ran (whatever the gateway dropped); 2 for a bad
-/// argument, 1 when the input cannot be read or an output cannot be written, with a message on stderr
-/// naming the problem.
+/// argument, 1 when the input cannot be read (to its end: then the summary, marked incomplete, is still
+/// written or printed) or an output cannot be written, with a message on stderr naming the problem.
 pub fn cli_main(args: ReplayArgs) -> ExitCode {
     match run(&args.options(), &args.files()) {
         Ok(summary) => {
@@ -113,7 +113,11 @@ pub fn cli_main(args: ReplayArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ftpnat replay: {e}");
+            if let (ReplayError::Incomplete { summary, .. }, None) = (&e, &args.summary) {
+                let text = serde_json::to_string_pretty(&summary.to_json()).expect("JSON of integers");
+                println!("{text}");
+            }
+            eprintln!("ftpnat: error: {e}");
             ExitCode::from(e.exit_code())
         }
     }

@@ -56,8 +56,9 @@ type BatchResult = Result<FrameBatch, String>;
 
 /// Replays `files.input` with `opts`: writes both outputs and, if asked, the summary JSON.
 ///
-/// A capture that ends in a damaged record is replayed up to it, its outputs and summary are written,
-/// and the error is returned: the input could not be read entirely.
+/// A capture that ends in a damaged record is replayed up to it, its outputs are written and renamed
+/// `FILE.incomplete`, the summary is written with `input.incomplete` = 1, and
+/// [`ReplayError::Incomplete`] is returned: the input could not be read entirely.
 pub fn run(opts: &ReplayOptions, files: &ReplayFiles) -> Result<Summary, ReplayError> {
     let mut replayer = Replayer::new(opts)?;
     for (flag, p) in [("--lan-out", &files.lan_out), ("--wan-out", &files.wan_out)] {
@@ -161,15 +162,41 @@ fn replay_batches<'scope>(
         Some(o) => o,
         None => PcapOutput::create(scope, files, None)?,
     };
+    if read_error.is_some() {
+        replayer.mark_incomplete();
+    }
     let summary = replayer.finish(&mut output)?;
     output.finish()?;
+    let outputs = match read_error {
+        Some(_) => mark_incomplete(files)?,
+        None => Vec::new(),
+    };
     if let Some(path) = &files.summary {
         write_summary(path, &summary)?;
     }
     match read_error {
-        Some(e) => Err(ReplayError::Input(e)),
+        Some(error) => Err(ReplayError::Incomplete { error, summary: Box::new(summary), outputs }),
         None => Ok(summary),
     }
+}
+
+/// Renames both outputs `FILE.incomplete`, so that nothing takes them for a whole replay; returns the
+/// new names. Only regular files are renamed (`/dev/null` or a pipe is left alone).
+fn mark_incomplete(files: &ReplayFiles) -> Result<Vec<PathBuf>, ReplayError> {
+    let mut renamed = Vec::new();
+    for p in [&files.lan_out, &files.wan_out] {
+        if !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let mut to = p.clone().into_os_string();
+        to.push(".incomplete");
+        let to = PathBuf::from(to);
+        std::fs::rename(p, &to).map_err(|e| {
+            ReplayError::Output(format!("{}: cannot rename to {}: {e}", p.display(), to.display()))
+        })?;
+        renamed.push(to);
+    }
+    Ok(renamed)
 }
 
 /// Output packets handed from the replay to the writing thread, already laid out as the records of

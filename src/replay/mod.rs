@@ -113,6 +113,9 @@ pub struct Counters {
     /// Packets the replay would have had the gateway originate (ICMPv6 time exceeded).
     pub generated_suppressed: u64,
     pub frames: u64,
+    /// The input could not be read to its end (cut short, or a damaged record): everything here covers
+    /// only the frames before that point.
+    pub incomplete: bool,
 }
 
 /// The result of a replay: every counter of the summary contract.
@@ -151,6 +154,11 @@ impl Summary {
         v.push(("input.checksums_repaired".into(), c.checksums_repaired));
         v.push(("input.ipv6_passed".into(), c.ipv6_passed));
         v.push(("input.non_ip".into(), c.non_ip));
+        // Only present, as 1, when the input could not be read to its end: a complete replay's summary
+        // keeps exactly the keys it always had.
+        if c.incomplete {
+            v.push(("input.incomplete".into(), 1));
+        }
         v
     }
 
@@ -240,6 +248,10 @@ pub enum ReplayError {
     Input(String),
     /// An output cannot be written.
     Output(String),
+    /// The input ends in a truncated or damaged record: the frames before it were replayed, the outputs
+    /// renamed `FILE.incomplete` and the summary marked (`input.incomplete` = 1). `summary` is that
+    /// summary, for a caller that prints it.
+    Incomplete { error: String, summary: Box<Summary>, outputs: Vec<std::path::PathBuf> },
 }
 
 impl ReplayError {
@@ -247,7 +259,7 @@ impl ReplayError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ReplayError::Args(_) => 2,
-            ReplayError::Input(_) | ReplayError::Output(_) => 1,
+            ReplayError::Input(_) | ReplayError::Output(_) | ReplayError::Incomplete { .. } => 1,
         }
     }
 }
@@ -258,6 +270,18 @@ impl fmt::Display for ReplayError {
             ReplayError::Args(m) => write!(f, "bad argument: {m}"),
             ReplayError::Input(m) => write!(f, "cannot read input: {m}"),
             ReplayError::Output(m) => write!(f, "cannot write output: {m}"),
+            ReplayError::Incomplete { error, outputs, .. } => {
+                write!(
+                    f,
+                    "cannot read input to its end: {error}; replayed up to there, the summary is marked "
+                )?;
+                write!(f, "input.incomplete = 1")?;
+                if !outputs.is_empty() {
+                    let names: Vec<String> = outputs.iter().map(|p| p.display().to_string()).collect();
+                    write!(f, ", the outputs are {}", names.join(" and "))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -471,6 +495,11 @@ impl Replayer {
         }
     }
 
+    /// Marks the replay as covering only part of its input (see [`Counters::incomplete`]).
+    pub fn mark_incomplete(&mut self) {
+        self.counters.incomplete = true;
+    }
+
     /// The end of the input: the clock runs on long enough to settle what is still held (fragments
     /// waiting for their first fragment are counted as dropped, held ALG bytes are released).
     pub fn finish(&mut self, out: &mut dyn Output) -> Result<Summary, ReplayError> {
@@ -639,9 +668,21 @@ mod tests {
         let bytes = std::fs::read(dir.join("cut.pcap")).unwrap();
         std::fs::write(dir.join("cut.pcap"), &bytes[..bytes.len() - 5]).unwrap();
         let e = run(&opts(), &files("cut.pcap")).unwrap_err();
-        assert!(matches!(e, ReplayError::Input(_)), "{e}");
+        assert!(matches!(e, ReplayError::Incomplete { .. }), "{e}");
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("lan.pcap.incomplete"), "{e}");
         let summary = std::fs::read_to_string(dir.join("s.json")).unwrap();
         assert!(summary.contains("\"wan\": 1"), "{summary}");
+        // Marked: the summary says so, and the outputs carry a name no complete replay writes.
+        let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(v["input"]["incomplete"], 1, "{summary}");
+        assert!(!dir.join("lan.pcap").exists() && !dir.join("wan.pcap").exists());
+        assert!(dir.join("lan.pcap.incomplete").exists() && dir.join("wan.pcap.incomplete").exists());
+        // A complete replay has no such key (the summary's keys are unchanged for it).
+        std::fs::write(dir.join("whole.pcap"), &bytes).unwrap();
+        let s = run(&opts(), &files("whole.pcap")).unwrap();
+        assert!(s.to_json().pointer("/input/incomplete").is_none());
+        assert!(dir.join("lan.pcap").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

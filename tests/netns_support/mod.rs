@@ -169,6 +169,8 @@ impl Topology {
                 ("FTPNAT_LOG", "ftpnat=debug".into()),
                 ("FTPNAT_FORWARDS", String::new()),
                 ("FTPNAT_EXTRA_ARGS", String::new()),
+                // Never the caller's: a test states its configuration file (`up_with_config`).
+                ("FTPNAT_CONFIG", String::new()),
             ],
             ns_lan,
             ns_wan,
@@ -189,16 +191,7 @@ impl Topology {
         let mut t = Topology::names(test);
         t.set_env("FTPNAT_FORWARDS", forwards.join(" "));
         t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
-        t.down = false; // from here on, drop tears down whatever up.sh managed to build
-        let out = t.script("up.sh", Duration::from_secs(30));
-        assert!(
-            out.status.success(),
-            "{test}: up.sh failed:\n{}\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr),
-            t.ftpnat_log()
-        );
-        Some(t)
+        Some(t.launch())
     }
 
     /// [`Topology::up`] with ftpnat's `RUST_LOG` set to `filter` (default `ftpnat=debug`), e.g. to
@@ -224,16 +217,35 @@ impl Topology {
         for (k, v) in env {
             t.set_env(k, v.clone());
         }
-        t.down = false;
-        let out = t.script("up.sh", Duration::from_secs(30));
+        Some(t.launch())
+    }
+
+    /// [`Topology::up`] the way the README's "Operating ftpnat" section does it: `up.sh` with
+    /// `FTPNAT_CONFIG=config` (the topology's flags override the file; forwards come from it) and
+    /// `extra` flags.
+    pub fn up_with_config(test: &str, config: &Path, extra: &[&str]) -> Option<Topology> {
+        if !netns_available(test) {
+            return None;
+        }
+        let mut t = Topology::names(test);
+        t.set_env("FTPNAT_CONFIG", config.display().to_string());
+        t.set_env("FTPNAT_EXTRA_ARGS", extra.join(" "));
+        Some(t.launch())
+    }
+
+    /// Runs up.sh with this topology's settings; asserts it succeeded.
+    fn launch(mut self) -> Topology {
+        self.down = false; // from here on, drop tears down whatever up.sh managed to build
+        let out = self.script("up.sh", Duration::from_secs(30));
         assert!(
             out.status.success(),
-            "{test}: up.sh failed:\n{}\n{}\n{}",
+            "{}: up.sh failed:\n{}\n{}\n{}",
+            self.test,
             text(&out.stdout),
             text(&out.stderr),
-            t.ftpnat_log()
+            self.ftpnat_log()
         );
-        Some(t)
+        self
     }
 
     fn set_env(&mut self, key: &'static str, value: String) {
