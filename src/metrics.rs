@@ -76,6 +76,13 @@ reasons! {
         AlgBadChecksum => "alg_bad_checksum",
         /// Addressed to the gateway itself (only ICMP echo is answered there).
         LocalDelivery => "local_delivery",
+        /// A TCP segment beyond its connection's window (sequence past what the receiver allows, an ACK
+        /// of bytes the other side cannot have sent, an RST outside the window, a SYN-ACK that does not
+        /// answer the SYN): what Linux conntrack marks INVALID. It changed no state.
+        TcpOutOfWindow => "tcp_out_of_window",
+        /// An inside host's answer (SYN-ACK, ACK, data, FIN, RST) to an inbound opening the gateway
+        /// refused: it opens no mapping.
+        RefusedFlow => "refused_flow",
     }
 }
 
@@ -100,6 +107,9 @@ reasons! {
         Overlong => "overlong",
         /// The per-host pinhole limit is reached.
         PinholeLimit => "pinhole_limit",
+        /// The connection does not look like FTP (a client line that is not an RFC 959 command, a first
+        /// server line that is no greeting, an announcement before the greeting): opaque for good.
+        NotFtp => "not_ftp",
     }
 }
 
@@ -136,6 +146,17 @@ pub struct Metrics {
     pub pinholes_replaced: u64,
     pub pinholes_refused_by_server: u64,
     pub pinholes_closed_with_control: u64,
+    /// TCP segments behind the window (old duplicates, long-delayed ACKs, a SYN of a synchronised
+    /// connection) passed on translated without changing any state.
+    pub tcp_window_ignored: u64,
+    /// RSTs in the window whose sequence number is not the receiver's next (RFC 5961 §3.2): passed on
+    /// without changing any state.
+    pub tcp_rst_ignored: u64,
+    /// Control-connection streams resynchronised after a gap (the peer acknowledged bytes the gateway
+    /// never saw).
+    pub alg_gaps: u64,
+    /// Lines left as sent because they straddle such a gap.
+    pub alg_gap_lines: u64,
     /// The sum of `drops`, kept by [`Metrics::drop`]: replay asks for it around every packet, and summing
     /// the array each time cost a few percent of a replay.
     dropped: u64,
@@ -178,7 +199,7 @@ impl Metrics {
         for r in RefusalReason::ALL {
             f(&format!("alg.refused.{}", r.name()), self.alg_refused[r.index()]);
         }
-        let plain: [(&str, u64); 24] = [
+        let plain: [(&str, u64); 28] = [
             ("flows.created", self.flows_created),
             ("flows.expired", self.flows_expired),
             ("flows.closed", self.flows_closed),
@@ -203,6 +224,10 @@ impl Metrics {
             ("pinholes.refused_by_server", self.pinholes_refused_by_server),
             ("pinholes.closed_with_control", self.pinholes_closed_with_control),
             ("alg.rewrites.total", self.alg_rewrites()),
+            ("tcp.window_ignored", self.tcp_window_ignored),
+            ("tcp.rst_ignored", self.tcp_rst_ignored),
+            ("alg.gaps", self.alg_gaps),
+            ("alg.gap_lines", self.alg_gap_lines),
         ];
         for (k, v) in plain {
             f(k, v);

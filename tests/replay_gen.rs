@@ -781,8 +781,9 @@ fn case_pickup_sll() -> Case {
     transfer(&mut g, s, 20, c, 40_001, [0xa300_0000, 0xa400_0000], &data(2500, 14), 0);
     f.reply(&mut g, "226 Transfer complete.");
     // A gap in the recording: the capturing host lost the client's next command (the server's answer
-    // acknowledges it). The gateway never sees those bytes, so the rest of the client's stream cannot be
-    // framed: it is dropped (counted) rather than forwarded unparsed.
+    // acknowledges it). The gateway never sees those bytes; the server's acknowledgement shows they went
+    // another way, so the framer jumps the gap and resynchronises at the next line end (issue 11): the
+    // rest of the client's stream crosses, nothing stalls.
     g.wait(5_000_000);
     f.c.next[0] = f.c.next[0].wrapping_add(6);
     f.reply(&mut g, "200 NOOP ok.");
@@ -794,7 +795,7 @@ fn case_pickup_sll() -> Case {
         args: args(&["--inside", "10.0.0.0/8", "--public-ip", "203.0.113.1"]),
         readme: "A pcapng file with the Linux cooked (SLL) link type, recorded mid-session: no handshake, \
 the first client segment starts in the middle of a PORT line (its tail must not be judged), then NOOP, a \
-PORT that must be rewritten and its data connection; then the capture loses one client segment (`NOOP`, acknowledged by the server), after which the client's control stream cannot be framed and its segments are dropped and counted (`drops.alg_out_of_order`)."
+PORT that must be rewritten and its data connection; then the capture loses one client segment (`NOOP`, acknowledged by the server): the server's acknowledgement shows the bytes went another way, so the gateway jumps the gap (`alg.gaps`), leaves the line after it as sent (`alg.gap_lines`) and the rest of the session crosses."
             .into(),
         gen: g,
         pcapng: true,

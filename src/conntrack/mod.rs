@@ -21,9 +21,12 @@ use crate::flow::{ConnId, Dir, FlowKey};
 use crate::time::Instant;
 
 mod conn;
+pub mod refused;
 mod slab;
+pub mod window;
 pub use conn::{Conn, Origin, TcpState};
 use slab::Slab;
+pub use window::{TcpSeg, TcpWindow, Window};
 
 /// Why a connection could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +293,7 @@ mod tests {
     use super::*;
     use crate::config::Timeouts;
     use crate::flow::{Endpoint, Proto, Side};
+    use crate::wire::SeqNum;
     use core::time::Duration;
 
     fn key(sp: u16) -> FlowKey {
@@ -426,18 +430,48 @@ mod tests {
             Origin::Outbound,
             Instant::ZERO,
         );
-        c.track_tcp(Dir::Original, true, false, false, false);
-        assert_eq!(c.tcp(), TcpState::SynSent);
-        c.track_tcp(Dir::Reply, true, true, false, false);
-        assert_eq!(c.tcp(), TcpState::SynReceived);
-        c.track_tcp(Dir::Original, false, true, false, false);
-        assert_eq!(c.tcp(), TcpState::Established);
+        let seg = |seq: u32, ack: Option<u32>, syn: bool, fin: bool, rst: bool| TcpSeg {
+            seq: SeqNum(seq),
+            ack: ack.map(SeqNum),
+            len: u32::from(syn) + u32::from(fin),
+            win: 1000,
+            syn,
+            fin,
+            rst,
+            wscale: None,
+        };
         let t = Timeouts::default();
+        c.track_tcp(Dir::Original, &seg(100, None, true, false, false));
+        assert_eq!(c.tcp(), TcpState::SynSent);
+        // A SYN-ACK acknowledging something else opens nothing.
+        assert_eq!(
+            c.track_tcp(Dir::Reply, &seg(500, Some(7), true, false, false)),
+            Window::Beyond(window::Why::Handshake)
+        );
+        assert_eq!(c.tcp(), TcpState::SynSent);
+        c.track_tcp(Dir::Reply, &seg(500, Some(101), true, false, false));
+        assert_eq!(c.tcp(), TcpState::SynReceived);
+        c.track_tcp(Dir::Original, &seg(101, Some(501), false, false, false));
+        assert_eq!(c.tcp(), TcpState::Established);
         assert_eq!(c.timeout(&t), t.tcp_established);
-        c.track_tcp(Dir::Original, false, true, true, false);
+        // A FIN or RST outside the window changes nothing.
+        assert!(matches!(
+            c.track_tcp(Dir::Reply, &seg(501 + 100_000, Some(101), false, true, false)),
+            Window::Beyond(_)
+        ));
+        assert_eq!(c.track_tcp(Dir::Reply, &seg(502, Some(101), false, false, true)), Window::RstNotExact);
+        assert_eq!(c.tcp(), TcpState::Established);
+        c.track_tcp(Dir::Original, &seg(101, Some(501), false, true, false));
         assert_eq!(c.tcp(), TcpState::FinWait);
-        c.track_tcp(Dir::Reply, false, true, true, false);
+        c.track_tcp(Dir::Reply, &seg(501, Some(102), false, true, false));
         assert_eq!(c.tcp(), TcpState::Closed);
         assert_eq!(c.timeout(&t), t.tcp_closed);
+        // RFC 7857 §2.2: after an exact RST, the transitory timeout.
+        let mut c = Conn::new(c.key(Dir::Original), c.key(Dir::Reply), Origin::Outbound, Instant::ZERO);
+        c.track_tcp(Dir::Original, &seg(100, None, true, false, false));
+        c.track_tcp(Dir::Reply, &seg(500, Some(101), true, false, false));
+        c.track_tcp(Dir::Original, &seg(101, Some(501), false, false, false));
+        assert_eq!(c.track_tcp(Dir::Reply, &seg(501, None, false, false, true)), Window::Accept);
+        assert_eq!((c.tcp(), c.timeout(&t)), (TcpState::Reset, t.tcp_transitory));
     }
 }

@@ -142,7 +142,7 @@ pub fn flows(engine: &Engine, now: Instant, filter: &Filter) -> Value {
         let alg = c.ftp.as_ref().map(|s| {
             json!({
                 "proto": "ftp",
-                "state": if s.is_opaque() { "tls" } else { "clear" },
+                "state": s.state_name(),
                 "client": if s.client_inside() { "inside" } else { "outside" },
                 // The delta in force for new bytes each way: what seq numbers are shifted by.
                 "delta_orig": s.streams[0].map.current_delta(),

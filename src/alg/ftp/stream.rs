@@ -10,6 +10,16 @@
 //! sequence number, so a line split across segments, pipelined lines, duplicates and repacketised
 //! retransmissions all come out the same. Bytes already decided are never re-parsed: a retransmission
 //! is rebuilt from the edit history, so it cannot open a second pinhole.
+//!
+//! Gaps: a segment past bytes the framer has not seen is refused (the sender retransmits what a
+//! receiver did not get). When the receiver acknowledges bytes the framer never saw — they went another
+//! way, or a recording lost them — waiting would stall the connection for good, so [`Stream::gap`]
+//! jumps over them: the line cut by the gap is left as sent (its held bytes were delivered by the other
+//! path), and the framer trusts no line start until it has seen a line end after the gap, so a gap can
+//! never make a line start out of the middle of a line (nor a pinhole out of half an announcement).
+//!
+//! Not FTP: when the session finds a line that is not FTP ([`Action::NotFtp`]), the stream stops
+//! parsing at once, mid-segment if need be, and passes every later byte as it is.
 
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::seqadj::SeqMap;
@@ -35,6 +45,8 @@ pub enum Action {
     Keep,
     /// Replace `span` (byte range within the line) with these bytes.
     Replace(std::ops::Range<usize>, Vec<u8>),
+    /// The line shows the connection is not FTP: keep it, and parse nothing after it.
+    NotFtp,
 }
 
 /// Output for one arriving segment of the rewritten direction.
@@ -81,6 +93,10 @@ pub struct Stream {
     tls: Tls,
     max_line: usize,
     fin_sent: bool,
+    /// Not FTP: every byte passes as it is, nothing is parsed again.
+    dead: bool,
+    /// A gap was jumped and no line end seen since: the line now completing straddles it.
+    after_gap: bool,
 }
 
 impl Stream {
@@ -102,6 +118,8 @@ impl Stream {
             tls: Tls::Clear,
             max_line,
             fin_sent: false,
+            dead: false,
+            after_gap: false,
         }
     }
 
@@ -124,6 +142,46 @@ impl Stream {
 
     pub fn is_opaque(&self) -> bool {
         matches!(self.tls, Tls::Opaque { .. })
+    }
+
+    /// The stream was found not to be FTP: it is passed through untouched for good.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// From the next byte on, nothing is parsed, held or rewritten. Bytes held now leave ahead of the
+    /// next ones, as they were.
+    pub fn go_dead(&mut self) {
+        self.dead = true;
+        self.candidate = false;
+    }
+
+    /// The receiver acknowledged the sender's bytes up to `to` (sender space), past what the framer has
+    /// seen: those bytes reached it without the gateway seeing them. Jumps the framer to `to` (see the
+    /// module header). Returns whether there was a gap.
+    pub fn gap(&mut self, to: SeqNum, metrics: &mut Metrics) -> bool {
+        if !self.started || !to.gt(self.next) {
+            return false;
+        }
+        metrics.alg_gaps += 1;
+        tracing::info!(target: "ftpnat::alg", missed = to.diff(self.next), "peer acknowledged bytes the gateway never saw; framing resynchronises at the next line end");
+        if !self.at_line_start || !self.held.is_empty() {
+            // The line the gap cuts: what was held of it reached the receiver by the other way (it
+            // acknowledged past it), so it is not sent again; it is neither parsed nor rewritten.
+            metrics.alg_gap_lines += 1;
+        }
+        self.held.clear();
+        self.held_since = None;
+        self.candidate = false;
+        self.next = to;
+        self.at_line_start = true;
+        self.synced = false;
+        self.after_gap = true;
+        if self.is_opaque() {
+            // A TLS record walk cannot find its place again in the middle of a record stream.
+            self.go_dead();
+        }
+        true
     }
 
     /// From the next byte on, the stream is a TLS record stream (after `AUTH TLS` answered 234).
@@ -264,10 +322,12 @@ impl Stream {
     /// A segment past a gap is refused like in [`Stream::segment`]: forwarded, its bytes would never be
     /// seen again (the receiver acknowledges them once the gap fills), and the commands in them — a
     /// PASV whose 227 must be rewritten — would be lost to the session.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         seq: SeqNum,
         syn: bool,
+        fin: bool,
         payload: &[u8],
         now: Instant,
         metrics: &mut Metrics,
@@ -278,17 +338,20 @@ impl Stream {
             // From the SYN, or picked up mid-stream (then no line start is trusted before a line end).
             self.start(a, syn);
         }
-        if payload.is_empty() {
-            return Ok(());
-        }
         let b = a.add(payload.len() as u32);
-        if a.gt(self.next) {
-            return Err(DropReason::AlgOutOfOrder);
+        if !payload.is_empty() {
+            if a.gt(self.next) {
+                return Err(DropReason::AlgOutOfOrder);
+            }
+            if b.gt(self.next) {
+                let new = &payload[self.next.diff(a) as usize..];
+                let mut sink = Vec::new();
+                self.push(new, now, metrics, &mut sink, on_line);
+            }
         }
-        if b.gt(self.next) {
-            let new = &payload[self.next.diff(a) as usize..];
-            let mut sink = Vec::new();
-            self.push(new, now, metrics, &mut sink, on_line);
+        if fin && b == self.next {
+            // The FIN takes a sequence number too: its acknowledgement is no gap.
+            self.fin_consumed();
         }
         Ok(())
     }
@@ -317,9 +380,15 @@ impl Stream {
         on_line: &mut dyn FnMut(&Line<'_>) -> Action,
     ) {
         if !self.candidate {
-            // Bytes held for a line that stopped being a candidate (TLS started under it) go first:
-            // every byte leaves once, in order.
+            // Bytes held for a line that stopped being a candidate (TLS started under it, or the
+            // connection turned out not to be FTP) go first: every byte leaves once, in order.
             out.append(&mut self.held);
+        }
+        if self.dead {
+            out.extend_from_slice(data);
+            self.next = self.next.add(data.len() as u32);
+            self.held_since = None;
+            return;
         }
         for (i, &byte) in data.iter().enumerate() {
             let at = self.next.add(i as u32);
@@ -376,6 +445,10 @@ impl Stream {
                 self.at_line_start = true;
                 if !self.synced {
                     self.synced = true;
+                    if std::mem::take(&mut self.after_gap) {
+                        // The first line after a gap may have begun in it: left as sent.
+                        metrics.alg_gap_lines += 1;
+                    }
                     continue;
                 }
                 let line = Line {
@@ -385,6 +458,14 @@ impl Stream {
                     truncated: self.line_len > self.line.len(),
                 };
                 let action = on_line(&line);
+                if matches!(action, Action::NotFtp) {
+                    // Nothing after this line is read: the rest of the segment goes as it is.
+                    out.append(&mut self.held);
+                    self.candidate = false;
+                    self.dead = true;
+                    out.extend_from_slice(&data[i + 1..]);
+                    break;
+                }
                 if self.candidate {
                     self.candidate = false;
                     match action {
@@ -509,6 +590,79 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_the_receiver_acknowledged_is_jumped_and_framing_waits_for_a_line_end() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        run(&mut s, &[(100, b"NOOP\r\n")]);
+        // The receiver acknowledges 120: bytes 106..120 went another way.
+        assert!(s.gap(SeqNum(120), &mut m));
+        assert!(!s.gap(SeqNum(110), &mut m), "nothing behind the framer is a gap");
+        assert_eq!((m.alg_gaps, m.alg_gap_lines), (1, 0));
+        // The first line after the gap may have begun inside it: left as sent, counted; the next one is
+        // framed again.
+        let o = run(&mut s, &[(120, b"PORT x\r\nPORT x\r\n")]);
+        assert_eq!(o, vec![(120, b"PORT x\r\nPORT yy\r\n".to_vec())]);
+        let mut m2 = Metrics::default();
+        s.segment(SeqNum(136), false, false, b"", Instant::ZERO, &mut m2, &mut grow).unwrap();
+        assert_eq!(s.map.edits_in_flight(), 1);
+    }
+
+    #[test]
+    fn a_gap_inside_a_held_announcement_is_never_repaired_into_a_rewrite() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        // "PORT " is held (a candidate); the rest of the line and more went another way.
+        let o = run(&mut s, &[(100, b"PORT ")]);
+        assert_eq!(o, vec![(100, Vec::new())]);
+        assert!(s.gap(SeqNum(110), &mut m));
+        assert_eq!((s.held_len(), m.alg_gap_lines), (0, 1), "the cut line is not sent again");
+        // Bytes after the gap that complete a line that looks like an announcement: not rewritten.
+        let o = run(&mut s, &[(110, b"x\r\n")]);
+        assert_eq!(o, vec![(110, b"x\r\n".to_vec())]);
+        assert!(s.map.is_identity());
+    }
+
+    #[test]
+    fn a_gap_in_a_tls_record_stream_leaves_it_opaque_for_good() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        s.go_opaque();
+        assert!(s.gap(SeqNum(200), &mut m));
+        assert!(s.is_dead());
+        let o = run(&mut s, &[(200, b"PORT x\r\n")]);
+        assert_eq!(o, vec![(200, b"PORT x\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn not_ftp_stops_parsing_in_the_middle_of_a_segment() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        let mut judge = |l: &Line<'_>| {
+            if l.bytes.starts_with(b"POST ") {
+                Action::NotFtp
+            } else {
+                grow(l)
+            }
+        };
+        let body = b"POST / HTTP/1.1\r\nHost: x\r\n\r\nPORT x\r\n";
+        let o = s.segment(SeqNum(100), false, false, body, Instant::ZERO, &mut m, &mut judge).unwrap();
+        assert_eq!(o.payload, body.to_vec(), "the PORT line after it is not read");
+        assert!(s.is_dead() && s.map.is_identity());
+        let o = s
+            .segment(
+                SeqNum(100 + body.len() as u32),
+                false,
+                false,
+                b"PORT x\r\n",
+                Instant::ZERO,
+                &mut m,
+                &mut judge,
+            )
+            .unwrap();
+        assert_eq!(o.payload, b"PORT x\r\n".to_vec());
+    }
+
+    #[test]
     fn observed_direction_refuses_a_gap_and_sees_every_line_once() {
         let mut s = Stream::new(false, true, 512);
         let mut m = Metrics::default();
@@ -517,13 +671,16 @@ mod tests {
             seen.push(l.bytes.to_vec());
             Action::Keep
         };
-        s.observe(SeqNum(99), true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(99), true, false, b"", Instant::ZERO, &mut m, &mut log).unwrap();
         // "E" is overtaken by "PSV\r\n": refused, so the sender retransmits both.
-        let r = s.observe(SeqNum(101), false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
+        let r = s.observe(SeqNum(101), false, false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
         assert_eq!(r, Err(DropReason::AlgOutOfOrder));
-        s.observe(SeqNum(100), false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
-        s.observe(SeqNum(100), false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
-        s.observe(SeqNum(100), false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        // The FIN's acknowledgement is not a gap.
+        s.observe(SeqNum(112), false, true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        assert!(!s.gap(SeqNum(113), &mut m));
         assert_eq!(seen, vec![b"EPSV\r\n".to_vec(), b"NOOP\r\n".to_vec()]);
     }
 
