@@ -33,16 +33,23 @@
 //! translated, updates nothing); the engine does the same. Either changes no state.
 //!
 //! RST (RFC 5961 §3): accepted only in the window (1 and 2 on its sequence number, any ACK ignored) and
-//! only when its sequence number is exactly the receiver's RCV.NXT (`ack[r]`), [`Window::Accept`]; in
-//! the window but not exact is [`Window::RstNotExact`] (passed on unchanged, so the receiver's
-//! challenge ACK draws a second, exact RST from a real sender); outside the window it is
-//! [`Window::Beyond`]. Before `r` has acknowledged anything (an RST answering a SYN) it must
+//! only when its sequence number is exactly the receiver's RCV.NXT as the gateway saw it acknowledged
+//! (`ack[r]`) or the sender's own next sequence number (`end[s]`: what a real sender's RST carries; the
+//! receiver's RCV.NXT once the data in flight arrives; Linux accepts the same, "aligned with a previous
+//! packet in the same direction"), [`Window::Accept`]; in the window but neither is
+//! [`Window::RstNotExact`] (passed on unchanged, so the receiver's challenge ACK draws a second, exact
+//! RST from a real sender); outside the window it is [`Window::Beyond`]. A blind attacker has to hit one
+//! of two numbers out of 2^32. Before `r` has acknowledged anything (an RST answering a SYN) it must
 //! acknowledge `r`'s SYN exactly (RFC 9293 §3.10.7.3).
 //!
 //! Picked up mid-stream ("loose", like Linux's `nf_conntrack_tcp_loose`): the SYNs, and so the window
-//! scale, were never seen. Each side's first segment sets its numbers; windows are learned from what
-//! each side advertises, and because the shift is unknown they are taken at the largest shift RFC 7323
-//! allows (14): still a bound a blind attacker has to guess into, and never one a real sender exceeds.
+//! scale, were never seen. Each side's first segment sets its numbers, and windows are learned from
+//! what the connection shows: an advertised window is taken at a shift of 8 (what common stacks use;
+//! Linux announces 7, Windows 8), and a receiver's window is at least four times the most data the
+//! gateway has seen in flight towards it (a sender in slow start doubles its flight per round trip), up
+//! to 2^30. That keeps a bound a blind attacker has to guess into (a 64 KB raw window allows 16 MB, not
+//! the 1 GB the largest shift would) while a real flight, which grows from what was seen, stays inside.
+//! Linux instead gives up window checks on such connections altogether (`BE_LIBERAL`).
 
 use crate::flow::Dir;
 use crate::wire::SeqNum;
@@ -51,6 +58,12 @@ use crate::wire::SeqNum;
 const MIN_ACK_WINDOW: u32 = 66_000;
 /// RFC 7323 §2.3: the largest shift.
 const MAX_SHIFT: u32 = 14;
+/// The shift assumed for the windows of a connection picked up mid-stream (module header).
+const LOOSE_SHIFT: u32 = 8;
+/// A picked-up connection's receive window is at least this many times the flight seen towards it.
+const LOOSE_FLIGHT_FACTOR: u32 = 4;
+/// RFC 7323 §2.3: no window exceeds 2^30.
+const MAX_WINDOW: u32 = 1 << 30;
 
 /// What the tracker needs of one segment. `ack` is `None` without the ACK flag (and for an RST whose
 /// ACK field is zero, which broken stacks send); for a connection whose other direction the ALG
@@ -195,20 +208,16 @@ impl TcpWindow {
         self.has(d.index(), meta::ACKED).then_some(self.ack[d.index()])
     }
 
-    /// The largest window direction `d`'s sender has advertised, as the bounds use it.
+    /// The largest window direction `d`'s sender has advertised (learned, when picked up), as the
+    /// bounds use it.
     pub fn max_window(&self, d: Dir) -> u32 {
-        let w = self.win[d.index()].get().max(1);
-        if self.is_loose() {
-            // The shift is unknown: the largest one RFC 7323 allows.
-            w.saturating_mul(1 << MAX_SHIFT).min(1 << 30)
-        } else {
-            w
-        }
+        self.win[d.index()].get().clamp(1, MAX_WINDOW)
     }
 
+    /// The shift of direction `i`'s window fields (when picked up: assumed, see the module header).
     fn scale(&self, i: usize) -> u32 {
         if self.is_loose() {
-            0
+            LOOSE_SHIFT
         } else {
             u32::from(self.meta[i] & meta::SCALE)
         }
@@ -258,10 +267,9 @@ impl TcpWindow {
             return if seg.rst { Window::Beyond(Why::SeqBelow) } else { Window::Behind(Why::SeqBelow) };
         }
         if seg.rst {
-            // RFC 5961 §3.2: only RCV.NXT resets. Before the receiver acknowledged anything, its RCV.NXT is
-            // unknown; the sender's own next sequence number is the RST a real sender sends then.
-            let rcv_nxt = if self.has(r, meta::ACKED) { self.ack[r] } else { self.end[s] };
-            return if seg.seq == rcv_nxt { Window::Accept } else { Window::RstNotExact };
+            // RFC 5961 §3.2: only RCV.NXT resets (module header: or the sender's own next number).
+            let exact = seg.seq == self.end[s] || (self.has(r, meta::ACKED) && seg.seq == self.ack[r]);
+            return if exact { Window::Accept } else { Window::RstNotExact };
         }
         // 3. and 4.: the acknowledgement against what the other side sent (or could have).
         if let Some(ack) = seg.ack {
@@ -281,10 +289,13 @@ impl TcpWindow {
         // Synchronised: this side has acknowledged something, so its handshake is behind it.
         let synchronised = self.has(s, meta::ACKED);
         match seg.ack {
+            // A retransmission of the SYN.
+            None if self.has(s, meta::SEEN) && seg.end() == self.end[s] => Window::Accept,
             // A SYN in a synchronised connection is ignored: RFC 5961 §4 has the receiver answer it with
-            // a challenge ACK. Before that it opens, or retransmits, or starts over with a new ISN
-            // (RFC 9293 §3.10.7.2).
-            None if synchronised => Window::Behind(Why::Unsynchronised),
+            // a challenge ACK. So is a SYN with another ISN once the other side has answered the first
+            // (it acknowledged that ISN): taking it would let a blind SYN during the handshake replace
+            // the real one. Before any answer it starts over (RFC 9293 §3.10.7.2), as Linux does.
+            None if synchronised || self.has(r, meta::ACKED) => Window::Behind(Why::Unsynchronised),
             None => Window::Accept,
             // A SYN-ACK must acknowledge exactly the SYN it answers (RFC 9293 §3.10.7.3).
             Some(ack) if !synchronised => {
@@ -352,6 +363,14 @@ impl TcpWindow {
             if self.has(r, meta::SEEN) && ack.gt(self.end[r]) {
                 // The receiver has bytes the gateway never saw (check 3 allowed them): learn them.
                 self.end[r] = ack;
+            }
+        }
+        if self.is_loose() && self.has(r, meta::ACKED) {
+            // Picked up: the receiver's window is at least what it has let the sender have in flight.
+            let flight = self.end[s].diff(self.ack[r]).max(0) as u32;
+            let w = flight.saturating_mul(LOOSE_FLIGHT_FACTOR).min(MAX_WINDOW);
+            if w > self.win[r].get() {
+                self.win[r] = WinSize::new(w);
             }
         }
     }
@@ -530,6 +549,10 @@ mod tests {
         assert_eq!(w.track(O, &syn(9000, None, 64240, Some(7))), Window::Accept);
         assert_eq!(w.check(R, &syn(5000, Some(1001), 65160, Some(8))), Window::Beyond(Why::Handshake));
         assert_eq!(w.track(R, &syn(5000, Some(9001), 65160, Some(8))), Window::Accept);
+        // Once answered, a SYN with yet another ISN (blind, during the handshake) changes nothing; the
+        // retransmission of the answered one is fine.
+        assert_eq!(w.check(O, &syn(77, None, 64240, Some(7))), Window::Behind(Why::Unsynchronised));
+        assert_eq!(w.check(O, &syn(9000, None, 64240, Some(7))), Window::Accept);
         let w = established();
         assert_eq!(w.check(O, &syn(1, None, 64240, None)), Window::Behind(Why::Unsynchronised));
         // The SYN-ACK retransmitted after the handshake: fine.
@@ -550,18 +573,19 @@ mod tests {
         assert_eq!(w.track(O, &seg(70_000, Some(900_000), 100, 502)), Window::Accept);
         // The other side's first segment sets its numbers.
         assert_eq!(w.track(R, &seg(900_000, Some(70_100), 1400, 501)), Window::Accept);
-        // With the shift unknown, 502 << 14 bounds the window: a real flight fits.
+        // With the shift unknown, 502 << 8 bounds the window at first: a real flight fits, and the
+        // window grows with the flight the gateway sees (four times it).
         assert_eq!(w.track(R, &seg(900_000 + 60_000, Some(70_100), 1400, 501)), Window::Accept);
-        assert_eq!(
-            w.check(R, &seg(900_000 + 10_000_000, Some(70_100), 10, 501)),
-            Window::Beyond(Why::SeqAbove)
-        );
-        // RSTs are still judged exactly: the receiver's RCV.NXT is what it acknowledged last.
+        assert_eq!(w.max_window(O), WinSize::new(4 * 61_400).get());
+        let beyond = |seq: u32| w.check(R, &seg(seq, Some(70_100), 10, 501));
+        assert_eq!(beyond(900_000 + 4 * 61_400 + 200), Window::Beyond(Why::SeqAbove));
+        assert_eq!(beyond(900_000 + 10_000_000), Window::Beyond(Why::SeqAbove));
+        // RSTs are still judged exactly: at the receiver's last acknowledgement or the sender's next.
         assert_eq!(w.check(O, &rst(70_099, None)), Window::RstNotExact);
         assert_eq!(w.check(O, &rst(70_100, None)), Window::Accept);
-        assert_eq!(w.check(R, &rst(961_400, None)), Window::RstNotExact);
-        w.track(O, &seg(70_100, Some(961_400), 0, 502));
-        assert_eq!(w.check(R, &rst(961_400, None)), Window::Accept);
+        assert_eq!(w.check(R, &rst(961_399, None)), Window::RstNotExact);
+        assert_eq!(w.check(R, &rst(961_400, None)), Window::Accept, "the server's next byte");
+        assert_eq!(w.check(R, &rst(900_000, None)), Window::Accept, "the client's last acknowledgement");
     }
 
     #[test]

@@ -1001,7 +1001,11 @@ impl Model {
             self.opaque.entry((lan_flow, isn)).or_default().push(at..at + line.len());
             return;
         }
-        if ctl.alg && !ftp_like(from_client, ctl.greeted || ctl.multiline.is_some(), &line) {
+        if !synced && !from_client {
+            // Possibly the tail of a reply: never a greeting either way.
+            ctl.greeted = true;
+        }
+        if synced && ctl.alg && !ftp_like(from_client, ctl.greeted || ctl.multiline.is_some(), &line) {
             self.notes.push(format!(
                 "{}: '{}' is not FTP: the connection is opaque from here on",
                 p.describe(),
@@ -1009,6 +1013,10 @@ impl Model {
             ));
             ctl.not_ftp = true;
             self.opaque.entry((lan_flow, isn)).or_default().push(at..at + line.len());
+            return;
+        }
+        if from_client && !synced && !ftp_like(true, true, &line) {
+            // The tail of something that is no command: it asks nothing.
             return;
         }
         if from_client && body(&line).iter().all(|&b| b == 0xff || (0xf0..=0xfe).contains(&b)) {
@@ -1214,11 +1222,11 @@ impl Control {
             d.line.push(b);
             if b == b'\n' {
                 let line = std::mem::take(&mut d.line);
+                // A line whose start was not seen (after a pickup or a gap) still answers or asks, for
+                // pairing replies with commands; it is never judged.
                 let synced = d.synced;
                 d.synced = true;
-                if synced {
-                    out.push((d.line_at, line, true));
-                }
+                out.push((d.line_at, line, synced));
             }
         }
     }

@@ -116,6 +116,8 @@ impl FtpSession {
         if stream.gap(acked, ctx.metrics) {
             self.st.pending.clear();
             self.st.multiline = None;
+            // This connection's bytes travel a path around the gateway: see `stream::REFUSED_TIMES`.
+            self.streams[dir.reverse().index()].other_path_seen();
         }
     }
 
@@ -248,6 +250,21 @@ impl State {
 
     fn on_command(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
         tracing::trace!(target: "ftpnat::alg", control = %ctx.control, line = %parse::redacted(line.bytes), "command");
+        if line.straddling {
+            // Possibly the tail of a line: if it reads as a command, its reply will come; nothing else.
+            if parse::client_line(line.bytes) == parse::ClientLine::Command {
+                let p = match parse::classify_command(line.bytes) {
+                    Command::Port | Command::Eprt => Pending::Port(None),
+                    Command::Pasv => Pending::Pasv,
+                    Command::Epsv => Pending::Epsv,
+                    Command::Auth => Pending::Auth,
+                    Command::Ccc => Pending::Ccc,
+                    _ => Pending::Other,
+                };
+                self.push_pending(p);
+            }
+            return Action::Keep;
+        }
         match parse::client_line(line.bytes) {
             parse::ClientLine::Command => {}
             parse::ClientLine::Empty => return Action::Keep,
@@ -288,6 +305,11 @@ impl State {
 
     fn on_reply(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
         let code = parse::reply_code(line.bytes);
+        if line.straddling {
+            // Possibly the tail of a line (module header): it still answers its command, and is
+            // never an announcement nor a greeting.
+            self.greeted = true;
+        }
         if !self.greeted && self.multiline.is_none() && !matches!(code, Some((120 | 220 | 421, _))) {
             // RFC 959 §5.4: an FTP server opens with 120, 220 or 421. Anything else (an HTTP status
             // line, an SSH banner) is another protocol on an FTP port.

@@ -38,6 +38,10 @@ pub struct Line<'a> {
     pub held: bool,
     /// The line was longer than `bytes`.
     pub truncated: bool,
+    /// The line's start was not seen (the first line after a pickup or a gap): it may be the tail of a
+    /// line. It is handed over for bookkeeping only (a reply still answers its command); nothing in it
+    /// is rewritten or judged.
+    pub straddling: bool,
 }
 
 /// What the session wants done with a held line.
@@ -97,7 +101,23 @@ pub struct Stream {
     dead: bool,
     /// A gap was jumped and no line end seen since: the line now completing straddles it.
     after_gap: bool,
+    /// The last segment refused past a gap: where it started, how often it came, when first.
+    refused: Option<(SeqNum, u8, Instant)>,
+    /// The other direction jumped a gap: bytes of this connection travel a path around the gateway.
+    other_path: bool,
 }
+
+/// When a command and its reply both go around the gateway, no acknowledgement of the command's bytes
+/// ever crosses it, and waiting for one would stall the connection: the sender keeps retransmitting
+/// its next segment, past the gap, and never the bytes before it (it holds them acknowledged). A loss
+/// before the gateway looks alike, except that the receiver never got those bytes: the sender's
+/// retransmissions start at or below the gap, and any segment at or below it resets the count; and
+/// only the other path explains why the sender, in the same breath, acknowledges bytes of the other
+/// direction the gateway never saw. So the framer jumps such a gap only when both hold: this many
+/// refusals of the same segment with nothing at or below the gap in between, spread over at least
+/// [`REFUSED_PATIENCE`] (RTOs back off: 1 s, 2 s, 4 s...), and a gap jumped in the other direction.
+const REFUSED_TIMES: u8 = 3;
+const REFUSED_PATIENCE: core::time::Duration = core::time::Duration::from_secs(2);
 
 impl Stream {
     pub fn new(rewrite: bool, from_client: bool, max_line: usize) -> Stream {
@@ -120,6 +140,8 @@ impl Stream {
             fin_sent: false,
             dead: false,
             after_gap: false,
+            refused: None,
+            other_path: false,
         }
     }
 
@@ -154,6 +176,11 @@ impl Stream {
     pub fn go_dead(&mut self) {
         self.dead = true;
         self.candidate = false;
+    }
+
+    /// The other direction of this connection jumped a gap (see [`REFUSED_TIMES`]).
+    pub fn other_path_seen(&mut self) {
+        self.other_path = true;
     }
 
     /// The receiver acknowledged the sender's bytes up to `to` (sender space), past what the framer has
@@ -216,6 +243,23 @@ impl Stream {
         self.at_line_start = true;
     }
 
+    /// A segment starting at `a`, past the bytes the framer has seen: refused (its sender retransmits
+    /// what the receiver lacks), unless the same segment keeps coming back without the bytes before it
+    /// (see [`REFUSED_TIMES`]); then the gap is jumped and `Ok` lets the segment be framed.
+    fn past_gap(&mut self, a: SeqNum, now: Instant, metrics: &mut Metrics) -> Result<(), DropReason> {
+        let (times, since) = match self.refused {
+            Some((at, n, first)) if at == a => (n.saturating_add(1), first),
+            _ => (1, now),
+        };
+        if times >= REFUSED_TIMES && now.saturating_since(since) >= REFUSED_PATIENCE && self.other_path {
+            self.refused = None;
+            self.gap(a, metrics);
+            return Ok(());
+        }
+        self.refused = Some((a, times, since));
+        Err(DropReason::AlgOutOfOrder)
+    }
+
     /// Handles one segment of the direction that may be rewritten. `seq` is the segment's sequence
     /// number (of the SYN if `syn`).
     #[allow(clippy::too_many_arguments)]
@@ -235,6 +279,10 @@ impl Stream {
         } else if !self.started {
             // Picked up mid-stream: the first line start is not known until a line end passes.
             self.start(a, false);
+        }
+        if !payload.is_empty() && !a.gt(self.next) {
+            // Sent from at or below the gap: the sender does not hold the gap acknowledged.
+            self.refused = None;
         }
         let mut payload = payload;
         // Bytes the receiver already acknowledged are not sent again; what history was needed to
@@ -259,8 +307,8 @@ impl Stream {
             }
         }
         let b = a.add(payload.len() as u32);
-        let emitted = self.emitted();
         if payload.is_empty() {
+            let emitted = self.emitted();
             let at = if a.ge(emitted) { emitted } else { a };
             let fin_now = fin && a == self.next && self.held.is_empty() && !self.fin_sent;
             if fin_now {
@@ -271,8 +319,9 @@ impl Stream {
         }
         if a.gt(self.next) {
             // A gap: framing needs every byte in order. The sender retransmits what we drop.
-            return Err(DropReason::AlgOutOfOrder);
+            self.past_gap(a, now, metrics)?;
         }
+        let emitted = self.emitted();
         let mut out = Vec::new();
         let out_seq;
         if a.lt(emitted) {
@@ -341,7 +390,9 @@ impl Stream {
         let b = a.add(payload.len() as u32);
         if !payload.is_empty() {
             if a.gt(self.next) {
-                return Err(DropReason::AlgOutOfOrder);
+                self.past_gap(a, now, metrics)?;
+            } else {
+                self.refused = None;
             }
             if b.gt(self.next) {
                 let new = &payload[self.next.diff(a) as usize..];
@@ -449,6 +500,14 @@ impl Stream {
                         // The first line after a gap may have begun in it: left as sent.
                         metrics.alg_gap_lines += 1;
                     }
+                    let line = Line {
+                        bytes: &self.line,
+                        start: self.line_start,
+                        held: false,
+                        truncated: self.line_len > self.line.len(),
+                        straddling: true,
+                    };
+                    let _ = on_line(&line);
                     continue;
                 }
                 let line = Line {
@@ -456,6 +515,7 @@ impl Stream {
                     start: self.line_start,
                     held: self.candidate,
                     truncated: self.line_len > self.line.len(),
+                    straddling: false,
                 };
                 let action = on_line(&line);
                 if matches!(action, Action::NotFtp) {
@@ -620,6 +680,50 @@ mod tests {
         let o = run(&mut s, &[(110, b"x\r\n")]);
         assert_eq!(o, vec![(110, b"x\r\n".to_vec())]);
         assert!(s.map.is_identity());
+    }
+
+    #[test]
+    fn a_segment_retransmitted_past_a_gap_without_the_bytes_before_it_jumps_the_gap() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        let at = |secs| Instant::from_secs(secs);
+        let mut send =
+            |s: &mut Stream, t| s.segment(SeqNum(110), false, false, b"NOOP\r\n", at(t), &mut m, &mut grow);
+        // Without a gap in the other direction, never: a loss before the gateway looks alike.
+        for t in [0, 1, 3, 7] {
+            assert_eq!(send(&mut s, t), Err(DropReason::AlgOutOfOrder));
+        }
+        let mut s = fresh();
+        s.other_path_seen();
+        // Reordering or a loss before the gateway: refused, the sender fills the hole first.
+        assert_eq!(send(&mut s, 0), Err(DropReason::AlgOutOfOrder));
+        // Duplicates right away do not count as patience.
+        assert_eq!(send(&mut s, 0), Err(DropReason::AlgOutOfOrder));
+        assert_eq!(send(&mut s, 1), Err(DropReason::AlgOutOfOrder));
+        // The same segment again, 2 s after the first, and the bytes before it never came: the sender
+        // holds them acknowledged. Jumped; the line is framed from the next line end on.
+        let o = send(&mut s, 2).unwrap();
+        assert_eq!(o.payload, b"NOOP\r\n".to_vec());
+        assert_eq!(m.alg_gaps, 1);
+        // Go-back-N after a loss before the gateway: the retransmissions start below the gap (and are
+        // seen), so the count starts over each time and the gap is never jumped.
+        let mut s = fresh();
+        s.other_path_seen();
+        let mut m = Metrics::default();
+        s.segment(SeqNum(100), false, false, b"PORT ", at(0), &mut m, &mut grow).unwrap();
+        for t in [0, 1, 3, 7, 15] {
+            s.segment(SeqNum(100), false, false, b"PORT ", at(t), &mut m, &mut grow).unwrap();
+            let r = s.segment(SeqNum(120), false, false, b"x", at(t), &mut m, &mut grow);
+            assert_eq!(r, Err(DropReason::AlgOutOfOrder), "at {t} s");
+        }
+        assert_eq!(m.alg_gaps, 0);
+        // Another segment past a (new) gap starts its own count.
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        for (seq, t) in [(110, 0), (120, 2), (110, 3)] {
+            let r = s.segment(SeqNum(seq), false, false, b"x", at(t), &mut m, &mut grow);
+            assert_eq!(r, Err(DropReason::AlgOutOfOrder));
+        }
     }
 
     #[test]
