@@ -17,7 +17,7 @@ use crate::alg::ftp::FtpSession;
 use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
 use crate::conntrack::refused::Refused;
-use crate::conntrack::{Conn, Full, Origin, Table, TcpSeg, TcpState, Window};
+use crate::conntrack::{Conn, Full, Origin, Plain, Table, TcpSeg, TcpState, Window};
 use crate::events::{Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::metrics::{DropReason, Metrics};
@@ -80,15 +80,61 @@ struct WaitingFragment {
 #[derive(Debug, Clone, Copy)]
 struct Head {
     key: FlowKey,
-    flags: TcpFlags,
+    /// The TCP flags byte as sent (0 for UDP and ICMP): decoded where needed, tested whole on the
+    /// per-packet path.
+    tcp_flags: u8,
     first_fragment: bool,
     fragmented: bool,
     icmp_request: bool,
-    /// TCP (unfragmented): sequence and acknowledgement numbers, window field, payload length.
+}
+
+impl Head {
+    fn flags(&self) -> TcpFlags {
+        TcpFlags::from_byte(self.tcp_flags)
+    }
+
+    /// An ACK with no SYN, RST or FIN: the per-packet case.
+    #[inline]
+    fn plain_ack(&self) -> bool {
+        const ACK: u8 = 0x10;
+        self.tcp_flags & (ACK | 0x04 | 0x02 | 0x01) == ACK
+    }
+}
+
+/// What the window tracker reads of an unfragmented TCP segment `head` accepted: read on the TCP path
+/// only (kept out of [`Head`], which every packet carries).
+#[derive(Debug, Clone, Copy)]
+struct TcpFields {
     seq: SeqNum,
     ack: SeqNum,
     win: u16,
+    /// Payload bytes (SYN and FIN not counted).
     payload: u32,
+}
+
+impl TcpFields {
+    /// The fields of a datagram whose TCP header `Engine::head` checked (a shorter one reads as zeros).
+    #[inline]
+    fn read(pkt: &[u8]) -> TcpFields {
+        let ip = Ipv4Packet::new_unchecked(pkt);
+        let t = ip.payload();
+        let Some(h) = t.get(..20) else {
+            return TcpFields { seq: SeqNum(0), ack: SeqNum(0), win: 0, payload: 0 };
+        };
+        let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        TcpFields {
+            seq: SeqNum(word(4)),
+            ack: SeqNum(word(8)),
+            win: u16::from_be_bytes([h[14], h[15]]),
+            payload: t.len().saturating_sub(usize::from(h[12] >> 4) * 4) as u32,
+        }
+    }
+
+    /// As the per-packet path takes them (for a segment with no SYN, RST or FIN).
+    #[inline]
+    fn plain(&self) -> Plain {
+        Plain { seq: self.seq, ack: self.ack, len: self.payload, win: self.win }
+    }
 }
 
 pub struct Engine {
@@ -443,11 +489,13 @@ impl Engine {
             // reset, RFC 7857 §2.2), or start over before its handshake completed (§3.10.7.2) with
             // another ISN. It is a new byte stream: the old one's window, sequence maps and line framing
             // must not apply to it (they would shift its SYN and refuse all its data as a gap).
-            let reopen = head.flags.syn && !head.flags.ack;
+            let reopen = head.flags().syn && !head.flags().ack;
             if reopen
                 && self.table.get(id).is_some_and(|c| match c.tcp() {
                     TcpState::Closed | TcpState::Reset => true,
-                    TcpState::SynSent => c.window().end(Dir::Original) != Some(head.seq.add(1)),
+                    TcpState::SynSent => {
+                        c.window().end(Dir::Original) != Some(TcpFields::read(pkt).seq.add(1))
+                    }
                     _ => false,
                 })
             {
@@ -467,8 +515,8 @@ impl Engine {
                 Err(v) => {
                     if from == Side::Outside
                         && head.key.proto == Proto::Tcp
-                        && head.flags.syn
-                        && !head.flags.ack
+                        && head.flags().syn
+                        && !head.flags().ack
                     {
                         // Refused means refused: whatever the inside host sends in answer opens nothing.
                         self.refused.refuse(head.key.src, head.key.dst.port, self.now);
@@ -559,9 +607,8 @@ impl Engine {
         let proto =
             Proto::from_number(ip.protocol()).ok_or(Verdict::Drop(DropReason::UnsupportedProtocol))?;
         let malformed = Verdict::Drop(DropReason::Malformed);
-        let mut flags = TcpFlags::default();
+        let mut tcp_flags = 0;
         let mut icmp_request = false;
-        let (mut seq, mut ack, mut win, mut payload) = (SeqNum(0), SeqNum(0), 0, 0);
         let (sp, dp) = match proto {
             Proto::Tcp | Proto::Udp if fragmented => {
                 // A first fragment holds the ports but not the whole datagram the length fields speak of.
@@ -570,15 +617,13 @@ impl Engine {
                     return Err(malformed);
                 }
                 if proto == Proto::Tcp {
-                    flags = TcpFlags::from_byte(p.get(13).copied().unwrap_or(0));
+                    tcp_flags = p.get(13).copied().unwrap_or(0);
                 }
                 (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]))
             }
             Proto::Tcp => {
                 let t = ip.tcp().map_err(|_| malformed)?;
-                flags = t.flags();
-                (seq, ack, win) = (t.seq_number(), t.ack_number(), t.window());
-                payload = t.payload().len() as u32;
+                tcp_flags = t.flags_byte();
                 (t.src_port(), t.dst_port())
             }
             Proto::Udp => {
@@ -606,14 +651,10 @@ impl Engine {
         let key = FlowKey::new(proto, Endpoint::new(src, sp), Endpoint::new(dst, dp));
         Ok(Some(Head {
             key,
-            flags,
+            tcp_flags,
             first_fragment: !fragmented || ip.frag_offset() == 0,
             fragmented,
             icmp_request,
-            seq,
-            ack,
-            win,
-            payload,
         }))
     }
 
@@ -628,52 +669,41 @@ impl Engine {
         debug_assert!(found, "touch of a connection that exists");
     }
 
-    /// What the window tracker needs of a TCP segment. The acknowledgement speaks of the other
-    /// direction's bytes as its receiver got them: for a connection whose other direction the ALG
-    /// rewrites, it is mapped back into that direction's sender space first (as Linux applies its NAT
-    /// offset before `tcp_in_window`).
-    fn tcp_seg(&self, conn: &Conn, dir: Dir, head: &Head, pkt: &[u8]) -> TcpSeg {
-        let f = head.flags;
-        // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
-        let ack = (f.ack && !(f.rst && head.ack == SeqNum(0))).then(|| match &conn.ftp {
-            Some(s) => s.streams[dir.reverse().index()].map.unmap(head.ack),
-            None => head.ack,
-        });
-        let wscale = if f.syn {
-            Ipv4Packet::new_unchecked(pkt).tcp().ok().and_then(|t| t.wscale_option())
-        } else {
-            None
-        };
-        TcpSeg {
-            seq: head.seq,
-            ack,
-            len: head.payload + u32::from(f.syn) + u32::from(f.fin),
-            win: head.win,
-            syn: f.syn,
-            fin: f.fin,
-            rst: f.rst,
-            wscale,
-        }
-    }
-
     /// Tracks a TCP segment travelling in `dir` against its connection's window; only a segment in the
     /// window refreshes the connection and moves its state (see `conntrack::window`). A fragment cannot
-    /// be judged (its length is the whole datagram's): it changes nothing.
+    /// be judged (its length is the whole datagram's): it changes nothing. One slot access: the
+    /// per-packet path.
+    #[inline]
     fn touch_tcp(&mut self, id: ConnId, dir: Dir, head: &Head, pkt: &[u8]) -> Window {
         if head.fragmented {
             return Window::Behind(crate::conntrack::window::Why::Unsynchronised);
         }
-        let Some(conn) = self.table.get(id) else {
-            return Window::Beyond(crate::conntrack::window::Why::Unsynchronised);
+        // The window scale option matters on a SYN only: the rest never walk the options.
+        let wscale = if head.flags().syn {
+            Ipv4Packet::new_unchecked(pkt).tcp().ok().and_then(|t| t.wscale_option())
+        } else {
+            None
         };
-        let seg = self.tcp_seg(conn, dir, head, pkt);
+        let t = TcpFields::read(pkt);
         let (now, len) = (self.now, pkt.len());
         let timeouts = &self.config.timeouts;
         let metrics = &mut self.metrics;
-        let mut verdict = Window::Accept;
+        let mut verdict = Window::Beyond(crate::conntrack::window::Why::Unsynchronised);
         self.table.update(id, |conn| {
+            // The per-packet case first (a connection the ALG rewrites maps its ACK: the general path).
+            // It opens or closes nothing, so it skips the state bookkeeping below.
+            if head.plain_ack() && conn.ftp.is_none() {
+                if let Some(v) = conn.track_tcp_plain(dir, t.plain()) {
+                    verdict = v;
+                    if v != Window::Accept {
+                        return conn.expires();
+                    }
+                    conn.seen(dir, len, now);
+                    return now + conn.timeout(timeouts);
+                }
+            }
             let before = conn.tcp();
-            verdict = conn.track_tcp(dir, &seg);
+            verdict = conn.track_tcp(dir, &tcp_seg(conn, dir, head.flags(), &t, wscale));
             if verdict != Window::Accept {
                 return conn.expires();
             }
@@ -691,7 +721,7 @@ impl Engine {
     fn create(&mut self, from: Side, head: &Head) -> Result<(ConnId, Dir), Verdict> {
         let key = head.key;
         let proto = key.proto;
-        let f = head.flags;
+        let f = head.flags();
         let now = self.now;
         let public = self.config.public_ip;
         if !head.first_fragment {
@@ -1332,6 +1362,29 @@ impl Engine {
                 at = at.add(piece.len() as u32);
             }
         }
+    }
+}
+
+/// What the window tracker needs of a TCP segment. The acknowledgement speaks of the other direction's
+/// bytes as its receiver got them: for a connection whose other direction the ALG rewrites, it is mapped
+/// back into that direction's sender space first (as Linux applies its NAT offset before
+/// `tcp_in_window`).
+#[inline]
+fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale: Option<u8>) -> TcpSeg {
+    // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
+    let ack = (f.ack && !(f.rst && t.ack == SeqNum(0))).then(|| match &conn.ftp {
+        Some(s) => s.streams[dir.reverse().index()].map.unmap(t.ack),
+        None => t.ack,
+    });
+    TcpSeg {
+        seq: t.seq,
+        ack,
+        len: t.payload + u32::from(f.syn) + u32::from(f.fin),
+        win: t.win,
+        syn: f.syn,
+        fin: f.fin,
+        rst: f.rst,
+        wscale,
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::window::{TcpSeg, TcpWindow, Window};
+use super::window::{Plain, TcpSeg, TcpWindow, Window};
 use crate::alg::ftp::FtpSession;
 use crate::config::Timeouts;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
@@ -287,6 +287,7 @@ impl Conn {
     }
 
     /// Records a packet of `len` bytes travelling in `d` at `now`.
+    #[inline]
     pub fn seen(&mut self, d: Dir, len: usize, now: Instant) {
         self.last_seen = Span::from_micros(now.as_micros().saturating_sub(self.state >> 8));
         self.counts.add(d.index(), len);
@@ -297,9 +298,14 @@ impl Conn {
 
     /// Tracks a TCP segment travelling in `d`: its window check first ([`TcpWindow`]); only a segment in
     /// the window (for an RST: exact) changes the state. Returns the window's verdict.
+    #[inline]
     pub fn track_tcp(&mut self, d: Dir, seg: &TcpSeg) -> Window {
         let v = self.window.track(d, seg);
         if v != Window::Accept {
+            return v;
+        }
+        if !(seg.fin || seg.syn || seg.rst) && self.tcp() == TcpState::Established {
+            // The per-packet case: nothing moves.
             return v;
         }
         if seg.rst {
@@ -321,6 +327,22 @@ impl Conn {
         };
         self.set_tcp(next);
         v
+    }
+
+    /// [`Conn::track_tcp`] for the per-packet case: a segment with ACK and no SYN, RST or FIN (`len`:
+    /// its payload) of an established connection (or one whose handshake this ACK completes). `None`
+    /// when that does not apply: call [`Conn::track_tcp`].
+    #[inline(always)]
+    pub fn track_tcp_plain(&mut self, d: Dir, p: Plain) -> Option<Window> {
+        let state = self.tcp();
+        if !matches!(state, TcpState::Established | TcpState::SynReceived) {
+            return None;
+        }
+        let v = self.window.track_established(d, p)?;
+        if v == Window::Accept && state == TcpState::SynReceived && d == Dir::Original {
+            self.set_tcp(TcpState::Established);
+        }
+        Some(v)
     }
 
     /// The window state (read-only: what a segment would be judged, without tracking it).

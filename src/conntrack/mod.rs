@@ -26,7 +26,7 @@ mod slab;
 pub mod window;
 pub use conn::{Conn, Origin, TcpState};
 use slab::Slab;
-pub use window::{TcpSeg, TcpWindow, Window};
+pub use window::{Plain, TcpSeg, TcpWindow, Window};
 
 /// Why a connection could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

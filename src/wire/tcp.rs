@@ -167,7 +167,11 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         hl.min(b.len())
     }
     pub fn flags(&self) -> TcpFlags {
-        TcpFlags::from_byte(self.buf.as_ref().get(field::FLAGS).copied().unwrap_or(0))
+        TcpFlags::from_byte(self.flags_byte())
+    }
+    /// The flags byte as sent (CWR..FIN; the reserved bits are in the byte before).
+    pub fn flags_byte(&self) -> u8 {
+        self.buf.as_ref().get(field::FLAGS).copied().unwrap_or(0)
     }
     pub fn window(&self) -> u16 {
         self.u16_at(field::WINDOW)
