@@ -11,7 +11,7 @@
 //! - `end[s]`: the highest sequence number `s` has used plus one (SYN and FIN count, RFC 9293 §3.4);
 //! - `ack[s]`: the highest acknowledgement `s` has sent: its RCV.NXT as far as the gateway knows;
 //! - `win[s]`: the largest window `s` has advertised, scaled (RFC 7323 §2.3; the window of a SYN is
-//!   never scaled); kept in 16 bits, rounded up ([`WinSize`]);
+//!   never scaled); kept in 16 bits, rounded up (`WinSize`);
 //! - `scale[s]`: the shift from `s`'s SYN, used only when both SYNs carried the option (RFC 7323 §1.3).
 //!
 //! A segment from `s` is **in the window** when
@@ -187,7 +187,8 @@ pub struct Plain {
     pub win: u16,
 }
 
-/// The window state of one TCP connection, both directions, in 22 bytes (see the module header).
+/// The window state of one TCP connection, both directions: 22 bytes of fields, 24 with alignment (see
+/// the module header).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpWindow {
     end: [SeqNum; 2],

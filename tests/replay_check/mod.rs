@@ -2,7 +2,11 @@
 //! 11's cases: an inside host's answer to a refused inbound opening never crosses (nor opens anything),
 //! connections through a forward are picked up from either side and never dropped mid-stream, a gap in
 //! a recorded control stream does not stall it (every byte the model frames in order after it must
-//! reach the other side), and a control connection is only trusted while it looks like FTP.
+//! reach the other side), and a control connection is only trusted while it looks like FTP. A segment
+//! beyond any window the connection can have (more than 2^30 past what its receiver acknowledged, or
+//! acknowledging more than 2^30 past what the other side sent) must be dropped and change nothing; an
+//! RST closes the model's connection only at a sequence number a real peer's RST carries, so everything
+//! after a spoofed one must still cross.
 //!
 //! Owns: reading captures with etherparse (link layer included), its own TCP stream reassembly, and its
 //! own model of what the gateway must do — which WAN packets have a mapping, a forward or a pinhole,
@@ -574,6 +578,57 @@ struct ConnState {
     fins: [bool; 2],
     /// The flow of the packet that created it.
     orig: Flow,
+    /// Per direction (0: `orig`'s): the sequence number after the highest byte its sender used (SYN
+    /// and FIN count), and the highest acknowledgement it sent, as far as the recording shows.
+    next: [Option<u32>; 2],
+    acked: [Option<u32>; 2],
+}
+
+/// The largest window TCP can advertise (RFC 7323 §2.3: 2^30 with the largest scale). A segment
+/// starting further beyond what its receiver acknowledged, or acknowledging further beyond what the
+/// other side sent, comes from no real sender: the gateway drops it, whatever the windows really were.
+const MAX_WINDOW: i64 = 1 << 30;
+
+fn seq_diff(a: u32, b: u32) -> i64 {
+    i64::from(a.wrapping_sub(b) as i32)
+}
+
+impl ConnState {
+    /// Why the segment is beyond any window the connection can have (`None`: it may be in it).
+    fn beyond(&self, d: usize, t: &Tcp) -> Option<&'static str> {
+        if self.acked[1 - d].is_some_and(|a| seq_diff(t.seq, a) > MAX_WINDOW) {
+            return Some("sequence number beyond any window (off-path injection)");
+        }
+        if t.ackf && !t.rst && self.next[1 - d].is_some_and(|n| seq_diff(t.ack, n) > MAX_WINDOW) {
+            return Some("acknowledges bytes the other side never sent (off-path injection)");
+        }
+        None
+    }
+
+    /// An RST closes the connection only at a sequence number a real peer's RST carries (RFC 5961
+    /// §3.2): the receiver's next expected byte or the sender's own next one. Unknown numbers: it may.
+    fn rst_exact(&self, d: usize, t: &Tcp) -> bool {
+        match (self.acked[1 - d], self.next[d]) {
+            (None, _) | (_, None) => true,
+            (Some(a), Some(n)) => t.seq == a || t.seq == n,
+        }
+    }
+
+    /// Learns what an accepted segment shows of both directions' numbers.
+    fn learn(&mut self, d: usize, t: &Tcp) {
+        let end = t.seq.wrapping_add(t.payload.len() as u32 + u32::from(t.syn) + u32::from(t.fin));
+        let later = |old: Option<u32>, new: u32| {
+            Some(old.map_or(new, |o| if seq_diff(new, o) > 0 { new } else { o }))
+        };
+        if !t.rst {
+            self.next[d] = later(self.next[d], end);
+        }
+        if t.ackf && !t.rst {
+            self.acked[d] = later(self.acked[d], t.ack);
+            // Acknowledged bytes the recording lacks went another way: the other side sent them.
+            self.next[1 - d] = later(self.next[1 - d], t.ack);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -750,13 +805,21 @@ impl Model {
             controls.remove(&f);
         }
         if let Some(c) = Self::lookup(conns, f) {
+            let d = usize::from(f != c.orig);
+            if p.proto == 6 && !c.closed {
+                // Off-path injection: dropped, and it changes nothing (no close, no refresh).
+                if let Some(why) = c.beyond(d, &tcp) {
+                    return Expect::Drop(why);
+                }
+            }
             let stale = ts.saturating_sub(c.last) > TRANSITORY_US;
             let was_closed = c.closed;
             c.last = ts;
             if p.proto == 6 {
-                if tcp.rst {
+                if tcp.rst && c.rst_exact(d, &tcp) {
                     c.closed = true;
                 }
+                c.learn(d, &tcp);
                 if tcp.fin {
                     let d = usize::from(f != c.orig);
                     c.fins[d] = true;
@@ -773,13 +836,18 @@ impl Model {
             }
             return Expect::Pass;
         }
-        let new = ConnState {
+        let mut new = ConnState {
             syn: new_syn.then_some(tcp.seq),
             last: ts,
             closed: tcp.rst,
             fins: [tcp.fin, false],
             orig: f,
+            next: [None; 2],
+            acked: [None; 2],
         };
+        if p.proto == 6 {
+            new.learn(0, &tcp);
+        }
         if lan {
             if p.proto == 6 {
                 let key = ((f.dst.0, f.dst.1), f.src.1);
@@ -823,11 +891,13 @@ impl Model {
                     && self.setup.ftp_ports.contains(&f.src.1)
                     && !tcp.syn
                 {
-                    // A forwarded server's connection picked up from its side: the issue does not say
-                    // how it is tracked; lines are not judged.
+                    // A forwarded server's connection picked up from its side (issue 11: forwards are
+                    // picked up from either side, with the ALG; the greeting is long past).
                     self.notes
                         .push(format!("{}: forwarded server connection picked up mid-stream", p.describe()));
-                    controls.insert(f.rev(), Control::new(f.rev(), false, false));
+                    let mut c = Control::new(f.rev(), false, true);
+                    c.greeted = true;
+                    controls.insert(f.rev(), c);
                 }
             }
             conns.insert(canon(f).0, new);
@@ -847,7 +917,9 @@ impl Model {
                     "{}: forwarded connection picked up mid-stream from outside",
                     p.describe()
                 ));
-                controls.insert(f, Control::new(f, false, false));
+                let mut c = Control::new(f, false, true);
+                c.greeted = true;
+                controls.insert(f, c);
             }
             conns.insert(canon(f).0, new);
             return Expect::Pass;

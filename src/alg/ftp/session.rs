@@ -14,10 +14,10 @@
 //! no FTP reply) makes the connection opaque for good, counted `alg.refused.not_ftp`. Commands a client
 //! pipelines before the greeting are queued as usual; the greeting answers none of them.
 //!
-//! After a gap in either direction ([`FtpSession::on_gap`]) the queue of commands awaiting replies is
-//! forgotten: replies may have been lost with it, and pairing a later 227 with the wrong command would
-//! honour an unsolicited announcement. A 227/229 before the next PASV/EPSV is then refused (fail
-//! closed).
+//! After a gap in either direction ([`FtpSession::on_ack`] finding one) the queue of commands awaiting
+//! replies is forgotten: replies may have been lost with it, and pairing a later 227 with the wrong
+//! command would honour an unsolicited announcement. A 227/229 before the next PASV/EPSV is then
+//! refused (fail closed).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;

@@ -178,7 +178,7 @@ impl Stream {
         self.candidate = false;
     }
 
-    /// The other direction of this connection jumped a gap (see [`REFUSED_TIMES`]).
+    /// The other direction of this connection jumped a gap (see `REFUSED_TIMES`).
     pub fn other_path_seen(&mut self) {
         self.other_path = true;
     }
