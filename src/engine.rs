@@ -690,10 +690,14 @@ impl Engine {
         let metrics = &mut self.metrics;
         let mut verdict = Window::Beyond(crate::conntrack::window::Why::Unsynchronised);
         self.table.update(id, |conn| {
-            // The per-packet case first (a connection the ALG rewrites maps its ACK: the general path).
-            // It opens or closes nothing, so it skips the state bookkeeping below.
-            if head.plain_ack() && conn.ftp.is_none() {
-                if let Some(v) = conn.track_tcp_plain(dir, t.plain()) {
+            // The per-packet case first: it opens or closes nothing, so it skips the state bookkeeping
+            // below. A connection the ALG rewrites has its ACK mapped back first (see `tcp_seg`).
+            if head.plain_ack() {
+                let mut plain = t.plain();
+                if let Some(s) = &conn.ftp {
+                    plain.ack = s.streams[dir.reverse().index()].map.unmap(plain.ack);
+                }
+                if let Some(v) = conn.track_tcp_plain(dir, plain) {
                     verdict = v;
                     if v != Window::Accept {
                         return conn.expires();
