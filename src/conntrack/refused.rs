@@ -35,7 +35,8 @@ struct Key {
 /// See the module header.
 #[derive(Debug, Default)]
 pub struct Refused {
-    until: HashMap<Key, Instant>,
+    /// foldhash, randomly seeded, as the connection index: every new inside flow asks here.
+    until: HashMap<Key, Instant, foldhash::fast::RandomState>,
     /// Pairs in the order their deadlines were set (a refreshed pair appears again later; an entry is
     /// live only while its deadline is the pair's current one).
     order: VecDeque<(Key, Instant)>,
@@ -57,6 +58,9 @@ impl Refused {
     /// Whether a packet an inside host sends from `port` to `remote` answers a refused opening; if so,
     /// the memory is kept alive.
     pub fn answered(&mut self, remote: Endpoint, port: u16, now: Instant) -> bool {
+        if self.until.is_empty() {
+            return false;
+        }
         let key = Key { remote, port };
         match self.until.get(&key) {
             Some(&t) if t > now => {
@@ -76,7 +80,9 @@ impl Refused {
 
     /// The inside host opens a connection of its own on the same ports: not an answer any more.
     pub fn forget(&mut self, remote: Endpoint, port: u16) {
-        self.until.remove(&Key { remote, port });
+        if !self.until.is_empty() {
+            self.until.remove(&Key { remote, port });
+        }
     }
 
     fn set(&mut self, key: Key, now: Instant) {
