@@ -2,6 +2,7 @@
 """An off-path attacker for the namespace tests: forges TCP segments into connections it sees.
 
   tcp-forge.py --iface IF --gateway ADDR --secs S --out FILE [--every MS] [--ports P,P,...]
+               [--wait-conns N --wait-max W]
 
 Runs in the namespace of the servers (`wan`): sniffs IF (AF_PACKET) for TCP segments the gateway ADDR
 sends to local servers, and for every such connection (optionally only those whose server port is in
@@ -18,7 +19,9 @@ path can produce:
   syn        SYN with a random sequence number
 
 Writes to FILE a JSON object: how many of each kind it sent and how many connections it attacked.
-Raw sockets only (socket module, IP_HDRINCL): no scapy. Every loop is bounded by --secs.
+With --wait-conns N the attack's S seconds start once N connections were seen (at most W seconds of
+sniffing first), so the attack lands inside the transfer whatever the machine's load.
+Raw sockets only (socket module, IP_HDRINCL): no scapy. Every loop is bounded by --wait-max + --secs.
 """
 import argparse
 import json
@@ -82,6 +85,9 @@ def main():
     p.add_argument("--secs", type=float, required=True)
     p.add_argument("--every", type=float, default=100.0, help="milliseconds between rounds")
     p.add_argument("--ports", default="", help="only connections whose server port is one of these")
+    p.add_argument("--wait-conns", type=int, default=0,
+                   help="sniff (forging nothing) until this many connections were seen, at most --wait-max s")
+    p.add_argument("--wait-max", type=float, default=10.0)
     p.add_argument("--out", required=True)
     a = p.parse_args()
     ports = {int(x) for x in a.ports.split(",") if x}
@@ -95,9 +101,22 @@ def main():
     # (server addr, server port, gateway addr, public port) -> (client seq end, client ack)
     conns = {}
     counts = {k: 0 for k in ("rst", "rstack", "ackbeyond", "fin", "data", "syn")}
-    end = time.monotonic() + a.secs
+    # The attack's clock starts once the connections to attack are known (or the wait is over).
+    wait_until = time.monotonic() + a.wait_max
+    end = None if a.wait_conns > 0 else time.monotonic() + a.secs
     next_round = time.monotonic() + a.every / 1000
-    while time.monotonic() < end:
+    while end is None or time.monotonic() < end:
+        if end is None and (len(conns) >= a.wait_conns or time.monotonic() >= wait_until):
+            end = time.monotonic() + a.secs
+        if end is None:
+            r, _, _ = select.select([sniff], [], [], max(0.0, wait_until - time.monotonic()))
+            if r:
+                s = parse(sniff.recv(65535))
+                if s and s[0] == a.gateway and not (s[6] & 0x04):
+                    src, sport, dst, dport, seq, ack, flags, plen = s
+                    if not ports or dport in ports:
+                        conns[(dst, dport, src, sport)] = ((seq + plen) & 0xFFFFFFFF, ack)
+            continue
         r, _, _ = select.select([sniff], [], [], max(0.0, min(next_round, end) - time.monotonic()))
         if r:
             frame = sniff.recv(65535)

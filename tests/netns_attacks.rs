@@ -72,8 +72,8 @@ fn forged_rst_ack_fin_and_data_do_not_break_a_running_ftp_transfer() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("curl starts");
-    std::thread::sleep(Duration::from_millis(1500));
-    // The attack: 3 s of forged segments into every connection the forger sees (control and data).
+    // The attack: once the forger has seen both connections (control and data; bounded wait), 3 s of
+    // forged segments into every connection it sees.
     let forge = script("tcp-forge.py").display().to_string();
     let report = dir.join("forged.json");
     let o = t.wan(
@@ -89,6 +89,10 @@ fn forged_rst_ack_fin_and_data_do_not_break_a_running_ftp_transfer() {
             "3",
             "--every",
             "50",
+            "--wait-conns",
+            "2",
+            "--wait-max",
+            "15",
             "--out",
             &report.display().to_string(),
         ],
