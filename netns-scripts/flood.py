@@ -9,7 +9,7 @@
   flood.py connect HOST PORT --count N [--bind ADDR] [--timeout S]
       N TCP connections one after the other, each reading the server's first line; prints
       "ok K of N" and exits 1 unless all succeeded.
-  flood.py lines HOST PORT --line TEXT --count N [--timeout S]
+  flood.py lines HOST PORT --line TEXT --count N [--timeout S] [--wait-greeting]
       one TCP connection carrying N copies of TEXT + CRLF, then a half-close; prints the server's answer.
 
 Every loop is bounded in count and time; traffic goes only where the caller's namespace routes it.
@@ -102,6 +102,9 @@ def lines(a):
     try:
         with socket.create_connection((a.host, a.port), timeout=a.timeout) as c:
             c.settimeout(a.timeout)
+            if a.wait_greeting:
+                # Speak only after the server's greeting, as an FTP client does.
+                recv_line(c)
             c.sendall(payload)
             c.shutdown(socket.SHUT_WR)
             data = recv_line(c)
@@ -135,6 +138,7 @@ def main():
     sp.add_argument("--line", required=True)
     sp.add_argument("--count", type=int, required=True)
     sp.add_argument("--timeout", type=float, default=30.0)
+    sp.add_argument("--wait-greeting", action="store_true")
     a = p.parse_args()
     signal.signal(signal.SIGTERM, on_term)
     return {"tcp": tcp_flood, "connect": connect, "lines": lines}[a.cmd](a) or 0

@@ -3,7 +3,9 @@
 
   peer.py tcp-server PORT [--bind ADDR]      accept; send "peer IP:PORT\\n"; close. Forever.
   peer.py tcp-client HOST PORT [--timeout S] connect, print the server's line; exit 1 on failure.
-  peer.py tcp-sink PORT [--bind ADDR]        read each connection to its end; answer "got N bytes". Forever.
+  peer.py tcp-sink PORT [--bind ADDR] [--greeting LINE]   read each connection to its end; answer "got N
+                                             bytes". Forever. With --greeting, say LINE first (an FTP
+                                             server's "220 ...": the gateway's ALG trusts no line before it).
   peer.py tcp-send HOST PORT BYTES [--timeout S]  send BYTES bytes, print the answer; exit 1 on failure.
   peer.py udp-server PORT [--bind ADDR]      answer each datagram with "peer IP:PORT". Forever.
   peer.py udp-client HOST PORT [--timeout S] [--tries N]   send, print the answer; exit 1 on silence.
@@ -65,6 +67,8 @@ def tcp_sink(a):
         n = 0
         try:
             c.settimeout(30)
+            if a.greeting:
+                c.sendall(a.greeting.encode() + b"\r\n")
             while True:
                 chunk = c.recv(1 << 16)
                 if not chunk:
@@ -130,6 +134,7 @@ def main():
         sp = sub.add_parser(name)
         sp.add_argument("port", type=int)
         sp.add_argument("--bind", default="0.0.0.0")
+        sp.add_argument("--greeting", default="")
     for name in ("tcp-client", "udp-client"):
         sp = sub.add_parser(name)
         sp.add_argument("host")

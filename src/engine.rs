@@ -17,7 +17,8 @@ use std::net::Ipv4Addr;
 use crate::alg::ftp::FtpSession;
 use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
-use crate::conntrack::{Conn, Full, Origin, Table, TcpState};
+use crate::conntrack::refused::Refused;
+use crate::conntrack::{Conn, Full, Origin, Plain, Table, TcpSeg, TcpState, Window};
 use crate::events::{Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::frag::{self, FragKey, Fragments};
@@ -54,10 +55,61 @@ const DEFAULT_MSS: usize = 536;
 #[derive(Debug, Clone, Copy)]
 struct Head {
     key: FlowKey,
-    flags: TcpFlags,
+    /// The TCP flags byte as sent (0 for UDP and ICMP): decoded where needed, tested whole on the
+    /// per-packet path.
+    tcp_flags: u8,
     first_fragment: bool,
     fragmented: bool,
     icmp_request: bool,
+}
+
+impl Head {
+    fn flags(&self) -> TcpFlags {
+        TcpFlags::from_byte(self.tcp_flags)
+    }
+
+    /// An ACK with no SYN, RST or FIN: the per-packet case.
+    #[inline]
+    fn plain_ack(&self) -> bool {
+        const ACK: u8 = 0x10;
+        self.tcp_flags & (ACK | 0x04 | 0x02 | 0x01) == ACK
+    }
+}
+
+/// What the window tracker reads of an unfragmented TCP segment `head` accepted: read on the TCP path
+/// only (kept out of [`Head`], which every packet carries).
+#[derive(Debug, Clone, Copy)]
+struct TcpFields {
+    seq: SeqNum,
+    ack: SeqNum,
+    win: u16,
+    /// Payload bytes (SYN and FIN not counted).
+    payload: u32,
+}
+
+impl TcpFields {
+    /// The fields of a datagram whose TCP header `Engine::head` checked (a shorter one reads as zeros).
+    #[inline]
+    fn read(pkt: &[u8]) -> TcpFields {
+        let ip = Ipv4Packet::new_unchecked(pkt);
+        let t = ip.payload();
+        let Some(h) = t.get(..20) else {
+            return TcpFields { seq: SeqNum(0), ack: SeqNum(0), win: 0, payload: 0 };
+        };
+        let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        TcpFields {
+            seq: SeqNum(word(4)),
+            ack: SeqNum(word(8)),
+            win: u16::from_be_bytes([h[14], h[15]]),
+            payload: t.len().saturating_sub(usize::from(h[12] >> 4) * 4) as u32,
+        }
+    }
+
+    /// As the per-packet path takes them (for a segment with no SYN, RST or FIN).
+    #[inline]
+    fn plain(&self) -> Plain {
+        Plain { seq: self.seq, ack: self.ack, len: self.payload, win: self.win }
+    }
 }
 
 pub struct Engine {
@@ -77,6 +129,8 @@ pub struct Engine {
     events: Events,
     /// Set while [`Engine::handle_aggregate`] runs: the datagram is larger than the MTU on purpose.
     aggregate: bool,
+    /// Inbound TCP openings refused lately: the inside host's answers to them open nothing.
+    refused: Refused,
 }
 
 impl Engine {
@@ -99,6 +153,7 @@ impl Engine {
             now: Instant::ZERO,
             events: Events::default(),
             aggregate: false,
+            refused: Refused::default(),
             config,
         }
     }
@@ -258,9 +313,29 @@ impl Engine {
         let Some((id, dir)) = self.table.lookup(&key) else { return false };
         let Some(conn) = self.table.get(id) else { return false };
         let headers = ip.header_len() + tcp.header_len();
-        conn.side(dir) == from
-            && conn.ftp.is_none()
-            && headers + seg <= self.config.mtu[conn.egress(dir).index()] as usize
+        if conn.side(dir) != from
+            || conn.ftp.is_some()
+            || headers + seg > self.config.mtu[conn.egress(dir).index()] as usize
+        {
+            return false;
+        }
+        // In the window as a whole exactly when its first and its last segment are: anything else is
+        // judged segment by segment.
+        let total = tcp.payload().len() as u32;
+        let last_at = (total.saturating_sub(1) / (seg.max(1) as u32)) * seg.max(1) as u32;
+        let piece = |at: u32, len: u32| TcpSeg {
+            seq: tcp.seq_number().add(at),
+            ack: Some(tcp.ack_number()).filter(|_| f.ack),
+            len,
+            win: tcp.window(),
+            syn: false,
+            fin: false,
+            rst: false,
+            wscale: None,
+        };
+        let w = conn.window();
+        w.check(dir, &piece(0, (seg as u32).min(total))) == Window::Accept
+            && w.check(dir, &piece(last_at, total - last_at)) == Window::Accept
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -390,11 +465,20 @@ impl Engine {
         };
         let mut found = self.table.lookup(&head.key);
         if let Some((id, Dir::Original)) = found {
-            // RFC 9293 §3.10.7.4: a new SYN may reopen a connection whose ports were just closed. It is
-            // a new byte stream with its own ISN: the old one's sequence maps and line framing must not
-            // apply to it (they would shift its SYN and refuse all its data as a gap).
-            let reopen = head.flags.syn && !head.flags.ack;
-            if reopen && self.table.get(id).is_some_and(|c| c.tcp() == TcpState::Closed) {
+            // RFC 9293 §3.10.7.4: a new SYN may reopen a connection whose ports were just closed (or
+            // reset, RFC 7857 §2.2), or start over before its handshake completed (§3.10.7.2) with
+            // another ISN. It is a new byte stream: the old one's window, sequence maps and line framing
+            // must not apply to it (they would shift its SYN and refuse all its data as a gap).
+            let reopen = head.flags().syn && !head.flags().ack;
+            if reopen
+                && self.table.get(id).is_some_and(|c| match c.tcp() {
+                    TcpState::Closed | TcpState::Reset => true,
+                    TcpState::SynSent => {
+                        c.window().end(Dir::Original) != Some(TcpFields::read(pkt).seq.add(1))
+                    }
+                    _ => false,
+                })
+            {
                 self.destroy(id, "reopened");
                 found = None;
             }
@@ -408,7 +492,17 @@ impl Engine {
                 {
                     return self.local(from, pkt);
                 }
-                Err(v) => return v,
+                Err(v) => {
+                    if from == Side::Outside
+                        && head.key.proto == Proto::Tcp
+                        && head.flags().syn
+                        && !head.flags().ack
+                    {
+                        // Refused means refused: whatever the inside host sends in answer opens nothing.
+                        self.refused.refuse(head.key.src, head.key.dst.port, self.now);
+                    }
+                    return v;
+                }
             },
         };
         let conn = self.table.get(id).expect("indexed connection exists");
@@ -428,7 +522,27 @@ impl Engine {
         if has_alg && head.fragmented {
             return Verdict::Drop(DropReason::FragmentedControl);
         }
-        self.touch(id, dir, &head, pkt.len());
+        if head.key.proto == Proto::Tcp {
+            match self.touch_tcp(id, dir, &head, pkt) {
+                Window::Accept => {}
+                Window::Beyond(why) => {
+                    tracing::debug!(target: "ftpnat::tcp", id = %id, ?dir, why = why.name(), "segment beyond the window");
+                    return Verdict::Drop(DropReason::TcpOutOfWindow);
+                }
+                ignored => {
+                    // Passed on as it is (translated), changing nothing: the receiver judges it.
+                    match ignored {
+                        Window::RstNotExact => self.metrics.tcp_rst_ignored += 1,
+                        _ => self.metrics.tcp_window_ignored += 1,
+                    }
+                    if has_alg {
+                        return self.alg_passthrough(id, dir, pkt);
+                    }
+                }
+            }
+        } else {
+            self.touch(id, dir, pkt.len());
+        }
         if has_alg {
             return self.alg(id, dir, pkt);
         }
@@ -473,7 +587,7 @@ impl Engine {
         let proto =
             Proto::from_number(ip.protocol()).ok_or(Verdict::Drop(DropReason::UnsupportedProtocol))?;
         let malformed = Verdict::Drop(DropReason::Malformed);
-        let mut flags = TcpFlags::default();
+        let mut tcp_flags = 0;
         let mut icmp_request = false;
         let (sp, dp) = match proto {
             Proto::Tcp | Proto::Udp if fragmented => {
@@ -483,13 +597,13 @@ impl Engine {
                     return Err(malformed);
                 }
                 if proto == Proto::Tcp {
-                    flags = TcpFlags::from_byte(p.get(13).copied().unwrap_or(0));
+                    tcp_flags = p.get(13).copied().unwrap_or(0);
                 }
                 (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]))
             }
             Proto::Tcp => {
                 let t = ip.tcp().map_err(|_| malformed)?;
-                flags = t.flags();
+                tcp_flags = t.flags_byte();
                 (t.src_port(), t.dst_port())
             }
             Proto::Udp => {
@@ -517,38 +631,81 @@ impl Engine {
         let key = FlowKey::new(proto, Endpoint::new(src, sp), Endpoint::new(dst, dp));
         Ok(Some(Head {
             key,
-            flags,
+            tcp_flags,
             first_fragment: !fragmented || ip.frag_offset() == 0,
             fragmented,
             icmp_request,
         }))
     }
 
-    /// Refreshes a connection for a packet travelling in `dir`.
-    fn touch(&mut self, id: ConnId, dir: Dir, head: &Head, len: usize) {
+    /// Refreshes a UDP or ICMP connection for a packet travelling in `dir`.
+    fn touch(&mut self, id: ConnId, dir: Dir, len: usize) {
         let now = self.now;
         let timeouts = &self.config.timeouts;
-        let metrics = &mut self.metrics;
         let found = self.table.update(id, |conn| {
             conn.seen(dir, len, now);
-            if conn.proto() == Proto::Tcp {
-                let f = head.flags;
-                let before = conn.tcp();
-                conn.track_tcp(dir, f.syn, f.ack, f.fin, f.rst);
-                if conn.tcp() == TcpState::Closed && before != TcpState::Closed {
-                    metrics.flows_closed += 1;
-                }
-            }
             now + conn.timeout(timeouts)
         });
         debug_assert!(found, "touch of a connection that exists");
+    }
+
+    /// Tracks a TCP segment travelling in `dir` against its connection's window; only a segment in the
+    /// window refreshes the connection and moves its state (see `conntrack::window`). A fragment cannot
+    /// be judged (its length is the whole datagram's): it changes nothing. One slot access: the
+    /// per-packet path.
+    #[inline]
+    fn touch_tcp(&mut self, id: ConnId, dir: Dir, head: &Head, pkt: &[u8]) -> Window {
+        if head.fragmented {
+            return Window::Behind(crate::conntrack::window::Why::Unsynchronised);
+        }
+        // The window scale option matters on a SYN only: the rest never walk the options.
+        let wscale = if head.flags().syn {
+            Ipv4Packet::new_unchecked(pkt).tcp().ok().and_then(|t| t.wscale_option())
+        } else {
+            None
+        };
+        let t = TcpFields::read(pkt);
+        let (now, len) = (self.now, pkt.len());
+        let timeouts = &self.config.timeouts;
+        let metrics = &mut self.metrics;
+        let mut verdict = Window::Beyond(crate::conntrack::window::Why::Unsynchronised);
+        self.table.update(id, |conn| {
+            // The per-packet case first: it opens or closes nothing, so it skips the state bookkeeping
+            // below. A connection the ALG rewrites has its ACK mapped back first (see `tcp_seg`).
+            if head.plain_ack() {
+                let mut plain = t.plain();
+                if let Some(s) = &conn.ftp {
+                    plain.ack = s.streams[dir.reverse().index()].map.unmap(plain.ack);
+                }
+                if let Some(v) = conn.track_tcp_plain(dir, plain) {
+                    verdict = v;
+                    if v != Window::Accept {
+                        return conn.expires();
+                    }
+                    conn.seen(dir, len, now);
+                    return now + conn.timeout(timeouts);
+                }
+            }
+            let before = conn.tcp();
+            verdict = conn.track_tcp(dir, &tcp_seg(conn, dir, head.flags(), &t, wscale));
+            if verdict != Window::Accept {
+                return conn.expires();
+            }
+            conn.seen(dir, len, now);
+            let closed = |s| matches!(s, TcpState::Closed | TcpState::Reset);
+            if closed(conn.tcp()) && !closed(before) {
+                metrics.flows_closed += 1;
+            }
+            now + conn.timeout(timeouts)
+        });
+        verdict
     }
 
     /// A packet with no connection: a new outbound flow, a forward, a pinhole, or a drop.
     fn create(&mut self, from: Side, head: &Head) -> Result<(ConnId, Dir), Verdict> {
         let key = head.key;
         let proto = key.proto;
-        let f = head.flags;
+        let f = head.flags();
         let now = self.now;
         let public = self.config.public_ip;
         if !head.first_fragment {
@@ -556,32 +713,48 @@ impl Engine {
         }
         let mut pickup = false;
         if proto == Proto::Tcp {
+            let opening = f.syn && !f.ack;
+            if from == Side::Inside {
+                if opening {
+                    // The inside host opens a connection of its own: not an answer to a refused one.
+                    self.refused.forget(key.dst, key.src.port);
+                } else if self.refused.answered(key.dst, key.src.port, now) {
+                    // Refused means refused: the inside host answering an inbound opening the gateway
+                    // dropped (a recording, a second path) opens nothing, not even by mid-stream pickup.
+                    return Err(Verdict::Drop(DropReason::RefusedFlow));
+                }
+            }
             if f.rst {
                 return Err(Verdict::Drop(DropReason::NoMapping));
             }
-            let opening = f.syn && !f.ack;
             if !opening {
                 if from == Side::Outside {
-                    // An inbound non-SYN may be a late packet of a closed flow, or a scan.
-                    return Err(Verdict::Drop(
-                        if self.pinholes.get(key.dst.port).is_some()
-                            || self.forward(proto, key.dst.port).is_some()
-                        {
-                            DropReason::NotSyn
-                        } else {
-                            DropReason::NoMapping
-                        },
-                    ));
-                }
-                if f.syn {
+                    if !f.syn && self.forward(proto, key.dst.port).is_some() {
+                        // Like Linux conntrack, pick up from either side: a forwarded connection in
+                        // progress when the gateway (re)started survives, whichever end speaks first.
+                        pickup = true;
+                    } else {
+                        // An inbound non-SYN may be a late packet of a closed flow, or a scan.
+                        return Err(Verdict::Drop(
+                            if self.pinholes.get(key.dst.port).is_some()
+                                || self.forward(proto, key.dst.port).is_some()
+                            {
+                                DropReason::NotSyn
+                            } else {
+                                DropReason::NoMapping
+                            },
+                        ));
+                    }
+                } else if f.syn {
                     // A SYN-ACK answers a SYN this gateway never passed (or refused): picking it up would
                     // open a mapping for a connection nobody asked for through us. Linux conntrack also
                     // treats a SYN-ACK without a connection as invalid.
                     return Err(Verdict::Drop(DropReason::NotSyn));
+                } else {
+                    // RFC 5382 leaves this open; like Linux conntrack, accept TCP picked up mid-stream
+                    // from the inside so connections survive a gateway restart.
+                    pickup = true;
                 }
-                // RFC 5382 leaves this open; like Linux conntrack, accept TCP picked up mid-stream from
-                // the inside so connections survive a gateway restart.
-                pickup = true;
             }
         }
         if proto == Proto::Icmp && !head.icmp_request {
@@ -609,12 +782,10 @@ impl Engine {
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&fwd.inside_port)
                 {
-                    c.ftp = Some(Box::new(FtpSession::new(
-                        false,
-                        key.dst.addr,
-                        fwd.inside_addr,
-                        self.config.ftp.max_line,
-                    )));
+                    c.ftp = Some(Box::new(
+                        FtpSession::new(false, key.dst.addr, fwd.inside_addr, self.config.ftp.max_line)
+                            .picked_up(),
+                    ));
                 }
                 return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
             }
@@ -629,12 +800,8 @@ impl Engine {
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&key.dst.port)
                 {
-                    c.ftp = Some(Box::new(FtpSession::new(
-                        true,
-                        key.src.addr,
-                        key.dst.addr,
-                        self.config.ftp.max_line,
-                    )));
+                    let s = FtpSession::new(true, key.src.addr, key.dst.addr, self.config.ftp.max_line);
+                    c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
                 c
             }
@@ -678,12 +845,8 @@ impl Engine {
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&fwd.inside_port)
                 {
-                    c.ftp = Some(Box::new(FtpSession::new(
-                        false,
-                        key.src.addr,
-                        fwd.inside_addr,
-                        self.config.ftp.max_line,
-                    )));
+                    let s = FtpSession::new(false, key.src.addr, fwd.inside_addr, self.config.ftp.max_line);
+                    c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
                 c
             }
@@ -974,10 +1137,12 @@ impl Engine {
         let payload = tcp.payload().to_vec();
         let other = dir.reverse();
         // The ack and SACK blocks speak of the other direction's bytes as the receiver saw them.
-        let other_map = &mut sess.streams[other.index()].map;
-        let ack_in = if flags.ack { other_map.unmap(ack) } else { ack };
-        if flags.ack && !other_map.is_identity() {
-            other_map.prune(ack_in);
+        let ack_in = if flags.ack { sess.streams[other.index()].map.unmap(ack) } else { ack };
+        if flags.ack && !flags.rst {
+            // The window tracker accepted this acknowledgement: nothing beyond what the other side could
+            // have sent. Edits it covers are forgotten, and bytes the framer never saw are jumped over.
+            let mut ctx = self.alg_ctx(id);
+            sess.on_ack(other, ack_in, &mut ctx);
         }
         let other_map = sess.streams[other.index()].map.clone();
         let this_map_identity = sess.streams[dir.index()].map.is_identity();
@@ -1060,6 +1225,24 @@ impl Engine {
             self.out.push_back(Transmit { side: egress, packet: p });
         }
         Verdict::Forward(egress)
+    }
+
+    /// A segment of a control connection that the window tracker ignored (behind the window, or an
+    /// RST that is not exact): passed on with its numbers mapped into the receiver's space and its
+    /// addresses translated, but the ALG neither reads it nor changes its state for it.
+    fn alg_passthrough(&mut self, id: ConnId, dir: Dir, pkt: &mut [u8]) -> Verdict {
+        let Some(conn) = self.table.get(id) else { return Verdict::Drop(DropReason::Malformed) };
+        let (to, egress) = (conn.translated(dir), conn.egress(dir));
+        let Some(sess) = conn.ftp.as_ref() else { return Verdict::Drop(DropReason::Malformed) };
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
+        let (seq, ack, flags) = (tcp.seq_number(), tcp.ack_number(), tcp.flags());
+        let this_map = &sess.streams[dir.index()].map;
+        let other_map = sess.streams[dir.reverse().index()].map.clone();
+        let seq_out = (!this_map.is_identity()).then(|| this_map.map(seq));
+        let ack_in = if flags.ack { other_map.unmap(ack) } else { ack };
+        self.rewrite_numbers(pkt, seq_out, ack_in, &other_map);
+        self.finish_alg_packet(pkt, &to, egress)
     }
 
     fn alg_ctx(&mut self, id: ConnId) -> AlgCtx<'_> {
@@ -1156,6 +1339,29 @@ impl Engine {
                 at = at.add(piece.len() as u32);
             }
         }
+    }
+}
+
+/// What the window tracker needs of a TCP segment. The acknowledgement speaks of the other direction's
+/// bytes as its receiver got them: for a connection whose other direction the ALG rewrites, it is mapped
+/// back into that direction's sender space first (as Linux applies its NAT offset before
+/// `tcp_in_window`).
+#[inline]
+fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale: Option<u8>) -> TcpSeg {
+    // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
+    let ack = (f.ack && !(f.rst && t.ack == SeqNum(0))).then(|| match &conn.ftp {
+        Some(s) => s.streams[dir.reverse().index()].map.unmap(t.ack),
+        None => t.ack,
+    });
+    TcpSeg {
+        seq: t.seq,
+        ack,
+        len: t.payload + u32::from(f.syn) + u32::from(f.fin),
+        win: t.win,
+        syn: f.syn,
+        fin: f.fin,
+        rst: f.rst,
+        wscale,
     }
 }
 

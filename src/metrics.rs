@@ -82,6 +82,13 @@ reasons! {
         /// A later fragment that would wait for its first fragment while its source already has its
         /// share of the waiting queue: one peer cannot crowd out the others' fragments.
         FragmentSourceQuota => "fragment_source_quota",
+        /// A TCP segment beyond its connection's window (sequence past what the receiver allows, an ACK
+        /// of bytes the other side cannot have sent, an RST outside the window, a SYN-ACK that does not
+        /// answer the SYN): what Linux conntrack marks INVALID. It changed no state.
+        TcpOutOfWindow => "tcp_out_of_window",
+        /// An inside host's answer (SYN-ACK, ACK, data, FIN, RST) to an inbound opening the gateway
+        /// refused: it opens no mapping.
+        RefusedFlow => "refused_flow",
     }
 }
 
@@ -109,6 +116,9 @@ reasons! {
         /// The pinhole would need a new public port and the inside host holds its share of them
         /// (`--max-ports-per-host`).
         HostPortQuota => "host_port_quota",
+        /// The connection does not look like FTP (a client line that is not an RFC 959 command, a first
+        /// server line that is no greeting, an announcement before the greeting): opaque for good.
+        NotFtp => "not_ftp",
     }
 }
 
@@ -148,6 +158,17 @@ pub struct Metrics {
     /// First-fragment states forgotten early to make room: a source's own oldest when it is at its
     /// share, the oldest of all when the table is full.
     pub fragment_states_evicted: u64,
+    /// TCP segments behind the window (old duplicates, long-delayed ACKs, a SYN of a synchronised
+    /// connection) passed on translated without changing any state.
+    pub tcp_window_ignored: u64,
+    /// RSTs in the window whose sequence number is not the receiver's next (RFC 5961 §3.2): passed on
+    /// without changing any state.
+    pub tcp_rst_ignored: u64,
+    /// Control-connection streams resynchronised after a gap (the peer acknowledged bytes the gateway
+    /// never saw).
+    pub alg_gaps: u64,
+    /// Lines left as sent because they straddle such a gap.
+    pub alg_gap_lines: u64,
     /// The sum of `drops`, kept by [`Metrics::drop`]: replay asks for it around every packet, and summing
     /// the array each time cost a few percent of a replay.
     dropped: u64,
@@ -190,7 +211,7 @@ impl Metrics {
         for r in RefusalReason::ALL {
             f(&format!("alg.refused.{}", r.name()), self.alg_refused[r.index()]);
         }
-        let plain: [(&str, u64); 25] = [
+        let plain: [(&str, u64); 29] = [
             ("flows.created", self.flows_created),
             ("flows.expired", self.flows_expired),
             ("flows.closed", self.flows_closed),
@@ -216,6 +237,10 @@ impl Metrics {
             ("pinholes.closed_with_control", self.pinholes_closed_with_control),
             ("alg.rewrites.total", self.alg_rewrites()),
             ("fragments.states_evicted", self.fragment_states_evicted),
+            ("tcp.window_ignored", self.tcp_window_ignored),
+            ("tcp.rst_ignored", self.tcp_rst_ignored),
+            ("alg.gaps", self.alg_gaps),
+            ("alg.gap_lines", self.alg_gap_lines),
         ];
         for (k, v) in plain {
             f(k, v);

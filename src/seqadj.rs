@@ -99,9 +99,11 @@ impl SeqMap {
     }
 
     /// Maps a receiver acknowledgement (or SACK edge) back into the sender's space. An acknowledgement
-    /// that ends inside a replacement maps to the start of the original span: the sender then keeps
-    /// those bytes and retransmits them if needed, which [`SeqMap::rebuild`] turns into the same
-    /// replacement again.
+    /// that ends `k` bytes into a replacement maps `k` bytes into the original span, but never to its
+    /// end: the sender keeps at least the span's last byte, so what the receiver still lacks of the
+    /// replacement is retransmitted, and [`SeqMap::rebuild`] widens any retransmission that touches the
+    /// span to the whole replacement again. Distinct acknowledgements inside a replacement stay
+    /// distinct where the original span is long enough, so [`SeqMap::map_ack`] can undo this one.
     pub fn unmap(&self, out: SeqNum) -> SeqNum {
         let mut delta = self.base;
         for e in &self.edits {
@@ -113,11 +115,32 @@ impl SeqMap {
                 break;
             }
             if out.lt(out_start.add(e.out.len() as u32)) {
-                return e.in_start;
+                let k = out.diff(out_start) as u32;
+                return e.in_start.add(k.min(e.in_len.saturating_sub(1)));
             }
             delta = delta.wrapping_add(e.delta());
         }
         out.sub(delta)
+    }
+
+    /// The receiver-space acknowledgement that [`SeqMap::unmap`] turns back into `s`: what a receiver
+    /// that got the rewritten stream sends where the sender's own peer acknowledged `s` (the replay's
+    /// peer emulation). Exact unless `s` lies inside a span whose replacement is shorter than the
+    /// number of bytes `s` is into it; then the largest acknowledgement that does not claim more than `s`.
+    pub fn map_ack(&self, s: SeqNum) -> SeqNum {
+        let mut delta = self.base;
+        for e in &self.edits {
+            if s.le(e.in_start) {
+                break;
+            }
+            if s.lt(e.in_end()) {
+                let out_start = e.in_start.add(delta);
+                let j = s.diff(e.in_start) as u32;
+                return out_start.add(j.min((e.out.len() as u32).saturating_sub(1)));
+            }
+            delta = delta.wrapping_add(e.delta());
+        }
+        s.add(delta)
     }
 
     /// Forgets edits the receiver has acknowledged in full (`acked` is in the sender's space).
@@ -205,8 +228,13 @@ mod tests {
         assert_eq!(m.map_hi(s(105)), s(114));
         assert_eq!(m.map(s(110)), s(114));
         assert_eq!(m.unmap(s(114)), s(110));
-        assert_eq!(m.unmap(s(107)), s(100));
+        // Inside the replacement: as far into the original span, never its end.
+        assert_eq!(m.unmap(s(107)), s(107));
+        assert_eq!(m.unmap(s(112)), s(109));
         assert_eq!(m.unmap(s(100)), s(100));
+        for x in 95..=115 {
+            assert_eq!(m.unmap(m.map_ack(s(x))), s(x), "ack {x}");
+        }
         assert_eq!(m.current_delta(), 4);
         m.prune(s(110));
         assert_eq!(m.edits_in_flight(), 0);
@@ -269,16 +297,32 @@ mod tests {
             let mut m = SeqMap::new();
             let mut at = start;
             let mut spans = Vec::new();
+            let mut outs = Vec::new();
             for (gap, out_len, in_len) in lens {
                 at = at.wrapping_add(gap);
                 m.record(s(at), in_len, vec![7; out_len]);
                 spans.push((at, in_len));
+                outs.push(out_len);
                 at = at.wrapping_add(in_len);
             }
             let p = s(start.wrapping_add(probe));
             let inside = spans.iter().any(|&(a, l)| s(a).lt(p) && p.lt(s(a).add(l)));
             if !inside {
                 prop_assert_eq!(m.unmap(m.map(p)), p);
+            }
+            // Acknowledgements round-trip exactly, except past the end of a shorter replacement, where
+            // the acknowledgement comes back short. (Deletions, which the FTP ALG never makes, are left
+            // out: an acknowledgement at one covers the deleted bytes by design.)
+            let deletion = spans.iter().zip(&outs).any(|(&(a, l), &o)| o == 0 && s(a).le(p) && p.le(s(a).add(l)));
+            if !deletion {
+                let back = m.unmap(m.map_ack(p));
+                prop_assert!(back.le(p));
+                let short = spans.iter().zip(&outs).any(|(&(a, l), &o)| {
+                    s(a).lt(p) && p.lt(s(a).add(l)) && p.diff(s(a)) as usize >= o
+                });
+                if !short {
+                    prop_assert_eq!(back, p);
+                }
             }
         }
     }

@@ -72,14 +72,19 @@ impl Ctl {
         ctl
     }
 
-    /// The client of an FTP control connection from the inside to an outside server.
+    /// The client of an FTP control connection from the inside to an outside server, greeted (the ALG
+    /// honours no announcement before the server's greeting).
     fn client_inside(r: &mut Rig, client_port: u16) -> Ctl {
-        Ctl::open(r, Side::Inside, (LAN_HOST, client_port, REMOTE, 21))
+        let mut ctl = Ctl::open(r, Side::Inside, (LAN_HOST, client_port, REMOTE, 21));
+        ctl.s_send(r, b"220 ready\r\n");
+        ctl
     }
 
-    /// An outside client to the inside server behind `tcp:21=10.0.0.2:21`.
+    /// An outside client to the inside server behind `tcp:21=10.0.0.2:21`, greeted.
     fn server_inside(r: &mut Rig, client_port: u16) -> Ctl {
-        Ctl::open(r, Side::Outside, (REMOTE, client_port, PUBLIC, 21))
+        let mut ctl = Ctl::open(r, Side::Outside, (REMOTE, client_port, PUBLIC, 21));
+        ctl.s_send(r, b"220 ready\r\n");
+        ctl
     }
 
     fn deliver(&mut self, out: &[(Side, Vec<u8>)]) {
@@ -186,7 +191,6 @@ fn other_flow_works(r: &mut Rig) {
 fn refused_lines(lines: &[&[u8]], reason: RefusalReason) {
     let mut r = Rig::new(config());
     let mut ctl = Ctl::client_inside(&mut r, 40000);
-    ctl.s_send(&mut r, b"220 ready\r\n");
     for (i, &line) in lines.iter().enumerate() {
         let before = ctl.to_server.len();
         ctl.c_send(&mut r, line);
@@ -279,24 +283,28 @@ fn nul_bytes_and_non_ascii_are_refused_or_ignored_never_rewritten() {
         ],
         RefusalReason::Malformed,
     );
-    // Lines whose verb is not PORT/EPRT at all are not candidates: no refusal, no rewrite.
-    let mut r = Rig::new(config());
-    let mut ctl = Ctl::client_inside(&mut r, 40002);
+    // Lines whose verb is not made of letters are no FTP commands at all (RFC 959 §5.3.1): never
+    // rewritten, and the connection is opaque from then on, so even a good PORT after them passes as
+    // sent.
     for line in [&b"\0PORT 10,0,0,2,4,1\r\n"[..], b"P\0RT 10,0,0,2,4,1\r\n", b"\xefPORT 10,0,0,2,4,1\r\n"] {
-        let before = ctl.to_server.len();
+        let mut r = Rig::new(config());
+        let mut ctl = Ctl::client_inside(&mut r, 40002);
         ctl.c_send(&mut r, line);
-        assert_eq!(&ctl.to_server[before..], line);
+        assert_eq!(ctl.to_server, line);
+        let good: &[u8] = b"PORT 10,0,0,2,4,1\r\n";
+        ctl.c_send(&mut r, good);
+        assert!(ctl.to_server.ends_with(good));
+        let m = r.engine.metrics();
+        assert_eq!((m.alg_rewrites(), m.refused_of(RefusalReason::NotFtp)), (0, 1));
+        assert!(r.engine.pinholes().is_empty());
+        other_flow_works(&mut r);
     }
-    let m = r.engine.metrics();
-    assert_eq!((m.alg_rewrites(), m.alg_refused.iter().sum::<u64>(), r.engine.pinholes().len()), (0, 0, 0));
-    ctl.good_port(&mut r, 5002);
 }
 
 #[test]
 fn reply_227_or_229_without_a_pending_pasv_is_refused() {
     let mut r = Rig::new(server_inside_config());
     let mut ctl = Ctl::server_inside(&mut r, 50000);
-    ctl.s_send(&mut r, b"220 ready\r\n");
     let unsolicited: [&[u8]; 3] = [
         b"227 Entering Passive Mode (10,0,0,2,4,1)\r\n",
         b"229 Entering Extended Passive Mode (|||1025|)\r\n",
@@ -313,10 +321,6 @@ fn reply_227_or_229_without_a_pending_pasv_is_refused() {
         assert_eq!(r.engine.metrics().refused_of(RefusalReason::Unsolicited), i as u64 + 1);
         assert!(r.engine.pinholes().is_empty());
     }
-    // The client may also not send a 227 "command" and have it rewritten: only replies are.
-    ctl.c_send(&mut r, b"227 Entering Passive Mode (198,51,100,2,4,1)\r\n");
-    ctl.s_send(&mut r, b"500 what\r\n");
-    assert!(r.engine.pinholes().is_empty());
     // A real PASV still works afterwards.
     ctl.c_send(&mut r, b"PASV\r\n");
     ctl.s_send(&mut r, b"227 Entering Passive Mode (10,0,0,2,4,1)\r\n");
@@ -324,6 +328,17 @@ fn reply_227_or_229_without_a_pending_pasv_is_refused() {
     assert_eq!(addr, PUBLIC);
     let (side, syn) = r.pass(Side::Outside, tcp(REMOTE, 50001, PUBLIC, port, 1, 0, SYN, b""));
     assert_eq!((side, syn.dst, syn.dport), (Side::Inside, LAN_HOST, 1025));
+    // The client may not send a 227 "command" and have it rewritten: a client line that is no FTP
+    // command (RFC 959 §5.3.1) makes the connection opaque for good.
+    let line: &[u8] = b"227 Entering Passive Mode (198,51,100,2,4,1)\r\n";
+    ctl.c_send(&mut r, line);
+    assert!(ctl.to_server.ends_with(line));
+    assert_eq!(r.engine.metrics().refused_of(RefusalReason::NotFtp), 1);
+    ctl.c_send(&mut r, b"PASV\r\n");
+    let reply: &[u8] = b"227 Entering Passive Mode (10,0,0,2,4,2)\r\n";
+    ctl.s_send(&mut r, reply);
+    assert!(ctl.to_client.ends_with(reply), "opaque: left as sent");
+    assert!(r.engine.pinholes().is_empty());
     other_flow_works(&mut r);
 }
 
@@ -354,7 +369,6 @@ fn port_text_inside_a_file_name_is_not_an_announcement() {
 fn announcement_inside_a_multi_line_reply_is_not_honoured() {
     let mut r = Rig::new(server_inside_config());
     let mut ctl = Ctl::server_inside(&mut r, 50002);
-    ctl.s_send(&mut r, b"220 ready\r\n");
     ctl.c_send(&mut r, b"PASV\r\n");
     // RFC 959 §4.2: inside a multi-line reply, a line starting with a code is text unless it ends the
     // reply (same code, then SP).
@@ -376,7 +390,7 @@ fn announcement_inside_a_multi_line_reply_is_not_honoured() {
     ctl.c_send(&mut r, b"PASV\r\n");
     let line: &[u8] = b"227 Entering Passive Mode (198,51,100,2,4,1)\r\n";
     ctl.s_send(&mut r, line);
-    assert_eq!(ctl.to_client, line);
+    assert!(ctl.to_client.ends_with(line));
     assert_eq!(r.engine.metrics().alg_rewrites(), 0);
 }
 
@@ -595,7 +609,6 @@ fn pass_and_acct_arguments_never_reach_the_logs_at_any_level() {
         let run = || {
             let mut r = Rig::new(config());
             let mut ctl = Ctl::client_inside(&mut r, 40012 + json as u16);
-            ctl.s_send(&mut r, b"220 ready\r\n");
             ctl.c_send(&mut r, b"USER alice\r\n");
             ctl.s_send(&mut r, b"331 password please\r\n");
             ctl.c_send(&mut r, b"PASS Sup3rS3cretPw\r\n");

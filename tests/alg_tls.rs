@@ -69,6 +69,7 @@ fn auth_tls_makes_the_control_connection_opaque_until_cleartext_returns() {
 #[test]
 fn auth_refused_keeps_parsing() {
     let mut c = Ctl::new(config());
+    c.server(b"220 ready\r\n");
     c.client(b"AUTH TLS\r\n");
     c.server(b"502 not implemented\r\n");
     let out = c.client(b"PORT 10,0,0,2,4,4\r\n");
@@ -98,18 +99,18 @@ fn unsolicited_227_from_an_inside_server_is_left_alone() {
     rig.pass(Side::Outside, tcp(REMOTE, 33000, PUBLIC, 21, 100, 0, SYN, b""));
     rig.pass(Side::Inside, tcp(LAN_HOST, 21, REMOTE, 33000, 900, 101, SYNACK, b""));
     rig.pass(Side::Outside, tcp(REMOTE, 33000, PUBLIC, 21, 101, 901, ACK, b""));
+    let hello = b"220 ready\r\n";
+    rig.pass(Side::Inside, tcp(LAN_HOST, 21, REMOTE, 33000, 901, 101, PSHACK, hello));
+    let s0 = 901 + hello.len() as u32;
     let line = b"227 Entering Passive Mode (10,0,0,2,200,10).\r\n";
-    let (_, s) = rig.pass(Side::Inside, tcp(LAN_HOST, 21, REMOTE, 33000, 901, 101, PSHACK, line));
+    let (_, s) = rig.pass(Side::Inside, tcp(LAN_HOST, 21, REMOTE, 33000, s0, 101, PSHACK, line));
     assert_eq!(s.payload, line, "no PASV pending: byte-identical");
     let m = rig.engine.metrics();
     assert_eq!((m.refused_of(ftpnat::RefusalReason::Unsolicited), m.pinholes_created), (1, 0));
     // After a real PASV the same reply is rewritten.
-    rig.pass(
-        Side::Outside,
-        tcp(REMOTE, 33000, PUBLIC, 21, 101, 901 + line.len() as u32, PSHACK, b"PASV\r\n"),
-    );
+    rig.pass(Side::Outside, tcp(REMOTE, 33000, PUBLIC, 21, 101, s0 + line.len() as u32, PSHACK, b"PASV\r\n"));
     let (_, s) =
-        rig.pass(Side::Inside, tcp(LAN_HOST, 21, REMOTE, 33000, 901 + line.len() as u32, 107, PSHACK, line));
+        rig.pass(Side::Inside, tcp(LAN_HOST, 21, REMOTE, 33000, s0 + line.len() as u32, 107, PSHACK, line));
     assert!(
         s.payload.starts_with(b"227 Entering Passive Mode (198,51,100,1,"),
         "{}",

@@ -50,7 +50,7 @@ fn udp_checksum_zero_stays_zero() {
 }
 
 #[test]
-fn tcp_outbound_handshake_and_rst_closes_promptly() {
+fn tcp_outbound_handshake_and_rst_keeps_the_mapping_for_the_transitory_timeout() {
     let mut r = Rig::new(config());
     let (_, s) = r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 80, 1, 0, SYN, b""));
     assert_eq!((s.src, s.sport, s.syn), (PUBLIC, 40000, true));
@@ -59,10 +59,14 @@ fn tcp_outbound_handshake_and_rst_closes_promptly() {
     r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 80, 2, 501, ACK, b""));
     r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 80, 2, 501, PSHACK, b"GET / HTTP/1.0\r\n\r\n"));
     assert_eq!(r.engine.flow_count(), 1);
-    // An RST closes the mapping within seconds, not hours.
+    // An exact RST (RFC 5961 §3.2: at the client's RCV.NXT) closes the connection; RFC 7857 §2.2: the
+    // mapping stays about 4 minutes (the transitory timeout), not hours, so its port is not reused at once.
     let rst = Flags { rst: true, ack: true, ..Default::default() };
     r.pass(Side::Outside, tcp(REMOTE, 80, PUBLIC, 40000, 501, 20, rst, b""));
+    assert_eq!(r.engine.metrics().flows_closed, 1);
     r.advance(11);
+    assert_eq!(r.engine.flow_count(), 1);
+    r.advance(230);
     assert_eq!(r.engine.flow_count(), 0);
     let (v, _) = r.send(Side::Outside, tcp(REMOTE, 80, PUBLIC, 40000, 501, 20, ACK, b"late"));
     assert_eq!(v, Verdict::Drop(DropReason::NoMapping));
@@ -105,9 +109,16 @@ fn port_forward_dnat_and_hairpin() {
         r.pass(Side::Inside, tcp(Ipv4Addr::new(10, 0, 0, 5), 21, REMOTE, 33000, 5, 2, SYNACK, b""));
     assert_eq!(side, Side::Outside);
     assert_eq!((s.src, s.sport), (PUBLIC, 2121));
-    // Non-SYN to a forward with no connection.
-    let (v, _) = r.send(Side::Outside, tcp(REMOTE, 33001, PUBLIC, 2121, 1, 1, ACK, b""));
+    // Non-SYN to a forward with no connection: a connection in progress when the gateway (re)started,
+    // picked up from the outside too (as Linux conntrack does).
+    let (side, s) = r.pass(Side::Outside, tcp(REMOTE, 33001, PUBLIC, 2121, 1, 1, ACK, b""));
+    assert_eq!((side, s.dst, s.dport), (Side::Inside, Ipv4Addr::new(10, 0, 0, 5), 21));
+    // A SYN-ACK or an RST still opens nothing.
+    let (v, _) = r.send(Side::Outside, tcp(REMOTE, 33002, PUBLIC, 2121, 1, 1, SYNACK, b""));
     assert_eq!(v, Verdict::Drop(DropReason::NotSyn));
+    let rst = Flags { rst: true, ..Default::default() };
+    let (v, _) = r.send(Side::Outside, tcp(REMOTE, 33003, PUBLIC, 2121, 1, 1, rst, b""));
+    assert_eq!(v, Verdict::Drop(DropReason::NoMapping));
     // RFC 4787 REQ-9: an inside host reaches the forward through the public address.
     let (side, s) = r.pass(Side::Inside, tcp(LAN_HOST, 41000, PUBLIC, 2121, 1, 0, SYN, b""));
     assert_eq!(side, Side::Inside);

@@ -302,21 +302,29 @@ fn outside_port_exhaustion_is_counted_and_logged_not_a_panic() {
     let mut r = Rig::new(c);
     r.pass(Side::Inside, tcp(LAN_HOST2, 5000, REMOTE, 80, 1, 0, SYN, b"")); // holds 5000
     r.pass(Side::Inside, tcp(LAN_HOST2, 1024, REMOTE, 80, 1, 0, SYN, b"")); // holds the whole range
-    r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, 1, 0, SYN, b""));
+    let s_next = ftp_open(&mut r, LAN_HOST, 40000);
     let line = b"PORT 10,0,0,2,19,136\r\n"; // 10.0.0.2:5000: its own number is taken, the range is full
-    let (_, s) = r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, 2, 1, PSHACK, line));
+    let (_, s) = r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, 2, s_next, PSHACK, line));
     assert_eq!(s.payload, line);
     assert_eq!(r.engine.metrics().refused_of(RefusalReason::NoPort), 1);
     assert!(r.engine.pinholes().is_empty());
     // Existing flows keep working.
     let (_, s) = r.pass(Side::Outside, tcp(REMOTE, 80, PUBLIC, 5000, 7, 2, SYNACK, b""));
     assert_eq!(s.dst, LAN_HOST2);
-    // And when a mapping goes, its port is free again.
+    r.pass(Side::Inside, tcp(LAN_HOST2, 5000, REMOTE, 80, 2, 8, ACK, b"")); // established: stays 2 h
+                                                                            // And when a mapping goes, its port is free again: after an RST, once the transitory timeout has
+                                                                            // passed (RFC 7857 §2.2).
     let rst = Flags { rst: true, ack: true, ..Default::default() };
     r.pass(Side::Inside, tcp(LAN_HOST2, 1024, REMOTE, 80, 2, 8, rst, b""));
     r.advance(11);
+    assert!(r
+        .engine
+        .nat()
+        .lookup(ftpnat::flow::Proto::Tcp, ftpnat::flow::Endpoint::new(LAN_HOST2, 1024))
+        .is_some());
+    r.advance(240);
     let (_, s) =
-        r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, 2 + line.len() as u32, 1, PSHACK, line));
+        r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, 2 + line.len() as u32, s_next, PSHACK, line));
     assert!(s.payload.starts_with(b"PORT 198,51,100,1,4,0\r\n"), "{:?}", String::from_utf8_lossy(&s.payload));
     println!("PORTS range of 8: ports_exhausted={exhausted} (UDP), ftp no_port refusals=1");
 }
@@ -341,7 +349,7 @@ fn pinholes_are_limited_per_inside_host_and_per_control_connection() {
         s.payload
     };
     for (conn, host) in [(0, LAN_HOST), (1, LAN_HOST), (2, LAN_HOST2)] {
-        r.pass(Side::Inside, tcp(host, 40000 + conn as u16, REMOTE, 21, 1, 0, SYN, b""));
+        ftp_open(&mut r, host, 40000 + conn as u16);
     }
     // Per connection: the fourth announcement replaces the oldest.
     for p in 0..4 {

@@ -42,13 +42,24 @@ fn a_hundred_thousand_refused_lines_make_a_bounded_log_and_exact_counters() {
         send(&mut e, t0, Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, seq, 0, SYN, b""));
         seq += 1;
         send(&mut e, t0, Side::Outside, tcp(REMOTE, 21, PUBLIC, 40000, 500, seq, SYNACK, b""));
+        // The server's greeting: before it the ALG trusts no line as FTP (issue 11).
+        let hello = b"220 ready\r\n";
+        send(&mut e, t0, Side::Outside, tcp(REMOTE, 21, PUBLIC, 40000, 501, seq, PSHACK, hello));
+        let server_next = 501 + hello.len() as u32;
         let flood = b"PORT 1\r\n".repeat(PER_PACKET as usize);
         for i in 0..packets {
             // The flood takes 12 s of virtual time: two windows and a bit of a third.
             let at = Duration::from_millis(u64::from(i) * u64::from(seconds) * 1000 / u64::from(packets));
             *wall.lock().unwrap() = base + at;
-            send(&mut e, t0 + at, Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, seq, 501, PSHACK, &flood));
+            send(
+                &mut e,
+                t0 + at,
+                Side::Inside,
+                tcp(LAN_HOST, 40000, REMOTE, 21, seq, server_next, PSHACK, &flood),
+            );
             seq += flood.len() as u32;
+            // The server acknowledges: the client stays within its window (issue 11 tracks it).
+            send(&mut e, t0 + at, Side::Outside, tcp(REMOTE, 21, PUBLIC, 40000, server_next, seq, ACK, b""));
         }
         limit.log_suppressed(true);
     });

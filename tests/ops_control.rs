@@ -180,13 +180,14 @@ impl Drop for Gateway {
     }
 }
 
-/// An FTP control connection 10.0.0.2:40000 -> 198.51.100.2:21 through its handshake, then a PORT
-/// naming 10.0.0.2:40001. Returns the PORT segment as it left.
+/// An FTP control connection 10.0.0.2:40000 -> 198.51.100.2:21 through its handshake and the server's
+/// greeting, then a PORT naming 10.0.0.2:40001. Returns the PORT segment as it left.
 fn ftp_with_port(g: &Gateway) -> Vec<u8> {
     g.out(tcp(LAN_HOST, 40000, REMOTE, 21, 1000, 0, SYN, &[]));
     g.inb(tcp(REMOTE, 21, PUBLIC, 40000, 5000, 1001, SYNACK, &[]));
     g.out(tcp(LAN_HOST, 40000, REMOTE, 21, 1001, 5001, ACK, &[]));
-    g.out(tcp(LAN_HOST, 40000, REMOTE, 21, 1001, 5001, PSHACK, b"PORT 10,0,0,2,156,65\r\n"))
+    g.inb(tcp(REMOTE, 21, PUBLIC, 40000, 5001, 1001, PSHACK, b"220 ready\r\n"));
+    g.out(tcp(LAN_HOST, 40000, REMOTE, 21, 1001, 5012, PSHACK, b"PORT 10,0,0,2,156,65\r\n"))
 }
 
 fn tcp_payload(pkt: &[u8]) -> Vec<u8> {
@@ -224,7 +225,7 @@ fn show_and_events_against_a_running_loop() {
     assert_eq!(ctl["outside"], "198.51.100.1:40000");
     assert_eq!(ctl["remote"], "198.51.100.2:21");
     assert_eq!(ctl["packets"]["orig"], 3);
-    assert_eq!(ctl["packets"]["reply"], 1);
+    assert_eq!(ctl["packets"]["reply"], 2);
     assert_eq!(ctl["alg"]["delta_orig"], 4, "10,0,0,2 -> 198,51,100,1 adds 4 bytes");
     assert_eq!(ctl["alg"]["delta_reply"], 0);
     assert_eq!(ctl["alg"]["pinholes"], serde_json::json!([40001]));
@@ -365,7 +366,7 @@ fn metrics_endpoint_is_scraped_and_parsed() {
         let (_, b) = scrape(g.metrics, "/metrics");
         let (m, _) = parse_exposition(&b);
         if m["ftpnat_drops_total{reason=\"no_mapping\"}"] == 1.0 {
-            assert_eq!(m["ftpnat_device_packets_total{device=\"wan\",direction=\"rx\"}"], 2.0);
+            assert_eq!(m["ftpnat_device_packets_total{device=\"wan\",direction=\"rx\"}"], 3.0);
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -475,16 +476,16 @@ fn capture_holds_both_sides_and_rotates() {
     let mode = std::fs::metadata(&cap).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "captures hold payload: owner-only");
     let f = frames(&cap);
-    // Out on the wan: SYN, ACK, PORT; out on the lan: the SYN-ACK.
-    assert_eq!(f.len(), 4);
+    // Out on the wan: SYN, ACK, PORT; out on the lan: the SYN-ACK and the greeting.
+    assert_eq!(f.len(), 5);
     assert!(f.iter().all(|fr| fr.linktype.0 == 228), "LINKTYPE_IPV4");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
     assert!(f.iter().all(|fr| fr.ts_micros <= now && now - fr.ts_micros < 60_000_000), "real timestamps");
-    assert_eq!(tcp_payload(&f[3].data), b"PORT 198,51,100,1,156,65\r\n", "what was emitted, rewritten");
+    assert_eq!(tcp_payload(&f[4].data), b"PORT 198,51,100,1,156,65\r\n", "what was emitted, rewritten");
     let (names, ids) = interfaces(&cap);
     assert_eq!(names, ["memlan", "memwan"]);
-    assert_eq!(ids, [1, 0, 1, 1], "SYN out wan, SYN-ACK out lan, ACK and PORT out wan");
-    tshark_reads(&cap, 4);
+    assert_eq!(ids, [1, 0, 1, 0, 1], "SYN out wan, SYN-ACK out lan, ACK out wan, 220 out lan, PORT out wan");
+    tshark_reads(&cap, 5);
     let _ = std::fs::remove_dir_all(dir);
 
     // Rotation: 4 KiB files, 3 kept.

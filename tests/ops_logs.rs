@@ -54,6 +54,9 @@ fn trace_logs_are_json_lines_without_secrets() {
         send(&mut e, 1, Side::Outside, s(ss, cs, SYNACK, b""));
         ss += 1;
         send(&mut e, 2, Side::Inside, c(cs, ss, ACK, b""));
+        let hello = b"220 ready\r\n";
+        send(&mut e, 2, Side::Outside, s(ss, cs, PSHACK, hello));
+        ss += hello.len() as u32;
         for (t, line) in [
             (3u64, &b"USER alice\r\n"[..]),
             (4, b"PASS hun"),
@@ -66,7 +69,9 @@ fn trace_logs_are_json_lines_without_secrets() {
             cs += line.len() as u32;
             let reply = b"200 ok\r\n";
             if line.ends_with(b"\n") {
-                send(&mut e, t, Side::Outside, s(ss, cs + 4, PSHACK, reply));
+                // The server acknowledges what it got: the PORT line arrived 4 bytes longer.
+                let grown = if line.starts_with(b"PORT") { 4 } else { 0 };
+                send(&mut e, t, Side::Outside, s(ss, cs + grown, PSHACK, reply));
                 ss += reply.len() as u32;
             }
         }

@@ -116,12 +116,12 @@ fn ftp_pinholes_spend_the_announcing_hosts_share() {
     c.max_ports_per_host = PortQuota::Ports(3);
     let mut r = Rig::new(c);
     // The control connection holds port 1; two announcements take ports 2 and 3.
-    r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, 1, 0, SYN, b""));
-    r.pass(Side::Outside, tcp(REMOTE, 21, PUBLIC, 40000, 0, 2, SYNACK, b""));
+    let server_next = ftp_open(&mut r, LAN_HOST, 40000);
     let mut seq = 2u32;
     let mut port_line = |r: &mut Rig, data_port: u16| {
         let line = format!("PORT 10,0,0,2,{},{}\r\n", data_port >> 8, data_port & 0xff);
-        let (_, s) = r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, seq, 1, PSHACK, line.as_bytes()));
+        let p = tcp(LAN_HOST, 40000, REMOTE, 21, seq, server_next, PSHACK, line.as_bytes());
+        let (_, s) = r.pass(Side::Inside, p);
         seq += line.len() as u32;
         String::from_utf8(s.payload).unwrap()
     };
@@ -309,16 +309,18 @@ fn later_fragments_from_one_peer_cannot_fill_the_waiting_queue() {
 #[test]
 fn pinhole_timers_stay_bounded_by_the_live_pinholes() {
     let mut r = Rig::new(config());
-    r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, 1, 0, SYN, b""));
-    r.pass(Side::Outside, tcp(REMOTE, 21, PUBLIC, 40000, 0, 2, SYNACK, b""));
+    let server_next = ftp_open(&mut r, LAN_HOST, 40000);
     let mut seq = 2u32;
     for i in 0..20_000u32 {
         // Two endpoints in turn: each announcement replaces the earlier one of its endpoint.
         let data_port = 50000 + (i % 2) as u16;
         let line = format!("PORT 10,0,0,2,{},{}\r\n", data_port >> 8, data_port & 0xff);
-        let mut p = tcp(LAN_HOST, 40000, REMOTE, 21, seq, 1, PSHACK, line.as_bytes());
-        assert!(matches!(r.engine.handle_packet(r.now, Side::Inside, &mut p), Verdict::Forward(_)));
+        let (_, out) =
+            r.pass(Side::Inside, tcp(LAN_HOST, 40000, REMOTE, 21, seq, server_next, PSHACK, line.as_bytes()));
         seq += line.len() as u32;
+        // The server acknowledges what it received (the window is tracked, issue 11).
+        let acked = out.seq.wrapping_add(out.payload.len() as u32);
+        r.pass(Side::Outside, tcp(REMOTE, 21, PUBLIC, 40000, server_next, acked, ACK, b""));
         let ph = r.engine.pinholes();
         assert!(
             ph.timers_queued() <= 2 * ph.len() + 64,
@@ -339,7 +341,10 @@ fn pinhole_timers_stay_bounded_by_the_live_pinholes() {
 fn a_lowered_share_applies_on_reload() {
     let mut r = Rig::new(config());
     for sp in 0..50u16 {
-        r.pass(Side::Inside, tcp(FLOODER, 30000 + sp, REMOTE, 80, 1, 0, SYN, b""));
+        let (_, syn) = r.pass(Side::Inside, tcp(FLOODER, 30000 + sp, REMOTE, 80, 1, 0, SYN, b""));
+        // Answered: the connections hold their ports past the unreplied timeout.
+        r.pass(Side::Outside, tcp(REMOTE, 80, PUBLIC, syn.sport, 500, 2, SYNACK, b""));
+        r.pass(Side::Inside, tcp(FLOODER, 30000 + sp, REMOTE, 80, 2, 501, ACK, b""));
     }
     let mut lower = r.engine.config().clone();
     lower.max_ports_per_host = PortQuota::Ports(40);
@@ -350,7 +355,8 @@ fn a_lowered_share_applies_on_reload() {
     for sp in 0..11u16 {
         r.pass(Side::Inside, tcp(FLOODER, 30000 + sp, REMOTE, 80, 2, 0, RST, b""));
     }
-    r.advance(11);
+    // After an RST the mapping is kept 4 minutes (RFC 7857 §2.2, the transitory timeout).
+    r.advance(241);
     assert_eq!(r.engine.nat().host_ports(Proto::Tcp, FLOODER), 39);
     r.pass(Side::Inside, tcp(FLOODER, 31000, REMOTE, 80, 1, 0, SYN, b""));
 }

@@ -192,11 +192,22 @@ fn a_hundred_thousand_refused_ftp_lines_make_a_bounded_log() {
         return;
     };
     let peer = peer_py();
-    t.serve_wan("tcp", 21, &["python3", &peer, "tcp-sink", "21"]);
+    t.serve_wan("tcp", 21, &["python3", &peer, "tcp-sink", "21", "--greeting", "220 sink ready"]);
     let started = Instant::now();
     let out = t.lan(
         Duration::from_secs(60),
-        &["python3", &flood_py(), "lines", WAN_HOST, "21", "--line", "PORT 1", "--count", "100000"],
+        &[
+            "python3",
+            &flood_py(),
+            "lines",
+            WAN_HOST,
+            "21",
+            "--line",
+            "PORT 1",
+            "--count",
+            "100000",
+            "--wait-greeting",
+        ],
     );
     let elapsed = started.elapsed();
     assert!(text(&out.stdout).starts_with("got 800000 bytes"), "{} {}", text(&out.stdout), text(&out.stderr));

@@ -315,6 +315,12 @@ impl Ftp {
     fn reply(&mut self, g: &mut Gen, line: &str) {
         self.c.say(g, 1, format!("{line}\r\n").as_bytes());
     }
+    /// QUIT, its reply, and the close started by `closer`.
+    fn quit(&mut self, g: &mut Gen, closer: usize) {
+        self.cmd(g, "QUIT");
+        self.reply(g, "221 Goodbye.");
+        self.c.close(g, closer);
+    }
     fn login(&mut self, g: &mut Gen) {
         self.c.open(g);
         self.reply(g, "220 (vsFTPd 3.0.3)");
@@ -366,6 +372,8 @@ const CLIENT: [u8; 4] = [10, 0, 0, 2];
 const SERVER_OUT: [u8; 4] = [198, 51, 100, 10];
 const SERVER_IN: [u8; 4] = [10, 0, 0, 21];
 const CLIENT_OUT: [u8; 4] = [198, 51, 100, 7];
+/// The inside FTP server's forward.
+const FORWARD_21: &str = "tcp:21=10.0.0.21:21";
 
 fn case_port_client_inside() -> Case {
     let mut g = Gen::new(Link::Ethernet);
@@ -781,8 +789,9 @@ fn case_pickup_sll() -> Case {
     transfer(&mut g, s, 20, c, 40_001, [0xa300_0000, 0xa400_0000], &data(2500, 14), 0);
     f.reply(&mut g, "226 Transfer complete.");
     // A gap in the recording: the capturing host lost the client's next command (the server's answer
-    // acknowledges it). The gateway never sees those bytes, so the rest of the client's stream cannot be
-    // framed: it is dropped (counted) rather than forwarded unparsed.
+    // acknowledges it). The gateway never sees those bytes; the server's acknowledgement shows they went
+    // another way, so the framer jumps the gap and resynchronises at the next line end (issue 11): the
+    // rest of the client's stream crosses, nothing stalls.
     g.wait(5_000_000);
     f.c.next[0] = f.c.next[0].wrapping_add(6);
     f.reply(&mut g, "200 NOOP ok.");
@@ -794,10 +803,94 @@ fn case_pickup_sll() -> Case {
         args: args(&["--inside", "10.0.0.0/8", "--public-ip", "203.0.113.1"]),
         readme: "A pcapng file with the Linux cooked (SLL) link type, recorded mid-session: no handshake, \
 the first client segment starts in the middle of a PORT line (its tail must not be judged), then NOOP, a \
-PORT that must be rewritten and its data connection; then the capture loses one client segment (`NOOP`, acknowledged by the server), after which the client's control stream cannot be framed and its segments are dropped and counted (`drops.alg_out_of_order`)."
+PORT that must be rewritten and its data connection; then the capture loses one client segment (`NOOP`, acknowledged by the server): the server's acknowledgement shows the bytes went another way, so the gateway jumps the gap (`alg.gaps`), leaves the line after it as sent (`alg.gap_lines`) and the rest of the session crosses."
             .into(),
         gen: g,
         pcapng: true,
+    }
+}
+
+fn case_tcp_attacks() -> Case {
+    let mut g = Gen::new(Link::Ethernet);
+    let (c, s) = (host(CLIENT, 2), host(SERVER_OUT, 10));
+    let mut f = Ftp { c: Conn::new(c, 41_000, s, 21, [0xb100_0000, 0xb200_0000]) };
+    f.login(&mut g);
+    // An off-path injector spoofing the server while a PORT awaits its reply: a blind "500" would take
+    // the pinhole away, a blind RST or FIN would end the mapping, an ACK of bytes the client never sent
+    // would move the ALG's horizon. All are beyond the window: dropped, nothing changes.
+    f.cmd(&mut g, "PORT 10,0,0,2,160,10");
+    let blind = f.c.next[1].wrapping_add(0x6000_0000);
+    f.c.seg_at(&mut g, 1, blind, PSH | ACK, b"500 Illegal PORT command.\r\n");
+    f.c.seg_at(&mut g, 1, blind.wrapping_add(29), RST | ACK, b"");
+    f.c.seg_at(&mut g, 1, blind.wrapping_add(29), FIN | ACK, b"");
+    let (sp, cp) = (f.c.p[1], f.c.p[0]);
+    let beyond = f.c.next[0].wrapping_add(0x5000_0000);
+    let t = tcp_segment(s.ip, c.ip, sp, cp, f.c.next[1], beyond, ACK, &[], b"");
+    let id = g.next_id(s.ip);
+    g.record(s, c, ipv4(s.ip, c.ip, 6, id, 64, &t));
+    // An RST in the window but not at the client's next byte (RFC 5961 §3.2): passed on, ignored.
+    f.c.seg_at(&mut g, 1, f.c.next[1].wrapping_add(100), RST | ACK, b"");
+    f.reply(&mut g, "200 PORT command successful. Consider using PASV.");
+    f.cmd(&mut g, "RETR after-attack.bin");
+    f.reply(&mut g, "150 Opening BINARY mode data connection.");
+    transfer(&mut g, s, 20, c, 40_970, [0xb300_0000, 0xb400_0000], &data(5000, 21), 0);
+    f.reply(&mut g, "226 Transfer complete.");
+    // The capture loses a server reply the client acknowledges: the gateway jumps the gap.
+    f.cmd(&mut g, "NOOP");
+    f.c.next[1] = f.c.next[1].wrapping_add(b"200 NOOP ok.\r\n".len() as u32);
+    g.wait(300);
+    f.cmd(&mut g, "PASV");
+    f.reply(&mut g, "227 Entering Passive Mode (198,51,100,10,117,48).");
+    f.cmd(&mut g, "LIST");
+    transfer(&mut g, c, 41_001, s, 30_000, [0xb500_0000, 0xb600_0000], b"-rw-r--r-- 1 ftp ftp 5000 x\r\n", 1);
+    f.reply(&mut g, "226 Directory send OK.");
+    f.quit(&mut g, 1);
+    // NAT slipstreaming: a page makes the client POST to an attacker's port 21; the body holds a PORT
+    // line naming the client's port 8080 (31,144). Not FTP: no pinhole, and the attacker's SYN to it
+    // is refused, the client's SYN-ACK to that (recorded) opens nothing.
+    let evil = host([198, 51, 100, 66], 66);
+    let mut h = Conn::new(c, 41_100, evil, 21, [0xb700_0000, 0xb800_0000]);
+    h.open(&mut g);
+    h.say(
+        &mut g,
+        0,
+        b"POST /upload HTTP/1.1\r\nHost: 198.51.100.66:21\r\nContent-Length: 22\r\n\r\nPORT 10,0,0,2,31,144\r\n",
+    );
+    let mut probe = Conn::new(evil, 20, c, 8080, [0xb900_0000, 0xba00_0000]);
+    probe.seg(&mut g, 0, SYN, b"");
+    probe.seg(&mut g, 1, SYN | ACK, b"");
+    h.close(&mut g, 0);
+    Case {
+        name: "tcp-attacks",
+        args: args(&["--inside", "10.0.0.2/32", "--public-ip", "203.0.113.1"]),
+        readme: "Attacks on TCP state and on the ALG's trust, client inside (issue 11). While a PORT awaits its reply, an off-path injector spoofing the server sends a `500` reply, an RST, a FIN (all at a blind sequence number) and an ACK of bytes the client never sent: beyond the window, dropped (`drops.tcp_out_of_window` 4), changing nothing, so the real `200` keeps the pinhole and the data connection crosses. An RST in the window but not exact is passed on and ignored (`tcp.rst_ignored` 1). The capture then loses a server reply the client acknowledges: the gateway jumps the gap (`alg.gaps`) and PASV/LIST still work. Last, NAT slipstreaming: an HTTP POST to an outside port 21 whose body holds `PORT 10,0,0,2,31,144` is not FTP (`alg.refused.not_ftp` 1, no pinhole); the attacker's SYN to port 8080 is refused (`no_mapping`) and the client's recorded SYN-ACK opens nothing (`refused_flow`)."
+            .into(),
+        gen: g,
+        pcapng: false,
+    }
+}
+
+fn case_forward_pickup() -> Case {
+    let mut g = Gen::new(Link::Ethernet);
+    let (c, s) = (host(CLIENT_OUT, 7), host(SERVER_IN, 21));
+    // The capture starts mid-session (the gateway restarted): the outside client speaks first.
+    let mut f = Ftp { c: Conn::new(c, 52_300, s, 21, [0xc100_0000, 0xc200_0000]) };
+    f.cmd(&mut g, "NOOP");
+    f.reply(&mut g, "200 NOOP ok.");
+    f.cmd(&mut g, "PASV");
+    f.reply(&mut g, "227 Entering Passive Mode (10,0,0,21,195,90).");
+    f.cmd(&mut g, "RETR picked-up.bin");
+    transfer(&mut g, c, 52_301, s, 50_010, [0xc300_0000, 0xc400_0000], &data(4000, 9), 1);
+    f.reply(&mut g, "150 Opening BINARY mode data connection.");
+    f.reply(&mut g, "226 Transfer complete.");
+    f.quit(&mut g, 0);
+    Case {
+        name: "forward-pickup",
+        args: args(&["--inside", "10.0.0.0/24", "--public-ip", "203.0.113.1", "--forward", FORWARD_21]),
+        readme: "A forwarded inside FTP server (10.0.0.21 behind `--forward tcp:21=10.0.0.21:21`) recorded mid-session, the outside client speaking first (issue 11: forwards are picked up from either side, as Linux conntrack does). The control connection is picked up from the client's NOOP, the ALG starts at the next line start, and the PASV reply's 227 is rewritten with its pinhole used by the RETR data connection."
+            .into(),
+        gen: g,
+        pcapng: false,
     }
 }
 
@@ -811,6 +904,8 @@ fn cases() -> Vec<Case> {
         case_auth_tls(),
         case_quirks_vlan_fcs(),
         case_pickup_sll(),
+        case_tcp_attacks(),
+        case_forward_pickup(),
     ]
 }
 

@@ -21,6 +21,7 @@ const C0: u32 = 0xffff_ff00; // client ISN: the stream crosses 2^32 early on
 const S0: u32 = 7_000;
 const CP: u16 = 40_000;
 const SOLID: u32 = 1; // client stream offset of the first data byte (after the SYN)
+const GREETING: &[u8] = b"220 ready\r\n";
 
 fn config() -> Config {
     engine_support::config()
@@ -99,8 +100,10 @@ fn port_line(addr: Ipv4Addr, port: u16) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------------------
 // A control connection through a Rig
 
-/// An FTP control connection of an inside client (10.0.0.2:40000 → 198.51.100.2:21), handshake done.
-/// Sequence numbers are given as offsets into each sender's stream (`SOLID` = first data byte).
+/// An FTP control connection of an inside client (10.0.0.2:40000 → 198.51.100.2:21), handshake and the
+/// server's greeting done (the ALG honours no announcement before it). Sequence numbers are given as
+/// offsets into each sender's stream (`SOLID` = first data byte; the server's ISN is placed so that its
+/// first byte after the greeting is at `SOLID` too).
 struct Ctl {
     r: Rig,
     /// Server stream offset the client acknowledges with (what it has received).
@@ -114,8 +117,14 @@ impl Ctl {
         r.pass(Side::Inside, seg(LAN_HOST, CP, REMOTE, 21, C0, 0, "S", None, &mss, b""));
         let smss: Vec<TcpOptionElement> =
             server_mss.map(TcpOptionElement::MaximumSegmentSize).into_iter().collect();
-        r.pass(Side::Outside, seg(REMOTE, 21, PUBLIC, CP, S0, C0.wrapping_add(1), "SA", None, &smss, b""));
-        r.pass(Side::Inside, seg(LAN_HOST, CP, REMOTE, 21, C0.wrapping_add(1), S0 + 1, "A", None, &[], b""));
+        let hello = GREETING.len() as u32;
+        let isn = S0 - hello;
+        r.pass(Side::Outside, seg(REMOTE, 21, PUBLIC, CP, isn, C0.wrapping_add(1), "SA", None, &smss, b""));
+        r.pass(Side::Inside, seg(LAN_HOST, CP, REMOTE, 21, C0.wrapping_add(1), isn + 1, "A", None, &[], b""));
+        r.pass(
+            Side::Outside,
+            seg(REMOTE, 21, PUBLIC, CP, isn + 1, C0.wrapping_add(1), "PA", None, &[], GREETING),
+        );
         Ctl { r, c_ack: SOLID }
     }
 
@@ -461,14 +470,15 @@ fn observed_direction_refuses_a_gap_so_a_command_is_never_skipped() {
     r.pass(Side::Outside, seg(REMOTE, 50_000, PUBLIC, 21, c0, 0, "S", None, &[], b""));
     r.pass(Side::Inside, seg(LAN_HOST, 21, REMOTE, 50_000, s0, c0 + 1, "SA", None, &[], b""));
     r.pass(Side::Outside, seg(REMOTE, 50_000, PUBLIC, 21, c0 + 1, s0 + 1, "A", None, &[], b""));
+    r.pass(Side::Inside, seg(LAN_HOST, 21, REMOTE, 50_000, s0 + 1, c0 + 1, "PA", None, &[], GREETING));
+    let s1 = s0 + 1 + GREETING.len() as u32;
     let (v, _) =
         r.send(Side::Outside, seg(REMOTE, 50_000, PUBLIC, 21, c0 + 2, s0 + 1, "PA", None, &[], b"ASV\r\n"));
     assert_eq!(v, Verdict::Drop(DropReason::AlgOutOfOrder));
     r.pass(Side::Outside, seg(REMOTE, 50_000, PUBLIC, 21, c0 + 1, s0 + 1, "PA", None, &[], b"P"));
     r.pass(Side::Outside, seg(REMOTE, 50_000, PUBLIC, 21, c0 + 1, s0 + 1, "PA", None, &[], b"PASV\r\n"));
     let reply = b"227 Entering Passive Mode (10,0,0,2,117,48).\r\n";
-    let (_, s) =
-        r.pass(Side::Inside, seg(LAN_HOST, 21, REMOTE, 50_000, s0 + 1, c0 + 7, "PA", None, &[], reply));
+    let (_, s) = r.pass(Side::Inside, seg(LAN_HOST, 21, REMOTE, 50_000, s1, c0 + 7, "PA", None, &[], reply));
     assert!(port_in(&s.payload, PUBLIC).is_some(), "{:?}", String::from_utf8_lossy(&s.payload));
     assert_eq!(r.engine.metrics().pinholes_created, 1);
 }
@@ -746,9 +756,10 @@ fn history_is_pruned_after_the_peer_acknowledges_past_it() {
     let after = SOLID + PORT_LINE.len() as u32;
     c.up(after, b"NOOP\r\n");
     assert_eq!(c.map().edits_in_flight(), 1);
-    // An ACK inside the replacement (which starts after "PORT "): still needed, and the client is told
-    // only of the bytes before it.
-    assert_eq!(c.acked_as(SOLID + 10), SOLID + 5);
+    // An ACK inside the replacement (which starts after "PORT "): the edit is still needed, and the
+    // client is told as many bytes into its own span, never all of it (so the line's end is kept).
+    assert_eq!(c.acked_as(SOLID + 10), SOLID + 10);
+    assert_eq!(c.acked_as(SOLID + 5 + 16), SOLID + 5 + 14);
     assert_eq!(c.map().edits_in_flight(), 1);
     // Past it: folded.
     assert_eq!(c.acked_as(SOLID + line.len() as u32), after);

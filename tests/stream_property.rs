@@ -3,7 +3,11 @@
 //! Owns: the generator of random FTP sessions (both topologies, several PORT/EPRT/227/229 per session,
 //! random segmentation of every control write, Nagle, pipelining, loss, duplication, reordering, and a
 //! tap that drops control segments so the peers retransmit — smoltcp repacketises what it retransmits),
-//! the oracle that checks each session, and the seed bookkeeping (regression seeds first, shards, the
+//! two adversarial actors (issue 11) — an off-path injector that forges control-connection segments
+//! with the right 4-tuple and random sequence and acknowledgement numbers (RST, FIN, ACK of bytes never
+//! sent, data that looks like PORT/227, SYN), and gaps: a command or a reply that reaches its receiver
+//! around the gateway (the tap's bypass), so the peer acknowledges bytes the gateway never saw — the
+//! oracle that checks each session, and the seed bookkeeping (regression seeds first, shards, the
 //! `FTPNAT_PROPTEST_*` environment variables). Must not: reach into the engine beyond its public
 //! metrics, or change the harness's behaviour for other tests.
 //!
@@ -15,7 +19,10 @@
 //! - every transfer completes with the right bytes (both ends checked);
 //! - `pinholes_created` and the rewrite counters equal the number of such announcements: a
 //!   retransmission, duplicate or reordered copy never opens a second pinhole;
-//! - no segment the engine emits exceeds the MTU of the hosts (whose SYNs announce MSS = MTU − 40).
+//! - no segment the engine emits exceeds the MTU of the hosts (whose SYNs announce MSS = MTU − 40);
+//! - the real peers' segments are never outside their connection's window (`drops.tcp_out_of_window`
+//!   counts only forged segments), and every forged RST or ACK of unsent bytes is dropped there;
+//! - a gap never stalls the session and never turns into a pinhole (the counts above hold with gaps).
 //!
 //! Environment: `FTPNAT_PROPTEST_CASES=N` (default 10 000) generated cases; `FTPNAT_PROPTEST_BASE=B`
 //! starts the generated seeds at `B` instead of 0 (to explore new seeds in a long run);
@@ -35,7 +42,8 @@ use common::ftp::{file_bytes, format_host_port, parse_227, parse_229, parse_eprt
 use common::ftp::{ClientConfig, FtpClient, FtpServer, Mode, ServerConfig, Splitter, Transfer, XferDir};
 use common::net::{AppId, Net, RunOutcome, INSIDE_HOST, OUTSIDE_HOST, PUBLIC_IP};
 use common::{pkt, SplitMix64};
-use ftpnat::{Config, Engine, RefusalReason, Side};
+use etherparse::PacketBuilder;
+use ftpnat::{Config, DropReason, Engine, RefusalReason, Side};
 
 const DEFAULT_CASES: u64 = 10_000;
 /// Test functions the generated seeds are spread over (libtest runs them on parallel threads).
@@ -95,6 +103,9 @@ struct Totals {
     segments_split: u64,
     out_of_order_drops: u64,
     faulted: u64,
+    injected: u64,
+    window_drops: u64,
+    gaps: u64,
 }
 
 impl Totals {
@@ -107,6 +118,9 @@ impl Totals {
         self.segments_split += o.segments_split;
         self.out_of_order_drops += o.out_of_order_drops;
         self.faulted += o.faulted;
+        self.injected += o.injected;
+        self.window_drops += o.window_drops;
+        self.gaps += o.gaps;
     }
 }
 
@@ -153,7 +167,8 @@ fn run_shard(shard: u64) {
     say(&format!(
         "stream_property shard {shard}/{SHARDS}: {} cases passed ({} regression seeds) in {:.1}s; \
          {} announcements rewritten ({} length-neutral), {} candidate lines held, {} retransmissions \
-         rebuilt, {} segments split, {} out-of-order drops, {} packets faulted",
+         rebuilt, {} segments split, {} out-of-order drops, {} packets faulted; {} segments forged, \
+         {} dropped as outside the window; {} gaps jumped",
         totals.cases,
         totals.regressions,
         started.elapsed().as_secs_f64(),
@@ -164,6 +179,9 @@ fn run_shard(shard: u64) {
         totals.segments_split,
         totals.out_of_order_drops,
         totals.faulted,
+        totals.injected,
+        totals.window_drops,
+        totals.gaps,
     ));
     if !failures.is_empty() {
         let list: Vec<String> = failures.iter().map(|(s, e)| format!("  seed {s}: {e}")).collect();
@@ -225,13 +243,29 @@ struct Plan {
     data: (f64, f64, f64),
     tap_drop: f64,
     tap_max: u32,
+    /// Off-path injector: chance per control segment of the outside peer to follow it with a forged
+    /// one, and how many at most.
+    forge: f64,
+    forge_max: u32,
+    /// Gap steps go around the gateway: the command, its reply (never while pipelining: a reply gap
+    /// makes the ALG forget which commands await replies, and a pipelined PASV's 227 is then refused,
+    /// fail closed), or both.
+    gap_command: bool,
+    gap_reply: bool,
 }
 
 #[derive(Debug, Clone)]
 enum Step {
     Xfer(Mode, XferDir, usize),
     Raw(Vec<u8>),
+    /// `XGAP` (answered `211 gap`) that may travel around the gateway, then `NOOP`: the line after a
+    /// gap is left as sent, the one after it is framed again.
+    Gap,
 }
+
+/// The gap command and its reply: unique in the session, so the tap can recognise their bytes.
+const GAP_COMMAND: &[u8] = b"XGAP\r\n";
+const GAP_REPLY: &[u8] = b"211 gap\r\n";
 
 /// Replies to `SITE` that carry 227/229 text the ALG must leave alone: inside a multi-line reply
 /// (RFC 959 §4.2), or as the final reply to a command that is not PASV/EPSV. Their ports are below
@@ -287,7 +321,7 @@ fn plan(seed: u64) -> Plan {
             actions.push(Step::Raw(raw_command(&mut rng, client_inside, client_nagle)));
         }
     }
-    Plan {
+    let mut p = Plan {
         client_inside,
         mtu,
         client_nagle,
@@ -308,7 +342,25 @@ fn plan(seed: u64) -> Plan {
         data: (0.0, if chance(&mut rng, 0.2) { rng.next_f64() * 0.05 } else { 0.0 }, 0.0),
         tap_drop: pick(&mut rng, &[0.0, 0.0, 0.05, 0.15, 0.3]),
         tap_max: 1 + rng.below(4) as u32,
+        forge: 0.0,
+        forge_max: 0,
+        gap_command: false,
+        gap_reply: false,
+    };
+    // The adversarial actors draw from their own generator, so every seed's session above is the one it
+    // was before they existed (the regression seeds keep meaning what they meant).
+    let mut adv = SplitMix64::new(seed ^ 0xad7e_5a11_0000_0011);
+    p.forge = pick(&mut adv, &[0.0, 0.0, 0.2, 0.5]);
+    p.forge_max = 2 + adv.below(20) as u32;
+    if chance(&mut adv, 0.3) {
+        for _ in 0..1 + adv.below(2) {
+            let at = adv.below(p.actions.len() as u64 + 1) as usize;
+            p.actions.insert(at, Step::Gap);
+        }
+        p.gap_command = chance(&mut adv, 0.7);
+        p.gap_reply = chance(&mut adv, 0.5);
     }
+    p
 }
 
 fn raw_command(rng: &mut SplitMix64, client_inside: bool, nagle: bool) -> Vec<u8> {
@@ -364,6 +416,145 @@ struct Outcome {
     segments_split: u64,
     out_of_order_drops: u64,
     faulted: u64,
+    injected: u64,
+    window_drops: u64,
+    gaps: u64,
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The adversarial actors
+
+/// What the off-path injector sent.
+#[derive(Debug, Default, Clone, Copy)]
+struct Forged {
+    /// RSTs (any sequence number outside the window is dropped, RFC 5961 §3.2).
+    rst: u64,
+    /// ACKs with the right sequence number acknowledging bytes the other side never sent.
+    ack_beyond: u64,
+    /// FINs, data that looks like PORT/227, SYNs: outside the window, dropped or passed unchanged.
+    other: u64,
+}
+
+/// The off-path injector and the gap maker, both at the tap in front of the gateway.
+struct Adversary {
+    rng: SplitMix64,
+    forge: f64,
+    forge_left: u32,
+    gap_command: bool,
+    gap_reply: bool,
+    /// Each control-connection sender's bytes so far, by offset from its first data byte.
+    sent: std::collections::HashMap<(std::net::Ipv4Addr, u16), (u32, Vec<u8>)>,
+    forged: Rc<RefCell<Forged>>,
+}
+
+/// How far from any real sequence or acknowledgement number a forged one lands: beyond every window
+/// in these sessions. (Nearer, the gateway passes an RST that is not exact on, as RFC 5961 §3.2 wants,
+/// and smoltcp, which accepts any in-window RST, would reset: that is the endpoint's choice.)
+const FORGE_DISTANCE: u32 = 1 << 24;
+
+impl Adversary {
+    fn new(p: &Plan, seed: u64, forged: Rc<RefCell<Forged>>) -> Adversary {
+        Adversary {
+            rng: SplitMix64::new(seed ^ 0x0ff9_a7b0_0000_0021),
+            forge: p.forge,
+            forge_left: p.forge_max,
+            gap_command: p.gap_command,
+            gap_reply: p.gap_reply && !p.pipeline,
+            sent: Default::default(),
+            forged,
+        }
+    }
+
+    fn act(&mut self, toward: Side, packet: &[u8]) -> Option<TapAction> {
+        let t = pkt::tcp_info(packet)?;
+        if t.sport != 21 && t.dport != 21 {
+            return None;
+        }
+        let from_client = t.dport == 21;
+        let stream = self.sent.entry((t.src, t.sport)).or_insert((t.seq.wrapping_add(1), Vec::new()));
+        if t.syn {
+            *stream = (t.seq.wrapping_add(1), Vec::new());
+        }
+        let off = t.seq.wrapping_sub(stream.0) as usize;
+        if !t.payload.is_empty() && off < 1 << 24 {
+            let end = off + t.payload.len();
+            if stream.1.len() < end {
+                stream.1.resize(end, 0);
+            }
+            stream.1[off..end].copy_from_slice(&t.payload);
+            let (line, on) =
+                if from_client { (GAP_COMMAND, self.gap_command) } else { (GAP_REPLY, self.gap_reply) };
+            if on && within_line(&stream.1, off, end, line) {
+                return Some(TapAction::Bypass);
+            }
+        }
+        // Forgeries follow data segments of the outside peer: the handshake is over by then (a blind SYN
+        // during it would draw the receiving stack's own reaction, not the gateway's).
+        let data = !t.payload.is_empty();
+        if toward == Side::Inside && data && self.forge_left > 0 && self.rng.next_f64() < self.forge {
+            self.forge_left -= 1;
+            let f = self.forgery(packet, &t);
+            return Some(TapAction::PassAndInject(f));
+        }
+        None
+    }
+
+    /// A segment with `t`'s 4-tuple (the outside peer's) and numbers nobody off the path can know.
+    fn forgery(&mut self, packet: &[u8], t: &pkt::TcpInfo) -> Vec<u8> {
+        let ack_real = etherparse::Ipv4HeaderSlice::from_slice(packet)
+            .ok()
+            .and_then(|ip| etherparse::TcpHeaderSlice::from_slice(&packet[ip.slice().len()..]).ok())
+            .is_some_and(|h| h.ack());
+        let far = |rng: &mut SplitMix64, x: u32| {
+            x.wrapping_add(FORGE_DISTANCE + rng.below(u64::from(u32::MAX - 2 * FORGE_DISTANCE)) as u32)
+        };
+        let b = PacketBuilder::ipv4(t.src.octets(), t.dst.octets(), 64);
+        let mut f = self.forged.borrow_mut();
+        let (seq, ack) = (far(&mut self.rng, t.seq), far(&mut self.rng, t.ack));
+        let (b, payload): (_, &[u8]) = match self.rng.below(6) {
+            0 => {
+                f.rst += 1;
+                (b.tcp(t.sport, t.dport, seq, 64_000).rst(), b"")
+            }
+            1 => {
+                f.rst += 1;
+                (b.tcp(t.sport, t.dport, seq, 64_000).rst().ack(ack), b"")
+            }
+            2 if ack_real => {
+                // The issue's blind ACK: the right sequence number, an acknowledgement far ahead.
+                f.ack_beyond += 1;
+                let beyond = t.ack.wrapping_add(FORGE_DISTANCE + self.rng.below(1 << 30) as u32);
+                (b.tcp(t.sport, t.dport, t.seq, 64_000).ack(beyond), b"")
+            }
+            3 => {
+                f.other += 1;
+                (b.tcp(t.sport, t.dport, seq, 64_000).fin().ack(ack), b"")
+            }
+            4 => {
+                f.other += 1;
+                // Short enough for the smallest MTU here (80): a forgery is judged, not split.
+                let line: &[u8] =
+                    if t.dport == 21 { b"PORT 10,0,0,2,4,1\r\n" } else { b"227 x (10,0,0,2,4,1)\r\n" };
+                (b.tcp(t.sport, t.dport, seq, 64_000).psh().ack(ack), line)
+            }
+            _ => {
+                f.other += 1;
+                (b.tcp(t.sport, t.dport, seq, 64_000).syn(), b"")
+            }
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, payload).expect("forged packet builds");
+        v
+    }
+}
+
+/// Whether the bytes `[from, to)` of a sender's stream all lie in one line that is `line`, as far as
+/// sent and at least 4 bytes of it (fewer could still be another line: "2" starts every 2xx reply).
+fn within_line(stream: &[u8], from: usize, to: usize, line: &[u8]) -> bool {
+    let start = stream[..from].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let end = start + line.len();
+    let have = &stream[start..stream.len().min(end)];
+    to <= end && have.len() >= 4 && line.starts_with(have)
 }
 
 fn run_case(seed: u64, verbose: bool) -> Result<Outcome, String> {
@@ -394,9 +585,16 @@ fn run_case(seed: u64, verbose: bool) -> Result<Outcome, String> {
     let seen = oversize.clone();
     let (mtu, tap_drop, mut tap_left) = (p.mtu, p.tap_drop, p.tap_max);
     let mut trng = SplitMix64::new(seed ^ 0x7a9d_0000_0000_0001);
+    let forged = Rc::new(RefCell::new(Forged::default()));
+    let mut adversary = Adversary::new(&p, seed, forged.clone());
     net.faults.tap = Some(Box::new(move |info, packet| {
         if info.stage == Stage::Post && packet.len() > mtu {
             seen.borrow_mut().push(pkt::summary(packet));
+        }
+        if info.stage == Stage::Pre {
+            if let Some(a) = adversary.act(info.toward, packet) {
+                return a;
+            }
         }
         let ctrl_data =
             pkt::tcp_info(packet).is_some_and(|t| (t.sport == 21 || t.dport == 21) && !t.payload.is_empty());
@@ -412,7 +610,7 @@ fn run_case(seed: u64, verbose: bool) -> Result<Outcome, String> {
     } else {
         (OUTSIDE_HOST, INSIDE_HOST, PUBLIC_IP)
     };
-    let mut sc = ServerConfig::default().reply("SITE", p.site_reply);
+    let mut sc = ServerConfig::default().reply("SITE", p.site_reply).reply("XGAP", GAP_REPLY);
     sc.pasv_port_base = p.pasv_port_base;
     sc.nagle = p.server_nagle;
     sc.chunk_gap_us = p.chunk_gap_us;
@@ -437,12 +635,13 @@ fn run_case(seed: u64, verbose: bool) -> Result<Outcome, String> {
                 cc.transfer(Transfer::new(*mode, *dir, &name, *size))
             }
             Step::Raw(line) => cc.command(line),
+            Step::Gap => cc.command(GAP_COMMAND).command(b"NOOP\r\n"),
         };
     }
     let client = net.ftp_client(client_addr, cc);
 
     let outcome = net.run_until(|n| n.app(client).finished() && n.app(server).finished(), SESSION_LIMIT_US);
-    let r = check(&net, &p, client, server, outcome, &stors, &oversize.borrow());
+    let r = check(&net, &p, client, server, outcome, &stors, &oversize.borrow(), &forged.borrow());
     match r {
         Ok(o) => Ok(o),
         Err(e) => {
@@ -454,6 +653,7 @@ fn run_case(seed: u64, verbose: bool) -> Result<Outcome, String> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check(
     net: &Net,
     p: &Plan,
@@ -462,6 +662,7 @@ fn check(
     outcome: RunOutcome,
     stors: &[(String, usize)],
     oversize: &[String],
+    forged: &Forged,
 ) -> Result<Outcome, String> {
     let (c, s) = (net.app(client), net.app(server));
     let m = net.middlebox::<Engine>().metrics();
@@ -517,6 +718,19 @@ fn check(
     if !oversize.is_empty() {
         return Err(format!("segments above the MTU {}: {oversize:?}", p.mtu));
     }
+    // The window: the real peers never fall outside it; every forged RST and every forged ACK of unsent
+    // bytes does (or finds its connection gone).
+    let window_drops = m.drops_of(DropReason::TcpOutOfWindow);
+    let injected = forged.rst + forged.ack_beyond + forged.other;
+    if injected == 0 && window_drops > 0 {
+        return Err(format!("{window_drops} segments of the real peers dropped as outside the window"));
+    }
+    let must = forged.rst + forged.ack_beyond;
+    if window_drops + m.drops_of(DropReason::NoMapping) < must {
+        return Err(format!(
+            "{must} forged RSTs/ACKs of unsent bytes but only {window_drops} window drops: {forged:?}"
+        ));
+    }
     let f = net.faults.stats;
     Ok(Outcome {
         announcements,
@@ -526,6 +740,9 @@ fn check(
         segments_split: m.alg_segments_split,
         out_of_order_drops: m.drops_of(ftpnat::DropReason::AlgOutOfOrder),
         faulted: f.lost + f.duplicated + f.reordered + f.tap_dropped,
+        injected,
+        window_drops,
+        gaps: m.alg_gaps,
     })
 }
 
@@ -552,7 +769,14 @@ fn compare_streams(sent: &[u8], got: &[u8], rewrite: Option<bool>) -> Result<usi
         ));
     }
     if a.len() != b.len() {
-        return Err(format!("{} lines sent, {} received", a.len(), b.len()));
+        let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        return Err(format!(
+            "{} lines sent, {} received; first difference at line {at}: sent {} received {}",
+            a.len(),
+            b.len(),
+            a.get(at).map_or("-".into(), |l| show(l)),
+            b.get(at).map_or("-".into(), |l| show(l))
+        ));
     }
     let mut n = 0;
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {

@@ -395,7 +395,7 @@ pub fn stream(data: &[u8]) {
                     }
                 } else {
                     // A refused (out-of-order) segment is the engine dropping it; nothing to check.
-                    let _ = s.observe(seq, syn, payload, now, &mut m, &mut cb);
+                    let _ = s.observe(seq, syn, fin, payload, now, &mut m, &mut cb);
                 }
             }
             4 => {

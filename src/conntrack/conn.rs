@@ -13,6 +13,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::window::{Plain, TcpSeg, TcpWindow, Window};
 use crate::alg::ftp::FtpSession;
 use crate::config::Timeouts;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
@@ -27,8 +28,12 @@ pub enum TcpState {
     Established,
     /// A FIN went one way.
     FinWait,
-    /// FINs went both ways, or an RST: the mapping goes soon.
+    /// FINs went both ways: the mapping goes soon.
     Closed,
+    /// An exact, in-window RST (RFC 5961 §3.2). RFC 7857 §2.2: the mapping stays for the transitory
+    /// timeout (4 min) after the last packet, so its port is not handed to someone else at once; a new
+    /// SYN on the same ports still reopens it (RFC 9293 §3.10.7.4).
+    Reset,
 }
 
 impl TcpState {
@@ -39,6 +44,7 @@ impl TcpState {
             TcpState::Established => "ESTABLISHED",
             TcpState::FinWait => "FIN_WAIT",
             TcpState::Closed => "CLOSE",
+            TcpState::Reset => "RESET",
         }
     }
     const fn bits(self) -> u8 {
@@ -52,7 +58,7 @@ impl TcpState {
             TcpState::Established,
             TcpState::FinWait,
             TcpState::Closed,
-            TcpState::Closed,
+            TcpState::Reset,
             TcpState::Closed,
             TcpState::Closed,
         ];
@@ -134,11 +140,15 @@ pub struct Conn {
     /// deadline in µs); written by the table only.
     pub(super) queued: u32,
     counts: Counts,
+    /// TCP window tracking (issue 11); unused by UDP and ICMP.
+    window: TcpWindow,
 }
 
-// The memory budget (issue 7): a regression shows at compile time, not in a benchmark.
-const _: () = assert!(size_of::<Conn>() <= 88);
-const _: () = assert!(size_of::<Option<Conn>>() <= 88);
+// The memory budget (issue 7, then issue 11's window tracking: 88 B + 24 B for `TcpWindow`). A regression
+// shows at compile time, not in a benchmark.
+const _: () = assert!(size_of::<TcpWindow>() <= 24);
+const _: () = assert!(size_of::<Conn>() <= 112);
+const _: () = assert!(size_of::<Option<Conn>>() <= 112);
 
 impl Conn {
     /// A connection whose `orig` key opened it and whose answers will come as `reply`. The devices each
@@ -161,6 +171,7 @@ impl Conn {
             control,
             queued: 0,
             counts: Counts::default(),
+            window: TcpWindow::default(),
         }
     }
 
@@ -276,6 +287,7 @@ impl Conn {
     }
 
     /// Records a packet of `len` bytes travelling in `d` at `now`.
+    #[inline]
     pub fn seen(&mut self, d: Dir, len: usize, now: Instant) {
         self.last_seen = Span::from_micros(now.as_micros().saturating_sub(self.state >> 8));
         self.counts.add(d.index(), len);
@@ -284,23 +296,58 @@ impl Conn {
         }
     }
 
-    /// Updates TCP state for a segment in `d`.
-    pub fn track_tcp(&mut self, d: Dir, syn: bool, ack: bool, fin: bool, rst: bool) {
-        if rst {
-            self.set_tcp(TcpState::Closed);
-            return;
+    /// Tracks a TCP segment travelling in `d`: its window check first ([`TcpWindow`]); only a segment in
+    /// the window (for an RST: exact) changes the state. Returns the window's verdict.
+    #[inline]
+    pub fn track_tcp(&mut self, d: Dir, seg: &TcpSeg) -> Window {
+        let v = self.window.track(d, seg);
+        if v != Window::Accept {
+            return v;
         }
-        if fin {
+        if !(seg.fin || seg.syn || seg.rst) && self.tcp() == TcpState::Established {
+            // The per-packet case: nothing moves.
+            return v;
+        }
+        if seg.rst {
+            if self.tcp() != TcpState::Closed {
+                self.set_tcp(TcpState::Reset);
+            }
+            return v;
+        }
+        if seg.fin {
             self.state |= bits::FIN0 << d.index();
         }
+        let (syn, ack) = (seg.syn, seg.ack.is_some());
         let next = match (self.tcp(), d) {
             _ if self.fin_seen(Dir::Original) && self.fin_seen(Dir::Reply) => TcpState::Closed,
-            _ if fin => TcpState::FinWait,
+            _ if seg.fin => TcpState::FinWait,
             (TcpState::SynSent, Dir::Reply) if syn && ack => TcpState::SynReceived,
             (TcpState::SynReceived, Dir::Original) if ack && !syn => TcpState::Established,
             (s, _) => s,
         };
         self.set_tcp(next);
+        v
+    }
+
+    /// [`Conn::track_tcp`] for the per-packet case: a segment with ACK and no SYN, RST or FIN (`len`:
+    /// its payload) of an established connection (or one whose handshake this ACK completes). `None`
+    /// when that does not apply: call [`Conn::track_tcp`].
+    #[inline(always)]
+    pub fn track_tcp_plain(&mut self, d: Dir, p: Plain) -> Option<Window> {
+        let state = self.tcp();
+        if !matches!(state, TcpState::Established | TcpState::SynReceived) {
+            return None;
+        }
+        let v = self.window.track_established(d, p)?;
+        if v == Window::Accept && state == TcpState::SynReceived && d == Dir::Original {
+            self.set_tcp(TcpState::Established);
+        }
+        Some(v)
+    }
+
+    /// The window state (read-only: what a segment would be judged, without tracking it).
+    pub fn window(&self) -> &TcpWindow {
+        &self.window
     }
 
     /// True once both sides have spoken: a packet went each way. (The original direction is nearly
@@ -320,6 +367,8 @@ impl Conn {
                 let d = match self.tcp() {
                     TcpState::Established => t.tcp_established,
                     TcpState::Closed => t.tcp_closed,
+                    // RFC 7857 §2.2: after an RST, about 4 minutes.
+                    TcpState::Reset => t.tcp_transitory,
                     TcpState::SynSent | TcpState::SynReceived | TcpState::FinWait => t.tcp_transitory,
                 };
                 if self.answered() {
@@ -335,11 +384,12 @@ impl Conn {
     }
 
     /// A TCP connection picked up mid-stream (Linux conntrack's "loose" pickup) is treated as
-    /// established: the gateway restarted under it. It is not answered yet: until the other side
-    /// speaks it keeps the short unreplied timeout (a bare ACK from inside must not hold a port for
-    /// two hours).
+    /// established: the gateway restarted under it. Its window is learned from what each side sends.
+    /// It is not answered yet: until the other side speaks it keeps the short unreplied timeout (a bare
+    /// ACK from inside must not hold a port for two hours).
     pub fn mark_established(&mut self) {
         self.set_tcp(TcpState::Established);
+        self.window = TcpWindow::loose();
     }
 }
 
@@ -357,6 +407,7 @@ impl core::fmt::Debug for Conn {
             .field("expires", &self.expires)
             .field("packets", &self.packets())
             .field("bytes", &self.bytes())
+            .field("window", &self.window)
             .field("ftp", &self.ftp)
             .finish_non_exhaustive()
     }
@@ -431,6 +482,7 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::SeqNum;
     use core::time::Duration;
 
     const LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -491,10 +543,22 @@ mod tests {
         let k = FlowKey::new(Proto::Tcp, ep(LAN, 1), ep(REMOTE, 2));
         let t0 = Instant::from_secs(1_700_000_000); // a pcap-like Unix time
         let mut c = Conn::new(k, k.reversed(), Origin::Pinhole { control: ConnId(u32::MAX) }, t0);
-        c.track_tcp(Dir::Original, false, true, true, false);
+        c.mark_established();
+        c.state &= !bits::REPLIED;
+        let fin = |seq, ack| TcpSeg {
+            seq: SeqNum(seq),
+            ack: Some(SeqNum(ack)),
+            len: 1,
+            win: 1000,
+            syn: false,
+            fin: true,
+            rst: false,
+            wscale: None,
+        };
+        c.track_tcp(Dir::Original, &fin(10, 50));
         assert_eq!((c.tcp(), c.replied()), (TcpState::FinWait, false));
         c.seen(Dir::Reply, 40, t0 + Duration::from_micros(3));
-        c.track_tcp(Dir::Reply, false, true, true, false);
+        c.track_tcp(Dir::Reply, &fin(50, 11));
         assert_eq!((c.tcp(), c.replied()), (TcpState::Closed, true));
         assert_eq!(c.origin(), Origin::Pinhole { control: ConnId(u32::MAX) });
         assert_eq!((c.created(), c.last_seen()), (t0, t0 + Duration::from_micros(3)));
@@ -575,7 +639,7 @@ mod tests {
         // A closed connection keeps its short closing timeout either way.
         let mut c = Conn::new(FlowKey::new(Proto::Tcp, a, b), k, Origin::Outbound, Instant::ZERO);
         c.seen(Dir::Original, 40, Instant::ZERO);
-        c.track_tcp(Dir::Original, false, false, false, true);
+        c.set_tcp(TcpState::Closed);
         assert_eq!(c.timeout(&t), t.tcp_closed);
     }
 

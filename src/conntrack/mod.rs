@@ -6,9 +6,10 @@
 //! packets, allocate ports (it only remembers which mapping a connection holds), or know about FTP
 //! beyond storing the ALG state the engine attaches.
 //!
-//! Memory per flow (issue 7 budget 128 B, `examples/flow_memory.rs`): the 88-byte [`Conn`] in
-//! chunks (spare: one chunk), two 4-byte index entries at hashbrown's load (11-23 B, 21 at 1 M
-//! flows), one 12-byte expiry entry in a queue grown by eighths: 120-125 B from 0.5 to 2 M flows.
+//! Memory per flow (issue 7 budget 128 B, `examples/flow_memory.rs`): the 112-byte [`Conn`] (88 B
+//! before issue 11 added the 24-byte [`TcpWindow`]) in chunks (spare: one chunk), two 4-byte index
+//! entries at hashbrown's load (11-23 B, 21 at 1 M flows), one 12-byte expiry entry in a queue grown
+//! by eighths: 145.4 B at 1 M flows (121.4 B before the window state), over the budget.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,9 +22,12 @@ use crate::flow::{ConnId, Dir, FlowKey};
 use crate::time::Instant;
 
 mod conn;
+pub mod refused;
 mod slab;
+pub mod window;
 pub use conn::{Conn, Origin, TcpState};
 use slab::Slab;
+pub use window::{Plain, TcpSeg, TcpWindow, Window};
 
 /// Why a connection could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +312,7 @@ mod tests {
     use super::*;
     use crate::config::Timeouts;
     use crate::flow::{Endpoint, Proto, Side};
+    use crate::wire::SeqNum;
     use core::time::Duration;
 
     fn key(sp: u16) -> FlowKey {
@@ -444,24 +449,53 @@ mod tests {
             Origin::Outbound,
             Instant::ZERO,
         );
-        let t = Timeouts::default();
-        let step = |c: &mut Conn, d: Dir, syn, ack| {
-            c.seen(d, 40, Instant::ZERO);
-            c.track_tcp(d, syn, ack, false, false);
+        let seg = |seq: u32, ack: Option<u32>, syn: bool, fin: bool, rst: bool| TcpSeg {
+            seq: SeqNum(seq),
+            ack: ack.map(SeqNum),
+            len: u32::from(syn) + u32::from(fin),
+            win: 1000,
+            syn,
+            fin,
+            rst,
+            wscale: None,
         };
-        step(&mut c, Dir::Original, true, false);
+        let t = Timeouts::default();
+        c.track_tcp(Dir::Original, &seg(100, None, true, false, false));
         assert_eq!(c.tcp(), TcpState::SynSent);
-        assert_eq!(c.timeout(&t), t.tcp_unreplied, "a SYN nobody answered yet");
-        step(&mut c, Dir::Reply, true, true);
+        // A SYN-ACK acknowledging something else opens nothing.
+        assert_eq!(
+            c.track_tcp(Dir::Reply, &seg(500, Some(7), true, false, false)),
+            Window::Beyond(window::Why::Handshake)
+        );
+        assert_eq!(c.tcp(), TcpState::SynSent);
+        c.track_tcp(Dir::Reply, &seg(500, Some(101), true, false, false));
         assert_eq!(c.tcp(), TcpState::SynReceived);
-        assert_eq!(c.timeout(&t), t.tcp_transitory);
-        step(&mut c, Dir::Original, false, true);
+        c.track_tcp(Dir::Original, &seg(101, Some(501), false, false, false));
         assert_eq!(c.tcp(), TcpState::Established);
+        assert_eq!(c.timeout(&t), t.tcp_unreplied, "until both sides have spoken");
+        c.seen(Dir::Original, 40, Instant::ZERO);
+        c.seen(Dir::Reply, 40, Instant::ZERO);
         assert_eq!(c.timeout(&t), t.tcp_established);
-        c.track_tcp(Dir::Original, false, true, true, false);
+        // A FIN or RST outside the window changes nothing.
+        assert!(matches!(
+            c.track_tcp(Dir::Reply, &seg(501 + 100_000, Some(101), false, true, false)),
+            Window::Beyond(_)
+        ));
+        assert_eq!(c.track_tcp(Dir::Reply, &seg(502, Some(101), false, false, true)), Window::RstNotExact);
+        assert_eq!(c.tcp(), TcpState::Established);
+        c.track_tcp(Dir::Original, &seg(101, Some(501), false, true, false));
         assert_eq!(c.tcp(), TcpState::FinWait);
-        c.track_tcp(Dir::Reply, false, true, true, false);
+        c.track_tcp(Dir::Reply, &seg(501, Some(102), false, true, false));
         assert_eq!(c.tcp(), TcpState::Closed);
         assert_eq!(c.timeout(&t), t.tcp_closed);
+        // RFC 7857 §2.2: after an exact RST, the transitory timeout.
+        let mut c = Conn::new(c.key(Dir::Original), c.key(Dir::Reply), Origin::Outbound, Instant::ZERO);
+        c.track_tcp(Dir::Original, &seg(100, None, true, false, false));
+        c.track_tcp(Dir::Reply, &seg(500, Some(101), true, false, false));
+        c.track_tcp(Dir::Original, &seg(101, Some(501), false, false, false));
+        c.seen(Dir::Original, 40, Instant::ZERO);
+        c.seen(Dir::Reply, 40, Instant::ZERO);
+        assert_eq!(c.track_tcp(Dir::Reply, &seg(501, None, false, false, true)), Window::Accept);
+        assert_eq!((c.tcp(), c.timeout(&t)), (TcpState::Reset, t.tcp_transitory));
     }
 }

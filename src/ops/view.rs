@@ -210,7 +210,7 @@ pub struct AlgRow {
     /// The pinholes this session announced that are still open.
     pub pinholes: Vec<u16>,
     pub proto: &'static str,
-    /// `clear` or `tls`.
+    /// `clear`, `tls`, or `not-ftp` (the stream stopped looking like FTP: opaque for good).
     pub state: &'static str,
 }
 

@@ -154,6 +154,10 @@ impl Summary {
         v.push(("input.checksums_repaired".into(), c.checksums_repaired));
         v.push(("input.ipv6_passed".into(), c.ipv6_passed));
         v.push(("input.non_ip".into(), c.non_ip));
+        v.push(("tcp.window_ignored".into(), m.tcp_window_ignored));
+        v.push(("tcp.rst_ignored".into(), m.tcp_rst_ignored));
+        v.push(("alg.gaps".into(), m.alg_gaps));
+        v.push(("alg.gap_lines".into(), m.alg_gap_lines));
         // Only present, as 1, when the input could not be read to its end: a complete replay's summary
         // keeps exactly the keys it always had.
         if c.incomplete {
@@ -625,7 +629,7 @@ mod tests {
         }
         // Only these groups, nothing else at the top.
         let top: Vec<&String> = j.as_object().unwrap().keys().collect();
-        assert_eq!(top, ["alg", "drops", "generated", "input", "packets", "pinholes"]);
+        assert_eq!(top, ["alg", "drops", "generated", "input", "packets", "pinholes", "tcp"]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Owns: the rewrite of a WAN-side IPv4 packet recorded on a flat network (addressed to an inside host,
 //! acknowledging the inside host's own sequence numbers) into the packet the outside peer sends through
 //! a NAT: addressed to the public address and the port the gateway gave the flow, its acknowledgement and
-//! SACK edges in the gateway's rewritten sequence space, a data connection towards an announced endpoint
+//! SACK edges in the gateway's rewritten sequence space (chosen so that the gateway maps each back to
+//! exactly the number the inside host recorded, also inside a rewritten span), a data connection
+//! towards an announced endpoint
 //! addressed to the endpoint the gateway wrote into the line, an ICMP error quoting what the gateway
 //! emitted. Must not: change the engine's state (it only reads the connection table, the NAT and the
 //! configuration) or touch LAN-side packets.
@@ -78,7 +80,9 @@ pub fn emulate(engine: &Engine, pkt: &mut [u8]) -> Emulated {
                 if let Some(ftp) = conn.ftp.as_ref() {
                     let map = &ftp.streams[d.index()].map;
                     if !map.is_identity() {
-                        map_ack(pkt, |s| map.map(s));
+                        // The acknowledgement the gateway maps back to exactly what the inside host
+                        // recorded, even inside a rewritten span (SeqMap::map_ack).
+                        map_ack(pkt, |s| map.map_ack(s));
                     }
                 }
             }
@@ -297,14 +301,24 @@ mod tests {
         assert_eq!(dst_of(&synack), (PUB, 40000));
         assert!(all_checksums_right(&synack));
         assert_eq!(e.handle_packet(t, Side::Outside, &mut synack), Verdict::Forward(Side::Inside));
+        // The server's greeting (the ALG honours no announcement before it).
+        let mut hello = tcp(OUT, 21, IN, 40000, 1000, 100, 0x18, b"220 ready\r\n");
+        emulate(&e, &mut hello);
+        assert_eq!(e.handle_packet(t, Side::Outside, &mut hello), Verdict::Forward(Side::Inside));
         // A PORT whose rewrite is longer (10,0,0,2 -> 203,0,113,1 and a short port text).
         let line = b"PORT 10,0,0,2,4,1\r\n";
-        let mut port = tcp(IN, 40000, OUT, 21, 100, 1000, 0x18, line);
+        let mut port = tcp(IN, 40000, OUT, 21, 100, 1011, 0x18, line);
         assert_eq!(e.handle_packet(t, Side::Inside, &mut port), Verdict::Forward(Side::Outside));
         let grown = Ipv4Packet::new_checked(&port[..]).unwrap().tcp().unwrap().payload().len();
         assert!(grown > line.len());
+        // A recorded ACK that ends inside the rewritten address (the recorded server had the line in two
+        // segments): the inside host gets exactly the number it recorded, not the span's start.
+        let mut partial = tcp(OUT, 21, IN, 40000, 1011, 100 + 9, 0x10, b"");
+        emulate(&e, &mut partial);
+        assert_eq!(e.handle_packet(t, Side::Outside, &mut partial), Verdict::Forward(Side::Inside));
+        assert_eq!(Ipv4Packet::new_checked(&partial[..]).unwrap().tcp().unwrap().ack_number(), SeqNum(109));
         // The server acknowledges the line as it saw it (grown); the recording acknowledges 100+len.
-        let mut ack = tcp(OUT, 21, IN, 40000, 1000, 100 + line.len() as u32, 0x10, b"");
+        let mut ack = tcp(OUT, 21, IN, 40000, 1011, 100 + line.len() as u32, 0x10, b"");
         emulate(&e, &mut ack);
         let ip = Ipv4Packet::new_checked(&ack[..]).unwrap();
         assert_eq!(ip.tcp().unwrap().ack_number(), SeqNum(100 + grown as u32));

@@ -285,8 +285,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn set_dst_addr(&mut self, a: Ipv4Addr) {
         self.set_addr(field::DST, a);
     }
+    /// Sets the TTL. It shares one 16-bit word with the protocol: the checksum is updated for that word
+    /// alone (RFC 1624 eqn. 3), small enough to inline on the per-packet path.
+    #[inline]
     pub fn set_ttl(&mut self, ttl: u8) {
-        self.patch(field::TTL, &[ttl]);
+        let b = self.buf.as_mut();
+        if b.len() < HEADER_LEN {
+            return;
+        }
+        let word = |b: &[u8]| u16::from_be_bytes([b[field::TTL], b[field::TTL + 1]]);
+        let old = word(b);
+        b[field::TTL] = ttl;
+        let csum = u16::from_be_bytes([b[field::CHECKSUM], b[field::CHECKSUM + 1]]);
+        let c = checksum::update_u16(csum, old, word(b));
+        b[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
     }
     pub fn set_dscp_ecn(&mut self, v: u8) {
         self.patch(field::DSCP_ECN, &[v]);

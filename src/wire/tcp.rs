@@ -32,7 +32,10 @@ pub const HEADER_LEN: usize = 20;
 pub const OPT_EOL: u8 = 0;
 pub const OPT_NOP: u8 = 1;
 pub const OPT_MSS: u8 = 2;
+pub const OPT_WSCALE: u8 = 3;
 pub const OPT_SACK: u8 = 5;
+/// RFC 7323 §2.3: a larger shift is taken as 14.
+pub const MAX_WSCALE: u8 = 14;
 
 /// The eight flag bits of byte 13 (RFC 9293 §3.1, RFC 3168 for ECE/CWR). NS (byte 12 bit 0, historic) is
 /// not modelled and is preserved by [`TcpSegment::set_flags`].
@@ -164,7 +167,11 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         hl.min(b.len())
     }
     pub fn flags(&self) -> TcpFlags {
-        TcpFlags::from_byte(self.buf.as_ref().get(field::FLAGS).copied().unwrap_or(0))
+        TcpFlags::from_byte(self.flags_byte())
+    }
+    /// The flags byte as sent (CWR..FIN; the reserved bits are in the byte before).
+    pub fn flags_byte(&self) -> u8 {
+        self.buf.as_ref().get(field::FLAGS).copied().unwrap_or(0)
     }
     pub fn window(&self) -> u16 {
         self.u16_at(field::WINDOW)
@@ -199,11 +206,19 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         walk_options(h).find(|o| o.kind == OPT_MSS && o.len == 4).and_then(|o| get_u16(h, o.at + 2))
     }
 
-    /// SACK blocks (RFC 2018), in option order: (left, right). At most 4 (one option carries at most 4).
+    /// The window scale option's shift (RFC 7323 §2.2), clamped to 14 (§2.3), if a well-formed one is
+    /// present. Only meaningful on a SYN.
+    pub fn wscale_option(&self) -> Option<u8> {
+        let h = self.header();
+        walk_options(h)
+            .find(|o| o.kind == OPT_WSCALE && o.len == 3)
+            .and_then(|o| h.get(o.at + 2).map(|&s| s.min(MAX_WSCALE)))
+    }
+
+    /// SACK blocks (RFC 2018), in option order: (left, right), of every SACK option in the header.
     pub fn sack_blocks(&self) -> impl Iterator<Item = (SeqNum, SeqNum)> + '_ {
         let h = self.header();
         sack_block_offsets(h)
-            .take(4)
             .map(move |at| (SeqNum(get_u32(h, at).unwrap_or(0)), SeqNum(get_u32(h, at + 4).unwrap_or(0))))
     }
 
@@ -218,12 +233,12 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     }
 }
 
-/// Offsets of each SACK block's left edge: blocks of the first SACK option (RFC 2018 §3: one option, length
-/// 2 + 8n). A SACK option whose length is not 2 + 8n is ignored.
+/// Offsets of each SACK block's left edge, in every SACK option of the header (RFC 2018 §3 describes one
+/// option of length 2 + 8n; a sender may still put two, and a receiver that reads blocks from both must
+/// find every edge in the receiver's space). A SACK option whose length is not 2 + 8n is ignored.
 fn sack_block_offsets(h: &[u8]) -> impl Iterator<Item = usize> + '_ {
     walk_options(h)
-        .find(|o| o.kind == OPT_SACK && o.len >= 10 && (o.len - 2) % 8 == 0)
-        .into_iter()
+        .filter(|o| o.kind == OPT_SACK && o.len >= 10 && (o.len - 2) % 8 == 0)
         .flat_map(|o| (0..(o.len - 2) / 8).map(move |i| o.at + 2 + 8 * i))
 }
 
@@ -270,8 +285,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
 
     /// Rewrites every SACK block through `f` (left and right edges separately), updating the checksum.
     pub fn map_sack_blocks(&mut self, mut f: impl FnMut(SeqNum) -> SeqNum) {
-        let offsets: Vec<usize> = sack_block_offsets(self.header()).take(4).collect();
-        for at in offsets {
+        // At most 40 option bytes hold at most 4 blocks: no allocation on this path.
+        let mut offsets = [0usize; 5];
+        let mut n = 0;
+        for at in sack_block_offsets(self.header()).take(offsets.len()) {
+            offsets[n] = at;
+            n += 1;
+        }
+        for &at in &offsets[..n] {
             for edge in [at, at + 4] {
                 let old = SeqNum(self.u32_at(edge));
                 let new = f(old);
@@ -412,6 +433,33 @@ mod tests {
         assert_eq!(s.mss_option(), Some(536));
         assert_eq!(s.payload(), b"payload");
         assert!(s.verify_checksum(SRC, DST));
+    }
+
+    #[test]
+    fn every_sack_option_is_rewritten_and_wscale_read() {
+        // Two SACK options of one block each (a sender may split them), then window scale 9.
+        let mut b = vec![0u8; 20];
+        b[13] = 0x10;
+        let opts = [5, 10, 0, 0, 0, 10, 0, 0, 0, 20, 5, 10, 0, 0, 0, 30, 0, 0, 0, 40, 1, 3, 3, 9];
+        b.extend_from_slice(&opts);
+        b[12] = ((b.len() / 4) as u8) << 4;
+        TcpSegment::new_unchecked(&mut b[..]).fill_checksum(SRC, DST);
+        let mut s = TcpSegment::new_checked(&mut b[..]).unwrap();
+        assert_eq!(s.wscale_option(), Some(9));
+        s.map_sack_blocks(|x| x.add(1000));
+        let blocks: Vec<_> = s.sack_blocks().collect();
+        assert_eq!(
+            blocks,
+            vec![(SeqNum(1010), SeqNum(1020)), (SeqNum(1030), SeqNum(1040))],
+            "the second option's block too"
+        );
+        assert!(s.verify_checksum(SRC, DST));
+        // A shift above 14 is read as 14 (RFC 7323 §2.3).
+        let mut b = vec![0u8; 20];
+        b[13] = 0x02;
+        b.extend_from_slice(&[3, 3, 200, 0]);
+        b[12] = ((b.len() / 4) as u8) << 4;
+        assert_eq!(TcpSegment::new_checked(&b[..]).unwrap().wscale_option(), Some(14));
     }
 
     #[test]

@@ -83,6 +83,13 @@ pub enum TapAction {
     Drop,
     /// Send these packets instead (none, one modified, several split...). Taps run before the fault rules.
     Replace(Vec<Vec<u8>>),
+    /// (Before the middlebox only.) The packet takes another path: it reaches its receiver translated as
+    /// the middlebox would have translated it ([`super::Middlebox::bypass`]), but the middlebox never
+    /// sees it (an asymmetric route; a capture that lost it).
+    Bypass,
+    /// The packet continues as usual, and this one is sent to the middlebox right after it, from the
+    /// same side, past the fault rules (a forged packet that must reach the middlebox to be judged).
+    PassAndInject(Vec<u8>),
 }
 
 /// What a tap is told about the packet in front of it.
@@ -104,6 +111,7 @@ pub struct FaultStats {
     pub reordered: u64,
     pub tap_dropped: u64,
     pub tap_replaced: u64,
+    pub tap_bypassed: u64,
 }
 
 /// The injector: rules (first match wins), an optional tap, the RNG, and the held-back packets.
@@ -111,6 +119,10 @@ pub struct Faults {
     pub rules: Vec<FaultRule>,
     pub tap: Option<Tap>,
     pub stats: FaultStats,
+    /// Packets the tap sent around the middlebox, for the network to deliver.
+    pub bypassed: Vec<Vec<u8>>,
+    /// Packets the tap injected, for the network to hand to the middlebox (no fault rule applies).
+    pub injected: Vec<Vec<u8>>,
     rng: SplitMix64,
     /// `[stage][toward]`: a packet waiting for the next one to overtake it.
     held: [[Option<Vec<u8>>; 2]; 2],
@@ -122,6 +134,8 @@ impl Faults {
             rules: Vec::new(),
             tap: None,
             stats: FaultStats::default(),
+            bypassed: Vec::new(),
+            injected: Vec::new(),
             rng: SplitMix64::new(seed),
             held: Default::default(),
         }
@@ -142,6 +156,15 @@ impl Faults {
             Some(TapAction::Replace(v)) => {
                 self.stats.tap_replaced += 1;
                 v
+            }
+            Some(TapAction::Bypass) => {
+                self.stats.tap_bypassed += 1;
+                self.bypassed.push(pkt);
+                return Vec::new();
+            }
+            Some(TapAction::PassAndInject(forged)) => {
+                self.injected.push(forged);
+                vec![pkt]
             }
         };
         let mut out = Vec::new();

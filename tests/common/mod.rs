@@ -58,6 +58,12 @@ pub trait Middlebox: Any {
     fn timeout(&mut self, now_us: u64) -> Vec<(Side, Vec<u8>)>;
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// What this middlebox would emit for a packet arriving from `from`, without seeing it (its state
+    /// unchanged): the packet as it reaches its receiver by a path around the middlebox. `None` when
+    /// the middlebox could not have translated it.
+    fn bypass(&self, _from: Side, _pkt: &[u8]) -> Option<(Side, Vec<u8>)> {
+        None
+    }
 }
 
 impl Middlebox for Engine {
@@ -89,6 +95,41 @@ impl Middlebox for Engine {
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+    /// Translated from the engine's public state (its connection's translated key, the ALG's sequence
+    /// maps), exactly as the engine translates an in-order segment of an established connection.
+    fn bypass(&self, _from: Side, pkt: &[u8]) -> Option<(Side, Vec<u8>)> {
+        use ftpnat::flow::{Endpoint, FlowKey, Proto};
+        use ftpnat::wire::Ipv4Packet;
+        let ip = Ipv4Packet::new_checked(pkt).ok()?;
+        let t = ip.tcp().ok()?;
+        let key = FlowKey::new(
+            Proto::Tcp,
+            Endpoint::new(ip.src_addr(), t.src_port()),
+            Endpoint::new(ip.dst_addr(), t.dst_port()),
+        );
+        let (id, dir) = self.table().lookup(&key)?;
+        let conn = self.table().get(id)?;
+        let to = conn.translated(dir);
+        let (mut seq, mut ack) = (t.seq_number(), t.ack_number());
+        if let Some(s) = &conn.ftp {
+            seq = s.streams[dir.index()].map.map(seq);
+            if t.flags().ack {
+                ack = s.streams[dir.reverse().index()].map.unmap(ack);
+            }
+        }
+        let mut out = pkt.to_vec();
+        let mut ip = Ipv4Packet::new_unchecked(&mut out[..]);
+        ip.set_src_addr(to.src.addr);
+        ip.set_dst_addr(to.dst.addr);
+        let ttl = ip.ttl();
+        ip.set_ttl(ttl.saturating_sub(1));
+        let mut t = ip.tcp_mut().ok()?;
+        t.set_src_port(to.src.port);
+        t.set_dst_port(to.dst.port);
+        t.set_seq_number(seq);
+        t.set_ack_number(ack);
+        Some((conn.egress(dir), out))
     }
 }
 

@@ -133,6 +133,8 @@ pub enum Event {
     Unknown,
     /// Fault injection or the tap removed it.
     Faulted,
+    /// Went around the middlebox (the tap's `Bypass`), delivered translated on this side.
+    Bypassed,
 }
 
 /// One packet-log entry. Only the packet's head is kept and summarised on demand, so logging stays
@@ -396,6 +398,17 @@ impl Net {
         }
         for q in pass {
             self.pass_middlebox(from, q);
+        }
+        for q in std::mem::take(&mut self.faults.injected) {
+            self.record(from, Event::Sent, &q);
+            self.pass_middlebox(from, q);
+        }
+        for q in std::mem::take(&mut self.faults.bypassed) {
+            // Around the middlebox: delivered as it would have translated it, unseen by it.
+            if let Some((side, out)) = self.mb.bypass(from, &q) {
+                self.record(side, Event::Bypassed, &out);
+                self.route(side, out);
+            }
         }
     }
 

@@ -209,6 +209,18 @@ impl Rig {
     }
 }
 
+/// Opens an FTP control connection from `client:cport` to `REMOTE:21` the way a real one opens: SYN
+/// (ISN 1), SYN-ACK (ISN 100), ACK, and the server's `220` greeting (the ALG honours no announcement
+/// before it). The client's next sequence number is 2; returns the server's next one.
+pub fn ftp_open(r: &mut Rig, client: Ipv4Addr, cport: u16) -> u32 {
+    let (_, syn) = r.pass(Side::Inside, tcp(client, cport, REMOTE, 21, 1, 0, SYN, b""));
+    r.pass(Side::Outside, tcp(REMOTE, 21, PUBLIC, syn.sport, 100, 2, SYNACK, b""));
+    r.pass(Side::Inside, tcp(client, cport, REMOTE, 21, 2, 101, ACK, b""));
+    let hello = b"220 ready\r\n";
+    r.pass(Side::Outside, tcp(REMOTE, 21, PUBLIC, syn.sport, 101, 2, PSHACK, hello));
+    101 + hello.len() as u32
+}
+
 /// A writer that keeps what is written in shared memory (a log sink for tests).
 #[derive(Clone, Default)]
 pub struct SharedBuf(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

@@ -1,4 +1,12 @@
-//! An independent judge of `ftpnat replay` outputs: properties 1–6 of issue 5.
+//! An independent judge of `ftpnat replay` outputs: properties 1–6 of issue 5, made as strict as issue
+//! 11's cases: an inside host's answer to a refused inbound opening never crosses (nor opens anything),
+//! connections through a forward are picked up from either side and never dropped mid-stream, a gap in
+//! a recorded control stream does not stall it (every byte the model frames in order after it must
+//! reach the other side), and a control connection is only trusted while it looks like FTP. A segment
+//! beyond any window the connection can have (more than 2^30 past what its receiver acknowledged, or
+//! acknowledging more than 2^30 past what the other side sent) must be dropped and change nothing; an
+//! RST closes the model's connection only at a sequence number a real peer's RST carries, so everything
+//! after a spoofed one must still cross.
 //!
 //! Owns: reading captures with etherparse (link layer included), its own TCP stream reassembly, and its
 //! own model of what the gateway must do — which WAN packets have a mapping, a forward or a pinhole,
@@ -570,6 +578,57 @@ struct ConnState {
     fins: [bool; 2],
     /// The flow of the packet that created it.
     orig: Flow,
+    /// Per direction (0: `orig`'s): the sequence number after the highest byte its sender used (SYN
+    /// and FIN count), and the highest acknowledgement it sent, as far as the recording shows.
+    next: [Option<u32>; 2],
+    acked: [Option<u32>; 2],
+}
+
+/// The largest window TCP can advertise (RFC 7323 §2.3: 2^30 with the largest scale). A segment
+/// starting further beyond what its receiver acknowledged, or acknowledging further beyond what the
+/// other side sent, comes from no real sender: the gateway drops it, whatever the windows really were.
+const MAX_WINDOW: i64 = 1 << 30;
+
+fn seq_diff(a: u32, b: u32) -> i64 {
+    i64::from(a.wrapping_sub(b) as i32)
+}
+
+impl ConnState {
+    /// Why the segment is beyond any window the connection can have (`None`: it may be in it).
+    fn beyond(&self, d: usize, t: &Tcp) -> Option<&'static str> {
+        if self.acked[1 - d].is_some_and(|a| seq_diff(t.seq, a) > MAX_WINDOW) {
+            return Some("sequence number beyond any window (off-path injection)");
+        }
+        if t.ackf && !t.rst && self.next[1 - d].is_some_and(|n| seq_diff(t.ack, n) > MAX_WINDOW) {
+            return Some("acknowledges bytes the other side never sent (off-path injection)");
+        }
+        None
+    }
+
+    /// An RST closes the connection only at a sequence number a real peer's RST carries (RFC 5961
+    /// §3.2): the receiver's next expected byte or the sender's own next one. Unknown numbers: it may.
+    fn rst_exact(&self, d: usize, t: &Tcp) -> bool {
+        match (self.acked[1 - d], self.next[d]) {
+            (None, _) | (_, None) => true,
+            (Some(a), Some(n)) => t.seq == a || t.seq == n,
+        }
+    }
+
+    /// Learns what an accepted segment shows of both directions' numbers.
+    fn learn(&mut self, d: usize, t: &Tcp) {
+        let end = t.seq.wrapping_add(t.payload.len() as u32 + u32::from(t.syn) + u32::from(t.fin));
+        let later = |old: Option<u32>, new: u32| {
+            Some(old.map_or(new, |o| if seq_diff(new, o) > 0 { new } else { o }))
+        };
+        if !t.rst {
+            self.next[d] = later(self.next[d], end);
+        }
+        if t.ackf && !t.rst {
+            self.acked[d] = later(self.acked[d], t.ack);
+            // Acknowledged bytes the recording lacks went another way: the other side sent them.
+            self.next[1 - d] = later(self.next[1 - d], t.ack);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -584,7 +643,6 @@ struct Pinhole {
 struct DirState {
     isn: Option<u32>,
     next: usize,
-    broken: bool,
     synced: bool,
     line: Vec<u8>,
     line_at: usize,
@@ -592,6 +650,10 @@ struct DirState {
     tls: Option<(usize, [u8; 5], usize)>,
     /// Stream offsets walked as TLS records since the last export.
     opaque: Vec<Range<usize>>,
+    /// A gap in a TLS record stream: the walk cannot find its place again; nothing is parsed.
+    dead: bool,
+    /// The sender's FIN was counted (it takes one sequence number).
+    fin: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -609,7 +671,23 @@ struct Control {
     port_pending: VecDeque<Option<((Ipv4Addr, u16), usize)>>,
     /// The ALG is attached to this connection (created from a SYN or pickup matching the policy).
     alg: bool,
+    /// The server's greeting (RFC 959 §5.4) was seen, or the connection was picked up mid-stream.
+    greeted: bool,
+    /// A line showed the connection is not FTP: nothing after it may be rewritten.
+    not_ftp: bool,
 }
+
+/// An inbound opening that was refused: the remote and the public port it was sent to, when last seen,
+/// and whether the refusal was certain (a SYN the model judged `Either` may or may not have been).
+#[derive(Clone, Copy, Debug)]
+struct Refusal {
+    last: u64,
+    certain: bool,
+}
+
+/// How long the gateway remembers a refused opening after its last packet (`conntrack::refused::HOLD`,
+/// restated here: the model shares no code with the crate).
+const REFUSED_HOLD_US: u64 = 120_000_000;
 
 pub struct Model {
     pub setup: Setup,
@@ -620,6 +698,9 @@ pub struct Model {
     pub controls: Vec<Flow>,
     /// Per control direction (flow, first sequence number): stream ranges that were TLS records.
     pub opaque: HashMap<(Flow, u32), Vec<Range<usize>>>,
+    /// Per control direction (flow, first sequence number): stream ranges the model framed in order,
+    /// which the gateway must deliver (a gap never stalls what comes after it).
+    pub framed: HashMap<(Flow, u32), Vec<Range<usize>>>,
     pub notes: Vec<String>,
 }
 
@@ -644,20 +725,44 @@ impl Model {
             announcements: Vec::new(),
             controls: Vec::new(),
             opaque: HashMap::new(),
+            framed: HashMap::new(),
             notes: Vec::new(),
         };
         let mut conns: HashMap<Flow, ConnState> = HashMap::new();
         let mut pinholes: HashMap<(Ipv4Addr, u16), Pinhole> = HashMap::new();
         let mut controls: HashMap<Flow, Control> = HashMap::new();
+        let mut refused: HashMap<((IpAddr, u16), u16), Refusal> = HashMap::new();
         for p in pkts {
-            let e = m.judge_packet(p, &mut conns, &mut pinholes, &mut controls);
-            m.expect.push(e.clone());
+            let mut e = m.judge_packet(p, &mut conns, &mut pinholes, &mut controls, &mut refused);
+            m.note_refusal(p, &e, &mut refused);
             if p.tcp.is_some() && !p.v6 {
-                m.feed_control(p, &e, &mut controls, &mut pinholes);
+                if let Some(o) = m.feed_control(p, &e, &mut controls, &mut pinholes) {
+                    e = o;
+                }
             }
+            m.expect.push(e);
         }
         m.controls = controls.keys().copied().collect();
         m
+    }
+
+    /// A refused inbound opening is remembered: the inside host's answers to it open nothing.
+    fn note_refusal(&self, p: &Pkt, e: &Expect, refused: &mut HashMap<((IpAddr, u16), u16), Refusal>) {
+        let syn = p.tcp.as_ref().is_some_and(|t| t.syn && !t.ackf);
+        if p.v6 || self.setup.is_inside(p.src) || !syn {
+            return;
+        }
+        let key = ((p.src, p.sport), p.dport);
+        match e {
+            Expect::Drop(_) => {
+                refused.insert(key, Refusal { last: p.ts, certain: true });
+            }
+            Expect::Either(_) => {
+                let certain = refused.get(&key).is_some_and(|r| r.certain);
+                refused.insert(key, Refusal { last: p.ts, certain });
+            }
+            Expect::Pass => {}
+        }
     }
 
     fn lookup(conns: &mut HashMap<Flow, ConnState>, f: Flow) -> Option<&mut ConnState> {
@@ -671,6 +776,7 @@ impl Model {
         conns: &mut HashMap<Flow, ConnState>,
         pinholes: &mut HashMap<(Ipv4Addr, u16), Pinhole>,
         controls: &mut HashMap<Flow, Control>,
+        refused: &mut HashMap<((IpAddr, u16), u16), Refusal>,
     ) -> Expect {
         if p.v6 {
             return if p.ttl <= 1 { Expect::Drop("hop limit") } else { Expect::Pass };
@@ -699,13 +805,21 @@ impl Model {
             controls.remove(&f);
         }
         if let Some(c) = Self::lookup(conns, f) {
+            let d = usize::from(f != c.orig);
+            if p.proto == 6 && !c.closed {
+                // Off-path injection: dropped, and it changes nothing (no close, no refresh).
+                if let Some(why) = c.beyond(d, &tcp) {
+                    return Expect::Drop(why);
+                }
+            }
             let stale = ts.saturating_sub(c.last) > TRANSITORY_US;
             let was_closed = c.closed;
             c.last = ts;
             if p.proto == 6 {
-                if tcp.rst {
+                if tcp.rst && c.rst_exact(d, &tcp) {
                     c.closed = true;
                 }
+                c.learn(d, &tcp);
                 if tcp.fin {
                     let d = usize::from(f != c.orig);
                     c.fins[d] = true;
@@ -722,14 +836,37 @@ impl Model {
             }
             return Expect::Pass;
         }
-        let new = ConnState {
+        let mut new = ConnState {
             syn: new_syn.then_some(tcp.seq),
             last: ts,
             closed: tcp.rst,
             fins: [tcp.fin, false],
             orig: f,
+            next: [None; 2],
+            acked: [None; 2],
         };
+        if p.proto == 6 {
+            new.learn(0, &tcp);
+        }
         if lan {
+            if p.proto == 6 {
+                let key = ((f.dst.0, f.dst.1), f.src.1);
+                if new_syn {
+                    refused.remove(&key);
+                } else if let Some(r) = refused.get_mut(&key) {
+                    if ts.saturating_sub(r.last) <= REFUSED_HOLD_US {
+                        r.last = ts;
+                        return if r.certain {
+                            Expect::Drop("answer to a refused inbound opening")
+                        } else {
+                            Expect::Either("answer to an inbound opening that may have been refused")
+                        };
+                    }
+                    if ts.saturating_sub(r.last) < REFUSED_HOLD_US + 1_000_000 {
+                        return Expect::Either("answer to a refused opening, around the end of its memory");
+                    }
+                }
+            }
             if p.proto == 6 && tcp.rst {
                 return Expect::Drop("inside RST creates no mapping");
             }
@@ -742,8 +879,10 @@ impl Model {
             if p.proto == 6 {
                 let dport = f.dst.1;
                 if self.setup.ftp_ports.contains(&dport) {
-                    let alg = true;
-                    controls.insert(f, Control::new(f, true, alg));
+                    let mut c = Control::new(f, true, true);
+                    // Picked up mid-stream: its greeting is long past.
+                    c.greeted = !new_syn;
+                    controls.insert(f, c);
                 } else if self
                     .setup
                     .forwards
@@ -752,11 +891,13 @@ impl Model {
                     && self.setup.ftp_ports.contains(&f.src.1)
                     && !tcp.syn
                 {
-                    // A forwarded server's connection picked up from its side: the issue does not say
-                    // how it is tracked; lines are not judged.
+                    // A forwarded server's connection picked up from its side (issue 11: forwards are
+                    // picked up from either side, with the ALG; the greeting is long past).
                     self.notes
                         .push(format!("{}: forwarded server connection picked up mid-stream", p.describe()));
-                    controls.insert(f.rev(), Control::new(f.rev(), false, false));
+                    let mut c = Control::new(f.rev(), false, true);
+                    c.greeted = true;
+                    controls.insert(f.rev(), c);
                 }
             }
             conns.insert(canon(f).0, new);
@@ -766,11 +907,27 @@ impl Model {
         if p.proto != 6 {
             return Expect::Drop("no mapping");
         }
+        let Some(dst) = p.dst4() else { return Expect::Drop("no mapping") };
+        let to_forward = self.setup.forwards.iter().any(|(_, a, port)| *a == dst && *port == p.dport);
+        if to_forward && !tcp.syn && !tcp.rst {
+            // Forwards are picked up from either side (a connection in progress when the gateway
+            // started): never dropped mid-stream.
+            if self.setup.ftp_ports.contains(&p.dport) {
+                self.notes.push(format!(
+                    "{}: forwarded connection picked up mid-stream from outside",
+                    p.describe()
+                ));
+                let mut c = Control::new(f, false, true);
+                c.greeted = true;
+                controls.insert(f, c);
+            }
+            conns.insert(canon(f).0, new);
+            return Expect::Pass;
+        }
         if !tcp.syn || tcp.ackf {
             return Expect::Drop("no mapping (not a SYN)");
         }
-        let Some(dst) = p.dst4() else { return Expect::Drop("no mapping") };
-        if self.setup.forwards.iter().any(|(_, a, port)| *a == dst && *port == p.dport) {
+        if to_forward {
             if self.setup.ftp_ports.contains(&p.dport) {
                 controls.insert(f, Control::new(f, false, true));
             }
@@ -795,26 +952,55 @@ impl Model {
     }
 
     /// Feeds control-connection bytes in capture order and judges announcement lines.
+    /// Feeds control-connection bytes in capture order and judges announcement lines. Returns a new
+    /// expectation for the packet when the stream decides it (a segment past a gap the receiver has not
+    /// yet acknowledged is refused by the gateway until the gap is shown to be permanent).
     fn feed_control(
         &mut self,
         p: &Pkt,
         e: &Expect,
         controls: &mut HashMap<Flow, Control>,
         pinholes: &mut HashMap<(Ipv4Addr, u16), Pinhole>,
-    ) {
+    ) -> Option<Expect> {
         let f = p.key();
         let (c2s, dir) = if controls.contains_key(&f) {
             (f, 0)
         } else if controls.contains_key(&f.rev()) {
             (f.rev(), 1)
         } else {
-            return;
+            return None;
         };
         if matches!(e, Expect::Drop(_)) {
-            return;
+            return None;
         }
         let t = p.tcp.as_ref().expect("tcp");
         let mut ctl = controls.remove(&c2s).expect("present");
+        let mut verdict = None;
+        // The acknowledgement first: the receiver of the other direction says what it has. Bytes it
+        // acknowledges that the framer never saw went another way (or the recording lost them): the
+        // framer jumps over them and trusts no line start before the next line end.
+        if t.ackf && !t.rst {
+            let od = &mut ctl.dirs[1 - dir];
+            if let Some(off) = od.isn.and_then(|isn| offset(isn, t.ack)) {
+                if off > od.next && off < od.next + (1 << 24) {
+                    self.notes.push(format!(
+                        "{}: the peer acknowledges bytes {}..{} of the other direction that the recording lacks",
+                        p.describe(),
+                        od.next,
+                        off
+                    ));
+                    od.next = off;
+                    od.synced = false;
+                    od.line.clear();
+                    if od.tls.is_some() {
+                        od.dead = true;
+                    }
+                    ctl.pending.clear();
+                    ctl.multiline = None;
+                    ctl.port_pending.clear();
+                }
+            }
+        }
         let d = &mut ctl.dirs[dir];
         if t.syn && d.isn.is_none() {
             d.isn = Some(t.seq.wrapping_add(1));
@@ -827,34 +1013,42 @@ impl Model {
         let mut lines: Vec<(usize, Vec<u8>, bool)> = Vec::new();
         if let (Some(isn), false) = (d.isn, t.payload.is_empty()) {
             let seq = if t.syn { t.seq.wrapping_add(1) } else { t.seq };
-            match offset(isn, seq) {
-                Some(off) if !d.broken => {
-                    if off > d.next {
-                        d.broken = true;
-                        self.notes.push(format!(
-                            "{}: gap in the recorded control stream at offset {} (expected {})",
-                            p.describe(),
-                            off,
-                            d.next
-                        ));
-                    } else if off + t.payload.len() > d.next {
-                        let new = &t.payload[d.next - off..];
-                        let start = d.next;
-                        d.next += new.len();
-                        ctl.push_bytes(dir, start, new, &mut lines);
-                        let d = &mut ctl.dirs[dir];
-                        let flow = if dir == 0 { c2s } else { c2s.rev() };
-                        let ranges = std::mem::take(&mut d.opaque);
-                        self.opaque.entry((flow, isn)).or_default().extend(ranges);
+            if let Some(off) = offset(isn, seq) {
+                if off > d.next {
+                    // Past a gap: the gateway refuses it (its sender retransmits) until the receiver
+                    // acknowledges past the gap; in a recording nothing is retransmitted.
+                    verdict = Some(Expect::Either("past a gap the peer has not acknowledged yet"));
+                } else if off + t.payload.len() > d.next {
+                    let new = &t.payload[d.next - off..];
+                    let start = d.next;
+                    d.next += new.len();
+                    let flow = if dir == 0 { c2s } else { c2s.rev() };
+                    let framed = self.framed.entry((flow, isn)).or_default();
+                    match framed.last_mut() {
+                        Some(r) if r.end == start => r.end = start + new.len(),
+                        _ => framed.push(start..start + new.len()),
                     }
+                    ctl.push_bytes(dir, start, new, &mut lines);
+                    let d = &mut ctl.dirs[dir];
+                    let ranges = std::mem::take(&mut d.opaque);
+                    self.opaque.entry((flow, isn)).or_default().extend(ranges);
                 }
-                _ => {}
+            }
+        }
+        // A FIN right at the end of what was framed takes a sequence number (its ACK is no gap).
+        let d = &mut ctl.dirs[dir];
+        if let (Some(isn), true, false) = (d.isn, t.fin, d.fin) {
+            let seq = if t.syn { t.seq.wrapping_add(1) } else { t.seq };
+            if offset(isn, seq).is_some_and(|off| off + t.payload.len() == d.next) {
+                d.next += 1;
+                d.fin = true;
             }
         }
         for (at, line, synced) in lines {
             self.on_line(&mut ctl, dir, at, line, synced, p, pinholes);
         }
         controls.insert(c2s, ctl);
+        verdict
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -873,6 +1067,34 @@ impl Model {
         let sender = p.src4().expect("v4");
         let peer = p.dst4().expect("v4");
         let lan_flow = if dir == 0 { ctl.c2s } else { ctl.c2s.rev() };
+        let isn = ctl.dirs[dir].isn.unwrap_or(0);
+        if ctl.not_ftp || ctl.dirs[dir].dead {
+            // Not FTP: nothing in it is an announcement the gateway may act on; its lines pass as sent.
+            self.opaque.entry((lan_flow, isn)).or_default().push(at..at + line.len());
+            return;
+        }
+        if !synced && !from_client {
+            // Possibly the tail of a reply: never a greeting either way.
+            ctl.greeted = true;
+        }
+        if synced && ctl.alg && !ftp_like(from_client, ctl.greeted || ctl.multiline.is_some(), &line) {
+            self.notes.push(format!(
+                "{}: '{}' is not FTP: the connection is opaque from here on",
+                p.describe(),
+                String::from_utf8_lossy(body(&line))
+            ));
+            ctl.not_ftp = true;
+            self.opaque.entry((lan_flow, isn)).or_default().push(at..at + line.len());
+            return;
+        }
+        if from_client && !synced && !ftp_like(true, true, &line) {
+            // The tail of something that is no command: it asks nothing.
+            return;
+        }
+        if from_client && body(&line).iter().all(|&b| b == 0xff || (0xf0..=0xfe).contains(&b)) {
+            // An empty line (or Telnet commands only) is no command and awaits no reply.
+            return;
+        }
         if from_client {
             let verb = verb_of(&line);
             let kind = match verb.as_str() {
@@ -883,7 +1105,10 @@ impl Model {
             if let Some(kind) = kind {
                 let mut opened = None;
                 if rewrite_dir {
-                    let (span, j) = judge(kind, &line, sender, peer, synced && ctl.alg, true);
+                    let (span, mut j) = judge(kind, &line, sender, peer, synced && ctl.alg, true);
+                    if ctl.alg && !ctl.greeted && !matches!(j, Judgement::Either(_)) {
+                        j = Judgement::Refuse("before the server's greeting");
+                    }
                     if let Judgement::Rewrite { inside, peer } = &j {
                         opened = Some(*inside);
                         ctl.open(*inside, *peer, p.ts, pinholes);
@@ -935,6 +1160,11 @@ impl Model {
             _ => None,
         };
         let is_final = final_code.as_ref().is_some_and(|c| c[0] >= b'2');
+        if is_final && !ctl.greeted {
+            // RFC 959 §5.4: the greeting answers no command; commands pipelined before it keep waiting.
+            ctl.greeted = true;
+            return;
+        }
         let answered = if is_final { ctl.pending.pop_front() } else { None };
         if answered == Some("port") {
             let opened = ctl.port_pending.pop_front().flatten();
@@ -999,6 +1229,8 @@ impl Control {
             opened: VecDeque::new(),
             port_pending: VecDeque::new(),
             alg,
+            greeted: false,
+            not_ftp: false,
         }
     }
 
@@ -1024,6 +1256,10 @@ impl Control {
     /// Splits new in-order bytes of direction `dir` into complete lines (TLS records skipped).
     fn push_bytes(&mut self, dir: usize, start: usize, bytes: &[u8], out: &mut Vec<(usize, Vec<u8>, bool)>) {
         let d = &mut self.dirs[dir];
+        if d.dead {
+            d.opaque.push(start..start + bytes.len());
+            return;
+        }
         for (i, &b) in bytes.iter().enumerate() {
             let at = start + i;
             if let Some((got, hdr, left)) = d.tls.as_mut() {
@@ -1058,13 +1294,42 @@ impl Control {
             d.line.push(b);
             if b == b'\n' {
                 let line = std::mem::take(&mut d.line);
+                // A line whose start was not seen (after a pickup or a gap) still answers or asks, for
+                // pairing replies with commands; it is never judged.
                 let synced = d.synced;
                 d.synced = true;
-                if synced {
-                    out.push((d.line_at, line, true));
-                }
+                out.push((d.line_at, line, synced));
             }
         }
+    }
+}
+
+/// Whether a line keeps the connection FTP, the model's own reading of RFC 959: a client line is a
+/// command (Telnet IAC pairs skipped, a verb of letters, then SP/HTAB or the line end) and no HTTP
+/// request line; the server's first reply is its greeting (120, 220 or 421, §5.4). `greeted`: the
+/// greeting (or a multi-line reply in progress) is behind us.
+fn ftp_like(from_client: bool, greeted: bool, line: &[u8]) -> bool {
+    let mut b = body(line);
+    if from_client {
+        while b.len() >= 2 && b[0] == 0xff && b[1] != 0xff {
+            b = &b[2..];
+        }
+        if b.is_empty() {
+            return true;
+        }
+        let n = b.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let http = b.len() >= 9 && {
+            let t = &b[b.len() - 9..];
+            t[..6].eq_ignore_ascii_case(b" HTTP/")
+                && t[6].is_ascii_digit()
+                && t[7] == b'.'
+                && t[8].is_ascii_digit()
+        };
+        n > 0 && matches!(b.get(n), None | Some(b' ' | b'\t')) && !http
+    } else {
+        greeted
+            || matches!(b.get(..3), Some(b"120" | b"220" | b"421"))
+                && matches!(b.get(3), None | Some(b' ' | b'-'))
     }
 }
 
@@ -1232,7 +1497,8 @@ fn judge(
     if addr != sender {
         return (span, Judgement::Refuse("third host"));
     }
-    if matches!(kind, Kind::Port | Kind::Eprt) && port < 1024 {
+    if port < 1024 {
+        // PORT/EPRT and an inside server's 227/229 alike.
         return (span, Judgement::Refuse("low port"));
     }
     (span, Judgement::Rewrite { inside: (sender, port), peer })
@@ -1539,130 +1805,154 @@ fn check_control_instance(
     rec: &[&Pkt],
     r: &mut Report,
 ) {
-    {
-        let Some(isn) = isn_of(rec) else { return };
-        let recorded = reassemble(rec, isn);
-        let (t0, t1) = (rec.first().unwrap().ts, rec.last().unwrap().ts + 10_000_000);
-        // The gateway's side of this connection: to the same outside endpoint, in the same time span,
-        // from the public port whose packets carry the most of this connection's input timestamps.
-        let times: std::collections::HashSet<u64> = rec.iter().map(|p| p.ts).collect();
-        let cands: Vec<&Pkt> = wan_out
-            .iter()
-            .filter(|p| {
-                p.proto == 6 && p.dst == lan.dst.0 && p.dport == lan.dst.1 && p.ts >= t0 && p.ts <= t1
-            })
-            .collect();
-        let mut score: HashMap<u16, usize> = HashMap::new();
-        for p in &cands {
-            *score.entry(p.sport).or_default() += usize::from(times.contains(&p.ts));
+    let Some(isn) = isn_of(rec) else { return };
+    let recorded = reassemble(rec, isn);
+    let (t0, t1) = (rec.first().unwrap().ts, rec.last().unwrap().ts + 10_000_000);
+    // The gateway's side of this connection: to the same outside endpoint, in the same time span,
+    // from the public port whose packets carry the most of this connection's input timestamps.
+    let times: std::collections::HashSet<u64> = rec.iter().map(|p| p.ts).collect();
+    let cands: Vec<&Pkt> = wan_out
+        .iter()
+        .filter(|p| p.proto == 6 && p.dst == lan.dst.0 && p.dport == lan.dst.1 && p.ts >= t0 && p.ts <= t1)
+        .collect();
+    let mut score: HashMap<u16, usize> = HashMap::new();
+    for p in &cands {
+        *score.entry(p.sport).or_default() += usize::from(times.contains(&p.ts));
+    }
+    let best = score.iter().max_by_key(|(port, n)| (**n, u16::MAX - **port)).map(|(p, _)| *p);
+    let out: Vec<&Pkt> = cands.into_iter().filter(|p| Some(p.sport) == best).collect();
+    if out.is_empty() {
+        let pass = rec.iter().any(|p| {
+            let i = input.pkts.iter().position(|q| std::ptr::eq(q, *p)).unwrap();
+            model.expect[i] == Expect::Pass
+        });
+        if pass {
+            r.fail(format!("P4 control connection {:?} has no WAN output", lan));
         }
-        let best = score.iter().max_by_key(|(port, n)| (**n, u16::MAX - **port)).map(|(p, _)| *p);
-        let out: Vec<&Pkt> = cands.into_iter().filter(|p| Some(p.sport) == best).collect();
-        if out.is_empty() {
-            let pass = rec.iter().any(|p| {
-                let i = input.pkts.iter().position(|q| std::ptr::eq(q, *p)).unwrap();
-                model.expect[i] == Expect::Pass
-            });
-            if pass {
-                r.fail(format!("P4 control connection {:?} has no WAN output", lan));
-            }
-            return;
-        }
-        let emitted = reassemble(&out, isn);
-        let runs = emitted.runs();
-        if runs.len() > 1 || runs.first().is_some_and(|r| r.start != 0) {
-            r.fail(format!("P4 WAN stream of control connection {lan:?} has gaps: {runs:?}"));
-        }
-        let got = emitted.prefix();
-        let anns: Vec<&Announcement> =
-            model.announcements.iter().filter(|a| a.flow == lan && a.isn == isn).collect();
-        let want = recorded.prefix();
-        // Walk the recorded stream and the emitted one together; `literal` maps output offsets of
-        // unchanged runs back to recorded offsets.
-        let mut literal: Vec<(usize, usize, usize)> = Vec::new();
-        let (mut i, mut o) = (0usize, 0usize);
-        let mut ok = true;
-        for a in &anns {
-            if a.at < i || a.at > want.len() {
-                continue;
-            }
-            if !same(&want[i..a.at], got.get(o..o + (a.at - i))) {
-                r.fail(format!(
-                    "P4 control stream {lan:?} differs before offset {} (recorded bytes {i}..{})",
-                    a.at, a.at
-                ));
-                ok = false;
-                break;
-            }
-            literal.push((o, i, a.at - i));
-            o += a.at - i;
-            i = a.at;
-            let line_end_out = match got[o.min(got.len())..].iter().position(|&b| b == b'\n') {
-                Some(n) => o + n + 1,
-                None => {
-                    // The output ends inside this line.
-                    break;
+        return;
+    }
+    let emitted = reassemble(&out, isn);
+    let framed = model.framed.get(&(lan, isn)).cloned().unwrap_or_default();
+    let must = |k: usize| framed.iter().any(|f| f.contains(&k));
+    let mut anns: Vec<&Announcement> =
+        model.announcements.iter().filter(|a| a.flow == lan && a.isn == isn).collect();
+    anns.sort_by_key(|a| a.at);
+    // Walk the recorded stream and the emitted one together. Bytes outside announcement lines keep
+    // their value; an announcement line may change its length, which shifts everything after it
+    // (`delta`). `literal` maps output offsets of unchanged stretches back to recorded offsets (for P2).
+    // A recorded byte the model framed in order must be emitted (a gap does not stall the stream); a
+    // byte the recording lacks can never be emitted.
+    let mut literal: Vec<(usize, usize, usize)> = Vec::new();
+    let mut delta: i64 = 0;
+    let mut pos = 0usize;
+    let mut stalled = 0usize;
+    let mut failed = false;
+    let rec_len = recorded.data.len();
+    let plain = |from: usize,
+                 to: usize,
+                 delta: i64,
+                 r: &mut Report,
+                 stalled: &mut usize,
+                 failed: &mut bool| {
+        for k in from..to {
+            let Some(e) = usize::try_from(k as i64 + delta).ok() else { continue };
+            let have_rec = recorded.have.get(k).copied().unwrap_or(false);
+            let have_out = emitted.have.get(e).copied().unwrap_or(false);
+            if have_out && !have_rec {
+                if !*failed {
+                    r.fail(format!("P4 control stream {lan:?}: byte {e} emitted where the recording has none (offset {k})"));
                 }
-            };
-            let out_line = &got[o..line_end_out];
-            let rec_line = &a.line;
-            let identical = out_line == rec_line.as_slice();
-            // A 229 keeps its text when the gateway kept the port: a rewrite may be byte-identical.
-            let rewritten = {
-                let pre = &rec_line[..a.span.start];
-                let post = &rec_line[a.span.end..];
-                out_line.len() >= pre.len() + post.len()
-                    && out_line.starts_with(pre)
-                    && out_line.ends_with(post)
-                    && read_rewritten(a.kind, &out_line[pre.len()..out_line.len() - post.len()])
-                        .is_some_and(|(addr, port)| addr.is_none_or(|x| x == setup.public_ip) && port != 0)
-            };
-            let shown = String::from_utf8_lossy(body(rec_line)).to_string();
-            let got_shown = String::from_utf8_lossy(body(out_line)).to_string();
-            match &a.judgement {
-                Judgement::Rewrite { .. } if !rewritten => r.fail(format!(
-                    "P4 line '{shown}' must be rewritten to the public address; WAN shows '{got_shown}'"
-                )),
-                Judgement::Refuse(why) if !identical => r.fail(format!(
-                    "P4 line '{shown}' must be left byte-identical ({why}); WAN shows '{got_shown}'"
-                )),
-                Judgement::Either(_) if !identical && !rewritten => r.fail(format!(
-                    "P4 line '{shown}' changed into something that is no rewrite: '{got_shown}'"
-                )),
-                _ => {}
-            }
-            if rewritten {
-                r.rewrites_seen += 1;
-            }
-            i += rec_line.len();
-            o = line_end_out;
-        }
-        if ok && i <= want.len() {
-            literal.push((o, i, want.len() - i));
-            let rest = &want[i..];
-            let got_rest = got.get(o..).unwrap_or(&[]);
-            if got_rest.len() > rest.len() || !rest.starts_with(got_rest) {
-                r.fail(format!("P4 control stream {lan:?} differs after offset {i}"));
-            } else if got_rest.len() < rest.len() {
-                let gaps = recorded.runs().len() > 1;
-                if alg_drops == 0 && !gaps {
-                    r.fail(format!(
-                        "P4 control stream {lan:?}: {} recorded bytes never reached the WAN side",
-                        rest.len() - got_rest.len()
-                    ));
-                } else {
-                    r.notes.push(format!(
-                        "control stream {lan:?} stops {} bytes short (recording gap / ALG out-of-order drops)",
-                        rest.len() - got_rest.len()
-                    ));
+                *failed = true;
+            } else if have_out && emitted.data[e] != recorded.data[k] {
+                if !*failed {
+                    r.fail(format!("P4 control stream {lan:?} differs at recorded offset {k}"));
                 }
+                *failed = true;
+            } else if !have_out && have_rec && must(k) {
+                *stalled += 1;
             }
         }
-        // Property 2 for lines of this stream: any announcement with an inside address must be a line the
-        // model judged refusable.
-        let opaque = model.opaque.get(&(lan, isn)).cloned().unwrap_or_default();
-        let mut at = 0usize;
-        for line in got.split(|&b| b == b'\n') {
+    };
+    for a in &anns {
+        if a.at < pos || a.at > rec_len {
+            continue;
+        }
+        plain(pos, a.at, delta, r, &mut stalled, &mut failed);
+        literal.push(((pos as i64 + delta) as usize, pos, a.at - pos));
+        let o = (a.at as i64 + delta) as usize;
+        let rec_line = &a.line;
+        pos = a.at + rec_line.len();
+        // The line as it left: contiguous emitted bytes from its start to its line end.
+        let mut end = o;
+        while emitted.have.get(end).copied().unwrap_or(false) && emitted.data[end] != b'\n' {
+            end += 1;
+        }
+        if !emitted.have.get(end).copied().unwrap_or(false) {
+            if (a.at..pos).any(&must) {
+                stalled += 1;
+            }
+            // Not emitted (whole): its length in the output is unknown; assume unchanged.
+            continue;
+        }
+        let out_line = &emitted.data[o..=end];
+        let identical = out_line == rec_line.as_slice();
+        // A 229 keeps its text when the gateway kept the port: a rewrite may be byte-identical.
+        let rewritten = {
+            let pre = &rec_line[..a.span.start];
+            let post = &rec_line[a.span.end..];
+            out_line.len() >= pre.len() + post.len()
+                && out_line.starts_with(pre)
+                && out_line.ends_with(post)
+                && read_rewritten(a.kind, &out_line[pre.len()..out_line.len() - post.len()])
+                    .is_some_and(|(addr, port)| addr.is_none_or(|x| x == setup.public_ip) && port != 0)
+        };
+        let shown = String::from_utf8_lossy(body(rec_line)).to_string();
+        let got_shown = String::from_utf8_lossy(body(out_line)).to_string();
+        match &a.judgement {
+            Judgement::Rewrite { .. } if !rewritten => r.fail(format!(
+                "P4 line '{shown}' must be rewritten to the public address; WAN shows '{got_shown}'"
+            )),
+            Judgement::Refuse(why) if !identical => r.fail(format!(
+                "P4 line '{shown}' must be left byte-identical ({why}); WAN shows '{got_shown}'"
+            )),
+            Judgement::Either(_) if !identical && !rewritten => {
+                r.fail(format!("P4 line '{shown}' changed into something that is no rewrite: '{got_shown}'"))
+            }
+            _ => {}
+        }
+        if rewritten {
+            r.rewrites_seen += 1;
+        }
+        delta += out_line.len() as i64 - rec_line.len() as i64;
+    }
+    plain(pos, rec_len, delta, r, &mut stalled, &mut failed);
+    literal.push(((pos as i64 + delta).max(0) as usize, pos, rec_len.saturating_sub(pos)));
+    let beyond = (rec_len as i64 + delta).max(0) as usize;
+    if emitted.have.iter().skip(beyond).any(|&h| h) {
+        r.fail(format!("P4 control stream {lan:?}: bytes emitted past the recorded stream's end"));
+    }
+    if stalled > 0 {
+        if alg_drops == 0 {
+            r.fail(format!(
+                "P4 control stream {lan:?}: {stalled} recorded bytes framed in order never reached the WAN side"
+            ));
+        } else {
+            r.notes
+                .push(format!("control stream {lan:?}: {stalled} framed bytes missing (ALG drops counted)"));
+        }
+    }
+    let gaps = recorded.runs().len().saturating_sub(1);
+    if gaps > 0 {
+        r.notes.push(format!(
+            "control stream {lan:?}: {gaps} gap(s) in the recording, emission resumed after each"
+        ));
+    }
+    // Property 2 for lines of this stream: any announcement with an inside address must be a line the
+    // model judged refusable, or bytes it found opaque (TLS records, a stream that is not FTP).
+    let opaque = model.opaque.get(&(lan, isn)).cloned().unwrap_or_default();
+    for run in emitted.runs() {
+        let mut at = run.start;
+        for line in emitted.data[run.clone()].split(|&b| b == b'\n') {
             let start = at;
             at += line.len() + 1;
             let rec_at = literal

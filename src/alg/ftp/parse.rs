@@ -356,6 +356,51 @@ pub fn classify_command(line: &[u8]) -> Command {
     }
 }
 
+/// What a client line says about the stream being FTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientLine {
+    /// RFC 959 §5.3.1: a verb of letters, then SP (HTAB tolerated) and arguments, or the line end.
+    Command,
+    /// Nothing but a line end (and Telnet commands): says nothing either way.
+    Empty,
+    /// Anything else: a header line (`Host: x`), a binary blob, an HTTP request line.
+    NotFtp,
+}
+
+/// Classifies a client line (see [`ClientLine`]). Telnet IAC sequences before the verb are skipped
+/// (RFC 959 §4.1.3: ABOR follows Telnet IP and Synch). An HTTP request line (`METHOD SP target SP
+/// HTTP/x.y`, RFC 9112 §3) has a verb of letters too, and is told apart by its version.
+pub fn client_line(line: &[u8]) -> ClientLine {
+    let mut b = strip_eol(line);
+    while let [0xff, cmd, rest @ ..] = b {
+        if *cmd == 0xff {
+            // IAC IAC is a data byte 255: not a letter.
+            return ClientLine::NotFtp;
+        }
+        b = rest;
+    }
+    if b.is_empty() {
+        return ClientLine::Empty;
+    }
+    let verb = b.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    match b.get(verb) {
+        _ if verb == 0 => ClientLine::NotFtp,
+        None => ClientLine::Command,
+        Some(b' ' | b'\t') if !is_http_request(b) => ClientLine::Command,
+        Some(_) => ClientLine::NotFtp,
+    }
+}
+
+/// Whether a line ends with ` HTTP/<digit>.<digit>`, as an HTTP/1.x request line (and the HTTP/2
+/// preface, `PRI * HTTP/2.0`) does.
+fn is_http_request(body: &[u8]) -> bool {
+    let Some(tail) = body.len().checked_sub(9).map(|at| &body[at..]) else { return false };
+    tail[..6].eq_ignore_ascii_case(b" HTTP/")
+        && tail[6].is_ascii_digit()
+        && tail[7] == b'.'
+        && tail[8].is_ascii_digit()
+}
+
 /// A reply line's code and whether it opens/continues a multi-line reply (RFC 959 §4.2): three digits,
 /// the first 1..=5, followed by SP (final), '-' (multi-line), or the line end (final).
 pub fn reply_code(line: &[u8]) -> Option<(u16, bool)> {
@@ -643,6 +688,35 @@ mod tests {
         ];
         for (line, e) in cases {
             assert_eq!(parse_229(line), Err(*e), "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn client_lines_are_ftp_commands_or_not() {
+        use ClientLine::*;
+        for (line, want) in [
+            (&b"USER alice\r\n"[..], Command),
+            (b"NOOP\r\n", Command),
+            (b"noop\n", Command),
+            (b"PASS\tsecret\r\n", Command),
+            (b"PORTAL\r\n", Command),
+            (b"\xff\xf4\xff\xf2ABOR\r\n", Command),
+            (b"RETR file HTTP 1.1.txt\r\n", Command),
+            (b"\r\n", Empty),
+            (b"\xff\xf1\r\n", Empty),
+            (b"POST / HTTP/1.1\r\n", NotFtp),
+            (b"GET /index.html HTTP/1.0\r\n", NotFtp),
+            (b"PRI * HTTP/2.0\r\n", NotFtp),
+            (b"Host: example.com\r\n", NotFtp),
+            (b"Content-Length: 12\r\n", NotFtp),
+            (b" NOOP\r\n", NotFtp),
+            (b"\0PORT 10,0,0,2,4,1\r\n", NotFtp),
+            (b"P\0RT 10,0,0,2,4,1\r\n", NotFtp),
+            (b"\xefPORT 10,0,0,2,4,1\r\n", NotFtp),
+            (b"\xff\xffPORT\r\n", NotFtp),
+            (b"SSH-2.0-OpenSSH_9.6\r\n", NotFtp),
+        ] {
+            assert_eq!(client_line(line), want, "{:?}", String::from_utf8_lossy(line));
         }
     }
 

@@ -2,8 +2,22 @@
 //!
 //! Owns: the queue of commands waiting for their final reply (RFC 959 §4.2: one final reply per
 //! command, 1xx are preliminary), multi-line reply tracking, the policy checks on PORT/EPRT/227/229,
-//! the pinholes this connection opened, and the switch to opaque after `AUTH TLS` (RFC 4217 §4).
-//! Must not: touch packets; it sees lines through [`Stream`] and answers with [`Action`]s.
+//! the pinholes this connection opened, the switch to opaque after `AUTH TLS` (RFC 4217 §4), and
+//! whether the connection is FTP at all. Must not: touch packets; it sees lines through [`Stream`] and
+//! answers with [`Action`]s.
+//!
+//! Trusted only while it looks like FTP (NAT Slipstreaming: an HTTP request to port 21 whose body holds
+//! a `PORT` line): the server's first reply must be its greeting (RFC 959 §5.4: 120, 220 or 421), no
+//! announcement is honoured before the greeting, and every client line must be a command (RFC 959
+//! §5.3.1: a verb of letters, then SP or the line end; Telnet IAC sequences in front are skipped,
+//! RFC 959 §4.1.3). The first line that is not (an HTTP request line, a `Host:` header, a banner that is
+//! no FTP reply) makes the connection opaque for good, counted `alg.refused.not_ftp`. Commands a client
+//! pipelines before the greeting are queued as usual; the greeting answers none of them.
+//!
+//! After a gap in either direction ([`FtpSession::on_ack`] finding one) the queue of commands awaiting
+//! replies is forgotten: replies may have been lost with it, and pairing a later 227 with the wrong
+//! command would honour an unsolicited announcement. A 227/229 before the next PASV/EPSV is then
+//! refused (fail closed).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -43,6 +57,10 @@ struct State {
     pinholes: VecDeque<u16>,
     opaque_now: bool,
     clear_now: bool,
+    /// The server's greeting (RFC 959 §5.4) has been seen (or the connection was picked up mid-stream).
+    greeted: bool,
+    /// A line showed this is not FTP: both streams go opaque for good.
+    not_ftp_now: bool,
 }
 
 /// ALG state of one control connection.
@@ -75,7 +93,31 @@ impl FtpSession {
                 pinholes: VecDeque::new(),
                 opaque_now: false,
                 clear_now: false,
+                greeted: false,
+                not_ftp_now: false,
             },
+        }
+    }
+
+    /// A connection picked up mid-stream: its greeting is long past.
+    pub fn picked_up(mut self) -> FtpSession {
+        self.st.greeted = true;
+        self
+    }
+
+    /// The receiver of direction `dir` acknowledged `acked` (in that direction's sender space, checked
+    /// against the window): edits it has are forgotten, and bytes the framer never saw are jumped over
+    /// ([`Stream::gap`]). After a gap, the commands awaiting replies are forgotten (module header).
+    pub fn on_ack(&mut self, dir: Dir, acked: SeqNum, ctx: &mut AlgCtx<'_>) {
+        let stream = &mut self.streams[dir.index()];
+        if !stream.map.is_identity() {
+            stream.map.prune(acked);
+        }
+        if stream.gap(acked, ctx.metrics) {
+            self.st.pending.clear();
+            self.st.multiline = None;
+            // This connection's bytes travel a path around the gateway: see `stream::REFUSED_TIMES`.
+            self.streams[dir.reverse().index()].other_path_seen();
         }
     }
 
@@ -92,9 +134,25 @@ impl FtpSession {
         self.streams[0].is_opaque() || self.streams[1].is_opaque()
     }
 
+    /// Not FTP: passed through untouched for good.
+    pub fn is_dead(&self) -> bool {
+        self.streams[0].is_dead() && self.streams[1].is_dead()
+    }
+
+    /// `clear`, `tls` (walking TLS records after AUTH TLS) or `not-ftp` (opaque for good).
+    pub fn state_name(&self) -> &'static str {
+        if self.is_dead() {
+            "not-ftp"
+        } else if self.is_opaque() {
+            "tls"
+        } else {
+            "clear"
+        }
+    }
+
     /// A human summary of the ALG state, for `show flows`.
     pub fn describe(&self) -> String {
-        let state = if self.is_opaque() { "tls" } else { "clear" };
+        let state = self.state_name();
         format!(
             "{state} pending={} delta_c2s={} delta_s2c={} pinholes={}",
             self.st.pending.len(),
@@ -134,7 +192,8 @@ impl FtpSession {
                 r
             } else {
                 let mut scratch = crate::metrics::Metrics::default();
-                let r = stream.observe(seq, syn, payload, now, &mut scratch, &mut on_line).map(|()| None);
+                let r =
+                    stream.observe(seq, syn, fin, payload, now, &mut scratch, &mut on_line).map(|()| None);
                 merge_stream_counters(ctx.metrics, &scratch);
                 r
             }
@@ -149,6 +208,12 @@ impl FtpSession {
         if std::mem::take(&mut st.clear_now) {
             for s in streams.iter_mut() {
                 s.go_clear();
+            }
+        }
+        if std::mem::take(&mut st.not_ftp_now) {
+            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "not FTP: control connection is opaque for good");
+            for s in streams.iter_mut() {
+                s.go_dead();
             }
         }
         result
@@ -171,6 +236,8 @@ fn merge_stream_counters(into: &mut crate::metrics::Metrics, from: &crate::metri
     }
     into.alg_lines_held += from.alg_lines_held;
     into.alg_retransmits_rebuilt += from.alg_retransmits_rebuilt;
+    into.alg_gaps += from.alg_gaps;
+    into.alg_gap_lines += from.alg_gap_lines;
 }
 
 impl State {
@@ -182,9 +249,35 @@ impl State {
     }
 
     fn on_command(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
-        let cmd = parse::classify_command(line.bytes);
         tracing::trace!(target: "ftpnat::alg", control = %ctx.control, line = %parse::redacted(line.bytes), "command");
+        if line.straddling {
+            // Possibly the tail of a line: if it reads as a command, its reply will come; nothing else.
+            if parse::client_line(line.bytes) == parse::ClientLine::Command {
+                let p = match parse::classify_command(line.bytes) {
+                    Command::Port | Command::Eprt => Pending::Port(None),
+                    Command::Pasv => Pending::Pasv,
+                    Command::Epsv => Pending::Epsv,
+                    Command::Auth => Pending::Auth,
+                    Command::Ccc => Pending::Ccc,
+                    _ => Pending::Other,
+                };
+                self.push_pending(p);
+            }
+            return Action::Keep;
+        }
+        match parse::client_line(line.bytes) {
+            parse::ClientLine::Command => {}
+            parse::ClientLine::Empty => return Action::Keep,
+            parse::ClientLine::NotFtp => return self.not_ftp(line, ctx),
+        }
+        let cmd = parse::classify_command(line.bytes);
         let (pending, action) = match cmd {
+            Command::Port | Command::Eprt if line.held && !self.greeted => {
+                // No greeting yet: nothing has shown this is an FTP server (NAT Slipstreaming would
+                // send its PORT first). Left as sent.
+                self.refuse(RefusalReason::NotFtp, line, ctx);
+                (Pending::Port(None), Action::Keep)
+            }
             Command::Port | Command::Eprt if line.held => {
                 let kind = if cmd == Command::Port { Kind::Port } else { Kind::Eprt };
                 match self.announce(kind, line, ctx) {
@@ -203,8 +296,25 @@ impl State {
         action
     }
 
+    /// The line shows the connection is not FTP: counted once, then opaque for good.
+    fn not_ftp(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
+        self.refuse(RefusalReason::NotFtp, line, ctx);
+        self.not_ftp_now = true;
+        Action::NotFtp
+    }
+
     fn on_reply(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
         let code = parse::reply_code(line.bytes);
+        if line.straddling {
+            // Possibly the tail of a line (module header): it still answers its command, and is
+            // never an announcement nor a greeting.
+            self.greeted = true;
+        }
+        if !self.greeted && self.multiline.is_none() && !matches!(code, Some((120 | 220 | 421, _))) {
+            // RFC 959 §5.4: an FTP server opens with 120, 220 or 421. Anything else (an HTTP status
+            // line, an SSH banner) is another protocol on an FTP port.
+            return self.not_ftp(line, ctx);
+        }
         let final_code = match (self.multiline, code) {
             // RFC 959 §4.2: a multi-line reply ends at a line that starts with the same code and a
             // space; any other line in between is text, whatever it looks like.
@@ -221,6 +331,11 @@ impl State {
             (None, None) => return self.unsolicited(line, ctx),
         };
         if final_code < 200 {
+            return self.unsolicited(line, ctx);
+        }
+        if !self.greeted {
+            // The greeting answers no command: commands pipelined before it wait for the replies after.
+            self.greeted = true;
             return self.unsolicited(line, ctx);
         }
         let answered = self.pending.pop_front();
@@ -317,8 +432,9 @@ impl State {
             self.refuse(RefusalReason::ThirdHost, line, ctx);
             return Err(());
         }
-        if matches!(kind, Kind::Port | Kind::Eprt) && ann.port < 1024 && ctx.policy.refuse_low_ports {
-            // RFC 2577 §3: servers should refuse data ports below 1024; so does the gateway.
+        if ann.port < 1024 && ctx.policy.refuse_low_ports {
+            // RFC 2577 §3: servers should refuse data ports below 1024; so does the gateway, and the same
+            // for a 227/229 of an inside server (a pinhole to a privileged port of it).
             self.refuse(RefusalReason::LowPort, line, ctx);
             return Err(());
         }

@@ -10,6 +10,16 @@
 //! sequence number, so a line split across segments, pipelined lines, duplicates and repacketised
 //! retransmissions all come out the same. Bytes already decided are never re-parsed: a retransmission
 //! is rebuilt from the edit history, so it cannot open a second pinhole.
+//!
+//! Gaps: a segment past bytes the framer has not seen is refused (the sender retransmits what a
+//! receiver did not get). When the receiver acknowledges bytes the framer never saw — they went another
+//! way, or a recording lost them — waiting would stall the connection for good, so [`Stream::gap`]
+//! jumps over them: the line cut by the gap is left as sent (its held bytes were delivered by the other
+//! path), and the framer trusts no line start until it has seen a line end after the gap, so a gap can
+//! never make a line start out of the middle of a line (nor a pinhole out of half an announcement).
+//!
+//! Not FTP: when the session finds a line that is not FTP ([`Action::NotFtp`]), the stream stops
+//! parsing at once, mid-segment if need be, and passes every later byte as it is.
 
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::seqadj::SeqMap;
@@ -28,6 +38,10 @@ pub struct Line<'a> {
     pub held: bool,
     /// The line was longer than `bytes`.
     pub truncated: bool,
+    /// The line's start was not seen (the first line after a pickup or a gap): it may be the tail of a
+    /// line. It is handed over for bookkeeping only (a reply still answers its command); nothing in it
+    /// is rewritten or judged.
+    pub straddling: bool,
 }
 
 /// What the session wants done with a held line.
@@ -35,6 +49,8 @@ pub enum Action {
     Keep,
     /// Replace `span` (byte range within the line) with these bytes.
     Replace(std::ops::Range<usize>, Vec<u8>),
+    /// The line shows the connection is not FTP: keep it, and parse nothing after it.
+    NotFtp,
 }
 
 /// Output for one arriving segment of the rewritten direction.
@@ -81,7 +97,27 @@ pub struct Stream {
     tls: Tls,
     max_line: usize,
     fin_sent: bool,
+    /// Not FTP: every byte passes as it is, nothing is parsed again.
+    dead: bool,
+    /// A gap was jumped and no line end seen since: the line now completing straddles it.
+    after_gap: bool,
+    /// The last segment refused past a gap: where it started, how often it came, when first.
+    refused: Option<(SeqNum, u8, Instant)>,
+    /// The other direction jumped a gap: bytes of this connection travel a path around the gateway.
+    other_path: bool,
 }
+
+/// When a command and its reply both go around the gateway, no acknowledgement of the command's bytes
+/// ever crosses it, and waiting for one would stall the connection: the sender keeps retransmitting
+/// its next segment, past the gap, and never the bytes before it (it holds them acknowledged). A loss
+/// before the gateway looks alike, except that the receiver never got those bytes: the sender's
+/// retransmissions start at or below the gap, and any segment at or below it resets the count; and
+/// only the other path explains why the sender, in the same breath, acknowledges bytes of the other
+/// direction the gateway never saw. So the framer jumps such a gap only when both hold: this many
+/// refusals of the same segment with nothing at or below the gap in between, spread over at least
+/// [`REFUSED_PATIENCE`] (RTOs back off: 1 s, 2 s, 4 s...), and a gap jumped in the other direction.
+const REFUSED_TIMES: u8 = 3;
+const REFUSED_PATIENCE: core::time::Duration = core::time::Duration::from_secs(2);
 
 impl Stream {
     pub fn new(rewrite: bool, from_client: bool, max_line: usize) -> Stream {
@@ -102,6 +138,10 @@ impl Stream {
             tls: Tls::Clear,
             max_line,
             fin_sent: false,
+            dead: false,
+            after_gap: false,
+            refused: None,
+            other_path: false,
         }
     }
 
@@ -124,6 +164,51 @@ impl Stream {
 
     pub fn is_opaque(&self) -> bool {
         matches!(self.tls, Tls::Opaque { .. })
+    }
+
+    /// The stream was found not to be FTP: it is passed through untouched for good.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// From the next byte on, nothing is parsed, held or rewritten. Bytes held now leave ahead of the
+    /// next ones, as they were.
+    pub fn go_dead(&mut self) {
+        self.dead = true;
+        self.candidate = false;
+    }
+
+    /// The other direction of this connection jumped a gap (see `REFUSED_TIMES`).
+    pub fn other_path_seen(&mut self) {
+        self.other_path = true;
+    }
+
+    /// The receiver acknowledged the sender's bytes up to `to` (sender space), past what the framer has
+    /// seen: those bytes reached it without the gateway seeing them. Jumps the framer to `to` (see the
+    /// module header). Returns whether there was a gap.
+    pub fn gap(&mut self, to: SeqNum, metrics: &mut Metrics) -> bool {
+        if !self.started || !to.gt(self.next) {
+            return false;
+        }
+        metrics.alg_gaps += 1;
+        tracing::info!(target: "ftpnat::alg", missed = to.diff(self.next), "peer acknowledged bytes the gateway never saw; framing resynchronises at the next line end");
+        if !self.at_line_start || !self.held.is_empty() {
+            // The line the gap cuts: what was held of it reached the receiver by the other way (it
+            // acknowledged past it), so it is not sent again; it is neither parsed nor rewritten.
+            metrics.alg_gap_lines += 1;
+        }
+        self.held.clear();
+        self.held_since = None;
+        self.candidate = false;
+        self.next = to;
+        self.at_line_start = true;
+        self.synced = false;
+        self.after_gap = true;
+        if self.is_opaque() {
+            // A TLS record walk cannot find its place again in the middle of a record stream.
+            self.go_dead();
+        }
+        true
     }
 
     /// From the next byte on, the stream is a TLS record stream (after `AUTH TLS` answered 234).
@@ -158,6 +243,23 @@ impl Stream {
         self.at_line_start = true;
     }
 
+    /// A segment starting at `a`, past the bytes the framer has seen: refused (its sender retransmits
+    /// what the receiver lacks), unless the same segment keeps coming back without the bytes before it
+    /// (see [`REFUSED_TIMES`]); then the gap is jumped and `Ok` lets the segment be framed.
+    fn past_gap(&mut self, a: SeqNum, now: Instant, metrics: &mut Metrics) -> Result<(), DropReason> {
+        let (times, since) = match self.refused {
+            Some((at, n, first)) if at == a => (n.saturating_add(1), first),
+            _ => (1, now),
+        };
+        if times >= REFUSED_TIMES && now.saturating_since(since) >= REFUSED_PATIENCE && self.other_path {
+            self.refused = None;
+            self.gap(a, metrics);
+            return Ok(());
+        }
+        self.refused = Some((a, times, since));
+        Err(DropReason::AlgOutOfOrder)
+    }
+
     /// Handles one segment of the direction that may be rewritten. `seq` is the segment's sequence
     /// number (of the SYN if `syn`).
     #[allow(clippy::too_many_arguments)]
@@ -177,6 +279,10 @@ impl Stream {
         } else if !self.started {
             // Picked up mid-stream: the first line start is not known until a line end passes.
             self.start(a, false);
+        }
+        if !payload.is_empty() && !a.gt(self.next) {
+            // Sent from at or below the gap: the sender does not hold the gap acknowledged.
+            self.refused = None;
         }
         let mut payload = payload;
         // Bytes the receiver already acknowledged are not sent again; what history was needed to
@@ -201,8 +307,8 @@ impl Stream {
             }
         }
         let b = a.add(payload.len() as u32);
-        let emitted = self.emitted();
         if payload.is_empty() {
+            let emitted = self.emitted();
             let at = if a.ge(emitted) { emitted } else { a };
             let fin_now = fin && a == self.next && self.held.is_empty() && !self.fin_sent;
             if fin_now {
@@ -213,8 +319,9 @@ impl Stream {
         }
         if a.gt(self.next) {
             // A gap: framing needs every byte in order. The sender retransmits what we drop.
-            return Err(DropReason::AlgOutOfOrder);
+            self.past_gap(a, now, metrics)?;
         }
+        let emitted = self.emitted();
         let mut out = Vec::new();
         let out_seq;
         if a.lt(emitted) {
@@ -264,10 +371,12 @@ impl Stream {
     /// A segment past a gap is refused like in [`Stream::segment`]: forwarded, its bytes would never be
     /// seen again (the receiver acknowledges them once the gap fills), and the commands in them — a
     /// PASV whose 227 must be rewritten — would be lost to the session.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         seq: SeqNum,
         syn: bool,
+        fin: bool,
         payload: &[u8],
         now: Instant,
         metrics: &mut Metrics,
@@ -278,17 +387,22 @@ impl Stream {
             // From the SYN, or picked up mid-stream (then no line start is trusted before a line end).
             self.start(a, syn);
         }
-        if payload.is_empty() {
-            return Ok(());
-        }
         let b = a.add(payload.len() as u32);
-        if a.gt(self.next) {
-            return Err(DropReason::AlgOutOfOrder);
+        if !payload.is_empty() {
+            if a.gt(self.next) {
+                self.past_gap(a, now, metrics)?;
+            } else {
+                self.refused = None;
+            }
+            if b.gt(self.next) {
+                let new = &payload[self.next.diff(a) as usize..];
+                let mut sink = Vec::new();
+                self.push(new, now, metrics, &mut sink, on_line);
+            }
         }
-        if b.gt(self.next) {
-            let new = &payload[self.next.diff(a) as usize..];
-            let mut sink = Vec::new();
-            self.push(new, now, metrics, &mut sink, on_line);
+        if fin && b == self.next {
+            // The FIN takes a sequence number too: its acknowledgement is no gap.
+            self.fin_consumed();
         }
         Ok(())
     }
@@ -317,9 +431,15 @@ impl Stream {
         on_line: &mut dyn FnMut(&Line<'_>) -> Action,
     ) {
         if !self.candidate {
-            // Bytes held for a line that stopped being a candidate (TLS started under it) go first:
-            // every byte leaves once, in order.
+            // Bytes held for a line that stopped being a candidate (TLS started under it, or the
+            // connection turned out not to be FTP) go first: every byte leaves once, in order.
             out.append(&mut self.held);
+        }
+        if self.dead {
+            out.extend_from_slice(data);
+            self.next = self.next.add(data.len() as u32);
+            self.held_since = None;
+            return;
         }
         for (i, &byte) in data.iter().enumerate() {
             let at = self.next.add(i as u32);
@@ -376,6 +496,18 @@ impl Stream {
                 self.at_line_start = true;
                 if !self.synced {
                     self.synced = true;
+                    if std::mem::take(&mut self.after_gap) {
+                        // The first line after a gap may have begun in it: left as sent.
+                        metrics.alg_gap_lines += 1;
+                    }
+                    let line = Line {
+                        bytes: &self.line,
+                        start: self.line_start,
+                        held: false,
+                        truncated: self.line_len > self.line.len(),
+                        straddling: true,
+                    };
+                    let _ = on_line(&line);
                     continue;
                 }
                 let line = Line {
@@ -383,8 +515,17 @@ impl Stream {
                     start: self.line_start,
                     held: self.candidate,
                     truncated: self.line_len > self.line.len(),
+                    straddling: false,
                 };
                 let action = on_line(&line);
+                if matches!(action, Action::NotFtp) {
+                    // Nothing after this line is read: the rest of the segment goes as it is.
+                    out.append(&mut self.held);
+                    self.candidate = false;
+                    self.dead = true;
+                    out.extend_from_slice(&data[i + 1..]);
+                    break;
+                }
                 if self.candidate {
                     self.candidate = false;
                     match action {
@@ -509,6 +650,123 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_the_receiver_acknowledged_is_jumped_and_framing_waits_for_a_line_end() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        run(&mut s, &[(100, b"NOOP\r\n")]);
+        // The receiver acknowledges 120: bytes 106..120 went another way.
+        assert!(s.gap(SeqNum(120), &mut m));
+        assert!(!s.gap(SeqNum(110), &mut m), "nothing behind the framer is a gap");
+        assert_eq!((m.alg_gaps, m.alg_gap_lines), (1, 0));
+        // The first line after the gap may have begun inside it: left as sent, counted; the next one is
+        // framed again.
+        let o = run(&mut s, &[(120, b"PORT x\r\nPORT x\r\n")]);
+        assert_eq!(o, vec![(120, b"PORT x\r\nPORT yy\r\n".to_vec())]);
+        let mut m2 = Metrics::default();
+        s.segment(SeqNum(136), false, false, b"", Instant::ZERO, &mut m2, &mut grow).unwrap();
+        assert_eq!(s.map.edits_in_flight(), 1);
+    }
+
+    #[test]
+    fn a_gap_inside_a_held_announcement_is_never_repaired_into_a_rewrite() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        // "PORT " is held (a candidate); the rest of the line and more went another way.
+        let o = run(&mut s, &[(100, b"PORT ")]);
+        assert_eq!(o, vec![(100, Vec::new())]);
+        assert!(s.gap(SeqNum(110), &mut m));
+        assert_eq!((s.held_len(), m.alg_gap_lines), (0, 1), "the cut line is not sent again");
+        // Bytes after the gap that complete a line that looks like an announcement: not rewritten.
+        let o = run(&mut s, &[(110, b"x\r\n")]);
+        assert_eq!(o, vec![(110, b"x\r\n".to_vec())]);
+        assert!(s.map.is_identity());
+    }
+
+    #[test]
+    fn a_segment_retransmitted_past_a_gap_without_the_bytes_before_it_jumps_the_gap() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        let at = |secs| Instant::from_secs(secs);
+        let mut send =
+            |s: &mut Stream, t| s.segment(SeqNum(110), false, false, b"NOOP\r\n", at(t), &mut m, &mut grow);
+        // Without a gap in the other direction, never: a loss before the gateway looks alike.
+        for t in [0, 1, 3, 7] {
+            assert_eq!(send(&mut s, t), Err(DropReason::AlgOutOfOrder));
+        }
+        let mut s = fresh();
+        s.other_path_seen();
+        // Reordering or a loss before the gateway: refused, the sender fills the hole first.
+        assert_eq!(send(&mut s, 0), Err(DropReason::AlgOutOfOrder));
+        // Duplicates right away do not count as patience.
+        assert_eq!(send(&mut s, 0), Err(DropReason::AlgOutOfOrder));
+        assert_eq!(send(&mut s, 1), Err(DropReason::AlgOutOfOrder));
+        // The same segment again, 2 s after the first, and the bytes before it never came: the sender
+        // holds them acknowledged. Jumped; the line is framed from the next line end on.
+        let o = send(&mut s, 2).unwrap();
+        assert_eq!(o.payload, b"NOOP\r\n".to_vec());
+        assert_eq!(m.alg_gaps, 1);
+        // Go-back-N after a loss before the gateway: the retransmissions start below the gap (and are
+        // seen), so the count starts over each time and the gap is never jumped.
+        let mut s = fresh();
+        s.other_path_seen();
+        let mut m = Metrics::default();
+        s.segment(SeqNum(100), false, false, b"PORT ", at(0), &mut m, &mut grow).unwrap();
+        for t in [0, 1, 3, 7, 15] {
+            s.segment(SeqNum(100), false, false, b"PORT ", at(t), &mut m, &mut grow).unwrap();
+            let r = s.segment(SeqNum(120), false, false, b"x", at(t), &mut m, &mut grow);
+            assert_eq!(r, Err(DropReason::AlgOutOfOrder), "at {t} s");
+        }
+        assert_eq!(m.alg_gaps, 0);
+        // Another segment past a (new) gap starts its own count.
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        for (seq, t) in [(110, 0), (120, 2), (110, 3)] {
+            let r = s.segment(SeqNum(seq), false, false, b"x", at(t), &mut m, &mut grow);
+            assert_eq!(r, Err(DropReason::AlgOutOfOrder));
+        }
+    }
+
+    #[test]
+    fn a_gap_in_a_tls_record_stream_leaves_it_opaque_for_good() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        s.go_opaque();
+        assert!(s.gap(SeqNum(200), &mut m));
+        assert!(s.is_dead());
+        let o = run(&mut s, &[(200, b"PORT x\r\n")]);
+        assert_eq!(o, vec![(200, b"PORT x\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn not_ftp_stops_parsing_in_the_middle_of_a_segment() {
+        let mut s = fresh();
+        let mut m = Metrics::default();
+        let mut judge = |l: &Line<'_>| {
+            if l.bytes.starts_with(b"POST ") {
+                Action::NotFtp
+            } else {
+                grow(l)
+            }
+        };
+        let body = b"POST / HTTP/1.1\r\nHost: x\r\n\r\nPORT x\r\n";
+        let o = s.segment(SeqNum(100), false, false, body, Instant::ZERO, &mut m, &mut judge).unwrap();
+        assert_eq!(o.payload, body.to_vec(), "the PORT line after it is not read");
+        assert!(s.is_dead() && s.map.is_identity());
+        let o = s
+            .segment(
+                SeqNum(100 + body.len() as u32),
+                false,
+                false,
+                b"PORT x\r\n",
+                Instant::ZERO,
+                &mut m,
+                &mut judge,
+            )
+            .unwrap();
+        assert_eq!(o.payload, b"PORT x\r\n".to_vec());
+    }
+
+    #[test]
     fn observed_direction_refuses_a_gap_and_sees_every_line_once() {
         let mut s = Stream::new(false, true, 512);
         let mut m = Metrics::default();
@@ -517,13 +775,16 @@ mod tests {
             seen.push(l.bytes.to_vec());
             Action::Keep
         };
-        s.observe(SeqNum(99), true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(99), true, false, b"", Instant::ZERO, &mut m, &mut log).unwrap();
         // "E" is overtaken by "PSV\r\n": refused, so the sender retransmits both.
-        let r = s.observe(SeqNum(101), false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
+        let r = s.observe(SeqNum(101), false, false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
         assert_eq!(r, Err(DropReason::AlgOutOfOrder));
-        s.observe(SeqNum(100), false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
-        s.observe(SeqNum(100), false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
-        s.observe(SeqNum(100), false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum(100), false, false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        // The FIN's acknowledgement is not a gap.
+        s.observe(SeqNum(112), false, true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        assert!(!s.gap(SeqNum(113), &mut m));
         assert_eq!(seen, vec![b"EPSV\r\n".to_vec(), b"NOOP\r\n".to_vec()]);
     }
 
