@@ -24,7 +24,7 @@ use std::process::Command;
 /// Hash characters shown: enough to be unique in any repository of this size, short enough to read.
 const SHOWN: usize = 12;
 /// The files whose changes make a different binary (and so rerun this script).
-const SOURCES: [&str; 4] = ["src", "Cargo.toml", "Cargo.lock", "build.rs"];
+const SOURCES: [&str; 6] = ["src", "core/src", "Cargo.toml", "core/Cargo.toml", "Cargo.lock", "build.rs"];
 
 fn main() {
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");

@@ -14,17 +14,17 @@ use super::seq::SeqNum;
 use super::{get_u16, get_u32, WireError, IPPROTO_TCP};
 
 mod field {
-    pub const SRC_PORT: usize = 0;
-    pub const DST_PORT: usize = 2;
-    pub const SEQ: usize = 4;
-    pub const ACK: usize = 8;
+    pub(super) const SRC_PORT: usize = 0;
+    pub(super) const DST_PORT: usize = 2;
+    pub(super) const SEQ: usize = 4;
+    pub(super) const ACK: usize = 8;
     /// Data offset (high nibble), reserved bits, NS; the flags byte follows.
-    pub const OFF_FLAGS: usize = 12;
-    pub const FLAGS: usize = 13;
-    pub const WINDOW: usize = 14;
-    pub const CHECKSUM: usize = 16;
-    pub const URGENT: usize = 18;
-    pub const OPTIONS: usize = 20;
+    pub(super) const OFF_FLAGS: usize = 12;
+    pub(super) const FLAGS: usize = 13;
+    pub(super) const WINDOW: usize = 14;
+    pub(super) const CHECKSUM: usize = 16;
+    pub(super) const URGENT: usize = 18;
+    pub(super) const OPTIONS: usize = 20;
 }
 
 pub const HEADER_LEN: usize = 20;

@@ -20,13 +20,13 @@ use super::udp::update_udp_checksum;
 use super::{get_u16, get_u32, put_u16, put_u32, WireError, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 mod field {
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: usize = 2;
-    pub const REST: usize = 4;
-    pub const ECHO_IDENT: usize = 4;
-    pub const ECHO_SEQ: usize = 6;
-    pub const PAYLOAD: usize = 8;
+    pub(super) const TYPE: usize = 0;
+    pub(super) const CODE: usize = 1;
+    pub(super) const CHECKSUM: usize = 2;
+    pub(super) const REST: usize = 4;
+    pub(super) const ECHO_IDENT: usize = 4;
+    pub(super) const ECHO_SEQ: usize = 6;
+    pub(super) const PAYLOAD: usize = 8;
 }
 
 pub const HEADER_LEN: usize = 8;

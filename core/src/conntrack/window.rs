@@ -133,15 +133,15 @@ impl Why {
 /// Bits of [`TcpWindow::meta`], per direction.
 mod meta {
     /// The window scale shift (0..=14).
-    pub const SCALE: u8 = 0x0f;
+    pub(super) const SCALE: u8 = 0x0f;
     /// The side has sent a segment the tracker accepted: `end` is valid.
-    pub const SEEN: u8 = 0x10;
+    pub(super) const SEEN: u8 = 0x10;
     /// The side has sent an ACK: `ack` is valid.
-    pub const ACKED: u8 = 0x20;
+    pub(super) const ACKED: u8 = 0x20;
     /// The side's SYN carried a window scale option.
-    pub const WSCALE_OPT: u8 = 0x40;
+    pub(super) const WSCALE_OPT: u8 = 0x40;
     /// (Original direction's byte only.) Picked up mid-stream: the shift is unknown.
-    pub const LOOSE: u8 = 0x80;
+    pub(super) const LOOSE: u8 = 0x80;
 }
 
 /// A window size in 16 bits: an 11-bit mantissa and a 5-bit shift, rounded up, so a stored window is

@@ -27,17 +27,17 @@ pub(super) struct Slab {
 
 impl Slab {
     #[inline]
-    pub fn get(&self, slot: u32) -> Option<&Conn> {
+    pub(super) fn get(&self, slot: u32) -> Option<&Conn> {
         self.chunks.get((slot >> CHUNK_BITS) as usize)?[(slot & MASK) as usize].as_ref()
     }
 
     #[inline]
-    pub fn get_mut(&mut self, slot: u32) -> Option<&mut Conn> {
+    pub(super) fn get_mut(&mut self, slot: u32) -> Option<&mut Conn> {
         self.chunks.get_mut((slot >> CHUNK_BITS) as usize)?[(slot & MASK) as usize].as_mut()
     }
 
     /// A never-used slot number, its chunk allocated.
-    pub fn grow(&mut self) -> u32 {
+    pub(super) fn grow(&mut self) -> u32 {
         let slot = self.len;
         if (slot as usize) == self.chunks.len() * CHUNK {
             let chunk: Box<[Option<Conn>]> = (0..CHUNK).map(|_| None).collect();
@@ -48,11 +48,11 @@ impl Slab {
     }
 
     /// Puts `conn` in `slot`, which [`Slab::grow`] handed out.
-    pub fn put(&mut self, slot: u32, conn: Conn) {
+    pub(super) fn put(&mut self, slot: u32, conn: Conn) {
         *self.entry(slot).expect("a slot grow handed out") = Some(conn);
     }
 
-    pub fn take(&mut self, slot: u32) -> Option<Conn> {
+    pub(super) fn take(&mut self, slot: u32) -> Option<Conn> {
         self.entry(slot).and_then(Option::take)
     }
 
@@ -61,7 +61,7 @@ impl Slab {
     }
 
     /// Occupied slots in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
         self.chunks
             .iter()
             .flat_map(|c| c.iter())
@@ -71,7 +71,7 @@ impl Slab {
 
     /// Every slot handed out from `start` on, occupied or not, in slot order: a listing taken in
     /// slices resumes here, and counts empty slots too (after a flood expired, most may be).
-    pub fn slots_from(&self, start: u32) -> impl Iterator<Item = (u32, Option<&Conn>)> {
+    pub(super) fn slots_from(&self, start: u32) -> impl Iterator<Item = (u32, Option<&Conn>)> {
         (start.min(self.len)..self.len).map(move |i| (i, self.get(i)))
     }
 }

@@ -112,15 +112,15 @@ impl Origin {
 /// Bit layout of the low byte of `Conn.state`.
 mod bits {
     /// TcpState, 3 bits.
-    pub const TCP: u64 = 0b111;
+    pub(super) const TCP: u64 = 0b111;
     /// A FIN seen in the original direction; the reply direction's is the next bit.
-    pub const FIN0: u64 = 1 << 3;
-    pub const REPLIED: u64 = 1 << 5;
+    pub(super) const FIN0: u64 = 1 << 3;
+    pub(super) const REPLIED: u64 = 1 << 5;
     /// Origin kind, 2 bits.
-    pub const ORIGIN_SHIFT: u32 = 6;
+    pub(super) const ORIGIN_SHIFT: u32 = 6;
     /// Creation time (µs) above the low byte: 56 bits, exact until 2^56 µs (year 2284 of a Unix-epoch
     /// clock; pcap timestamps are such a clock).
-    pub const CREATED_MAX: u64 = (1 << 56) - 1;
+    pub(super) const CREATED_MAX: u64 = (1 << 56) - 1;
 }
 
 #[derive(Clone)]

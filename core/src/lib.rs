@@ -1,0 +1,40 @@
+//! ftpnat's sans-IO core: one packet in, translated packets out, time as a parameter.
+//!
+//! Everything here is pure computation over bytes and state the caller owns: no clock reads, no
+//! system calls, no threads, no files or sockets. The compiler keeps it so: `unsafe` is forbidden
+//! (`core/Cargo.toml`), and `core/clippy.toml` disallows the standard library's clocks, threads, files,
+//! sockets, processes and locks (`cargo clippy -- -D warnings` in CI). The shell crate (`ftpnat`: TUN
+//! devices, the run loop, operations, replay, the CLI) drives it.
+//!
+//! Crate map (dependencies point downwards):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`time`], [`flow`], [`metrics`], [`wire`] | leaves: our clock type, flow vocabulary, counters, packet views and checksums |
+//! | [`config`] | validated configuration |
+//! | [`conntrack`] | which connections exist, their TCP window and state, and their timeouts |
+//! | [`frag`] | fragment state: first fragments remembered, later ones waiting, per-source shares |
+//! | [`nat`] | outside port allocation and endpoint-independent mappings |
+//! | [`seqadj`] | per-direction sequence maps: the only code that edits seq/ack/SACK numbers |
+//! | [`alg`] | the ALG boundary; [`alg::ftp`] understands FTP |
+//! | [`engine`] | `handle_packet` / `poll_transmit` / `poll_timeout` / `handle_timeout` |
+//! | [`events`] | what the engine did, as values, for `ftpnat events` (off unless asked for) |
+
+pub mod alg;
+pub mod config;
+pub mod conntrack;
+pub mod engine;
+pub mod events;
+pub mod flow;
+pub mod frag;
+pub mod metrics;
+pub mod nat;
+pub mod seqadj;
+pub mod time;
+pub mod wire;
+
+pub use config::Config;
+pub use engine::{Engine, Transmit, Verdict};
+pub use flow::{Dir, Side};
+pub use metrics::{DropReason, Metrics, RefusalReason};
+pub use time::Instant;
