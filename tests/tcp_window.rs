@@ -377,3 +377,47 @@ fn a_syn_ack_that_does_not_answer_the_syn_opens_nothing() {
     r.pass(Side::Outside, tcp(REMOTE, 80, PUBLIC, 46000, 5, C_ISN + 1, SYNACK, b""));
     assert_eq!(state(&r).0, TcpState::SynReceived);
 }
+
+/// A segment whose acknowledgement is older than the window ("behind": Linux ignores such a packet
+/// but passes it) still goes through the ALG: an inside client that writes its PORT with a stale ACK
+/// gets it rewritten like any other (the inside address never leaves), and a late retransmission of a
+/// rewritten line is rebuilt from the edit history, never sent as the client wrote it. The stale ACK
+/// itself moves nothing. (Found by the engine fuzz target: such segments were passed through with their
+/// sequence number mapped but their bytes as sent.)
+#[test]
+fn stale_acks_and_old_duplicates_do_not_bypass_the_alg() {
+    let mut r = Rig::new(config());
+    let s_next = ftp_open(&mut r, LAN_HOST, 40300);
+    let mut c_next = 2u32;
+    // The server sends more than the window (the client's 64,000, at least 66,000) so an ACK of none
+    // of it is behind the window.
+    let mut s = s_next;
+    for _ in 0..80 {
+        let reply = [b'x'; 1000];
+        r.pass(Side::Outside, tcp(REMOTE, 21, PUBLIC, 40300, s, c_next, ACK, &reply));
+        s += 1000;
+        r.pass(Side::Inside, tcp(LAN_HOST, 40300, REMOTE, 21, c_next, s, ACK, b""));
+    }
+    let ignored = r.engine.metrics().tcp_window_ignored;
+    // A PORT carrying an acknowledgement 80,000 bytes old.
+    let line = b"PORT 10,0,0,2,160,60\r\n";
+    let (_, out) = r.pass(Side::Inside, tcp(LAN_HOST, 40300, REMOTE, 21, c_next, s_next, PSHACK, line));
+    assert_eq!(r.engine.metrics().tcp_window_ignored, ignored + 1, "the ACK is behind the window");
+    assert_eq!(out.payload, b"PORT 198,51,100,1,160,60\r\n", "rewritten all the same");
+    let grown = out.payload.len() as u32 - line.len() as u32;
+    c_next += line.len() as u32;
+    // The server acknowledges it; then the client's (long delayed) first copy of the line arrives with
+    // the same stale ACK: rebuilt, not the inside address.
+    r.pass(Side::Outside, tcp(REMOTE, 21, PUBLIC, 40300, s, c_next + grown, ACK, b""));
+    let (v, out) = r.send(Side::Inside, tcp(LAN_HOST, 40300, REMOTE, 21, 2, s_next, PSHACK, line));
+    assert_eq!(v, Verdict::Forward(Side::Outside));
+    let seen = check(&out[0].1);
+    assert!(
+        !seen.payload.windows(8).any(|w| w == b"10,0,0,2"),
+        "{:?}",
+        String::from_utf8_lossy(&seen.payload)
+    );
+    // Nothing acted on the stale ACKs: the next command goes through at its place.
+    let (_, out) = r.pass(Side::Inside, tcp(LAN_HOST, 40300, REMOTE, 21, c_next, s, PSHACK, b"NOOP\r\n"));
+    assert_eq!((out.payload.as_slice(), out.seq), (&b"NOOP\r\n"[..], c_next + grown));
+}

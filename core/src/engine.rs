@@ -27,6 +27,14 @@ use crate::nat::{self, Nat};
 use crate::time::Instant;
 use crate::wire::{icmp, ipv4, Ipv4Packet, SeqNum, TcpFlags};
 
+/// Whether an ALG segment's acknowledgement may move the ALG's state (prune the other direction's edit
+/// history, jump a gap): only when the window tracker accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckUse {
+    Act,
+    Ignore,
+}
+
 /// What to do with the packet handed to [`Engine::handle_packet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -529,14 +537,22 @@ impl Engine {
                     tracing::debug!(target: "ftpnat::tcp", id = %id, ?dir, why = why.name(), "segment beyond the window");
                     return Verdict::Drop(DropReason::TcpOutOfWindow);
                 }
-                ignored => {
+                Window::RstNotExact => {
                     // Passed on as it is (translated), changing nothing: the receiver judges it.
-                    match ignored {
-                        Window::RstNotExact => self.metrics.tcp_rst_ignored += 1,
-                        _ => self.metrics.tcp_window_ignored += 1,
-                    }
+                    self.metrics.tcp_rst_ignored += 1;
                     if has_alg {
                         return self.alg_passthrough(id, dir, pkt);
+                    }
+                }
+                Window::Behind(_) => {
+                    // An old duplicate or a stale acknowledgement: passed on, changing no connection
+                    // state. On an ALG connection its bytes still go through the stream (a range the
+                    // ALG rewrote is rebuilt from the edit history, never sent as the sender wrote it
+                    // a second time; new bytes are framed), but its ACK moves nothing: no prune of the
+                    // edit history, no gap jumped.
+                    self.metrics.tcp_window_ignored += 1;
+                    if has_alg {
+                        return self.alg(id, dir, pkt, AckUse::Ignore);
                     }
                 }
             }
@@ -544,7 +560,7 @@ impl Engine {
             self.touch(id, dir, pkt.len());
         }
         if has_alg {
-            return self.alg(id, dir, pkt);
+            return self.alg(id, dir, pkt, AckUse::Act);
         }
         translate(pkt, head.key.proto, &to, head.first_fragment);
         let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
@@ -1092,7 +1108,7 @@ impl Engine {
     }
 
     /// A segment of an FTP control connection.
-    fn alg(&mut self, id: ConnId, dir: Dir, pkt: &mut Vec<u8>) -> Verdict {
+    fn alg(&mut self, id: ConnId, dir: Dir, pkt: &mut Vec<u8>, ack_use: AckUse) -> Verdict {
         // The ALG reads this payload and may re-checksum it: corrupt bytes must not get a valid checksum
         // (nor become the edit history a good retransmission is rebuilt from).
         if !Ipv4Packet::new_unchecked(&pkt[..]).verify_transport_checksum() {
@@ -1104,7 +1120,7 @@ impl Engine {
         let mut sess = conn.ftp.take().expect("ALG connection");
         // Held bytes leave later with this segment's headers, as the sender wrote them.
         let template = pkt_template(pkt);
-        let v = self.alg_segment(id, dir, &mut sess, &to, egress, pkt);
+        let v = self.alg_segment(id, dir, &mut sess, &to, egress, pkt, ack_use);
         if sess.streams[dir.index()].held_len() > 0 {
             self.held.insert((id, dir), template);
         } else {
@@ -1116,6 +1132,8 @@ impl Engine {
         v
     }
 
+    // The split of this function into the stream layer and the ALG hook is issue 13's.
+    #[allow(clippy::too_many_arguments)]
     fn alg_segment(
         &mut self,
         id: ConnId,
@@ -1124,6 +1142,7 @@ impl Engine {
         to: &FlowKey,
         egress: Side,
         pkt: &mut Vec<u8>,
+        ack_use: AckUse,
     ) -> Verdict {
         let ip = Ipv4Packet::new_unchecked(&pkt[..]);
         let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
@@ -1138,7 +1157,7 @@ impl Engine {
         let other = dir.reverse();
         // The ack and SACK blocks speak of the other direction's bytes as the receiver saw them.
         let ack_in = if flags.ack { sess.streams[other.index()].map.unmap(ack) } else { ack };
-        if flags.ack && !flags.rst {
+        if flags.ack && !flags.rst && ack_use == AckUse::Act {
             // The window tracker accepted this acknowledgement: nothing beyond what the other side could
             // have sent. Edits it covers are forgotten, and bytes the framer never saw are jumped over.
             let mut ctx = self.alg_ctx(id);
