@@ -80,6 +80,7 @@ def tcp_flood(a):
 def connect(a):
     ok = 0
     last = ""
+    failures = []
     for _ in range(a.count):
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
@@ -93,7 +94,9 @@ def connect(a):
                     last = data.decode(errors="replace").strip()
         except OSError as e:
             last = f"failed: {e}"
-    print(f"ok {ok} of {a.count} (last: {last})", flush=True)
+            failures.append(last)
+    more = f"; failures: {failures}" if failures else ""
+    print(f"ok {ok} of {a.count} (last: {last}{more})", flush=True)
     return 0 if ok == a.count else 1
 
 
