@@ -12,6 +12,7 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use crate::flow::Proto;
+use crate::nat::{self, Allocation, Deterministic, PortRange};
 
 /// A static port forward (DNAT): `proto:PUBLICPORT=INSIDEIP:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +220,21 @@ impl Default for FtpPolicy {
     }
 }
 
+/// How the public side is shared out (issue 16): the address pool, how ports are handed out, and
+/// whether every connection is logged besides the blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Every public address, in order: each `--public-ip`, then each `--public-pool`'s addresses. The
+    /// first is [`Config::public_ip`], the gateway's own address on the outside (the source of the
+    /// ICMP errors it sends there).
+    pub addresses: Vec<Ipv4Addr>,
+    /// One port at a time (default), port blocks (`--port-block-size`), or RFC 7422's deterministic
+    /// layout (`--deterministic`).
+    pub allocation: Allocation,
+    /// `--nat-log-sessions`: one record per connection as well as the block records.
+    pub log_sessions: bool,
+}
+
 /// The whole engine configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -248,6 +264,8 @@ pub struct Config {
     /// Translate addresses and ports. Off only for the forward-only benchmark ceiling.
     pub translate: bool,
     pub ftp: FtpPolicy,
+    /// The public address pool and port allocation.
+    pub pool: PoolConfig,
 }
 
 impl Config {
@@ -272,6 +290,25 @@ impl Config {
             verify_ip_checksum: true,
             translate: true,
             ftp: FtpPolicy::default(),
+            pool: PoolConfig {
+                addresses: vec![public_ip],
+                allocation: Allocation::Dynamic,
+                log_sessions: false,
+            },
+        }
+    }
+
+    /// What the NAT allocator is built from, for the whole `--port-range` (a worker narrows it with a
+    /// slice).
+    pub fn nat_setup(&self) -> nat::Setup {
+        nat::Setup {
+            pool: self.pool.addresses.clone(),
+            range: PortRange::try_from(&self.port_range)
+                .unwrap_or(PortRange::new(1024, 65535).expect("valid")),
+            slice: None,
+            allocation: self.pool.allocation,
+            inside: self.inside.clone(),
+            host_quota: self.ports_per_host(),
         }
     }
 
@@ -350,6 +387,65 @@ impl Config {
         }
         if self.ftp.max_line < 64 {
             return Err("--ftp-max-line: must be at least 64 bytes".into());
+        }
+        self.validate_pool()
+    }
+
+    /// The pool and allocation settings (issue 16).
+    fn validate_pool(&self) -> Result<(), String> {
+        let p = &self.pool;
+        if p.addresses.first() != Some(&self.public_ip) {
+            return Err(format!("--public-ip: {} must be the first address of the pool", self.public_ip));
+        }
+        if p.addresses.len() > nat::pool::MAX_POOL {
+            return Err(format!(
+                "--public-pool: {} public addresses; at most {} are supported",
+                p.addresses.len(),
+                nat::pool::MAX_POOL
+            ));
+        }
+        for (i, &a) in p.addresses.iter().enumerate() {
+            nat::pool::check_public_address(a).map_err(|e| format!("--public-pool: {e}"))?;
+            if let Some(n) = self.inside.iter().find(|n| n.contains(&a)) {
+                return Err(format!("--public-pool: {a} lies inside --inside {n}"));
+            }
+            if p.addresses[..i].contains(&a) {
+                return Err(format!("--public-pool: {a} is in the pool twice"));
+            }
+        }
+        let range = PortRange::try_from(&self.port_range).map_err(|e| format!("--port-range: {e}"))?;
+        match p.allocation {
+            Allocation::Dynamic => {}
+            Allocation::Blocks(b) => {
+                if b.size == 0 {
+                    return Err("--port-block-size: must be at least 1".into());
+                }
+                if u32::from(b.size) > range.len() {
+                    return Err(format!(
+                        "--port-block-size: {} ports do not fit in --port-range {range} ({} ports)",
+                        b.size,
+                        range.len()
+                    ));
+                }
+                if b.per_host == 0 {
+                    return Err("--port-blocks-per-host: must be at least 1".into());
+                }
+                check_timeout("--port-block-hold", b.hold)?;
+            }
+            Allocation::Deterministic { size } => {
+                if size == Some(0) {
+                    return Err("--port-block-size: must be at least 1".into());
+                }
+                Deterministic::new(&self.inside, &p.addresses, range, size)
+                    .map_err(|e| format!("--deterministic: {e}"))?;
+                if let Some(f) = self.forwards.iter().find(|f| range.contains(f.public_port)) {
+                    return Err(format!(
+                        "--forward {f}: public port {} lies in --port-range {range}, which deterministic mode \
+                         shares out entirely among the inside addresses; forward a port outside it",
+                        f.public_port
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -500,6 +596,48 @@ mod tests {
         for bad in ["0", "0%", "100.01%", "101%", "1.234%", "%", "-5", "5 %x", "65537", "ten", "1e3", ".5%"] {
             assert!(bad.parse::<PortQuota>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pool_and_allocation_validation_names_the_flag() {
+        use crate::nat::BlockPolicy;
+        let a = |n| Ipv4Addr::new(192, 0, 2, n);
+        let mut c = base();
+        c.pool.addresses = vec![a(1), a(2), a(3)];
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.nat_setup().pool, vec![a(1), a(2), a(3)]);
+        c.pool.addresses = vec![a(2), a(1)];
+        assert!(c.validate().unwrap_err().starts_with("--public-ip"));
+        c.pool.addresses = vec![a(1), a(2), a(2)];
+        assert!(c.validate().unwrap_err().contains("twice"));
+        c.pool.addresses = vec![a(1), Ipv4Addr::new(10, 0, 0, 7)];
+        assert!(c.validate().unwrap_err().contains("lies inside --inside"));
+        c.pool.addresses = vec![a(1), Ipv4Addr::new(224, 0, 0, 1)];
+        assert!(c.validate().unwrap_err().starts_with("--public-pool"));
+        let block = |size, per_host, hold| Allocation::Blocks(BlockPolicy { size, per_host, hold });
+        let mut c = base();
+        for (alloc, flag) in [
+            (block(0, 8, Duration::from_secs(60)), "--port-block-size"),
+            (block(65000, 8, Duration::from_secs(60)), "--port-block-size"),
+            (block(512, 0, Duration::from_secs(60)), "--port-blocks-per-host"),
+            (block(512, 8, Duration::ZERO), "--port-block-hold"),
+        ] {
+            c.pool.allocation = alloc;
+            assert!(c.validate().unwrap_err().starts_with(flag), "{alloc:?}");
+        }
+        c.pool.allocation = block(512, 8, Duration::from_secs(60));
+        assert_eq!(c.validate(), Ok(()));
+        // Deterministic: the inside space must fit, and forwards must stay out of the shared range.
+        let mut c = base();
+        c.pool.allocation = Allocation::Deterministic { size: None };
+        assert_eq!(c.validate(), Ok(()));
+        c.pool.allocation = Allocation::Deterministic { size: Some(1000) };
+        assert!(c.validate().unwrap_err().starts_with("--deterministic"), "256 x 1000 > 64512");
+        c.pool.allocation = Allocation::Deterministic { size: Some(200) };
+        c.forwards.push("tcp:2121=10.0.0.2:21".parse().unwrap());
+        assert!(c.validate().unwrap_err().starts_with("--forward"));
+        c.forwards = vec!["tcp:80=10.0.0.2:80".parse().unwrap()];
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]
