@@ -18,6 +18,7 @@ pub mod config_file;
 pub mod control;
 pub mod link;
 pub mod metrics;
+pub mod natlog;
 pub mod peer;
 pub mod reload;
 pub mod server;
