@@ -14,10 +14,12 @@ use std::str::FromStr;
 use crate::flow::Proto;
 use crate::nat::{self, Allocation, Deterministic, PortRange};
 
-/// A static port forward (DNAT): `proto:PUBLICPORT=INSIDEIP:PORT`.
+/// A static port forward (DNAT): `proto:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {
     pub proto: Proto,
+    /// The pool address it listens on (issue 16); `None`: the first, `--public-ip`.
+    pub public_addr: Option<Ipv4Addr>,
     pub public_port: u16,
     pub inside_addr: Ipv4Addr,
     pub inside_port: u16,
@@ -26,7 +28,12 @@ pub struct Forward {
 impl FromStr for Forward {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let err = || format!("'{s}': expected PROTO:PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21");
+        let err = || {
+            format!(
+                "'{s}': expected PROTO:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21 or \
+                 tcp:198.51.100.2:2121=10.0.0.2:21"
+            )
+        };
         let (proto, rest) = s.split_once(':').ok_or_else(err)?;
         let proto = match proto.to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
@@ -34,17 +41,28 @@ impl FromStr for Forward {
             other => return Err(format!("'{s}': protocol '{other}' is not tcp or udp")),
         };
         let (public, inside) = rest.split_once('=').ok_or_else(err)?;
+        let (public_addr, public) = match public.rsplit_once(':') {
+            Some((a, p)) => {
+                let a = a.parse().map_err(|_| format!("'{s}': '{a}' is not an IPv4 address"))?;
+                (Some(a), p)
+            }
+            None => (None, public),
+        };
         let public_port = parse_port(public).map_err(|e| format!("'{s}': public port {e}"))?;
         let (addr, port) = inside.rsplit_once(':').ok_or_else(err)?;
         let inside_addr = addr.parse().map_err(|_| format!("'{s}': '{addr}' is not an IPv4 address"))?;
         let inside_port = parse_port(port).map_err(|e| format!("'{s}': inside port {e}"))?;
-        Ok(Forward { proto, public_port, inside_addr, inside_port })
+        Ok(Forward { proto, public_addr, public_port, inside_addr, inside_port })
     }
 }
 
 impl fmt::Display for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}={}:{}", self.proto, self.public_port, self.inside_addr, self.inside_port)
+        write!(f, "{}:", self.proto)?;
+        if let Some(a) = self.public_addr {
+            write!(f, "{a}:")?;
+        }
+        write!(f, "{}={}:{}", self.public_port, self.inside_addr, self.inside_port)
     }
 }
 
@@ -339,7 +357,11 @@ impl Config {
             }
         }
         for (i, a) in self.forwards.iter().enumerate() {
-            if self.forwards[..i].iter().any(|b| a.proto == b.proto && a.public_port == b.public_port) {
+            if self.forwards[..i].iter().any(|b| {
+                a.proto == b.proto
+                    && a.public_port == b.public_port
+                    && self.forward_addr(a) == self.forward_addr(b)
+            }) {
                 return Err(format!("--forward {a}: public port {} is forwarded twice", a.public_port));
             }
         }
@@ -391,9 +413,34 @@ impl Config {
         self.validate_pool()
     }
 
+    /// The public address a forward listens on.
+    pub fn forward_addr(&self, f: &Forward) -> Ipv4Addr {
+        f.public_addr.unwrap_or(self.public_ip)
+    }
+
     /// The pool and allocation settings (issue 16).
     fn validate_pool(&self) -> Result<(), String> {
         let p = &self.pool;
+        for (i, f) in self.forwards.iter().enumerate() {
+            let a = self.forward_addr(f);
+            if !p.addresses.contains(&a) {
+                return Err(format!("--forward {f}: {a} is not one of the pool's public addresses"));
+            }
+            // Paired pooling: an inside server's connections all leave from one address, the one its
+            // forwards name (else its FTP data connections would come from another address than the
+            // control connection its clients opened).
+            if let Some(g) = self.forwards[..i]
+                .iter()
+                .find(|g| g.inside_addr == f.inside_addr && self.forward_addr(g) != a)
+            {
+                return Err(format!(
+                    "--forward {f}: inside host {} is forwarded on {} already ({g}); all forwards of one \
+                     inside host must name the same public address",
+                    f.inside_addr,
+                    self.forward_addr(g)
+                ));
+            }
+        }
         if p.addresses.first() != Some(&self.public_ip) {
             return Err(format!("--public-ip: {} must be the first address of the pool", self.public_ip));
         }
@@ -436,8 +483,20 @@ impl Config {
                 if size == Some(0) {
                     return Err("--port-block-size: must be at least 1".into());
                 }
-                Deterministic::new(&self.inside, &p.addresses, range, size)
+                let det = Deterministic::new(&self.inside, &p.addresses, range, size)
                     .map_err(|e| format!("--deterministic: {e}"))?;
+                if let Some(f) = self
+                    .forwards
+                    .iter()
+                    .find(|f| det.forward(f.inside_addr).is_some_and(|s| s.public != self.forward_addr(f)))
+                {
+                    let s = det.forward(f.inside_addr).expect("found above");
+                    return Err(format!(
+                        "--forward {f}: deterministic mode puts inside host {} on {}; the forward must name \
+                         that address",
+                        f.inside_addr, s.public
+                    ));
+                }
                 if let Some(f) = self.forwards.iter().find(|f| range.contains(f.public_port)) {
                     return Err(format!(
                         "--forward {f}: public port {} lies in --port-range {range}, which deterministic mode \
@@ -514,6 +573,7 @@ mod tests {
             f,
             Forward {
                 proto: Proto::Tcp,
+                public_addr: None,
                 public_port: 2121,
                 inside_addr: Ipv4Addr::new(10, 0, 0, 2),
                 inside_port: 21
@@ -521,7 +581,11 @@ mod tests {
         );
         assert_eq!(f.to_string(), "tcp:2121=10.0.0.2:21");
         assert!("udp:53=10.0.0.3:53".parse::<Forward>().is_ok());
+        let named: Forward = "tcp:192.0.2.7:2121=10.0.0.2:21".parse().unwrap();
+        assert_eq!(named.public_addr, Some(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(named.to_string(), "tcp:192.0.2.7:2121=10.0.0.2:21");
         for bad in [
+            "tcp:192.0.2.300:2121=10.0.0.2:21",
             "tcp:2121",
             "sctp:1=10.0.0.1:1",
             "tcp:0=10.0.0.1:1",
@@ -637,6 +701,34 @@ mod tests {
         c.forwards.push("tcp:2121=10.0.0.2:21".parse().unwrap());
         assert!(c.validate().unwrap_err().starts_with("--forward"));
         c.forwards = vec!["tcp:80=10.0.0.2:80".parse().unwrap()];
+        assert_eq!(c.validate(), Ok(()));
+        c.pool.addresses = vec![a(1), a(2)];
+        let home =
+            Deterministic::new(&c.inside, &c.pool.addresses, PortRange::new(1024, 65535).unwrap(), Some(200))
+                .unwrap()
+                .forward(Ipv4Addr::new(10, 0, 0, 2))
+                .unwrap()
+                .public;
+        let away = if home == a(1) { a(2) } else { a(1) };
+        c.forwards = vec![format!("tcp:{home}:80=10.0.0.2:80").parse().unwrap()];
+        assert_eq!(c.validate(), Ok(()));
+        c.forwards = vec![format!("tcp:{away}:80=10.0.0.2:80").parse().unwrap()];
+        assert!(c.validate().unwrap_err().contains("deterministic mode puts inside host 10.0.0.2"));
+        // Forwards name a pool address, and one inside host's forwards name one address.
+        let mut c = base();
+        c.pool.addresses = vec![a(1), a(2)];
+        c.forwards =
+            vec!["tcp:192.0.2.2:80=10.0.0.2:80".parse().unwrap(), "tcp:80=10.0.0.3:80".parse().unwrap()];
+        assert_eq!(c.validate(), Ok(()), "the same port on two addresses");
+        c.forwards.push("tcp:192.0.2.9:81=10.0.0.4:80".parse().unwrap());
+        assert!(c.validate().unwrap_err().contains("not one of the pool's public addresses"));
+        c.forwards.pop();
+        c.forwards.push("tcp:82=10.0.0.2:82".parse().unwrap());
+        assert!(c.validate().unwrap_err().contains("must name the same public address"));
+        c.forwards.pop();
+        c.forwards.push("tcp:192.0.2.1:80=10.0.0.5:80".parse().unwrap());
+        assert!(c.validate().unwrap_err().contains("forwarded twice"));
+        c.forwards.pop();
         assert_eq!(c.validate(), Ok(()));
     }
 

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use crate::engine::{Engine, Verdict};
 use crate::flow::Side;
 use crate::ops::link::Link;
+use crate::ops::natlog::Export;
 use crate::ops::{LoopState, Ops};
 use crate::time::Instant;
 
@@ -319,6 +320,8 @@ pub struct Runtime<D: Device> {
     wakeups: u64,
     ops: Option<Link>,
     times: LoopTimes,
+    /// The NAT log exporters (issue 16): drained every turn, never blocking.
+    natlog: Option<Export>,
 }
 
 impl<D: Device> Runtime<D> {
@@ -341,7 +344,19 @@ impl<D: Device> Runtime<D> {
             wakeups: 0,
             ops: None,
             times: LoopTimes::default(),
+            natlog: None,
         }
+    }
+
+    /// Hands the engine's NAT allocation records to `natlog`'s exporter thread every turn.
+    pub fn with_natlog(mut self, natlog: Option<Export>) -> Self {
+        self.natlog = natlog;
+        self
+    }
+
+    /// The NAT log exporter's counters, when one runs.
+    pub fn natlog(&self) -> Option<&Export> {
+        self.natlog.as_ref()
     }
 
     /// Serves `ops` (control socket, metrics, capture, reload): starts the operations thread, and does
@@ -394,6 +409,14 @@ impl<D: Device> Runtime<D> {
                 0 => 1,
                 t => t,
             };
+            if let Some(x) = &mut self.natlog {
+                // What the last turn recorded leaves before the loop sleeps; a backlog larger than
+                // one drain is worked off without sleeping.
+                x.drain(self.engine.nat_log_mut(), now);
+                if !self.engine.nat().log().is_empty() {
+                    timeout = 0;
+                }
+            }
             fds.clear();
             fds.extend([
                 pollfd(self.ports[0].dev.raw_fd()),

@@ -258,7 +258,14 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         // The session remembers what it announced; only what is still open is of interest.
         pinholes: s
             .pinholes()
-            .filter(|p| engine.pinholes().get(*p).is_some_and(|ph| ph.control == id))
+            .filter(|&p| {
+                // On the control connection's public address (issue 16: pools).
+                let at = match c.origin() {
+                    Origin::Outbound | Origin::Hairpin => c.key(Dir::Reply).dst.addr,
+                    Origin::Forward | Origin::Pinhole { .. } => c.key(Dir::Original).dst.addr,
+                };
+                engine.pinholes().get(Endpoint::new(at, p)).is_some_and(|ph| ph.control == id)
+            })
             .collect(),
         proto: "ftp",
         state: if s.is_opaque() { "tls" } else { "clear" },
@@ -348,8 +355,8 @@ pub fn pinholes_slice(
     out: &mut Vec<PinholeRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    let public = engine.config().public_ip;
     let row = |p: &crate::alg::Pinhole| {
+        let public = p.public_addr;
         let eps = [Endpoint::new(p.peer, 0), Endpoint::new(public, p.public_port), p.inside];
         // The peer's source port is not known yet (0 here): --port matches the public or inside port.
         filter.matches(Some(Proto::Tcp), &eps).then(|| PinholeRow {
@@ -372,8 +379,11 @@ pub fn pinholes_slice(
         if port > from && (port - from) % PORTS_PER_CHECK == 0 && over_budget() {
             return Some(port);
         }
-        if let Some(r) = pinholes.get(port as u16).and_then(row) {
-            out.push(r);
+        // Every pool address's pinhole on this port, in pool order.
+        for &a in engine.nat().pool().addresses() {
+            if let Some(r) = pinholes.get(Endpoint::new(a, port as u16)).and_then(row) {
+                out.push(r);
+            }
         }
         port += 1;
     }
@@ -401,8 +411,9 @@ pub struct Counters {
 
 impl Counters {
     /// The engine's counters and gauges now, plus `extra` and the loop's `times`.
-    pub fn take(engine: &Engine, extra: Vec<(String, u64)>, times: &LoopTimes) -> Counters {
+    pub fn take(engine: &Engine, mut extra: Vec<(String, u64)>, times: &LoopTimes) -> Counters {
         let nat = engine.nat();
+        extra.extend(nat_counters(nat));
         Counters {
             metrics: engine.metrics().clone(),
             flows_active: engine.flow_count() as u64,
@@ -415,6 +426,29 @@ impl Counters {
             times: times.clone(),
         }
     }
+}
+
+/// The address pool's and port blocks' gauges and counters (issue 16), by dotted name.
+pub fn nat_counters(nat: &crate::nat::Nat) -> Vec<(String, u64)> {
+    let (g, st, log) = (nat.gauges(), nat.stats(), nat.log());
+    [
+        ("nat.pool.addresses", nat.pool().len() as u64),
+        ("nat.pool.addresses_in_use", g.addresses_in_use as u64),
+        ("nat.pool.hosts", g.hosts as u64),
+        ("nat.blocks.in_use", g.blocks_in_use as u64),
+        ("nat.blocks.idle", g.blocks_idle as u64),
+        ("nat.blocks.total", g.blocks_total as u64),
+        ("nat.blocks.allocated", st.blocks_allocated),
+        ("nat.blocks.released", st.blocks_released),
+        ("nat.exhausted.addresses", st.addresses_exhausted),
+        ("nat.exhausted.ports", st.ports_exhausted),
+        ("nat.exhausted.host_quota", st.quota_exceeded),
+        ("nat.log.dropped", log.dropped()),
+        ("nat.log.alarms_suppressed", log.alarms_suppressed()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// `show stats`: every engine counter (drop reasons included, zeros too) and the gauges, as one flat

@@ -397,6 +397,8 @@ pub struct Nat {
     mappings: HashMap<(Proto, InsideEndpoint), Mapping, foldhash::fast::RandomState>,
     by_public: HashMap<(Proto, PublicEndpoint), InsideEndpoint, foldhash::fast::RandomState>,
     host_quota: u32,
+    /// Hosts pinned to an address (forwards' inside servers): pool index.
+    pins: HashMap<Ipv4Addr, u16, foldhash::fast::RandomState>,
     /// Hold-down deadlines of idle blocks: (deadline, block id), at most one per block.
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     log: Log,
@@ -446,6 +448,7 @@ impl Nat {
             mappings: HashMap::default(),
             by_public: HashMap::default(),
             host_quota: u32::try_from(setup.host_quota).unwrap_or(u32::MAX),
+            pins: HashMap::default(),
             timers: BinaryHeap::new(),
             log: Log::default(),
             stats: Stats::default(),
@@ -648,6 +651,13 @@ impl Nat {
         room: impl Fn(&Nat, usize) -> bool,
     ) -> Result<usize, Refused> {
         let n = self.pool.len();
+        if let Some(&a) = self.pins.get(&host) {
+            // A pinned host has one address: elsewhere its forwarded clients would not know it.
+            if room(self, usize::from(a)) {
+                return Ok(usize::from(a));
+            }
+            return Err(self.ports_exhausted(now, proto, usize::from(a)));
+        }
         let first = self.pool.preferred(host);
         if let Some(a) = (0..n).map(|k| (first + k) % n).find(|&a| room(self, a)) {
             return Ok(a);
@@ -1114,11 +1124,11 @@ impl Nat {
         self.hosts.keys().copied()
     }
 
-    // ----- the single-address interface the engine uses until it moves to tokens -------------
+    // ----- the parked-reference interface the engine uses until it holds tokens -------------
     //
-    // Phase-1 compatibility (issue 16): the engine and the ALG still name mappings by (protocol,
-    // inside endpoint) and count references by hand. These keep that interface on the pool's first
-    // address; they go when the engine holds `MappingRef`s.
+    // Issue 16 phase 1: connections and pinholes still name their mapping by (protocol, inside
+    // endpoint) and park their reference (see [`MappingRef::park`]); these take and give back parked
+    // references with the engine's time, so port blocks start their hold-down when they should.
 
     /// A dynamic allocator on one unnamed address, allocating from `range`.
     pub fn new(range: RangeInclusive<u16>) -> Nat {
@@ -1133,20 +1143,32 @@ impl Nat {
         })
     }
 
-    fn primary(&self, port: u16) -> PublicEndpoint {
-        PublicEndpoint::new(self.pool.get(0), port)
+    /// Pins `host` to the pool address `addr` (a forward's inside server, so its own connections and
+    /// the FTP data connections of its forwarded control connections leave from the address its
+    /// clients know): whenever the host is paired anew, it is paired with `addr`. Ignored for an
+    /// address outside the pool, and in deterministic mode (the layout decides there).
+    pub fn pin(&mut self, host: Ipv4Addr, addr: Ipv4Addr) {
+        if let Some(a) = self.pool.index_of(addr) {
+            self.pins.insert(host, a as u16);
+        }
     }
 
-    /// [`Nat::map`] on the first address, the reference parked with the caller.
+    /// Forgets every pin (a reload re-pins the forwards it keeps).
+    pub fn clear_pins(&mut self) {
+        self.pins.clear();
+    }
+
+    /// [`Nat::map`], the reference parked with the caller.
     pub fn acquire(
         &mut self,
         proto: Proto,
         inside: Endpoint,
         prefer: Option<&dyn Fn(u16) -> bool>,
-    ) -> Result<u16, Refused> {
-        let m = self.map(proto, InsideEndpoint(inside), prefer, Instant::ZERO)?;
+        now: Instant,
+    ) -> Result<PublicEndpoint, Refused> {
+        let m = self.map(proto, InsideEndpoint(inside), prefer, now)?;
         m.token.park();
-        Ok(m.public.port())
+        Ok(m.public)
     }
 
     /// A second parked reference on an existing mapping.
@@ -1157,33 +1179,20 @@ impl Nat {
     }
 
     /// Gives back a parked reference.
-    pub fn release(&mut self, proto: Proto, inside: Endpoint) {
+    pub fn release(&mut self, proto: Proto, inside: Endpoint, now: Instant) {
         if self.mappings.contains_key(&(proto, InsideEndpoint(inside))) {
-            self.unmap(MappingRef::unpark(proto, InsideEndpoint(inside)), Instant::ZERO);
+            self.unmap(MappingRef::unpark(proto, InsideEndpoint(inside)), now);
         }
     }
 
-    /// The public port currently mapped to `inside`, if any.
-    pub fn lookup(&self, proto: Proto, inside: Endpoint) -> Option<u16> {
-        self.public_of(proto, InsideEndpoint(inside)).map(|p| p.port())
+    /// The public endpoint currently mapped to `inside`, if any.
+    pub fn lookup(&self, proto: Proto, inside: Endpoint) -> Option<PublicEndpoint> {
+        self.public_of(proto, InsideEndpoint(inside))
     }
 
-    /// The inside endpoint mapped to a public port of the first address, if any.
-    pub fn lookup_public(&self, proto: Proto, public_port: u16) -> Option<Endpoint> {
-        self.inside_of(proto, self.primary(public_port)).map(|i| i.endpoint())
-    }
-
-    /// Takes a port of the first address out of the pool for good.
-    pub fn reserve(&mut self, proto: Proto, port: u16) {
-        let _ = self.reserve_public(proto, self.primary(port));
-    }
-
-    pub fn unreserve(&mut self, proto: Proto, port: u16) {
-        self.unreserve_public(proto, self.primary(port));
-    }
-
-    pub fn is_free(&self, proto: Proto, port: u16) -> bool {
-        self.public_free(proto, self.primary(port))
+    /// The inside endpoint mapped to a public endpoint, if any.
+    pub fn lookup_public(&self, proto: Proto, public: Endpoint) -> Option<Endpoint> {
+        self.inside_of(proto, PublicEndpoint(public)).map(|i| i.endpoint())
     }
 
     /// Mappings (public ports) `host` holds for `proto`.

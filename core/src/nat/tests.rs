@@ -44,11 +44,58 @@ fn on(nat: &mut Nat) {
     nat.log_mut().set_policy(LogPolicy { enabled: true, sessions: true });
 }
 
-// ----- the single-address interface (the engine's today) ----------------------------------------
+// ----- the parked-reference interface, on one address -------------------------------------------
+
+/// A one-address allocator seen through port numbers, as these tests were first written.
+struct One(Nat);
+
+impl One {
+    fn new(range: RangeInclusive<u16>) -> One {
+        One(Nat::new(range))
+    }
+    fn primary(&self, port: u16) -> PublicEndpoint {
+        PublicEndpoint::new(Ipv4Addr::UNSPECIFIED, port)
+    }
+    fn acquire(
+        &mut self,
+        proto: Proto,
+        inside: Endpoint,
+        prefer: Option<&dyn Fn(u16) -> bool>,
+    ) -> Result<u16, Refused> {
+        self.0.acquire(proto, inside, prefer, Instant::ZERO).map(|p| p.port())
+    }
+    fn release(&mut self, proto: Proto, inside: Endpoint) {
+        self.0.release(proto, inside, Instant::ZERO)
+    }
+    fn lookup(&self, proto: Proto, inside: Endpoint) -> Option<u16> {
+        self.0.lookup(proto, inside).map(|p| p.port())
+    }
+    fn reserve(&mut self, proto: Proto, port: u16) {
+        let _ = self.0.reserve_public(proto, self.primary(port));
+    }
+    fn unreserve(&mut self, proto: Proto, port: u16) {
+        self.0.unreserve_public(proto, self.primary(port));
+    }
+    fn is_free(&self, proto: Proto, port: u16) -> bool {
+        self.0.public_free(proto, self.primary(port))
+    }
+}
+
+impl std::ops::Deref for One {
+    type Target = Nat;
+    fn deref(&self) -> &Nat {
+        &self.0
+    }
+}
+impl std::ops::DerefMut for One {
+    fn deref_mut(&mut self) -> &mut Nat {
+        &mut self.0
+    }
+}
 
 #[test]
 fn keeps_port_when_free_and_is_endpoint_independent() {
-    let mut nat = Nat::new(1024..=65535);
+    let mut nat = One::new(1024..=65535);
     assert_eq!(nat.acquire(Proto::Tcp, ep(2, 40000), None), Ok(40000));
     // Same inside endpoint, another destination: same mapping (EIM).
     assert_eq!(nat.acquire(Proto::Tcp, ep(2, 40000), None), Ok(40000));
@@ -69,7 +116,7 @@ fn keeps_port_when_free_and_is_endpoint_independent() {
 
 #[test]
 fn reserved_ports_are_never_handed_out_and_exhaustion_is_reported() {
-    let mut nat = Nat::new(2000..=2003);
+    let mut nat = One::new(2000..=2003);
     nat.reserve(Proto::Tcp, 2001);
     let mut got = Vec::new();
     // Every host wants the reserved port, so each gets one from the range instead.
@@ -84,7 +131,7 @@ fn reserved_ports_are_never_handed_out_and_exhaustion_is_reported() {
 
 #[test]
 fn a_full_range_is_known_without_a_scan_and_frees_up_again() {
-    let mut nat = Nat::new(2000..=2001);
+    let mut nat = One::new(2000..=2001);
     // Kept ports outside the range do not count against it.
     assert_eq!(nat.acquire(Proto::Udp, ep(2, 5000), None), Ok(5000));
     assert_eq!(nat.acquire(Proto::Udp, ep(3, 5000), None), Ok(2000));
@@ -95,7 +142,7 @@ fn a_full_range_is_known_without_a_scan_and_frees_up_again() {
     assert_eq!(nat.acquire(Proto::Udp, ep(5, 5000), None), Ok(2000));
     assert_eq!(nat.acquire(Proto::Udp, ep(6, 5000), None), Err(Refused::Exhausted));
     // A reserved port inside the range counts as used.
-    let mut nat = Nat::new(2000..=2000);
+    let mut nat = One::new(2000..=2000);
     nat.reserve(Proto::Tcp, 2000);
     assert_eq!(nat.acquire(Proto::Tcp, ep(2, 2000), None), Err(Refused::Exhausted));
     nat.unreserve(Proto::Tcp, 2000);
@@ -104,7 +151,7 @@ fn a_full_range_is_known_without_a_scan_and_frees_up_again() {
 
 #[test]
 fn a_host_holds_at_most_its_quota_of_ports_and_gets_them_back() {
-    let mut nat = Nat::new(1024..=65535);
+    let mut nat = One::new(1024..=65535);
     nat.set_host_quota(3);
     for p in 0..3 {
         assert_eq!(nat.acquire(Proto::Tcp, ep(2, 5000 + p), None), Ok(5000 + p));
@@ -137,7 +184,7 @@ fn a_host_holds_at_most_its_quota_of_ports_and_gets_them_back() {
 
 #[test]
 fn preference_picks_matching_port() {
-    let mut nat = Nat::new(1024..=65535);
+    let mut nat = One::new(1024..=65535);
     let p = nat.acquire(Proto::Tcp, ep(2, 5000), Some(&|p| p % 7 == 3)).unwrap();
     assert_eq!(p % 7, 3);
     // A preference nothing within the bounded search satisfies falls back to keeping the port.

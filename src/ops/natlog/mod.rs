@@ -127,23 +127,24 @@ impl Targets {
     }
 }
 
-/// Counters the exporter keeps, shown by `show stats` and the metrics (`natlog.*`).
+/// Counters the exporter keeps, shown by `show stats` and the metrics (`natlog.*`). Each is shared
+/// with the operations thread ([`Counters::shared`]).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Records handed to the exporter thread.
-    pub records: AtomicU64,
+    pub records: Arc<AtomicU64>,
     /// Records that could not be handed over (the thread fell [`BATCHES_IN_FLIGHT`] behind).
-    pub lost: AtomicU64,
-    pub ipfix_messages: AtomicU64,
-    pub ipfix_templates: AtomicU64,
-    pub syslog_messages: AtomicU64,
+    pub lost: Arc<AtomicU64>,
+    pub ipfix_messages: Arc<AtomicU64>,
+    pub ipfix_templates: Arc<AtomicU64>,
+    pub syslog_messages: Arc<AtomicU64>,
     /// Datagrams the kernel refused (collector unreachable, socket buffer full, ...).
-    pub send_errors: AtomicU64,
+    pub send_errors: Arc<AtomicU64>,
 }
 
 impl Counters {
-    /// `(name, value)` pairs under dotted names.
-    pub fn snapshot(&self) -> Vec<(String, u64)> {
+    /// Every counter under its dotted name, shared.
+    pub fn shared(&self) -> Vec<(&'static str, Arc<AtomicU64>)> {
         [
             ("natlog.records", &self.records),
             ("natlog.lost", &self.lost),
@@ -153,8 +154,13 @@ impl Counters {
             ("natlog.send_errors", &self.send_errors),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+        .map(|(k, v)| (k, Arc::clone(v)))
         .collect()
+    }
+
+    /// `(name, value)` pairs under dotted names.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.shared().into_iter().map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed))).collect()
     }
 }
 
