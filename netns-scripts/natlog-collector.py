@@ -98,6 +98,7 @@ class Ipfix:
         out = []
         expected = self.received.get(domain, 0)
         records_here = 0
+        templates_here = 0
         at = 16
         while at < length:
             if at + 4 > length:
@@ -107,7 +108,7 @@ class Ipfix:
                 raise IpfixError(f"set length {set_len} at {at}")
             body = data[at + 4:at + set_len]
             if set_id == 2:
-                self.template_set(domain, body)
+                templates_here += self.template_set(domain, body)
             elif set_id == 3:
                 pass  # options templates: ftpnat sends none
             elif set_id >= 256:
@@ -125,10 +126,12 @@ class Ipfix:
             if seq != expected:
                 self.sequence_errors.append({"domain": domain, "expected": expected, "got": seq})
             self.received[domain] = (seq + records_here) % (1 << 32)
-        return out, {"export_time": export, "sequence": seq, "domain": domain}
+        return out, {"export_time": export, "sequence": seq, "domain": domain, "templates": templates_here}
 
     def template_set(self, domain, body):
+        """Reads the template records of a set into the cache; returns how many there were."""
         at = 0
+        n = 0
         while at + 4 <= len(body):
             tid, count = struct.unpack("!HH", body[at:at + 4])
             at += 4
@@ -145,6 +148,8 @@ class Ipfix:
                     ie &= 0x7FFF
                 fields.append((ie, enterprise, flen))
             self.templates[(domain, tid)] = fields
+            n += 1
+        return n
 
     def data_set(self, domain, tid, body):
         fields = self.templates.get((domain, tid))

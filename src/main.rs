@@ -799,6 +799,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         }
     };
     let result = rt.run(&stop);
+    rt.drain_natlog();
     let stopped_by = match &result {
         Ok(cause) => cause.to_string(),
         Err(_) => "device error".to_string(),

@@ -354,6 +354,17 @@ impl<D: Device> Runtime<D> {
         self
     }
 
+    /// Hands every record still queued to the exporter (at stop: what the last turns recorded is not
+    /// lost; the exporter thread sends it before it ends).
+    pub fn drain_natlog(&mut self) {
+        let now = self.now();
+        if let Some(x) = &mut self.natlog {
+            while !self.engine.nat().log().is_empty() {
+                x.drain(self.engine.nat_log_mut(), now);
+            }
+        }
+    }
+
     /// The NAT log exporter's counters, when one runs.
     pub fn natlog(&self) -> Option<&Export> {
         self.natlog.as_ref()
@@ -595,6 +606,11 @@ impl<D: Device> Runtime<D> {
                 }
             }
         }
+        // Issue 16: the pool's and blocks' counters, and what the NAT log exporter sent and lost.
+        let natlog = self.natlog.as_ref().map(|x| x.counters().snapshot()).unwrap_or_default();
+        out.extend(
+            crate::ops::view::nat_counters(self.engine.nat()).into_iter().chain(natlog).filter(|c| c.1 != 0),
+        );
         out
     }
 }
