@@ -33,7 +33,7 @@ use ftpnat::ops::config_file::{self, parse_size};
 use ftpnat::ops::control::ControlServer;
 use ftpnat::ops::metrics::MetricsServer;
 use ftpnat::ops::natlog::{Export, IpfixTarget, SyslogTarget, Targets};
-use ftpnat::ops::view::{Cmd, Filter, ProtoName, Request};
+use ftpnat::ops::view::{Cmd, Filter, MappingTarget, ProtoName, Request};
 use ftpnat::ops::{client, Ops, Reload};
 use ftpnat::Side;
 
@@ -274,12 +274,18 @@ enum ShowWhat {
     Pinholes,
     /// Every counter and drop reason, and the device counters.
     Stats,
+    /// The NAT allocation of an inside address (its public address, ports, port blocks, deterministic
+    /// share) or of a public ADDRESS:PORT (who holds it, its block, its deterministic owner).
+    Mapping,
 }
 
 #[derive(Args, Debug)]
 struct ShowArgs {
     #[arg(value_enum)]
     what: ShowWhat,
+    /// mapping: an inside IP, or a public IP:PORT.
+    #[arg(value_name = "TARGET", value_parser = |s: &str| s.parse::<MappingTarget>())]
+    target: Option<MappingTarget>,
     #[command(flatten)]
     client: ClientArgs,
     /// flows/pinholes: at most N entries, and where to go on when more may follow (without it the
@@ -831,14 +837,22 @@ fn show(a: ShowArgs) -> ExitCode {
         ShowWhat::Flows => Cmd::Flows,
         ShowWhat::Pinholes => Cmd::Pinholes,
         ShowWhat::Stats => Cmd::Stats,
+        ShowWhat::Mapping => Cmd::Mapping,
     };
+    if (cmd == Cmd::Mapping) != a.target.is_some() {
+        eprintln!(
+            "ftpnat: error: TARGET: `show mapping` takes an inside IP or a public IP:PORT, and only it does"
+        );
+        return ExitCode::from(2);
+    }
     let mut req = Request::new(cmd, a.client.filter());
-    if cmd == Cmd::Stats && (a.limit.is_some() || a.cursor.is_some()) {
+    if matches!(cmd, Cmd::Stats | Cmd::Mapping) && (a.limit.is_some() || a.cursor.is_some()) {
         eprintln!("ftpnat: error: --limit and --cursor apply to `show flows` and `show pinholes` only");
         return ExitCode::from(2);
     }
     req.limit = a.limit.map(|n| n as usize);
     req.cursor = a.cursor;
+    req.target = a.target;
     if req.is_listing() {
         return match client::show_listing(
             &a.client.control_socket,
@@ -1068,6 +1082,19 @@ mod tests {
             (&["--max-ports-per-host", "120%"][..], "--max-ports-per-host"),
             (&["--udp-unreplied-timeout", "later"][..], "--udp-unreplied-timeout"),
             (&["--inside", "10.0.0.0/33"][..], "--inside"),
+            // Issue 16: pools, blocks, logs; no flag that would do nothing is accepted.
+            (&["--public-pool", "198.51.100.0/33"][..], "--public-pool"),
+            (&["--public-pool", "10.0.0.5-10.0.0.9"][..], "--public-pool"),
+            (&["--port-block-size", "0"][..], "--port-block-size"),
+            (&["--port-blocks-per-host", "4"][..], "--port-blocks-per-host"),
+            (&["--port-block-hold", "5s"][..], "--port-block-hold"),
+            (&["--deterministic", "--port-block-size", "1000"][..], "--deterministic"),
+            (&["--deterministic", "--port-block-hold", "5s"][..], "--deterministic"),
+            (&["--nat-log-sessions"][..], "--nat-log-sessions"),
+            (&["--ipfix-template-refresh", "5s"][..], "--ipfix-template-refresh"),
+            (&["--ipfix-collector", "127.0.0.1:0"][..], "--ipfix-collector"),
+            (&["--syslog", "unix:relative/path"][..], "--syslog"),
+            (&["--forward", "tcp:203.0.113.9:21=10.0.0.2:21"][..], "--forward"),
         ] {
             let e = parse(extra).unwrap_err();
             assert!(e.contains(flag), "{extra:?}: {e}");

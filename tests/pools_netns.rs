@@ -133,6 +133,7 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
     let ipfix = format!("127.0.0.1:{}", c.ipfix);
     let syslog = format!("unix:{}", c.unix.display());
     let forward = format!("tcp:{PUBLIC_B}:2121=10.0.0.2:2121");
+    let control = c.dir.join("control.sock").display().to_string();
     let extra = [
         "--public-ip",
         PUBLIC_B,
@@ -157,6 +158,8 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
         "2100",
         "--ftp-port",
         "2121",
+        "--control-socket",
+        &control,
     ];
     let Some(mut t) = Topology::up(test, &[&forward], &extra) else { return };
     for h in &HOSTS[1..] {
@@ -202,6 +205,7 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
     ];
     let client = script("ftp-client.py").display().to_string();
     let out_file = dir.join("got.txt").display().to_string();
+    let mut shown: BTreeMap<&str, Value> = BTreeMap::new();
     for h in HOSTS {
         let url = format!("http://198.51.100.2:8000/f.txt?h={h}");
         ok(&format!("{h} http"), &t.lan(SHORT, &["curl", "-sS", "--interface", h, "-o", "/dev/null", &url]));
@@ -231,6 +235,11 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
             ];
             ok(&format!("{h} ftplib {mode} from pyftpdlib"), &t.lan(SHORT, &args));
         }
+        // What `show mapping` says while the host's connections are fresh (they close within 10 s).
+        let bin = env!("CARGO_BIN_EXE_ftpnat");
+        let out = run_bounded(SHORT, bin, &["show", "mapping", h, "--json", "--control-socket", &control]);
+        ok(&format!("show mapping {h}"), &out);
+        shown.insert(h, serde_json::from_slice(&out.stdout).expect("show mapping --json is JSON"));
     }
     // Inbound: an outside client through the forward on the second address, all four modes.
     let (userpass, url) = (format!("{PY_USER}:{PY_PASS}"), format!("ftp://{PUBLIC_B}:2121/f.txt"));
@@ -271,6 +280,20 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
         assert_eq!(a.len(), 1, "{h}'s sessions used {a:?}");
         if let Some(http_from) = seen.get(h) {
             assert_eq!(a, http_from, "{h}: the session log and the HTTP server agree");
+        }
+    }
+    // `show mapping` named the same address and only blocks the log gave the host.
+    for (h, v) in &shown {
+        assert_eq!(v["allocation"], "blocks");
+        let public = v["public"].as_str().unwrap_or_else(|| panic!("{h}: {v}"));
+        assert_eq!(per_host[*h].iter().next().map(String::as_str), Some(public), "{h}: {v}");
+        let blocks = v["blocks"].as_array().unwrap();
+        assert!(!blocks.is_empty(), "{h}: {v}");
+        for b in blocks {
+            let (lo, hi) =
+                s(b, "ports").split_once('-').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())).unwrap();
+            let want = (h.to_string(), public.to_string(), lo, hi);
+            assert!(allocated.contains(&want), "{h}: shown block {b} not logged: {allocated:?}");
         }
     }
     assert_eq!(

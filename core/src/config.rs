@@ -452,12 +452,12 @@ impl Config {
             ));
         }
         for (i, &a) in p.addresses.iter().enumerate() {
-            nat::pool::check_public_address(a).map_err(|e| format!("--public-pool: {e}"))?;
+            nat::pool::check_public_address(a).map_err(|e| format!("--public-ip/--public-pool: {e}"))?;
             if let Some(n) = self.inside.iter().find(|n| n.contains(&a)) {
-                return Err(format!("--public-pool: {a} lies inside --inside {n}"));
+                return Err(format!("--public-ip/--public-pool: {a} lies inside --inside {n}"));
             }
             if p.addresses[..i].contains(&a) {
-                return Err(format!("--public-pool: {a} is in the pool twice"));
+                return Err(format!("--public-ip/--public-pool: {a} is in the pool twice"));
             }
         }
         let range = PortRange::try_from(&self.port_range).map_err(|e| format!("--port-range: {e}"))?;
@@ -677,7 +677,7 @@ mod tests {
         c.pool.addresses = vec![a(1), Ipv4Addr::new(10, 0, 0, 7)];
         assert!(c.validate().unwrap_err().contains("lies inside --inside"));
         c.pool.addresses = vec![a(1), Ipv4Addr::new(224, 0, 0, 1)];
-        assert!(c.validate().unwrap_err().starts_with("--public-pool"));
+        assert!(c.validate().unwrap_err().contains("--public-pool"));
         let block = |size, per_host, hold| Allocation::Blocks(BlockPolicy { size, per_host, hold });
         let mut c = base();
         for (alloc, flag) in [

@@ -39,12 +39,15 @@ pub struct Request {
     /// `flows`/`pinholes`: resume where a previous reply's `next_cursor` said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<u32>,
+    /// `mapping`: an inside address, or a public `ADDRESS:PORT` (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<MappingTarget>,
 }
 
 impl Request {
     /// A request for the whole of `cmd`'s listing (or its counters, or its events).
     pub fn new(cmd: Cmd, filter: Filter) -> Request {
-        Request { cmd, filter, limit: None, cursor: None }
+        Request { cmd, filter, limit: None, cursor: None, target: None }
     }
 
     /// Whether `cmd` is a listing, the only kind that takes `limit` and `cursor`.
@@ -69,6 +72,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     if req.cmd == Cmd::Pinholes && req.cursor.is_some_and(|c| c > PINHOLE_CURSOR_END) {
         return Err("bad request: a pinhole cursor is at most 65536".into());
     }
+    if (req.cmd == Cmd::Mapping) != req.target.is_some() {
+        return Err(
+            "bad request: mapping takes a target (an inside IP or a public IP:PORT), nothing else does"
+                .into(),
+        );
+    }
     Ok(req)
 }
 
@@ -80,6 +89,71 @@ pub enum Cmd {
     Stats,
     /// A stream of event lines until the client hangs up.
     Events,
+    /// What one inside host holds, or who holds one public port (issue 16).
+    Mapping,
+}
+
+/// What `show mapping` asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MappingTarget {
+    /// An inside host: its public address, ports, blocks, deterministic share.
+    Inside(Ipv4Addr),
+    /// A public endpoint: the mappings, block, deterministic owner and reservations on it.
+    Public(std::net::SocketAddrV4),
+}
+
+impl std::str::FromStr for MappingTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<Ipv4Addr>() {
+            return Ok(MappingTarget::Inside(a));
+        }
+        match s.parse::<std::net::SocketAddrV4>() {
+            Ok(e) => Ok(MappingTarget::Public(e)),
+            Err(_) => Err(format!("'{s}': expected an inside IPv4 address or a public IPV4:PORT")),
+        }
+    }
+}
+
+/// `show mapping`: what the allocator says about `target` now, as JSON.
+pub fn mapping(engine: &Engine, now: Instant, target: MappingTarget) -> Value {
+    let nat = engine.nat();
+    let range = |r: crate::nat::PortRange| format!("{}-{}", r.first(), r.last());
+    let block = |b: &crate::nat::BlockView| {
+        json!({
+            "public": b.public.to_string(), "ports": range(b.ports), "owner": b.owner.to_string(),
+            "age_ms": ms(now.saturating_since(b.since)), "mappings": b.used,
+            "idle_ms": b.idle_since.map(|t| ms(now.saturating_since(t))),
+        })
+    };
+    let allocation = nat.allocation().name();
+    match target {
+        MappingTarget::Inside(host) => {
+            let v = nat.host_view(host);
+            json!({
+                "allocation": allocation,
+                "inside": host.to_string(),
+                "public": v.public.map(|a| a.to_string()),
+                "mappings": { "icmp": v.ports[0], "tcp": v.ports[1], "udp": v.ports[2] },
+                "blocks": v.blocks.iter().map(block).collect::<Vec<_>>(),
+                "deterministic": v.share.map(|s| json!({ "public": s.public.to_string(), "ports": range(s.ports) })),
+            })
+        }
+        MappingTarget::Public(sa) => {
+            let ep = Endpoint::new(*sa.ip(), sa.port());
+            let o = nat.owner_of(ep.addr, ep.port);
+            json!({
+                "allocation": allocation,
+                "public": ep.to_string(),
+                "in_pool": nat.is_public(ep.addr),
+                "mappings": o.mappings.iter().map(|(p, i)| json!({ "proto": p.name(), "inside": i.to_string() })).collect::<Vec<_>>(),
+                "block": o.block.as_ref().map(block),
+                "deterministic": o.deterministic.map(|a| a.to_string()),
+                "reserved": o.reserved.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            })
+        }
+    }
 }
 
 /// Selects flows, pinholes and events: every given criterion must hold. `addr`/`port` match any
