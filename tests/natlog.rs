@@ -457,3 +457,75 @@ fn syslog_over_a_unix_socket() {
     assert_eq!(got[7]["msgid"], "PBR");
     assert_eq!(got[7]["sd"]["nat@32473"]["xsport"], "1024-1535");
 }
+
+/// One block record per host number, all at time `at`.
+fn burst(log: &mut Log, n: u32, at: u64) {
+    for i in 0..n {
+        log.push(|| Record::BlockAllocated {
+            at: Instant::from_secs(at),
+            inside: Ipv4Addr::from(0x6440_0000 + i),
+            public: a(1),
+            ports: PortRange::new(1024, 1535).unwrap(),
+        });
+    }
+}
+
+fn enabled_log() -> Log {
+    let mut log = Log::default();
+    log.set_policy(LogPolicy { enabled: true, sessions: false });
+    log
+}
+
+/// The adversary's side: the collector is down (nothing listens on its port; the kernel refuses every
+/// datagram). The run loop's drain never waits for it, every record is accounted for (handed over or
+/// counted lost), and the refusals are counted, not fatal.
+#[test]
+fn a_collector_that_is_down_costs_counted_errors_never_a_stall() {
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let targets =
+        Targets { ipfix: Some(IpfixTarget::new(addr)), syslog: Some(SyslogTarget::Udp(addr)), facility: 16 };
+    let mut e = Export::start(&targets).unwrap();
+    let counters = std::sync::Arc::clone(e.counters());
+    let mut log = enabled_log();
+    const TURNS: u64 = 200;
+    for turn in 0..TURNS {
+        burst(&mut log, 1000, turn);
+        e.drain(&mut log, Instant::from_secs(turn));
+        assert!(log.is_empty(), "a drain takes the whole turn's records");
+    }
+    drop(e); // joins the exporter thread once it has tried everything it was handed
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(get(&counters.records) + get(&counters.lost), TURNS * 1000, "every record accounted for");
+    assert!(get(&counters.send_errors) > 0, "the refusals are counted");
+}
+
+/// A local syslog reader that stops reading (its socket buffer full): the exporter thread waits at
+/// most a moment per second on it, so it keeps taking batches, and it stops promptly when asked.
+/// Records it could not hand over are counted lost; none blocks the run loop's drain.
+#[test]
+fn a_wedged_unix_syslog_reader_neither_stalls_the_loop_nor_the_exporter() {
+    let dir = std::env::temp_dir().join(format!("ftpnat-natlog-wedged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.sock");
+    let _reader = std::os::unix::net::UnixDatagram::bind(&path).unwrap(); // never read
+    let targets = Targets { ipfix: None, syslog: Some(SyslogTarget::Unix(path.clone())), facility: 16 };
+    let mut e = Export::start(&targets).unwrap();
+    let counters = std::sync::Arc::clone(e.counters());
+    let mut log = enabled_log();
+    const TURNS: u64 = 3000;
+    for turn in 0..TURNS {
+        burst(&mut log, 20, turn);
+        e.drain(&mut log, Instant::from_secs(turn));
+    }
+    drop(e);
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (records, lost) = (get(&counters.records), get(&counters.lost));
+    assert_eq!(records + lost, TURNS * 20);
+    let (sent, errors) = (get(&counters.syslog_messages), get(&counters.send_errors));
+    assert_eq!(sent + errors, records, "every record handed over was sent or counted as an error");
+    assert!(errors > 0, "the full socket was noticed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

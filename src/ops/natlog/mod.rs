@@ -211,7 +211,9 @@ impl Export {
             Some(SyslogTarget::Unix(p)) => {
                 let s = UnixDatagram::unbound().map_err(|e| named("--syslog", e))?;
                 s.connect(p).map_err(|e| named(&format!("--syslog unix:{}", p.display()), e))?;
-                s.set_write_timeout(Some(Duration::from_secs(1)))?;
+                // A reader that stops reading (a wedged syslog daemon) costs one short wait, then the
+                // sink is skipped for a while (see `Worker::export`): the thread keeps up and stops.
+                s.set_write_timeout(Some(UNIX_WRITE_TIMEOUT))?;
                 Some(Sink::Unix(s))
             }
             None => None,
@@ -220,7 +222,8 @@ impl Export {
             syslog::Origin { facility: targets.facility, hostname: hostname(), pid: std::process::id() };
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
-        let worker = Worker { rx, ipfix, syslog, origin, counters: Arc::clone(&counters) };
+        let worker =
+            Worker { rx, ipfix, syslog, origin, counters: Arc::clone(&counters), syslog_stalled_until: None };
         let thread = std::thread::Builder::new().name("ftpnat-natlog".into()).spawn(move || worker.run())?;
         Ok(Export { tx: Some(tx), counters, thread: Some(thread) })
     }
@@ -280,7 +283,14 @@ struct Worker {
     syslog: Option<Sink>,
     origin: syslog::Origin,
     counters: Arc<Counters>,
+    /// The syslog sink timed out: until then its messages are counted as send errors unsent.
+    syslog_stalled_until: Option<std::time::Instant>,
 }
+
+/// How long one write to a full Unix syslog socket may wait.
+const UNIX_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long a syslog sink that timed out is skipped before it is tried again.
+const STALLED_SKIP: Duration = Duration::from_secs(1);
 
 fn unix_secs() -> u32 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
@@ -329,10 +339,22 @@ impl Worker {
         }
         if let Some(sink) = &self.syslog {
             for r in &b.records {
+                if self.syslog_stalled_until.is_some_and(|t| std::time::Instant::now() < t) {
+                    self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let m = syslog::format(r, &self.origin, &ms);
                 match sink.send(m.as_bytes()) {
-                    Ok(_) => self.counters.syslog_messages.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => self.counters.send_errors.fetch_add(1, Ordering::Relaxed),
+                    Ok(_) => {
+                        self.syslog_stalled_until = None;
+                        self.counters.syslog_messages.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) => {
+                        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                            self.syslog_stalled_until = Some(std::time::Instant::now() + STALLED_SKIP);
+                        }
+                        self.counters.send_errors.fetch_add(1, Ordering::Relaxed)
+                    }
                 };
             }
         }
