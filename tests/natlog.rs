@@ -7,97 +7,20 @@
 //! tshark is installed by `netns-scripts/deps.sh`; without it this test skips loudly, and fails under
 //! `CI=true`.
 
-use std::io::{BufRead, BufReader};
+mod natlog_support;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant as StdInstant};
+use std::process::{Command, Stdio};
 
 use ftpnat::flow::{Endpoint, Proto};
 use ftpnat::nat::{InsideEndpoint, Log, LogPolicy, PortRange, PublicEndpoint, Quota, Record};
 use ftpnat::ops::natlog::{Export, IpfixTarget, SyslogTarget, Targets};
 use ftpnat::time::Instant;
+use natlog_support::{collector, Collector};
 use serde_json::Value;
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-struct Collector {
-    child: Child,
-    out: PathBuf,
-    pcap: PathBuf,
-    ipfix: u16,
-    syslog: u16,
-    unix: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // FTPNAT_KEEP=1 keeps the decoded lines and the pcap for a look with tshark -V.
-        if std::env::var_os("FTPNAT_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn collector(name: &str) -> Collector {
-    let dir = std::env::temp_dir().join(format!("ftpnat-natlog-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (out, pcap, unix) = (dir.join("out.jsonl"), dir.join("ipfix.pcap"), dir.join("syslog.sock"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("netns-scripts/natlog-collector.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(["--ipfix-port", "0", "--syslog-port", "0", "--seconds", "120"])
-        .arg("--unix")
-        .arg(&unix)
-        .arg("--out")
-        .arg(&out)
-        .arg("--pcap")
-        .arg(&pcap)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs the collector");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let ports: Value =
-        serde_json::from_str(&first).unwrap_or_else(|e| panic!("collector said {first:?}: {e}"));
-    Collector {
-        child,
-        out,
-        pcap,
-        ipfix: ports["ipfix"].as_u64().unwrap() as u16,
-        syslog: ports["syslog"].as_u64().unwrap() as u16,
-        unix,
-        dir,
-    }
-}
-
-impl Collector {
-    fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("the collector writes JSON lines"))
-            .collect()
-    }
-
-    /// Waits (bounded) until `n` lines of `kind` arrived.
-    fn wait(&self, kind: &str, n: usize) -> Vec<Value> {
-        let deadline = StdInstant::now() + Duration::from_secs(20);
-        loop {
-            let got: Vec<Value> = self.lines().into_iter().filter(|v| v["type"] == kind).collect();
-            if got.len() >= n || StdInstant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 const T0_MS: u64 = 1_800_000_000_000;
