@@ -49,6 +49,9 @@ pub enum Event {
     PinholeExpire { control: ConnId, public_port: u16, inside: Endpoint },
     /// The ALG left a line as sent and opened nothing; `line` is redacted like the log line.
     Refusal { control: ConnId, reason: RefusalReason, line: String },
+    /// The address pool or port blocks (issue 16): a block allocated or released, addresses or ports
+    /// exhausted, a host quota reached; the same record the NAT log exports.
+    Nat(crate::nat::Record),
 }
 
 impl Event {
@@ -62,6 +65,7 @@ impl Event {
             Event::PinholeUse { .. } => "pinhole_use",
             Event::PinholeExpire { .. } => "pinhole_expire",
             Event::Refusal { .. } => "refusal",
+            Event::Nat(_) => "nat",
         }
     }
 }
