@@ -168,8 +168,7 @@ fn bench(packets: usize, flows: usize, size: usize) {
     // Writing alone (one output file, every frame).
     let t = Instant::now();
     let mut wr =
-        ftpnat::io::pcap::PcapWriter::create(&dir.join("w.pcap"), ftpnat::replay::link::LinkType::RAW)
-            .unwrap();
+        ftpnat::io::pcap::PcapWriter::create(&dir.join("w.pcap"), ftpnat::wire::link::LinkType::RAW).unwrap();
     for f in &frames {
         wr.write(f.ts_micros, &f.data[14..]).unwrap();
     }
