@@ -17,11 +17,11 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
+use super::loop_stats::LoopTimes;
 use crate::conntrack::{Conn, Origin};
 use crate::engine::Engine;
 use crate::events::Event;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto};
-use crate::io::runtime::LoopTimes;
 use crate::metrics::Metrics;
 use crate::time::Instant;
 
