@@ -337,7 +337,7 @@ fn quoted_seq_at(payload: &[u8]) -> Option<usize> {
 
 /// The quoted TCP sequence number (RFC 792 quotes 64 bits of transport header, which include it).
 pub fn quoted_tcp_seq(payload: &[u8]) -> Option<SeqNum> {
-    quoted_seq_at(payload).and_then(|at| get_u32(payload, at)).map(SeqNum)
+    quoted_seq_at(payload).and_then(|at| get_u32(payload, at)).map(SeqNum::new)
 }
 
 /// Sets the quoted TCP sequence number, updating the quoted TCP checksum if it is within the quote.
@@ -345,10 +345,10 @@ pub fn quoted_tcp_seq(payload: &[u8]) -> Option<SeqNum> {
 pub fn quoted_set_tcp_seq(payload: &mut [u8], seq: SeqNum) -> bool {
     let Some(at) = quoted_seq_at(payload) else { return false };
     let Some(old) = get_u32(payload, at) else { return false };
-    put_u32(payload, at, seq.0);
+    put_u32(payload, at, seq.get());
     let csum_at = at - 4 + 16;
     if let Some(c) = get_u16(payload, csum_at) {
-        put_u16(payload, csum_at, checksum::update_u32(c, old, seq.0));
+        put_u16(payload, csum_at, checksum::update_u32(c, old, seq.get()));
     }
     true
 }
@@ -459,9 +459,9 @@ mod tests {
         let mut full = syn.clone();
         let mut short = syn[..28].to_vec();
         for q in [&mut full[..], &mut short[..]] {
-            assert_eq!(quoted_tcp_seq(q), Some(SeqNum(0x1234_5678)));
+            assert_eq!(quoted_tcp_seq(q), Some(SeqNum::new(0x1234_5678)));
             quoted_set_dst(q, Ipv4Addr::new(10, 9, 8, 7), Some(2100));
-            assert!(quoted_set_tcp_seq(q, SeqNum(42)));
+            assert!(quoted_set_tcp_seq(q, SeqNum::new(42)));
             quoted_set_src(q, Ipv4Addr::new(1, 1, 1, 1), None);
         }
         let p = Ipv4Packet::new_checked(&full[..]).unwrap();
@@ -469,7 +469,7 @@ mod tests {
         assert_eq!(p.tcp().unwrap().dst_port(), 2100);
         assert_eq!(&full[..28], &short[..]);
         assert_eq!(quoted_tcp_seq(&short[..27]), None);
-        assert!(!quoted_set_tcp_seq(&mut short[..27], SeqNum(1)));
+        assert!(!quoted_set_tcp_seq(&mut short[..27], SeqNum::new(1)));
         let q = parse_quoted(&short[..22]).unwrap();
         assert_eq!((q.src_port, q.dst_port), (Some(50000), None));
     }
@@ -525,7 +525,7 @@ mod tests {
             let _ = quoted_tcp_seq(&b);
             quoted_set_src(&mut b, Ipv4Addr::from(a), Some(p));
             quoted_set_dst(&mut b, Ipv4Addr::from(a), Some(p));
-            quoted_set_tcp_seq(&mut b, SeqNum(a));
+            quoted_set_tcp_seq(&mut b, SeqNum::new(a));
             let _ = build_error(Ipv4Addr::from(a), Ipv4Addr::from(a), 3, 3, a, &b);
             if let Ok(mut i) = IcmpPacket::new_checked(&mut b[..]) {
                 i.set_echo_ident(p);

@@ -692,7 +692,7 @@ pub(crate) mod tests {
                     let mut t = p.tcp_mut().unwrap();
                     t.set_src_port(sp);
                     t.set_dst_port(dp);
-                    t.set_seq_number(crate::wire::SeqNum(seq));
+                    t.set_seq_number(crate::wire::SeqNum::new(seq));
                 }
                 IPPROTO_UDP => {
                     let mut u = p.udp_mut().unwrap();
