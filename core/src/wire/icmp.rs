@@ -329,6 +329,25 @@ pub fn quoted_set_dst(payload: &mut [u8], addr: Ipv4Addr, port: Option<u16>) {
     quoted_set(payload, false, addr, port);
 }
 
+/// The identifier of a quoted ICMP query (echo: RFC 792), read at its fixed place behind the quoted IPv4
+/// header whatever the quoted type says; `None` when the quote does not reach it.
+pub fn quoted_echo_ident(payload: &[u8]) -> Option<u16> {
+    let (hl, _, _) = quoted_header(payload).ok()?;
+    get_u16(payload, hl + field::ECHO_IDENT)
+}
+
+/// Sets the identifier of a quoted ICMP echo and keeps the quoted ICMP checksum right (RFC 5508 §4.2),
+/// when both are within the quote. Call inside [`IcmpPacket::edit_payload`].
+pub fn quoted_set_echo_ident(payload: &mut [u8], ident: u16) {
+    let hl = payload.first().map_or(0, |b| ((b & 0x0f) as usize) * 4);
+    let Some(h) = payload.get_mut(hl..hl + field::ECHO_IDENT + 2) else { return };
+    let old = u16::from_be_bytes([h[field::ECHO_IDENT], h[field::ECHO_IDENT + 1]]);
+    let csum = u16::from_be_bytes([h[field::CHECKSUM], h[field::CHECKSUM + 1]]);
+    let new_csum = checksum::update_u16(csum, old, ident);
+    h[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&new_csum.to_be_bytes());
+    h[field::ECHO_IDENT..field::ECHO_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
+}
+
 /// Offset of the quoted TCP sequence number, if the quote is a first-fragment TCP segment that includes it.
 fn quoted_seq_at(payload: &[u8]) -> Option<usize> {
     let (hl, proto, frag_offset) = quoted_header(payload).ok()?;
@@ -512,6 +531,20 @@ mod tests {
         small.extend_from_slice(&[0, 0, 0]);
         let e = build_error(Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(10, 0, 0, 2), 11, 0, 0, &small);
         assert_eq!(e.len(), 28 + 34);
+    }
+
+    #[test]
+    fn a_quoted_echo_ident_is_read_and_set_with_its_checksum() {
+        let mut q = ECHO.to_vec();
+        assert_eq!(quoted_echo_ident(&q), Some(0x1234));
+        quoted_set_echo_ident(&mut q, 0xbeef);
+        assert_eq!(quoted_echo_ident(&q), Some(0xbeef));
+        assert!(IcmpPacket::new_checked(&q[20..]).unwrap().verify_checksum());
+        // A quote that stops before the ident: nothing to read, nothing written.
+        let mut short = ECHO[..25].to_vec();
+        assert_eq!(quoted_echo_ident(&short), None);
+        quoted_set_echo_ident(&mut short, 7);
+        assert_eq!(short, ECHO[..25]);
     }
 
     proptest! {

@@ -29,6 +29,33 @@ mod field {
 
 pub const HEADER_LEN: usize = 20;
 
+/// Offsets within the TCP header of the fields read without a view (RFC 9293 §3.1): the per-packet path
+/// reads them straight from the datagram, and a first fragment's header cannot be viewed.
+pub const SEQ_AT: usize = field::SEQ;
+pub const ACK_AT: usize = field::ACK;
+pub const OFF_FLAGS_AT: usize = field::OFF_FLAGS;
+pub const FLAGS_AT: usize = field::FLAGS;
+pub const WINDOW_AT: usize = field::WINDOW;
+pub const CHECKSUM_AT: usize = field::CHECKSUM;
+
+/// The bits of the flags byte ([`FLAGS_AT`]).
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+
+    /// An ACK with no SYN, RST or FIN: the per-packet case of an established connection.
+    #[inline]
+    pub const fn plain_ack(b: u8) -> bool {
+        b & (ACK | RST | SYN | FIN) == ACK
+    }
+}
+
 pub const OPT_EOL: u8 = 0;
 pub const OPT_NOP: u8 = 1;
 pub const OPT_MSS: u8 = 2;
@@ -54,14 +81,14 @@ pub struct TcpFlags {
 impl TcpFlags {
     pub fn from_byte(b: u8) -> TcpFlags {
         TcpFlags {
-            fin: b & 0x01 != 0,
-            syn: b & 0x02 != 0,
-            rst: b & 0x04 != 0,
-            psh: b & 0x08 != 0,
-            ack: b & 0x10 != 0,
-            urg: b & 0x20 != 0,
-            ece: b & 0x40 != 0,
-            cwr: b & 0x80 != 0,
+            fin: b & flags::FIN != 0,
+            syn: b & flags::SYN != 0,
+            rst: b & flags::RST != 0,
+            psh: b & flags::PSH != 0,
+            ack: b & flags::ACK != 0,
+            urg: b & flags::URG != 0,
+            ece: b & flags::ECE != 0,
+            cwr: b & flags::CWR != 0,
         }
     }
     pub fn to_byte(self) -> u8 {
