@@ -100,8 +100,8 @@ pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16, request: bo
 pub fn set_seq_ack(p: &mut [u8], seq: u32, ack: u32) {
     let mut ip = Ipv4Packet::new_unchecked(p);
     if let Ok(mut t) = ip.tcp_mut() {
-        t.set_seq_number(SeqNum(seq));
-        t.set_ack_number(SeqNum(ack));
+        t.set_seq_number(SeqNum::new(seq));
+        t.set_ack_number(SeqNum::new(ack));
     }
 }
 
@@ -109,7 +109,7 @@ pub fn set_seq_ack(p: &mut [u8], seq: u32, ack: u32) {
 pub fn tcp_end(p: &[u8]) -> u32 {
     let ip = Ipv4Packet::new_unchecked(p);
     let t = ip.tcp().expect("a TCP packet");
-    t.seq_number().add(t.payload().len() as u32).0
+    t.seq_number().add(t.payload().len() as u32).get()
 }
 
 /// Drives one engine at [`NOW`] through a buffer that is reused (no allocation per packet).

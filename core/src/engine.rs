@@ -102,12 +102,12 @@ impl TcpFields {
         let ip = Ipv4Packet::new_unchecked(pkt);
         let t = ip.payload();
         let Some(h) = t.get(..20) else {
-            return TcpFields { seq: SeqNum(0), ack: SeqNum(0), win: 0, payload: 0 };
+            return TcpFields { seq: SeqNum::new(0), ack: SeqNum::new(0), win: 0, payload: 0 };
         };
         let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         TcpFields {
-            seq: SeqNum(word(4)),
-            ack: SeqNum(word(8)),
+            seq: SeqNum::new(word(4)),
+            ack: SeqNum::new(word(8)),
             win: u16::from_be_bytes([h[14], h[15]]),
             payload: t.len().saturating_sub(usize::from(h[12] >> 4) * 4) as u32,
         }
@@ -1368,7 +1368,7 @@ impl Engine {
 #[inline]
 fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale: Option<u8>) -> TcpSeg {
     // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
-    let ack = (f.ack && !(f.rst && t.ack == SeqNum(0))).then(|| match &conn.ftp {
+    let ack = (f.ack && !(f.rst && t.ack == SeqNum::new(0))).then(|| match &conn.ftp {
         Some(s) => s.streams[dir.reverse().index()].map.unmap(t.ack),
         None => t.ack,
     });

@@ -207,7 +207,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn s(n: u32) -> SeqNum {
-        SeqNum(n)
+        SeqNum::new(n)
     }
 
     #[test]

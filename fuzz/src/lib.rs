@@ -278,7 +278,7 @@ impl Received {
     /// retransmission must rebuild exactly the first output).
     fn record(&mut self, seq: SeqNum, payload: &[u8], what: &str, check: bool) {
         for (i, &b) in payload.iter().enumerate().filter(|_| check) {
-            let k = seq.add(i as u32).0;
+            let k = seq.add(i as u32).get();
             match self.bytes.get(&k) {
                 Some(&old) => assert_eq!(
                     old,
@@ -294,7 +294,7 @@ impl Received {
             let end = seq.add(payload.len() as u32);
             if seq.le(n) && n.lt(end) {
                 let mut n = end;
-                while self.bytes.contains_key(&n.0) {
+                while self.bytes.contains_key(&n.get()) {
                     n = n.add(1);
                 }
                 self.next = Some(n);
@@ -320,7 +320,7 @@ pub fn stream(data: &[u8]) {
     let chaos = cfg & 4 != 0;
     let max_line = 64 + d.u8() as usize * 2;
     let cap = 8192;
-    let mut tx = Sender { isn: SeqNum(d.u32()), bytes: Vec::new() };
+    let mut tx = Sender { isn: SeqNum::new(d.u32()), bytes: Vec::new() };
     let mut s = Stream::new(rewrite, from_client, max_line);
     let mut m = Metrics::default();
     let mut now = Instant::from_secs(1);
@@ -412,7 +412,7 @@ pub fn stream(data: &[u8]) {
             5 => {
                 // A wild acknowledgement: beyond what was delivered. The history promise no longer holds
                 // (the receiver lied), but nothing may panic.
-                let a = SeqNum(d.u32());
+                let a = SeqNum::new(d.u32());
                 let ack_in = s.map.unmap(a);
                 trace!("wild ack {a:?}");
                 // As the engine does: an unedited direction has no history to forget.
@@ -464,7 +464,7 @@ pub fn stream(data: &[u8]) {
     want.extend_from_slice(&tx.bytes[at..end as usize]);
     let base = tx.seq(start);
     for (i, &b) in want.iter().enumerate() {
-        let got = rx.bytes.get(&base.add(i as u32).0).copied();
+        let got = rx.bytes.get(&base.add(i as u32).get()).copied();
         assert_eq!(got, Some(b), "receiver byte {i} of the output stream (of {})", want.len());
     }
 }
@@ -1080,11 +1080,11 @@ impl World {
                 };
                 let first = if flags & 0x02 != 0 { seq.wrapping_add(1) } else { *seq };
                 if flags & 0x02 != 0 && s.rx[dir].next.is_none() {
-                    s.rx[dir].next = Some(SeqNum(first));
+                    s.rx[dir].next = Some(SeqNum::new(first));
                 }
                 // Data on an RST is not delivered (RFC 9293 §3.5.3): the connection is gone.
                 let payload: &[u8] = if flags & 0x04 != 0 { &[] } else { payload };
-                s.rx[dir].record(SeqNum(first), payload, "engine", self.consistent);
+                s.rx[dir].record(SeqNum::new(first), payload, "engine", self.consistent);
                 break;
             }
         }
@@ -1125,8 +1125,8 @@ impl World {
             c_tuple,
             s_tuple: None,
             tx: [
-                Sender { isn: SeqNum(isn_c), bytes: Vec::new() },
-                Sender { isn: SeqNum(isn_s), bytes: Vec::new() },
+                Sender { isn: SeqNum::new(isn_c), bytes: Vec::new() },
+                Sender { isn: SeqNum::new(isn_s), bytes: Vec::new() },
             ],
             syn_sent: [false; 2],
             sent: [0; 2],
@@ -1233,7 +1233,7 @@ impl World {
             opts.extend_from_slice(&mss.to_be_bytes());
         }
         let other = 1 - dir;
-        let ack = s.rx[other].next.map_or(0, |n| n.0.wrapping_sub((opt_sel >> 4) as u32 % 3));
+        let ack = s.rx[other].next.map_or(0, |n| n.get().wrapping_sub((opt_sel >> 4) as u32 % 3));
         if !syn && opt_sel & 2 != 0 {
             // One SACK block somewhere after the acknowledgement (RFC 2018).
             let a = ack.wrapping_add(d.u8() as u32);
@@ -1243,10 +1243,10 @@ impl World {
             opts.extend_from_slice(&b.to_be_bytes());
         }
         let (seq, payload) = if syn {
-            (s.tx[dir].isn.0, Vec::new())
+            (s.tx[dir].isn.get(), Vec::new())
         } else {
             let end = (off + len).min(s.tx[dir].bytes.len());
-            (s.tx[dir].seq(off).0, s.tx[dir].bytes[off.min(end)..end].to_vec())
+            (s.tx[dir].seq(off).get(), s.tx[dir].bytes[off.min(end)..end].to_vec())
         };
         if !syn && flags & 0x02 != 0 {
             // A SYN flag on a later segment moves where its data sits in sequence space: the sender is

@@ -546,8 +546,8 @@ mod tests {
         c.mark_established();
         c.state &= !bits::REPLIED;
         let fin = |seq, ack| TcpSeg {
-            seq: SeqNum(seq),
-            ack: Some(SeqNum(ack)),
+            seq: SeqNum::new(seq),
+            ack: Some(SeqNum::new(ack)),
             len: 1,
             win: 1000,
             syn: false,

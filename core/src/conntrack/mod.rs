@@ -450,8 +450,8 @@ mod tests {
             Instant::ZERO,
         );
         let seg = |seq: u32, ack: Option<u32>, syn: bool, fin: bool, rst: bool| TcpSeg {
-            seq: SeqNum(seq),
-            ack: ack.map(SeqNum),
+            seq: SeqNum::new(seq),
+            ack: ack.map(SeqNum::new),
             len: u32::from(syn) + u32::from(fin),
             win: 1000,
             syn,
