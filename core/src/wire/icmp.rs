@@ -114,6 +114,21 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     }
 }
 
+/// The ICMP view of an IPv4 datagram's payload, beside its TCP and UDP views (defined here so that
+/// `ipv4` needs nothing of `icmp`: an ICMP error quotes IPv4, so this module builds on that one).
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Err for a non-first fragment or a message shorter than the ICMP header.
+    pub fn icmp(&self) -> Result<IcmpPacket<&[u8]>, WireError> {
+        IcmpPacket::new_checked(self.transport()?)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    pub fn icmp_mut(&mut self) -> Result<IcmpPacket<&mut [u8]>, WireError> {
+        IcmpPacket::new_checked(self.transport_mut()?)
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
     fn patch(&mut self, at: usize, new: &[u8]) {
         let b = self.buf.as_mut();

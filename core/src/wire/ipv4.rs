@@ -12,10 +12,14 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::icmp::IcmpPacket;
 use super::tcp::TcpSegment;
 use super::udp::{update_udp_checksum, UdpDatagram};
 use super::{get_u16, get_u32, put_u16, WireError, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// The ICMP header's length and checksum offset (RFC 792), for the transport checksums this view keeps:
+/// the ICMP view (`wire::icmp`) builds on this one, not the reverse.
+const ICMP_HEADER_LEN: usize = 8;
+const ICMP_CHECKSUM_AT: usize = 2;
 
 mod field {
     pub(super) const VER_IHL: usize = 0;
@@ -189,13 +193,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         match self.protocol() {
             IPPROTO_TCP => self.tcp().is_ok_and(|t| t.verify_checksum(src, dst)),
             IPPROTO_UDP => self.udp().is_ok_and(|u| u.verify_checksum(src, dst)),
-            IPPROTO_ICMP => self.icmp().is_ok_and(|i| i.verify_checksum()),
+            IPPROTO_ICMP => {
+                self.transport().is_ok_and(|b| b.len() >= ICMP_HEADER_LEN && checksum::checksum(b) == 0)
+            }
             _ => false,
         }
     }
 
     /// A non-first fragment carries no transport header: those are refused with `Truncated`.
-    fn transport(&self) -> Result<&[u8], WireError> {
+    pub(super) fn transport(&self) -> Result<&[u8], WireError> {
         if self.frag_offset() != 0 {
             return Err(WireError::Truncated);
         }
@@ -207,9 +213,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
     pub fn udp(&self) -> Result<UdpDatagram<&[u8]>, WireError> {
         UdpDatagram::new_checked(self.transport()?)
-    }
-    pub fn icmp(&self) -> Result<IcmpPacket<&[u8]>, WireError> {
-        IcmpPacket::new_checked(self.transport()?)
     }
 }
 
@@ -359,8 +362,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
                 }
             }
             IPPROTO_ICMP => {
-                if let Ok(mut i) = self.icmp_mut() {
-                    i.fill_checksum();
+                // RFC 792: the ICMP checksum covers the ICMP message alone (no pseudo-header).
+                if let Ok(b) = self.transport_mut() {
+                    if b.len() >= ICMP_HEADER_LEN {
+                        b[ICMP_CHECKSUM_AT..ICMP_CHECKSUM_AT + 2].fill(0);
+                        let c = checksum::checksum(b);
+                        b[ICMP_CHECKSUM_AT..ICMP_CHECKSUM_AT + 2].copy_from_slice(&c.to_be_bytes());
+                    }
                 }
             }
             _ => {}
@@ -394,7 +402,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         }
     }
 
-    fn transport_mut(&mut self) -> Result<&mut [u8], WireError> {
+    pub(super) fn transport_mut(&mut self) -> Result<&mut [u8], WireError> {
         if self.frag_offset() != 0 {
             return Err(WireError::Truncated);
         }
@@ -407,9 +415,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
     pub fn udp_mut(&mut self) -> Result<UdpDatagram<&mut [u8]>, WireError> {
         UdpDatagram::new_checked(self.transport_mut()?)
-    }
-    pub fn icmp_mut(&mut self) -> Result<IcmpPacket<&mut [u8]>, WireError> {
-        IcmpPacket::new_checked(self.transport_mut()?)
     }
 }
 
