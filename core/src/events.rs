@@ -116,7 +116,7 @@ mod tests {
 
     fn expire(port: u16) -> Event {
         Event::PinholeExpire {
-            control: ConnId(1),
+            control: ConnId::new(1, 0),
             public_port: port,
             inside: Endpoint::new(Ipv4Addr::LOCALHOST, 1),
         }

@@ -1014,7 +1014,7 @@ impl World {
         let mut per_conn: HashMap<u32, usize> = HashMap::new();
         for p in e.pinholes().iter() {
             *per_host.entry(p.inside.addr).or_default() += 1;
-            *per_conn.entry(p.control.0).or_default() += 1;
+            *per_conn.entry(p.control.slot()).or_default() += 1;
         }
         assert!(per_host.values().all(|&n| n <= self.max_pinholes_host), "pinholes per host {per_host:?}");
         assert!(per_conn.values().all(|&n| n <= self.max_pinholes_conn), "pinholes per control {per_conn:?}");
