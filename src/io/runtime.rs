@@ -529,29 +529,8 @@ mod tests {
     /// A well-formed IPv4/UDP datagram 10.0.0.2:40000 -> 198.51.100.2:7 with valid checksums, so any
     /// engine (pass-through or NAT) forwards it.
     fn udp_out() -> Vec<u8> {
-        let payload = b"hello";
-        let total = 20 + 8 + payload.len();
-        let mut p =
-            vec![0x45, 0, 0, total as u8, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2];
-        let s = checksum(&p);
-        p[10..12].copy_from_slice(&s.to_be_bytes());
-        p.extend_from_slice(&[0x9c, 0x40, 0, 7, 0, (8 + payload.len()) as u8, 0, 0]);
-        p.extend_from_slice(payload);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&p[12..20]);
-        pseudo.extend_from_slice(&[0, 17, 0, (8 + payload.len()) as u8]);
-        pseudo.extend_from_slice(&p[20..]);
-        let c = checksum(&pseudo);
-        p[26..28].copy_from_slice(&c.to_be_bytes());
-        p
-    }
-
-    fn checksum(b: &[u8]) -> u16 {
-        let mut s: u32 = b.chunks(2).map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))).sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !(s as u16)
+        ftpnat_testkit::pkt::Ip::new(Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(198, 51, 100, 2))
+            .udp(40000, 7, b"hello", false)
     }
 
     type Outcome = (Result<StopCause, RunError>, Vec<(String, u64)>, u64);

@@ -154,17 +154,8 @@ pub fn check(pkt: &[u8]) -> Seen {
     s
 }
 
-/// The RFC 1071 sum folded and complemented: 0 for data that includes a valid checksum.
-pub fn rfc1071(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in data.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+/// The RFC 1071 sum folded and complemented: 0 for data that includes a valid checksum (the kit's).
+pub use ftpnat_testkit::csum::rfc1071;
 
 /// Drives an engine and collects everything it emits, each checked.
 pub struct Rig {

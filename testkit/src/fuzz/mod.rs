@@ -4,11 +4,10 @@
 //!
 //! Owns: the byte-driven decoders that turn fuzz input into calls, and the invariants checked after each
 //! call. The cargo-fuzz targets in `fuzz/fuzz_targets/` are one-line wrappers around [`ftp_parse`],
-//! [`stream`] and [`engine`]; `tests/fuzz_corpus.rs` includes this file with `#[path]` and replays every
-//! committed corpus file through the same functions, so CI checks the corpus without cargo-fuzz.
-//! Must not: depend on anything but `ftpnat`, `etherparse` and (in [`ops`]) `serde`, `serde_json`,
-//! `ipnet` (the replay test has no other crates), read a clock, or do I/O. A violated invariant panics:
-//! that is how libFuzzer sees a finding.
+//! [`stream`] and [`engine`]; `tests/fuzz_corpus.rs` replays every committed corpus file through the
+//! same functions (this crate is its dev-dependency), so CI checks the corpus without cargo-fuzz.
+//! Packets are built with the kit's builder ([`crate::pkt`]) and checksums checked with its RFC 1071.
+//! Must not: read a clock or do I/O. A violated invariant panics: that is how libFuzzer sees a finding.
 //!
 //! Decoders read bytes with [`Input`], which yields zeros once the input is exhausted, so every input is
 //! a valid program and short inputs still reach deep states.
@@ -24,7 +23,6 @@ use ftpnat::metrics::Metrics;
 use ftpnat::wire::SeqNum;
 use ftpnat::{Config, DropReason, Engine, Instant, Side, Verdict};
 
-#[path = "ops.rs"]
 pub mod ops;
 pub use ops::{config_toml, control_request, metrics_request, pcap_read};
 
@@ -563,45 +561,16 @@ fn outside_host(b: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 2 + b % 3)
 }
 
-/// RFC 1071 sum over `data`, not complemented.
-fn sum16(data: &[u8], mut s: u32) -> u32 {
-    for c in data.chunks(2) {
-        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    s
-}
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
+use crate::csum::rfc1071;
+use crate::pkt::{Ip, Tcp};
 
-/// An IPv4 datagram with a correct header checksum.
+/// An IPv4 datagram (TTL 64) with a correct header checksum; `payload` as it is.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ident: u16, df: bool, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut p = vec![0u8; 20];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&ident.to_be_bytes());
-    p[6] = if df { 0x40 } else { 0 };
-    p[8] = 64;
-    p[9] = proto;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let c = fold(sum16(&p, 0));
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
+    Ip::new(src, dst).ident(ident).df(df).datagram(proto, payload)
 }
 
-fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
-    let mut s = sum16(&src.octets(), 0);
-    s = sum16(&dst.octets(), s);
-    s + proto as u32 + len as u32
-}
-
-/// A TCP segment in an IPv4 datagram, checksums right. `opts` is padded to a multiple of 4.
+/// A TCP segment in an IPv4 datagram (identification `sp ^ dp`, no DF), checksums right. `opts` is
+/// padded to a multiple of 4.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp(
     src: Ipv4Addr,
@@ -615,51 +584,16 @@ pub fn tcp(
     opts: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut o = opts.to_vec();
-    o.truncate(40);
-    while o.len() % 4 != 0 {
-        o.push(1);
-    }
-    let hl = 20 + o.len();
-    let mut t = vec![0u8; hl];
-    t[0..2].copy_from_slice(&sp.to_be_bytes());
-    t[2..4].copy_from_slice(&dp.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = ((hl / 4) as u8) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64000u16.to_be_bytes());
-    t[18..20].copy_from_slice(&urg.to_be_bytes());
-    t[20..].copy_from_slice(&o);
-    t.extend_from_slice(payload);
-    let c = fold(sum16(&t, pseudo(src, dst, 6, t.len())));
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    ipv4(src, dst, 6, sp ^ dp, false, &t)
+    let t = Tcp { urg, opts, ..Tcp::new(sp, dp, seq, ack, flags, payload) };
+    Ip::new(src, dst).ident(sp ^ dp).df(false).tcp(&t)
 }
 
 pub fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, payload: &[u8], zero_csum: bool) -> Vec<u8> {
-    let mut u = vec![0u8; 8];
-    u[0..2].copy_from_slice(&sp.to_be_bytes());
-    u[2..4].copy_from_slice(&dp.to_be_bytes());
-    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(payload);
-    if !zero_csum {
-        let c = match fold(sum16(&u, pseudo(src, dst, 17, u.len()))) {
-            0 => 0xffff,
-            c => c,
-        };
-        u[6..8].copy_from_slice(&c.to_be_bytes());
-    }
-    ipv4(src, dst, 17, sp, false, &u)
+    Ip::new(src, dst).ident(sp).df(false).udp(sp, dp, payload, zero_csum)
 }
 
 pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, rest: u32, body: &[u8]) -> Vec<u8> {
-    let mut i = vec![ty, code, 0, 0];
-    i.extend_from_slice(&rest.to_be_bytes());
-    i.extend_from_slice(body);
-    let c = fold(sum16(&i, 0));
-    i[2..4].copy_from_slice(&c.to_be_bytes());
-    ipv4(src, dst, 1, 0x1c, false, &i)
+    Ip::new(src, dst).ident(0x1c).df(false).icmp(ty, code, rest, body)
 }
 
 /// TCP seq/ack/flags and payload text, for traces.
@@ -746,7 +680,7 @@ pub fn check_packet(pkt: &[u8], transport: bool) -> Result<Checked, String> {
             c.tuple.dport = u.destination_port();
         }
         Some(TransportSlice::Icmpv4(i)) => {
-            if transport && fold(sum16(i.slice(), 0)) != 0 {
+            if transport && rfc1071(i.slice()) != 0 {
                 return Err("ICMP checksum".into());
             }
             let h = i.bytes5to8();
@@ -1353,7 +1287,7 @@ impl World {
         whole[4..6].copy_from_slice(&ident.to_be_bytes());
         whole[10] = 0;
         whole[11] = 0;
-        let c = fold(sum16(&whole[..20], 0));
+        let c = rfc1071(&whole[..20]);
         whole[10..12].copy_from_slice(&c.to_be_bytes());
         let mtu = 68 + d.u16() as usize % 1400;
         let Ok(mut frags) = ftpnat::wire::ipv4::fragment(&whole, mtu) else { return };
@@ -1390,7 +1324,7 @@ impl World {
             let hl = ((pkt[0] & 0x0f) as usize * 4).clamp(20, pkt.len());
             pkt[10] = 0;
             pkt[11] = 0;
-            let c = fold(sum16(&pkt[..hl], 0));
+            let c = rfc1071(&pkt[..hl]);
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
         self.consistent = false;
