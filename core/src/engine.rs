@@ -19,7 +19,7 @@ use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
 use crate::conntrack::refused::Refused;
 use crate::conntrack::{Conn, Full, Origin, Plain, Table, TcpSeg, TcpState, Window};
-use crate::events::{Event, Events};
+use crate::events::{DestroyReason, Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::frag::{self, FragKey, Fragments};
 use crate::metrics::{DropReason, Metrics};
@@ -378,7 +378,7 @@ impl Engine {
         self.now = self.now.max(now);
         while let Some(id) = self.table.pop_expired(now) {
             self.metrics.flows_expired += 1;
-            self.destroy(id, "expired");
+            self.destroy(id, DestroyReason::Expired);
         }
         self.pinholes.expire(now, &mut self.nat, &mut self.metrics, &mut self.events);
         while let Some(w) = self.frags.pop_expired_waiting(now) {
@@ -389,7 +389,7 @@ impl Engine {
         self.release_held(now);
     }
 
-    fn destroy(&mut self, id: ConnId, why: &'static str) {
+    fn destroy(&mut self, id: ConnId, why: DestroyReason) {
         let Some(mut conn) = self.table.remove(id) else { return };
         if let Some(ep) = conn.mapping() {
             self.nat.release(conn.proto(), ep);
@@ -410,7 +410,7 @@ impl Engine {
             self.held.remove(&(id, Dir::Reply));
         }
         let (flow, packets) = (conn.key(Dir::Original), conn.packets());
-        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %flow,
+        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why = why.name(), flow = %flow,
             packets_orig = packets[0], packets_reply = packets[1], "flow destroyed");
         self.events.push(|| Event::FlowDestroy {
             id,
@@ -487,7 +487,7 @@ impl Engine {
                     _ => false,
                 })
             {
-                self.destroy(id, "reopened");
+                self.destroy(id, DestroyReason::Reopened);
                 found = None;
             }
         }
@@ -886,12 +886,6 @@ impl Engine {
         self.metrics.flows_created += 1;
         tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
         let reply = self.table.get(id).map_or(key, |c| c.key(Dir::Reply));
-        let origin = match origin {
-            Origin::Outbound => "outbound",
-            Origin::Forward => "forward",
-            Origin::Hairpin => "hairpin",
-            Origin::Pinhole { .. } => "pinhole",
-        };
         self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
         Ok((id, Dir::Original))
     }

@@ -158,15 +158,6 @@ pub fn roles(c: &Conn) -> (Endpoint, Endpoint, Endpoint) {
     }
 }
 
-fn origin_name(o: Origin) -> &'static str {
-    match o {
-        Origin::Outbound => "outbound",
-        Origin::Forward => "forward",
-        Origin::Hairpin => "hairpin",
-        Origin::Pinhole { .. } => "pinhole",
-    }
-}
-
 fn key_json(k: &FlowKey) -> Value {
     json!({ "src": k.src.to_string(), "dst": k.dst.to_string() })
 }
@@ -277,7 +268,7 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         idle_ms: ms(now.saturating_since(c.last_seen())),
         inside,
         orig: c.key(Dir::Original).into(),
-        origin: origin_name(c.origin()),
+        origin: c.origin().name(),
         outside,
         packets,
         proto: c.proto().name(),
@@ -450,13 +441,13 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
         Event::FlowNew { id, orig, reply, origin } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.slot(), "proto": orig.proto.name(), "origin": origin,
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "origin": origin.name(),
                     "orig": key_json(orig), "reply": key_json(reply) }),
         ),
         Event::FlowDestroy { id, orig, reply, why, packets, bytes } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.slot(), "proto": orig.proto.name(), "why": why,
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "why": why.name(),
                     "orig": key_json(orig), "reply": key_json(reply),
                     "packets": { "orig": packets[0], "reply": packets[1] },
                     "bytes": { "orig": bytes[0], "reply": bytes[1] } }),

@@ -99,6 +99,16 @@ impl Origin {
         }
     }
 
+    /// Stable lowercase name of the kind, as `show flows`, logs and `ftpnat events` print it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Origin::Outbound => "outbound",
+            Origin::Forward => "forward",
+            Origin::Hairpin => "hairpin",
+            Origin::Pinhole { .. } => "pinhole",
+        }
+    }
+
     /// The direction whose sender is the inside endpoint the connection belongs to: the opener of an
     /// outbound or hairpin connection, the answering server of a forwarded or pinholed one.
     const fn inside_dir(self) -> Dir {
