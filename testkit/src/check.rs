@@ -61,4 +61,3 @@ pub fn check_packet(pkt: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
-

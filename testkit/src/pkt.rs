@@ -171,3 +171,55 @@ mod tests {
         sums_verify(&e);
     }
 }
+
+/// The builder against a second implementation: with etherparse's header choices (identification 0,
+/// DF set, TTL 64), etherparse's `PacketBuilder` writes the same bytes.
+#[cfg(test)]
+mod against_etherparse {
+    use super::*;
+    use crate::consts::{ACK, FIN, PSH, RST, SYN};
+    use etherparse::PacketBuilder;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+    fn ip() -> Ip {
+        Ip::new(A, B).ident(0)
+    }
+
+    #[test]
+    fn tcp_udp_and_echo_come_out_alike() {
+        for flags in [SYN, SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST, RST | ACK] {
+            let mut b = PacketBuilder::ipv4(A.octets(), B.octets(), 64).tcp(40000, 21, 7, 64000);
+            if flags & SYN != 0 {
+                b = b.syn();
+            }
+            if flags & ACK != 0 {
+                b = b.ack(9);
+            }
+            if flags & FIN != 0 {
+                b = b.fin();
+            }
+            if flags & RST != 0 {
+                b = b.rst();
+            }
+            if flags & PSH != 0 {
+                b = b.psh();
+            }
+            let mut e = Vec::new();
+            b.write(&mut e, b"PORT 1\r\n").unwrap();
+            let ack = if flags & ACK != 0 { 9 } else { 0 };
+            assert_eq!(ip().tcp(&Tcp::new(40000, 21, 7, ack, flags, b"PORT 1\r\n")), e, "flags {flags:#04x}");
+        }
+        let mut e = Vec::new();
+        PacketBuilder::ipv4(A.octets(), B.octets(), 64).udp(53, 1000).write(&mut e, b"query").unwrap();
+        assert_eq!(ip().udp(53, 1000, b"query", false), e);
+        for request in [true, false] {
+            let b = PacketBuilder::ipv4(A.octets(), B.octets(), 64);
+            let b = if request { b.icmpv4_echo_request(7, 3) } else { b.icmpv4_echo_reply(7, 3) };
+            let mut e = Vec::new();
+            b.write(&mut e, b"ping").unwrap();
+            assert_eq!(ip().icmp_echo(7, 3, request, b"ping"), e);
+        }
+    }
+}

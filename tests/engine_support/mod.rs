@@ -1,8 +1,10 @@
 //! Packet builders and an independent checker (etherparse) for engine scenario tests.
 #![allow(dead_code)]
 
-use etherparse::{IpNumber, Ipv4HeaderSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{IpNumber, Ipv4HeaderSlice, SlicedPacket, TransportSlice};
 use ftpnat::{Config, Engine, Instant, Side, Verdict};
+use ftpnat_testkit::consts;
+use ftpnat_testkit::pkt::{Ip, Tcp};
 use std::net::Ipv4Addr;
 
 pub const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -15,11 +17,14 @@ pub fn config() -> Config {
     Config::new(vec!["10.0.0.0/24".parse().unwrap()], PUBLIC)
 }
 
+/// The kit's builder with etherparse's header choices (identification 0, DF, TTL 64): the bytes these
+/// tests were written against (testkit/src/pkt.rs checks the two agree).
+fn ip(src: Ipv4Addr, dst: Ipv4Addr) -> Ip {
+    Ip::new(src, dst).ident(0)
+}
+
 pub fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64).udp(sp, dp);
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
+    ip(src, dst).udp(sp, dp, payload, false)
 }
 
 #[derive(Clone, Copy, Default)]
@@ -47,33 +52,20 @@ pub fn tcp(
     f: Flags,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64).tcp(sp, dp, seq, 64000);
-    if f.syn {
-        b = b.syn();
-    }
-    if f.ack {
-        b = b.ack(ack);
-    }
-    if f.fin {
-        b = b.fin();
-    }
-    if f.rst {
-        b = b.rst();
-    }
-    if f.psh {
-        b = b.psh();
-    }
-    let mut v = Vec::new();
-    b.write(&mut v, payload).unwrap();
-    v
+    let bits = [
+        (f.syn, consts::SYN),
+        (f.ack, consts::ACK),
+        (f.fin, consts::FIN),
+        (f.rst, consts::RST),
+        (f.psh, consts::PSH),
+    ];
+    let flags = bits.iter().filter(|(on, _)| *on).fold(0, |a, (_, b)| a | b);
+    let ack = if f.ack { ack } else { 0 };
+    ip(src, dst).tcp(&Tcp::new(sp, dp, seq, ack, flags, payload))
 }
 
 pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16, request: bool) -> Vec<u8> {
-    let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
-    let b = if request { b.icmpv4_echo_request(id, seq) } else { b.icmpv4_echo_reply(id, seq) };
-    let mut v = Vec::new();
-    b.write(&mut v, b"ping").unwrap();
-    v
+    ip(src, dst).icmp_echo(id, seq, request, b"ping")
 }
 
 /// What an independent parser sees in a packet.
