@@ -84,12 +84,14 @@ pub struct Seen {
     pub icmp_type: Option<u8>,
 }
 
-/// Parses with etherparse and asserts every checksum (IPv4 header, TCP/UDP/ICMP) is valid.
+/// Asserts the packet passes the kit's independent check (IPv4 header checksum and length, TCP/UDP/ICMP
+/// headers and checksums: `ftpnat_testkit::check`), then reads what the tests look at with etherparse.
 pub fn check(pkt: &[u8]) -> Seen {
+    if let Err(e) = ftpnat_testkit::check::check_packet(pkt) {
+        panic!("bad packet: {e}: {pkt:02x?}");
+    }
     let ip = Ipv4HeaderSlice::from_slice(pkt).unwrap_or_else(|e| panic!("bad IPv4 header {e:?}: {pkt:02x?}"));
     let hdr = ip.to_header();
-    assert_eq!(hdr.calc_header_checksum(), hdr.header_checksum, "IPv4 header checksum");
-    assert_eq!(hdr.total_len as usize, pkt.len(), "total length");
     let sliced = SlicedPacket::from_ip(pkt).unwrap();
     let (src, dst) = (ip.source_addr(), ip.destination_addr());
     let mut s = Seen {
@@ -109,10 +111,6 @@ pub fn check(pkt: &[u8]) -> Seen {
     match sliced.transport {
         Some(TransportSlice::Tcp(t)) => {
             let payload = t.payload();
-            if !is_fragment {
-                let c = t.to_header().calc_checksum_ipv4_raw(src.octets(), dst.octets(), payload).unwrap();
-                assert_eq!(c, t.checksum(), "TCP checksum of {src}->{dst}");
-            }
             s.sport = t.source_port();
             s.dport = t.destination_port();
             s.seq = t.sequence_number();
@@ -122,19 +120,11 @@ pub fn check(pkt: &[u8]) -> Seen {
             s.payload = payload.to_vec();
         }
         Some(TransportSlice::Udp(u)) => {
-            if !is_fragment && u.checksum() != 0 {
-                let c =
-                    u.to_header().calc_checksum_ipv4_raw(src.octets(), dst.octets(), u.payload()).unwrap();
-                assert_eq!(c, u.checksum(), "UDP checksum");
-            }
             s.sport = u.source_port();
             s.dport = u.destination_port();
             s.payload = u.payload().to_vec();
         }
         Some(TransportSlice::Icmpv4(i)) => {
-            if !is_fragment {
-                assert_eq!(rfc1071(i.slice()), 0, "ICMP checksum");
-            }
             s.icmp_type = Some(i.type_u8());
             s.payload = i.payload().to_vec();
             let h = i.bytes5to8();
@@ -147,6 +137,7 @@ pub fn check(pkt: &[u8]) -> Seen {
 }
 
 /// The RFC 1071 sum folded and complemented: 0 for data that includes a valid checksum (the kit's).
+#[allow(unused_imports)]
 pub use ftpnat_testkit::csum::rfc1071;
 
 /// Drives an engine and collects everything it emits, each checked.
