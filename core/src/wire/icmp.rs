@@ -2,7 +2,8 @@
 //! quotes.
 //!
 //! Owns: the ICMP header, the quoted IPv4 header + first transport bytes inside an error, and the checksums
-//! of both. Must not: decide the translation (the NAT passes addresses and ports in), or touch the outer
+//! of both; the ICMP view of an IPv4 datagram ([`Ipv4Packet::icmp`], defined here so that `ipv4` needs
+//! nothing of this module). Must not: decide the translation (the NAT passes addresses and ports in), or touch the outer
 //! IPv4 header except in [`build_error`], which creates one.
 //!
 //! Quoted datagrams are normally truncated (RFC 792 quotes the header + 64 bits; RFC 1812 §4.3.2.3 allows up
