@@ -29,6 +29,7 @@ use crate::engine::{Engine, Verdict};
 use crate::flow::Side;
 use crate::ops::link::Link;
 use crate::ops::loop_stats::{DeviceStats, LoopTimes};
+use crate::ops::natlog::Export;
 use crate::ops::{LoopState, Ops};
 use crate::time::Instant;
 
@@ -253,6 +254,8 @@ pub struct Runtime<D: Device> {
     wakeups: u64,
     ops: Option<Link>,
     times: LoopTimes,
+    /// The NAT log exporters (issue 16): drained every turn, never blocking.
+    natlog: Option<Export>,
 }
 
 impl<D: Device> Runtime<D> {
@@ -275,7 +278,30 @@ impl<D: Device> Runtime<D> {
             wakeups: 0,
             ops: None,
             times: LoopTimes::default(),
+            natlog: None,
         }
+    }
+
+    /// Hands the engine's NAT allocation records to `natlog`'s exporter thread every turn.
+    pub fn with_natlog(mut self, natlog: Option<Export>) -> Self {
+        self.natlog = natlog;
+        self
+    }
+
+    /// Hands every record still queued to the exporter (at stop: what the last turns recorded is not
+    /// lost; the exporter thread sends it before it ends).
+    pub fn drain_natlog(&mut self) {
+        let now = self.now();
+        if let Some(x) = &mut self.natlog {
+            while !self.engine.nat().log().is_empty() {
+                x.drain(self.engine.nat_log_mut(), now);
+            }
+        }
+    }
+
+    /// The NAT log exporter's counters, when one runs.
+    pub fn natlog(&self) -> Option<&Export> {
+        self.natlog.as_ref()
     }
 
     /// Serves `ops` (control socket, metrics, capture, reload): starts the operations thread, and does
@@ -328,6 +354,14 @@ impl<D: Device> Runtime<D> {
                 0 => 1,
                 t => t,
             };
+            if let Some(x) = &mut self.natlog {
+                // What the last turn recorded leaves before the loop sleeps; a backlog larger than
+                // one drain is worked off without sleeping.
+                x.drain(self.engine.nat_log_mut(), now);
+                if !self.engine.nat().log().is_empty() {
+                    timeout = 0;
+                }
+            }
             fds.clear();
             fds.extend([
                 pollfd(self.ports[0].dev.raw_fd()),
@@ -506,6 +540,11 @@ impl<D: Device> Runtime<D> {
                 }
             }
         }
+        // Issue 16: the pool's and blocks' counters, and what the NAT log exporter sent and lost.
+        let natlog = self.natlog.as_ref().map(|x| x.counters().snapshot()).unwrap_or_default();
+        out.extend(
+            crate::ops::view::nat_counters(self.engine.nat()).into_iter().chain(natlog).filter(|c| c.1 != 0),
+        );
         out
     }
 }

@@ -65,6 +65,8 @@ pub enum Job {
     Pinholes { tag: Tag, filter: Filter, from: u32, max_rows: usize },
     /// A [`Counters`] snapshot.
     Counters { tag: Tag },
+    /// `show mapping` (issue 16).
+    Mapping { tag: Tag, target: view::MappingTarget },
     /// Turns event recording on (someone follows `ftpnat events`) or off; acknowledged with
     /// [`Reply::Recording`] carrying the same `seq`.
     Events { on: bool, seq: u64 },
@@ -89,6 +91,11 @@ pub enum Reply {
     Counters {
         tag: Tag,
         counters: Box<Counters>,
+    },
+    /// The answer to [`Job::Mapping`], ready to send.
+    Mapping {
+        tag: Tag,
+        value: serde_json::Value,
     },
     /// Events in the order the engine recorded them.
     Events(Vec<Event>),
@@ -322,6 +329,9 @@ impl Link {
                     extra.extend(self.shared.iter().map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed))));
                     let counters = Counters::take(st.engine, extra, st.times);
                     Reply::Counters { tag: *tag, counters: Box::new(counters) }
+                }
+                Work::Other(Job::Mapping { tag, target }) => {
+                    Reply::Mapping { tag: *tag, value: view::mapping(st.engine, st.now, *target) }
                 }
                 Work::Other(Job::Events { on, seq }) => {
                     self.events_on = *on;

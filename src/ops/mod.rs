@@ -19,6 +19,7 @@ pub mod control;
 pub mod link;
 pub mod loop_stats;
 pub mod metrics;
+pub mod natlog;
 pub mod peer;
 pub mod reload;
 pub mod server;

@@ -132,6 +132,11 @@ impl OpsThread {
                     c.on_rows(tag.client, &rows, next);
                 }
             }
+            Reply::Mapping { tag, value } => {
+                if let (Server::Control, Some(c)) = (tag.server, &mut self.control) {
+                    c.on_value(tag.client, &value);
+                }
+            }
             Reply::Counters { tag, mut counters } => {
                 self.ops_counters(&mut counters);
                 match (tag.server, &mut self.control, &mut self.metrics) {

@@ -39,12 +39,15 @@ pub struct Request {
     /// `flows`/`pinholes`: resume where a previous reply's `next_cursor` said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<u32>,
+    /// `mapping`: an inside address, or a public `ADDRESS:PORT` (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<MappingTarget>,
 }
 
 impl Request {
     /// A request for the whole of `cmd`'s listing (or its counters, or its events).
     pub fn new(cmd: Cmd, filter: Filter) -> Request {
-        Request { cmd, filter, limit: None, cursor: None }
+        Request { cmd, filter, limit: None, cursor: None, target: None }
     }
 
     /// Whether `cmd` is a listing, the only kind that takes `limit` and `cursor`.
@@ -69,6 +72,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     if req.cmd == Cmd::Pinholes && req.cursor.is_some_and(|c| c > PINHOLE_CURSOR_END) {
         return Err("bad request: a pinhole cursor is at most 65536".into());
     }
+    if (req.cmd == Cmd::Mapping) != req.target.is_some() {
+        return Err(
+            "bad request: mapping takes a target (an inside IP or a public IP:PORT), nothing else does"
+                .into(),
+        );
+    }
     Ok(req)
 }
 
@@ -80,6 +89,71 @@ pub enum Cmd {
     Stats,
     /// A stream of event lines until the client hangs up.
     Events,
+    /// What one inside host holds, or who holds one public port (issue 16).
+    Mapping,
+}
+
+/// What `show mapping` asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MappingTarget {
+    /// An inside host: its public address, ports, blocks, deterministic share.
+    Inside(Ipv4Addr),
+    /// A public endpoint: the mappings, block, deterministic owner and reservations on it.
+    Public(std::net::SocketAddrV4),
+}
+
+impl std::str::FromStr for MappingTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<Ipv4Addr>() {
+            return Ok(MappingTarget::Inside(a));
+        }
+        match s.parse::<std::net::SocketAddrV4>() {
+            Ok(e) => Ok(MappingTarget::Public(e)),
+            Err(_) => Err(format!("'{s}': expected an inside IPv4 address or a public IPV4:PORT")),
+        }
+    }
+}
+
+/// `show mapping`: what the allocator says about `target` now, as JSON.
+pub fn mapping(engine: &Engine, now: Instant, target: MappingTarget) -> Value {
+    let nat = engine.nat();
+    let range = |r: crate::nat::PortRange| format!("{}-{}", r.first(), r.last());
+    let block = |b: &crate::nat::BlockView| {
+        json!({
+            "public": b.public.to_string(), "ports": range(b.ports), "owner": b.owner.to_string(),
+            "age_ms": ms(now.saturating_since(b.since)), "mappings": b.used,
+            "idle_ms": b.idle_since.map(|t| ms(now.saturating_since(t))),
+        })
+    };
+    let allocation = nat.allocation().name();
+    match target {
+        MappingTarget::Inside(host) => {
+            let v = nat.host_view(host);
+            json!({
+                "allocation": allocation,
+                "inside": host.to_string(),
+                "public": v.public.map(|a| a.to_string()),
+                "mappings": { "icmp": v.ports[0], "tcp": v.ports[1], "udp": v.ports[2] },
+                "blocks": v.blocks.iter().map(block).collect::<Vec<_>>(),
+                "deterministic": v.share.map(|s| json!({ "public": s.public.to_string(), "ports": range(s.ports) })),
+            })
+        }
+        MappingTarget::Public(sa) => {
+            let ep = Endpoint::new(*sa.ip(), sa.port());
+            let o = nat.owner_of(ep.addr, ep.port);
+            json!({
+                "allocation": allocation,
+                "public": ep.to_string(),
+                "in_pool": nat.is_public(ep.addr),
+                "mappings": o.mappings.iter().map(|(p, i)| json!({ "proto": p.name(), "inside": i.to_string() })).collect::<Vec<_>>(),
+                "block": o.block.as_ref().map(block),
+                "deterministic": o.deterministic.map(|a| a.to_string()),
+                "reserved": o.reserved.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            })
+        }
+    }
 }
 
 /// Selects flows, pinholes and events: every given criterion must hold. `addr`/`port` match any
@@ -249,7 +323,14 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         // The session remembers what it announced; only what is still open is of interest.
         pinholes: s
             .pinholes()
-            .filter(|p| engine.pinholes().get(*p).is_some_and(|ph| ph.control == id))
+            .filter(|&p| {
+                // On the control connection's public address (issue 16: pools).
+                let at = match c.origin() {
+                    Origin::Outbound | Origin::Hairpin => c.key(Dir::Reply).dst.addr,
+                    Origin::Forward | Origin::Pinhole { .. } => c.key(Dir::Original).dst.addr,
+                };
+                engine.pinholes().get(Endpoint::new(at, p)).is_some_and(|ph| ph.control == id)
+            })
             .collect(),
         proto: "ftp",
         state: if s.is_opaque() { "tls" } else { "clear" },
@@ -339,8 +420,8 @@ pub fn pinholes_slice(
     out: &mut Vec<PinholeRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    let public = engine.config().public_ip;
     let row = |p: &crate::alg::Pinhole| {
+        let public = p.public_addr;
         let eps = [Endpoint::new(p.peer, 0), Endpoint::new(public, p.public_port), p.inside];
         // The peer's source port is not known yet (0 here): --port matches the public or inside port.
         filter.matches(Some(Proto::Tcp), &eps).then(|| PinholeRow {
@@ -363,8 +444,11 @@ pub fn pinholes_slice(
         if port > from && (port - from) % PORTS_PER_CHECK == 0 && over_budget() {
             return Some(port);
         }
-        if let Some(r) = pinholes.get(port as u16).and_then(row) {
-            out.push(r);
+        // Every pool address's pinhole on this port, in pool order.
+        for &a in engine.nat().pool().addresses() {
+            if let Some(r) = pinholes.get(Endpoint::new(a, port as u16)).and_then(row) {
+                out.push(r);
+            }
         }
         port += 1;
     }
@@ -392,8 +476,9 @@ pub struct Counters {
 
 impl Counters {
     /// The engine's counters and gauges now, plus `extra` and the loop's `times`.
-    pub fn take(engine: &Engine, extra: Vec<(String, u64)>, times: &LoopTimes) -> Counters {
+    pub fn take(engine: &Engine, mut extra: Vec<(String, u64)>, times: &LoopTimes) -> Counters {
         let nat = engine.nat();
+        extra.extend(nat_counters(nat));
         Counters {
             metrics: engine.metrics().clone(),
             flows_active: engine.flow_count() as u64,
@@ -406,6 +491,29 @@ impl Counters {
             times: times.clone(),
         }
     }
+}
+
+/// The address pool's and port blocks' gauges and counters (issue 16), by dotted name.
+pub fn nat_counters(nat: &crate::nat::Nat) -> Vec<(String, u64)> {
+    let (g, st, log) = (nat.gauges(), nat.stats(), nat.log());
+    [
+        ("nat.pool.addresses", nat.pool().len() as u64),
+        ("nat.pool.addresses_in_use", g.addresses_in_use as u64),
+        ("nat.pool.hosts", g.hosts as u64),
+        ("nat.blocks.in_use", g.blocks_in_use as u64),
+        ("nat.blocks.idle", g.blocks_idle as u64),
+        ("nat.blocks.total", g.blocks_total as u64),
+        ("nat.blocks.allocated", st.blocks_allocated),
+        ("nat.blocks.released", st.blocks_released),
+        ("nat.exhausted.addresses", st.addresses_exhausted),
+        ("nat.exhausted.ports", st.ports_exhausted),
+        ("nat.exhausted.host_quota", st.quota_exceeded),
+        ("nat.log.dropped", log.dropped()),
+        ("nat.log.alarms_suppressed", log.alarms_suppressed()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// `show stats`: every engine counter (drop reasons included, zeros too) and the gauges, as one flat

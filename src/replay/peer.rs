@@ -94,11 +94,11 @@ pub fn emulate(engine: &Engine, pkt: &mut [u8]) -> Emulated {
     if let Some(f) =
         cfg.forwards.iter().find(|f| f.proto == proto && f.inside_addr == dst && f.inside_port == ports.1)
     {
-        set_dst_endpoint(pkt, proto, Endpoint::new(public, f.public_port), fragmented);
+        set_dst_endpoint(pkt, proto, Endpoint::new(cfg.forward_addr(f), f.public_port), fragmented);
         return Emulated::Forward;
     }
-    if let Some(port) = engine.nat().lookup(proto, inside) {
-        set_dst_endpoint(pkt, proto, Endpoint::new(public, port), fragmented);
+    if let Some(public) = engine.nat().lookup(proto, inside) {
+        set_dst_endpoint(pkt, proto, public.endpoint(), fragmented);
         return Emulated::Mapping;
     }
     set_dst(pkt, public);
@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(emulate(&e, &mut data_syn), Emulated::Mapping);
         let (addr, port) = dst_of(&data_syn);
         assert_eq!(addr, PUB);
-        assert_eq!(Some(port), e.nat().lookup(Proto::Tcp, Endpoint::new(IN, 1025)));
+        assert_eq!(Some(port), e.nat().lookup(Proto::Tcp, Endpoint::new(IN, 1025)).map(|p| p.port()));
         assert_eq!(e.handle_packet(t, Side::Outside, &mut data_syn), Verdict::Forward(Side::Inside));
         assert_eq!(dst_of(&data_syn), (IN, 1025));
     }

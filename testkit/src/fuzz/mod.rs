@@ -825,6 +825,7 @@ impl World {
         }
         if c & 2 != 0 {
             config.forwards.push(Forward {
+                public_addr: None,
                 proto: ftpnat::flow::Proto::Tcp,
                 public_port: 21,
                 inside_addr: INSIDE_SERVER,
@@ -833,6 +834,7 @@ impl World {
         }
         if c & 4 != 0 {
             config.forwards.push(Forward {
+                public_addr: None,
                 proto: ftpnat::flow::Proto::Udp,
                 public_port: 53,
                 inside_addr: INSIDE_SERVER,
@@ -850,6 +852,7 @@ impl World {
         }
         if c & 64 != 0 {
             config.forwards.push(Forward {
+                public_addr: None,
                 proto: ftpnat::flow::Proto::Tcp,
                 public_port: 2121,
                 inside_addr: Ipv4Addr::new(10, 0, 0, 6),
