@@ -19,7 +19,7 @@ use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
 use crate::conntrack::refused::Refused;
 use crate::conntrack::{Conn, Full, Origin, Plain, Table, TcpSeg, TcpState, Window};
-use crate::events::{Event, Events};
+use crate::events::{DestroyReason, Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::frag::{self, FragKey, Fragments};
 use crate::metrics::{DropReason, Metrics};
@@ -102,12 +102,12 @@ impl TcpFields {
         let ip = Ipv4Packet::new_unchecked(pkt);
         let t = ip.payload();
         let Some(h) = t.get(..20) else {
-            return TcpFields { seq: SeqNum(0), ack: SeqNum(0), win: 0, payload: 0 };
+            return TcpFields { seq: SeqNum::new(0), ack: SeqNum::new(0), win: 0, payload: 0 };
         };
         let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         TcpFields {
-            seq: SeqNum(word(4)),
-            ack: SeqNum(word(8)),
+            seq: SeqNum::new(word(4)),
+            ack: SeqNum::new(word(8)),
             win: u16::from_be_bytes([h[14], h[15]]),
             payload: t.len().saturating_sub(usize::from(h[12] >> 4) * 4) as u32,
         }
@@ -403,7 +403,7 @@ impl Engine {
         self.now = self.now.max(now);
         while let Some(id) = self.table.pop_expired(now) {
             self.metrics.flows_expired += 1;
-            self.destroy(id, "expired");
+            self.destroy(id, DestroyReason::Expired);
         }
         self.pinholes.expire(now, &mut self.nat, &mut self.metrics, &mut self.events);
         while let Some(w) = self.frags.pop_expired_waiting(now) {
@@ -426,7 +426,7 @@ impl Engine {
         }
     }
 
-    fn destroy(&mut self, id: ConnId, why: &'static str) {
+    fn destroy(&mut self, id: ConnId, why: DestroyReason) {
         let Some(mut conn) = self.table.remove(id) else { return };
         if let Some(ep) = conn.mapping() {
             let (now, public) = (self.now, public_endpoint(&conn));
@@ -456,7 +456,7 @@ impl Engine {
             self.held.remove(&(id, Dir::Reply));
         }
         let (flow, packets) = (conn.key(Dir::Original), conn.packets());
-        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %flow,
+        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why = why.name(), flow = %flow,
             packets_orig = packets[0], packets_reply = packets[1], "flow destroyed");
         self.events.push(|| Event::FlowDestroy {
             id,
@@ -533,7 +533,7 @@ impl Engine {
                     _ => false,
                 })
             {
-                self.destroy(id, "reopened");
+                self.destroy(id, DestroyReason::Reopened);
                 found = None;
             }
         }
@@ -940,12 +940,6 @@ impl Engine {
         self.metrics.flows_created += 1;
         tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
         let reply = self.table.get(id).map_or(key, |c| c.key(Dir::Reply));
-        let origin = match origin {
-            Origin::Outbound => "outbound",
-            Origin::Forward => "forward",
-            Origin::Hairpin => "hairpin",
-            Origin::Pinhole { .. } => "pinhole",
-        };
         self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
         Ok((id, Dir::Original))
     }
@@ -1451,7 +1445,7 @@ fn remote_endpoint(conn: &Conn) -> Endpoint {
 
 fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale: Option<u8>) -> TcpSeg {
     // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
-    let ack = (f.ack && !(f.rst && t.ack == SeqNum(0))).then(|| match &conn.ftp {
+    let ack = (f.ack && !(f.rst && t.ack == SeqNum::new(0))).then(|| match &conn.ftp {
         Some(s) => s.streams[dir.reverse().index()].map.unmap(t.ack),
         None => t.ack,
     });

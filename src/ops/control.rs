@@ -27,10 +27,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
-use super::link::{Job, Server, Tag};
+use super::link::{Backend, Job, Server, Tag};
 use super::peer::{Conn, Conns, Limits, Phase as _, ReadState};
 use super::pollfd;
-use super::server::Backend;
 use super::view::{self, Cmd, Counters, Filter};
 use crate::events::Event;
 

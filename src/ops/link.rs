@@ -1,7 +1,8 @@
 //! The run loop's side of the operations thread: the only place operations work touches the engine.
 //!
 //! Owns: the job and reply vocabulary between the two threads ([`Job`], [`Reply`]), the doorbells that
-//! wake each thread when the other left it something ([`doorbell`]), and [`Link`]: what the run loop
+//! wake each thread when the other left it something ([`doorbell`]), the servers' end ([`Backend`]:
+//! jobs in, one ring per batch), and [`Link`]: what the run loop
 //! calls once per turn to do the operations work it owes, within [`TURN_BUDGET`]: listing slices
 //! (copying rows of flows or pinholes), counter snapshots, switching event recording, handing events
 //! over, applying a reloaded configuration, and handing captured packets to the capture writer. Must
@@ -155,6 +156,34 @@ impl Door {
         let mut sink = [0u8; 64];
         while matches!((&self.rx).read(&mut sink), Ok(n) if n > 0) {}
         self.rung.store(false, Ordering::Release);
+    }
+}
+
+/// The run loop as the servers see it: jobs go in, replies come back later (routed by their tag).
+#[derive(Debug)]
+pub struct Backend {
+    jobs: Sender<Job>,
+    bell: Bell,
+    rung: bool,
+}
+
+impl Backend {
+    pub fn new(jobs: Sender<Job>, bell: Bell) -> Backend {
+        Backend { jobs, bell, rung: false }
+    }
+
+    pub fn submit(&mut self, job: Job) {
+        // A closed channel means the run loop is gone; the thread is about to be stopped.
+        if self.jobs.send(job).is_ok() {
+            self.rung = true;
+        }
+    }
+
+    /// Wakes the run loop once for everything submitted since the last call.
+    pub fn ring(&mut self) {
+        if std::mem::take(&mut self.rung) {
+            self.bell.ring();
+        }
     }
 }
 

@@ -27,13 +27,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::link::{Job, Server, Tag};
+use super::link::{Backend, Job, Server, Tag};
+use super::loop_stats::{Histogram, TURN_BUCKETS_NS};
 use super::peer::{Conn, Conns, Cut, Limits, ReadState};
 use super::pollfd;
-use super::server::Backend;
 use super::view::Counters;
 use crate::flow::Proto;
-use crate::io::runtime::{Histogram, TURN_BUCKETS_NS};
 
 type Labels = Vec<(String, String)>;
 
@@ -539,8 +538,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::engine::Engine;
-    use crate::io::runtime::LoopTimes;
     use crate::metrics::DropReason;
+    use crate::ops::loop_stats::LoopTimes;
 
     #[test]
     fn exposition_has_labelled_families_and_gauges() {

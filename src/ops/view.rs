@@ -17,11 +17,11 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
+use super::loop_stats::LoopTimes;
 use crate::conntrack::{Conn, Origin};
 use crate::engine::Engine;
 use crate::events::Event;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto};
-use crate::io::runtime::LoopTimes;
 use crate::metrics::Metrics;
 use crate::time::Instant;
 
@@ -232,15 +232,6 @@ pub fn roles(c: &Conn) -> (Endpoint, Endpoint, Endpoint) {
     }
 }
 
-fn origin_name(o: Origin) -> &'static str {
-    match o {
-        Origin::Outbound => "outbound",
-        Origin::Forward => "forward",
-        Origin::Hairpin => "hairpin",
-        Origin::Pinhole { .. } => "pinhole",
-    }
-}
-
 fn key_json(k: &FlowKey) -> Value {
     json!({ "src": k.src.to_string(), "dst": k.dst.to_string() })
 }
@@ -350,15 +341,15 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         alg,
         bytes,
         control: match c.origin() {
-            Origin::Pinhole { control } => Some(control.0),
+            Origin::Pinhole { control } => Some(control.slot()),
             _ => None,
         },
         expires_in_ms: ms(c.expires().saturating_since(now)),
-        id: id.0,
+        id: id.slot(),
         idle_ms: ms(now.saturating_since(c.last_seen())),
         inside,
         orig: c.key(Dir::Original).into(),
-        origin: origin_name(c.origin()),
+        origin: c.origin().name(),
         outside,
         packets,
         proto: c.proto().name(),
@@ -387,11 +378,11 @@ pub fn flows_slice(
     out: &mut Vec<FlowRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    for (n, (id, slot)) in engine.table().slots_from(ConnId(from)).enumerate() {
+    for (n, (slot, conn)) in engine.table().slots_from(from).enumerate() {
         if out.len() >= max_rows || (n > 0 && n % SLOTS_PER_CHECK == 0 && over_budget()) {
-            return Some(id.0);
+            return Some(slot);
         }
-        if let Some(c) = slot.filter(|c| filter.matches_keys(c.keys())) {
+        if let Some((id, c)) = conn.filter(|(_, c)| filter.matches_keys(c.keys())) {
             out.push(flow_row(engine, id, c, now));
         }
     }
@@ -435,7 +426,7 @@ pub fn pinholes_slice(
         // The peer's source port is not known yet (0 here): --port matches the public or inside port.
         filter.matches(Some(Proto::Tcp), &eps).then(|| PinholeRow {
             age_ms: ms(now.saturating_since(p.created)),
-            control: p.control.0,
+            control: p.control.slot(),
             expires_in_ms: ms(p.expires.saturating_since(now)),
             inside: p.inside,
             kind: p.kind,
@@ -593,13 +584,13 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
         Event::FlowNew { id, orig, reply, origin } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.0, "proto": orig.proto.name(), "origin": origin,
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "origin": origin.name(),
                     "orig": key_json(orig), "reply": key_json(reply) }),
         ),
         Event::FlowDestroy { id, orig, reply, why, packets, bytes } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.0, "proto": orig.proto.name(), "why": why,
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "why": why.name(),
                     "orig": key_json(orig), "reply": key_json(reply),
                     "packets": { "orig": packets[0], "reply": packets[1] },
                     "bytes": { "orig": bytes[0], "reply": bytes[1] } }),
@@ -607,29 +598,31 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
         Event::Rewrite { control, kind, old, new, delta, inside, public_port } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "kind": kind, "old": old, "new": new, "delta": delta,
+            json!({ "control": control.slot(), "kind": kind, "old": old, "new": new, "delta": delta,
                     "inside": inside.to_string(), "public_port": public_port }),
         ),
         Event::PinholeCreate { control, public_port, peer, inside, kind } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(*peer, 0), Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "public_port": public_port, "peer": peer.to_string(),
+            json!({ "control": control.slot(), "public_port": public_port, "peer": peer.to_string(),
                     "inside": inside.to_string(), "kind": kind }),
         ),
         Event::PinholeUse { control, public_port, from, inside } => (
             Some(Proto::Tcp),
             vec![*inside, *from, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "public_port": public_port, "from": from.to_string(),
+            json!({ "control": control.slot(), "public_port": public_port, "from": from.to_string(),
                     "inside": inside.to_string() }),
         ),
         Event::PinholeExpire { control, public_port, inside } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "public_port": public_port, "inside": inside.to_string() }),
+            json!({ "control": control.slot(), "public_port": public_port, "inside": inside.to_string() }),
         ),
-        Event::Refusal { control, reason, line } => {
-            (Some(Proto::Tcp), vec![], json!({ "control": control.0, "reason": reason.name(), "line": line }))
-        }
+        Event::Refusal { control, reason, line } => (
+            Some(Proto::Tcp),
+            vec![],
+            json!({ "control": control.slot(), "reason": reason.name(), "line": line }),
+        ),
         Event::Nat(r) => nat_event(r),
     };
     // A refusal names no endpoint of its own: it passes an address/port filter only if unfiltered.
@@ -751,7 +744,7 @@ mod tests {
     #[test]
     fn events_render_and_filter() {
         let e = Event::PinholeCreate {
-            control: ConnId(4),
+            control: ConnId::new(4, 0),
             public_port: 40001,
             peer: Ipv4Addr::new(198, 51, 100, 2),
             inside: ep([10, 0, 0, 2], 40001),

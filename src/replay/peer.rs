@@ -316,18 +316,21 @@ mod tests {
         let mut partial = tcp(OUT, 21, IN, 40000, 1011, 100 + 9, 0x10, b"");
         emulate(&e, &mut partial);
         assert_eq!(e.handle_packet(t, Side::Outside, &mut partial), Verdict::Forward(Side::Inside));
-        assert_eq!(Ipv4Packet::new_checked(&partial[..]).unwrap().tcp().unwrap().ack_number(), SeqNum(109));
+        assert_eq!(
+            Ipv4Packet::new_checked(&partial[..]).unwrap().tcp().unwrap().ack_number(),
+            SeqNum::new(109)
+        );
         // The server acknowledges the line as it saw it (grown); the recording acknowledges 100+len.
         let mut ack = tcp(OUT, 21, IN, 40000, 1011, 100 + line.len() as u32, 0x10, b"");
         emulate(&e, &mut ack);
         let ip = Ipv4Packet::new_checked(&ack[..]).unwrap();
-        assert_eq!(ip.tcp().unwrap().ack_number(), SeqNum(100 + grown as u32));
+        assert_eq!(ip.tcp().unwrap().ack_number(), SeqNum::new(100 + grown as u32));
         assert!(all_checksums_right(&ack));
         assert_eq!(e.handle_packet(t, Side::Outside, &mut ack), Verdict::Forward(Side::Inside));
         // ... and the inside host gets its own number back.
         assert_eq!(
             Ipv4Packet::new_checked(&ack[..]).unwrap().tcp().unwrap().ack_number(),
-            SeqNum(100 + line.len() as u32)
+            SeqNum::new(100 + line.len() as u32)
         );
         // The server's data connection to the announced endpoint goes to the endpoint the line names.
         let mut data_syn = tcp(OUT, 20, IN, 1025, 5000, 0, 0x02, b"");
