@@ -248,6 +248,30 @@ pub struct Config {
     /// Translate addresses and ports. Off only for the forward-only benchmark ceiling.
     pub translate: bool,
     pub ftp: FtpPolicy,
+    /// Which of `--workers` engines this is (issue 18): its NAT hands out only the public ports of its
+    /// slice ([`crate::steer::slice_of`]). [`Shard::ONE`] for a gateway with one engine.
+    pub shard: Shard,
+}
+
+/// One engine's place among the engines of a gateway that runs several side by side (`--workers N`):
+/// engine `index` of `count`. Plain data so that every engine's configuration says which it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    pub index: u16,
+    pub count: u16,
+}
+
+impl Shard {
+    /// The only engine: every port is its own.
+    pub const ONE: Shard = Shard { index: 0, count: 1 };
+    /// The most engines (`--workers`) a gateway runs: a TUN device has at most 256 queues, and each
+    /// engine needs a slice of the port range of some size.
+    pub const MAX_COUNT: u16 = 64;
+
+    /// Every engine of a gateway with `count` of them.
+    pub fn all(count: u16) -> impl Iterator<Item = Shard> {
+        (0..count).map(move |index| Shard { index, count })
+    }
 }
 
 impl Config {
@@ -272,6 +296,7 @@ impl Config {
             verify_ip_checksum: true,
             translate: true,
             ftp: FtpPolicy::default(),
+            shard: Shard::ONE,
         }
     }
 
@@ -350,6 +375,20 @@ impl Config {
         }
         if self.ftp.max_line < 64 {
             return Err("--ftp-max-line: must be at least 64 bytes".into());
+        }
+        let Shard { index, count } = self.shard;
+        if count == 0 || count > Shard::MAX_COUNT {
+            return Err(format!("--workers: {count} is not between 1 and {}", Shard::MAX_COUNT));
+        }
+        if index >= count {
+            return Err(format!("--workers: engine {index} of {count} does not exist"));
+        }
+        let ports = usize::from(*self.port_range.end()) + 1 - usize::from(*self.port_range.start());
+        if usize::from(count) > ports {
+            // Every engine needs at least one port of the range to hand out.
+            return Err(format!(
+                "--workers: {count} workers need at least {count} ports in --port-range, which has {ports}"
+            ));
         }
         Ok(())
     }

@@ -144,6 +144,9 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: Config) -> Engine {
         let mut nat = Nat::new(config.port_range.clone());
+        if config.shard.count > 1 {
+            nat.set_shard(config.shard);
+        }
         nat.set_host_quota(config.ports_per_host());
         for f in &config.forwards {
             nat.reserve(f.proto, f.public_port);

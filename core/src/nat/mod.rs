@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
+use crate::config::Shard;
 use crate::flow::{Endpoint, Proto};
+use crate::steer;
 
 const PROTOS: usize = 3;
 /// Ports examined for a preferred (length-neutral) port before settling for any free one. Decimal
@@ -61,7 +63,13 @@ pub enum Refused {
 
 /// Port allocator plus the endpoint-independent mapping table.
 pub struct Nat {
+    /// The ports this NAT hands out: the configured range, or this engine's slice of it.
     range: RangeInclusive<u16>,
+    /// The configured range and this engine's place among the gateway's engines (issue 18): only
+    /// ports of its slice ([`steer::owns_port`]) are handed out, so inbound packets, steered by their
+    /// public port, reach the engine that holds the mapping.
+    full: RangeInclusive<u16>,
+    shard: Shard,
     used: [PortSet; PROTOS],
     in_use: [usize; PROTOS],
     /// Ports of `range` in use, so a full range is known without scanning it (a flood of new flows
@@ -80,6 +88,8 @@ impl Nat {
     pub fn new(range: RangeInclusive<u16>) -> Nat {
         let start = *range.start() as u32;
         Nat {
+            full: range.clone(),
+            shard: Shard::ONE,
             range,
             used: [PortSet::new(), PortSet::new(), PortSet::new()],
             in_use: [0; PROTOS],
@@ -90,6 +100,26 @@ impl Nat {
             per_host: Default::default(),
             host_quota: usize::MAX,
         }
+    }
+
+    /// Makes this the NAT of engine `shard.index` of `shard.count`: from now on it hands out only the
+    /// ports of its slice of the range (an inside port outside the range is kept only if
+    /// [`steer::owns_port`] gives it to this engine). Set before the first mapping (the engine does, at
+    /// construction); reserved ports stay reserved whatever their slice.
+    pub fn set_shard(&mut self, shard: Shard) {
+        debug_assert!(self.mappings.is_empty(), "a NAT is sharded before it maps anything");
+        self.shard = shard;
+        self.range = steer::slice_range(&self.full, shard.count, shard.index);
+        let start = u32::from(*self.range.start());
+        self.cursor = [start; PROTOS];
+        for i in 0..PROTOS {
+            self.in_range[i] = self.range.clone().filter(|&p| self.used[i].contains(p)).count();
+        }
+    }
+
+    /// Whether this NAT may hand out `port` (always, unless it is one engine of several).
+    pub fn owns(&self, port: u16) -> bool {
+        self.shard.count <= 1 || steer::owns_port(&self.full, self.shard, port)
     }
 
     /// Sets how many mappings one inside host may hold per protocol. Hosts above a lowered quota keep
@@ -173,7 +203,7 @@ impl Nat {
         if self.host_ports(proto, inside.addr) >= self.host_quota {
             return Err(Refused::HostQuota);
         }
-        let keep = inside.port != 0 && self.is_free(proto, inside.port);
+        let keep = inside.port != 0 && self.is_free(proto, inside.port) && self.owns(inside.port);
         let port = match prefer {
             Some(pref) if !(keep && pref(inside.port)) => self
                 .find_within(proto, pref, PREFERENCE_SCAN)
@@ -253,6 +283,46 @@ mod tests {
 
     fn ep(last: u8, port: u16) -> Endpoint {
         Endpoint::new(Ipv4Addr::new(10, 0, 0, last), port)
+    }
+
+    /// One engine of several hands out only its slice's ports: a kept inside port too, so inbound
+    /// packets (steered by their public port) reach the engine that holds the mapping (issue 18).
+    #[test]
+    fn a_sharded_nat_hands_out_only_its_slice() {
+        let range = 1024..=65535u16;
+        for index in 0..3u16 {
+            let shard = Shard { index, count: 3 };
+            let mut nat = Nat::new(range.clone());
+            nat.reserve(Proto::Tcp, 2121);
+            nat.set_shard(shard);
+            let slice = steer::slice_range(&range, 3, index);
+            for i in 0..2000u16 {
+                let inside = ep((i % 200) as u8, 30000 + i);
+                let p = nat.acquire(Proto::Tcp, inside, None).unwrap();
+                assert!(steer::owns_port(&range, shard, p), "shard {index}: port {p}");
+                if slice.contains(&inside.port) {
+                    assert_eq!(p, inside.port, "an inside port in the slice is kept");
+                } else {
+                    assert!(slice.contains(&p), "shard {index}: {p} outside {slice:?}");
+                }
+            }
+            // Below the range: kept only if `port % 3` names this shard.
+            let low = nat.acquire(Proto::Udp, ep(1, 999), None).unwrap();
+            assert_eq!(low == 999, 999 % 3 == index, "shard {index}: {low}");
+            assert!(!nat.is_free(Proto::Tcp, 2121), "reservations hold in every shard");
+        }
+    }
+
+    #[test]
+    fn a_sharded_nat_is_exhausted_by_its_slice() {
+        let mut nat = Nat::new(20000..=20009);
+        nat.set_shard(Shard { index: 1, count: 2 });
+        // Inside port 2 is outside the range and not this shard's (2 % 2 = 0): never kept.
+        let got: Vec<u16> = (0..5).map(|i| nat.acquire(Proto::Udp, ep(i, 2), None).unwrap()).collect();
+        assert_eq!(got, [20005, 20006, 20007, 20008, 20009]);
+        assert_eq!(nat.acquire(Proto::Udp, ep(9, 2), None), Err(Refused::Exhausted));
+        nat.release(Proto::Udp, ep(0, 2));
+        assert_eq!(nat.acquire(Proto::Udp, ep(9, 2), None), Ok(20005));
     }
 
     #[test]
