@@ -275,6 +275,19 @@ impl Shard {
 }
 
 impl Config {
+    /// This configuration for engine `shard` of a gateway running several: its slice of the ports, and
+    /// its share of `--max-flows` (the gateway's table bound, cut evenly and rounded up, so that the
+    /// engines together hold about as many flows as one engine would). Per-host limits need no share:
+    /// every inside host's flows and mappings live in one engine (`steer::host_worker`).
+    pub fn for_shard(&self, shard: Shard) -> Config {
+        let mut c = self.clone();
+        c.shard = shard;
+        c.max_flows = self.max_flows.div_ceil(usize::from(shard.count.max(1)));
+        c
+    }
+}
+
+impl Config {
     /// A configuration with defaults for everything but the two things nobody can guess.
     pub fn new(inside: Vec<Ipv4Net>, public_ip: Ipv4Addr) -> Config {
         let lan_ip = inside.first().map(|n| first_host(*n)).unwrap_or(Ipv4Addr::UNSPECIFIED);
