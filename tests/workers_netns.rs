@@ -429,3 +429,43 @@ fn flows_and_ftp_sessions_keep_order_and_bytes_through_two_workers() {
     drop(stopped);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A device that cannot be multi-queue (an operator's persistent device made without `multi_queue`):
+/// `--workers 2` warns, names why, and runs one worker on it; the LAN device's queues, opened first,
+/// are closed again and the device made anew, single-queue.
+#[test]
+fn a_single_queue_device_means_one_worker_with_a_warning() {
+    let test = "a_single_queue_device_means_one_worker_with_a_warning";
+    if !netns_available(test) {
+        return;
+    }
+    let names = Topology::names(test);
+    let ns = Netns::new(&names.ns_lan);
+    let (created, persistent) = (names.lan_tun.as_str(), names.wan_tun.as_str());
+    ns.ip(&["tuntap", "add", "dev", persistent, "mode", "tun"]);
+    let log_path = names.state_dir.with_extension("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = ns
+        .command(env!("CARGO_BIN_EXE_ftpnat"))
+        .args(["run", "--lan-tun", created, "--wan-tun", persistent, "--inside", INSIDE])
+        .args(["--public-ip", PUBLIC_IP, "--workers", "2"])
+        .env("RUST_LOG", "ftpnat=info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let running = wait_until(Duration::from_secs(10), || read_log().contains("ftpnat running"));
+    assert!(running, "ftpnat did not start: {}", read_log());
+    let l = read_log();
+    assert!(l.contains("cannot open a queue per worker; running one worker"), "{l}");
+    assert!(l.contains("not a multi-queue TUN device"), "the warning says why: {l}");
+    assert!(l.contains("workers=1"), "{l}");
+    let c = text(&ns.ip(&["link", "show", "dev", created]).stdout);
+    assert!(c.contains(",UP"), "the LAN device, made again single-queue, is up: {c}");
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_child(&mut child, Duration::from_secs(10)).expect("ftpnat ignored SIGTERM");
+    assert!(status.success(), "exit {status}: {}", read_log());
+    let _ = std::fs::remove_file(&log_path);
+}

@@ -367,7 +367,14 @@ impl Link {
                     Reply::Recording { on: *on, seq: *seq }
                 }
                 Work::Other(Job::Reload(r)) => {
-                    let (applied, not_applied) = reload::apply(st.engine, r);
+                    // One worker of several takes its share of the table bound, as at the start.
+                    let (applied, not_applied) = match self.shard {
+                        Some((index, count)) => {
+                            let shard = crate::config::Shard { index, count };
+                            reload::apply(st.engine, &(r.0.for_shard(shard), r.1.clone()))
+                        }
+                        None => reload::apply(st.engine, r),
+                    };
                     reloaded = true;
                     Reply::Reloaded { applied, not_applied }
                 }
