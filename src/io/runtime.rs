@@ -7,9 +7,12 @@
 //! ([`LoopTimes`]: a histogram of turn durations and of the operations work in each, exported as
 //! metrics); doing the operations work it owes once per turn through [`crate::ops::link::Link`] (a
 //! bounded slice of a listing, a counter snapshot, events, a reload to apply) and handing it every
-//! packet written (capture). Must not: look inside packets (the engine decides everything about them),
-//! open devices (`tun.rs`), parse flags (`main.rs`), or serve a request itself (the operations thread
-//! does).
+//! packet written (capture). As one of several workers (`--workers N`, [`Runtime::with_worker`]) it
+//! also polls its handoff doorbell, handling first what other workers handed it, and passes each
+//! packet it reads through [`super::handoff::Worker::route`], keeping what its engine owns. Must not:
+//! look inside packets (the engine decides everything about them; which engine, the core's steering
+//! rule through `handoff`), open devices (`tun.rs`), parse flags (`main.rs`), or serve a request
+//! itself (the operations thread does).
 //!
 //! Call order follows [`crate::engine`]: per packet `handle_packet`, queue a `Forward` for its side, then
 //! drain `poll_transmit` into the queues; when `poll_timeout` passes, `handle_timeout` and drain again.

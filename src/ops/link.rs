@@ -7,7 +7,9 @@
 //! over, applying a reloaded configuration, and handing captured packets to the capture writer. Must
 //! not: do socket or file I/O of its own (the operations thread and the capture writer do), format
 //! anything, or keep more than one turn's budget of work going: a listing that does not fit is
-//! resumed in the next turn.
+//! resumed in the next turn. With several workers each loop has its own link, marks its rows and
+//! events with its worker and global ids ([`super::view::global_id`]), and the operations thread stops
+//! when the last link goes ([`Guard`]).
 //!
 //! Why the budget holds whatever the table size or the clients do: a listing is taken as bounded
 //! slices asked for one at a time, and the next slice is only asked for once the client has read the

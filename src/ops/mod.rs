@@ -4,7 +4,9 @@
 //! Owns: [`Ops`], the bundle `main.rs` (or a test) fills and hands to the run loop, which starts it
 //! ([`Ops::start`]): the servers then live on their own thread ([`server`]: control socket, metrics,
 //! SIGHUP), the capture file is written by its own thread ([`capture`]), and the run loop keeps a
-//! [`link::Link`], the only operations code that touches the engine, bounded per turn. The pieces:
+//! [`link::Link`], the only operations code that touches the engine, bounded per turn (with
+//! `--workers N`, [`Ops::start_workers`]: one thread, a link per worker's loop, their answers summed
+//! and merged on the thread). The pieces:
 //! [`control`] (Unix socket server), [`client`] (`ftpnat show`/`ftpnat events`), [`view`] (the data
 //! model: rows, counters, JSON), [`metrics`] (Prometheus exposition over HTTP), [`capture`] (pcapng
 //! writer with rotation), [`config_file`] (TOML with key/line errors, read safely) and [`reload`]

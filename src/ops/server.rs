@@ -5,7 +5,9 @@
 //! servers' descriptors; reading the configuration on SIGHUP (the loader runs here, so a slow or
 //! odd file never holds packets up) and logging what the run loop applied; routing the run loop's
 //! replies to the client that asked; turning event recording on and off as subscribers come and go;
-//! and [`Backend`], through which the servers ask the run loop for rows and counters. Must not: touch
+//! and [`Backend`], through which the servers ask the run loop for rows and counters (with several
+//! workers' loops: every loop, the answers merged here into one, or for a flow listing the loop the
+//! cursor names). Must not: touch
 //! the engine (only the run loop does, through [`super::link::Link`]) or block anywhere but in `poll`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
