@@ -469,3 +469,81 @@ fn a_single_queue_device_means_one_worker_with_a_warning() {
     assert!(status.success(), "exit {status}: {}", read_log());
     let _ = std::fs::remove_file(&log_path);
 }
+
+/// A forward added by a SIGHUP reload changes the steering rule: every worker takes the new rule and
+/// worker 0 replaces the devices' steering programs, so a connection through the new forward, to a
+/// host of worker 1, is read by worker 1 from its first packet (nothing handed between workers) and
+/// arrives whole.
+#[test]
+fn a_forward_added_by_reload_is_steered_to_its_hosts_worker() {
+    if !netns_available("workers_reload") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ftpnat-workers-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("ftpnat.toml");
+    std::fs::write(&conf, "udp-timeout = \"5m\"\n").unwrap();
+    let sock = dir.join("ctl.sock");
+    let sock_s = sock.display().to_string();
+    let mut t =
+        Topology::up_with_config("workers_reload", &conf, &["--workers", "2", "--control-socket", &sock_s])
+            .expect("namespaces checked above");
+    // A port the old rule gives to worker 0's slice, forwarded to a host of worker 1.
+    let host = hosts_of(1, 1)[0];
+    let port = 2222u16;
+    assert_eq!(
+        ftpnat::steer::slice_of(&(1024..=65535), WORKERS, port),
+        0,
+        "the test needs a port of worker 0's slice"
+    );
+    let o = t.lan(Duration::from_secs(5), &["ip", "addr", "add", &format!("{host}/32"), "dev", &t.lan_tun]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(&conf, format!("udp-timeout = \"5m\"\nforward = [\"tcp:{port}={host}:{port}\"]\n"))
+        .unwrap();
+    let pid: i32 = std::fs::read_to_string(t.state_dir.join("ftpnat.pid")).unwrap().trim().parse().unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || t.ftpnat_log().contains("configuration reloaded")),
+        "{}",
+        t.ftpnat_log()
+    );
+    // Every worker has applied it (the reload's report is merged from all of them).
+    let stats = |k: &str| {
+        let (_, out) = ftpnat(&["show", "stats", "--json", "--control-socket", &sock_s]);
+        serde_json::from_str::<serde_json::Value>(&out).ok().and_then(|v| v["stats"][k].as_u64()).unwrap_or(0)
+    };
+    let handed = stats("workers.handoff.sent");
+    let flows_py = script("tcp-flows.py").display().to_string();
+    let (host_s, port_s) = (host.to_string(), port.to_string());
+    let server =
+        t.serve_lan("tcp", port, &["python3", &flows_py, "serve", &host_s, &port_s, "1", "--timeout", "30"]);
+    let out = t.wan(
+        Duration::from_secs(40),
+        &[
+            "python3",
+            &flows_py,
+            "run",
+            PUBLIC_IP,
+            &port_s,
+            "--sources",
+            WAN_HOST,
+            "--flows",
+            "1",
+            "--bytes",
+            "4000000",
+        ],
+    );
+    let client = text(&out.stdout);
+    assert!(out.status.success(), "through the new forward: {client}\n{}", t.ftpnat_log());
+    assert!(wait_until(Duration::from_secs(10), || t.server_output(server).contains("recv 0 ")));
+    let sent = client.split_whitespace().nth(2).unwrap_or("?").to_string();
+    assert!(
+        t.server_output(server).contains(&format!("recv 0 {sent} 4000000")),
+        "{client} / {}",
+        t.server_output(server)
+    );
+    assert_eq!(stats("workers.handoff.sent"), handed, "the new forward's packets were read by their worker");
+    assert!(!t.ftpnat_log().contains("cannot replace the steering program"), "{}", t.ftpnat_log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
