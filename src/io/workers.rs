@@ -24,6 +24,7 @@ use crate::config::{Config, Shard};
 use crate::engine::Engine;
 use crate::flow::Side;
 use crate::ops::link::Link;
+use crate::ops::natlog::Export;
 use crate::ops::Ops;
 use crate::steer::Steering;
 
@@ -89,20 +90,28 @@ pub fn run_gateway(
     config: Config,
     pairs: Vec<(TunDevice, TunDevice)>,
     ops: Ops,
+    natlog: Option<Export>,
     stop: &Stop,
 ) -> io::Result<Outcome> {
     let n = u16::try_from(pairs.len()).map_err(|_| io::Error::other("too many workers"))?;
     if n <= 1 {
         let Some((lan, wan)) = pairs.into_iter().next() else { return Err(io::Error::other("no devices")) };
-        let mut rt = Runtime::new(Engine::new(config), lan, wan).with_ops(ops)?;
+        let mut engine = Engine::new(config);
+        engine.set_nat_log(natlog.is_some());
+        let mut rt = Runtime::new(engine, lan, wan).with_natlog(natlog).with_ops(ops)?;
         let r = rt.run(stop);
+        rt.drain_natlog();
         let summary = rt.summary();
         // Removes the control socket and flushes the capture.
         drop(rt);
         return Ok((r, summary));
     }
+    if natlog.is_some() {
+        // `main.rs` refuses NAT logs with several workers (one exporter, drained by one loop).
+        return Err(io::Error::other("NAT logs need one worker"));
+    }
     let mut meshed = handoff::mesh(&Steering::new(&config, n))?.into_iter();
-    let mut links = ops.start_workers(n)?.into_iter();
+    let mut links = ops.start_workers(n, config.port_range.clone())?.into_iter();
     let parts = pairs
         .into_iter()
         .zip(Shard::all(n))

@@ -19,7 +19,9 @@ pub mod client;
 pub mod config_file;
 pub mod control;
 pub mod link;
+pub mod loop_stats;
 pub mod metrics;
+pub mod natlog;
 pub mod peer;
 pub mod reload;
 pub mod server;
@@ -34,12 +36,12 @@ use std::time::SystemTime;
 use crate::engine::Engine;
 use crate::flow::Side;
 use crate::io::handoff::HandoffStats;
-use crate::io::runtime::{DeviceStats, LoopTimes};
 use crate::time::Instant;
 
 use capture::Capture;
 use control::ControlServer;
 use link::{Link, LinkParts};
+use loop_stats::{DeviceStats, LoopTimes};
 use metrics::MetricsServer;
 pub use reload::{Loader, Reload, Reloaded};
 
@@ -112,7 +114,7 @@ impl Ops {
     /// Starts the operations thread (when there is a server or a reload to serve) and returns the run
     /// loop's end of it. The thread stops when the [`Link`] is dropped.
     pub fn start(self) -> io::Result<Link> {
-        let mut links = self.start_workers(1)?;
+        let mut links = self.start_workers(1, 1024..=65535)?;
         Ok(links.remove(0))
     }
 
@@ -120,8 +122,12 @@ impl Ops {
     /// one [`Link`] per loop (in worker order). The thread asks every loop for counters, pinholes
     /// and events and merges their answers (sums, one listing in port order), and a flow listing
     /// goes from one worker's table to the next ([`view::WORKER_SHIFT`]). It stops when the last
-    /// link is dropped.
-    pub fn start_workers(self, workers: u16) -> io::Result<Vec<Link>> {
+    /// link is dropped. `port_range` (`--port-range`) routes `show mapping` of a public port.
+    pub fn start_workers(
+        self,
+        workers: u16,
+        port_range: std::ops::RangeInclusive<u16>,
+    ) -> io::Result<Vec<Link>> {
         let n = workers.max(1);
         let (replies, from_loop) = mpsc::channel();
         let (ops_bell, ops_door) = link::doorbell()?;
@@ -142,6 +148,7 @@ impl Ops {
                 metrics: self.metrics,
                 reload: self.reload,
                 loops,
+                port_range,
                 replies: from_loop,
                 door: ops_door,
                 stop: Arc::clone(&stop),

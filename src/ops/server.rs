@@ -28,6 +28,8 @@ use super::view::{self, Counters, PinholeRow};
 #[derive(Debug)]
 pub struct Backend {
     loops: Vec<(Sender<Job>, Bell, bool)>,
+    /// `--port-range`, to route `show mapping` of a public port to the worker whose slice it is in.
+    range: std::ops::RangeInclusive<u16>,
     /// Replies still being gathered from the workers.
     merging: Vec<Merge>,
 }
@@ -60,8 +62,8 @@ enum Merge {
 }
 
 impl Backend {
-    pub fn new(loops: Vec<(Sender<Job>, Bell)>) -> Backend {
-        Backend { loops: loops.into_iter().map(|(j, b)| (j, b, false)).collect(), merging: Vec::new() }
+    pub fn new(loops: Vec<(Sender<Job>, Bell)>, range: std::ops::RangeInclusive<u16>) -> Backend {
+        Backend { loops: loops.into_iter().map(|(j, b)| (j, b, false)).collect(), range, merging: Vec::new() }
     }
 
     fn workers(&self) -> u16 {
@@ -89,6 +91,17 @@ impl Backend {
                     .unwrap_or((self.workers() - 1, (1 << view::WORKER_SHIFT) - 1));
                 self.send(usize::from(w), Job::Flows { tag, filter, from, max_rows });
             }
+            // `show mapping`: one worker holds an inside host's state (its address's worker) and a
+            // public port's (its slice's worker).
+            Job::Mapping { tag, target } => {
+                let w = match target {
+                    view::MappingTarget::Inside(a) => crate::steer::host_worker(a, self.workers()),
+                    view::MappingTarget::Public(ep) => {
+                        crate::steer::slice_of(&self.range, self.workers(), ep.port())
+                    }
+                };
+                self.send(usize::from(w), Job::Mapping { tag, target });
+            }
             job => {
                 self.merging.push(match &job {
                     Job::Counters { tag } => Merge::Counters { tag: *tag, left: n, acc: None },
@@ -101,7 +114,7 @@ impl Backend {
                     },
                     Job::Events { seq, .. } => Merge::Recording { seq: *seq, left: n, last: None },
                     Job::Reload(_) => Merge::Reloaded { left: n, last: None },
-                    Job::Flows { .. } => unreachable!("routed above"),
+                    Job::Flows { .. } | Job::Mapping { .. } => unreachable!("routed above"),
                 });
                 for i in 0..n {
                     self.send(i, job.clone());
@@ -111,7 +124,7 @@ impl Backend {
     }
 
     /// Takes one worker's reply: `Some` when it (or the merge it completes) goes to a server now.
-    fn merge(&mut self, reply: Reply) -> Option<Reply> {
+    pub fn merge(&mut self, reply: Reply) -> Option<Reply> {
         if self.loops.len() <= 1 {
             return Some(reply);
         }
@@ -172,7 +185,7 @@ impl Backend {
     }
 
     /// Wakes the run loops once for everything submitted since the last call.
-    fn ring(&mut self) {
+    pub fn ring(&mut self) {
         for (_, bell, rung) in &mut self.loops {
             if std::mem::take(rung) {
                 bell.ring();
@@ -188,6 +201,8 @@ pub struct OpsThread {
     pub reload: Option<Reload>,
     /// Per run loop (worker), the channel its jobs go down and the bell that wakes it.
     pub loops: Vec<(Sender<Job>, Bell)>,
+    /// `--port-range` (routing `show mapping` among workers).
+    pub port_range: std::ops::RangeInclusive<u16>,
     pub replies: Receiver<Reply>,
     pub door: Door,
     pub stop: Arc<AtomicBool>,
@@ -202,7 +217,7 @@ impl OpsThread {
     /// Serves until the run loop's [`super::link::Link`] is dropped; the servers (and the control
     /// socket file) go with the thread.
     pub fn run(mut self) {
-        let mut backend = Backend::new(self.loops.clone());
+        let mut backend = Backend::new(self.loops.clone(), self.port_range.clone());
         let mut fds = Vec::with_capacity(16);
         loop {
             fds.clear();
@@ -301,6 +316,11 @@ impl OpsThread {
                     (Server::Control, Some(c), _) => c.on_counters(tag.client, &counters),
                     (Server::Metrics, _, Some(m)) => m.on_counters(tag.client, &counters, self.start_unix),
                     _ => {}
+                }
+            }
+            Reply::Mapping { tag, value } => {
+                if let (Server::Control, Some(c)) = (tag.server, &mut self.control) {
+                    c.on_value(tag.client, &value);
                 }
             }
             Reply::Events { worker, events } => {

@@ -17,11 +17,11 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
+use super::loop_stats::LoopTimes;
 use crate::conntrack::{Conn, Origin};
 use crate::engine::Engine;
 use crate::events::Event;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto};
-use crate::io::runtime::LoopTimes;
 use crate::metrics::Metrics;
 use crate::time::Instant;
 
@@ -39,12 +39,15 @@ pub struct Request {
     /// `flows`/`pinholes`: resume where a previous reply's `next_cursor` said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<u32>,
+    /// `mapping`: an inside address, or a public `ADDRESS:PORT` (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<MappingTarget>,
 }
 
 impl Request {
     /// A request for the whole of `cmd`'s listing (or its counters, or its events).
     pub fn new(cmd: Cmd, filter: Filter) -> Request {
-        Request { cmd, filter, limit: None, cursor: None }
+        Request { cmd, filter, limit: None, cursor: None, target: None }
     }
 
     /// Whether `cmd` is a listing, the only kind that takes `limit` and `cursor`.
@@ -92,6 +95,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     if req.cmd == Cmd::Pinholes && req.cursor.is_some_and(|c| c > PINHOLE_CURSOR_END) {
         return Err("bad request: a pinhole cursor is at most 65536".into());
     }
+    if (req.cmd == Cmd::Mapping) != req.target.is_some() {
+        return Err(
+            "bad request: mapping takes a target (an inside IP or a public IP:PORT), nothing else does"
+                .into(),
+        );
+    }
     Ok(req)
 }
 
@@ -103,6 +112,71 @@ pub enum Cmd {
     Stats,
     /// A stream of event lines until the client hangs up.
     Events,
+    /// What one inside host holds, or who holds one public port (issue 16).
+    Mapping,
+}
+
+/// What `show mapping` asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MappingTarget {
+    /// An inside host: its public address, ports, blocks, deterministic share.
+    Inside(Ipv4Addr),
+    /// A public endpoint: the mappings, block, deterministic owner and reservations on it.
+    Public(std::net::SocketAddrV4),
+}
+
+impl std::str::FromStr for MappingTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<Ipv4Addr>() {
+            return Ok(MappingTarget::Inside(a));
+        }
+        match s.parse::<std::net::SocketAddrV4>() {
+            Ok(e) => Ok(MappingTarget::Public(e)),
+            Err(_) => Err(format!("'{s}': expected an inside IPv4 address or a public IPV4:PORT")),
+        }
+    }
+}
+
+/// `show mapping`: what the allocator says about `target` now, as JSON.
+pub fn mapping(engine: &Engine, now: Instant, target: MappingTarget) -> Value {
+    let nat = engine.nat();
+    let range = |r: crate::nat::PortRange| format!("{}-{}", r.first(), r.last());
+    let block = |b: &crate::nat::BlockView| {
+        json!({
+            "public": b.public.to_string(), "ports": range(b.ports), "owner": b.owner.to_string(),
+            "age_ms": ms(now.saturating_since(b.since)), "mappings": b.used,
+            "idle_ms": b.idle_since.map(|t| ms(now.saturating_since(t))),
+        })
+    };
+    let allocation = nat.allocation().name();
+    match target {
+        MappingTarget::Inside(host) => {
+            let v = nat.host_view(host);
+            json!({
+                "allocation": allocation,
+                "inside": host.to_string(),
+                "public": v.public.map(|a| a.to_string()),
+                "mappings": { "icmp": v.ports[0], "tcp": v.ports[1], "udp": v.ports[2] },
+                "blocks": v.blocks.iter().map(block).collect::<Vec<_>>(),
+                "deterministic": v.share.map(|s| json!({ "public": s.public.to_string(), "ports": range(s.ports) })),
+            })
+        }
+        MappingTarget::Public(sa) => {
+            let ep = Endpoint::new(*sa.ip(), sa.port());
+            let o = nat.owner_of(ep.addr, ep.port);
+            json!({
+                "allocation": allocation,
+                "public": ep.to_string(),
+                "in_pool": nat.is_public(ep.addr),
+                "mappings": o.mappings.iter().map(|(p, i)| json!({ "proto": p.name(), "inside": i.to_string() })).collect::<Vec<_>>(),
+                "block": o.block.as_ref().map(block),
+                "deterministic": o.deterministic.map(|a| a.to_string()),
+                "reserved": o.reserved.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            })
+        }
+    }
 }
 
 /// Selects flows, pinholes and events: every given criterion must hold. `addr`/`port` match any
@@ -178,15 +252,6 @@ pub fn roles(c: &Conn) -> (Endpoint, Endpoint, Endpoint) {
         Origin::Forward | Origin::Pinhole { .. } => (r.src, o.dst, o.src),
         // Both ends are inside: the client, its public mapping, and the forward's target.
         Origin::Hairpin => (o.src, r.dst, r.src),
-    }
-}
-
-fn origin_name(o: Origin) -> &'static str {
-    match o {
-        Origin::Outbound => "outbound",
-        Origin::Forward => "forward",
-        Origin::Hairpin => "hairpin",
-        Origin::Pinhole { .. } => "pinhole",
     }
 }
 
@@ -295,7 +360,14 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         // The session remembers what it announced; only what is still open is of interest.
         pinholes: s
             .pinholes()
-            .filter(|p| engine.pinholes().get(*p).is_some_and(|ph| ph.control == id))
+            .filter(|&p| {
+                // On the control connection's public address (issue 16: pools).
+                let at = match c.origin() {
+                    Origin::Outbound | Origin::Hairpin => c.key(Dir::Reply).dst.addr,
+                    Origin::Forward | Origin::Pinhole { .. } => c.key(Dir::Original).dst.addr,
+                };
+                engine.pinholes().get(Endpoint::new(at, p)).is_some_and(|ph| ph.control == id)
+            })
             .collect(),
         proto: "ftp",
         state: if s.is_opaque() { "tls" } else { "clear" },
@@ -306,15 +378,15 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         alg,
         bytes,
         control: match c.origin() {
-            Origin::Pinhole { control } => Some(control.0),
+            Origin::Pinhole { control } => Some(control.slot()),
             _ => None,
         },
         expires_in_ms: ms(c.expires().saturating_since(now)),
-        id: id.0,
+        id: id.slot(),
         idle_ms: ms(now.saturating_since(c.last_seen())),
         inside,
         orig: c.key(Dir::Original).into(),
-        origin: origin_name(c.origin()),
+        origin: c.origin().name(),
         outside,
         packets,
         proto: c.proto().name(),
@@ -344,11 +416,11 @@ pub fn flows_slice(
     out: &mut Vec<FlowRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    for (n, (id, slot)) in engine.table().slots_from(ConnId(from)).enumerate() {
+    for (n, (slot, conn)) in engine.table().slots_from(from).enumerate() {
         if out.len() >= max_rows || (n > 0 && n % SLOTS_PER_CHECK == 0 && over_budget()) {
-            return Some(id.0);
+            return Some(slot);
         }
-        if let Some(c) = slot.filter(|c| filter.matches_keys(c.keys())) {
+        if let Some((id, c)) = conn.filter(|(_, c)| filter.matches_keys(c.keys())) {
             out.push(flow_row(engine, id, c, now));
         }
     }
@@ -398,13 +470,13 @@ pub fn pinholes_slice(
     out: &mut Vec<PinholeRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    let public = engine.config().public_ip;
     let row = |p: &crate::alg::Pinhole| {
+        let public = p.public_addr;
         let eps = [Endpoint::new(p.peer, 0), Endpoint::new(public, p.public_port), p.inside];
         // The peer's source port is not known yet (0 here): --port matches the public or inside port.
         filter.matches(Some(Proto::Tcp), &eps).then(|| PinholeRow {
             age_ms: ms(now.saturating_since(p.created)),
-            control: p.control.0,
+            control: p.control.slot(),
             expires_in_ms: ms(p.expires.saturating_since(now)),
             inside: p.inside,
             kind: p.kind,
@@ -423,8 +495,11 @@ pub fn pinholes_slice(
         if port > from && (port - from) % PORTS_PER_CHECK == 0 && over_budget() {
             return Some(port);
         }
-        if let Some(r) = pinholes.get(port as u16).and_then(row) {
-            out.push(r);
+        // Every pool address's pinhole on this port, in pool order.
+        for &a in engine.nat().pool().addresses() {
+            if let Some(r) = pinholes.get(Endpoint::new(a, port as u16)).and_then(row) {
+                out.push(r);
+            }
         }
         port += 1;
     }
@@ -453,8 +528,9 @@ pub struct Counters {
 
 impl Counters {
     /// The engine's counters and gauges now, plus `extra` and the loop's `times`.
-    pub fn take(engine: &Engine, extra: Vec<(String, u64)>, times: &LoopTimes) -> Counters {
+    pub fn take(engine: &Engine, mut extra: Vec<(String, u64)>, times: &LoopTimes) -> Counters {
         let nat = engine.nat();
+        extra.extend(nat_counters(nat));
         Counters {
             metrics: vec![engine.metrics().clone()],
             flows_active: engine.flow_count() as u64,
@@ -506,6 +582,8 @@ impl Counters {
         self.events_dropped += other.events_dropped;
         for (k, v) in other.extra {
             match self.extra.iter_mut().find(|(n, _)| *n == k) {
+                // Every worker's NAT has the whole pool: its size is not a sum.
+                Some(slot) if k == "nat.pool.addresses" || k == "nat.blocks.total" => slot.1 = slot.1.max(v),
                 Some(slot) => slot.1 += v,
                 None => self.extra.push((k, v)),
             }
@@ -518,6 +596,29 @@ impl Counters {
             a.merge(b);
         }
     }
+}
+
+/// The address pool's and port blocks' gauges and counters (issue 16), by dotted name.
+pub fn nat_counters(nat: &crate::nat::Nat) -> Vec<(String, u64)> {
+    let (g, st, log) = (nat.gauges(), nat.stats(), nat.log());
+    [
+        ("nat.pool.addresses", nat.pool().len() as u64),
+        ("nat.pool.addresses_in_use", g.addresses_in_use as u64),
+        ("nat.pool.hosts", g.hosts as u64),
+        ("nat.blocks.in_use", g.blocks_in_use as u64),
+        ("nat.blocks.idle", g.blocks_idle as u64),
+        ("nat.blocks.total", g.blocks_total as u64),
+        ("nat.blocks.allocated", st.blocks_allocated),
+        ("nat.blocks.released", st.blocks_released),
+        ("nat.exhausted.addresses", st.addresses_exhausted),
+        ("nat.exhausted.ports", st.ports_exhausted),
+        ("nat.exhausted.host_quota", st.quota_exceeded),
+        ("nat.log.dropped", log.dropped()),
+        ("nat.log.alarms_suppressed", log.alarms_suppressed()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// `show stats`: every engine counter (drop reasons included, zeros too) and the gauges, as one flat
@@ -549,18 +650,18 @@ pub fn stats(c: &Counters) -> Value {
 /// One event line for `ftpnat events`, or `None` when `filter` rejects it. `ts` is seconds since the
 /// Unix epoch, stamped by the caller when it took the event.
 pub fn event(e: &Event, ts: f64, filter: &Filter, worker: Option<u16>) -> Option<Value> {
-    let gid = |c: &ConnId| global_id(worker, c.0);
+    let gid = |c: &ConnId| global_id(worker, c.slot());
     let (proto, eps, mut v): (Option<Proto>, Vec<Endpoint>, Value) = match e {
         Event::FlowNew { id, orig, reply, origin } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": gid(id), "proto": orig.proto.name(), "origin": origin,
+            json!({ "id": gid(id), "proto": orig.proto.name(), "origin": origin.name(),
                     "orig": key_json(orig), "reply": key_json(reply) }),
         ),
         Event::FlowDestroy { id, orig, reply, why, packets, bytes } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": gid(id), "proto": orig.proto.name(), "why": why,
+            json!({ "id": gid(id), "proto": orig.proto.name(), "why": why.name(),
                     "orig": key_json(orig), "reply": key_json(reply),
                     "packets": { "orig": packets[0], "reply": packets[1] },
                     "bytes": { "orig": bytes[0], "reply": bytes[1] } }),
@@ -715,7 +816,7 @@ mod tests {
     #[test]
     fn events_render_and_filter() {
         let e = Event::PinholeCreate {
-            control: ConnId(4),
+            control: ConnId::new(4, 0),
             public_port: 40001,
             peer: Ipv4Addr::new(198, 51, 100, 2),
             inside: ep([10, 0, 0, 2], 40001),
