@@ -1103,6 +1103,10 @@ mod tests {
             (&["--workers", "65"][..], "--workers"),
             (&["--workers", "-2"][..], "--workers"),
             (&["--workers", "3", "--port-range", "5000-5001"][..], "--workers"),
+            // Issue 16's features are not yet run across workers: refused rather than half-run.
+            (&["--workers", "2", "--port-block-size", "256"][..], "--workers"),
+            (&["--workers", "2", "--public-ip", "198.51.100.9"][..], "--workers"),
+            (&["--workers", "2", "--syslog", "udp:127.0.0.1:514"][..], "--workers"),
             // Issue 16: pools, blocks, logs; no flag that would do nothing is accepted.
             (&["--public-pool", "198.51.100.0/33"][..], "--public-pool"),
             (&["--public-pool", "10.0.0.5-10.0.0.9"][..], "--public-pool"),
