@@ -20,6 +20,9 @@
 : "${FB_NS_RTR:=ftpnat-bench-rtr}"
 : "${FB_NS_WAN:=ftpnat-bench-wan}"
 : "${FB_LAN_HOST:=10.0.0.2}"
+# More inside hosts for the several-hosts rows (ftpnat --workers N keeps each host on one worker:
+# with 2 workers, 10.0.0.2 and .4 are worker 0's, .3 and .6 worker 1's).
+: "${FB_LAN_HOSTS:=10.0.0.2 10.0.0.3 10.0.0.4 10.0.0.6}"
 : "${FB_GW_IP:=10.0.0.1}"
 : "${FB_PUBLIC_IP:=198.51.100.1}"
 : "${FB_RTR_WAN_IP:=198.51.100.254}"
@@ -50,6 +53,10 @@ fb_topo_up() {
     ip link add lan0 netns "$FB_NS_LAN" type veth peer name rlan netns "$FB_NS_RTR"
     ip link add wan0 netns "$FB_NS_WAN" type veth peer name rwan netns "$FB_NS_RTR"
     ip -n "$FB_NS_LAN" addr add "$FB_LAN_HOST/24" dev lan0
+    local h
+    for h in $FB_LAN_HOSTS; do
+        [[ $h == "$FB_LAN_HOST" ]] || ip -n "$FB_NS_LAN" addr add "$h/32" dev lan0
+    done
     ip -n "$FB_NS_LAN" link set lan0 up
     ip -n "$FB_NS_LAN" route add default via "$FB_GW_IP"
     # Connection-rate runs need more ephemeral ports than the default range gives.

@@ -3,8 +3,11 @@
 #
 # Builds lan ─veth─ router ─veth─ wan in three namespaces (bench-topo.sh) and measures, with the router
 # namespace holding in turn (a) the kernel's nftables masquerade with the FTP conntrack helper,
-# (b) ftpnat between two TUN devices, (c) ftpnat --forward-only (same I/O path, no translation):
-#   iperf3 TCP, 1 and 4 streams, lan->wan and wan->lan (reverse);
+# (b) ftpnat between two TUN devices, (c) ftpnat --forward-only (same I/O path, no translation),
+# (d) ftpnat --workers 2 (BENCH_WORKERS; two queues per TUN, two engines):
+#   iperf3 TCP, 1 and 4 streams, lan->wan and wan->lan (reverse); 4 streams from 4 inside hosts at once
+#   (one iperf3 each: ftpnat --workers N keeps an inside host's flows on one worker, so only several
+#   hosts can use several workers);
 #   an FTP download of a sparse file (default 1 GiB) from vsftpd with curl, passive and active (PORT);
 #   the rate of 64-byte UDP datagrams (examples/udpflood.rs, sendmmsg batches) that reach the wan host;
 #   new TCP connections per second (examples/connrate.rs);
@@ -30,6 +33,7 @@ SECS="${BENCH_SECS:-5}"
 FTP_MIB="${BENCH_FTP_MIB:-1024}"
 FLOWS="${BENCH_FLOWS:-1000000}"
 ROUNDS="${BENCH_ROUNDS:-3}"
+WORKERS="${BENCH_WORKERS:-2}"
 if [[ ${1:-} == --quick ]]; then SECS=2; FTP_MIB=256; FLOWS=200000; ROUNDS=1; fi
 [[ $SECS =~ ^[0-9]+$ && $ROUNDS =~ ^[0-9]+$ && $FTP_MIB =~ ^[0-9]+$ && $FLOWS =~ ^[0-9]+$ ]] ||
     ftpnat_die "BENCH_SECS, BENCH_ROUNDS, BENCH_FTP_MIB and BENCH_FLOWS are whole numbers"
@@ -97,6 +101,13 @@ ip netns exec "$FB_NS_WAN" timeout "$limit" vsftpd "$work/vsftpd.conf" </dev/nul
 pids+=($!)
 ip netns exec "$FB_NS_WAN" timeout "$limit" iperf3 -s -B "$FB_WAN_HOST" </dev/null >/dev/null 2>&1 &
 pids+=($!)
+# One more server per extra inside host (an iperf3 server runs one test at a time).
+hosts=($FB_LAN_HOSTS)
+for ((i = 0; i < ${#hosts[@]}; i++)); do
+    ip netns exec "$FB_NS_WAN" timeout "$limit" iperf3 -s -B "$FB_WAN_HOST" -p $((5301 + i)) </dev/null >/dev/null 2>&1 &
+    pids+=($!)
+done
+pids+=($!)
 ip netns exec "$FB_NS_WAN" timeout "$limit" "$CONNRATE" serve "$FB_WAN_HOST:9100" --secs "$limit" </dev/null >/dev/null 2>&1 &
 pids+=($!)
 ftpnat_wait_for 10 ftpnat_listening "$FB_NS_WAN" tcp 21 || ftpnat_die "vsftpd did not start"
@@ -121,6 +132,25 @@ iperf() {  # iperf MODE KEY STREAMS [-R]: Gbit/s received
     keep "$1" "$2" "$(python3 -c 'import json,sys
 try: print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))
 except Exception: print("fail")' <<<"$out")"
+}
+
+iperf_hosts() {  # iperf_hosts MODE KEY [-R]: Gbit/s received, summed over one stream from each inside host
+    local i sum clients=()
+    for ((i = 0; i < ${#hosts[@]}; i++)); do
+        fb_lan timeout $((SECS + 20)) iperf3 -c "$FB_WAN_HOST" -p $((5301 + i)) -B "${hosts[i]}" -t "$SECS" \
+            ${3:-} -J >"$work/iperf-$i.json" 2>/dev/null &
+        clients+=($!)
+    done
+    for i in "${clients[@]}"; do wait "$i" 2>/dev/null || true; done
+    sum=$(python3 -c 'import json,sys
+t = 0.0
+try:
+    for f in sys.argv[1:]:
+        t += json.load(open(f))["end"]["sum_received"]["bits_per_second"]
+    print("%.2f" % (t / 1e9))
+except Exception: print("fail")' "$work"/iperf-*.json)
+    rm -f "$work"/iperf-*.json
+    keep "$1" "$2" "$sum"
 }
 
 ftp_get() {  # ftp_get MODE KEY [curl flags]: Gbit/s of a complete download
@@ -163,6 +193,8 @@ run_suite() {  # run_suite MODE
     iperf "$1" tcp4_up 4
     iperf "$1" tcp1_down 1 -R
     iperf "$1" tcp4_down 4 -R
+    iperf_hosts "$1" tcp4h_up
+    iperf_hosts "$1" tcp4h_down -R
     echo "bench.sh: [$1] FTP ${FTP_MIB} MiB passive, active" >&2
     ftp_get "$1" ftp_pasv
     ftp_get "$1" ftp_actv -P - --disable-eprt
@@ -185,6 +217,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
     # (c) ftpnat --forward-only
     fb_mode_ftpnat --forward-only
     run_suite fwd
+    fb_mode_ftpnat_off
+    # (d) ftpnat --workers N
+    fb_mode_ftpnat --workers "$WORKERS"
+    if grep -q "running one worker" "$FB_RUN_DIR/ftpnat.log" 2>/dev/null; then
+        echo "bench.sh: ftpnat --workers $WORKERS fell back to one worker: $(grep -m1 WARN "$FB_RUN_DIR/ftpnat.log")" >&2
+    fi
+    run_suite wN
     fb_mode_ftpnat_off
 done
 
@@ -218,31 +257,34 @@ ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'
 }
 row() {  # row LABEL KEY
-    local k=${R[kernel,$2]:--} f=${R[ftpnat,$2]:--} w=${R[fwd,$2]:--}
-    printf '| %-36s | %10s | %10s | %12s | %13s | %15s |\n' "$1" "$k" "$f" "$w" "$(ratio "$f" "$k")" "$(ratio "$f" "$w")"
+    local k=${R[kernel,$2]:--} f=${R[ftpnat,$2]:--} w=${R[fwd,$2]:--} n=${R[wN,$2]:--}
+    printf '| %-36s | %10s | %10s | %12s | %13s | %15s | %10s | %13s |\n' "$1" "$k" "$f" "$w" "$(ratio "$f" "$k")" \
+        "$(ratio "$f" "$w")" "$n" "$(ratio "$n" "$k")"
 }
 table() {
     echo "ftpnat bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $cpus CPUs, kernel $(uname -r)"
     echo "load at start: $l1 $l5 $l15 ($load_note)"
     echo "best of $ROUNDS interleaved rounds; $SECS s per throughput test; FTP file $FTP_MIB MiB"
     echo
-    printf '| %-36s | %10s | %10s | %12s | %13s | %15s |\n' test "kernel NAT" ftpnat forward-only \
-        ftpnat/kernel ftpnat/fwd-only
-    printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..38})" "$(printf -- '-%.0s' {1..12})" \
+    printf '| %-36s | %10s | %10s | %12s | %13s | %15s | %10s | %13s |\n' test "kernel NAT" ftpnat forward-only \
+        ftpnat/kernel ftpnat/fwd-only "ftpnat -w$WORKERS" "-w$WORKERS/kernel"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..38})" "$(printf -- '-%.0s' {1..12})" \
         "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..15})" \
-        "$(printf -- '-%.0s' {1..17})"
+        "$(printf -- '-%.0s' {1..17})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..15})"
     row "TCP 1 stream lan->wan (Gbit/s)" tcp1_up
     row "TCP 4 streams lan->wan (Gbit/s)" tcp4_up
     row "TCP 1 stream wan->lan (Gbit/s)" tcp1_down
     row "TCP 4 streams wan->lan (Gbit/s)" tcp4_down
+    row "TCP 4 hosts x 1 stream lan->wan" tcp4h_up
+    row "TCP 4 hosts x 1 stream wan->lan" tcp4h_down
     row "FTP passive download (Gbit/s)" ftp_pasv
     row "FTP active (PORT) download (Gbit/s)" ftp_actv
     row "UDP 64 B received (Mpps)" udp
     row "UDP 64 B offered by sender (Mpps)" udp_tx
     row "new TCP connections (k/s)" conn
-    printf '| %-36s | %10s | %10s | %12s | %13s | %15s |\n' "ftpnat RSS per tracked flow (B)" \
-        "n/a" "${R[ftpnat,rss]}" "n/a" "-" "-"
-    printf '| %-36s | %10s | %10s | %12s | %13s | %15s |\n' "ftpnat RSS, $tracked flows (MiB)" \
-        "n/a" "${R[ftpnat,rss_mib]}" "n/a" "-" "-"
+    printf '| %-36s | %10s | %10s | %12s | %13s | %15s | %10s | %13s |\n' "ftpnat RSS per tracked flow (B)" \
+        "n/a" "${R[ftpnat,rss]}" "n/a" "-" "-" "-" "-"
+    printf '| %-36s | %10s | %10s | %12s | %13s | %15s | %10s | %13s |\n' "ftpnat RSS, $tracked flows (MiB)" \
+        "n/a" "${R[ftpnat,rss_mib]}" "n/a" "-" "-" "-" "-"
 }
 table | tee "${BENCH_OUT:-/dev/null}"

@@ -27,6 +27,7 @@
 : "${FTPNAT_EXTRA_ARGS=}"                   # more `ftpnat run` flags, space separated
 : "${FTPNAT_CONFIG=}"                       # an ftpnat.toml for `--config` (then the forwards come from it)
 : "${FTPNAT_LOG:=ftpnat=info}"              # RUST_LOG for the ftpnat process
+: "${FTPNAT_WORKERS=}"                      # --workers N, unless the flags already say (e.g. CI's second run: 2)
 
 FTPNAT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${FTPNAT_BIN:=$FTPNAT_REPO/target/release/ftpnat}"
@@ -34,7 +35,7 @@ FTPNAT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 export FTPNAT_NS_LAN FTPNAT_NS_WAN FTPNAT_LAN_TUN FTPNAT_WAN_TUN FTPNAT_INSIDE FTPNAT_GW_IP \
     FTPNAT_LAN_HOST FTPNAT_PUBLIC_IP FTPNAT_WAN_HOST FTPNAT_WAN_PREFIX_LEN FTPNAT_FORWARDS \
-    FTPNAT_EXTRA_ARGS FTPNAT_CONFIG FTPNAT_LOG FTPNAT_REPO FTPNAT_BIN FTPNAT_STATE_DIR
+    FTPNAT_EXTRA_ARGS FTPNAT_CONFIG FTPNAT_LOG FTPNAT_WORKERS FTPNAT_REPO FTPNAT_BIN FTPNAT_STATE_DIR
 
 # --- helpers shared by the scripts ---------------------------------------------------------------
 

@@ -48,6 +48,11 @@ else
 fi
 # shellcheck disable=SC2206 # word splitting is the point
 args+=($FTPNAT_EXTRA_ARGS)
+# FTPNAT_WORKERS runs every topology with that many workers (the namespace suites' second run), unless
+# the test's own flags set --workers.
+if [[ -n "$FTPNAT_WORKERS" && " ${args[*]} " != *" --workers "* ]]; then
+    args+=(--workers "$FTPNAT_WORKERS")
+fi
 # The control socket's directory (/run/ftpnat in the example configuration) must exist; under systemd
 # RuntimeDirectory= makes it, here we do. The flag wins over the file, as in ftpnat.
 socket=

@@ -15,7 +15,9 @@
 //! [`replay`] → [`io`]`::pcap`; [`ops`] imports nothing of [`io`] or [`replay`], and [`io`] nothing of
 //! [`replay`].
 
-pub use ftpnat_core::{alg, config, conntrack, engine, events, flow, frag, metrics, nat, seqadj, time, wire};
+pub use ftpnat_core::{
+    alg, config, conntrack, engine, events, flow, frag, metrics, nat, seqadj, steer, time, wire,
+};
 
 pub mod io;
 pub mod ops;

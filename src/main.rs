@@ -22,11 +22,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota};
-use ftpnat::engine::Engine;
+use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota, Shard};
 use ftpnat::io::log::{LogPipe, RateLimit};
-use ftpnat::io::runtime::{Runtime, Stop};
-use ftpnat::io::tun::{self, TunDevice};
+use ftpnat::io::runtime::Stop;
+use ftpnat::io::tun;
+use ftpnat::io::workers;
 use ftpnat::nat::{Allocation, BlockPolicy, PoolSpec};
 use ftpnat::ops::capture::{Capture, CaptureOptions, DEFAULT_FILES, DEFAULT_MAX_BYTES};
 use ftpnat::ops::config_file::{self, parse_size};
@@ -207,6 +207,11 @@ struct RunArgs {
     /// TSO/USO and checksum offload, used when the kernel has it).
     #[arg(long)]
     no_offload: bool,
+    /// Worker threads, each with its own queue of both TUN devices (IFF_MULTI_QUEUE, steered by an
+    /// eBPF program) and its own engine: table, slice of the port range, pinholes [default: 1]. One
+    /// worker, with a warning, when the devices or the kernel cannot do it.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    workers: Option<u16>,
     /// Serve `ftpnat show`/`ftpnat events` on this Unix socket (created with mode 0600).
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
@@ -374,6 +379,7 @@ impl RunArgs {
             udp_unreplied_timeout,
             forward_only,
             no_offload,
+            workers,
             control_socket,
             metrics_listen,
             capture,
@@ -418,6 +424,7 @@ impl RunArgs {
             udp_unreplied_timeout: udp_unreplied_timeout.or(file.udp_unreplied_timeout),
             forward_only: forward_only || file.forward_only,
             no_offload: no_offload || file.no_offload,
+            workers: workers.or(file.workers),
             control_socket: control_socket.or(file.control_socket),
             metrics_listen: metrics_listen.or(file.metrics_listen),
             capture: capture.or(file.capture),
@@ -524,6 +531,22 @@ impl RunArgs {
         self.pool(&mut c)?;
         c.validate()?;
         self.natlog()?;
+        if let Some(n) = self.workers {
+            // Each worker's engine must be valid too (a port range with a port for each, say).
+            c.for_shard(Shard { index: 0, count: n }).validate()?;
+            // Issue 16's pools, blocks and NAT logs are not yet proven across workers: refused, not
+            // half-run.
+            let combined = [
+                (c.pool.addresses.len() > 1, "several public addresses (--public-ip/--public-pool)"),
+                (c.pool.allocation != Allocation::Dynamic, "--port-block-size/--deterministic"),
+                (self.natlog()?.any(), "NAT logs (--ipfix-collector/--syslog)"),
+            ];
+            if let Some((_, what)) = combined.iter().find(|(on, _)| n > 1 && *on) {
+                return Err(format!(
+                    "--workers: {n} workers do not combine with {what} yet; use --workers 1"
+                ));
+            }
+        }
         Ok(c)
     }
 
@@ -670,6 +693,7 @@ fn restart_notes(running: &RunArgs, new: &RunArgs) -> Vec<String> {
     cmp(running.lan_tun != new.lan_tun, "lan-tun");
     cmp(running.wan_tun != new.wan_tun, "wan-tun");
     cmp(running.no_offload != new.no_offload, "no-offload");
+    cmp(running.workers != new.workers, "workers");
     cmp(running.control_socket != new.control_socket, "control-socket");
     cmp(running.metrics_listen != new.metrics_listen, "metrics-listen");
     cmp(running.capture != new.capture, "capture");
@@ -749,16 +773,14 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     ops.reload = Some(reload);
     ops.shared = logging.shared_counters();
     let offload = if settings.no_offload { tun::Offload::Off } else { tun::Offload::Auto };
-    let open = |flag, name: &str, side: Side| TunDevice::open(flag, name, config.mtu[side.index()], offload);
-    let (lan, wan) =
-        match (open("--lan-tun", &lan_name, Side::Inside), open("--wan-tun", &wan_name, Side::Outside)) {
-            (Ok(l), Ok(w)) => (l, w),
-            (Err(e), _) | (_, Err(e)) => {
-                logging.finish();
-                eprintln!("ftpnat: error: {e}");
-                return ExitCode::from(1);
-            }
-        };
+    let pairs = match workers::open(&config, &lan_name, &wan_name, offload, settings.workers.unwrap_or(1)) {
+        Ok(p) => p,
+        Err(e) => {
+            logging.finish();
+            eprintln!("ftpnat: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
     tracing::info!(
         lan = lan_name,
         wan = wan_name,
@@ -771,6 +793,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         control_socket = %ops.control.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
         metrics = %ops.metrics.as_ref().map_or("-".into(), |m| m.local_addr().to_string()),
         capture = %ops.capture.as_ref().map_or("-".into(), |c| c.path().display().to_string()),
+        workers = pairs.len(),
         version = VERSION,
         "ftpnat running"
     );
@@ -795,26 +818,20 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         ops.shared.extend(x.counters().shared());
     }
     let started = std::time::Instant::now();
-    let mut engine = Engine::new(config);
-    engine.set_nat_log(natlog.is_some());
-    let mut rt = match Runtime::new(engine, lan, wan).with_natlog(natlog).with_ops(ops) {
-        Ok(rt) => rt,
+    // Removes the control socket and flushes the capture (and the NAT log) before it returns.
+    let (result, mut counters) = match workers::run_gateway(config, pairs, ops, natlog, &stop) {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("ftpnat: error: cannot start the operations thread: {e}");
+            eprintln!("ftpnat: error: cannot start the operations thread or the workers: {e}");
             return ExitCode::from(1);
         }
     };
-    let result = rt.run(&stop);
-    rt.drain_natlog();
     let stopped_by = match &result {
         Ok(cause) => cause.to_string(),
         Err(_) => "device error".to_string(),
     };
-    let mut counters = rt.summary();
     counters.extend(logging.counters());
     print_summary(&counters, &stopped_by, started.elapsed(), format);
-    // Removes the control socket and flushes the capture.
-    drop(rt);
     let code = match &result {
         Ok(cause) => {
             tracing::info!(%cause, "ftpnat stopped");
@@ -1082,6 +1099,14 @@ mod tests {
             (&["--max-ports-per-host", "120%"][..], "--max-ports-per-host"),
             (&["--udp-unreplied-timeout", "later"][..], "--udp-unreplied-timeout"),
             (&["--inside", "10.0.0.0/33"][..], "--inside"),
+            (&["--workers", "0"][..], "--workers"),
+            (&["--workers", "65"][..], "--workers"),
+            (&["--workers", "-2"][..], "--workers"),
+            (&["--workers", "3", "--port-range", "5000-5001"][..], "--workers"),
+            // Issue 16's features are not yet run across workers: refused rather than half-run.
+            (&["--workers", "2", "--port-block-size", "256"][..], "--workers"),
+            (&["--workers", "2", "--public-ip", "198.51.100.9"][..], "--workers"),
+            (&["--workers", "2", "--syslog", "udp:127.0.0.1:514"][..], "--workers"),
             // Issue 16: pools, blocks, logs; no flag that would do nothing is accepted.
             (&["--public-pool", "198.51.100.0/33"][..], "--public-pool"),
             (&["--public-pool", "10.0.0.5-10.0.0.9"][..], "--public-pool"),

@@ -25,6 +25,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         now: Instant::from_secs(1),
         devices: [DeviceStats::default(); 2],
         times: &times,
+        worker: Some((0, Default::default())),
     }
     .extra_counters();
     // What the run loop and the operations thread add beside the devices' counters (ops/link.rs,

@@ -147,7 +147,10 @@ fn show_flows_during_an_ftp_transfer_and_sighup_reload() {
     let during = wait_until(Duration::from_secs(20), || {
         let (code, out, _) = ftpnat(&["show", "flows", "--control-socket", sock.to_str().unwrap()]);
         shown = out;
-        code == Some(0) && shown.contains("seq-delta orig=+4") && shown.contains("ftp-data of #")
+        // EPRT grows by 4 with the client's port kept, by 3 with a 4-digit one of another worker's
+        // slice (the suite's `FTPNAT_WORKERS=2` run).
+        let delta = shown.contains("seq-delta orig=+4") || shown.contains("seq-delta orig=+3");
+        code == Some(0) && delta && shown.contains("ftp-data of #")
     });
     assert!(during, "show flows during the transfer:\n{shown}\n{}", t.ftpnat_log());
     eprintln!("ftpnat show flows during the transfer:\n{shown}");
@@ -155,7 +158,7 @@ fn show_flows_during_an_ftp_transfer_and_sighup_reload() {
         ftpnat(&["show", "flows", "--json", "--port", "21", "--control-socket", sock.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["flows"].as_array().unwrap().len(), 1, "{json}");
-    assert_eq!(v["flows"][0]["alg"]["delta_orig"], 4);
+    assert!([3, 4].contains(&v["flows"][0]["alg"]["delta_orig"].as_i64().unwrap_or(0)), "{json}");
     assert!(wait_child(&mut curl, Duration::from_secs(60)).is_some_and(|s| s.success()), "curl failed");
     assert_eq!(std::fs::read(&got).unwrap(), data, "the file arrived intact");
     assert!(wait_line(&mut events, SHORT, |l| l.contains("[PINHOLE-USED]")), "events stream");

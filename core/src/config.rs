@@ -282,8 +282,45 @@ pub struct Config {
     /// Translate addresses and ports. Off only for the forward-only benchmark ceiling.
     pub translate: bool,
     pub ftp: FtpPolicy,
+    /// Which of `--workers` engines this is (issue 18): its NAT hands out only the public ports of its
+    /// slice ([`crate::steer::slice_of`]). [`Shard::ONE`] for a gateway with one engine.
+    pub shard: Shard,
     /// The public address pool and port allocation.
     pub pool: PoolConfig,
+}
+
+/// One engine's place among the engines of a gateway that runs several side by side (`--workers N`):
+/// engine `index` of `count`. Plain data so that every engine's configuration says which it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    pub index: u16,
+    pub count: u16,
+}
+
+impl Shard {
+    /// The only engine: every port is its own.
+    pub const ONE: Shard = Shard { index: 0, count: 1 };
+    /// The most engines (`--workers`) a gateway runs: a TUN device has at most 256 queues, and each
+    /// engine needs a slice of the port range of some size.
+    pub const MAX_COUNT: u16 = 64;
+
+    /// Every engine of a gateway with `count` of them.
+    pub fn all(count: u16) -> impl Iterator<Item = Shard> {
+        (0..count).map(move |index| Shard { index, count })
+    }
+}
+
+impl Config {
+    /// This configuration for engine `shard` of a gateway running several: its slice of the ports, and
+    /// its share of `--max-flows` (the gateway's table bound, cut evenly and rounded up, so that the
+    /// engines together hold about as many flows as one engine would). Per-host limits need no share:
+    /// every inside host's flows and mappings live in one engine (`steer::host_worker`).
+    pub fn for_shard(&self, shard: Shard) -> Config {
+        let mut c = self.clone();
+        c.shard = shard;
+        c.max_flows = self.max_flows.div_ceil(usize::from(shard.count.max(1)));
+        c
+    }
 }
 
 impl Config {
@@ -308,6 +345,7 @@ impl Config {
             verify_ip_checksum: true,
             translate: true,
             ftp: FtpPolicy::default(),
+            shard: Shard::ONE,
             pool: PoolConfig {
                 addresses: vec![public_ip],
                 allocation: Allocation::Dynamic,
@@ -323,7 +361,10 @@ impl Config {
             pool: self.pool.addresses.clone(),
             range: PortRange::try_from(&self.port_range)
                 .unwrap_or(PortRange::new(1024, 65535).expect("valid")),
-            slice: None,
+            // One engine of several hands out only its slice's ports (issue 18, `steer::slice_range`).
+            slice: (self.shard.count > 1)
+                .then(|| crate::steer::slice_range(&self.port_range, self.shard.count, self.shard.index))
+                .and_then(|r| PortRange::try_from(&r).ok()),
             allocation: self.pool.allocation,
             inside: self.inside.clone(),
             host_quota: self.ports_per_host(),
@@ -409,6 +450,20 @@ impl Config {
         }
         if self.ftp.max_line < 64 {
             return Err("--ftp-max-line: must be at least 64 bytes".into());
+        }
+        let Shard { index, count } = self.shard;
+        if count == 0 || count > Shard::MAX_COUNT {
+            return Err(format!("--workers: {count} is not between 1 and {}", Shard::MAX_COUNT));
+        }
+        if index >= count {
+            return Err(format!("--workers: engine {index} of {count} does not exist"));
+        }
+        let ports = usize::from(*self.port_range.end()) + 1 - usize::from(*self.port_range.start());
+        if usize::from(count) > ports {
+            // Every engine needs at least one port of the range to hand out.
+            return Err(format!(
+                "--workers: {count} workers need at least {count} ports in --port-range, which has {ports}"
+            ));
         }
         self.validate_pool()
     }

@@ -15,6 +15,7 @@
 //! | [`conntrack`] | which connections exist, their TCP window and state, and their timeouts |
 //! | [`frag`] | fragment state: first fragments remembered, later ones waiting, per-source shares |
 //! | [`nat`] | outside port allocation and endpoint-independent mappings |
+//! | [`steer`] | which of several engines (`--workers`) owns a packet: the rule the shell's steering obeys |
 //! | [`seqadj`] | per-direction sequence maps: the only code that edits seq/ack/SACK numbers |
 //! | [`alg`] | the ALG boundary; [`alg::ftp`] understands FTP |
 //! | [`engine`] | `handle_packet` / `poll_transmit` / `poll_timeout` / `handle_timeout` |
@@ -30,6 +31,7 @@ pub mod frag;
 pub mod metrics;
 pub mod nat;
 pub mod seqadj;
+pub mod steer;
 pub mod time;
 pub mod wire;
 

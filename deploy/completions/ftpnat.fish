@@ -54,6 +54,7 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l udp-timeout -d 'Id
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l icmp-timeout -d 'Idle timeout of an ICMP echo mapping [default: 60s]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l tcp-unreplied-timeout -d 'Idle timeout of a TCP connection whose other side never answered (a SYN, a connection picked up mid-stream) [default: 60s]; the long timeouts start once both sides have spoken' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l udp-unreplied-timeout -d 'Idle timeout of a UDP mapping nobody answered [default: 30s]' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l workers -d 'Worker threads, each with its own queue of both TUN devices (IFF_MULTI_QUEUE, steered by an eBPF program) and its own engine: table, slice of the port range, pinholes [default: 1]. One worker, with a warning, when the devices or the kernel cannot do it' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l control-socket -d 'Serve `ftpnat show`/`ftpnat events` on this Unix socket (created with mode 0600)' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l metrics-listen -d 'Serve Prometheus metrics over HTTP at ADDR:PORT/metrics, e.g. 127.0.0.1:9810' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture -d 'Write every packet ftpnat sends to this pcapng file (interface 0 = LAN, 1 = WAN)' -r -F

@@ -76,6 +76,11 @@ impl OffloadIo {
         // `default()`, not `new()`: `new()` brings the device up, which an attached persistent device's
         // operator may not want.
         let dev = DeviceBuilder::default().name(name).offload(true).build_sync()?;
+        OffloadIo::from_device(dev, slot)
+    }
+
+    /// Wraps a descriptor `tun-rs` opened with offload (one queue of a multi-queue device, say).
+    pub fn from_device(dev: SyncDevice, slot: usize) -> io::Result<OffloadIo> {
         if !dev.tcp_gso() {
             return Err(io::Error::other("the kernel refused IFF_VNET_HDR/TUNSETOFFLOAD"));
         }

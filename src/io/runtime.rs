@@ -7,9 +7,12 @@
 //! ([`LoopTimes`]: a histogram of turn durations and of the operations work in each, exported as
 //! metrics); doing the operations work it owes once per turn through [`crate::ops::link::Link`] (a
 //! bounded slice of a listing, a counter snapshot, events, a reload to apply) and handing it every
-//! packet written (capture). Must not: look inside packets (the engine decides everything about them),
-//! open devices (`tun.rs`), parse flags (`main.rs`), or serve a request itself (the operations thread
-//! does).
+//! packet written (capture). As one of several workers (`--workers N`, [`Runtime::with_worker`]) it
+//! also polls its handoff doorbell, handling first what other workers handed it, and passes each
+//! packet it reads through [`super::handoff::Worker::route`], keeping what its engine owns. Must not:
+//! look inside packets (the engine decides everything about them; which engine, the core's steering
+//! rule through `handoff`), open devices (`tun.rs`), parse flags (`main.rs`), or serve a request
+//! itself (the operations thread does).
 //!
 //! Call order follows [`crate::engine`]: per packet `handle_packet`, queue a `Forward` for its side, then
 //! drain `poll_transmit` into the queues; when `poll_timeout` passes, `handle_timeout` and drain again.
@@ -34,6 +37,7 @@ use crate::ops::{LoopState, Ops};
 use crate::time::Instant;
 
 use super::device::{Device, RxBatch, Sent, TxBatch};
+use super::handoff::{HandoffStats, Route, Worker};
 
 /// Reads from one device per wakeup before the other device gets its turn (one read may yield many
 /// packets with segmentation offload).
@@ -76,6 +80,8 @@ impl fmt::Display for StopCause {
 pub struct Stop {
     rx: UnixStream,
     signal: Arc<AtomicUsize>,
+    /// The write end, for [`Stop::handle`].
+    tx: UnixStream,
 }
 
 /// Stops a loop from another thread (tests, embedding).
@@ -102,14 +108,21 @@ impl Stop {
             signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
             signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
         }
-        Ok(Stop { rx, signal })
+        tx.set_nonblocking(true)?;
+        Ok(Stop { rx, signal, tx })
     }
 
     /// A stop pipe driven by hand.
     pub fn manual() -> io::Result<(Stop, StopHandle)> {
         let (rx, tx) = UnixStream::pair()?;
         rx.set_nonblocking(true)?;
-        Ok((Stop { rx, signal: Arc::new(AtomicUsize::new(0)) }, StopHandle { tx }))
+        let own = tx.try_clone()?;
+        Ok((Stop { rx, signal: Arc::new(AtomicUsize::new(0)), tx: own }, StopHandle { tx }))
+    }
+
+    /// Another handle that stops the loop polling this (as [`StopCause::Requested`]).
+    pub fn handle(&self) -> io::Result<StopHandle> {
+        Ok(StopHandle { tx: self.tx.try_clone()? })
     }
 
     fn cause(&self) -> StopCause {
@@ -225,6 +238,27 @@ fn emit<D: Device>(ports: &mut [Port<D>; 2], ops: &mut Option<Link>, side: Side,
     }
 }
 
+/// Hands one packet to the engine and queues what comes out of it (the packet itself and whatever the
+/// engine has to send on its own).
+#[inline]
+fn handle<D: Device>(
+    engine: &mut Engine,
+    ports: &mut [Port<D>; 2],
+    ops: &mut Option<Link>,
+    now: Instant,
+    side: Side,
+    pkt: &mut Vec<u8>,
+) {
+    match engine.handle_packet(now, side, pkt) {
+        Verdict::Forward(out) => emit(ports, ops, out, pkt),
+        // The engine counted the reason (and logs it at debug level).
+        Verdict::Drop(_) | Verdict::Held => {}
+    }
+    while let Some(t) = engine.poll_transmit() {
+        emit(ports, ops, t.side, &t.packet);
+    }
+}
+
 /// [`emit`] for an aggregate that crossed the engine whole (both devices segment aggregates).
 fn emit_aggregate<D: Device>(
     ports: &mut [Port<D>; 2],
@@ -254,6 +288,9 @@ pub struct Runtime<D: Device> {
     wakeups: u64,
     ops: Option<Link>,
     times: LoopTimes,
+    /// This loop's place among several (`--workers N`): every packet read is checked against the
+    /// steering rule and handed on if another worker's engine owns it. `None`: the only loop.
+    worker: Option<Worker>,
     /// The NAT log exporters (issue 16): drained every turn, never blocking.
     natlog: Option<Export>,
 }
@@ -278,8 +315,27 @@ impl<D: Device> Runtime<D> {
             wakeups: 0,
             ops: None,
             times: LoopTimes::default(),
+            worker: None,
             natlog: None,
         }
+    }
+
+    /// Makes this loop one of several: it keeps the packets its engine owns and hands the others on
+    /// (see [`super::handoff`]), and serves what other workers hand it.
+    pub fn with_worker(mut self, w: Worker) -> Self {
+        self.worker = Some(w);
+        self
+    }
+
+    /// Serves `ops` through `link` (one of the links [`Ops::start_workers`] made).
+    pub fn with_link(mut self, link: Link) -> Self {
+        self.ops = Some(link);
+        self
+    }
+
+    /// What the handoff between workers did (zeros for the only loop).
+    pub fn handoff_stats(&self) -> HandoffStats {
+        self.worker.as_ref().map(|w| w.stats).unwrap_or_default()
     }
 
     /// Hands the engine's NAT allocation records to `natlog`'s exporter thread every turn.
@@ -342,12 +398,18 @@ impl<D: Device> Runtime<D> {
         let mut turn: Option<std::time::Instant> = None;
         loop {
             let now = self.now();
+            if self.worker.as_ref().and_then(Worker::next_deadline).is_some_and(|d| d <= now) {
+                self.expire_held(now);
+            }
             let mut deadline = self.engine.poll_timeout();
             if deadline.is_some_and(|d| d <= now) {
                 self.engine.handle_timeout(now);
                 self.drain_transmit();
                 self.flush();
                 deadline = self.engine.poll_timeout();
+            }
+            if let Some(d) = self.worker.as_ref().and_then(Worker::next_deadline) {
+                deadline = Some(deadline.map_or(d, |e| e.min(d)));
             }
             // An engine whose deadline does not move past `now` still gets 1 ms, never a spin.
             let mut timeout = match poll_timeout_ms(deadline, now) {
@@ -368,6 +430,12 @@ impl<D: Device> Runtime<D> {
                 pollfd(self.ports[1].dev.raw_fd()),
                 pollfd(stop.rx.as_raw_fd()),
             ]);
+            // The handoff door goes before the operations door: their positions are fixed (3, then 4).
+            let handoff = self.worker.as_ref().map(|w| {
+                fds.push(pollfd(w.fd()));
+                fds.len() - 1
+            });
+            let door_at = fds.len();
             if let Some(link) = &self.ops {
                 fds.push(pollfd(link.fd()));
                 if link.busy() {
@@ -390,6 +458,10 @@ impl<D: Device> Runtime<D> {
                 // poll(2) fails only on EFAULT/EINVAL/ENOMEM: nothing a device did.
                 return Err(RunError { side: None, device: "poll(2)".into(), what: e.to_string() });
             }
+            // Packets handed over were read before anything this loop reads now: they go first.
+            if handoff.is_some_and(|i| fds[i].revents != 0) {
+                self.receive();
+            }
             for side in [Side::Inside, Side::Outside] {
                 let revents = fds[side.index()].revents;
                 if revents != 0 {
@@ -399,12 +471,15 @@ impl<D: Device> Runtime<D> {
             let now = self.now();
             if let Some(link) = &mut self.ops {
                 let started = std::time::Instant::now();
-                let door = fds.get(3).is_some_and(|f| f.revents != 0);
+                let door = fds.get(door_at).is_some_and(|f| f.revents != 0);
                 // A system call each way, so only for the turns with a job (not every packet batch).
                 let cpu = (door || link.busy()).then(thread_cpu);
                 let devices = [self.ports[0].stats, self.ports[1].stats];
-                let st = LoopState { engine: &mut self.engine, now, devices, times: &self.times };
-                link.handle(door, st);
+                let worker = self.worker.as_ref().map(|w| (w.index(), w.stats));
+                let st = LoopState { engine: &mut self.engine, now, devices, times: &self.times, worker };
+                if link.handle(door, st) {
+                    self.reloaded();
+                }
                 self.times.ops.record(started.elapsed());
                 if let Some(c) = cpu {
                     self.times.ops_cpu.record(thread_cpu().saturating_sub(c));
@@ -442,7 +517,10 @@ impl<D: Device> Runtime<D> {
                         self.ports[i].stats.rx_aggregates += 1;
                         let pkt = self.rx.packet_mut(0);
                         let len = pkt.len() as u64;
-                        let whole = if self.whole {
+                        // Another worker's aggregate (which the steering program does not let happen) is
+                        // split and its segments handed on.
+                        let mine = self.worker.as_ref().is_none_or(|w| w.owns(side, pkt));
+                        let whole = if self.whole && mine {
                             self.engine.handle_aggregate(now, side, pkt, a.seg, a.segs)
                         } else {
                             None
@@ -467,13 +545,16 @@ impl<D: Device> Runtime<D> {
                         let st = &mut self.ports[i].stats;
                         st.rx_packets += 1;
                         st.rx_bytes += pkt.len() as u64;
-                        match self.engine.handle_packet(now, side, pkt) {
-                            Verdict::Forward(out) => emit(&mut self.ports, &mut self.ops, out, pkt),
-                            // The engine counted the reason (and logs it at debug level).
-                            Verdict::Drop(_) | Verdict::Held => {}
+                        let Some(w) = &mut self.worker else {
+                            handle(&mut self.engine, &mut self.ports, &mut self.ops, now, side, pkt);
+                            continue;
+                        };
+                        if w.route(now, side, pkt) == Route::Here {
+                            handle(&mut self.engine, &mut self.ports, &mut self.ops, now, side, pkt);
                         }
-                        while let Some(t) = self.engine.poll_transmit() {
-                            emit(&mut self.ports, &mut self.ops, t.side, &t.packet);
+                        // A datagram's later fragments its first fragment released.
+                        while let Some((s, mut p)) = w.local.pop_front() {
+                            handle(&mut self.engine, &mut self.ports, &mut self.ops, now, s, &mut p);
                         }
                     }
                 }
@@ -502,6 +583,45 @@ impl<D: Device> Runtime<D> {
         Ok(())
     }
 
+    /// Handles what other workers handed this one, then writes the result.
+    fn receive(&mut self) {
+        let now = self.now();
+        let Some(w) = &mut self.worker else { return };
+        let (engine, ports, ops) = (&mut self.engine, &mut self.ports, &mut self.ops);
+        w.receive(now, |side, pkt| handle(engine, ports, ops, now, side, pkt));
+        self.flush();
+    }
+
+    /// Gives this worker's engine the held fragments whose first fragment never came in time.
+    fn expire_held(&mut self, now: Instant) {
+        let Some(w) = &mut self.worker else { return };
+        w.expire(now);
+        while let Some((s, mut p)) = w.local.pop_front() {
+            handle(&mut self.engine, &mut self.ports, &mut self.ops, now, s, &mut p);
+        }
+        self.flush();
+    }
+
+    /// After a reload: a change of the port forwards changes the steering rule. Every worker takes
+    /// the new rule; worker 0 replaces the devices' steering programs (one per device, whichever
+    /// queue sets it). Until then a packet the old program steers to the wrong worker is handed on.
+    fn reloaded(&mut self) {
+        let Some(w) = &mut self.worker else { return };
+        let s = crate::steer::Steering::new(self.engine.config(), w.workers());
+        if s == *w.steering() {
+            return;
+        }
+        if w.index() == 0 {
+            for p in &self.ports {
+                if let Err(e) = super::bpf::steer(p.dev.raw_fd(), &s, p.side) {
+                    tracing::warn!(device = p.dev.name(), error = %e,
+                        "cannot replace the steering program after a reload; packets it steers wrongly are handed between workers");
+                }
+            }
+        }
+        w.set_steering(s);
+    }
+
     /// Queues everything the engine has to send on its own (ICMP errors, ALG probes, held bytes).
     fn drain_transmit(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
@@ -516,9 +636,12 @@ impl<D: Device> Runtime<D> {
         }
     }
 
-    /// Every non-zero counter (engine and devices) plus the live flow count, in a stable order.
+    /// Every non-zero counter (engine, devices and handoff) plus the live flow count, in a stable order.
     pub fn summary(&self) -> Vec<(String, u64)> {
         let mut out = vec![("flows.active".to_string(), self.engine.flow_count() as u64)];
+        if let Some(w) = &self.worker {
+            out.extend(w.stats.counters().iter().filter(|(_, v)| *v != 0).map(|(k, v)| (k.to_string(), *v)));
+        }
         self.engine.metrics().for_each(|k, v| {
             if v != 0 {
                 out.push((k.to_string(), v));

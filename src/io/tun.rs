@@ -2,7 +2,8 @@
 //!
 //! Owns: opening a TUN device by name, either plain through the `tun-tap` crate (one packet per
 //! `read`/`write`) or with segmentation offload through [`super::offload`] (the default; falls back to
-//! plain with a warning when the kernel refuses it), telling a device ftpnat creates from a
+//! plain with a warning when the kernel refuses it), or as several queues of a multi-queue device
+//! (`IFF_MULTI_QUEUE`, one per worker: [`TunDevice::open_queues`], through `tun-rs`), telling a device ftpnat creates from a
 //! persistent one an operator made beforehand (`ip tuntap add dev NAME mode tun`), the few interface
 //! ioctls that policy needs, and error messages that name the flag and the device. Must not: assign
 //! addresses or routes, or touch any interface other than the one it opened.
@@ -23,6 +24,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use tun_rs::{DeviceBuilder, SyncDevice};
 use tun_tap::{Iface, Mode};
 
 use super::device::{Device, RxBatch, Sent, TxBatch};
@@ -49,12 +51,23 @@ pub struct TunDevice {
 }
 
 /// How packets cross the descriptor.
-#[derive(Debug)]
 enum Io {
     /// One IPv4 datagram per `read`/`write`.
     Plain(Iface),
     /// virtio-net header, GSO split on read, GRO on write.
     Offload(Box<OffloadIo>),
+    /// One queue of a multi-queue device, plain: one datagram per `read`/`write`.
+    Queue(SyncDevice),
+}
+
+impl fmt::Debug for Io {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Io::Plain(i) => f.debug_tuple("Plain").field(i).finish(),
+            Io::Offload(o) => f.debug_tuple("Offload").field(o).finish(),
+            Io::Queue(q) => f.debug_tuple("Queue").field(&q.as_raw_fd()).finish(),
+        }
+    }
 }
 
 /// Whether to ask the kernel for segmentation offload.
@@ -101,6 +114,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Explains an errno from opening or attaching a TUN device in operator terms (`multi`: as several
+/// queues).
+fn explain_queues(e: &io::Error, existed: bool, multi: bool) -> String {
+    if multi && existed && e.raw_os_error() == Some(libc::EINVAL) {
+        return format!(
+            "cannot open TUN device: {e} (an interface of this name exists but is not a multi-queue TUN \
+             device: created without `multi_queue`, TAP, or not tun at all)"
+        );
+    }
+    explain(e, existed)
+}
+
 /// Explains an errno from opening or attaching a TUN device in operator terms.
 fn explain(e: &io::Error, existed: bool) -> String {
     let hint = match e.raw_os_error() {
@@ -132,10 +157,7 @@ impl TunDevice {
             Offload::Auto => {
                 // A split packet is at most the device's MTU; the larger of the configured and the
                 // current MTU covers a device created now and one attached as it is.
-                let dev_mtu =
-                    if existed { get_mtu(name).ok().and_then(|m| usize::try_from(m).ok()) } else { None };
-                let slot = usize::from(mtu).max(dev_mtu.unwrap_or(0)).max(1500);
-                match OffloadIo::open(name, slot) {
+                match OffloadIo::open(name, slot_size(name, mtu, existed)) {
                     Ok(o) => Some(Io::Offload(Box::new(o))),
                     // Refusals that a plain open would meet too are reported as such.
                     Err(e)
@@ -171,31 +193,82 @@ impl TunDevice {
         let offloaded = matches!(io, Io::Offload(_));
         let dev = TunDevice { io, name: name.to_string(), origin };
         tracing::info!(device = name, flag, offload = offloaded, "TUN I/O");
-        match origin {
-            Origin::Created => {
-                set_mtu(name, mtu).map_err(|e| err(format!("cannot set MTU {mtu}: {e}")))?;
-                set_up(name).map_err(|e| err(format!("cannot bring the device up: {e}")))?;
-                tracing::info!(device = name, flag, mtu, "created TUN device");
-            }
-            Origin::Attached => {
-                let up = flags(name).map(|f| f & libc::IFF_UP != 0).unwrap_or(true);
-                let dev_mtu = get_mtu(name).ok();
-                tracing::info!(device = name, flag, up, mtu = dev_mtu, "attached to existing TUN device");
-                if !up {
-                    tracing::warn!(device = name, flag, "device is down; ftpnat leaves that to the operator");
-                }
-                if let Some(m) = dev_mtu.filter(|&m| m != i32::from(mtu)) {
-                    tracing::warn!(
-                        device = name,
-                        flag,
-                        device_mtu = m,
-                        configured_mtu = mtu,
-                        "device MTU differs from the configured MTU; ftpnat does not change it"
-                    );
-                }
-            }
-        }
+        settle(flag, name, mtu, origin).map_err(err)?;
         Ok(dev)
+    }
+
+    /// Opens (creating if needed) `queues` queues of the multi-queue TUN device `name`
+    /// (`IFF_MULTI_QUEUE`), each with segmentation offload unless `offload` is off or the kernel
+    /// refuses it (then all plain). Queue `i` of the result is the device's queue `i`: the kernel
+    /// numbers queues in the order they attach, which is what a steering program's return value
+    /// names. An existing device must be multi-queue itself (a single-queue one refuses with EINVAL,
+    /// which the caller answers by running one worker).
+    pub fn open_queues(
+        flag: &'static str,
+        name: &str,
+        mtu: u16,
+        offload: Offload,
+        queues: u16,
+    ) -> Result<Vec<TunDevice>, OpenError> {
+        let err = |what: String| OpenError { flag, name: name.to_string(), what };
+        check_name(name).map_err(&err)?;
+        let existed = ifindex(name).is_some();
+        let explain = |e: &io::Error| explain_queues(e, existed, true);
+        let slot = slot_size(name, mtu, existed);
+        let build = |offload: bool| {
+            DeviceBuilder::default().name(name).multi_queue(true).offload(offload).build_sync()
+        };
+        let first = match offload {
+            Offload::Auto => match build(true) {
+                Ok(d) if d.tcp_gso() => Some(d),
+                Ok(_) => None,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPERM | libc::EACCES | libc::EBUSY | libc::EINVAL)
+                    ) =>
+                {
+                    return Err(err(explain(&e)))
+                }
+                Err(e) => {
+                    tracing::warn!(device = name, flag, error = %e, "segmentation offload unavailable; plain TUN I/O");
+                    None
+                }
+            },
+            Offload::Off => None,
+        };
+        let first = match first {
+            Some(d) => d,
+            None => build(false).map_err(|e| err(explain(&e)))?,
+        };
+        let mut devs = Vec::with_capacity(usize::from(queues));
+        for i in 0..queues {
+            let d = if i == 0 {
+                None
+            } else {
+                Some(first.try_clone().map_err(|e| err(format!("cannot open queue {i}: {e}")))?)
+            };
+            devs.push(d);
+        }
+        let offloaded = first.tcp_gso();
+        devs[0] = Some(first);
+        let mut out = Vec::with_capacity(devs.len());
+        for d in devs.into_iter().flatten() {
+            d.set_nonblocking(true).map_err(|e| err(format!("cannot set non-blocking mode: {e}")))?;
+            let io = if offloaded {
+                Io::Offload(Box::new(OffloadIo::from_device(d, slot).map_err(|e| err(explain(&e)))?))
+            } else {
+                Io::Queue(d)
+            };
+            out.push(TunDevice { io, name: name.to_string(), origin: Origin::Created });
+        }
+        let origin = if existed { Origin::Attached } else { Origin::Created };
+        for d in &mut out {
+            d.origin = origin;
+        }
+        tracing::info!(device = name, flag, offload = offloaded, queues, "TUN I/O, multi-queue");
+        settle(flag, name, mtu, origin).map_err(err)?;
+        Ok(out)
     }
 
     pub fn origin(&self) -> Origin {
@@ -208,6 +281,43 @@ impl TunDevice {
     }
 }
 
+/// The largest packet a split can yield on `name`: the larger of the configured and (for a device that
+/// exists) the current MTU, at least 1500.
+fn slot_size(name: &str, mtu: u16, existed: bool) -> usize {
+    let dev_mtu = if existed { get_mtu(name).ok().and_then(|m| usize::try_from(m).ok()) } else { None };
+    usize::from(mtu).max(dev_mtu.unwrap_or(0)).max(1500)
+}
+
+/// What ftpnat does to a device after opening it: a device it created gets the configured MTU and is
+/// brought up; an attached one is left as it is, with warnings for what differs (see the header).
+fn settle(flag: &'static str, name: &str, mtu: u16, origin: Origin) -> Result<(), String> {
+    match origin {
+        Origin::Created => {
+            set_mtu(name, mtu).map_err(|e| format!("cannot set MTU {mtu}: {e}"))?;
+            set_up(name).map_err(|e| format!("cannot bring the device up: {e}"))?;
+            tracing::info!(device = name, flag, mtu, "created TUN device");
+        }
+        Origin::Attached => {
+            let up = flags(name).map(|f| f & libc::IFF_UP != 0).unwrap_or(true);
+            let dev_mtu = get_mtu(name).ok();
+            tracing::info!(device = name, flag, up, mtu = dev_mtu, "attached to existing TUN device");
+            if !up {
+                tracing::warn!(device = name, flag, "device is down; ftpnat leaves that to the operator");
+            }
+            if let Some(m) = dev_mtu.filter(|&m| m != i32::from(mtu)) {
+                tracing::warn!(
+                    device = name,
+                    flag,
+                    device_mtu = m,
+                    configured_mtu = mtu,
+                    "device MTU differs from the configured MTU; ftpnat does not change it"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Device for TunDevice {
     fn name(&self) -> &str {
         &self.name
@@ -215,6 +325,7 @@ impl Device for TunDevice {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.io {
             Io::Plain(i) => i.recv(buf),
+            Io::Queue(q) => q.recv(buf),
             // Single-packet reads are for tests and tools; the run loop uses `recv_batch`.
             Io::Offload(o) => {
                 let mut rx = RxBatch::default();
@@ -237,6 +348,7 @@ impl Device for TunDevice {
     fn send(&mut self, pkt: &[u8]) -> io::Result<usize> {
         match &mut self.io {
             Io::Plain(i) => i.send(pkt),
+            Io::Queue(q) => q.send(pkt),
             Io::Offload(o) => {
                 let mut tx = TxBatch::new(offload::HEADROOM, 0);
                 tx.push(pkt);
@@ -250,25 +362,26 @@ impl Device for TunDevice {
     fn raw_fd(&self) -> RawFd {
         match &self.io {
             Io::Plain(i) => i.as_raw_fd(),
+            Io::Queue(q) => q.as_raw_fd(),
             Io::Offload(o) => o.raw_fd(),
         }
     }
     /// Reads straight into the vector's spare capacity: zero-filling a 64 KiB buffer for every packet
     /// would cost more than the NAT itself.
     fn recv_vec(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        let Io::Plain(iface) = &self.io else {
+        if let Io::Offload(_) = self.io {
             buf.resize(max, 0);
             let n = self.recv(buf)?;
             buf.truncate(n);
             return Ok(n);
-        };
+        }
         buf.clear();
         buf.reserve(max);
         let spare = buf.spare_capacity_mut();
         let len = spare.len().min(max);
         // SAFETY: the pointer and length describe writable memory owned by `buf`; read(2) writes at
         // most `len` bytes there.
-        let n = unsafe { libc::read(iface.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+        let n = unsafe { libc::read(self.raw_fd(), spare.as_mut_ptr().cast(), len) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -280,7 +393,7 @@ impl Device for TunDevice {
     fn recv_batch(&mut self, rx: &mut RxBatch) -> io::Result<usize> {
         match &mut self.io {
             Io::Offload(o) => o.recv_batch(rx),
-            Io::Plain(_) => {
+            Io::Plain(_) | Io::Queue(_) => {
                 rx.set_len(0);
                 let n = self.recv_vec(rx.slot(0), super::device::RECV_SIZE)?;
                 if n == 0 {
@@ -293,13 +406,13 @@ impl Device for TunDevice {
     }
     fn tx_headroom(&self) -> usize {
         match self.io {
-            Io::Plain(_) => 0,
+            Io::Plain(_) | Io::Queue(_) => 0,
             Io::Offload(_) => offload::HEADROOM,
         }
     }
     fn tx_capacity(&self) -> usize {
         match self.io {
-            Io::Plain(_) => 0,
+            Io::Plain(_) | Io::Queue(_) => 0,
             Io::Offload(_) => offload::TX_CAPACITY,
         }
     }
@@ -307,17 +420,18 @@ impl Device for TunDevice {
         match &mut self.io {
             Io::Offload(o) => o.send_batch(tx),
             Io::Plain(i) => tx.send_each(|p| i.send(p)),
+            Io::Queue(q) => tx.send_each(|p| q.send(p)),
         }
     }
     fn rx_errors(&self) -> u64 {
         match &self.io {
-            Io::Plain(_) => 0,
+            Io::Plain(_) | Io::Queue(_) => 0,
             Io::Offload(o) => o.rx_errors(),
         }
     }
     fn split_aggregate(&mut self, rx: &mut RxBatch) -> usize {
         match &mut self.io {
-            Io::Plain(_) => rx.len(),
+            Io::Plain(_) | Io::Queue(_) => rx.len(),
             Io::Offload(o) => o.split(rx),
         }
     }

@@ -139,6 +139,20 @@ impl Capture {
         &self.path
     }
 
+    /// Another handle on the same capture, for another worker's loop: its own batch and drop count,
+    /// the same writer and file. The writer ends once every handle is gone; only this (the first)
+    /// handle waits for it when dropped.
+    pub fn handle(&self) -> Capture {
+        Capture {
+            path: self.path.clone(),
+            batch: Vec::new(),
+            tx: self.tx.clone(),
+            shared: Arc::clone(&self.shared),
+            dropped: 0,
+            thread: None,
+        }
+    }
+
     /// Whether the capture is still being written (a write error ends it).
     pub fn active(&self) -> bool {
         !self.shared.stopped.load(Ordering::Acquire)

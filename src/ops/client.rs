@@ -308,6 +308,12 @@ fn flow_cells(f: &Value) -> Vec<String> {
             )
         }
     };
+    // With several workers (`--workers N`) every row names the one whose engine holds it.
+    let alg = match f.get("worker") {
+        Some(w) if alg.is_empty() => format!("worker={w}"),
+        Some(w) => format!("{alg} worker={w}"),
+        None => alg,
+    };
     vec![
         format!("#{}", s(&f["id"])),
         s(&f["proto"]),
@@ -568,6 +574,12 @@ mod tests {
         // Columns line up: every row's INSIDE starts where the header's does.
         let col = lines[0].find("INSIDE").unwrap();
         assert_eq!(&lines[1][col..col + 8], "10.0.0.2");
+        // With several workers, each row names its worker.
+        let mut v = v;
+        v["flows"][1]["worker"] = json!(1);
+        v["flows"][1]["control"] = json!((1 << 24) + 3);
+        let t = render_flows(&v);
+        assert!(t.lines().nth(2).unwrap().ends_with("ftp-data of #16777219 worker=1"), "{t}");
     }
 
     #[test]

@@ -329,11 +329,12 @@ impl ControlServer {
     }
 
     /// Sends events to every subscriber whose filter takes them; `ts` is when they were taken.
-    pub fn publish(&mut self, events: &[Event], ts: f64) {
+    /// `worker`: the worker (of several) whose engine recorded them.
+    pub fn publish(&mut self, events: &[Event], ts: f64, worker: Option<u16>) {
         for c in self.conns.list.iter_mut().filter(|c| c.cut.is_none()) {
             let Phase::Events { filter, lost } = &mut c.phase else { continue };
             for e in events {
-                let Some(v) = view::event(e, ts, filter) else { continue };
+                let Some(v) = view::event(e, ts, filter, worker) else { continue };
                 if c.peer.pending() > MAX_BACKLOG {
                     *lost += 1;
                     continue;

@@ -8,7 +8,9 @@
 //! over, applying a reloaded configuration, and handing captured packets to the capture writer. Must
 //! not: do socket or file I/O of its own (the operations thread and the capture writer do), format
 //! anything, or keep more than one turn's budget of work going: a listing that does not fit is
-//! resumed in the next turn.
+//! resumed in the next turn. With several workers each loop has its own link, marks its rows and
+//! events with its worker and global ids ([`super::view::global_id`]), and the operations thread stops
+//! when the last link goes ([`Guard`]).
 //!
 //! Why the budget holds whatever the table size or the clients do: a listing is taken as bounded
 //! slices asked for one at a time, and the next slice is only asked for once the client has read the
@@ -56,8 +58,9 @@ pub struct Tag {
     pub client: u64,
 }
 
-/// What the operations thread asks of the run loop.
-#[derive(Debug)]
+/// What the operations thread asks of the run loop (of every worker's loop, or, for a flow listing,
+/// of the worker the cursor names).
+#[derive(Debug, Clone)]
 pub enum Job {
     /// Up to `max_rows` rows of flows passing `filter`, from cursor `from` on.
     Flows { tag: Tag, filter: Filter, from: u32, max_rows: usize },
@@ -97,8 +100,11 @@ pub enum Reply {
         tag: Tag,
         value: serde_json::Value,
     },
-    /// Events in the order the engine recorded them.
-    Events(Vec<Event>),
+    /// Events in the order the engine recorded them, from `worker` (of several; `None`: the only one).
+    Events {
+        worker: Option<u16>,
+        events: Vec<Event>,
+    },
     /// Recording is now as [`Job::Events`] `seq` asked: every packet the loop handles from here on
     /// records its events.
     Recording {
@@ -159,33 +165,8 @@ impl Door {
     }
 }
 
-/// The run loop as the servers see it: jobs go in, replies come back later (routed by their tag).
-#[derive(Debug)]
-pub struct Backend {
-    jobs: Sender<Job>,
-    bell: Bell,
-    rung: bool,
-}
-
-impl Backend {
-    pub fn new(jobs: Sender<Job>, bell: Bell) -> Backend {
-        Backend { jobs, bell, rung: false }
-    }
-
-    pub fn submit(&mut self, job: Job) {
-        // A closed channel means the run loop is gone; the thread is about to be stopped.
-        if self.jobs.send(job).is_ok() {
-            self.rung = true;
-        }
-    }
-
-    /// Wakes the run loop once for everything submitted since the last call.
-    pub fn ring(&mut self) {
-        if std::mem::take(&mut self.rung) {
-            self.bell.ring();
-        }
-    }
-}
+/// The servers' end (one run loop or several): [`super::server::Backend`].
+pub use super::server::Backend;
 
 /// A job the loop has accepted and not finished.
 enum Work {
@@ -207,8 +188,44 @@ pub struct Link {
     events_in_flight: Arc<AtomicUsize>,
     capture: Option<Capture>,
     shared: Vec<(&'static str, Arc<AtomicU64>)>,
+    /// This loop's worker and the number of workers, when there are several.
+    shard: Option<(u16, u16)>,
+    /// Stops the operations thread when the last link goes.
+    _guard: Arc<Guard>,
+}
+
+/// The operations thread, shared by every worker's link; stopped (and waited for) when the last link
+/// is dropped.
+pub struct Guard {
     stop: Arc<AtomicBool>,
+    bell: Bell,
     thread: Option<JoinHandle<()>>,
+    /// The capture's first handle (the links have the others): dropping it waits for the writer.
+    capture: Option<Capture>,
+}
+
+impl Guard {
+    pub fn new(
+        stop: Arc<AtomicBool>,
+        bell: Bell,
+        thread: Option<JoinHandle<()>>,
+        capture: Option<Capture>,
+    ) -> Guard {
+        Guard { stop, bell, thread, capture }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wakes the operations thread, which then sees the stop flag.
+        self.bell.ring();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Every link's handle is gone: the writer writes what it was handed and ends.
+        self.capture = None;
+    }
 }
 
 impl std::fmt::Debug for Link {
@@ -226,8 +243,9 @@ pub struct LinkParts {
     pub events_in_flight: Arc<AtomicUsize>,
     pub capture: Option<Capture>,
     pub shared: Vec<(&'static str, Arc<AtomicU64>)>,
-    pub stop: Arc<AtomicBool>,
-    pub thread: Option<JoinHandle<()>>,
+    /// This loop's worker and the number of workers, when there are several.
+    pub shard: Option<(u16, u16)>,
+    pub guard: Arc<Guard>,
 }
 
 impl Link {
@@ -242,8 +260,23 @@ impl Link {
             events_in_flight: p.events_in_flight,
             capture: p.capture,
             shared: p.shared,
-            stop: p.stop,
-            thread: p.thread,
+            shard: p.shard,
+            _guard: p.guard,
+        }
+    }
+
+    /// This loop's worker among several (`None`: the only loop).
+    fn worker(&self) -> Option<u16> {
+        self.shard.map(|(w, _)| w)
+    }
+
+    /// Where a flow listing goes on after this worker's slice ended at `next` (its own cursor): its
+    /// own next slot, else the next worker's first, else nowhere.
+    fn global_next(&self, next: Option<u32>) -> Option<u32> {
+        match (self.shard, next) {
+            (None, n) => n,
+            (Some((w, _)), Some(slot)) => Some(view::global_id(Some(w), slot)),
+            (Some((w, n)), None) => (w + 1 < n).then(|| view::global_id(Some(w + 1), 0)),
         }
     }
 
@@ -273,18 +306,21 @@ impl Link {
         }
     }
 
-    /// The capture's counters, for the snapshot.
-    fn capture_counters(capture: &Option<Capture>, out: &mut Vec<(String, u64)>) {
+    /// The capture's counters, for the snapshot. Its writer's own (packets, rotations) come from the
+    /// first worker only: every worker's snapshot is summed.
+    fn capture_counters(capture: &Option<Capture>, first: bool, out: &mut Vec<(String, u64)>) {
         if let Some(c) = capture {
-            out.push(("capture.packets".into(), c.packets()));
+            out.push(("capture.packets".into(), if first { c.packets() } else { 0 }));
             out.push(("capture.dropped".into(), c.dropped()));
-            out.push(("capture.rotations".into(), c.rotations()));
+            out.push(("capture.rotations".into(), if first { c.rotations() } else { 0 }));
         }
     }
 
     /// Does this turn's operations work (see the module header). `door_ready`: the descriptor from
-    /// [`Link::fd`] polled readable.
-    pub fn handle(&mut self, door_ready: bool, st: LoopState<'_>) {
+    /// [`Link::fd`] polled readable. Returns whether a reloaded configuration was applied.
+    pub fn handle(&mut self, door_ready: bool, st: LoopState<'_>) -> bool {
+        let mut reloaded = false;
+        let worker = self.worker();
         if door_ready {
             self.door.clear();
         }
@@ -311,7 +347,11 @@ impl Link {
                             *at = next;
                             break;
                         }
-                        next => Reply::Flows { tag: *tag, rows: std::mem::take(rows), next },
+                        next => Reply::Flows {
+                            tag: *tag,
+                            rows: std::mem::take(rows).into_iter().map(|r| r.of_worker(worker)).collect(),
+                            next: self.global_next(next),
+                        },
                     }
                 }
                 Work::Pinholes { tag, filter, at, max_rows, rows } => {
@@ -320,12 +360,16 @@ impl Link {
                             *at = next;
                             break;
                         }
-                        next => Reply::Pinholes { tag: *tag, rows: std::mem::take(rows), next },
+                        next => Reply::Pinholes {
+                            tag: *tag,
+                            rows: std::mem::take(rows).into_iter().map(|r| r.of_worker(worker)).collect(),
+                            next,
+                        },
                     }
                 }
                 Work::Other(Job::Counters { tag }) => {
                     let mut extra = st.extra_counters();
-                    Self::capture_counters(&self.capture, &mut extra);
+                    Self::capture_counters(&self.capture, worker.unwrap_or(0) == 0, &mut extra);
                     extra.extend(self.shared.iter().map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed))));
                     let counters = Counters::take(st.engine, extra, st.times);
                     Reply::Counters { tag: *tag, counters: Box::new(counters) }
@@ -339,7 +383,15 @@ impl Link {
                     Reply::Recording { on: *on, seq: *seq }
                 }
                 Work::Other(Job::Reload(r)) => {
-                    let (applied, not_applied) = reload::apply(st.engine, r);
+                    // One worker of several takes its share of the table bound, as at the start.
+                    let (applied, not_applied) = match self.shard {
+                        Some((index, count)) => {
+                            let shard = crate::config::Shard { index, count };
+                            reload::apply(st.engine, &(r.0.for_shard(shard), r.1.clone()))
+                        }
+                        None => reload::apply(st.engine, r),
+                    };
+                    reloaded = true;
                     Reply::Reloaded { applied, not_applied }
                 }
                 // Listings are turned into `Work::Flows`/`Work::Pinholes` on arrival.
@@ -364,7 +416,7 @@ impl Link {
             }
             if !batch.is_empty() {
                 self.events_in_flight.fetch_add(batch.len(), Ordering::AcqRel);
-                sent |= self.replies.send(Reply::Events(batch)).is_ok();
+                sent |= self.replies.send(Reply::Events { worker, events: batch }).is_ok();
             }
         }
         if let Some(c) = &mut self.capture {
@@ -373,18 +425,14 @@ impl Link {
         if sent {
             self.bell.ring();
         }
+        reloaded
     }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wakes the operations thread, which then sees the stop flag.
-        self.bell.ring();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        // The capture writer finishes what it was handed when its handle goes.
+        // The capture writer finishes what it was handed when its last handle goes; the operations
+        // thread stops when the last link's guard goes (after this).
         self.capture = None;
     }
 }

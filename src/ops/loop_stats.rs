@@ -51,6 +51,16 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Adds another histogram's durations (another worker's loop) to this one.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+
     pub fn record(&mut self, d: std::time::Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = TURN_BUCKETS_NS.iter().position(|&b| ns <= b).unwrap_or(TURN_BUCKETS_NS.len());

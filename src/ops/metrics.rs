@@ -229,6 +229,28 @@ pub fn render(c: &Counters, start_time_unix: f64) -> String {
                 &[("what", what)],
                 val,
             ),
+            ["workers", "handoff", what] => snap.add(
+                "ftpnat_handoff",
+                "Packets workers handed each other (--workers N): sent, received, dropped (a full queue), \
+                 fragments routed by their datagram, held for their first fragment, unrouted",
+                true,
+                &[("what", what)],
+                val,
+            ),
+            ["workers", w, "rx_packets"] => snap.add(
+                "ftpnat_worker_rx_packets",
+                "Packets each worker read from its queues of both devices (--workers N)",
+                true,
+                &[("worker", w)],
+                val,
+            ),
+            ["workers", w, "flows_active"] => snap.add(
+                "ftpnat_worker_flows_active",
+                "Connections in each worker's table (--workers N)",
+                false,
+                &[("worker", w)],
+                val,
+            ),
             ["capture", what] => {
                 let h = match *what {
                     "packets" => "Packets written to the --capture file",
@@ -246,7 +268,7 @@ pub fn render(c: &Counters, start_time_unix: f64) -> String {
             },
         }
     };
-    c.metrics.for_each(&mut visit);
+    c.for_each_metric(&mut visit);
     for (k, v) in &c.extra {
         visit(k, *v);
     }

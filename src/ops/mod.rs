@@ -4,7 +4,9 @@
 //! Owns: [`Ops`], the bundle `main.rs` (or a test) fills and hands to the run loop, which starts it
 //! ([`Ops::start`]): the servers then live on their own thread ([`server`]: control socket, metrics,
 //! SIGHUP), the capture file is written by its own thread ([`capture`]), and the run loop keeps a
-//! [`link::Link`], the only operations code that touches the engine, bounded per turn. The pieces:
+//! [`link::Link`], the only operations code that touches the engine, bounded per turn (with
+//! `--workers N`, [`Ops::start_workers`]: one thread, a link per worker's loop, their answers summed
+//! and merged on the thread). The pieces:
 //! [`control`] (Unix socket server), [`client`] (`ftpnat show`/`ftpnat events`), [`view`] (the data
 //! model: rows, counters, JSON), [`metrics`] (Prometheus exposition over HTTP), [`capture`] (pcapng
 //! writer with rotation), [`config_file`] (TOML with key/line errors, read safely) and [`reload`]
@@ -33,6 +35,7 @@ use std::time::SystemTime;
 
 use crate::engine::Engine;
 use crate::flow::Side;
+use crate::io::handoff::HandoffStats;
 use crate::time::Instant;
 
 use capture::Capture;
@@ -55,6 +58,8 @@ pub struct LoopState<'a> {
     pub devices: [DeviceStats; 2],
     /// How long the loop's turns took so far.
     pub times: &'a LoopTimes,
+    /// This loop's worker and its handoff counters, when there are several.
+    pub worker: Option<(u16, HandoffStats)>,
 }
 
 impl LoopState<'_> {
@@ -74,6 +79,13 @@ impl LoopState<'_> {
             ] {
                 out.push((format!("device.{}.{k}", side.name()), v));
             }
+        }
+        if let Some((w, stats)) = self.worker {
+            out.extend(stats.counters().iter().map(|(k, v)| (k.to_string(), *v)));
+            // Per worker, so an operator sees how the load spreads.
+            let rx = self.devices.iter().map(|d| d.rx_packets).sum::<u64>();
+            out.push((format!("workers.{w}.rx_packets"), rx));
+            out.push((format!("workers.{w}.flows_active"), self.engine.flow_count() as u64));
         }
         out
     }
@@ -102,20 +114,41 @@ impl Ops {
     /// Starts the operations thread (when there is a server or a reload to serve) and returns the run
     /// loop's end of it. The thread stops when the [`Link`] is dropped.
     pub fn start(self) -> io::Result<Link> {
-        let (to_loop, jobs) = mpsc::channel();
+        let mut links = self.start_workers(1, 1024..=65535)?;
+        Ok(links.remove(0))
+    }
+
+    /// [`Ops::start`] for `workers` run loops side by side (`--workers N`): one operations thread,
+    /// one [`Link`] per loop (in worker order). The thread asks every loop for counters, pinholes
+    /// and events and merges their answers (sums, one listing in port order), and a flow listing
+    /// goes from one worker's table to the next ([`view::WORKER_SHIFT`]). It stops when the last
+    /// link is dropped. `port_range` (`--port-range`) routes `show mapping` of a public port.
+    pub fn start_workers(
+        self,
+        workers: u16,
+        port_range: std::ops::RangeInclusive<u16>,
+    ) -> io::Result<Vec<Link>> {
+        let n = workers.max(1);
         let (replies, from_loop) = mpsc::channel();
-        let (loop_bell, loop_door) = link::doorbell()?;
         let (ops_bell, ops_door) = link::doorbell()?;
         let stop = Arc::new(AtomicBool::new(false));
         let events_in_flight = Arc::new(AtomicUsize::new(0));
+        let mut loops = Vec::with_capacity(usize::from(n));
+        let mut ends = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let (to_loop, jobs) = mpsc::channel();
+            let (loop_bell, loop_door) = link::doorbell()?;
+            loops.push((to_loop, loop_bell));
+            ends.push((jobs, loop_door));
+        }
         let serves = self.control.is_some() || self.metrics.is_some() || self.reload.is_some();
         let thread = if serves {
             let t = server::OpsThread {
                 control: self.control,
                 metrics: self.metrics,
                 reload: self.reload,
-                jobs: to_loop,
-                loop_bell,
+                loops,
+                port_range,
                 replies: from_loop,
                 door: ops_door,
                 stop: Arc::clone(&stop),
@@ -128,17 +161,29 @@ impl Ops {
         } else {
             None
         };
-        Ok(Link::new(LinkParts {
-            jobs,
-            door: loop_door,
-            replies,
-            bell: ops_bell,
-            events_in_flight,
-            capture: self.capture,
-            shared: self.shared,
-            stop,
-            thread,
-        }))
+        let handles: Vec<Option<Capture>> =
+            (0..n).map(|_| self.capture.as_ref().map(Capture::handle)).collect();
+        let guard = Arc::new(link::Guard::new(stop, ops_bell.clone(), thread, self.capture));
+        let mut shared = Some(self.shared);
+        Ok(ends
+            .into_iter()
+            .zip(handles)
+            .enumerate()
+            .map(|(i, ((jobs, door), capture))| {
+                Link::new(LinkParts {
+                    jobs,
+                    door,
+                    replies: replies.clone(),
+                    bell: ops_bell.clone(),
+                    events_in_flight: Arc::clone(&events_in_flight),
+                    capture,
+                    // Process-wide counters: reported by one loop, or the sum would count them N times.
+                    shared: shared.take().unwrap_or_default(),
+                    shard: (n > 1).then_some((i as u16, n)),
+                    guard: Arc::clone(&guard),
+                })
+            })
+            .collect())
     }
 
     /// Records a TCP aggregate the loop wrote whole to the device on `side` (its checksum completed in

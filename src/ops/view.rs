@@ -59,6 +59,29 @@ impl Request {
 /// The end of a pinhole listing's cursor space: one past the last port.
 pub const PINHOLE_CURSOR_END: u32 = 1 << 16;
 
+/// With several workers (`--workers N`), connection ids and flow cursors carry the worker in their
+/// top bits: worker `w`'s connection `id` is shown as `w << WORKER_SHIFT | id` (a table holds at most
+/// 2^24 connections, `MAX_FLOWS_LIMIT`). With one worker ids are the engine's own.
+pub const WORKER_SHIFT: u32 = 24;
+
+/// The id an operator sees for connection `id` of `worker` (`None`: the only worker).
+pub fn global_id(worker: Option<u16>, id: u32) -> u32 {
+    match worker {
+        Some(w) => (u32::from(w) << WORKER_SHIFT) | id,
+        None => id,
+    }
+}
+
+/// The worker and its own cursor (or id) a global flow cursor names; a worker beyond the last is the
+/// end of the listing (`None`).
+pub fn split_cursor(cursor: u32, workers: u16) -> Option<(u16, u32)> {
+    if workers <= 1 {
+        return Some((0, cursor));
+    }
+    let w = cursor >> WORKER_SHIFT;
+    (w < u32::from(workers)).then_some((w as u16, cursor & ((1 << WORKER_SHIFT) - 1)))
+}
+
 /// Parses one request line (without its newline): JSON, known fields only, and `limit`/`cursor` only
 /// where they mean something. The error is the text sent back to the client.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
@@ -305,6 +328,20 @@ pub struct FlowRow {
     pub replied: bool,
     pub reply: KeyRow,
     pub state: &'static str,
+    /// Which worker's engine holds it (only with several workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u16>,
+}
+
+impl FlowRow {
+    /// The row as the operator sees it when it came from `worker` of several: ids made global, the
+    /// worker named.
+    pub fn of_worker(mut self, worker: Option<u16>) -> FlowRow {
+        self.id = global_id(worker, self.id);
+        self.control = self.control.map(|c| global_id(worker, c));
+        self.worker = worker;
+        self
+    }
 }
 
 /// The row of connection `id` at `now`.
@@ -357,6 +394,7 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         replied: c.replied(),
         reply: c.key(Dir::Reply).into(),
         state,
+        worker: None,
     }
 }
 
@@ -404,6 +442,18 @@ pub struct PinholeRow {
     #[serde(serialize_with = "display")]
     pub public: Endpoint,
     pub public_port: u16,
+    /// Which worker's engine holds it (only with several workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u16>,
+}
+
+impl PinholeRow {
+    /// See [`FlowRow::of_worker`].
+    pub fn of_worker(mut self, worker: Option<u16>) -> PinholeRow {
+        self.control = global_id(worker, self.control);
+        self.worker = worker;
+        self
+    }
 }
 
 /// Pinholes a listing slice visits at most by port before checking its budget.
@@ -433,6 +483,7 @@ pub fn pinholes_slice(
             peer: p.peer,
             public: Endpoint::new(public, p.public_port),
             public_port: p.public_port,
+            worker: None,
         })
     };
     let pinholes = engine.pinholes();
@@ -459,7 +510,8 @@ pub fn pinholes_slice(
 /// hundred integers) and rendered elsewhere.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
-    pub metrics: Metrics,
+    /// The engine's counters; one per worker (summed when shown).
+    pub metrics: Vec<Metrics>,
     pub flows_active: u64,
     pub flows_max: u64,
     pub pinholes_active: u64,
@@ -480,7 +532,7 @@ impl Counters {
         let nat = engine.nat();
         extra.extend(nat_counters(nat));
         Counters {
-            metrics: engine.metrics().clone(),
+            metrics: vec![engine.metrics().clone()],
             flows_active: engine.flow_count() as u64,
             flows_max: engine.table().capacity() as u64,
             pinholes_active: engine.pinholes().len() as u64,
@@ -489,6 +541,59 @@ impl Counters {
             events_dropped: engine.events_dropped(),
             extra,
             times: times.clone(),
+        }
+    }
+}
+
+impl Counters {
+    /// Visits every engine counter ([`Metrics::for_each`]'s names and order), summed over the workers.
+    pub fn for_each_metric(&self, mut f: impl FnMut(&str, u64)) {
+        match self.metrics.as_slice() {
+            [] => {}
+            [one] => one.for_each(f),
+            [first, rest @ ..] => {
+                let mut sums: Vec<(String, u64)> = Vec::new();
+                first.for_each(|k, v| sums.push((k.to_string(), v)));
+                for m in rest {
+                    let mut i = 0;
+                    m.for_each(|_, v| {
+                        sums[i].1 += v;
+                        i += 1;
+                    });
+                }
+                for (k, v) in &sums {
+                    f(k, *v);
+                }
+            }
+        }
+    }
+
+    /// Adds another worker's snapshot to this one: counters and gauges summed (the table bound too:
+    /// each worker's table has its own), the loop times of every worker's loop together.
+    pub fn merge(&mut self, other: Counters) {
+        self.metrics.extend(other.metrics);
+        self.flows_active += other.flows_active;
+        self.flows_max += other.flows_max;
+        self.pinholes_active += other.pinholes_active;
+        self.nat_mappings += other.nat_mappings;
+        for (a, b) in self.ports_in_use.iter_mut().zip(other.ports_in_use) {
+            *a += b;
+        }
+        self.events_dropped += other.events_dropped;
+        for (k, v) in other.extra {
+            match self.extra.iter_mut().find(|(n, _)| *n == k) {
+                // Every worker's NAT has the whole pool: its size is not a sum.
+                Some(slot) if k == "nat.pool.addresses" || k == "nat.blocks.total" => slot.1 = slot.1.max(v),
+                Some(slot) => slot.1 += v,
+                None => self.extra.push((k, v)),
+            }
+        }
+        for (a, b) in [
+            (&mut self.times.turn, &other.times.turn),
+            (&mut self.times.ops, &other.times.ops),
+            (&mut self.times.ops_cpu, &other.times.ops_cpu),
+        ] {
+            a.merge(b);
         }
     }
 }
@@ -529,7 +634,7 @@ pub fn stats(c: &Counters) -> Value {
         m.insert(format!("nat.ports_in_use.{}", p.name()), json!(n));
     }
     m.insert("events.dropped".into(), json!(c.events_dropped));
-    c.metrics.for_each(|k, v| {
+    c.for_each_metric(|k, v| {
         m.insert(k.to_string(), json!(v));
     });
     for (k, v) in &c.extra {
@@ -579,18 +684,19 @@ fn nat_event(r: &crate::nat::Record) -> (Option<Proto>, Vec<Endpoint>, Value) {
 
 /// One event line for `ftpnat events`, or `None` when `filter` rejects it. `ts` is seconds since the
 /// Unix epoch, stamped by the caller when it took the event.
-pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
+pub fn event(e: &Event, ts: f64, filter: &Filter, worker: Option<u16>) -> Option<Value> {
+    let gid = |c: &ConnId| global_id(worker, c.slot());
     let (proto, eps, mut v): (Option<Proto>, Vec<Endpoint>, Value) = match e {
         Event::FlowNew { id, orig, reply, origin } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.slot(), "proto": orig.proto.name(), "origin": origin.name(),
+            json!({ "id": gid(id), "proto": orig.proto.name(), "origin": origin.name(),
                     "orig": key_json(orig), "reply": key_json(reply) }),
         ),
         Event::FlowDestroy { id, orig, reply, why, packets, bytes } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.slot(), "proto": orig.proto.name(), "why": why.name(),
+            json!({ "id": gid(id), "proto": orig.proto.name(), "why": why.name(),
                     "orig": key_json(orig), "reply": key_json(reply),
                     "packets": { "orig": packets[0], "reply": packets[1] },
                     "bytes": { "orig": bytes[0], "reply": bytes[1] } }),
@@ -598,30 +704,30 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
         Event::Rewrite { control, kind, old, new, delta, inside, public_port } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.slot(), "kind": kind, "old": old, "new": new, "delta": delta,
+            json!({ "control": gid(control), "kind": kind, "old": old, "new": new, "delta": delta,
                     "inside": inside.to_string(), "public_port": public_port }),
         ),
         Event::PinholeCreate { control, public_port, peer, inside, kind } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(*peer, 0), Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.slot(), "public_port": public_port, "peer": peer.to_string(),
+            json!({ "control": gid(control), "public_port": public_port, "peer": peer.to_string(),
                     "inside": inside.to_string(), "kind": kind }),
         ),
         Event::PinholeUse { control, public_port, from, inside } => (
             Some(Proto::Tcp),
             vec![*inside, *from, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.slot(), "public_port": public_port, "from": from.to_string(),
+            json!({ "control": gid(control), "public_port": public_port, "from": from.to_string(),
                     "inside": inside.to_string() }),
         ),
         Event::PinholeExpire { control, public_port, inside } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.slot(), "public_port": public_port, "inside": inside.to_string() }),
+            json!({ "control": gid(control), "public_port": public_port, "inside": inside.to_string() }),
         ),
         Event::Refusal { control, reason, line } => (
             Some(Proto::Tcp),
             vec![],
-            json!({ "control": control.slot(), "reason": reason.name(), "line": line }),
+            json!({ "control": gid(control), "reason": reason.name(), "line": line }),
         ),
         Event::Nat(r) => nat_event(r),
     };
@@ -709,6 +815,7 @@ mod tests {
             replied: true,
             reply: k.reversed().into(),
             state: "ESTABLISHED",
+            worker: None,
         }
     }
 
@@ -734,6 +841,7 @@ mod tests {
             peer: Ipv4Addr::new(198, 51, 100, 2),
             public: ep([198, 51, 100, 1], 40001),
             public_port: 40001,
+            worker: None,
         };
         let direct = serde_json::to_string(&p).unwrap();
         let via_value = serde_json::to_string(&serde_json::from_str::<Value>(&direct).unwrap()).unwrap();
@@ -750,13 +858,14 @@ mod tests {
             inside: ep([10, 0, 0, 2], 40001),
             kind: "port",
         };
-        let v = event(&e, 1.23456, &Filter::default()).unwrap();
+        let v = event(&e, 1.23456, &Filter::default(), None).unwrap();
         assert_eq!(v["event"], "pinhole_create");
         assert_eq!(v["ts"], 1.235);
         assert_eq!(v["inside"], "10.0.0.2:40001");
         let other = Filter { addr: Some(Ipv4Addr::new(10, 0, 0, 9)), ..Filter::default() };
-        assert!(event(&e, 0.0, &other).is_none());
+        assert!(event(&e, 0.0, &other, None).is_none());
         let udp = Filter { proto: Some(ProtoName::Udp), ..Filter::default() };
-        assert!(event(&e, 0.0, &udp).is_none());
+        assert!(event(&e, 0.0, &udp, None).is_none());
+        assert_eq!(event(&e, 0.0, &Filter::default(), Some(1)).unwrap()["control"], (1 << WORKER_SHIFT) + 4);
     }
 }

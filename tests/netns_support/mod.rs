@@ -171,6 +171,9 @@ impl Topology {
                 ("FTPNAT_EXTRA_ARGS", String::new()),
                 // Never the caller's: a test states its configuration file (`up_with_config`).
                 ("FTPNAT_CONFIG", String::new()),
+                // The namespace suites' second run sets it for every topology (up.sh adds `--workers`
+                // unless the test's flags have it).
+                ("FTPNAT_WORKERS", std::env::var("FTPNAT_WORKERS").unwrap_or_default()),
             ],
             ns_lan,
             ns_wan,
