@@ -32,6 +32,7 @@ pub mod nat;
 pub mod seqadj;
 pub mod time;
 pub mod wire;
+pub mod xlat;
 
 pub use config::Config;
 pub use engine::{Engine, Transmit, Verdict};
