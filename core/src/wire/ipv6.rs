@@ -69,11 +69,13 @@ impl FragHeader {
     }
 }
 
-/// Where the upper layer starts, found by walking the extension headers.
+/// Where the upper layer starts, found by walking the extension headers RFC 7915 §5.1 skips (Hop-by-Hop,
+/// Routing, Destination Options) and the Fragment header. Authentication (51) and ESP (50) end the walk
+/// like a transport protocol: what follows them is theirs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     /// The first Next Header value that is not an extension header walked here (TCP, UDP, ICMPv6,
-    /// ESP, No Next Header...). For a non-first fragment, the Fragment header's Next Header.
+    /// AH, ESP, No Next Header...). For a non-first fragment, the Fragment header's Next Header.
     pub upper: u8,
     /// Offset of the upper-layer header from the start of the datagram; for a non-first fragment, of
     /// the fragment's data (it carries no upper-layer header).
@@ -131,11 +133,6 @@ fn walk(b: &[u8], payload_end: usize) -> Result<Layout, WireError> {
             NH_HOP_BY_HOP | NH_DEST_OPTS | NH_ROUTING => {
                 let l = *b.get(at + 1).filter(|_| at + 2 <= payload_end).ok_or(WireError::Truncated)?;
                 (usize::from(l) + 1) * 8
-            }
-            // RFC 4302 §2.2: the AH length counts 4-byte words, minus 2.
-            NH_AUTH => {
-                let l = *b.get(at + 1).filter(|_| at + 2 <= payload_end).ok_or(WireError::Truncated)?;
-                (usize::from(l) + 2) * 4
             }
             NH_FRAGMENT => FRAG_HEADER_LEN,
             _ => return Ok(Layout { upper: nh, upper_at: at, frag, routing_left_at }),
