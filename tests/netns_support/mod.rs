@@ -171,6 +171,9 @@ impl Topology {
                 ("FTPNAT_EXTRA_ARGS", String::new()),
                 // Never the caller's: a test states its configuration file (`up_with_config`).
                 ("FTPNAT_CONFIG", String::new()),
+                // IPv4 only unless a test asks for NAT64 (`tests/nat64_support`).
+                ("FTPNAT_NAT64_PREFIX", String::new()),
+                ("FTPNAT_LAN_IPV4", "yes".into()),
             ],
             ns_lan,
             ns_wan,
@@ -249,8 +252,9 @@ impl Topology {
     }
 
     fn set_env(&mut self, key: &'static str, value: String) {
-        if let Some(slot) = self.env.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = value;
+        match self.env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((key, value)),
         }
     }
 
