@@ -16,6 +16,8 @@
 //! by readers). `new_unchecked` views are for buffers the caller built itself.
 
 pub mod checksum;
+#[cfg(test)]
+pub(crate) mod etherparse_check;
 pub mod icmp;
 pub mod icmpv6;
 pub mod ipv4;
