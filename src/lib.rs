@@ -13,7 +13,9 @@
 //! Dependencies point from here into the core, never back; nothing but `main.rs`, [`ops`] and tests
 //! import [`io`].
 
-pub use ftpnat_core::{alg, config, conntrack, engine, events, flow, frag, metrics, nat, seqadj, time, wire};
+pub use ftpnat_core::{
+    alg, config, conntrack, engine, events, flow, frag, metrics, nat, nat64, seqadj, time, wire, xlat,
+};
 
 pub mod io;
 pub mod ops;

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
 use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota};
@@ -27,12 +27,14 @@ use ftpnat::engine::Engine;
 use ftpnat::io::log::{LogPipe, RateLimit};
 use ftpnat::io::runtime::{Runtime, Stop};
 use ftpnat::io::tun::{self, TunDevice};
+use ftpnat::nat64::Nat64Config;
 use ftpnat::ops::capture::{Capture, CaptureOptions, DEFAULT_FILES, DEFAULT_MAX_BYTES};
 use ftpnat::ops::config_file::{self, parse_size};
 use ftpnat::ops::control::ControlServer;
 use ftpnat::ops::metrics::MetricsServer;
 use ftpnat::ops::view::{Cmd, Filter, ProtoName, Request};
 use ftpnat::ops::{client, Ops, Reload};
+use ftpnat::xlat::Nat64Prefix;
 use ftpnat::Side;
 
 mod generate;
@@ -220,6 +222,17 @@ struct RunArgs {
     /// Config-file only: the log format, as the global --log-format flag (which overrides it).
     #[arg(skip)]
     log_format: Option<LogFormat>,
+    /// Stateful NAT64 (RFC 6146): IPv6 LAN packets to an address in this prefix (RFC 6052: /32, /40,
+    /// /48, /56, /64 or /96; 64:ff9b::/96 is the well-known one) leave the WAN as IPv4 from
+    /// --public-ip [default: none, IPv6 is dropped]. Needs --inside6.
+    #[arg(long, value_name = "PREFIX", value_parser = |s: &str| s.parse::<Nat64Prefix>())]
+    #[serde(deserialize_with = "config_file::de_opt_nat64_prefix")]
+    nat64_prefix: Option<Nat64Prefix>,
+    /// IPv6 source prefix allowed to use --nat64-prefix (repeatable); the gateway's own IPv6 address is
+    /// the first host of the first one.
+    #[arg(long, value_name = "CIDR6", value_parser = parse_cidr6)]
+    #[serde(deserialize_with = "config_file::de_cidrs6")]
+    inside6: Vec<Ipv6Net>,
 }
 
 /// What `ftpnat show` can list.
@@ -288,6 +301,12 @@ impl ClientArgs {
     }
 }
 
+fn parse_cidr6(s: &str) -> Result<Ipv6Net, String> {
+    s.parse::<Ipv6Net>()
+        .map(|n| n.trunc())
+        .map_err(|_| format!("'{s}' is not an IPv6 prefix (e.g. 2001:db8:64::/64)"))
+}
+
 fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
     s.parse::<Ipv4Net>()
         .map(|n| n.trunc())
@@ -331,6 +350,8 @@ impl RunArgs {
             capture_max_bytes,
             capture_files,
             log_format,
+            nat64_prefix,
+            inside6,
         } = self;
         let list = |a: Vec<_>, b: Vec<_>| if a.is_empty() { b } else { a };
         RunArgs {
@@ -366,6 +387,8 @@ impl RunArgs {
             capture_max_bytes: capture_max_bytes.or(file.capture_max_bytes),
             capture_files: capture_files.or(file.capture_files),
             log_format: log_format.or(file.log_format),
+            nat64_prefix: nat64_prefix.or(file.nat64_prefix),
+            inside6: if inside6.is_empty() { file.inside6 } else { inside6 },
         }
     }
 
@@ -454,6 +477,13 @@ impl RunArgs {
             }
         }
         c.translate = !self.forward_only;
+        match (self.nat64_prefix, self.inside6.is_empty()) {
+            (Some(p), _) => c.nat64 = Some(Nat64Config::new(p, self.inside6.clone())),
+            (None, false) => {
+                return Err("--inside6: given without --nat64-prefix (it has no use alone)".into())
+            }
+            (None, true) => {}
+        }
         c.validate()?;
         Ok(c)
     }

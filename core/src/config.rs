@@ -248,6 +248,9 @@ pub struct Config {
     /// Translate addresses and ports. Off only for the forward-only benchmark ceiling.
     pub translate: bool,
     pub ftp: FtpPolicy,
+    /// `--nat64-prefix` / `--inside6`: stateful NAT64 for IPv6 LAN hosts (issue 14). `None`: an IPv6
+    /// packet is dropped as `not_ipv4`, as always.
+    pub nat64: Option<crate::nat64::Nat64Config>,
 }
 
 impl Config {
@@ -272,6 +275,7 @@ impl Config {
             verify_ip_checksum: true,
             translate: true,
             ftp: FtpPolicy::default(),
+            nat64: None,
         }
     }
 
@@ -350,6 +354,20 @@ impl Config {
         }
         if self.ftp.max_line < 64 {
             return Err("--ftp-max-line: must be at least 64 bytes".into());
+        }
+        if let Some(n) = &self.nat64 {
+            n.validate(&self.inside)?;
+            let lan_mtu = self.mtu[crate::flow::Side::Inside.index()];
+            if lan_mtu < 1280 {
+                return Err(format!(
+                    "--lan-mtu: {lan_mtu} is below the IPv6 minimum of 1280 (RFC 8200 §5), needed with --nat64-prefix"
+                ));
+            }
+            if !self.translate {
+                return Err(
+                    "--nat64-prefix: NAT64 translates; it cannot be combined with --forward-only".into()
+                );
+            }
         }
         Ok(())
     }

@@ -53,11 +53,18 @@ pub struct Nat64Config {
     pub inside6: Vec<Ipv6Net>,
     /// Addresses of one /64 that may hold aliases at a time.
     pub max_per_64: u32,
+    /// The gateway's own IPv6 address on the LAN: source of the ICMPv6 errors it sends (hop limit
+    /// exceeded, packet too big) and the address IPv6 hosts ping it at. The first host of the first
+    /// `--inside6` prefix, as `--lan-ip` defaults to the first host of the first `--inside`.
+    pub lan_ip6: Ipv6Addr,
 }
 
 impl Nat64Config {
     pub fn new(prefix: Nat64Prefix, inside6: Vec<Ipv6Net>) -> Nat64Config {
-        Nat64Config { prefix, inside6, max_per_64: DEFAULT_MAX_PER_64 }
+        let lan_ip6 = inside6
+            .first()
+            .map_or(Ipv6Addr::UNSPECIFIED, |n| Ipv6Addr::from(u128::from(n.network()).wrapping_add(1)));
+        Nat64Config { prefix, inside6, max_per_64: DEFAULT_MAX_PER_64, lan_ip6 }
     }
 
     /// Errors name the flag: no `--inside6`, an `--inside6` overlapping the prefix (a source inside
@@ -81,6 +88,11 @@ impl Nat64Config {
                 return Err(format!(
                     "--inside {net} overlaps {ALIAS_NET}, the block NAT64 uses for IPv6 hosts' stand-in addresses"
                 ));
+            }
+        }
+        for net in &self.inside6 {
+            if net.prefix_len() > 127 {
+                return Err(format!("--inside6 {net}: a /128 leaves no address for the gateway and a host"));
             }
         }
         if self.max_per_64 == 0 {
@@ -227,12 +239,41 @@ impl Hosts {
     }
 }
 
+/// What the engine keeps for NAT64: the configuration, the host table, and the Identification counter
+/// of translated IPv4 datagrams (RFC 7915 §5.1).
+#[derive(Debug, Clone)]
+pub struct Nat64State {
+    pub cfg: Nat64Config,
+    pub hosts: Hosts,
+    ident: u16,
+}
+
+impl Nat64State {
+    pub fn new(cfg: Nat64Config) -> Nat64State {
+        Nat64State { hosts: Hosts::new(cfg.max_per_64), cfg, ident: 0 }
+    }
+
+    /// The next Identification for an unfragmented IPv6 → IPv4 datagram.
+    pub fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
+    }
+
+    /// The translator's address map; the gateway's LAN address (`lan_ip`) stands for its own IPv6
+    /// address, so the ICMP errors it sends an IPv6 host come from that address.
+    pub fn map(&self, lan_ip: Ipv4Addr) -> Nat64Map<'_> {
+        Nat64Map { prefix: &self.cfg.prefix, hosts: &self.hosts, gateway: Some((lan_ip, self.cfg.lan_ip6)) }
+    }
+}
+
 /// The address correspondence of a NAT64: inside IPv6 hosts ↔ their aliases, every other IPv4
 /// address ↔ its IPv4-embedded form under the prefix. Aliases are assigned elsewhere (this map only
 /// reads them), so translating never changes the table.
 pub struct Nat64Map<'a> {
     pub prefix: &'a Nat64Prefix,
     pub hosts: &'a Hosts,
+    /// (IPv4, IPv6) address of the gateway itself on the LAN.
+    pub gateway: Option<(Ipv4Addr, Ipv6Addr)>,
 }
 
 impl AddrMap for Nat64Map<'_> {
@@ -243,7 +284,10 @@ impl AddrMap for Nat64Map<'_> {
         }
     }
     fn to_v6(&self, a: Ipv4Addr) -> Option<Ipv6Addr> {
-        if is_alias(a) {
+        if let Some((v4, v6)) = self.gateway.filter(|g| g.0 == a) {
+            debug_assert_eq!(v4, a);
+            Some(v6)
+        } else if is_alias(a) {
             self.hosts.host(a)
         } else if self.prefix.translatable(a) {
             Some(self.prefix.embed(a))
@@ -256,7 +300,9 @@ impl AddrMap for Nat64Map<'_> {
     /// address rather than from a pool of its own: an error's source is informative only, and
     /// dropping the error would hide every such hop.
     fn error_source_to_v6(&self, a: Ipv4Addr) -> Option<Ipv6Addr> {
-        if is_alias(a) {
+        if let Some((_, v6)) = self.gateway.filter(|g| g.0 == a) {
+            Some(v6)
+        } else if is_alias(a) {
             self.hosts.host(a)
         } else {
             Some(self.prefix.embed(a))
@@ -352,7 +398,7 @@ mod tests {
         let mut h = Hosts::new(4);
         let client = a6("2001:db8::2");
         let alias = h.alias_or_assign(client).unwrap();
-        let m = Nat64Map { prefix: &pre, hosts: &h };
+        let m = Nat64Map { prefix: &pre, hosts: &h, gateway: None };
         assert_eq!(m.to_v4(client), Some(alias));
         assert_eq!(m.to_v4(a6("64:ff9b::8.8.8.8")), Some(Ipv4Addr::new(8, 8, 8, 8)));
         assert_eq!(m.to_v4(a6("64:ff9b::10.0.0.1")), None, "well-known prefix, non-global: RFC 6052 §3.1");
