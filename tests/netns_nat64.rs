@@ -10,18 +10,17 @@ mod netns_support;
 #[path = "nat64_support/mod.rs"]
 mod nat64_support;
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use nat64_support::{global_addrs, wan_host6, GW_IP6, LAN_HOST6, PREFIX};
-use netns_support::text;
+use nat64_support::{bracketed, global_addrs, wan_host6, GW_IP6, LAN_HOST6, PREFIX};
+use netns_support::{peer_py, script, text, Topology, PUBLIC_IP, WAN_HOST};
 
 /// The topology the other tests stand on: the client has IPv6 only and a route to the NAT64 prefix via
 /// the gateway and nowhere else; the server has IPv4 only; IPv6 packets to the prefix reach ftpnat.
 #[test]
 fn topology_is_ipv6_only_client_to_ipv4_only_server() {
-    // Until the NAT64 flags exist, ftpnat runs without them: this checks the plumbing only.
-    let env = [("FTPNAT_NAT64_ARGS", String::new())];
-    let Some(mut t) = nat64_support::up("topology_is_ipv6_only_client_to_ipv4_only_server", &[], &[], &env)
+    let Some(mut t) = nat64_support::up("topology_is_ipv6_only_client_to_ipv4_only_server", &[], &[], &[])
     else {
         return;
     };
@@ -48,4 +47,181 @@ fn topology_is_ipv6_only_client_to_ipv4_only_server() {
         s.summary,
         text(&ping6.stdout)
     );
+}
+
+/// Ping through NAT64 (echo both ways, the gateway's own IPv6 address answering too) and a UDP
+/// exchange the IPv4 server sees from the public address.
+#[test]
+fn ping_and_udp_through_nat64() {
+    let Some(mut t) = nat64_support::up("ping_and_udp_through_nat64", &[], &[], &[]) else { return };
+    let ping = t.lan(Duration::from_secs(10), &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &wan_host6()]);
+    assert!(ping.status.success(), "ping through NAT64: {}", text(&ping.stdout));
+    let gw = t.lan(Duration::from_secs(10), &["ping", "-6", "-c", "1", "-W", "2", GW_IP6]);
+    assert!(gw.status.success(), "the gateway answers at its IPv6 address: {}", text(&gw.stdout));
+    let peer = peer_py();
+    t.serve_wan("udp", 5000, &["python3", &peer, "udp-server", "5000"]);
+    let out = t.lan(Duration::from_secs(15), &["python3", &peer, "udp-client", &wan_host6(), "5000", "--timeout", "2"]);
+    let answer = text(&out.stdout);
+    assert!(out.status.success(), "no UDP answer: {answer}");
+    assert!(answer.starts_with(&format!("peer {PUBLIC_IP}:")), "the server saw {answer}, not the public address");
+    let s = t.stop_cleanly();
+    assert!(s.counter("nat64.to_v4") >= 4 && s.counter("nat64.to_v6") >= 4, "{}", s.summary);
+}
+
+/// A file of `len` bytes of a fixed pseudo-random pattern.
+fn blob(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha256(p: &Path) -> String {
+    let o = netns_support::run_bounded(Duration::from_secs(30), "sha256sum", &[&p.display().to_string()]);
+    text(&o.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// A vsftpd on the IPv4-only server side that knows neither EPSV nor EPRT (they are answered 550):
+/// every IPv6 client transfer through it proves the ALG's translation.
+struct Ftp {
+    dir: PathBuf,
+    blob: PathBuf,
+}
+
+const SIZE: usize = 4 << 20;
+
+impl Ftp {
+    fn start(t: &mut Topology, tag: &str) -> Ftp {
+        let dir = std::env::temp_dir().join(format!("ftpnat-nat64-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root")).expect("server dir");
+        let blob = dir.join("root").join("blob.bin");
+        std::fs::write(&blob, blob_bytes()).expect("blob");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).expect("mode");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        let sh = script("ftp-vsftpd.sh").display().to_string();
+        let d = dir.display().to_string();
+        t.serve_wan(
+            "tcp",
+            21,
+            &["env", "VSFTPD_CMDS_DENIED=EPSV,EPRT", "bash", &sh, &d, WAN_HOST, "21", "30000", "30019"],
+        );
+        Ftp { dir, blob }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ftp://{}/{path}", bracketed(&wan_host6()))
+    }
+
+    /// The commands vsftpd saw, as it logged them.
+    fn seen(&self, cmd: &str) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("vsftpd.log")).unwrap_or_default();
+        log.lines().filter(|l| l.contains(&format!("\"{cmd}")) && l.contains("FTP command")).count()
+    }
+}
+
+impl Drop for Ftp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn blob_bytes() -> Vec<u8> {
+    blob(SIZE)
+}
+
+/// curl (EPSV and EPRT, RETR and STOR) and Python ftplib (its IPv6 path: EPSV, and EPRT in active
+/// mode) from the IPv6-only client to the IPv4-only vsftpd, sha256 compared.
+#[test]
+fn ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode() {
+    let started = Instant::now();
+    let Some(mut t) = nat64_support::up("ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode", &[], &[], &[])
+    else {
+        return;
+    };
+    let ftp = Ftp::start(&mut t, "modes");
+    let want = sha256(&ftp.blob);
+    let out = ftp.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let lim = Duration::from_secs(90);
+    let mut failures = Vec::new();
+    for (name, mode) in [("curl-epsv", "--ftp-pasv"), ("curl-eprt", "-P")] {
+        let file = out.join(format!("{name}.bin"));
+        let f = file.display().to_string();
+        let mut args = vec!["curl", "-sS", "--max-time", "60", "-o", &f, mode];
+        if mode == "-P" {
+            args.push("-");
+        }
+        let url = ftp.url("blob.bin");
+        args.push(&url);
+        let o = t.lan(lim, &args);
+        if !o.status.success() || sha256(&file) != want {
+            failures.push(format!("{name} RETR: {} {}", o.status, text(&o.stderr)));
+        }
+        // STOR the same bytes back and compare what the server wrote.
+        let up_url = ftp.url(&format!("upload/{name}.bin"));
+        let src = ftp.blob.display().to_string();
+        let mut up = vec!["curl", "-sS", "--max-time", "60", "-T", &src, mode];
+        if mode == "-P" {
+            up.push("-");
+        }
+        up.push(&up_url);
+        let o = t.lan(lim, &up);
+        let stored = ftp.dir.join("root").join("upload").join(format!("{name}.bin"));
+        if !o.status.success() || sha256(&stored) != want {
+            failures.push(format!("{name} STOR: {} {}", o.status, text(&o.stderr)));
+        }
+    }
+    // Python ftplib: EPSV for an IPv6 connection, EPRT when passive is off.
+    let py_out = out.join("ftplib.bin").display().to_string();
+    let py = format!(
+        "import ftplib,sys\n\
+         for pasv in (True, False):\n\
+         \x20   f = ftplib.FTP(timeout=30)\n\
+         \x20   f.connect('{h}', 21)\n\
+         \x20   f.login('anonymous', 'nat64@example.net')\n\
+         \x20   f.set_pasv(pasv)\n\
+         \x20   with open('{o}' + str(pasv), 'wb') as out:\n\
+         \x20       f.retrbinary('RETR blob.bin', out.write)\n\
+         \x20   print(f.sendcmd('ALGS STATUS64'))\n\
+         \x20   f.quit()\n",
+        h = wan_host6(),
+        o = py_out
+    );
+    let o = t.lan(lim, &["python3", "-c", &py]);
+    let algs = text(&o.stdout);
+    for pasv in ["True", "False"] {
+        let got = PathBuf::from(format!("{py_out}{pasv}"));
+        if !o.status.success() || sha256(&got) != want {
+            failures.push(format!("ftplib pasv={pasv}: {} {}", text(&o.stderr), algs));
+        }
+    }
+    assert!(algs.contains("216 EPSVEPRT"), "ALGS STATUS64 answered by the gateway: {algs}");
+    let s = t.stop_cleanly();
+    assert!(failures.is_empty(), "{failures:#?}\n{}\n{}", s.summary, t.ftpnat_log());
+    // The server never saw EPSV, EPRT or ALGS: only PASV and PORT.
+    assert_eq!((ftp.seen("EPSV"), ftp.seen("EPRT"), ftp.seen("ALGS")), (0, 0, 0));
+    assert!(ftp.seen("PASV") >= 3 && ftp.seen("PORT") >= 3, "PASV {} PORT {}", ftp.seen("PASV"), ftp.seen("PORT"));
+    assert!(s.counter("alg.nat64.epsv") >= 3 && s.counter("alg.nat64.eprt") >= 3, "{}", s.summary);
+    eprintln!("ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode: {:?}", started.elapsed());
+}
+
+/// Without the ALG the IPv4 server gets EPRT |2| and cannot use it: the EPRT rows fail, showing the
+/// test above can fail.
+#[test]
+fn without_the_alg_eprt_fails() {
+    let Some(mut t) = nat64_support::up("without_the_alg_eprt_fails", &[], &["--no-ftp-alg"], &[]) else { return };
+    let ftp = Ftp::start(&mut t, "noalg");
+    let f = ftp.dir.join("x.bin").display().to_string();
+    let url = ftp.url("blob.bin");
+    let o = t.lan(Duration::from_secs(60), &["curl", "-sS", "--max-time", "20", "-o", &f, "-P", "-", &url]);
+    assert!(!o.status.success(), "EPRT must fail without the ALG: {}", text(&o.stderr));
+    t.stop_cleanly();
+    assert!(ftp.seen("EPRT") >= 1, "the server got the EPRT as sent");
 }

@@ -870,6 +870,7 @@ impl Engine {
                     && self.config.ftp.ports.contains(&key.dst.port)
                 {
                     let s = FtpSession::new(true, key.src.addr, key.dst.addr, self.config.ftp.max_line);
+                    let s = self.nat64_ftp(s, key.src.addr, key.dst.addr);
                     c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
                 c

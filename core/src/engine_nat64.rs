@@ -15,6 +15,7 @@
 use std::net::Ipv4Addr;
 
 use super::{Engine, Verdict};
+use crate::alg::ftp::FtpSession;
 use crate::conntrack::Conn;
 use crate::flow::{Dir, Side};
 use crate::metrics::DropReason;
@@ -210,6 +211,15 @@ impl Engine {
             mtu - (ipv6::HEADER_LEN - crate::wire::ipv4::HEADER_LEN)
         } else {
             mtu
+        }
+    }
+
+    /// An FTP control connection from `client` to `server`: a NAT64 one (RFC 6384) when the client
+    /// is an IPv6 host's stand-in.
+    pub(super) fn nat64_ftp(&self, s: FtpSession, client: Ipv4Addr, server: Ipv4Addr) -> FtpSession {
+        match self.nat64.as_ref().and_then(|n| Some((n.hosts.host(client)?, n.cfg.prefix.embed(server)))) {
+            Some((client6, server6)) => s.nat64(client6, server6),
+            None => s,
         }
     }
 

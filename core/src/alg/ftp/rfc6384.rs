@@ -22,9 +22,10 @@
 //!   ALG sends it (RFC 2428 §4). A malformed EPSV argument is passed on unchanged (the server
 //!   refuses it; the ALG has nothing to translate).
 //! - `EPRT |2|addr|port|` naming the sender becomes `PORT` with the public address and a mapped port
-//!   (§7); naming any other address, or `|1|` (an IPv6-only client has no IPv4 address to name), it
-//!   is refused by the policy as the IPv4 ALG refuses a third-host PORT: left as sent, so the IPv4
-//!   server refuses a family it cannot reach.
+//!   (§7); naming any other address, or `|1|` (an IPv6-only client has no IPv4 address to name), or
+//!   malformed, or refused by the policy (low port, no public port): answered `501` by the gateway
+//!   through the NOOP substitution, never passed on (an IPv4 server with another IPv6 path must not
+//!   be made to connect to a third host).
 //! - `ALGS STATUS64 | ENABLE64 | DISABLE64` (§11) are answered `216 <state>`, `<state>` being
 //!   `EPSVEPRT` (both translated) or `NONE`; another ALGS argument: `501`. Disabling stops the EPSV
 //!   and EPRT translations for the session (the lines then pass unchanged).
@@ -61,6 +62,10 @@ pub enum GatewayReply {
     AlgsUnknown,
     /// `LPRT` with a family other than 6.
     LprtFamily,
+    /// `EPRT`/`LPRT` naming an address other than the client's own, or one the ALG cannot honour
+    /// (malformed, a port the policy refuses, no public port free): the FTP bounce attack (RFC 2577
+    /// §3) is not passed on for the server to judge.
+    PortRefused,
 }
 
 impl GatewayReply {
@@ -75,6 +80,9 @@ impl GatewayReply {
             GatewayReply::Algs { enabled: false } => b"216 NONE NAT64 FTP ALG translation disabled",
             GatewayReply::AlgsUnknown => b"501 ALGS arguments are STATUS64, ENABLE64 and DISABLE64",
             GatewayReply::LprtFamily => b"521 Supported address families are (6)",
+            GatewayReply::PortRefused => {
+                b"501 Data address refused: it must be this connection's client address"
+            }
         };
         [text, eol].concat()
     }
@@ -86,6 +94,7 @@ impl GatewayReply {
             GatewayReply::Algs { .. } => 216,
             GatewayReply::AlgsUnknown => 501,
             GatewayReply::LprtFamily => 521,
+            GatewayReply::PortRefused => 501,
         }
     }
 }
@@ -396,6 +405,7 @@ mod tests {
             GatewayReply::Algs { enabled: true },
             GatewayReply::AlgsUnknown,
             GatewayReply::LprtFamily,
+            GatewayReply::PortRefused,
         ] {
             let l = r.line(b"\r\n");
             // Every reply is one final line whose code the reply parser reads back.
