@@ -957,6 +957,16 @@ mod tests {
             (&["--max-ports-per-host", "120%"][..], "--max-ports-per-host"),
             (&["--udp-unreplied-timeout", "later"][..], "--udp-unreplied-timeout"),
             (&["--inside", "10.0.0.0/33"][..], "--inside"),
+            (&["--nat64-prefix", "64:ff9b::/95", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
+            (&["--nat64-prefix", "64:ff9b::1/96", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
+            (&["--nat64-prefix", "64:ff9b::/96"][..], "--inside6"),
+            (&["--inside6", "2001:db8::/64"][..], "--inside6"),
+            (&["--nat64-prefix", "64:ff9b::/96", "--inside6", "10.0.0.0/8"][..], "--inside6"),
+            (&["--nat64-prefix", "64:ff9b::/96", "--inside6", "64:ff9b::/64"][..], "--inside6"),
+            (
+                &["--nat64-prefix", "64:ff9b::/96", "--inside6", "2001:db8::/64", "--lan-mtu", "1000"][..],
+                "--lan-mtu",
+            ),
         ] {
             let e = parse(extra).unwrap_err();
             assert!(e.contains(flag), "{extra:?}: {e}");

@@ -54,16 +54,23 @@ fn topology_is_ipv6_only_client_to_ipv4_only_server() {
 #[test]
 fn ping_and_udp_through_nat64() {
     let Some(mut t) = nat64_support::up("ping_and_udp_through_nat64", &[], &[], &[]) else { return };
-    let ping = t.lan(Duration::from_secs(10), &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &wan_host6()]);
+    let ping =
+        t.lan(Duration::from_secs(10), &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &wan_host6()]);
     assert!(ping.status.success(), "ping through NAT64: {}", text(&ping.stdout));
     let gw = t.lan(Duration::from_secs(10), &["ping", "-6", "-c", "1", "-W", "2", GW_IP6]);
     assert!(gw.status.success(), "the gateway answers at its IPv6 address: {}", text(&gw.stdout));
     let peer = peer_py();
     t.serve_wan("udp", 5000, &["python3", &peer, "udp-server", "5000"]);
-    let out = t.lan(Duration::from_secs(15), &["python3", &peer, "udp-client", &wan_host6(), "5000", "--timeout", "2"]);
+    let out = t.lan(
+        Duration::from_secs(15),
+        &["python3", &peer, "udp-client", &wan_host6(), "5000", "--timeout", "2"],
+    );
     let answer = text(&out.stdout);
     assert!(out.status.success(), "no UDP answer: {answer}");
-    assert!(answer.starts_with(&format!("peer {PUBLIC_IP}:")), "the server saw {answer}, not the public address");
+    assert!(
+        answer.starts_with(&format!("peer {PUBLIC_IP}:")),
+        "the server saw {answer}, not the public address"
+    );
     let s = t.stop_cleanly();
     assert!(s.counter("nat64.to_v4") >= 4 && s.counter("nat64.to_v6") >= 4, "{}", s.summary);
 }
@@ -141,7 +148,8 @@ fn blob_bytes() -> Vec<u8> {
 #[test]
 fn ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode() {
     let started = Instant::now();
-    let Some(mut t) = nat64_support::up("ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode", &[], &[], &[])
+    let Some(mut t) =
+        nat64_support::up("ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode", &[], &[], &[])
     else {
         return;
     };
@@ -207,7 +215,12 @@ fn ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode() {
     assert!(failures.is_empty(), "{failures:#?}\n{}\n{}", s.summary, t.ftpnat_log());
     // The server never saw EPSV, EPRT or ALGS: only PASV and PORT.
     assert_eq!((ftp.seen("EPSV"), ftp.seen("EPRT"), ftp.seen("ALGS")), (0, 0, 0));
-    assert!(ftp.seen("PASV") >= 3 && ftp.seen("PORT") >= 3, "PASV {} PORT {}", ftp.seen("PASV"), ftp.seen("PORT"));
+    assert!(
+        ftp.seen("PASV") >= 3 && ftp.seen("PORT") >= 3,
+        "PASV {} PORT {}",
+        ftp.seen("PASV"),
+        ftp.seen("PORT")
+    );
     assert!(s.counter("alg.nat64.epsv") >= 3 && s.counter("alg.nat64.eprt") >= 3, "{}", s.summary);
     eprintln!("ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode: {:?}", started.elapsed());
 }
@@ -216,7 +229,9 @@ fn ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode() {
 /// test above can fail.
 #[test]
 fn without_the_alg_eprt_fails() {
-    let Some(mut t) = nat64_support::up("without_the_alg_eprt_fails", &[], &["--no-ftp-alg"], &[]) else { return };
+    let Some(mut t) = nat64_support::up("without_the_alg_eprt_fails", &[], &["--no-ftp-alg"], &[]) else {
+        return;
+    };
     let ftp = Ftp::start(&mut t, "noalg");
     let f = ftp.dir.join("x.bin").display().to_string();
     let url = ftp.url("blob.bin");

@@ -133,7 +133,7 @@ _ftpnat() {
             return 0
             ;;
         ftpnat__subcmd__run)
-            opts="-h --config --lan-tun --wan-tun --inside --public-ip --forward --lan-ip --port-range --max-flows --max-flows-per-host --max-ports-per-host --lan-mtu --wan-mtu --ftp-port --no-ftp-alg --ftp-pinhole-timeout --ftp-max-pinholes --ftp-allow-low-ports --tcp-established-timeout --tcp-transitory-timeout --udp-timeout --icmp-timeout --tcp-unreplied-timeout --udp-unreplied-timeout --forward-only --no-offload --control-socket --metrics-listen --capture --capture-max-bytes --capture-files --log-format --help"
+            opts="-h --config --lan-tun --wan-tun --inside --public-ip --forward --lan-ip --port-range --max-flows --max-flows-per-host --max-ports-per-host --lan-mtu --wan-mtu --ftp-port --no-ftp-alg --ftp-pinhole-timeout --ftp-max-pinholes --ftp-allow-low-ports --tcp-established-timeout --tcp-transitory-timeout --udp-timeout --icmp-timeout --tcp-unreplied-timeout --udp-unreplied-timeout --forward-only --no-offload --control-socket --metrics-listen --capture --capture-max-bytes --capture-files --nat64-prefix --inside6 --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -244,6 +244,14 @@ _ftpnat() {
                     return 0
                     ;;
                 --capture-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nat64-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --inside6)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -59,6 +59,8 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l metrics-listen -d 
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture -d 'Write every packet ftpnat sends to this pcapng file (interface 0 = LAN, 1 = WAN)' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture-max-bytes -d 'Rotate the capture file before it grows past this size (bytes, or 64K/100M/1G) [default: 64M]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture-files -d 'Capture files kept, the current one included: FILE, FILE.1, ... [default: 4]' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l nat64-prefix -d 'Stateful NAT64 (RFC 6146): IPv6 LAN packets to an address in this prefix (RFC 6052: /32, /40, /48, /56, /64 or /96; 64:ff9b::/96 is the well-known one) leave the WAN as IPv4 from --public-ip [default: none, IPv6 is dropped]. Needs --inside6' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l inside6 -d 'IPv6 source prefix allowed to use --nat64-prefix (repeatable); the gateway\'s own IPv6 address is the first host of the first one' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l log-format -d 'Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`) [default: text]' -r -f -a "text\t''
 json\t''"
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l no-ftp-alg -d 'Turn the FTP ALG off: FTP control traffic is translated like any TCP'

@@ -551,6 +551,10 @@ impl<D: Device> Runtime<D> {
     /// Every non-zero counter (engine and devices) plus the live flow count, in a stable order.
     pub fn summary(&self) -> Vec<(String, u64)> {
         let mut out = vec![("flows.active".to_string(), self.engine.flow_count() as u64)];
+        if let Some(n) = self.engine.nat64().filter(|n| !n.hosts.is_empty()) {
+            // NAT64: IPv6 hosts holding a stand-in address (absent without --nat64-prefix).
+            out.push(("nat64.hosts".to_string(), n.hosts.len() as u64));
+        }
         self.engine.metrics().for_each(|k, v| {
             if v != 0 {
                 out.push((k.to_string(), v));

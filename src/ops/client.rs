@@ -265,9 +265,10 @@ fn flow_cells(f: &Value) -> Vec<String> {
         s(&f["proto"]),
         s(&f["state"]),
         s(&f["origin"]),
-        s(&f["inside"]),
+        // A NAT64 flow shows its IPv6 endpoints (the stand-in and the IPv4 server are in the JSON).
+        f["nat64"]["inside6"].as_str().map_or_else(|| s(&f["inside"]), str::to_string),
         s(&f["outside"]),
-        s(&f["remote"]),
+        f["nat64"]["remote6"].as_str().map_or_else(|| s(&f["remote"]), str::to_string),
         secs(&f["idle_ms"]),
         secs(&f["expires_in_ms"]),
         format!("{}/{}", s(&f["packets"]["orig"]), s(&f["packets"]["reply"])),
@@ -510,6 +511,22 @@ mod tests {
         // Columns line up: every row's INSIDE starts where the header's does.
         let col = lines[0].find("INSIDE").unwrap();
         assert_eq!(&lines[1][col..col + 8], "10.0.0.2");
+    }
+
+    /// A NAT64 flow is listed with its IPv6 endpoints (its IPv4 forms stay in the JSON).
+    #[test]
+    fn nat64_flows_show_their_ipv6_endpoints() {
+        let v = json!({"flows": [{
+            "id": 5, "proto": "udp", "state": "REPLIED", "origin": "outbound",
+            "inside": "240.0.0.1:40000", "outside": "198.51.100.1:40000", "remote": "198.51.100.2:53",
+            "nat64": {"inside6": "[2001:db8:64::2]:40000", "remote6": "[64:ff9b:1::c633:6402]:53"},
+            "idle_ms": 0, "expires_in_ms": 1000, "packets": {"orig": 1, "reply": 1},
+            "bytes": {"orig": 60, "reply": 60}, "alg": null
+        }]});
+        let t = render_flows(&v);
+        let row = t.lines().nth(1).unwrap();
+        assert!(row.contains("[2001:db8:64::2]:40000") && row.contains("[64:ff9b:1::c633:6402]:53"), "{t}");
+        assert!(!row.contains("240.0.0.1"), "{t}");
     }
 
     #[test]
