@@ -75,6 +75,35 @@ fn ping_and_udp_through_nat64() {
     assert!(s.counter("nat64.to_v4") >= 4 && s.counter("nat64.to_v6") >= 4, "{}", s.summary);
 }
 
+/// Traceroute and path-MTU discovery through NAT64 with a 1400-byte WAN: hop limit 1 is answered by
+/// the gateway (time exceeded from its IPv6 address), hop limit 2 reaches the server; a 1500-byte
+/// IPv6 datagram is answered Packet Too Big with MTU 1420 (the WAN's 1400 + 20, RFC 7915), and one that
+/// fits goes through.
+#[test]
+fn traceroute_and_path_mtu_through_nat64() {
+    let Some(mut t) =
+        nat64_support::up("traceroute_and_path_mtu_through_nat64", &[], &["--wan-mtu", "1400"], &[])
+    else {
+        return;
+    };
+    let dst = wan_host6();
+    let lim = Duration::from_secs(10);
+    let hop1 = t.lan(lim, &["ping", "-6", "-n", "-c", "1", "-W", "2", "-t", "1", &dst]);
+    let out = text(&hop1.stdout);
+    assert!(out.contains(&format!("From {GW_IP6}")) && out.to_lowercase().contains("time exceeded"), "{out}");
+    let hop2 = t.lan(lim, &["ping", "-6", "-n", "-c", "1", "-W", "2", "-t", "2", &dst]);
+    assert!(hop2.status.success(), "hop limit 2 reaches the server: {}", text(&hop2.stdout));
+    // 1452 bytes of ICMPv6 payload: a 1500-byte IPv6 datagram, 1480 as IPv4 with DF, over a 1400 WAN.
+    let big =
+        t.lan(lim, &["ping", "-6", "-n", "-c", "2", "-i", "0.3", "-W", "2", "-M", "do", "-s", "1452", &dst]);
+    let both = format!("{}{}", text(&big.stdout), text(&big.stderr));
+    assert!(both.contains("mtu=1420"), "Packet Too Big naming 1420: {both}");
+    let fits = t.lan(lim, &["ping", "-6", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", &dst]);
+    assert!(fits.status.success(), "1420 bytes fit: {}", text(&fits.stdout));
+    let s = t.stop_cleanly();
+    assert!(s.counter("drops.frag_needed") >= 1 && s.counter("drops.ttl_exceeded") >= 1, "{}", s.summary);
+}
+
 /// A file of `len` bytes of a fixed pseudo-random pattern.
 fn blob(len: usize) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
