@@ -269,3 +269,79 @@ fn without_the_alg_eprt_fails() {
     t.stop_cleanly();
     assert!(ftp.seen("EPRT") >= 1, "the server got the EPRT as sent");
 }
+
+/// pyftpdlib answering EPSV and EPRT `502` (a server that only knows PASV and PORT), with curl, lftp
+/// and wget on the IPv6-only client: RETR (and STOR for curl) sha256 compared.
+#[test]
+fn pyftpdlib_lftp_and_wget_through_nat64() {
+    let Some(mut t) = nat64_support::up("pyftpdlib_lftp_and_wget_through_nat64", &[], &[], &[]) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ftpnat-nat64-{}-pyftpd", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("root")).expect("server dir");
+    let blob_path = dir.join("root").join("blob.bin");
+    std::fs::write(&blob_path, blob_bytes()).expect("blob");
+    let want = sha256(&blob_path);
+    let (root, log) = (dir.join("root").display().to_string(), dir.join("py.log").display().to_string());
+    let py = script("ftp-pyftpd.py").display().to_string();
+    t.serve_wan(
+        "tcp",
+        21,
+        &[
+            "python3",
+            &py,
+            &root,
+            "--bind",
+            WAN_HOST,
+            "--port",
+            "21",
+            "--user",
+            "u6",
+            "--password",
+            "p6",
+            "--pasv",
+            "31000-31019",
+            "--log",
+            &log,
+            "--deny",
+            "EPSV,EPRT",
+        ],
+    );
+    let host = bracketed(&wan_host6());
+    let url = |p: &str| format!("ftp://u6:p6@{host}/{p}");
+    let out = |n: &str| dir.join(n).display().to_string();
+    let lim = Duration::from_secs(90);
+    let mut failures = Vec::new();
+    let mut check = |name: &str, o: std::process::Output, file: &str| {
+        if !o.status.success() || sha256(Path::new(file)) != want {
+            failures.push(format!("{name}: {} {} {}", o.status, text(&o.stdout), text(&o.stderr)));
+        }
+    };
+    let f = out("curl-epsv.bin");
+    check(
+        "curl EPSV",
+        t.lan(lim, &["curl", "-sS", "--max-time", "60", "--ftp-pasv", "-o", &f, &url("blob.bin")]),
+        &f,
+    );
+    let f = out("curl-eprt.bin");
+    check(
+        "curl EPRT",
+        t.lan(lim, &["curl", "-sS", "--max-time", "60", "-P", "-", "-o", &f, &url("blob.bin")]),
+        &f,
+    );
+    let src = blob_path.display().to_string();
+    let o = t.lan(lim, &["curl", "-sS", "--max-time", "60", "-P", "-", "-T", &src, &url("up-eprt.bin")]);
+    check("curl EPRT STOR", o, &dir.join("root").join("up-eprt.bin").display().to_string());
+    let f = out("wget.bin");
+    check("wget", t.lan(lim, &["wget", "-q", "-T", "30", "-t", "1", "-O", &f, &url("blob.bin")]), &f);
+    let f = out("lftp.bin");
+    let script_l = format!("set net:max-retries 1; set net:timeout 20; get blob.bin -o {f}; bye");
+    check("lftp", t.lan(lim, &["lftp", "-u", "u6,p6", "-e", &script_l, &format!("ftp://{host}")]), &f);
+    let s = t.stop_cleanly();
+    let plog = std::fs::read_to_string(dir.join("py.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{failures:#?}\n{}\n{plog}", s.summary);
+    assert!(!plog.contains("received EPSV") && !plog.contains("received EPRT"), "{plog}");
+    assert!(plog.contains("received PASV") && plog.contains("received PORT"), "{plog}");
+}
