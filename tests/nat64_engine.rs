@@ -299,3 +299,64 @@ fn the_per_host_flow_limit_counts_per_ipv6_host() {
         "another host is not affected"
     );
 }
+
+/// RFC 7915 §5.1.1: an IPv6 fragment becomes an IPv4 fragment (identification's low 16 bits, MF = M,
+/// offset kept, DF clear); the later fragment follows the first's translation.
+#[test]
+fn ipv6_fragments_become_ipv4_fragments() {
+    let mut e = engine64();
+    let whole = udp6(CLIENT6, server6(), 40000, 7000, &[9u8; 64], 64);
+    let upper = &whole[40..];
+    let (a, b) = upper.split_at(40);
+    let frag = |off: u16, more: bool, data: &[u8]| {
+        let mut p = whole[..40].to_vec();
+        p.extend_from_slice(data);
+        p[4..6].copy_from_slice(&(data.len() as u16).to_be_bytes());
+        insert_fragment_header(&mut p, off, more, 0x1234_5678);
+        p
+    };
+    let mut first = frag(0, true, a);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut first), Verdict::Forward(Side::Outside));
+    let mut second = frag(40, false, b);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut second), Verdict::Forward(Side::Outside));
+    let (f1, f2) = (seen(&first), seen(&second));
+    assert_eq!((f1.frag, f2.frag), (Some((0, true)), Some((40, false))));
+    assert_eq!(
+        (f1.src.as_str(), f2.src.as_str()),
+        (PUBLIC.to_string().as_str(), PUBLIC.to_string().as_str())
+    );
+    for p in [&first, &second] {
+        assert_eq!(u16::from_be_bytes([p[4], p[5]]), 0x5678, "identification's low 16 bits");
+        assert_eq!(p[6] & 0x40, 0, "DF clear");
+    }
+    // Reassembled, the UDP checksum is right for the IPv4 pseudo-header.
+    let mut l4 = first[20..].to_vec();
+    l4.extend_from_slice(&second[20..]);
+    let mut v4 = Vec::new();
+    let sport = u16::from_be_bytes([l4[0], l4[1]]);
+    PacketBuilder::ipv4(PUBLIC.octets(), SERVER4.octets(), 63)
+        .udp(sport, 7000)
+        .write(&mut v4, &l4[8..])
+        .unwrap();
+    assert_eq!(&v4[20..], &l4[..], "the reassembled datagram is the translated one, checksum included");
+}
+
+/// Hairpinning (RFC 4787 REQ-9) from an IPv6 client: the public address under the prefix reaches an
+/// inside IPv4 server through its port forward, and the server's answer returns as IPv6.
+#[test]
+fn an_ipv6_client_reaches_a_forwarded_inside_server_by_hairpin() {
+    let mut cfg = config64();
+    cfg.forwards.push("udp:5353=10.0.0.9:53".parse().unwrap());
+    let mut e = Engine::new(cfg);
+    let public6: Ipv6Addr = "64:ff9b:1::198.51.100.1".parse().unwrap();
+    let mut p = udp6(CLIENT6, public6, 40000, 5353, b"q", 64);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut p), Verdict::Forward(Side::Inside));
+    let to_server = seen(&p);
+    assert!(!to_server.v6 && to_server.dst == "10.0.0.9" && to_server.dport == 53, "{to_server:?}");
+    assert_eq!(to_server.src, PUBLIC.to_string());
+    let mut r = udp4(Ipv4Addr::new(10, 0, 0, 9), PUBLIC, 53, to_server.sport, b"a", 64);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut r), Verdict::Forward(Side::Inside));
+    let back = seen(&r);
+    assert!(back.v6 && back.dst == CLIENT6.to_string() && back.src == public6.to_string(), "{back:?}");
+    assert_eq!((back.sport, back.dport), (5353, 40000));
+}

@@ -1584,6 +1584,18 @@ pub fn summary(pkt: &[u8]) -> String {
                 ip.total_len()
             )
         }
+        Err(_) if pkt.first().is_some_and(|b| b >> 4 == 6) => match crate::wire::Ipv6Packet::new_checked(pkt)
+        {
+            // NAT64: an IPv6 packet the engine refused before translating it.
+            Ok(ip) => format!(
+                "{} -> {} next-header {} len {}",
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.next_header(),
+                ip.total_len()
+            ),
+            Err(e) => format!("unparsable IPv6 ({e}, {} bytes)", pkt.len()),
+        },
         Err(e) => format!("unparsable ({e}, {} bytes)", pkt.len()),
     }
 }
