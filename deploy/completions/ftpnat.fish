@@ -97,6 +97,7 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l ftp-port -d 'Po
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l lan-out -d 'Where the packets the gateway emits towards the LAN are written' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l wan-out -d 'Where the packets the gateway emits towards the WAN are written' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l summary -d 'Write the summary JSON here (default: standard output)' -r -F
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l nat64-prefix -d 'NAT64 (README "NAT64"): IPv6 packets from an IPv6 --inside prefix to this RFC 6052 prefix go through the gateway\'s NAT64; recorded IPv6 answers are emulated as the IPv4 server\'s' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l log-format -d 'Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`) [default: text]' -r -f -a "text\t''
 json\t''"
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l keep-link-layer -d 'Keep the input\'s link-layer framing instead of writing raw IP (LINKTYPE_RAW)'
