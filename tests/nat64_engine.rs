@@ -360,3 +360,39 @@ fn an_ipv6_client_reaches_a_forwarded_inside_server_by_hairpin() {
     assert!(back.v6 && back.dst == CLIENT6.to_string() && back.src == public6.to_string(), "{back:?}");
     assert_eq!((back.sport, back.dport), (5353, 40000));
 }
+
+/// An ICMPv6 error from the IPv6 client (port unreachable for the server's datagram) reaches the IPv4
+/// server as ICMPv4 port unreachable quoting the datagram as the server sent it (RFC 7915 §5.2).
+#[test]
+fn an_icmpv6_error_from_the_client_reaches_the_server_as_icmpv4() {
+    let mut e = engine64();
+    let mut p = udp6(CLIENT6, server6(), 40000, 53, b"q", 64);
+    e.handle_packet(Instant::ZERO, Side::Inside, &mut p);
+    let public_port = seen(&p).sport;
+    let mut r = udp4(SERVER4, PUBLIC, 53, public_port, b"late answer", 60);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Outside, &mut r), Verdict::Forward(Side::Inside));
+    // The client's socket is closed: it answers port unreachable, quoting what it got.
+    let mut err = Vec::new();
+    PacketBuilder::ipv6(CLIENT6.octets(), server6().octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port))
+        .write(&mut err, &r)
+        .unwrap();
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut err), Verdict::Forward(Side::Outside));
+    let s = seen(&err);
+    assert_eq!(
+        (s.icmp, s.src.as_str(), s.dst.as_str()),
+        (Some((3, 3)), PUBLIC.to_string().as_str(), SERVER4.to_string().as_str())
+    );
+    let q = etherparse::Ipv4HeaderSlice::from_slice(&s.payload).expect("an IPv4 quote");
+    assert_eq!(
+        (q.source_addr(), q.destination_addr()),
+        (SERVER4, PUBLIC),
+        "the datagram as the server sent it"
+    );
+    let udp = &s.payload[20..28];
+    assert_eq!(
+        u16::from_be_bytes([udp[2], udp[3]]),
+        public_port,
+        "quoted destination port is the public one"
+    );
+}
