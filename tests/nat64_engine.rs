@@ -396,3 +396,25 @@ fn an_icmpv6_error_from_the_client_reaches_the_server_as_icmpv4() {
         "quoted destination port is the public one"
     );
 }
+
+/// `ftpnat events`: a NAT64 flow's `flow_new` (with the stand-in) is followed by `nat64_flow` naming
+/// its IPv6 endpoints; an IPv4 flow has none.
+#[test]
+fn events_name_the_ipv6_endpoints_of_a_nat64_flow() {
+    let mut e = engine64();
+    e.set_events(true);
+    let mut p = udp6(CLIENT6, server6(), 40000, 53, b"q", 64);
+    e.handle_packet(Instant::ZERO, Side::Inside, &mut p);
+    let mut v4 = udp4(Ipv4Addr::new(10, 0, 0, 2), SERVER4, 40000, 53, b"q", 64);
+    e.handle_packet(Instant::ZERO, Side::Inside, &mut v4);
+    let kinds: Vec<ftpnat::events::Event> = std::iter::from_fn(|| e.poll_event()).collect();
+    let names: Vec<&str> = kinds.iter().map(|k| k.kind()).collect();
+    assert_eq!(names, ["flow_new", "nat64_flow", "flow_new"]);
+    match &kinds[1] {
+        ftpnat::events::Event::Nat64Flow { inside6, remote6, .. } => {
+            assert_eq!((*inside6.ip(), inside6.port()), (CLIENT6, 40000));
+            assert_eq!((*remote6.ip(), remote6.port()), (server6(), 53));
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -950,6 +950,7 @@ impl Engine {
             Origin::Pinhole { .. } => "pinhole",
         };
         self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
+        self.nat64_event(id);
         Ok((id, Dir::Original))
     }
 

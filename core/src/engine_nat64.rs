@@ -223,6 +223,19 @@ impl Engine {
         }
     }
 
+    /// The `nat64_flow` event of a new connection whose inside host is an IPv6 host.
+    pub(super) fn nat64_event(&mut self, id: crate::flow::ConnId) {
+        let (Some(n), Some(c)) = (self.nat64.as_ref(), self.table.get(id)) else { return };
+        let [o, r] = *c.keys();
+        // The inside endpoint: the sender of the original direction, or (a pinhole's data connection)
+        // of the reply direction; the remote is the other end of that direction.
+        let (inside, remote) = if is_alias(o.src.addr) { (o.src, o.dst) } else { (r.src, r.dst) };
+        let Some(host) = n.hosts.host(inside.addr) else { return };
+        let inside6 = std::net::SocketAddrV6::new(host, inside.port, 0, 0);
+        let remote6 = std::net::SocketAddrV6::new(n.cfg.prefix.embed(remote.addr), remote.port, 0, 0);
+        self.events.push(|| crate::events::Event::Nat64Flow { id, orig: o, inside6, remote6 });
+    }
+
     /// A connection was created (`on`) or destroyed: the stand-ins it names are held or given back.
     pub(super) fn nat64_hold(&mut self, conn: &Conn, on: bool) {
         let Some(n) = self.nat64.as_mut() else { return };

@@ -49,6 +49,9 @@ pub enum Event {
     PinholeExpire { control: ConnId, public_port: u16, inside: Endpoint },
     /// The ALG left a line as sent and opened nothing; `line` is redacted like the log line.
     Refusal { control: ConnId, reason: RefusalReason, line: String },
+    /// The connection `id` just created (its `flow_new` came before) is a NAT64 flow: its IPv6 host's
+    /// endpoint and the remote's synthesised one (`orig` is its key with the host's stand-in).
+    Nat64Flow { id: ConnId, orig: FlowKey, inside6: std::net::SocketAddrV6, remote6: std::net::SocketAddrV6 },
 }
 
 impl Event {
@@ -62,6 +65,7 @@ impl Event {
             Event::PinholeUse { .. } => "pinhole_use",
             Event::PinholeExpire { .. } => "pinhole_expire",
             Event::Refusal { .. } => "refusal",
+            Event::Nat64Flow { .. } => "nat64_flow",
         }
     }
 }

@@ -462,6 +462,14 @@ pub fn render_event(v: &Value) -> String {
             s(&v["inside"])
         ),
         "refusal" => format!("[REFUSED] #{} {}: {}", s(&v["control"]), s(&v["reason"]), s(&v["line"])),
+        "nat64_flow" => format!(
+            "[NAT64] #{} {} {} -> {} (stand-in {})",
+            s(&v["id"]),
+            s(&v["proto"]),
+            s(&v["inside6"]),
+            s(&v["remote6"]),
+            s(&v["orig"]["src"])
+        ),
         other => format!("[{other}] {v}"),
     };
     format!("{} {body}", hms(&v["ts"]))
@@ -539,6 +547,13 @@ mod tests {
             "01:02:03.500 [REWRITE] #3 port 10,0,0,2,156,65 -> 198,51,100,1,156,65 (delta +4) inside 10.0.0.2:40001 public port 40001"
         );
         assert!(render_event(&json!({"lost": 7})).starts_with("[LOST] 7"));
+        let v = json!({"event": "nat64_flow", "ts": 3723.5, "id": 5, "proto": "udp",
+            "orig": {"src": "240.0.0.1:40000", "dst": "198.51.100.2:53"},
+            "inside6": "[2001:db8:64::2]:40000", "remote6": "[64:ff9b:1::c633:6402]:53"});
+        assert_eq!(
+            render_event(&v),
+            "01:02:03.500 [NAT64] #5 udp [2001:db8:64::2]:40000 -> [64:ff9b:1::c633:6402]:53 (stand-in 240.0.0.1:40000)"
+        );
     }
 
     #[test]

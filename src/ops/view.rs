@@ -476,6 +476,12 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
             json!({ "id": id.0, "proto": orig.proto.name(), "origin": origin,
                     "orig": key_json(orig), "reply": key_json(reply) }),
         ),
+        Event::Nat64Flow { id, orig, inside6, remote6 } => (
+            Some(orig.proto),
+            vec![orig.src, orig.dst],
+            json!({ "id": id.0, "proto": orig.proto.name(), "orig": key_json(orig),
+                    "inside6": inside6.to_string(), "remote6": remote6.to_string() }),
+        ),
         Event::FlowDestroy { id, orig, reply, why, packets, bytes } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
