@@ -287,3 +287,27 @@ fn without_the_alg_eprt_goes_to_the_server_as_sent() {
     assert!(cli.starts_with("522"));
     assert_eq!(c.e.pinholes().len(), 0);
 }
+
+#[test]
+fn the_227_and_a_substituted_reply_split_in_every_way_come_out_the_same() {
+    let reply = b"227 Entering Passive Mode (203,0,113,5,195,80).\r\n";
+    for cut in 1..reply.len() {
+        let mut c = ctl();
+        assert_eq!(c.c2s(&[b"EPSV\r\n"]), b"PASV\r\n");
+        let got = c.s2c(&[&reply[..cut], &reply[cut..]]);
+        assert_eq!(got, b"229 Entering Extended Passive Mode (|||50000|)\r\n", "cut {cut}");
+        // The stream goes on in step.
+        assert_eq!(
+            c.exchange("NOOP\r\n", "200 ok\r\n"),
+            ("NOOP\r\n".into(), "200 ok\r\n".into()),
+            "cut {cut}"
+        );
+    }
+    let noop_reply = b"200-NOOP\r\n200 ok\r\n";
+    for cut in 1..noop_reply.len() {
+        let mut c = ctl();
+        assert_eq!(c.c2s(&[b"EPSV ALL\r\n"]), b"NOOP\r\n");
+        let got = c.s2c(&[&noop_reply[..cut], &noop_reply[cut..]]);
+        assert_eq!(got, b"504 Command not implemented for that parameter\r\n", "cut {cut}");
+    }
+}
