@@ -202,6 +202,19 @@ ftp_curl_flags() {
     esac
 }
 
+# ftp_sums_equal ROOT UP: the RETR copy ($WORK/ftp-got.bin) and the STORed ROOT/UP are the blob (both
+# removed after); prints the mismatch otherwise.
+ftp_sums_equal() {
+    local root=$1 up=$2 want_sum got_sum put_sum
+    want_sum=$(sha256sum <"$WORK/ftp-blob.bin" | cut -c1-16)
+    got_sum=$(sha256sum <"$WORK/ftp-got.bin" | cut -c1-16)
+    put_sum=$(sha256sum <"$root/$up" | cut -c1-16)
+    rm -f "$WORK/ftp-got.bin" "$root/$up"
+    if [[ "$got_sum" != "$want_sum" || "$put_sum" != "$want_sum" ]]; then
+        echo "sha256 MISMATCH (RETR $got_sum, STOR $put_sum, want $want_sum)"; return 1
+    fi
+}
+
 # check_ftp MODE out|in: RETR and STOR of $FTP_BYTES in MODE; `out`: curl in lan, vsftpd in wan; `in`:
 # curl in wan, vsftpd in lan behind the forward. Figures: bytes, rate, and the rewrites ftpnat logged.
 check_ftp() {
@@ -222,14 +235,7 @@ check_ftp() {
     $run timeout 150 curl -sS --max-time 120 --connect-timeout 10 "${flags[@]}" -u anonymous:demo@ \
         -T "$WORK/ftp-blob.bin" "$base/$up" || { echo "STOR failed"; return 1; }
     t1=$(date +%s.%N)
-    local want_sum got_sum put_sum
-    want_sum=$(sha256sum <"$WORK/ftp-blob.bin" | cut -c1-16)
-    got_sum=$(sha256sum <"$WORK/ftp-got.bin" | cut -c1-16)
-    put_sum=$(sha256sum <"$root/$up" | cut -c1-16)
-    rm -f "$WORK/ftp-got.bin" "$root/$up"
-    if [[ "$got_sum" != "$want_sum" || "$put_sum" != "$want_sum" ]]; then
-        echo "sha256 MISMATCH (RETR $got_sum, STOR $put_sum, want $want_sum)"; return 1
-    fi
+    ftp_sums_equal "$root" "$up" || return 1
     # ftpnat logs each rewrite at info: `... ftpnat::alg: rewrite control=.. kind="port" old=.. new=.. delta=..`
     local rw n first
     rw=$(tail -n "+$((mark + 1))" "$FTPNAT_STATE_DIR/ftpnat.log" | grep 'ftpnat::alg: rewrite' |
@@ -268,14 +274,7 @@ check_ftp64() {
     lan timeout 150 curl -sS -g --max-time 120 --connect-timeout 10 "${flags[@]}" -u anonymous:demo@ \
         -T "$WORK/ftp-blob.bin" "ftp://[$WAN_HOST6]/$up" || { echo "STOR failed"; return 1; }
     t1=$(date +%s.%N)
-    local want_sum got_sum put_sum root="$WORK/ftp-wan/root"
-    want_sum=$(sha256sum <"$WORK/ftp-blob.bin" | cut -c1-16)
-    got_sum=$(sha256sum <"$WORK/ftp-got.bin" | cut -c1-16)
-    put_sum=$(sha256sum <"$root/$up" | cut -c1-16)
-    rm -f "$WORK/ftp-got.bin" "$root/$up"
-    if [[ "$got_sum" != "$want_sum" || "$put_sum" != "$want_sum" ]]; then
-        echo "sha256 MISMATCH (RETR $got_sum, STOR $put_sum, want $want_sum)"; return 1
-    fi
+    ftp_sums_equal "$WORK/ftp-wan/root" "$up" || return 1
     local n rate
     n=$(tail -n "+$((mark + 1))" "$FTPNAT_STATE_DIR/ftpnat.log" | grep -c 'ftpnat::alg: \(nat64 \)\{0,1\}rewrite' || true)
     rate=$(awk -v b=$((2 * FTP_BYTES)) -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", b * 8 / (e - s) / 1e6 }')

@@ -349,15 +349,7 @@ pub fn parse_227(line: &[u8]) -> Result<(Ipv4Addr, u16), ParseError> {
 pub fn candidate(prefix: &[u8], from_client: bool) -> Candidate {
     let pats: &[&[u8]] =
         if from_client { &[b"EPSV", b"EPRT ", b"ALGS", b"LPRT ", b"LPSV"] } else { &[b"227 "] };
-    let hit = pats.iter().any(|p| {
-        let n = prefix.len().min(p.len());
-        prefix[..n].eq_ignore_ascii_case(&p[..n])
-    });
-    if hit {
-        Candidate::Maybe
-    } else {
-        Candidate::No
-    }
+    parse::candidate_of(prefix, pats)
 }
 
 #[cfg(test)]
