@@ -1,7 +1,7 @@
 //! Per-packet cost of the engine: established flows, new flows, the FTP ALG, sequence adjustment and
 //! the connection table at 1 M flows.
 //!
-//! Owns: timing only; scenarios come from `scenario/`. Must not: send traffic or read files.
+//! Owns: timing only; scenarios come from the test kit (`ftpnat_testkit::scenario`). Must not: send traffic or read files.
 //!
 //! Every timed closure copies a packet template into a reused buffer before the engine sees it (the
 //! engine edits packets in place); `baseline::copy_*` times that copy alone so it can be subtracted.
@@ -18,9 +18,7 @@ use ftpnat::wire::Ipv4Packet;
 use ftpnat::{Side, Verdict};
 use std::net::Ipv4Addr;
 
-#[path = "scenario/mod.rs"]
-mod scenario;
-use scenario::*;
+use ftpnat_testkit::scenario::{self, *};
 
 #[global_allocator]
 static ALLOC: AllocProfiler = AllocProfiler::system();

@@ -8,9 +8,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 
-#[path = "../benches/scenario/mod.rs"]
-mod scenario;
-use scenario::*;
+use ftpnat_testkit::scenario::*;
 
 struct Counting;
 

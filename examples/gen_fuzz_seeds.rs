@@ -2,7 +2,7 @@
 //! tools: real FTP sessions between two smoltcp stacks through the engine (the in-memory harness of
 //! `tests/common`), recorded packet by packet, plus hand-built lines and segment sequences.
 //!
-//! Owns: the encoding of those sessions into the byte programs the harness decoders in `fuzz/src/lib.rs`
+//! Owns: the encoding of those sessions into the byte programs the harness decoders in `testkit/src/fuzz/`
 //! read. Must not: write anywhere but `fuzz/corpus/`. Deterministic: running it twice gives the same
 //! files. Run with `cargo run --example gen_fuzz_seeds`.
 

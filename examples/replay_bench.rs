@@ -14,22 +14,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ftpnat_testkit::pkt::{Ip, Tcp};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
-
-fn csum(data: &[u8], mut sum: u64) -> u16 {
-    let mut it = data.chunks_exact(2);
-    for c in &mut it {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u64;
-    }
-    if let [b] = it.remainder() {
-        sum += (*b as u64) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 #[allow(clippy::too_many_arguments)]
 fn frame(
@@ -42,33 +29,10 @@ fn frame(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    // Ethernet (02:00:00:00:00:02 <- 02:00:00:00:00:01, IPv4) around the kit's datagram.
     let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-    let total = 40 + payload.len();
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let c = csum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut t = vec![0u8; 20];
-    t[0..2].copy_from_slice(&sp.to_be_bytes());
-    t[2..4].copy_from_slice(&dp.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = 0x50;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    t.extend_from_slice(payload);
-    let mut ph = Vec::new();
-    ph.extend_from_slice(&src.octets());
-    ph.extend_from_slice(&dst.octets());
-    ph.extend_from_slice(&[0, 6]);
-    ph.extend_from_slice(&(t.len() as u16).to_be_bytes());
-    let s: u64 = ph.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u64).sum();
-    let c = csum(&t, s);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&t);
+    let tcp = Tcp { window: 64240, ..Tcp::new(sp, dp, seq, ack, flags, payload) };
+    f.extend_from_slice(&Ip::new(src, dst).ident(1).tcp(&tcp));
     f
 }
 
@@ -168,8 +132,7 @@ fn bench(packets: usize, flows: usize, size: usize) {
     // Writing alone (one output file, every frame).
     let t = Instant::now();
     let mut wr =
-        ftpnat::io::pcap::PcapWriter::create(&dir.join("w.pcap"), ftpnat::replay::link::LinkType::RAW)
-            .unwrap();
+        ftpnat::io::pcap::PcapWriter::create(&dir.join("w.pcap"), ftpnat::wire::link::LinkType::RAW).unwrap();
     for f in &frames {
         wr.write(f.ts_micros, &f.data[14..]).unwrap();
     }

@@ -8,7 +8,7 @@
 #   sudo netns-scripts/capture.sh [CASES_DIR]      (default: tests/pcap of this repository)
 #
 # Writes CASES_DIR/real-vsftpd-*/input.pcap, args and README.md; then
-# `FTPNAT_REGEN=1 cargo test --test replay_gen` fills in each expected-summary.json. Needs root,
+# `cargo run --release --example regenerate_cases` fills in each expected-summary.json. Needs root,
 # vsftpd, curl, tcpdump, openssl (netns-scripts/deps.sh installs them). Tears everything down on exit.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -143,7 +143,7 @@ the session:
     $how
 
 \`args\` holds the replay arguments, one per line; \`expected-summary.json\` was produced by
-\`FTPNAT_REGEN=1 cargo test --test replay_gen\` after recording.
+\`cargo run --release --example regenerate_cases\` after recording.
 EOF
 }
 

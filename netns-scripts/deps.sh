@@ -5,12 +5,14 @@
 # missing: Debian packages (apt), and from crates.io two cargo tools built from source with
 # `cargo install --locked` (a few minutes each, once): cargo-fuzz (the fuzz smoke run of test.sh) and
 # cargo-deb (the Debian package test of test.sh). openssl makes the self-signed certificate of the FTPS
-# server in tests/ftp_real.rs; systemd-container (systemd-nspawn) and binutils serve the package test.
+# server in tests/ftp_real.rs; systemd-container (systemd-nspawn) and binutils serve the package test;
+# tshark decodes the NAT log's IPFIX independently of ftpnat (tests/natlog.rs; its debconf question
+# about non-root capture takes its default, no, under the noninteractive frontend).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 pkgs=(iproute2 curl wget python3 iputils-ping vsftpd lftp openssl nftables tcpdump iperf3 procps coreutils
-    systemd-container init-system-helpers binutils)
+    systemd-container init-system-helpers binutils tshark)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

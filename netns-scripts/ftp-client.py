@@ -10,6 +10,7 @@
   ftp-client.py HOST PORT USER PASS quit-eof             send QUIT, read to the server's FIN, then close: the
                                                          server closes first; both print "local-port N REPLY"
 
+--source ADDR connects from that local address (PORT then announces it).
 pasv: ftplib sends PASV (for IPv4 it never uses EPSV) and, with trust_server_pasv_ipv4_address, connects
 to the address the 227 reply names rather than to the control connection's peer, so a wrong rewrite
 fails. port: ftplib sends PORT with its own address (for IPv4 it never uses EPRT).
@@ -24,7 +25,9 @@ import time
 
 
 def connect(a):
-    ftp = ftplib.FTP(timeout=a.timeout)
+    # --source: one of several addresses of this namespace (the pool tests' inside hosts); ftplib's
+    # PORT then names it, as the control connection's local address.
+    ftp = ftplib.FTP(timeout=a.timeout, source_address=(a.source, 0) if a.source else None)
     ftp.connect(a.host, a.port)
     ftp.login(a.user, a.password)
     ftp.set_pasv(a.mode == "pasv")
@@ -127,6 +130,7 @@ def main():
     p.add_argument("args", nargs="*")
     p.add_argument("--mode", choices=["pasv", "port"], default="pasv")
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--source", help="local address to connect from (default: the kernel's choice)")
     a = p.parse_args()
     want = {"get": 2, "put": 2, "port-zero": 1, "raw": 1, "quit-close": 0, "quit-eof": 0}[a.cmd]
     if len(a.args) != want:

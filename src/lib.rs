@@ -10,8 +10,10 @@
 //! | [`io`] | TUN devices, the run loop, pcap files, logging |
 //! | [`ops`] | operating a running gateway: control socket, metrics endpoint, config file, capture, reload |
 //!
-//! Dependencies point from here into the core, never back; nothing but `main.rs`, [`ops`] and tests
-//! import [`io`].
+//! Dependencies point from here into the core, never back. Within the shell: `main.rs` → [`io`]'s run
+//! loop → [`ops`] (the loop serves the operations link each turn and hands it [`ops::loop_stats`]);
+//! [`replay`] → [`io`]`::pcap`; [`ops`] imports nothing of [`io`] or [`replay`], and [`io`] nothing of
+//! [`replay`].
 
 pub use ftpnat_core::{
     alg, config, conntrack, engine, events, flow, frag, metrics, nat, nat64, seqadj, time, wire, xlat,

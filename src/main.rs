@@ -28,11 +28,13 @@ use ftpnat::io::log::{LogPipe, RateLimit};
 use ftpnat::io::runtime::{Runtime, Stop};
 use ftpnat::io::tun::{self, TunDevice};
 use ftpnat::nat64::Nat64Config;
+use ftpnat::nat::{Allocation, BlockPolicy, PoolSpec};
 use ftpnat::ops::capture::{Capture, CaptureOptions, DEFAULT_FILES, DEFAULT_MAX_BYTES};
 use ftpnat::ops::config_file::{self, parse_size};
 use ftpnat::ops::control::ControlServer;
 use ftpnat::ops::metrics::MetricsServer;
-use ftpnat::ops::view::{Cmd, Filter, ProtoName, Request};
+use ftpnat::ops::natlog::{Export, IpfixTarget, SyslogTarget, Targets};
+use ftpnat::ops::view::{Cmd, Filter, MappingTarget, ProtoName, Request};
 use ftpnat::ops::{client, Ops, Reload};
 use ftpnat::xlat::Nat64Prefix;
 use ftpnat::Side;
@@ -123,9 +125,13 @@ struct RunArgs {
     #[serde(deserialize_with = "config_file::de_cidrs")]
     inside: Vec<Ipv4Net>,
     /// The gateway's public address: translated sources, destination of inbound traffic [required].
+    /// Repeatable: every address given joins the pool (see --public-pool); the first is the gateway's
+    /// own (forwards without an address, ICMP errors it sends outside).
     #[arg(long, value_name = "IP")]
-    public_ip: Option<Ipv4Addr>,
-    /// Static port forward PROTO:PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21 (repeatable).
+    #[serde(deserialize_with = "config_file::de_addrs")]
+    public_ip: Vec<Ipv4Addr>,
+    /// Static port forward PROTO:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21, on
+    /// the first --public-ip unless it names a pool address (repeatable).
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<Forward>())]
     #[serde(deserialize_with = "config_file::de_forwards")]
     forward: Vec<Forward>,
@@ -233,6 +239,43 @@ struct RunArgs {
     #[arg(long, value_name = "CIDR6", value_parser = parse_cidr6)]
     #[serde(deserialize_with = "config_file::de_cidrs6")]
     inside6: Vec<Ipv6Net>,
+    /// More public addresses for the pool: a prefix (its host addresses) or FIRST-LAST (repeatable).
+    /// Inside hosts are spread over the pool by a hash of their address; all of one host's
+    /// connections, FTP data connections included, use one address (paired pooling).
+    #[arg(long, value_name = "CIDR|FIRST-LAST", value_parser = |s: &str| s.parse::<PoolSpec>())]
+    #[serde(deserialize_with = "config_file::de_pools")]
+    public_pool: Vec<PoolSpec>,
+    /// Port-block allocation: a host gets blocks of N public ports (on its first connection, and
+    /// another when its blocks are full), logged once per block instead of once per connection.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    port_block_size: Option<u16>,
+    /// Port blocks one inside host may hold at once [default: 8].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    port_blocks_per_host: Option<u16>,
+    /// How long a block whose last connection ended stays with its host before it returns to the
+    /// pool [default: 120s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
+    port_block_hold: Option<Duration>,
+    /// Deterministic NAT (RFC 7422): each inside address owns a computed public address and port
+    /// range (--port-block-size ports, default: as many as fit); `ftpnat show mapping` computes it.
+    #[arg(long)]
+    deterministic: bool,
+    /// Send NAT allocation records (port blocks, exhaustion, quotas; sessions with
+    /// --nat-log-sessions) as IPFIX (RFC 7011, RFC 8158 events) over UDP to this collector.
+    #[arg(long, value_name = "IP:PORT")]
+    ipfix_collector: Option<SocketAddr>,
+    /// How often the IPFIX templates are sent again [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[serde(deserialize_with = "config_file::de_opt_duration")]
+    ipfix_template_refresh: Option<Duration>,
+    /// Send the same NAT allocation records as RFC 5424 syslog to udp:IP:PORT or unix:/PATH.
+    #[arg(long, value_name = "TARGET", value_parser = |s: &str| s.parse::<SyslogTarget>())]
+    #[serde(deserialize_with = "config_file::de_opt_syslog")]
+    syslog: Option<SyslogTarget>,
+    /// Log one record per connection (NAT44 session create/delete) as well as the blocks.
+    #[arg(long)]
+    nat_log_sessions: bool,
 }
 
 /// What `ftpnat show` can list.
@@ -244,12 +287,18 @@ enum ShowWhat {
     Pinholes,
     /// Every counter and drop reason, and the device counters.
     Stats,
+    /// The NAT allocation of an inside address (its public address, ports, port blocks, deterministic
+    /// share) or of a public ADDRESS:PORT (who holds it, its block, its deterministic owner).
+    Mapping,
 }
 
 #[derive(Args, Debug)]
 struct ShowArgs {
     #[arg(value_enum)]
     what: ShowWhat,
+    /// mapping: an inside IP, or a public IP:PORT.
+    #[arg(value_name = "TARGET", value_parser = |s: &str| s.parse::<MappingTarget>())]
+    target: Option<MappingTarget>,
     #[command(flatten)]
     client: ClientArgs,
     /// flows/pinholes: at most N entries, and where to go on when more may follow (without it the
@@ -352,6 +401,15 @@ impl RunArgs {
             log_format,
             nat64_prefix,
             inside6,
+            public_pool,
+            port_block_size,
+            port_blocks_per_host,
+            port_block_hold,
+            deterministic,
+            ipfix_collector,
+            ipfix_template_refresh,
+            syslog,
+            nat_log_sessions,
         } = self;
         let list = |a: Vec<_>, b: Vec<_>| if a.is_empty() { b } else { a };
         RunArgs {
@@ -359,7 +417,7 @@ impl RunArgs {
             lan_tun: lan_tun.or(file.lan_tun),
             wan_tun: wan_tun.or(file.wan_tun),
             inside: list(inside, file.inside),
-            public_ip: public_ip.or(file.public_ip),
+            public_ip: if public_ip.is_empty() { file.public_ip } else { public_ip },
             forward: if forward.is_empty() { file.forward } else { forward },
             lan_ip: lan_ip.or(file.lan_ip),
             port_range: port_range.or(file.port_range),
@@ -389,6 +447,15 @@ impl RunArgs {
             log_format: log_format.or(file.log_format),
             nat64_prefix: nat64_prefix.or(file.nat64_prefix),
             inside6: if inside6.is_empty() { file.inside6 } else { inside6 },
+            public_pool: if public_pool.is_empty() { file.public_pool } else { public_pool },
+            port_block_size: port_block_size.or(file.port_block_size),
+            port_blocks_per_host: port_blocks_per_host.or(file.port_blocks_per_host),
+            port_block_hold: port_block_hold.or(file.port_block_hold),
+            deterministic: deterministic || file.deterministic,
+            ipfix_collector: ipfix_collector.or(file.ipfix_collector),
+            ipfix_template_refresh: ipfix_template_refresh.or(file.ipfix_template_refresh),
+            syslog: syslog.or(file.syslog),
+            nat_log_sessions: nat_log_sessions || file.nat_log_sessions,
         }
     }
 
@@ -414,7 +481,7 @@ impl RunArgs {
     fn config(&self) -> Result<Config, String> {
         let lan_tun = Self::required(&self.lan_tun, "lan-tun")?;
         let wan_tun = Self::required(&self.wan_tun, "wan-tun")?;
-        let public_ip = *Self::required(&self.public_ip, "public-ip")?;
+        let public_ip = *Self::required(&self.public_ip.first().copied(), "public-ip")?;
         if self.inside.is_empty() {
             return Err("--inside: required (give the flag, or `inside` in the --config file)".into());
         }
@@ -484,8 +551,62 @@ impl RunArgs {
             }
             (None, true) => {}
         }
+        self.pool(&mut c)?;
         c.validate()?;
+        self.natlog()?;
         Ok(c)
+    }
+
+    /// The pool and allocation flags (issue 16) into `c`.
+    fn pool(&self, c: &mut Config) -> Result<(), String> {
+        c.pool.addresses = self.public_ip.clone();
+        for spec in &self.public_pool {
+            c.pool.addresses.extend_from_slice(spec.addresses());
+        }
+        let needs_size = |flag: &str| format!("{flag}: applies to port blocks; give --port-block-size too");
+        c.pool.allocation = match (self.deterministic, self.port_block_size) {
+            (true, size) => {
+                if self.port_blocks_per_host.is_some() || self.port_block_hold.is_some() {
+                    return Err(
+                        "--deterministic: each host owns one fixed range; --port-blocks-per-host and \
+                                --port-block-hold do not apply"
+                            .into(),
+                    );
+                }
+                Allocation::Deterministic { size }
+            }
+            (false, Some(size)) => Allocation::Blocks(BlockPolicy {
+                size,
+                per_host: self.port_blocks_per_host.unwrap_or(BlockPolicy::DEFAULT_PER_HOST),
+                hold: self.port_block_hold.unwrap_or(BlockPolicy::DEFAULT_HOLD),
+            }),
+            (false, None) if self.port_blocks_per_host.is_some() => {
+                return Err(needs_size("--port-blocks-per-host"))
+            }
+            (false, None) if self.port_block_hold.is_some() => return Err(needs_size("--port-block-hold")),
+            (false, None) => Allocation::Dynamic,
+        };
+        c.pool.log_sessions = self.nat_log_sessions;
+        Ok(())
+    }
+
+    /// The NAT log exporters the flags ask for; the error names the flag.
+    fn natlog(&self) -> Result<Targets, String> {
+        let mut t = Targets { ipfix: None, syslog: self.syslog.clone(), facility: 16 };
+        if let Some(a) = self.ipfix_collector {
+            let mut i = IpfixTarget::new(a);
+            if let Some(d) = self.ipfix_template_refresh {
+                i.template_refresh = d;
+            }
+            t.ipfix = Some(i);
+        } else if self.ipfix_template_refresh.is_some() {
+            return Err("--ipfix-template-refresh: give --ipfix-collector too".into());
+        }
+        if self.nat_log_sessions && !t.any() {
+            return Err("--nat-log-sessions: give --ipfix-collector or --syslog too".into());
+        }
+        t.validate()?;
+        Ok(t)
     }
 }
 
@@ -585,6 +706,9 @@ fn restart_notes(running: &RunArgs, new: &RunArgs) -> Vec<String> {
     cmp(running.capture_max_bytes != new.capture_max_bytes, "capture-max-bytes");
     cmp(running.capture_files != new.capture_files, "capture-files");
     cmp(running.log_format != new.log_format, "log-format");
+    cmp(running.ipfix_collector != new.ipfix_collector, "ipfix-collector");
+    cmp(running.ipfix_template_refresh != new.ipfix_template_refresh, "ipfix-template-refresh");
+    cmp(running.syslog != new.syslog, "syslog");
     out
 }
 
@@ -680,8 +804,30 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         version = VERSION,
         "ftpnat running"
     );
+    // The NAT log exporters (issue 16), on their own thread: `resolve` checked the flags.
+    let natlog = match settings.natlog().map(|t| (t.any(), t)) {
+        Ok((true, t)) => match Export::start(&t) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                logging.finish();
+                eprintln!("ftpnat: error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Ok((false, _)) => None,
+        Err(e) => {
+            logging.finish();
+            eprintln!("ftpnat: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(x) = &natlog {
+        ops.shared.extend(x.counters().shared());
+    }
     let started = std::time::Instant::now();
-    let mut rt = match Runtime::new(Engine::new(config), lan, wan).with_ops(ops) {
+    let mut engine = Engine::new(config);
+    engine.set_nat_log(natlog.is_some());
+    let mut rt = match Runtime::new(engine, lan, wan).with_natlog(natlog).with_ops(ops) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ftpnat: error: cannot start the operations thread: {e}");
@@ -689,6 +835,7 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         }
     };
     let result = rt.run(&stop);
+    rt.drain_natlog();
     let stopped_by = match &result {
         Ok(cause) => cause.to_string(),
         Err(_) => "device error".to_string(),
@@ -720,14 +867,22 @@ fn show(a: ShowArgs) -> ExitCode {
         ShowWhat::Flows => Cmd::Flows,
         ShowWhat::Pinholes => Cmd::Pinholes,
         ShowWhat::Stats => Cmd::Stats,
+        ShowWhat::Mapping => Cmd::Mapping,
     };
+    if (cmd == Cmd::Mapping) != a.target.is_some() {
+        eprintln!(
+            "ftpnat: error: TARGET: `show mapping` takes an inside IP or a public IP:PORT, and only it does"
+        );
+        return ExitCode::from(2);
+    }
     let mut req = Request::new(cmd, a.client.filter());
-    if cmd == Cmd::Stats && (a.limit.is_some() || a.cursor.is_some()) {
+    if matches!(cmd, Cmd::Stats | Cmd::Mapping) && (a.limit.is_some() || a.cursor.is_some()) {
         eprintln!("ftpnat: error: --limit and --cursor apply to `show flows` and `show pinholes` only");
         return ExitCode::from(2);
     }
     req.limit = a.limit.map(|n| n as usize);
     req.cursor = a.cursor;
+    req.target = a.target;
     if req.is_listing() {
         return match client::show_listing(
             &a.client.control_socket,
@@ -967,6 +1122,19 @@ mod tests {
                 &["--nat64-prefix", "64:ff9b::/96", "--inside6", "2001:db8::/64", "--lan-mtu", "1000"][..],
                 "--lan-mtu",
             ),
+            // Issue 16: pools, blocks, logs; no flag that would do nothing is accepted.
+            (&["--public-pool", "198.51.100.0/33"][..], "--public-pool"),
+            (&["--public-pool", "10.0.0.5-10.0.0.9"][..], "--public-pool"),
+            (&["--port-block-size", "0"][..], "--port-block-size"),
+            (&["--port-blocks-per-host", "4"][..], "--port-blocks-per-host"),
+            (&["--port-block-hold", "5s"][..], "--port-block-hold"),
+            (&["--deterministic", "--port-block-size", "1000"][..], "--deterministic"),
+            (&["--deterministic", "--port-block-hold", "5s"][..], "--deterministic"),
+            (&["--nat-log-sessions"][..], "--nat-log-sessions"),
+            (&["--ipfix-template-refresh", "5s"][..], "--ipfix-template-refresh"),
+            (&["--ipfix-collector", "127.0.0.1:0"][..], "--ipfix-collector"),
+            (&["--syslog", "unix:relative/path"][..], "--syslog"),
+            (&["--forward", "tcp:203.0.113.9:21=10.0.0.2:21"][..], "--forward"),
         ] {
             let e = parse(extra).unwrap_err();
             assert!(e.contains(flag), "{extra:?}: {e}");

@@ -127,7 +127,7 @@ fn version_names_commit_and_profile() {
 #[test]
 fn a_truncated_replay_is_marked_incomplete() {
     use ftpnat::io::pcap::PcapWriter;
-    use ftpnat::replay::link::LinkType;
+    use ftpnat::wire::link::LinkType;
     let d = dir("replay");
     let udp = |sport: u8| {
         let mut p = vec![0x45, 0, 0, 32, 0, 7, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2];

@@ -1,13 +1,11 @@
 //! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/`) through the same harness bodies the
 //! cargo-fuzz targets run, so CI checks the corpora and the regression inputs without cargo-fuzz.
 //!
-//! Owns: nothing but the replay loop. The bodies and their invariants are in `fuzz/src/lib.rs`, included
-//! here as a module. Must not: check anything of its own: a corpus file fails exactly when it would
+//! Owns: nothing but the replay loop. The bodies and their invariants are the test kit's
+//! (`ftpnat_testkit::fuzz`, testkit/src/fuzz/). Must not: check anything of its own: a corpus file fails exactly when it would
 //! crash the fuzz target.
 
-#[allow(dead_code)]
-#[path = "../fuzz/src/lib.rs"]
-mod fuzz_harness;
+use ftpnat_testkit::fuzz as fuzz_harness;
 
 use std::path::PathBuf;
 

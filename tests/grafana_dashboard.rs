@@ -10,7 +10,7 @@ use std::path::Path;
 
 use ftpnat::config::Config;
 use ftpnat::engine::Engine;
-use ftpnat::io::runtime::{DeviceStats, LoopTimes};
+use ftpnat::ops::loop_stats::{DeviceStats, LoopTimes};
 use ftpnat::ops::view::Counters;
 use ftpnat::ops::LoopState;
 use ftpnat::time::Instant;

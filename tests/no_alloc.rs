@@ -10,9 +10,7 @@ use std::cell::Cell;
 
 use ftpnat::{Side, Verdict};
 
-#[path = "../benches/scenario/mod.rs"]
-mod scenario;
-use scenario::*;
+use ftpnat_testkit::scenario::*;
 
 struct Counting;
 

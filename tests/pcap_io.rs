@@ -1,6 +1,6 @@
 //! Capture file I/O: `io::pcap` writes and reads back pcap, reads pcapng (interfaces, resolutions, SPB),
 //! gzip and byte-swapped/nanosecond pcap, stops at the first error, and reads the shared FTP corpus with
-//! the frame counts of its CATALOG.md, every frame of which `replay::link` decodes and re-encodes unchanged.
+//! the frame counts of its CATALOG.md, every frame of which `wire::link` decodes and re-encodes unchanged.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ftpnat::io::pcap::{CaptureError, CaptureReader, Frame, PcapWriter};
-use ftpnat::replay::link::{self, LinkType, L3};
+use ftpnat::wire::link::{self, LinkType, L3};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,

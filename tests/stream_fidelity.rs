@@ -655,7 +655,7 @@ fn growing_rewrite_of_a_full_mss_segment_is_split_to_the_peer_mss() {
         }
         let out = c.up(SOLID, &p);
         assert_eq!(out.len(), 2, "mss {mss:?}");
-        let mut want = c.map().rebuild(ftpnat::wire::SeqNum(C0.wrapping_add(SOLID)), &p).1;
+        let mut want = c.map().rebuild(ftpnat::wire::SeqNum::new(C0.wrapping_add(SOLID)), &p).1;
         assert_eq!(want.len(), limit + 4);
         assert_pieces(&out, SOLID, &want, limit);
         want.clear();
@@ -673,7 +673,7 @@ fn growing_rewrite_is_split_to_the_egress_mtu() {
     p.resize(536, b'y');
     let out = c.up(SOLID, &p);
     assert_eq!(out.len(), 2);
-    let want = c.map().rebuild(ftpnat::wire::SeqNum(C0.wrapping_add(SOLID)), &p).1;
+    let want = c.map().rebuild(ftpnat::wire::SeqNum::new(C0.wrapping_add(SOLID)), &p).1;
     assert_pieces(&out, SOLID, &want, 536);
 }
 

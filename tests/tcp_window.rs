@@ -234,7 +234,7 @@ fn sack_blocks_beyond_what_was_sent_are_mapped_and_not_acted_on() {
     // The edit was acknowledged (the ACK is in the window): pruned, no more.
     let (_, conn) = r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).unwrap();
     let m = &conn.ftp.as_ref().unwrap().streams[0].map;
-    assert_eq!((m.edits_in_flight(), m.horizon().map(|h| h.0)), (0, Some(c_end)));
+    assert_eq!((m.edits_in_flight(), m.horizon().map(|h| h.get())), (0, Some(c_end)));
 }
 
 /// Every SACK block of every SACK option of a packet, as etherparse reads them.

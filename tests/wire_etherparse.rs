@@ -87,8 +87,8 @@ fn fixtures_agree_with_etherparse() {
     let t = p.tcp().unwrap();
     let e = TcpHeaderSlice::from_slice(p.payload()).unwrap();
     assert_eq!((t.src_port(), t.dst_port()), (e.source_port(), e.destination_port()));
-    assert_eq!(t.seq_number(), SeqNum(e.sequence_number()));
-    assert_eq!(t.ack_number(), SeqNum(e.acknowledgment_number()));
+    assert_eq!(t.seq_number(), SeqNum::new(e.sequence_number()));
+    assert_eq!(t.ack_number(), SeqNum::new(e.acknowledgment_number()));
     assert_eq!(t.header_len(), e.slice().len());
     assert_eq!(t.mss_option(), Some(1460));
     assert_eq!(t.checksum(), e.checksum());
@@ -162,8 +162,8 @@ proptest! {
             let mut t = p.tcp_mut().unwrap();
             t.set_src_port(sp);
             t.set_dst_port(dp);
-            t.set_seq_number(SeqNum(seq));
-            t.set_ack_number(SeqNum(ack));
+            t.set_seq_number(SeqNum::new(seq));
+            t.set_ack_number(SeqNum::new(ack));
             t.set_flags(TcpFlags::from_byte(fl));
             t.set_window(win);
             t.set_urgent_ptr(urg);
@@ -192,7 +192,7 @@ proptest! {
                 _ => None,
             })
             .flatten()
-            .map(|(l, r)| (SeqNum(l), SeqNum(r)))
+            .map(|(l, r)| (SeqNum::new(l), SeqNum::new(r)))
             .collect();
         prop_assert_eq!(ours, theirs);
     }

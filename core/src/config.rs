@@ -12,11 +12,14 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use crate::flow::Proto;
+use crate::nat::{self, Allocation, Deterministic, PortRange};
 
-/// A static port forward (DNAT): `proto:PUBLICPORT=INSIDEIP:PORT`.
+/// A static port forward (DNAT): `proto:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {
     pub proto: Proto,
+    /// The pool address it listens on (issue 16); `None`: the first, `--public-ip`.
+    pub public_addr: Option<Ipv4Addr>,
     pub public_port: u16,
     pub inside_addr: Ipv4Addr,
     pub inside_port: u16,
@@ -25,7 +28,12 @@ pub struct Forward {
 impl FromStr for Forward {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let err = || format!("'{s}': expected PROTO:PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21");
+        let err = || {
+            format!(
+                "'{s}': expected PROTO:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21 or \
+                 tcp:198.51.100.2:2121=10.0.0.2:21"
+            )
+        };
         let (proto, rest) = s.split_once(':').ok_or_else(err)?;
         let proto = match proto.to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
@@ -33,17 +41,28 @@ impl FromStr for Forward {
             other => return Err(format!("'{s}': protocol '{other}' is not tcp or udp")),
         };
         let (public, inside) = rest.split_once('=').ok_or_else(err)?;
+        let (public_addr, public) = match public.rsplit_once(':') {
+            Some((a, p)) => {
+                let a = a.parse().map_err(|_| format!("'{s}': '{a}' is not an IPv4 address"))?;
+                (Some(a), p)
+            }
+            None => (None, public),
+        };
         let public_port = parse_port(public).map_err(|e| format!("'{s}': public port {e}"))?;
         let (addr, port) = inside.rsplit_once(':').ok_or_else(err)?;
         let inside_addr = addr.parse().map_err(|_| format!("'{s}': '{addr}' is not an IPv4 address"))?;
         let inside_port = parse_port(port).map_err(|e| format!("'{s}': inside port {e}"))?;
-        Ok(Forward { proto, public_port, inside_addr, inside_port })
+        Ok(Forward { proto, public_addr, public_port, inside_addr, inside_port })
     }
 }
 
 impl fmt::Display for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}={}:{}", self.proto, self.public_port, self.inside_addr, self.inside_port)
+        write!(f, "{}:", self.proto)?;
+        if let Some(a) = self.public_addr {
+            write!(f, "{a}:")?;
+        }
+        write!(f, "{}={}:{}", self.public_port, self.inside_addr, self.inside_port)
     }
 }
 
@@ -219,6 +238,21 @@ impl Default for FtpPolicy {
     }
 }
 
+/// How the public side is shared out (issue 16): the address pool, how ports are handed out, and
+/// whether every connection is logged besides the blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Every public address, in order: each `--public-ip`, then each `--public-pool`'s addresses. The
+    /// first is [`Config::public_ip`], the gateway's own address on the outside (the source of the
+    /// ICMP errors it sends there).
+    pub addresses: Vec<Ipv4Addr>,
+    /// One port at a time (default), port blocks (`--port-block-size`), or RFC 7422's deterministic
+    /// layout (`--deterministic`).
+    pub allocation: Allocation,
+    /// `--nat-log-sessions`: one record per connection as well as the block records.
+    pub log_sessions: bool,
+}
+
 /// The whole engine configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -251,6 +285,8 @@ pub struct Config {
     /// `--nat64-prefix` / `--inside6`: stateful NAT64 for IPv6 LAN hosts (issue 14). `None`: an IPv6
     /// packet is dropped as `not_ipv4`, as always.
     pub nat64: Option<crate::nat64::Nat64Config>,
+    /// The public address pool and port allocation.
+    pub pool: PoolConfig,
 }
 
 impl Config {
@@ -276,6 +312,25 @@ impl Config {
             translate: true,
             ftp: FtpPolicy::default(),
             nat64: None,
+            pool: PoolConfig {
+                addresses: vec![public_ip],
+                allocation: Allocation::Dynamic,
+                log_sessions: false,
+            },
+        }
+    }
+
+    /// What the NAT allocator is built from, for the whole `--port-range` (a worker narrows it with a
+    /// slice).
+    pub fn nat_setup(&self) -> nat::Setup {
+        nat::Setup {
+            pool: self.pool.addresses.clone(),
+            range: PortRange::try_from(&self.port_range)
+                .unwrap_or(PortRange::new(1024, 65535).expect("valid")),
+            slice: None,
+            allocation: self.pool.allocation,
+            inside: self.inside.clone(),
+            host_quota: self.ports_per_host(),
         }
     }
 
@@ -306,7 +361,11 @@ impl Config {
             }
         }
         for (i, a) in self.forwards.iter().enumerate() {
-            if self.forwards[..i].iter().any(|b| a.proto == b.proto && a.public_port == b.public_port) {
+            if self.forwards[..i].iter().any(|b| {
+                a.proto == b.proto
+                    && a.public_port == b.public_port
+                    && self.forward_addr(a) == self.forward_addr(b)
+            }) {
                 return Err(format!("--forward {a}: public port {} is forwarded twice", a.public_port));
             }
         }
@@ -367,6 +426,107 @@ impl Config {
                 return Err(
                     "--nat64-prefix: NAT64 translates; it cannot be combined with --forward-only".into()
                 );
+            }
+            if matches!(self.pool.allocation, Allocation::Deterministic { .. }) {
+                // RFC 7422's layout is computed from the --inside prefixes; an IPv6 host's stand-in
+                // address is in none of them.
+                return Err("--nat64-prefix: not supported with --deterministic".into());
+            }
+        }
+        self.validate_pool()
+    }
+
+    /// The public address a forward listens on.
+    pub fn forward_addr(&self, f: &Forward) -> Ipv4Addr {
+        f.public_addr.unwrap_or(self.public_ip)
+    }
+
+    /// The pool and allocation settings (issue 16).
+    fn validate_pool(&self) -> Result<(), String> {
+        let p = &self.pool;
+        for (i, f) in self.forwards.iter().enumerate() {
+            let a = self.forward_addr(f);
+            if !p.addresses.contains(&a) {
+                return Err(format!("--forward {f}: {a} is not one of the pool's public addresses"));
+            }
+            // Paired pooling: an inside server's connections all leave from one address, the one its
+            // forwards name (else its FTP data connections would come from another address than the
+            // control connection its clients opened).
+            if let Some(g) = self.forwards[..i]
+                .iter()
+                .find(|g| g.inside_addr == f.inside_addr && self.forward_addr(g) != a)
+            {
+                return Err(format!(
+                    "--forward {f}: inside host {} is forwarded on {} already ({g}); all forwards of one \
+                     inside host must name the same public address",
+                    f.inside_addr,
+                    self.forward_addr(g)
+                ));
+            }
+        }
+        if p.addresses.first() != Some(&self.public_ip) {
+            return Err(format!("--public-ip: {} must be the first address of the pool", self.public_ip));
+        }
+        if p.addresses.len() > nat::pool::MAX_POOL {
+            return Err(format!(
+                "--public-pool: {} public addresses; at most {} are supported",
+                p.addresses.len(),
+                nat::pool::MAX_POOL
+            ));
+        }
+        for (i, &a) in p.addresses.iter().enumerate() {
+            nat::pool::check_public_address(a).map_err(|e| format!("--public-ip/--public-pool: {e}"))?;
+            if let Some(n) = self.inside.iter().find(|n| n.contains(&a)) {
+                return Err(format!("--public-ip/--public-pool: {a} lies inside --inside {n}"));
+            }
+            if p.addresses[..i].contains(&a) {
+                return Err(format!("--public-ip/--public-pool: {a} is in the pool twice"));
+            }
+        }
+        let range = PortRange::try_from(&self.port_range).map_err(|e| format!("--port-range: {e}"))?;
+        match p.allocation {
+            Allocation::Dynamic => {}
+            Allocation::Blocks(b) => {
+                if b.size == 0 {
+                    return Err("--port-block-size: must be at least 1".into());
+                }
+                if u32::from(b.size) > range.len() {
+                    return Err(format!(
+                        "--port-block-size: {} ports do not fit in --port-range {range} ({} ports)",
+                        b.size,
+                        range.len()
+                    ));
+                }
+                if b.per_host == 0 {
+                    return Err("--port-blocks-per-host: must be at least 1".into());
+                }
+                check_timeout("--port-block-hold", b.hold)?;
+            }
+            Allocation::Deterministic { size } => {
+                if size == Some(0) {
+                    return Err("--port-block-size: must be at least 1".into());
+                }
+                let det = Deterministic::new(&self.inside, &p.addresses, range, size)
+                    .map_err(|e| format!("--deterministic: {e}"))?;
+                if let Some(f) = self
+                    .forwards
+                    .iter()
+                    .find(|f| det.forward(f.inside_addr).is_some_and(|s| s.public != self.forward_addr(f)))
+                {
+                    let s = det.forward(f.inside_addr).expect("found above");
+                    return Err(format!(
+                        "--forward {f}: deterministic mode puts inside host {} on {}; the forward must name \
+                         that address",
+                        f.inside_addr, s.public
+                    ));
+                }
+                if let Some(f) = self.forwards.iter().find(|f| range.contains(f.public_port)) {
+                    return Err(format!(
+                        "--forward {f}: public port {} lies in --port-range {range}, which deterministic mode \
+                         shares out entirely among the inside addresses; forward a port outside it",
+                        f.public_port
+                    ));
+                }
             }
         }
         Ok(())
@@ -436,6 +596,7 @@ mod tests {
             f,
             Forward {
                 proto: Proto::Tcp,
+                public_addr: None,
                 public_port: 2121,
                 inside_addr: Ipv4Addr::new(10, 0, 0, 2),
                 inside_port: 21
@@ -443,7 +604,11 @@ mod tests {
         );
         assert_eq!(f.to_string(), "tcp:2121=10.0.0.2:21");
         assert!("udp:53=10.0.0.3:53".parse::<Forward>().is_ok());
+        let named: Forward = "tcp:192.0.2.7:2121=10.0.0.2:21".parse().unwrap();
+        assert_eq!(named.public_addr, Some(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(named.to_string(), "tcp:192.0.2.7:2121=10.0.0.2:21");
         for bad in [
+            "tcp:192.0.2.300:2121=10.0.0.2:21",
             "tcp:2121",
             "sctp:1=10.0.0.1:1",
             "tcp:0=10.0.0.1:1",
@@ -518,6 +683,76 @@ mod tests {
         for bad in ["0", "0%", "100.01%", "101%", "1.234%", "%", "-5", "5 %x", "65537", "ten", "1e3", ".5%"] {
             assert!(bad.parse::<PortQuota>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pool_and_allocation_validation_names_the_flag() {
+        use crate::nat::BlockPolicy;
+        let a = |n| Ipv4Addr::new(192, 0, 2, n);
+        let mut c = base();
+        c.pool.addresses = vec![a(1), a(2), a(3)];
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.nat_setup().pool, vec![a(1), a(2), a(3)]);
+        c.pool.addresses = vec![a(2), a(1)];
+        assert!(c.validate().unwrap_err().starts_with("--public-ip"));
+        c.pool.addresses = vec![a(1), a(2), a(2)];
+        assert!(c.validate().unwrap_err().contains("twice"));
+        c.pool.addresses = vec![a(1), Ipv4Addr::new(10, 0, 0, 7)];
+        assert!(c.validate().unwrap_err().contains("lies inside --inside"));
+        c.pool.addresses = vec![a(1), Ipv4Addr::new(224, 0, 0, 1)];
+        assert!(c.validate().unwrap_err().contains("--public-pool"));
+        let block = |size, per_host, hold| Allocation::Blocks(BlockPolicy { size, per_host, hold });
+        let mut c = base();
+        for (alloc, flag) in [
+            (block(0, 8, Duration::from_secs(60)), "--port-block-size"),
+            (block(65000, 8, Duration::from_secs(60)), "--port-block-size"),
+            (block(512, 0, Duration::from_secs(60)), "--port-blocks-per-host"),
+            (block(512, 8, Duration::ZERO), "--port-block-hold"),
+        ] {
+            c.pool.allocation = alloc;
+            assert!(c.validate().unwrap_err().starts_with(flag), "{alloc:?}");
+        }
+        c.pool.allocation = block(512, 8, Duration::from_secs(60));
+        assert_eq!(c.validate(), Ok(()));
+        // Deterministic: the inside space must fit, and forwards must stay out of the shared range.
+        let mut c = base();
+        c.pool.allocation = Allocation::Deterministic { size: None };
+        assert_eq!(c.validate(), Ok(()));
+        c.pool.allocation = Allocation::Deterministic { size: Some(1000) };
+        assert!(c.validate().unwrap_err().starts_with("--deterministic"), "256 x 1000 > 64512");
+        c.pool.allocation = Allocation::Deterministic { size: Some(200) };
+        c.forwards.push("tcp:2121=10.0.0.2:21".parse().unwrap());
+        assert!(c.validate().unwrap_err().starts_with("--forward"));
+        c.forwards = vec!["tcp:80=10.0.0.2:80".parse().unwrap()];
+        assert_eq!(c.validate(), Ok(()));
+        c.pool.addresses = vec![a(1), a(2)];
+        let home =
+            Deterministic::new(&c.inside, &c.pool.addresses, PortRange::new(1024, 65535).unwrap(), Some(200))
+                .unwrap()
+                .forward(Ipv4Addr::new(10, 0, 0, 2))
+                .unwrap()
+                .public;
+        let away = if home == a(1) { a(2) } else { a(1) };
+        c.forwards = vec![format!("tcp:{home}:80=10.0.0.2:80").parse().unwrap()];
+        assert_eq!(c.validate(), Ok(()));
+        c.forwards = vec![format!("tcp:{away}:80=10.0.0.2:80").parse().unwrap()];
+        assert!(c.validate().unwrap_err().contains("deterministic mode puts inside host 10.0.0.2"));
+        // Forwards name a pool address, and one inside host's forwards name one address.
+        let mut c = base();
+        c.pool.addresses = vec![a(1), a(2)];
+        c.forwards =
+            vec!["tcp:192.0.2.2:80=10.0.0.2:80".parse().unwrap(), "tcp:80=10.0.0.3:80".parse().unwrap()];
+        assert_eq!(c.validate(), Ok(()), "the same port on two addresses");
+        c.forwards.push("tcp:192.0.2.9:81=10.0.0.4:80".parse().unwrap());
+        assert!(c.validate().unwrap_err().contains("not one of the pool's public addresses"));
+        c.forwards.pop();
+        c.forwards.push("tcp:82=10.0.0.2:82".parse().unwrap());
+        assert!(c.validate().unwrap_err().contains("must name the same public address"));
+        c.forwards.pop();
+        c.forwards.push("tcp:192.0.2.1:80=10.0.0.5:80".parse().unwrap());
+        assert!(c.validate().unwrap_err().contains("forwarded twice"));
+        c.forwards.pop();
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

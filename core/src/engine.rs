@@ -19,7 +19,7 @@ use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
 use crate::conntrack::refused::Refused;
 use crate::conntrack::{Conn, Full, Origin, Plain, Table, TcpSeg, TcpState, Window};
-use crate::events::{Event, Events};
+use crate::events::{DestroyReason, Event, Events};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::frag::{self, FragKey, Fragments};
 use crate::metrics::{DropReason, Metrics};
@@ -105,12 +105,12 @@ impl TcpFields {
         let ip = Ipv4Packet::new_unchecked(pkt);
         let t = ip.payload();
         let Some(h) = t.get(..20) else {
-            return TcpFields { seq: SeqNum(0), ack: SeqNum(0), win: 0, payload: 0 };
+            return TcpFields { seq: SeqNum::new(0), ack: SeqNum::new(0), win: 0, payload: 0 };
         };
         let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         TcpFields {
-            seq: SeqNum(word(4)),
-            ack: SeqNum(word(8)),
+            seq: SeqNum::new(word(4)),
+            ack: SeqNum::new(word(8)),
             win: u16::from_be_bytes([h[14], h[15]]),
             payload: t.len().saturating_sub(usize::from(h[12] >> 4) * 4) as u32,
         }
@@ -150,10 +150,13 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: Config) -> Engine {
-        let mut nat = Nat::new(config.port_range.clone());
-        nat.set_host_quota(config.ports_per_host());
+        // Issue 16: the pool, paired pooling and the allocation mode; one address and one port at a
+        // time unless configured.
+        let mut nat = Nat::with_setup(&config.nat_setup());
         for f in &config.forwards {
-            nat.reserve(f.proto, f.public_port);
+            let at = config.forward_addr(f);
+            let _ = nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
+            nat.pin(f.inside_addr, at);
         }
         Engine {
             table: Table::new(config.max_flows, config.max_flows_per_host),
@@ -193,6 +196,16 @@ impl Engine {
     pub fn nat(&self) -> &Nat {
         &self.nat
     }
+    /// The allocation records (port blocks, sessions, exhaustion) for the shell's exporters to drain.
+    pub fn nat_log_mut(&mut self) -> &mut nat::Log {
+        self.nat.log_mut()
+    }
+    /// Turns allocation records on (an exporter is configured): blocks and alarms, and one record per
+    /// connection when `--nat-log-sessions` asked for it.
+    pub fn set_nat_log(&mut self, on: bool) {
+        let sessions = on && self.config.pool.log_sessions;
+        self.nat.log_mut().set_policy(nat::LogPolicy { enabled: on, sessions });
+    }
     pub fn fragments(&self) -> &Fragments {
         &self.frags
     }
@@ -231,17 +244,22 @@ impl Engine {
         // The share is of the running port range (a new range needs a restart).
         self.nat.set_host_quota(cfg.ports_per_host());
         for f in self.config.forwards.iter().filter(|f| !new.forwards.contains(f)) {
-            self.nat.unreserve(f.proto, f.public_port);
+            let at = self.config.forward_addr(f);
+            self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
             cfg.forwards.retain(|g| g != f);
         }
         for f in new.forwards.iter().filter(|f| !self.config.forwards.contains(f)) {
-            if self.nat.is_free(f.proto, f.public_port) {
-                self.nat.reserve(f.proto, f.public_port);
+            let at = self.config.forward_addr(f);
+            if self.nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port)).is_ok() {
                 cfg.forwards.push(*f);
             } else {
                 // A live mapping holds the port: reserving it now would hand it out twice later.
                 refused.push(format!("--forward {f}: public port in use by a live mapping; not added"));
             }
+        }
+        self.nat.clear_pins();
+        for f in &cfg.forwards {
+            self.nat.pin(f.inside_addr, cfg.forward_addr(f));
         }
         self.config = cfg;
         refused
@@ -336,7 +354,7 @@ impl Engine {
         if !self.config.translate {
             return true;
         }
-        if (from == Side::Outside && dst != self.config.public_ip) || (inside && dst == self.config.lan_ip) {
+        if (from == Side::Outside && !self.nat.is_public(dst)) || (inside && dst == self.config.lan_ip) {
             return false;
         }
         let Ok(tcp) = ip.tcp() else { return false };
@@ -406,6 +424,7 @@ impl Engine {
         };
         consider(self.pinholes.next_deadline());
         consider(self.frags.next_deadline());
+        consider(self.nat.next_deadline());
         for &(id, dir) in self.held.keys() {
             let d = self
                 .table
@@ -421,7 +440,7 @@ impl Engine {
         self.now = self.now.max(now);
         while let Some(id) = self.table.pop_expired(now) {
             self.metrics.flows_expired += 1;
-            self.destroy(id, "expired");
+            self.destroy(id, DestroyReason::Expired);
         }
         self.pinholes.expire(now, &mut self.nat, &mut self.metrics, &mut self.events);
         while let Some(w) = self.frags.pop_expired_waiting(now) {
@@ -429,14 +448,24 @@ impl Engine {
             tracing::debug!(target: "ftpnat::drop", reason = "fragment_no_state", side = %w.from, packet = %summary(&w.packet), "drop");
         }
         self.frags.expire_states(now);
+        self.nat.handle_timeout(now);
         self.release_held(now);
     }
 
-    fn destroy(&mut self, id: ConnId, why: &'static str) {
+    fn destroy(&mut self, id: ConnId, why: DestroyReason) {
         let Some(mut conn) = self.table.remove(id) else { return };
         self.nat64_hold(&conn, false);
         if let Some(ep) = conn.mapping() {
-            self.nat.release(conn.proto(), ep);
+            let (now, public) = (self.now, public_endpoint(&conn));
+            self.nat.log_mut().push_session(|| nat::Record::SessionDeleted {
+                at: now,
+                since: conn.created(),
+                proto: conn.proto(),
+                inside: nat::InsideEndpoint::from_endpoint(ep),
+                public: nat::PublicEndpoint::from_endpoint(public),
+                remote: remote_endpoint(&conn),
+            });
+            self.nat.release(conn.proto(), ep, self.now);
         }
         if let Some(mut s) = conn.ftp.take() {
             let mut ctx = AlgCtx {
@@ -444,7 +473,7 @@ impl Engine {
                 pinholes: &mut self.pinholes,
                 metrics: &mut self.metrics,
                 policy: &self.config.ftp,
-                public_ip: self.config.public_ip,
+                public_ip: public_endpoint(&conn).addr,
                 now: self.now,
                 control: id,
                 events: &mut self.events,
@@ -454,7 +483,7 @@ impl Engine {
             self.held.remove(&(id, Dir::Reply));
         }
         let (flow, packets) = (conn.key(Dir::Original), conn.packets());
-        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why, flow = %flow,
+        tracing::debug!(target: "ftpnat::flow", event = "destroy", id = %id, why = why.name(), flow = %flow,
             packets_orig = packets[0], packets_reply = packets[1], "flow destroyed");
         self.events.push(|| Event::FlowDestroy {
             id,
@@ -502,7 +531,7 @@ impl Engine {
             Ipv4Packet::new_unchecked(&mut pkt[..]).set_ttl(ttl - 1);
             return Verdict::Forward(from.other());
         }
-        if from == Side::Outside && dst != self.config.public_ip {
+        if from == Side::Outside && !self.nat.is_public(dst) {
             return Verdict::Drop(DropReason::Martian);
         }
         if from == Side::Inside && dst == self.config.lan_ip {
@@ -540,7 +569,7 @@ impl Engine {
                     _ => false,
                 })
             {
-                self.destroy(id, "reopened");
+                self.destroy(id, DestroyReason::Reopened);
                 found = None;
             }
         }
@@ -548,9 +577,7 @@ impl Engine {
             Some(found) => found,
             None => match self.create(from, &head) {
                 Ok(found) => found,
-                Err(Verdict::Drop(DropReason::NoMapping))
-                    if head.icmp_request && dst == self.config.public_ip =>
-                {
+                Err(Verdict::Drop(DropReason::NoMapping)) if head.icmp_request && self.nat.is_public(dst) => {
                     return self.local(from, pkt);
                 }
                 Err(v) => {
@@ -776,7 +803,6 @@ impl Engine {
         let proto = key.proto;
         let f = head.flags();
         let now = self.now;
-        let public = self.config.public_ip;
         if !head.first_fragment {
             return Err(Verdict::Drop(DropReason::FragmentNoState));
         }
@@ -798,15 +824,14 @@ impl Engine {
             }
             if !opening {
                 if from == Side::Outside {
-                    if !f.syn && self.forward(proto, key.dst.port).is_some() {
+                    if !f.syn && self.forward(proto, key.dst).is_some() {
                         // Like Linux conntrack, pick up from either side: a forwarded connection in
                         // progress when the gateway (re)started survives, whichever end speaks first.
                         pickup = true;
                     } else {
                         // An inbound non-SYN may be a late packet of a closed flow, or a scan.
                         return Err(Verdict::Drop(
-                            if self.pinholes.get(key.dst.port).is_some()
-                                || self.forward(proto, key.dst.port).is_some()
+                            if self.pinholes.get(key.dst).is_some() || self.forward(proto, key.dst).is_some()
                             {
                                 DropReason::NotSyn
                             } else {
@@ -830,13 +855,13 @@ impl Engine {
             return Err(Verdict::Drop(DropReason::NoMapping));
         }
         let conn = match from {
-            Side::Inside if key.dst.addr == public => {
+            Side::Inside if self.nat.is_public(key.dst.addr) => {
                 // RFC 4787 REQ-9 / RFC 5382 REQ-8: hairpinning to a port forward.
-                let fwd = self.forward(proto, key.dst.port).ok_or(Verdict::Drop(DropReason::NoMapping))?;
+                let fwd = self.forward(proto, key.dst).ok_or(Verdict::Drop(DropReason::NoMapping))?;
                 self.admit(Some(key.src.addr))?;
                 let mapped = self.acquire(proto, key.src)?;
                 let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
-                let reply = FlowKey::new(proto, target, Endpoint::new(public, mapped));
+                let reply = FlowKey::new(proto, target, mapped);
                 Conn::new(key, reply, Origin::Hairpin, now)
             }
             Side::Inside if pickup && self.forward_target(proto, key.src).is_some() => {
@@ -845,7 +870,8 @@ impl Engine {
                 // and (for an FTP server) its ALG.
                 let fwd = self.forward_target(proto, key.src).expect("checked");
                 self.admit(Some(fwd.inside_addr))?;
-                let orig = FlowKey::new(proto, key.dst, Endpoint::new(public, fwd.public_port));
+                let at = self.config.forward_addr(&fwd);
+                let orig = FlowKey::new(proto, key.dst, Endpoint::new(at, fwd.public_port));
                 let mut c = Conn::new(orig, key, Origin::Forward, now);
                 if proto == Proto::Tcp
                     && self.config.ftp.enabled
@@ -862,8 +888,9 @@ impl Engine {
                 self.admit(Some(key.src.addr))?;
                 let mapped = self.acquire(proto, key.src)?;
                 // ICMP echo: the reply carries the mapped identifier in both "ports" of its key.
-                let remote = if proto == Proto::Icmp { Endpoint::new(key.dst.addr, mapped) } else { key.dst };
-                let reply = FlowKey::new(proto, remote, Endpoint::new(public, mapped));
+                let remote =
+                    if proto == Proto::Icmp { Endpoint::new(key.dst.addr, mapped.port) } else { key.dst };
+                let reply = FlowKey::new(proto, remote, mapped);
                 let mut c = Conn::new(key, reply, Origin::Outbound, now);
                 if proto == Proto::Tcp
                     && self.config.ftp.enabled
@@ -878,10 +905,10 @@ impl Engine {
             Side::Outside => {
                 let syn = f.syn && !f.ack;
                 if proto == Proto::Tcp {
-                    if let Some(taken) = self.pinholes.take(key.dst.port, key.src.addr, syn) {
+                    if let Some(taken) = self.pinholes.take(key.dst, key.src.addr, syn) {
                         let ph = taken.map_err(Verdict::Drop)?;
                         if let Err(v) = self.admit(Some(ph.inside.addr)) {
-                            self.nat.release(Proto::Tcp, ph.inside);
+                            self.nat.release(Proto::Tcp, ph.inside, now);
                             return Err(v);
                         }
                         self.metrics.pinholes_used += 1;
@@ -898,8 +925,8 @@ impl Engine {
                         return self.insert(c, pickup);
                     }
                 }
-                let Some(fwd) = self.forward(proto, key.dst.port) else {
-                    let mapped = self.nat.lookup_public(proto, key.dst.port).is_some();
+                let Some(fwd) = self.forward(proto, key.dst) else {
+                    let mapped = self.nat.lookup_public(proto, key.dst).is_some();
                     // RFC 4787 REQ-8: address-and-port-dependent filtering by default.
                     return Err(Verdict::Drop(if mapped {
                         DropReason::Filtered
@@ -927,9 +954,19 @@ impl Engine {
     fn insert(&mut self, mut conn: Conn, pickup: bool) -> Result<(ConnId, Dir), Verdict> {
         if !self.table.keys_free(&conn.key(Dir::Original), &conn.key(Dir::Reply)) {
             if let Some(ep) = conn.mapping() {
-                self.nat.release(conn.proto(), ep);
+                self.nat.release(conn.proto(), ep, self.now);
             }
             return Err(Verdict::Drop(DropReason::NoMapping));
+        }
+        if let Some(ep) = conn.mapping() {
+            let now = self.now;
+            self.nat.log_mut().push_session(|| nat::Record::SessionCreated {
+                at: now,
+                proto: conn.proto(),
+                inside: nat::InsideEndpoint::from_endpoint(ep),
+                public: nat::PublicEndpoint::from_endpoint(public_endpoint(&conn)),
+                remote: remote_endpoint(&conn),
+            });
         }
         if pickup {
             conn.mark_established();
@@ -943,12 +980,6 @@ impl Engine {
         self.metrics.flows_created += 1;
         tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
         let reply = self.table.get(id).map_or(key, |c| c.key(Dir::Reply));
-        let origin = match origin {
-            Origin::Outbound => "outbound",
-            Origin::Forward => "forward",
-            Origin::Hairpin => "hairpin",
-            Origin::Pinhole { .. } => "pinhole",
-        };
         self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
         self.nat64_event(id);
         Ok((id, Dir::Original))
@@ -963,8 +994,9 @@ impl Engine {
         })
     }
 
-    fn acquire(&mut self, proto: Proto, inside: Endpoint) -> Result<u16, Verdict> {
-        self.nat.acquire(proto, inside, None).map_err(|e| match e {
+    fn acquire(&mut self, proto: Proto, inside: Endpoint) -> Result<Endpoint, Verdict> {
+        let mapped = self.nat.acquire(proto, inside, None, self.now);
+        mapped.map(|p| p.endpoint()).map_err(|e| match e {
             nat::Refused::Exhausted => {
                 tracing::warn!(target: "ftpnat::nat", reason = "ports_exhausted", %proto, inside = %inside,
                     "outside ports exhausted; new flow refused");
@@ -988,8 +1020,15 @@ impl Engine {
             .copied()
     }
 
-    fn forward(&self, proto: Proto, public_port: u16) -> Option<crate::config::Forward> {
-        self.config.forwards.iter().find(|f| f.proto == proto && f.public_port == public_port).copied()
+    /// The forward listening on the public endpoint `public` (a pool address and port).
+    fn forward(&self, proto: Proto, public: Endpoint) -> Option<crate::config::Forward> {
+        self.config
+            .forwards
+            .iter()
+            .find(|f| {
+                f.proto == proto && f.public_port == public.port && self.config.forward_addr(f) == public.addr
+            })
+            .copied()
     }
 
     /// Packets addressed to the gateway itself: it answers pings, nothing else.
@@ -1104,8 +1143,9 @@ impl Engine {
         let outer_new_src = if outer_src == q.dst {
             orig.dst.addr
         } else if from == Side::Inside {
-            // An inside router's error leaves with the public address: inside addresses never leak.
-            self.config.public_ip
+            // An inside router's error leaves with the flow's public address: inside addresses never
+            // leak, and the outside host hears from the address it talks to (issue 16, pools).
+            orig.dst.addr
         } else {
             outer_src
         };
@@ -1331,12 +1371,15 @@ impl Engine {
     }
 
     fn alg_ctx(&mut self, id: ConnId) -> AlgCtx<'_> {
+        // The control connection's public address: its data connections and their announcements
+        // use it (issue 16, paired pooling).
+        let public_ip = self.table.get(id).map_or(self.config.public_ip, |c| public_endpoint(c).addr);
         AlgCtx {
             nat: &mut self.nat,
             pinholes: &mut self.pinholes,
             metrics: &mut self.metrics,
             policy: &self.config.ftp,
-            public_ip: self.config.public_ip,
+            public_ip,
             now: self.now,
             control: id,
             events: &mut self.events,
@@ -1432,9 +1475,26 @@ impl Engine {
 /// back into that direction's sender space first (as Linux applies its NAT offset before
 /// `tcp_in_window`).
 #[inline]
+/// The gateway's own (pool address, port) of a connection: the translated source of an outbound or
+/// hairpinned flow, the destination an outside host used for a forward or a pinhole.
+fn public_endpoint(conn: &Conn) -> Endpoint {
+    match conn.origin() {
+        Origin::Outbound | Origin::Hairpin => conn.key(Dir::Reply).dst,
+        Origin::Forward | Origin::Pinhole { .. } => conn.key(Dir::Original).dst,
+    }
+}
+
+/// The other end of a connection, as the inside host addresses it (for the session log).
+fn remote_endpoint(conn: &Conn) -> Endpoint {
+    match conn.origin() {
+        Origin::Outbound | Origin::Hairpin => conn.key(Dir::Original).dst,
+        Origin::Forward | Origin::Pinhole { .. } => conn.key(Dir::Original).src,
+    }
+}
+
 fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale: Option<u8>) -> TcpSeg {
     // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
-    let ack = (f.ack && !(f.rst && t.ack == SeqNum(0))).then(|| match &conn.ftp {
+    let ack = (f.ack && !(f.rst && t.ack == SeqNum::new(0))).then(|| match &conn.ftp {
         Some(s) => s.streams[dir.reverse().index()].map.unmap(t.ack),
         None => t.ack,
     });

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
+use crate::conntrack::Origin;
 use crate::flow::{ConnId, Endpoint, FlowKey};
 use crate::metrics::RefusalReason;
 
@@ -20,13 +21,13 @@ pub const CAPACITY: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A connection entered the table. `orig`/`reply` are the keys as each direction's sender writes them.
-    FlowNew { id: ConnId, orig: FlowKey, reply: FlowKey, origin: &'static str },
-    /// A connection left the table (`why`: `expired`, ...), with its totals per direction.
+    FlowNew { id: ConnId, orig: FlowKey, reply: FlowKey, origin: Origin },
+    /// A connection left the table, and why, with its totals per direction.
     FlowDestroy {
         id: ConnId,
         orig: FlowKey,
         reply: FlowKey,
-        why: &'static str,
+        why: DestroyReason,
         packets: [u64; 2],
         bytes: [u64; 2],
     },
@@ -52,6 +53,25 @@ pub enum Event {
     /// The connection `id` just created (its `flow_new` came before) is a NAT64 flow: its IPv6 host's
     /// endpoint and the remote's synthesised one (`orig` is its key with the host's stand-in).
     Nat64Flow { id: ConnId, orig: FlowKey, inside6: std::net::SocketAddrV6, remote6: std::net::SocketAddrV6 },
+}
+
+/// Why a connection left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestroyReason {
+    /// Its idle timeout passed.
+    Expired,
+    /// A new connection reused its keys (a SYN on a closed TCP connection's tuple).
+    Reopened,
+}
+
+impl DestroyReason {
+    /// Stable lowercase name, as logs and `ftpnat events` print it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DestroyReason::Expired => "expired",
+            DestroyReason::Reopened => "reopened",
+        }
+    }
 }
 
 impl Event {
@@ -120,7 +140,7 @@ mod tests {
 
     fn expire(port: u16) -> Event {
         Event::PinholeExpire {
-            control: ConnId(1),
+            control: ConnId::new(1, 0),
             public_port: port,
             inside: Endpoint::new(Ipv4Addr::LOCALHOST, 1),
         }

@@ -169,13 +169,36 @@ impl fmt::Display for FlowKey {
     }
 }
 
-/// Handle of a tracked connection. Opaque outside `conntrack`.
+/// Handle of a tracked connection: the table slot it lives in and the generation of the connection
+/// that took the slot. A handle kept after its connection ended (a data connection naming its
+/// control connection, a pinhole naming its owner) finds nothing once the slot is reused: the table
+/// compares the generation, so it never hands out the slot's next occupant for it.
+///
+/// Minted by `conntrack::Table`; [`ConnId::new`] is for tests and for rebuilding a handle from its
+/// parts. Shown (logs, events, `show flows`) as `#<slot>`: the slot identifies a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u32);
+pub struct ConnId {
+    slot: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    pub const fn new(slot: u32, generation: u32) -> ConnId {
+        ConnId { slot, generation }
+    }
+    /// The table slot: unique among live connections, reused after one ends.
+    pub const fn slot(self) -> u32 {
+        self.slot
+    }
+    /// Which of the slot's successive occupants this handle names.
+    pub const fn generation(self) -> u32 {
+        self.generation
+    }
+}
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        write!(f, "#{}", self.slot)
     }
 }
 

@@ -137,7 +137,7 @@ _ftpnat() {
             return 0
             ;;
         ftpnat__subcmd__run)
-            opts="-h --config --lan-tun --wan-tun --inside --public-ip --forward --lan-ip --port-range --max-flows --max-flows-per-host --max-ports-per-host --lan-mtu --wan-mtu --ftp-port --no-ftp-alg --ftp-pinhole-timeout --ftp-max-pinholes --ftp-allow-low-ports --tcp-established-timeout --tcp-transitory-timeout --udp-timeout --icmp-timeout --tcp-unreplied-timeout --udp-unreplied-timeout --forward-only --no-offload --control-socket --metrics-listen --capture --capture-max-bytes --capture-files --nat64-prefix --inside6 --log-format --help"
+            opts="-h --config --lan-tun --wan-tun --inside --public-ip --forward --lan-ip --port-range --max-flows --max-flows-per-host --max-ports-per-host --lan-mtu --wan-mtu --ftp-port --no-ftp-alg --ftp-pinhole-timeout --ftp-max-pinholes --ftp-allow-low-ports --tcp-established-timeout --tcp-transitory-timeout --udp-timeout --icmp-timeout --tcp-unreplied-timeout --udp-unreplied-timeout --forward-only --no-offload --control-socket --metrics-listen --capture --capture-max-bytes --capture-files --nat64-prefix --inside6 --public-pool --port-block-size --port-blocks-per-host --port-block-hold --deterministic --ipfix-collector --ipfix-template-refresh --syslog --nat-log-sessions --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -259,6 +259,34 @@ _ftpnat() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --public-pool)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port-block-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port-blocks-per-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port-block-hold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ipfix-collector)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ipfix-template-refresh)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --syslog)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -271,7 +299,7 @@ _ftpnat() {
             return 0
             ;;
         ftpnat__subcmd__show)
-            opts="-h --control-socket --json --addr --port --proto --limit --cursor --log-format --help flows pinholes stats"
+            opts="-h --control-socket --json --addr --port --proto --limit --cursor --log-format --help flows pinholes stats mapping"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -36,8 +36,8 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l config -d 'Read se
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l lan-tun -d 'TUN device facing the inside hosts; created if absent, else attached to as it is [required]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l wan-tun -d 'TUN device facing the outside; created if absent, else attached to as it is [required]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l inside -d 'Inside prefix whose sources are translated (repeatable) [required]' -r
-complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l public-ip -d 'The gateway\'s public address: translated sources, destination of inbound traffic [required]' -r
-complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l forward -d 'Static port forward PROTO:PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21 (repeatable)' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l public-ip -d 'The gateway\'s public address: translated sources, destination of inbound traffic [required]. Repeatable: every address given joins the pool (see --public-pool); the first is the gateway\'s own (forwards without an address, ICMP errors it sends outside)' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l forward -d 'Static port forward PROTO:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21, on the first --public-ip unless it names a pool address (repeatable)' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l lan-ip -d 'The gateway\'s own LAN address, source of ICMP errors sent inside [default: first host of the first --inside prefix]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l port-range -d 'Outside ports for new mappings when the inside port is taken [default: 1024-65535]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l max-flows -d 'Connection table bound; new flows beyond it are refused and counted [default: 262144]' -r
@@ -61,12 +61,21 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture-max-bytes 
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture-files -d 'Capture files kept, the current one included: FILE, FILE.1, ... [default: 4]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l nat64-prefix -d 'Stateful NAT64 (RFC 6146): IPv6 LAN packets to an address in this prefix (RFC 6052: /32, /40, /48, /56, /64 or /96; 64:ff9b::/96 is the well-known one) leave the WAN as IPv4 from --public-ip [default: none, IPv6 is dropped]. Needs --inside6' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l inside6 -d 'IPv6 source prefix allowed to use --nat64-prefix (repeatable); the gateway\'s own IPv6 address is the first host of the first one' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l public-pool -d 'More public addresses for the pool: a prefix (its host addresses) or FIRST-LAST (repeatable). Inside hosts are spread over the pool by a hash of their address; all of one host\'s connections, FTP data connections included, use one address (paired pooling)' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l port-block-size -d 'Port-block allocation: a host gets blocks of N public ports (on its first connection, and another when its blocks are full), logged once per block instead of once per connection' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l port-blocks-per-host -d 'Port blocks one inside host may hold at once [default: 8]' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l port-block-hold -d 'How long a block whose last connection ended stays with its host before it returns to the pool [default: 120s]' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l ipfix-collector -d 'Send NAT allocation records (port blocks, exhaustion, quotas; sessions with --nat-log-sessions) as IPFIX (RFC 7011, RFC 8158 events) over UDP to this collector' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l ipfix-template-refresh -d 'How often the IPFIX templates are sent again [default: 60s]' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l syslog -d 'Send the same NAT allocation records as RFC 5424 syslog to udp:IP:PORT or unix:/PATH' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l log-format -d 'Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`) [default: text]' -r -f -a "text\t''
 json\t''"
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l no-ftp-alg -d 'Turn the FTP ALG off: FTP control traffic is translated like any TCP'
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l ftp-allow-low-ports -d 'Accept PORT/EPRT naming a port below 1024 (refused by default, RFC 2577 section 3)'
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l forward-only -d 'Route without translating (benchmark ceiling): addresses and ports are left alone'
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l no-offload -d 'Plain TUN I/O, one packet per read/write, instead of segmentation offload (IFF_VNET_HDR with TSO/USO and checksum offload, used when the kernel has it)'
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l deterministic -d 'Deterministic NAT (RFC 7422): each inside address owns a computed public address and port range (--port-block-size ports, default: as many as fit); `ftpnat show mapping` computes it'
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l nat-log-sessions -d 'Log one record per connection (NAT44 session create/delete) as well as the blocks'
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -s h -l help -d 'Print help'
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand show" -l control-socket -d 'The running gateway\'s control socket' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand show" -l addr -d 'Only what involves this address (inside, public or remote)' -r

@@ -1,4 +1,4 @@
-//! cargo-fuzz target: [`ftpnat_fuzz::engine`] (the body and its invariants live in `fuzz/src/lib.rs`).
+//! cargo-fuzz target: [`ftpnat_testkit::fuzz::engine`] (the body and its invariants live in `testkit/src/fuzz/`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ftpnat_fuzz::engine(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ftpnat_testkit::fuzz::engine(data));

@@ -1,4 +1,4 @@
-//! cargo-fuzz target: [`ftpnat_fuzz::metrics_request`] (the body and its invariants live in `fuzz/src/ops.rs`).
+//! cargo-fuzz target: [`ftpnat_testkit::fuzz::metrics_request`] (the body and its invariants live in `testkit/src/fuzz/ops.rs`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ftpnat_fuzz::metrics_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ftpnat_testkit::fuzz::metrics_request(data));

@@ -6,7 +6,7 @@
 //! crate; nothing here parses record layouts by hand. Writing: pcap-file writes the file header; the
 //! 16-byte record header is formatted here ([`PcapRecords`] lets one thread format frames and another
 //! write them without a copy), and a test holds it to pcap-file's writer byte for byte.
-//! Must not touch: frame contents (link-layer framing is `replay::link`, packets are the engine's).
+//! Must not touch: frame contents (link-layer framing is `wire::link`, packets are the engine's).
 
 use std::fmt;
 use std::fs::File;
@@ -20,7 +20,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 
-use crate::replay::link::LinkType;
+use crate::wire::link::LinkType;
 
 /// A frame read from a capture.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ fn header_err(path: &Path, header: &str, e: PcapError) -> CaptureError {
 }
 
 /// LINKTYPE values are 16 bits; in pcap headers the upper bits may carry FCS-length information
-/// (draft-ietf-opsawg-pcap §4, "LinkType and additional information") which `replay::link` detects itself.
+/// (draft-ietf-opsawg-pcap §4, "LinkType and additional information") which `wire::link` detects itself.
 fn linktype_of(datalink: DataLink) -> LinkType {
     LinkType(u32::from(datalink) & 0xFFFF)
 }

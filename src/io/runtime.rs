@@ -28,6 +28,8 @@ use std::sync::Arc;
 use crate::engine::{Engine, Verdict};
 use crate::flow::Side;
 use crate::ops::link::Link;
+use crate::ops::loop_stats::{DeviceStats, LoopTimes};
+use crate::ops::natlog::Export;
 use crate::ops::{LoopState, Ops};
 use crate::time::Instant;
 
@@ -139,73 +141,6 @@ impl fmt::Display for RunError {
 }
 
 impl std::error::Error for RunError {}
-
-/// Per-device I/O counters, kept by the loop (the engine counts what it decided, this counts what the
-/// devices did with it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeviceStats {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Writes the kernel refused (ENOBUFS, EIO on a downed device, ...) or cut short.
-    pub tx_errors: u64,
-    /// Reads the backend could not frame into packets (offload only), dropped.
-    pub rx_errors: u64,
-    /// Reads that yielded more than one packet: segmentation-offload aggregates split on arrival.
-    pub rx_aggregates: u64,
-}
-
-/// Upper bounds of the turn-duration histogram buckets in nanoseconds, 10 µs to 1 s; a last bucket
-/// takes everything above.
-pub const TURN_BUCKETS_NS: [u64; 14] = [
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    1_000_000_000,
-];
-
-/// Durations counted in [`TURN_BUCKETS_NS`] buckets (not cumulative), with their sum and maximum.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Histogram {
-    pub buckets: [u64; TURN_BUCKETS_NS.len() + 1],
-    pub count: u64,
-    pub sum_ns: u64,
-    pub max_ns: u64,
-}
-
-impl Histogram {
-    pub fn record(&mut self, d: std::time::Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let i = TURN_BUCKETS_NS.iter().position(|&b| ns <= b).unwrap_or(TURN_BUCKETS_NS.len());
-        self.buckets[i] += 1;
-        self.count += 1;
-        self.sum_ns = self.sum_ns.saturating_add(ns);
-        self.max_ns = self.max_ns.max(ns);
-    }
-}
-
-/// How long the run loop's turns take: the whole turn (from `poll(2)` returning to the next call:
-/// reading, the engine, writing, timers and operations work) and the operations work within it, in
-/// wall time; and, for the turns that had an operations job, the thread's CPU time for that work
-/// (the wall time less any time the scheduler gave the CPU to someone else: on a busy machine the two
-/// differ, and only the latter is the work's own cost).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoopTimes {
-    pub turn: Histogram,
-    pub ops: Histogram,
-    pub ops_cpu: Histogram,
-}
 
 /// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu() -> std::time::Duration {
@@ -319,6 +254,8 @@ pub struct Runtime<D: Device> {
     wakeups: u64,
     ops: Option<Link>,
     times: LoopTimes,
+    /// The NAT log exporters (issue 16): drained every turn, never blocking.
+    natlog: Option<Export>,
 }
 
 impl<D: Device> Runtime<D> {
@@ -341,7 +278,30 @@ impl<D: Device> Runtime<D> {
             wakeups: 0,
             ops: None,
             times: LoopTimes::default(),
+            natlog: None,
         }
+    }
+
+    /// Hands the engine's NAT allocation records to `natlog`'s exporter thread every turn.
+    pub fn with_natlog(mut self, natlog: Option<Export>) -> Self {
+        self.natlog = natlog;
+        self
+    }
+
+    /// Hands every record still queued to the exporter (at stop: what the last turns recorded is not
+    /// lost; the exporter thread sends it before it ends).
+    pub fn drain_natlog(&mut self) {
+        let now = self.now();
+        if let Some(x) = &mut self.natlog {
+            while !self.engine.nat().log().is_empty() {
+                x.drain(self.engine.nat_log_mut(), now);
+            }
+        }
+    }
+
+    /// The NAT log exporter's counters, when one runs.
+    pub fn natlog(&self) -> Option<&Export> {
+        self.natlog.as_ref()
     }
 
     /// Serves `ops` (control socket, metrics, capture, reload): starts the operations thread, and does
@@ -394,6 +354,14 @@ impl<D: Device> Runtime<D> {
                 0 => 1,
                 t => t,
             };
+            if let Some(x) = &mut self.natlog {
+                // What the last turn recorded leaves before the loop sleeps; a backlog larger than
+                // one drain is worked off without sleeping.
+                x.drain(self.engine.nat_log_mut(), now);
+                if !self.engine.nat().log().is_empty() {
+                    timeout = 0;
+                }
+            }
             fds.clear();
             fds.extend([
                 pollfd(self.ports[0].dev.raw_fd()),
@@ -576,6 +544,11 @@ impl<D: Device> Runtime<D> {
                 }
             }
         }
+        // Issue 16: the pool's and blocks' counters, and what the NAT log exporter sent and lost.
+        let natlog = self.natlog.as_ref().map(|x| x.counters().snapshot()).unwrap_or_default();
+        out.extend(
+            crate::ops::view::nat_counters(self.engine.nat()).into_iter().chain(natlog).filter(|c| c.1 != 0),
+        );
         out
     }
 }
@@ -599,29 +572,8 @@ mod tests {
     /// A well-formed IPv4/UDP datagram 10.0.0.2:40000 -> 198.51.100.2:7 with valid checksums, so any
     /// engine (pass-through or NAT) forwards it.
     fn udp_out() -> Vec<u8> {
-        let payload = b"hello";
-        let total = 20 + 8 + payload.len();
-        let mut p =
-            vec![0x45, 0, 0, total as u8, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 2, 198, 51, 100, 2];
-        let s = checksum(&p);
-        p[10..12].copy_from_slice(&s.to_be_bytes());
-        p.extend_from_slice(&[0x9c, 0x40, 0, 7, 0, (8 + payload.len()) as u8, 0, 0]);
-        p.extend_from_slice(payload);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&p[12..20]);
-        pseudo.extend_from_slice(&[0, 17, 0, (8 + payload.len()) as u8]);
-        pseudo.extend_from_slice(&p[20..]);
-        let c = checksum(&pseudo);
-        p[26..28].copy_from_slice(&c.to_be_bytes());
-        p
-    }
-
-    fn checksum(b: &[u8]) -> u16 {
-        let mut s: u32 = b.chunks(2).map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))).sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !(s as u16)
+        ftpnat_testkit::pkt::Ip::new(Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(198, 51, 100, 2))
+            .udp(40000, 7, b"hello", false)
     }
 
     type Outcome = (Result<StopCause, RunError>, Vec<(String, u64)>, u64);

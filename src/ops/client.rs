@@ -150,7 +150,55 @@ pub fn render(cmd: Cmd, v: &Value) -> String {
         Cmd::Pinholes => render_pinholes(v),
         Cmd::Stats => render_stats(v),
         Cmd::Events => render_event(v),
+        Cmd::Mapping => render_mapping(v),
     }
+}
+
+/// `show mapping`: one fact a line, then the blocks.
+fn render_mapping(v: &Value) -> String {
+    let mut out = String::new();
+    for k in ["allocation", "inside", "public", "in_pool", "deterministic", "reserved"] {
+        if let Some(x) = v.get(k) {
+            let x = match x {
+                Value::Object(o) => {
+                    o.iter().map(|(k, v)| format!("{k}={}", s(v))).collect::<Vec<_>>().join(" ")
+                }
+                Value::Array(a) => a.iter().map(s).collect::<Vec<_>>().join(","),
+                x => s(x),
+            };
+            out.push_str(&format!("{k:<14}{x}\n"));
+        }
+    }
+    match v.get("mappings") {
+        Some(Value::Object(o)) => {
+            let m = o.iter().map(|(k, v)| format!("{k}={}", s(v))).collect::<Vec<_>>().join(" ");
+            out.push_str(&format!("{:<14}{m}\n", "mappings"));
+        }
+        Some(Value::Array(a)) => {
+            for m in a {
+                out.push_str(&format!("{:<14}{} {}\n", "mapping", s(&m["proto"]), s(&m["inside"])));
+            }
+        }
+        _ => {}
+    }
+    let blocks: Vec<&Value> = match (v.get("blocks"), v.get("block")) {
+        (Some(Value::Array(a)), _) => a.iter().collect(),
+        (_, Some(b)) if !b.is_null() => vec![b],
+        _ => Vec::new(),
+    };
+    for b in blocks {
+        out.push_str(&format!(
+            "{:<14}{}:{} owner={} mappings={} age_ms={} idle_ms={}\n",
+            "block",
+            s(&b["public"]),
+            s(&b["ports"]),
+            s(&b["owner"]),
+            s(&b["mappings"]),
+            s(&b["age_ms"]),
+            s(&b["idle_ms"])
+        ));
+    }
+    out
 }
 
 fn s(v: &Value) -> String {

@@ -260,6 +260,23 @@ pub fn de_forwards<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Forward>, D::E
     one_or_many(d, Forward::from_str)
 }
 
+/// `public-ip = "198.51.100.1"` or a list of addresses.
+pub fn de_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<std::net::Ipv4Addr>, D::Error> {
+    one_or_many(d, |s| s.parse::<std::net::Ipv4Addr>().map_err(|_| format!("'{s}' is not an IPv4 address")))
+}
+
+/// `public-pool = ["198.51.100.0/28", "203.0.113.5-203.0.113.9"]` (a single string is accepted too).
+pub fn de_pools<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::nat::PoolSpec>, D::Error> {
+    one_or_many(d, str::parse::<crate::nat::PoolSpec>)
+}
+
+/// `syslog = "udp:192.0.2.9:514"` or `"unix:/dev/log"`.
+pub fn de_opt_syslog<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::ops::natlog::SyslogTarget>, D::Error> {
+    from_str_via(d, str::parse).map(Some)
+}
+
 fn one_or_many<'de, D, T, E>(d: D, parse: impl Fn(&str) -> Result<T, E>) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,

@@ -27,10 +27,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
-use super::link::{Job, Server, Tag};
+use super::link::{Backend, Job, Server, Tag};
 use super::peer::{Conn, Conns, Limits, Phase as _, ReadState};
 use super::pollfd;
-use super::server::Backend;
 use super::view::{self, Cmd, Counters, Filter};
 use crate::events::Event;
 
@@ -305,6 +304,19 @@ impl ControlServer {
         finish_write(c);
     }
 
+    /// The answer a `mapping` client waits for came back.
+    pub fn on_value(&mut self, id: u64, value: &serde_json::Value) {
+        let Some(c) = self.conns.get_mut(id) else { return };
+        if !matches!(c.phase, Phase::Stats) {
+            return;
+        }
+        let mut bytes = value.to_string().into_bytes();
+        bytes.push(b'\n');
+        c.peer.queue(&bytes);
+        c.phase = Phase::Reply;
+        finish_write(c);
+    }
+
     /// When the next client may have to be cut off (for the poll timeout).
     pub fn deadline(&self) -> Option<std::time::Instant> {
         self.conns.deadline()
@@ -450,6 +462,14 @@ fn answer(c: &mut Client, line: &[u8], backend: &mut Backend, room: &mut Room) {
             backend.submit(Job::Counters { tag: Tag { server: Server::Control, client: c.id } });
             Phase::Stats
         }
+        // One JSON answer computed on the run loop, like the counters (`parse_request` saw the target).
+        Cmd::Mapping => match req.target {
+            Some(target) => {
+                backend.submit(Job::Mapping { tag: Tag { server: Server::Control, client: c.id }, target });
+                Phase::Stats
+            }
+            None => Phase::Reply,
+        },
         Cmd::Events if room.subscribers >= room.max => {
             let e = format!("too many event subscribers ({} at most); try again later", room.max);
             c.peer.queue(format!("{}\n", json!({ "error": e })).as_bytes());

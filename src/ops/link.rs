@@ -1,7 +1,8 @@
 //! The run loop's side of the operations thread: the only place operations work touches the engine.
 //!
 //! Owns: the job and reply vocabulary between the two threads ([`Job`], [`Reply`]), the doorbells that
-//! wake each thread when the other left it something ([`doorbell`]), and [`Link`]: what the run loop
+//! wake each thread when the other left it something ([`doorbell`]), the servers' end ([`Backend`]:
+//! jobs in, one ring per batch), and [`Link`]: what the run loop
 //! calls once per turn to do the operations work it owes, within [`TURN_BUDGET`]: listing slices
 //! (copying rows of flows or pinholes), counter snapshots, switching event recording, handing events
 //! over, applying a reloaded configuration, and handing captured packets to the capture writer. Must
@@ -64,6 +65,8 @@ pub enum Job {
     Pinholes { tag: Tag, filter: Filter, from: u32, max_rows: usize },
     /// A [`Counters`] snapshot.
     Counters { tag: Tag },
+    /// `show mapping` (issue 16).
+    Mapping { tag: Tag, target: view::MappingTarget },
     /// Turns event recording on (someone follows `ftpnat events`) or off; acknowledged with
     /// [`Reply::Recording`] carrying the same `seq`.
     Events { on: bool, seq: u64 },
@@ -88,6 +91,11 @@ pub enum Reply {
     Counters {
         tag: Tag,
         counters: Box<Counters>,
+    },
+    /// The answer to [`Job::Mapping`], ready to send.
+    Mapping {
+        tag: Tag,
+        value: serde_json::Value,
     },
     /// Events in the order the engine recorded them.
     Events(Vec<Event>),
@@ -148,6 +156,34 @@ impl Door {
         let mut sink = [0u8; 64];
         while matches!((&self.rx).read(&mut sink), Ok(n) if n > 0) {}
         self.rung.store(false, Ordering::Release);
+    }
+}
+
+/// The run loop as the servers see it: jobs go in, replies come back later (routed by their tag).
+#[derive(Debug)]
+pub struct Backend {
+    jobs: Sender<Job>,
+    bell: Bell,
+    rung: bool,
+}
+
+impl Backend {
+    pub fn new(jobs: Sender<Job>, bell: Bell) -> Backend {
+        Backend { jobs, bell, rung: false }
+    }
+
+    pub fn submit(&mut self, job: Job) {
+        // A closed channel means the run loop is gone; the thread is about to be stopped.
+        if self.jobs.send(job).is_ok() {
+            self.rung = true;
+        }
+    }
+
+    /// Wakes the run loop once for everything submitted since the last call.
+    pub fn ring(&mut self) {
+        if std::mem::take(&mut self.rung) {
+            self.bell.ring();
+        }
     }
 }
 
@@ -293,6 +329,9 @@ impl Link {
                     extra.extend(self.shared.iter().map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed))));
                     let counters = Counters::take(st.engine, extra, st.times);
                     Reply::Counters { tag: *tag, counters: Box::new(counters) }
+                }
+                Work::Other(Job::Mapping { tag, target }) => {
+                    Reply::Mapping { tag: *tag, value: view::mapping(st.engine, st.now, *target) }
                 }
                 Work::Other(Job::Events { on, seq }) => {
                     self.events_on = *on;

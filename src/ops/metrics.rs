@@ -27,13 +27,12 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::link::{Job, Server, Tag};
+use super::link::{Backend, Job, Server, Tag};
+use super::loop_stats::{Histogram, TURN_BUCKETS_NS};
 use super::peer::{Conn, Conns, Cut, Limits, ReadState};
 use super::pollfd;
-use super::server::Backend;
 use super::view::Counters;
 use crate::flow::Proto;
-use crate::io::runtime::{Histogram, TURN_BUCKETS_NS};
 
 type Labels = Vec<(String, String)>;
 
@@ -132,6 +131,9 @@ impl Snapshot {
     }
 }
 
+/// The pool and block names of `view::nat_counters` that are gauges (the rest count up).
+const GAUGES: [&str; 6] = ["addresses", "addresses_in_use", "hosts", "in_use", "idle", "total"];
+
 /// The exposition of a counter snapshot (engine counters, gauges, `extra` names such as
 /// `device.lan.rx_packets`, the loop's turn durations) and the process start time.
 pub fn render(c: &Counters, start_time_unix: f64) -> String {
@@ -198,6 +200,33 @@ pub fn render(c: &Counters, start_time_unix: f64) -> String {
                  oldest idle client when every slot was taken) or turned away (refused)",
                 true,
                 &[("server", server), ("reason", reason)],
+                val,
+            ),
+            ["nat", "pool" | "blocks", what] if GAUGES.contains(what) => {
+                let (n, h) = match (parts[1], *what) {
+                    ("pool", "addresses") => ("ftpnat_nat_pool_addresses", "Public addresses in the pool"),
+                    ("pool", "addresses_in_use") => {
+                        ("ftpnat_nat_pool_addresses_in_use", "Pool addresses with at least one inside host paired")
+                    }
+                    ("pool", _) => ("ftpnat_nat_pool_hosts", "Inside hosts holding mappings or port blocks"),
+                    (_, "in_use") => ("ftpnat_nat_blocks_in_use", "Port blocks held by inside hosts"),
+                    (_, "idle") => ("ftpnat_nat_blocks_idle", "Port blocks with no mapping, waiting out their hold-down"),
+                    _ => ("ftpnat_nat_blocks_total", "Port blocks in the pool"),
+                };
+                snap.add(n, h, false, &[], val);
+            }
+            ["nat", "blocks", what] => snap.add(
+                &format!("ftpnat_nat_blocks_{what}"),
+                "Port blocks allocated to and released by inside hosts",
+                true,
+                &[],
+                val,
+            ),
+            ["nat", "exhausted", what] => snap.add(
+                "ftpnat_nat_exhausted",
+                "New mappings refused: no address with room (addresses), no port or block left (ports), the host's share (host_quota)",
+                true,
+                &[("what", what)],
                 val,
             ),
             ["capture", what] => {
@@ -509,8 +538,8 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::engine::Engine;
-    use crate::io::runtime::LoopTimes;
     use crate::metrics::DropReason;
+    use crate::ops::loop_stats::LoopTimes;
 
     #[test]
     fn exposition_has_labelled_families_and_gauges() {

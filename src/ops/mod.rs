@@ -17,7 +17,9 @@ pub mod client;
 pub mod config_file;
 pub mod control;
 pub mod link;
+pub mod loop_stats;
 pub mod metrics;
+pub mod natlog;
 pub mod peer;
 pub mod reload;
 pub mod server;
@@ -31,12 +33,12 @@ use std::time::SystemTime;
 
 use crate::engine::Engine;
 use crate::flow::Side;
-use crate::io::runtime::{DeviceStats, LoopTimes};
 use crate::time::Instant;
 
 use capture::Capture;
 use control::ControlServer;
 use link::{Link, LinkParts};
+use loop_stats::{DeviceStats, LoopTimes};
 use metrics::MetricsServer;
 pub use reload::{Loader, Reload, Reloaded};
 

@@ -224,9 +224,21 @@ mod tests {
         assert_eq!(e.config().public_ip, old.public_ip);
         assert_eq!(e.config().timeouts.udp, Duration::from_secs(600));
         assert_eq!(e.config().forwards, new.forwards);
-        assert!(!e.nat().is_free(crate::flow::Proto::Tcp, 2121), "the forward's port is reserved");
+        assert!(
+            !e.nat().public_free(
+                crate::flow::Proto::Tcp,
+                crate::nat::PublicEndpoint::new(e.config().public_ip, 2121)
+            ),
+            "the forward's port is reserved"
+        );
         new.forwards.clear();
         e.reconfigure(&new);
-        assert!(e.nat().is_free(crate::flow::Proto::Tcp, 2121), "and released");
+        assert!(
+            e.nat().public_free(
+                crate::flow::Proto::Tcp,
+                crate::nat::PublicEndpoint::new(e.config().public_ip, 2121)
+            ),
+            "and released"
+        );
     }
 }

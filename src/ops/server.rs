@@ -4,8 +4,8 @@
 //! Owns: the thread's `poll(2)` loop over its door (the run loop rang), the SIGHUP pipe and both
 //! servers' descriptors; reading the configuration on SIGHUP (the loader runs here, so a slow or
 //! odd file never holds packets up) and logging what the run loop applied; routing the run loop's
-//! replies to the client that asked; turning event recording on and off as subscribers come and go;
-//! and [`Backend`], through which the servers ask the run loop for rows and counters. Must not: touch
+//! replies to the client that asked; turning event recording on and off as subscribers come and go.
+//! The servers ask the run loop for rows and counters through [`Backend`] (in `link.rs`). Must not: touch
 //! the engine (only the run loop does, through [`super::link::Link`]) or block anywhere but in `poll`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,35 +14,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::control::ControlServer;
-use super::link::{Bell, Door, Job, Reply, Server};
+use super::link::{Backend, Bell, Door, Job, Reply, Server};
 use super::metrics::MetricsServer;
 use super::pollfd;
 use super::reload::Reload;
 use super::view::Counters;
-
-/// The run loop as the servers see it: jobs go in, replies come back later (routed by their tag).
-#[derive(Debug)]
-pub struct Backend {
-    jobs: Sender<Job>,
-    bell: Bell,
-    rung: bool,
-}
-
-impl Backend {
-    pub fn submit(&mut self, job: Job) {
-        // A closed channel means the run loop is gone; the thread is about to be stopped.
-        if self.jobs.send(job).is_ok() {
-            self.rung = true;
-        }
-    }
-
-    /// Wakes the run loop once for everything submitted since the last call.
-    fn ring(&mut self) {
-        if std::mem::take(&mut self.rung) {
-            self.bell.ring();
-        }
-    }
-}
 
 /// The thread's state, built by [`super::Ops::start`].
 pub struct OpsThread {
@@ -65,7 +41,7 @@ impl OpsThread {
     /// Serves until the run loop's [`super::link::Link`] is dropped; the servers (and the control
     /// socket file) go with the thread.
     pub fn run(mut self) {
-        let mut backend = Backend { jobs: self.jobs.clone(), bell: self.loop_bell.clone(), rung: false };
+        let mut backend = Backend::new(self.jobs.clone(), self.loop_bell.clone());
         let mut fds = Vec::with_capacity(16);
         loop {
             fds.clear();
@@ -154,6 +130,11 @@ impl OpsThread {
             Reply::Pinholes { tag, rows, next } => {
                 if let Some(c) = &mut self.control {
                     c.on_rows(tag.client, &rows, next);
+                }
+            }
+            Reply::Mapping { tag, value } => {
+                if let (Server::Control, Some(c)) = (tag.server, &mut self.control) {
+                    c.on_value(tag.client, &value);
                 }
             }
             Reply::Counters { tag, mut counters } => {

@@ -17,11 +17,11 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
+use super::loop_stats::LoopTimes;
 use crate::conntrack::{Conn, Origin};
 use crate::engine::Engine;
 use crate::events::Event;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto};
-use crate::io::runtime::LoopTimes;
 use crate::metrics::Metrics;
 use crate::time::Instant;
 
@@ -39,12 +39,15 @@ pub struct Request {
     /// `flows`/`pinholes`: resume where a previous reply's `next_cursor` said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<u32>,
+    /// `mapping`: an inside address, or a public `ADDRESS:PORT` (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<MappingTarget>,
 }
 
 impl Request {
     /// A request for the whole of `cmd`'s listing (or its counters, or its events).
     pub fn new(cmd: Cmd, filter: Filter) -> Request {
-        Request { cmd, filter, limit: None, cursor: None }
+        Request { cmd, filter, limit: None, cursor: None, target: None }
     }
 
     /// Whether `cmd` is a listing, the only kind that takes `limit` and `cursor`.
@@ -69,6 +72,12 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     if req.cmd == Cmd::Pinholes && req.cursor.is_some_and(|c| c > PINHOLE_CURSOR_END) {
         return Err("bad request: a pinhole cursor is at most 65536".into());
     }
+    if (req.cmd == Cmd::Mapping) != req.target.is_some() {
+        return Err(
+            "bad request: mapping takes a target (an inside IP or a public IP:PORT), nothing else does"
+                .into(),
+        );
+    }
     Ok(req)
 }
 
@@ -80,6 +89,71 @@ pub enum Cmd {
     Stats,
     /// A stream of event lines until the client hangs up.
     Events,
+    /// What one inside host holds, or who holds one public port (issue 16).
+    Mapping,
+}
+
+/// What `show mapping` asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MappingTarget {
+    /// An inside host: its public address, ports, blocks, deterministic share.
+    Inside(Ipv4Addr),
+    /// A public endpoint: the mappings, block, deterministic owner and reservations on it.
+    Public(std::net::SocketAddrV4),
+}
+
+impl std::str::FromStr for MappingTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<Ipv4Addr>() {
+            return Ok(MappingTarget::Inside(a));
+        }
+        match s.parse::<std::net::SocketAddrV4>() {
+            Ok(e) => Ok(MappingTarget::Public(e)),
+            Err(_) => Err(format!("'{s}': expected an inside IPv4 address or a public IPV4:PORT")),
+        }
+    }
+}
+
+/// `show mapping`: what the allocator says about `target` now, as JSON.
+pub fn mapping(engine: &Engine, now: Instant, target: MappingTarget) -> Value {
+    let nat = engine.nat();
+    let range = |r: crate::nat::PortRange| format!("{}-{}", r.first(), r.last());
+    let block = |b: &crate::nat::BlockView| {
+        json!({
+            "public": b.public.to_string(), "ports": range(b.ports), "owner": b.owner.to_string(),
+            "age_ms": ms(now.saturating_since(b.since)), "mappings": b.used,
+            "idle_ms": b.idle_since.map(|t| ms(now.saturating_since(t))),
+        })
+    };
+    let allocation = nat.allocation().name();
+    match target {
+        MappingTarget::Inside(host) => {
+            let v = nat.host_view(host);
+            json!({
+                "allocation": allocation,
+                "inside": host.to_string(),
+                "public": v.public.map(|a| a.to_string()),
+                "mappings": { "icmp": v.ports[0], "tcp": v.ports[1], "udp": v.ports[2] },
+                "blocks": v.blocks.iter().map(block).collect::<Vec<_>>(),
+                "deterministic": v.share.map(|s| json!({ "public": s.public.to_string(), "ports": range(s.ports) })),
+            })
+        }
+        MappingTarget::Public(sa) => {
+            let ep = Endpoint::new(*sa.ip(), sa.port());
+            let o = nat.owner_of(ep.addr, ep.port);
+            json!({
+                "allocation": allocation,
+                "public": ep.to_string(),
+                "in_pool": nat.is_public(ep.addr),
+                "mappings": o.mappings.iter().map(|(p, i)| json!({ "proto": p.name(), "inside": i.to_string() })).collect::<Vec<_>>(),
+                "block": o.block.as_ref().map(block),
+                "deterministic": o.deterministic.map(|a| a.to_string()),
+                "reserved": o.reserved.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            })
+        }
+    }
 }
 
 /// Selects flows, pinholes and events: every given criterion must hold. `addr`/`port` match any
@@ -155,15 +229,6 @@ pub fn roles(c: &Conn) -> (Endpoint, Endpoint, Endpoint) {
         Origin::Forward | Origin::Pinhole { .. } => (r.src, o.dst, o.src),
         // Both ends are inside: the client, its public mapping, and the forward's target.
         Origin::Hairpin => (o.src, r.dst, r.src),
-    }
-}
-
-fn origin_name(o: Origin) -> &'static str {
-    match o {
-        Origin::Outbound => "outbound",
-        Origin::Forward => "forward",
-        Origin::Hairpin => "hairpin",
-        Origin::Pinhole { .. } => "pinhole",
     }
 }
 
@@ -269,7 +334,14 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         // The session remembers what it announced; only what is still open is of interest.
         pinholes: s
             .pinholes()
-            .filter(|p| engine.pinholes().get(*p).is_some_and(|ph| ph.control == id))
+            .filter(|&p| {
+                // On the control connection's public address (issue 16: pools).
+                let at = match c.origin() {
+                    Origin::Outbound | Origin::Hairpin => c.key(Dir::Reply).dst.addr,
+                    Origin::Forward | Origin::Pinhole { .. } => c.key(Dir::Original).dst.addr,
+                };
+                engine.pinholes().get(Endpoint::new(at, p)).is_some_and(|ph| ph.control == id)
+            })
             .collect(),
         proto: "ftp",
         state: if s.is_opaque() { "tls" } else { "clear" },
@@ -280,11 +352,11 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         alg,
         bytes,
         control: match c.origin() {
-            Origin::Pinhole { control } => Some(control.0),
+            Origin::Pinhole { control } => Some(control.slot()),
             _ => None,
         },
         expires_in_ms: ms(c.expires().saturating_since(now)),
-        id: id.0,
+        id: id.slot(),
         idle_ms: ms(now.saturating_since(c.last_seen())),
         inside,
         nat64: engine.nat64().and_then(|n| {
@@ -296,7 +368,7 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
             })
         }),
         orig: c.key(Dir::Original).into(),
-        origin: origin_name(c.origin()),
+        origin: c.origin().name(),
         outside,
         packets,
         proto: c.proto().name(),
@@ -325,11 +397,11 @@ pub fn flows_slice(
     out: &mut Vec<FlowRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    for (n, (id, slot)) in engine.table().slots_from(ConnId(from)).enumerate() {
+    for (n, (slot, conn)) in engine.table().slots_from(from).enumerate() {
         if out.len() >= max_rows || (n > 0 && n % SLOTS_PER_CHECK == 0 && over_budget()) {
-            return Some(id.0);
+            return Some(slot);
         }
-        if let Some(c) = slot.filter(|c| filter.matches_keys(c.keys())) {
+        if let Some((id, c)) = conn.filter(|(_, c)| filter.matches_keys(c.keys())) {
             out.push(flow_row(engine, id, c, now));
         }
     }
@@ -367,13 +439,13 @@ pub fn pinholes_slice(
     out: &mut Vec<PinholeRow>,
     mut over_budget: impl FnMut() -> bool,
 ) -> Option<u32> {
-    let public = engine.config().public_ip;
     let row = |p: &crate::alg::Pinhole| {
+        let public = p.public_addr;
         let eps = [Endpoint::new(p.peer, 0), Endpoint::new(public, p.public_port), p.inside];
         // The peer's source port is not known yet (0 here): --port matches the public or inside port.
         filter.matches(Some(Proto::Tcp), &eps).then(|| PinholeRow {
             age_ms: ms(now.saturating_since(p.created)),
-            control: p.control.0,
+            control: p.control.slot(),
             expires_in_ms: ms(p.expires.saturating_since(now)),
             inside: p.inside,
             kind: p.kind,
@@ -391,8 +463,11 @@ pub fn pinholes_slice(
         if port > from && (port - from) % PORTS_PER_CHECK == 0 && over_budget() {
             return Some(port);
         }
-        if let Some(r) = pinholes.get(port as u16).and_then(row) {
-            out.push(r);
+        // Every pool address's pinhole on this port, in pool order.
+        for &a in engine.nat().pool().addresses() {
+            if let Some(r) = pinholes.get(Endpoint::new(a, port as u16)).and_then(row) {
+                out.push(r);
+            }
         }
         port += 1;
     }
@@ -426,6 +501,7 @@ impl Counters {
             // NAT64: IPv6 hosts holding a stand-in address (absent without --nat64-prefix).
             extra.push(("nat64.hosts".to_string(), n.hosts.len() as u64));
         }
+        extra.extend(nat_counters(nat));
         Counters {
             metrics: engine.metrics().clone(),
             flows_active: engine.flow_count() as u64,
@@ -438,6 +514,29 @@ impl Counters {
             times: times.clone(),
         }
     }
+}
+
+/// The address pool's and port blocks' gauges and counters (issue 16), by dotted name.
+pub fn nat_counters(nat: &crate::nat::Nat) -> Vec<(String, u64)> {
+    let (g, st, log) = (nat.gauges(), nat.stats(), nat.log());
+    [
+        ("nat.pool.addresses", nat.pool().len() as u64),
+        ("nat.pool.addresses_in_use", g.addresses_in_use as u64),
+        ("nat.pool.hosts", g.hosts as u64),
+        ("nat.blocks.in_use", g.blocks_in_use as u64),
+        ("nat.blocks.idle", g.blocks_idle as u64),
+        ("nat.blocks.total", g.blocks_total as u64),
+        ("nat.blocks.allocated", st.blocks_allocated),
+        ("nat.blocks.released", st.blocks_released),
+        ("nat.exhausted.addresses", st.addresses_exhausted),
+        ("nat.exhausted.ports", st.ports_exhausted),
+        ("nat.exhausted.host_quota", st.quota_exceeded),
+        ("nat.log.dropped", log.dropped()),
+        ("nat.log.alarms_suppressed", log.alarms_suppressed()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// `show stats`: every engine counter (drop reasons included, zeros too) and the gauges, as one flat
@@ -473,19 +572,19 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
         Event::FlowNew { id, orig, reply, origin } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.0, "proto": orig.proto.name(), "origin": origin,
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "origin": origin.name(),
                     "orig": key_json(orig), "reply": key_json(reply) }),
         ),
         Event::Nat64Flow { id, orig, inside6, remote6 } => (
             Some(orig.proto),
             vec![orig.src, orig.dst],
-            json!({ "id": id.0, "proto": orig.proto.name(), "orig": key_json(orig),
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "orig": key_json(orig),
                     "inside6": inside6.to_string(), "remote6": remote6.to_string() }),
         ),
         Event::FlowDestroy { id, orig, reply, why, packets, bytes } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
-            json!({ "id": id.0, "proto": orig.proto.name(), "why": why,
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "why": why.name(),
                     "orig": key_json(orig), "reply": key_json(reply),
                     "packets": { "orig": packets[0], "reply": packets[1] },
                     "bytes": { "orig": bytes[0], "reply": bytes[1] } }),
@@ -493,29 +592,31 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
         Event::Rewrite { control, kind, old, new, delta, inside, public_port } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "kind": kind, "old": old, "new": new, "delta": delta,
+            json!({ "control": control.slot(), "kind": kind, "old": old, "new": new, "delta": delta,
                     "inside": inside.to_string(), "public_port": public_port }),
         ),
         Event::PinholeCreate { control, public_port, peer, inside, kind } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(*peer, 0), Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "public_port": public_port, "peer": peer.to_string(),
+            json!({ "control": control.slot(), "public_port": public_port, "peer": peer.to_string(),
                     "inside": inside.to_string(), "kind": kind }),
         ),
         Event::PinholeUse { control, public_port, from, inside } => (
             Some(Proto::Tcp),
             vec![*inside, *from, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "public_port": public_port, "from": from.to_string(),
+            json!({ "control": control.slot(), "public_port": public_port, "from": from.to_string(),
                     "inside": inside.to_string() }),
         ),
         Event::PinholeExpire { control, public_port, inside } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": control.0, "public_port": public_port, "inside": inside.to_string() }),
+            json!({ "control": control.slot(), "public_port": public_port, "inside": inside.to_string() }),
         ),
-        Event::Refusal { control, reason, line } => {
-            (Some(Proto::Tcp), vec![], json!({ "control": control.0, "reason": reason.name(), "line": line }))
-        }
+        Event::Refusal { control, reason, line } => (
+            Some(Proto::Tcp),
+            vec![],
+            json!({ "control": control.slot(), "reason": reason.name(), "line": line }),
+        ),
     };
     // A refusal names no endpoint of its own: it passes an address/port filter only if unfiltered.
     if !filter.matches(proto, &eps) {
@@ -640,7 +741,7 @@ mod tests {
     #[test]
     fn events_render_and_filter() {
         let e = Event::PinholeCreate {
-            control: ConnId(4),
+            control: ConnId::new(4, 0),
             public_port: 40001,
             peer: Ipv4Addr::new(198, 51, 100, 2),
             inside: ep([10, 0, 0, 2], 40001),

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use super::link::{self, Decoded, LinkType};
 use super::{FrameLink, Output, ReplayError, ReplayOptions, Replayer, Summary};
 use crate::flow::Side;
 use crate::io::pcap::{CaptureError, CaptureReader, FrameInfo, PcapRecords, PcapWriter};
+use crate::wire::link::{self, Decoded, LinkType};
 
 /// The files of a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,12 +3,12 @@
 //!
 //! Owns: the replay loop ([`Replayer`]: link decoding, input normalisation, sides, peer emulation, capture
 //! time as the engine's clock, timers), the replay's own counters and the summary ([`Summary`], whose
-//! keys are a stable contract). Submodules: [`link`] (L2 framing), [`peer`] (peer emulation), `fixup`
+//! keys are a stable contract). Submodules: [`peer`] (peer emulation), `fixup`
 //! (input checksums, TSO lengths, IPv6 routing), `files` (the file driver [`run`]: reading, replaying
 //! and writing on three threads), [`cli`] (the `ftpnat replay` arguments). Must not: translate packets itself (the engine does), change engine
 //! state other than through its public calls, or read a clock.
 //!
-//! Per frame: decode the link layer; skip non-IP (counted); route IPv6 (hop limit − 1) to the other
+//! Per frame: decode the link layer ([`crate::wire::link`]); skip non-IP (counted); route IPv6 (hop limit − 1) to the other
 //! side; for IPv4 repair the input (unless trusted), pick the side by source address, emulate the peer
 //! for WAN-side packets, hand it to [`Engine::handle_packet`] with the frame's timestamp, write what it
 //! forwards and what [`Engine::poll_transmit`] releases. Before each frame, timers that came due in
@@ -17,7 +17,6 @@
 pub mod cli;
 mod files;
 mod fixup;
-pub mod link;
 pub mod peer;
 
 pub use files::{run, write_summary, ReplayFiles};
@@ -33,7 +32,7 @@ use crate::flow::Side;
 use crate::io::pcap::CaptureError;
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::time::Instant;
-use link::{Decoded, LinkError, LinkType, L3};
+use crate::wire::link::{self, Decoded, LinkError, LinkType, L3};
 
 /// How long the capture's clock runs on after its last frame, so held fragments and held ALG bytes are
 /// settled (released or counted) before the summary is taken: above the engine's fragment wait (2 s)

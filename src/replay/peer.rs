@@ -94,11 +94,11 @@ pub fn emulate(engine: &Engine, pkt: &mut [u8]) -> Emulated {
     if let Some(f) =
         cfg.forwards.iter().find(|f| f.proto == proto && f.inside_addr == dst && f.inside_port == ports.1)
     {
-        set_dst_endpoint(pkt, proto, Endpoint::new(public, f.public_port), fragmented);
+        set_dst_endpoint(pkt, proto, Endpoint::new(cfg.forward_addr(f), f.public_port), fragmented);
         return Emulated::Forward;
     }
-    if let Some(port) = engine.nat().lookup(proto, inside) {
-        set_dst_endpoint(pkt, proto, Endpoint::new(public, port), fragmented);
+    if let Some(public) = engine.nat().lookup(proto, inside) {
+        set_dst_endpoint(pkt, proto, public.endpoint(), fragmented);
         return Emulated::Mapping;
     }
     set_dst(pkt, public);
@@ -316,25 +316,28 @@ mod tests {
         let mut partial = tcp(OUT, 21, IN, 40000, 1011, 100 + 9, 0x10, b"");
         emulate(&e, &mut partial);
         assert_eq!(e.handle_packet(t, Side::Outside, &mut partial), Verdict::Forward(Side::Inside));
-        assert_eq!(Ipv4Packet::new_checked(&partial[..]).unwrap().tcp().unwrap().ack_number(), SeqNum(109));
+        assert_eq!(
+            Ipv4Packet::new_checked(&partial[..]).unwrap().tcp().unwrap().ack_number(),
+            SeqNum::new(109)
+        );
         // The server acknowledges the line as it saw it (grown); the recording acknowledges 100+len.
         let mut ack = tcp(OUT, 21, IN, 40000, 1011, 100 + line.len() as u32, 0x10, b"");
         emulate(&e, &mut ack);
         let ip = Ipv4Packet::new_checked(&ack[..]).unwrap();
-        assert_eq!(ip.tcp().unwrap().ack_number(), SeqNum(100 + grown as u32));
+        assert_eq!(ip.tcp().unwrap().ack_number(), SeqNum::new(100 + grown as u32));
         assert!(all_checksums_right(&ack));
         assert_eq!(e.handle_packet(t, Side::Outside, &mut ack), Verdict::Forward(Side::Inside));
         // ... and the inside host gets its own number back.
         assert_eq!(
             Ipv4Packet::new_checked(&ack[..]).unwrap().tcp().unwrap().ack_number(),
-            SeqNum(100 + line.len() as u32)
+            SeqNum::new(100 + line.len() as u32)
         );
         // The server's data connection to the announced endpoint goes to the endpoint the line names.
         let mut data_syn = tcp(OUT, 20, IN, 1025, 5000, 0, 0x02, b"");
         assert_eq!(emulate(&e, &mut data_syn), Emulated::Mapping);
         let (addr, port) = dst_of(&data_syn);
         assert_eq!(addr, PUB);
-        assert_eq!(Some(port), e.nat().lookup(Proto::Tcp, Endpoint::new(IN, 1025)));
+        assert_eq!(Some(port), e.nat().lookup(Proto::Tcp, Endpoint::new(IN, 1025)).map(|p| p.port()));
         assert_eq!(e.handle_packet(t, Side::Outside, &mut data_syn), Verdict::Forward(Side::Inside));
         assert_eq!(dst_of(&data_syn), (IN, 1025));
     }

@@ -99,6 +99,16 @@ impl Origin {
         }
     }
 
+    /// Stable lowercase name of the kind, as `show flows`, logs and `ftpnat events` print it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Origin::Outbound => "outbound",
+            Origin::Forward => "forward",
+            Origin::Hairpin => "hairpin",
+            Origin::Pinhole { .. } => "pinhole",
+        }
+    }
+
     /// The direction whose sender is the inside endpoint the connection belongs to: the opener of an
     /// outbound or hairpin connection, the answering server of a forwarded or pinholed one.
     const fn inside_dir(self) -> Dir {
@@ -134,8 +144,11 @@ pub struct Conn {
     state: u64,
     /// `last_seen - created`.
     last_seen: Span,
-    /// The control connection of a pinholed connection (`Origin::Pinhole`); 0 otherwise.
-    control: u32,
+    /// The control connection of a pinholed connection (`Origin::Pinhole`); slot 0 generation 0
+    /// otherwise. With its generation: the control connection may end and its slot be reused first.
+    control: ConnId,
+    /// The generation of this connection's handle ([`ConnId::generation`]), given by the table.
+    pub(super) generation: u32,
     /// Marks this connection's live entry in the table's expiry queue (the low 32 bits of its
     /// deadline in µs); written by the table only.
     pub(super) queued: u32,
@@ -144,11 +157,12 @@ pub struct Conn {
     window: TcpWindow,
 }
 
-// The memory budget (issue 7, then issue 11's window tracking: 88 B + 24 B for `TcpWindow`). A regression
-// shows at compile time, not in a benchmark.
+// The memory budget (issue 7, then issue 11's window tracking: 88 B + 24 B for `TcpWindow`, then issue 13's
+// generational handles: the own generation and the control connection's, 4 B each). A regression shows at
+// compile time, not in a benchmark.
 const _: () = assert!(size_of::<TcpWindow>() <= 24);
-const _: () = assert!(size_of::<Conn>() <= 112);
-const _: () = assert!(size_of::<Option<Conn>>() <= 112);
+const _: () = assert!(size_of::<Conn>() <= 120);
+const _: () = assert!(size_of::<Option<Conn>>() <= 120);
 
 impl Conn {
     /// A connection whose `orig` key opened it and whose answers will come as `reply`. The devices each
@@ -156,8 +170,8 @@ impl Conn {
     /// all follow from `origin` and the keys.
     pub fn new(orig: FlowKey, reply: FlowKey, origin: Origin, now: Instant) -> Conn {
         let control = match origin {
-            Origin::Pinhole { control } => control.0,
-            _ => 0,
+            Origin::Pinhole { control } => control,
+            _ => ConnId::new(0, 0),
         };
         let created = now.as_micros().min(bits::CREATED_MAX);
         Conn {
@@ -169,6 +183,7 @@ impl Conn {
                 | u64::from(TcpState::SynSent.bits()),
             last_seen: Span::ZERO,
             control,
+            generation: 0,
             queued: 0,
             counts: Counts::default(),
             window: TcpWindow::default(),
@@ -198,7 +213,7 @@ impl Conn {
             0 => Origin::Outbound,
             1 => Origin::Forward,
             2 => Origin::Hairpin,
-            _ => Origin::Pinhole { control: ConnId(self.control) },
+            _ => Origin::Pinhole { control: self.control },
         }
     }
 
@@ -215,7 +230,7 @@ impl Conn {
             Origin::Outbound.sides(),
             Origin::Forward.sides(),
             Origin::Hairpin.sides(),
-            Origin::Pinhole { control: ConnId(0) }.sides(),
+            Origin::Pinhole { control: ConnId::new(0, 0) }.sides(),
         ];
         SIDES[self.kind()][d.index()]
     }
@@ -525,7 +540,7 @@ mod tests {
         assert_eq!((c.mapping(), c.host()), (Some(ep(LAN, 7)), LAN));
         assert_eq!([c.side(Dir::Original), c.side(Dir::Reply)], [Side::Inside, Side::Inside]);
         // Pinhole: the inside end of the data connection holds the pinhole's mapping.
-        let pin = Origin::Pinhole { control: ConnId(42) };
+        let pin = Origin::Pinhole { control: ConnId::new(42, 7) };
         let c = Conn::new(
             k(ep(REMOTE, 20), ep(PUBLIC, 50000)),
             k(ep(LAN, 40000), ep(REMOTE, 20)),
@@ -542,12 +557,13 @@ mod tests {
     fn state_bits_do_not_disturb_each_other() {
         let k = FlowKey::new(Proto::Tcp, ep(LAN, 1), ep(REMOTE, 2));
         let t0 = Instant::from_secs(1_700_000_000); // a pcap-like Unix time
-        let mut c = Conn::new(k, k.reversed(), Origin::Pinhole { control: ConnId(u32::MAX) }, t0);
+        let mut c =
+            Conn::new(k, k.reversed(), Origin::Pinhole { control: ConnId::new(u32::MAX, u32::MAX) }, t0);
         c.mark_established();
         c.state &= !bits::REPLIED;
         let fin = |seq, ack| TcpSeg {
-            seq: SeqNum(seq),
-            ack: Some(SeqNum(ack)),
+            seq: SeqNum::new(seq),
+            ack: Some(SeqNum::new(ack)),
             len: 1,
             win: 1000,
             syn: false,
@@ -560,7 +576,7 @@ mod tests {
         c.seen(Dir::Reply, 40, t0 + Duration::from_micros(3));
         c.track_tcp(Dir::Reply, &fin(50, 11));
         assert_eq!((c.tcp(), c.replied()), (TcpState::Closed, true));
-        assert_eq!(c.origin(), Origin::Pinhole { control: ConnId(u32::MAX) });
+        assert_eq!(c.origin(), Origin::Pinhole { control: ConnId::new(u32::MAX, u32::MAX) });
         assert_eq!((c.created(), c.last_seen()), (t0, t0 + Duration::from_micros(3)));
     }
 

@@ -6,10 +6,14 @@
 //! packets, allocate ports (it only remembers which mapping a connection holds), or know about FTP
 //! beyond storing the ALG state the engine attaches.
 //!
-//! Memory per flow (issue 7 budget 128 B, `examples/flow_memory.rs`): the 112-byte [`Conn`] (88 B
-//! before issue 11 added the 24-byte [`TcpWindow`]) in chunks (spare: one chunk), two 4-byte index
-//! entries at hashbrown's load (11-23 B, 21 at 1 M flows), one 12-byte expiry entry in a queue grown
-//! by eighths: 145.4 B at 1 M flows (121.4 B before the window state), over the budget.
+//! Memory per flow (issue 7 budget 128 B, `examples/flow_memory.rs`): the 120-byte [`Conn`] (88 B
+//! before issue 11 added the 24-byte [`TcpWindow`], 112 B before issue 13's generational handles) in
+//! chunks (spare: one chunk), two 4-byte index entries at hashbrown's load (11-23 B, 21 at 1 M flows),
+//! one 12-byte expiry entry in a queue grown by eighths: 154.0 B at 1 M flows (145.4 B before the
+//! generations, 121.4 B before the window state), over the budget.
+//!
+//! Handles are generational ([`ConnId`]: slot + generation): a handle kept past its connection's end
+//! never finds the slot's next occupant.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -54,6 +58,10 @@ pub struct Table {
     max: usize,
     max_per_host: usize,
     len: usize,
+    /// The generation the next inserted connection gets: one counter for the whole table (a slot's
+    /// generation cannot live in the slot while it is empty), so a slot's next occupant always differs
+    /// from its last unless 2^32 connections were inserted in between.
+    next_generation: u32,
 }
 
 impl Table {
@@ -71,6 +79,7 @@ impl Table {
             max,
             max_per_host,
             len: 0,
+            next_generation: 0,
         }
     }
 
@@ -99,25 +108,28 @@ impl Table {
     /// Finds the connection a packet with `key` belongs to, and the direction it travels.
     pub fn lookup(&self, key: &FlowKey) -> Option<(ConnId, Dir)> {
         let slots = &self.slots;
-        self.index.find(self.hasher.hash_one(key), |&r| key_of(slots, r) == Some(key)).map(|&r| unref(r))
+        let r = *self.index.find(self.hasher.hash_one(key), |&r| key_of(slots, r) == Some(key))?;
+        let (slot, d) = unref(r);
+        Some((ConnId::new(slot, slots.get(slot)?.generation), d))
     }
 
+    /// The connection `id` names; `None` once it was removed, even if its slot holds another.
     pub fn get(&self, id: ConnId) -> Option<&Conn> {
-        self.slots.get(id.0)
+        self.slots.get(id.slot()).filter(|c| c.generation == id.generation())
     }
     pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.slots.get_mut(id.0)
+        self.slots.get_mut(id.slot()).filter(|c| c.generation == id.generation())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, &Conn)> {
-        self.slots.iter().map(|(i, c)| (ConnId(i), c))
+        self.slots.iter().map(|(i, c)| (ConnId::new(i, c.generation), c))
     }
 
-    /// Every id from `start` on in table order with its connection, if the slot holds one: a
-    /// connection keeps its id while it lives, so a listing taken in slices (`ftpnat show flows`)
-    /// resumes at the id after the last one it saw, and can bound its work by slots visited.
-    pub fn slots_from(&self, start: ConnId) -> impl Iterator<Item = (ConnId, Option<&Conn>)> {
-        self.slots.slots_from(start.0).map(|(i, c)| (ConnId(i), c))
+    /// Every slot from `start` on in table order with its connection, if the slot holds one: a
+    /// connection keeps its slot while it lives, so a listing taken in slices (`ftpnat show flows`)
+    /// resumes at the slot after the last one it saw, and can bound its work by slots visited.
+    pub fn slots_from(&self, start: u32) -> impl Iterator<Item = (u32, Option<(ConnId, &Conn)>)> {
+        self.slots.slots_from(start).map(|(i, c)| (i, c.map(|c| (ConnId::new(i, c.generation), c))))
     }
 
     /// True if both keys are unused (a new connection would not shadow an existing one).
@@ -146,6 +158,9 @@ impl Table {
             None => self.slots.grow(),
         };
         let keys = *conn.keys();
+        let generation = self.next_generation;
+        self.next_generation = generation.wrapping_add(1);
+        conn.generation = generation;
         *self.per_host.entry(conn.host()).or_default() += 1;
         conn.queued = Due::marker(conn.expires());
         queue(&mut self.timers, Due::new(conn.expires(), id));
@@ -154,7 +169,7 @@ impl Table {
         self.index_insert(&keys[0], slot_ref(id, Dir::Original));
         self.index_insert(&keys[1], slot_ref(id, Dir::Reply));
         self.len += 1;
-        ConnId(id)
+        ConnId::new(id, generation)
     }
 
     /// Sets a connection's expiry. A later time is picked up lazily when the old deadline comes up; an
@@ -169,11 +184,13 @@ impl Table {
     /// a connection (then `f` does not run).
     #[inline]
     pub fn update(&mut self, id: ConnId, f: impl FnOnce(&mut Conn) -> Instant) -> bool {
-        let Some(conn) = self.slots.get_mut(id.0) else { return false };
+        let Some(conn) = self.slots.get_mut(id.slot()).filter(|c| c.generation == id.generation()) else {
+            return false;
+        };
         let at = f(conn);
         if at < conn.expires() {
             conn.queued = Due::marker(at);
-            queue(&mut self.timers, Due::new(at, id.0));
+            queue(&mut self.timers, Due::new(at, id.slot()));
         }
         conn.set_expires(at);
         true
@@ -182,15 +199,16 @@ impl Table {
     /// Removes a connection and returns it (its mapping reference and ALG state are the caller's to
     /// release).
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
-        let keys = *self.slots.get(id.0)?.keys();
+        let keys = *self.get(id)?.keys();
         // Index entries go while the slot still holds the keys they are compared by.
         for d in [Dir::Original, Dir::Reply] {
             let key = keys[d.index()];
-            if let Ok(e) = self.index.find_entry(self.hasher.hash_one(key), |&r| r == slot_ref(id.0, d)) {
+            if let Ok(e) = self.index.find_entry(self.hasher.hash_one(key), |&r| r == slot_ref(id.slot(), d))
+            {
                 e.remove();
             }
         }
-        let conn = self.slots.take(id.0)?;
+        let conn = self.slots.take(id.slot())?;
         let h = conn.host();
         if let Some(n) = self.per_host.get_mut(&h) {
             *n -= 1;
@@ -198,7 +216,7 @@ impl Table {
                 self.per_host.remove(&h);
             }
         }
-        self.free.push(id.0);
+        self.free.push(id.slot());
         self.len -= 1;
         Some(conn)
     }
@@ -227,7 +245,7 @@ impl Table {
                 queue(&mut self.timers, Due::new(conn.expires(), id));
                 continue;
             }
-            return Some(ConnId(id));
+            return Some(ConnId::new(id, conn.generation));
         }
         None
     }
@@ -296,15 +314,16 @@ fn slot_ref(id: u32, d: Dir) -> u32 {
     (id << 1) | d.index() as u32
 }
 
-fn unref(r: u32) -> (ConnId, Dir) {
-    (ConnId(r >> 1), if r & 1 == 0 { Dir::Original } else { Dir::Reply })
+/// The slot and direction of an index entry.
+fn unref(r: u32) -> (u32, Dir) {
+    (r >> 1, if r & 1 == 0 { Dir::Original } else { Dir::Reply })
 }
 
 /// The key an index entry stands for (`None` only for an entry whose slot is empty, which the table
 /// never leaves behind).
 fn key_of(slots: &Slab, r: u32) -> Option<&FlowKey> {
-    let (id, d) = unref(r);
-    slots.get(id.0).map(|c| &c.keys()[d.index()])
+    let (slot, d) = unref(r);
+    slots.get(slot).map(|c| &c.keys()[d.index()])
 }
 
 #[cfg(test)]
@@ -374,10 +393,43 @@ mod tests {
         let mut c = conn(2, Instant::ZERO, 10);
         c.set_expires(Instant::from_secs(10) + Duration::from_micros(1 << 32));
         let new = t.insert(c);
-        assert_eq!(new, old, "slot reused");
+        assert_eq!(new.slot(), old.slot(), "slot reused");
         assert_eq!(t.pop_expired(Instant::from_secs(10)), None);
         assert_eq!(t.pop_expired(Instant::from_secs(4304)), None);
         assert_eq!(t.pop_expired(Instant::from_secs(4305)), Some(new));
+    }
+
+    /// A data connection names its control connection; the control connection ends and a new
+    /// connection takes its slot (the free list hands the last freed slot out first). The data
+    /// connection's handle must find nothing, not the newcomer: its views, events and the ALG would
+    /// otherwise speak of an unrelated connection.
+    #[test]
+    fn a_handle_to_a_removed_connection_never_finds_the_slots_next_occupant() {
+        let mut t = Table::new(10, 10);
+        let control = t.insert(conn(21, Instant::ZERO, 60));
+        let k = key(40000);
+        let mut d = Conn::new(k, k.reversed(), Origin::Pinhole { control }, Instant::ZERO);
+        d.set_expires(Instant::from_secs(60));
+        let data = t.insert(d);
+        assert!(t.remove(control).is_some());
+        let stranger = t.insert(conn(53, Instant::ZERO, 60));
+        assert_eq!(stranger.slot(), control.slot(), "the slot is reused");
+        assert_ne!(stranger, control);
+        let Origin::Pinhole { control: named } = t.get(data).unwrap().origin() else { panic!("a pinhole") };
+        assert_eq!(named, control);
+        assert!(t.get(named).is_none(), "the data connection's control is gone, not the stranger");
+        assert!(t.get_mut(named).is_none());
+        assert!(!t.update(named, |c| c.expires()), "no refresh reaches the stranger");
+        assert!(t.remove(named).is_none(), "nor a removal");
+        assert_eq!(t.get(stranger).map(|c| c.key(Dir::Original).src.port), Some(53));
+        // Every other way of naming the stranger agrees on its generation.
+        let k53 = t.get(stranger).unwrap().key(Dir::Original);
+        assert_eq!(t.lookup(&k53), Some((stranger, Dir::Original)));
+        assert!(t.iter().any(|(id, _)| id == stranger));
+        let listed: Vec<ConnId> = t.slots_from(0).filter_map(|(_, c)| Some(c?.0)).collect();
+        assert!(listed.contains(&stranger) && listed.contains(&data) && !listed.contains(&control));
+        t.set_expiry(stranger, Instant::from_secs(1));
+        assert_eq!(t.pop_expired(Instant::from_secs(1)), Some(stranger));
     }
 
     #[test]
@@ -450,8 +502,8 @@ mod tests {
             Instant::ZERO,
         );
         let seg = |seq: u32, ack: Option<u32>, syn: bool, fin: bool, rst: bool| TcpSeg {
-            seq: SeqNum(seq),
-            ack: ack.map(SeqNum),
+            seq: SeqNum::new(seq),
+            ack: ack.map(SeqNum::new),
             len: u32::from(syn) + u32::from(fin),
             win: 1000,
             syn,

@@ -460,8 +460,8 @@ impl core::fmt::Debug for TcpWindow {
         let side = |i: usize| {
             format!(
                 "end={:?} ack={:?} win={} scale={}",
-                self.has(i, meta::SEEN).then_some(self.end[i].0),
-                self.has(i, meta::ACKED).then_some(self.ack[i].0),
+                self.has(i, meta::SEEN).then_some(self.end[i].get()),
+                self.has(i, meta::ACKED).then_some(self.ack[i].get()),
                 self.win[i].get(),
                 self.meta[i] & meta::SCALE
             )
@@ -484,8 +484,8 @@ mod tests {
 
     fn seg(seq: u32, ack: Option<u32>, len: u32, win: u16) -> TcpSeg {
         TcpSeg {
-            seq: SeqNum(seq),
-            ack: ack.map(SeqNum),
+            seq: SeqNum::new(seq),
+            ack: ack.map(SeqNum::new),
             len,
             win,
             syn: false,
@@ -545,7 +545,7 @@ mod tests {
     fn data_in_the_window_is_accepted_and_moves_end() {
         let mut w = established();
         assert_eq!(w.track(O, &seg(1001, Some(5001), 1400, 502)), Window::Accept);
-        assert_eq!(w.end(O), Some(SeqNum(2401)));
+        assert_eq!(w.end(O), Some(SeqNum::new(2401)));
         // A retransmission of it, and of older data within a window: still accepted.
         assert_eq!(w.track(O, &seg(1001, Some(5001), 1400, 502)), Window::Accept);
         // A keepalive (RFC 9293 §3.8.4: one below SND.NXT).
@@ -578,7 +578,7 @@ mod tests {
         assert_eq!(w.check(O, &seg(1001, Some(5001 + 64_257), 0, 502)), Window::Beyond(Why::AckAbove));
         // Acknowledging bytes the gateway never saw but the server may have sent: accepted, learned.
         assert_eq!(w.track(O, &seg(1001, Some(5001 + 1000), 0, 502)), Window::Accept);
-        assert_eq!(w.end(R), Some(SeqNum(6001)));
+        assert_eq!(w.end(R), Some(SeqNum::new(6001)));
         // An ACK older than the slack (66000) behind what the server sent: ignored.
         w.track(R, &seg(6001, Some(1001), 200_000, 256));
         assert_eq!(w.check(O, &seg(1001, Some(6001), 0, 502)), Window::Behind(Why::AckBelow));
@@ -724,7 +724,7 @@ mod tests {
             };
             let mut fast = w;
             let mut general = w;
-            if let Some(v) = fast.track_established(d, Plain { seq: SeqNum(seq), ack: SeqNum(ack), len, win }) {
+            if let Some(v) = fast.track_established(d, Plain { seq: SeqNum::new(seq), ack: SeqNum::new(ack), len, win }) {
                 let s = seg(seq, Some(ack), len, win);
                 let v2 = general.check(d, &s);
                 if v2 == Window::Accept {

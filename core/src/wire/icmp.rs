@@ -2,7 +2,8 @@
 //! quotes.
 //!
 //! Owns: the ICMP header, the quoted IPv4 header + first transport bytes inside an error, and the checksums
-//! of both. Must not: decide the translation (the NAT passes addresses and ports in), or touch the outer
+//! of both; the ICMP view of an IPv4 datagram ([`Ipv4Packet::icmp`], defined here so that `ipv4` needs
+//! nothing of this module). Must not: decide the translation (the NAT passes addresses and ports in), or touch the outer
 //! IPv4 header except in [`build_error`], which creates one.
 //!
 //! Quoted datagrams are normally truncated (RFC 792 quotes the header + 64 bits; RFC 1812 §4.3.2.3 allows up
@@ -111,6 +112,21 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     }
     pub fn verify_checksum(&self) -> bool {
         checksum::checksum(self.buf.as_ref()) == 0
+    }
+}
+
+/// The ICMP view of an IPv4 datagram's payload, beside its TCP and UDP views (defined here so that
+/// `ipv4` needs nothing of `icmp`: an ICMP error quotes IPv4, so this module builds on that one).
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Err for a non-first fragment or a message shorter than the ICMP header.
+    pub fn icmp(&self) -> Result<IcmpPacket<&[u8]>, WireError> {
+        IcmpPacket::new_checked(self.transport()?)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    pub fn icmp_mut(&mut self) -> Result<IcmpPacket<&mut [u8]>, WireError> {
+        IcmpPacket::new_checked(self.transport_mut()?)
     }
 }
 
@@ -329,6 +345,25 @@ pub fn quoted_set_dst(payload: &mut [u8], addr: Ipv4Addr, port: Option<u16>) {
     quoted_set(payload, false, addr, port);
 }
 
+/// The identifier of a quoted ICMP query (echo: RFC 792), read at its fixed place behind the quoted IPv4
+/// header whatever the quoted type says; `None` when the quote does not reach it.
+pub fn quoted_echo_ident(payload: &[u8]) -> Option<u16> {
+    let (hl, _, _) = quoted_header(payload).ok()?;
+    get_u16(payload, hl + field::ECHO_IDENT)
+}
+
+/// Sets the identifier of a quoted ICMP echo and keeps the quoted ICMP checksum right (RFC 5508 §4.2),
+/// when both are within the quote. Call inside [`IcmpPacket::edit_payload`].
+pub fn quoted_set_echo_ident(payload: &mut [u8], ident: u16) {
+    let hl = payload.first().map_or(0, |b| ((b & 0x0f) as usize) * 4);
+    let Some(h) = payload.get_mut(hl..hl + field::ECHO_IDENT + 2) else { return };
+    let old = u16::from_be_bytes([h[field::ECHO_IDENT], h[field::ECHO_IDENT + 1]]);
+    let csum = u16::from_be_bytes([h[field::CHECKSUM], h[field::CHECKSUM + 1]]);
+    let new_csum = checksum::update_u16(csum, old, ident);
+    h[field::CHECKSUM..field::CHECKSUM + 2].copy_from_slice(&new_csum.to_be_bytes());
+    h[field::ECHO_IDENT..field::ECHO_IDENT + 2].copy_from_slice(&ident.to_be_bytes());
+}
+
 /// Offset of the quoted TCP sequence number, if the quote is a first-fragment TCP segment that includes it.
 fn quoted_seq_at(payload: &[u8]) -> Option<usize> {
     let (hl, proto, frag_offset) = quoted_header(payload).ok()?;
@@ -337,7 +372,7 @@ fn quoted_seq_at(payload: &[u8]) -> Option<usize> {
 
 /// The quoted TCP sequence number (RFC 792 quotes 64 bits of transport header, which include it).
 pub fn quoted_tcp_seq(payload: &[u8]) -> Option<SeqNum> {
-    quoted_seq_at(payload).and_then(|at| get_u32(payload, at)).map(SeqNum)
+    quoted_seq_at(payload).and_then(|at| get_u32(payload, at)).map(SeqNum::new)
 }
 
 /// Sets the quoted TCP sequence number, updating the quoted TCP checksum if it is within the quote.
@@ -345,10 +380,10 @@ pub fn quoted_tcp_seq(payload: &[u8]) -> Option<SeqNum> {
 pub fn quoted_set_tcp_seq(payload: &mut [u8], seq: SeqNum) -> bool {
     let Some(at) = quoted_seq_at(payload) else { return false };
     let Some(old) = get_u32(payload, at) else { return false };
-    put_u32(payload, at, seq.0);
+    put_u32(payload, at, seq.get());
     let csum_at = at - 4 + 16;
     if let Some(c) = get_u16(payload, csum_at) {
-        put_u16(payload, csum_at, checksum::update_u32(c, old, seq.0));
+        put_u16(payload, csum_at, checksum::update_u32(c, old, seq.get()));
     }
     true
 }
@@ -459,9 +494,9 @@ mod tests {
         let mut full = syn.clone();
         let mut short = syn[..28].to_vec();
         for q in [&mut full[..], &mut short[..]] {
-            assert_eq!(quoted_tcp_seq(q), Some(SeqNum(0x1234_5678)));
+            assert_eq!(quoted_tcp_seq(q), Some(SeqNum::new(0x1234_5678)));
             quoted_set_dst(q, Ipv4Addr::new(10, 9, 8, 7), Some(2100));
-            assert!(quoted_set_tcp_seq(q, SeqNum(42)));
+            assert!(quoted_set_tcp_seq(q, SeqNum::new(42)));
             quoted_set_src(q, Ipv4Addr::new(1, 1, 1, 1), None);
         }
         let p = Ipv4Packet::new_checked(&full[..]).unwrap();
@@ -469,7 +504,7 @@ mod tests {
         assert_eq!(p.tcp().unwrap().dst_port(), 2100);
         assert_eq!(&full[..28], &short[..]);
         assert_eq!(quoted_tcp_seq(&short[..27]), None);
-        assert!(!quoted_set_tcp_seq(&mut short[..27], SeqNum(1)));
+        assert!(!quoted_set_tcp_seq(&mut short[..27], SeqNum::new(1)));
         let q = parse_quoted(&short[..22]).unwrap();
         assert_eq!((q.src_port, q.dst_port), (Some(50000), None));
     }
@@ -514,6 +549,20 @@ mod tests {
         assert_eq!(e.len(), 28 + 34);
     }
 
+    #[test]
+    fn a_quoted_echo_ident_is_read_and_set_with_its_checksum() {
+        let mut q = ECHO.to_vec();
+        assert_eq!(quoted_echo_ident(&q), Some(0x1234));
+        quoted_set_echo_ident(&mut q, 0xbeef);
+        assert_eq!(quoted_echo_ident(&q), Some(0xbeef));
+        assert!(IcmpPacket::new_checked(&q[20..]).unwrap().verify_checksum());
+        // A quote that stops before the ident: nothing to read, nothing written.
+        let mut short = ECHO[..25].to_vec();
+        assert_eq!(quoted_echo_ident(&short), None);
+        quoted_set_echo_ident(&mut short, 7);
+        assert_eq!(short, ECHO[..25]);
+    }
+
     proptest! {
         #[test]
         fn no_panic(mut b in proptest::collection::vec(any::<u8>(), 0..80), a in any::<u32>(), p in any::<u16>()) {
@@ -525,7 +574,7 @@ mod tests {
             let _ = quoted_tcp_seq(&b);
             quoted_set_src(&mut b, Ipv4Addr::from(a), Some(p));
             quoted_set_dst(&mut b, Ipv4Addr::from(a), Some(p));
-            quoted_set_tcp_seq(&mut b, SeqNum(a));
+            quoted_set_tcp_seq(&mut b, SeqNum::new(a));
             let _ = build_error(Ipv4Addr::from(a), Ipv4Addr::from(a), 3, 3, a, &b);
             if let Ok(mut i) = IcmpPacket::new_checked(&mut b[..]) {
                 i.set_echo_ident(p);

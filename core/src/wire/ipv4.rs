@@ -12,10 +12,14 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::icmp::IcmpPacket;
 use super::tcp::TcpSegment;
 use super::udp::{update_udp_checksum, UdpDatagram};
 use super::{get_u16, get_u32, put_u16, WireError, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+
+/// The ICMP header's length and checksum offset (RFC 792), for the transport checksums this view keeps:
+/// the ICMP view (`wire::icmp`) builds on this one, not the reverse.
+const ICMP_HEADER_LEN: usize = 8;
+const ICMP_CHECKSUM_AT: usize = 2;
 
 mod field {
     pub(super) const VER_IHL: usize = 0;
@@ -189,13 +193,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         match self.protocol() {
             IPPROTO_TCP => self.tcp().is_ok_and(|t| t.verify_checksum(src, dst)),
             IPPROTO_UDP => self.udp().is_ok_and(|u| u.verify_checksum(src, dst)),
-            IPPROTO_ICMP => self.icmp().is_ok_and(|i| i.verify_checksum()),
+            IPPROTO_ICMP => {
+                self.transport().is_ok_and(|b| b.len() >= ICMP_HEADER_LEN && checksum::checksum(b) == 0)
+            }
             _ => false,
         }
     }
 
     /// A non-first fragment carries no transport header: those are refused with `Truncated`.
-    fn transport(&self) -> Result<&[u8], WireError> {
+    pub(super) fn transport(&self) -> Result<&[u8], WireError> {
         if self.frag_offset() != 0 {
             return Err(WireError::Truncated);
         }
@@ -207,9 +213,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
     pub fn udp(&self) -> Result<UdpDatagram<&[u8]>, WireError> {
         UdpDatagram::new_checked(self.transport()?)
-    }
-    pub fn icmp(&self) -> Result<IcmpPacket<&[u8]>, WireError> {
-        IcmpPacket::new_checked(self.transport()?)
     }
 }
 
@@ -359,15 +362,47 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
                 }
             }
             IPPROTO_ICMP => {
-                if let Ok(mut i) = self.icmp_mut() {
-                    i.fill_checksum();
+                // RFC 792: the ICMP checksum covers the ICMP message alone (no pseudo-header).
+                if let Ok(b) = self.transport_mut() {
+                    if b.len() >= ICMP_HEADER_LEN {
+                        b[ICMP_CHECKSUM_AT..ICMP_CHECKSUM_AT + 2].fill(0);
+                        let c = checksum::checksum(b);
+                        b[ICMP_CHECKSUM_AT..ICMP_CHECKSUM_AT + 2].copy_from_slice(&c.to_be_bytes());
+                    }
                 }
             }
             _ => {}
         }
     }
 
-    fn transport_mut(&mut self) -> Result<&mut [u8], WireError> {
+    /// Sets the TCP or UDP ports of a first fragment (offset 0, more fragments follow), where the
+    /// transport views refuse: their length fields speak of the whole datagram. `None` leaves a port as it
+    /// is. The transport checksum covers the whole datagram, so its incremental update stays right; a UDP
+    /// checksum of 0 (none computed, RFC 768) stays 0 and a computed 0 is sent as 0xFFFF. Does nothing for
+    /// other protocols or when the checksum field is not in the buffer.
+    pub fn set_first_fragment_ports(&mut self, src: Option<u16>, dst: Option<u16>) {
+        let proto = self.protocol();
+        let csum_at = match proto {
+            IPPROTO_TCP => super::tcp::CHECKSUM_AT,
+            IPPROTO_UDP => super::udp::CHECKSUM_AT,
+            _ => return,
+        };
+        let p = self.payload_mut();
+        let Some(mut csum) = get_u16(p, csum_at) else { return };
+        let zero_udp = proto == IPPROTO_UDP && csum == 0;
+        for (at, new) in [(0usize, src), (2, dst)] {
+            let (Some(new), Some(old)) = (new, get_u16(p, at)) else { continue };
+            if old != new {
+                csum = checksum::update_u16(csum, old, new);
+                put_u16(p, at, new);
+            }
+        }
+        if !zero_udp {
+            put_u16(p, csum_at, if proto == IPPROTO_UDP && csum == 0 { 0xffff } else { csum });
+        }
+    }
+
+    pub(super) fn transport_mut(&mut self) -> Result<&mut [u8], WireError> {
         if self.frag_offset() != 0 {
             return Err(WireError::Truncated);
         }
@@ -380,9 +415,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
     pub fn udp_mut(&mut self) -> Result<UdpDatagram<&mut [u8]>, WireError> {
         UdpDatagram::new_checked(self.transport_mut()?)
-    }
-    pub fn icmp_mut(&mut self) -> Result<IcmpPacket<&mut [u8]>, WireError> {
-        IcmpPacket::new_checked(self.transport_mut()?)
     }
 }
 
@@ -633,6 +665,78 @@ pub(crate) mod tests {
         assert_eq!(fragment(&b, 2000).unwrap(), vec![b.clone()]);
     }
 
+    /// A datagram of `proto` (TCP or UDP) 192.168.1.10:50000 -> 93.184.216.34:21 with `payload`, every
+    /// checksum filled; `udp_csum_zero` leaves the UDP checksum unused (RFC 768).
+    fn datagram(proto: u8, payload: &[u8], udp_csum_zero: bool) -> Vec<u8> {
+        let mut b = syn();
+        b.truncate(20);
+        b[9] = proto;
+        let hdr: &[u8] = if proto == IPPROTO_TCP {
+            &SYN[20..40]
+        } else {
+            &[0xc3, 0x50, 0x00, 0x15, 0x00, 0x00, 0x00, 0x00]
+        };
+        b.extend_from_slice(hdr);
+        if proto == IPPROTO_TCP {
+            b[20 + 12] = 0x50; // a 20-byte header
+        }
+        b.extend_from_slice(payload);
+        let n = b.len();
+        if proto == IPPROTO_UDP {
+            b[24..26].copy_from_slice(&((n - 20) as u16).to_be_bytes());
+            if !udp_csum_zero {
+                // Any non-zero value: a checksum to fill (0 would mean "none", RFC 768).
+                b[26] = 1;
+            }
+        }
+        let mut p = Ipv4Packet::new_unchecked(&mut b[..]);
+        p.set_total_len(n);
+        p.fill_header_checksum();
+        if !udp_csum_zero {
+            p.fill_transport_checksum();
+        }
+        b
+    }
+
+    #[test]
+    fn first_fragment_ports_keep_the_whole_datagrams_checksum() {
+        let payload: Vec<u8> = (0..200u8).collect();
+        for (proto, zero) in [(IPPROTO_TCP, false), (IPPROTO_UDP, false), (IPPROTO_UDP, true)] {
+            let whole = datagram(proto, &payload, zero);
+            let mut frags = fragment(&whole, 96).unwrap();
+            assert!(frags.len() > 1);
+            let mut first = Ipv4Packet::new_checked(&mut frags[0][..]).unwrap();
+            assert!(first.more_frags());
+            first.set_first_fragment_ports(Some(1234), None);
+            first.set_first_fragment_ports(None, Some(4321));
+            // Reassembled, the edited ports and the checksum agree (the checksum covers the whole datagram).
+            let (data, _) = reassemble(&frags);
+            let mut again = whole[..20].to_vec();
+            again.extend_from_slice(&data);
+            let ip = Ipv4Packet::new_checked(&again[..]).unwrap();
+            if proto == IPPROTO_TCP {
+                let t = ip.tcp().unwrap();
+                assert_eq!((t.src_port(), t.dst_port()), (1234, 4321));
+            } else {
+                let u = ip.udp().unwrap();
+                assert_eq!((u.src_port(), u.dst_port()), (1234, 4321));
+                assert_eq!(u.checksum() == 0, zero, "an unused UDP checksum stays unused");
+            }
+            assert!(ip.verify_transport_checksum());
+        }
+        // Other protocols and short buffers: nothing happens.
+        let mut icmp = datagram(IPPROTO_TCP, b"x", false);
+        icmp[9] = IPPROTO_ICMP;
+        let before = icmp.clone();
+        Ipv4Packet::new_unchecked(&mut icmp[..]).set_first_fragment_ports(Some(1), Some(2));
+        assert_eq!(icmp, before);
+        let mut short = datagram(IPPROTO_TCP, b"", false);
+        short.truncate(20 + 16);
+        let before = short.clone();
+        Ipv4Packet::new_unchecked(&mut short[..]).set_first_fragment_ports(Some(1), Some(2));
+        assert_eq!(short, before);
+    }
+
     proptest! {
         #[test]
         fn no_panic_on_arbitrary_bytes(mut b in proptest::collection::vec(any::<u8>(), 0..90), a in any::<u32>()) {
@@ -692,7 +796,7 @@ pub(crate) mod tests {
                     let mut t = p.tcp_mut().unwrap();
                     t.set_src_port(sp);
                     t.set_dst_port(dp);
-                    t.set_seq_number(crate::wire::SeqNum(seq));
+                    t.set_seq_number(crate::wire::SeqNum::new(seq));
                 }
                 IPPROTO_UDP => {
                     let mut u = p.udp_mut().unwrap();

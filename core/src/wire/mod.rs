@@ -1,7 +1,8 @@
 //! Bytes <-> header fields for IPv4, IPv6, TCP, UDP, ICMP and ICMPv6.
 //!
 //! Owns: zero-copy views over `&[u8]` / `&mut [u8]` (in the style of smoltcp's `wire` module), the RFC 1071
-//! checksum and the RFC 1624 incremental update, and [`SeqNum`] with wrapping comparison. Must not: know
+//! checksum and the RFC 1624 incremental update, and [`SeqNum`] with wrapping comparison; in [`link`], the
+//! link-layer framing around captured datagrams (Ethernet/VLAN/FCS, SLL, SLL2, NULL/LOOP). Must not: know
 //! about flows, tables, sides, time or FTP.
 //!
 //! Two rules shape the API:
@@ -22,6 +23,7 @@ pub mod icmp;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
+pub mod link;
 pub mod seq;
 pub mod tcp;
 pub mod udp;

@@ -6,11 +6,19 @@
 //! `SeqNum` deliberately has no `Ord`/`PartialOrd`: "a < b" in a circular space is not transitive, so it
 //! must not be used for sorting or in ordered collections.
 
-/// A TCP sequence (or acknowledgment) number.
+/// A TCP sequence (or acknowledgment) number. The field is private: arithmetic goes through the
+/// wrapping methods, never through the bare integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct SeqNum(pub u32);
+pub struct SeqNum(u32);
 
 impl SeqNum {
+    pub const fn new(n: u32) -> SeqNum {
+        SeqNum(n)
+    }
+    /// The number as it appears on the wire.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
     #[allow(clippy::should_implement_trait)]
     pub fn add(self, n: u32) -> SeqNum {
         SeqNum(self.0.wrapping_add(n))
@@ -68,9 +76,9 @@ mod tests {
 
     #[test]
     fn wraps_around_zero() {
-        let a = SeqNum(u32::MAX - 10);
+        let a = SeqNum::new(u32::MAX - 10);
         let b = a.add(20); // wrapped to 9
-        assert_eq!(b, SeqNum(9));
+        assert_eq!(b, SeqNum::new(9));
         assert!(a.lt(b) && a.le(b) && b.gt(a) && b.ge(a));
         assert!(!b.lt(a));
         assert_eq!(b.diff(a), 20);
@@ -78,18 +86,22 @@ mod tests {
         assert_eq!(b.sub(20), a);
         assert_eq!(a.max(b), b);
         assert_eq!(a.min(b), a);
-        assert_eq!(SeqNum(5).add_signed(-10), SeqNum(u32::MAX - 4));
-        assert_eq!(SeqNum(u32::MAX).add_signed(1), SeqNum(0));
-        assert_eq!(SeqNum(1).add_signed(i64::from(u32::MAX)), SeqNum(0));
-        assert!(SeqNum(7).le(SeqNum(7)) && SeqNum(7).ge(SeqNum(7)) && !SeqNum(7).lt(SeqNum(7)));
+        assert_eq!(SeqNum::new(5).add_signed(-10), SeqNum::new(u32::MAX - 4));
+        assert_eq!(SeqNum::new(u32::MAX).add_signed(1), SeqNum::new(0));
+        assert_eq!(SeqNum::new(1).add_signed(i64::from(u32::MAX)), SeqNum::new(0));
+        assert!(
+            SeqNum::new(7).le(SeqNum::new(7))
+                && SeqNum::new(7).ge(SeqNum::new(7))
+                && !SeqNum::new(7).lt(SeqNum::new(7))
+        );
     }
 
     #[test]
     fn half_space_boundary() {
         // 2^31 apart: diff is i32::MIN, so "a < b" and "b < a" both hold: the ambiguity RFC 1982 leaves
         // undefined. Callers must keep windows under 2^31.
-        let a = SeqNum(0);
-        let b = SeqNum(1 << 31);
+        let a = SeqNum::new(0);
+        let b = SeqNum::new(1 << 31);
         assert_eq!(b.diff(a), i32::MIN);
         assert!(a.gt(b) == b.gt(a));
     }
@@ -97,8 +109,8 @@ mod tests {
     proptest! {
         #[test]
         fn order_is_translation_invariant(x in any::<u32>(), d in 1u32..(1 << 31), shift in any::<u32>()) {
-            let a = SeqNum(x).add(shift);
-            let b = SeqNum(x).add(shift).add(d);
+            let a = SeqNum::new(x).add(shift);
+            let b = SeqNum::new(x).add(shift).add(d);
             prop_assert!(a.lt(b));
             prop_assert!(b.gt(a));
             prop_assert!(!b.le(a));

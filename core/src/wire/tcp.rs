@@ -29,6 +29,33 @@ mod field {
 
 pub const HEADER_LEN: usize = 20;
 
+/// Offsets within the TCP header of the fields read without a view (RFC 9293 §3.1): the per-packet path
+/// reads them straight from the datagram, and a first fragment's header cannot be viewed.
+pub const SEQ_AT: usize = field::SEQ;
+pub const ACK_AT: usize = field::ACK;
+pub const OFF_FLAGS_AT: usize = field::OFF_FLAGS;
+pub const FLAGS_AT: usize = field::FLAGS;
+pub const WINDOW_AT: usize = field::WINDOW;
+pub const CHECKSUM_AT: usize = field::CHECKSUM;
+
+/// The bits of the flags byte ([`FLAGS_AT`]).
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
+    pub const CWR: u8 = 0x80;
+
+    /// An ACK with no SYN, RST or FIN: the per-packet case of an established connection.
+    #[inline]
+    pub const fn plain_ack(b: u8) -> bool {
+        b & (ACK | RST | SYN | FIN) == ACK
+    }
+}
+
 pub const OPT_EOL: u8 = 0;
 pub const OPT_NOP: u8 = 1;
 pub const OPT_MSS: u8 = 2;
@@ -54,14 +81,14 @@ pub struct TcpFlags {
 impl TcpFlags {
     pub fn from_byte(b: u8) -> TcpFlags {
         TcpFlags {
-            fin: b & 0x01 != 0,
-            syn: b & 0x02 != 0,
-            rst: b & 0x04 != 0,
-            psh: b & 0x08 != 0,
-            ack: b & 0x10 != 0,
-            urg: b & 0x20 != 0,
-            ece: b & 0x40 != 0,
-            cwr: b & 0x80 != 0,
+            fin: b & flags::FIN != 0,
+            syn: b & flags::SYN != 0,
+            rst: b & flags::RST != 0,
+            psh: b & flags::PSH != 0,
+            ack: b & flags::ACK != 0,
+            urg: b & flags::URG != 0,
+            ece: b & flags::ECE != 0,
+            cwr: b & flags::CWR != 0,
         }
     }
     pub fn to_byte(self) -> u8 {
@@ -155,10 +182,10 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         self.u16_at(field::DST_PORT)
     }
     pub fn seq_number(&self) -> SeqNum {
-        SeqNum(self.u32_at(field::SEQ))
+        SeqNum::new(self.u32_at(field::SEQ))
     }
     pub fn ack_number(&self) -> SeqNum {
-        SeqNum(self.u32_at(field::ACK))
+        SeqNum::new(self.u32_at(field::ACK))
     }
     /// Header length in bytes (data offset * 4), clamped to the buffer.
     pub fn header_len(&self) -> usize {
@@ -218,8 +245,9 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     /// SACK blocks (RFC 2018), in option order: (left, right), of every SACK option in the header.
     pub fn sack_blocks(&self) -> impl Iterator<Item = (SeqNum, SeqNum)> + '_ {
         let h = self.header();
-        sack_block_offsets(h)
-            .map(move |at| (SeqNum(get_u32(h, at).unwrap_or(0)), SeqNum(get_u32(h, at + 4).unwrap_or(0))))
+        sack_block_offsets(h).map(move |at| {
+            (SeqNum::new(get_u32(h, at).unwrap_or(0)), SeqNum::new(get_u32(h, at + 4).unwrap_or(0)))
+        })
     }
 
     /// Verifies the checksum over the pseudo-header and the whole buffer.
@@ -267,10 +295,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
         self.patch(field::DST_PORT, &p.to_be_bytes());
     }
     pub fn set_seq_number(&mut self, s: SeqNum) {
-        self.patch(field::SEQ, &s.0.to_be_bytes());
+        self.patch(field::SEQ, &s.get().to_be_bytes());
     }
     pub fn set_ack_number(&mut self, a: SeqNum) {
-        self.patch(field::ACK, &a.0.to_be_bytes());
+        self.patch(field::ACK, &a.get().to_be_bytes());
     }
     pub fn set_urgent_ptr(&mut self, u: u16) {
         self.patch(field::URGENT, &u.to_be_bytes());
@@ -294,10 +322,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
         }
         for &at in &offsets[..n] {
             for edge in [at, at + 4] {
-                let old = SeqNum(self.u32_at(edge));
+                let old = SeqNum::new(self.u32_at(edge));
                 let new = f(old);
                 if new != old {
-                    self.patch(edge, &new.0.to_be_bytes());
+                    self.patch(edge, &new.get().to_be_bytes());
                 }
             }
         }
@@ -375,7 +403,7 @@ mod tests {
         let b = syn();
         let s = TcpSegment::new_checked(&b[..]).unwrap();
         assert_eq!((s.src_port(), s.dst_port()), (50000, 21));
-        assert_eq!(s.seq_number(), SeqNum(0x1234_5678));
+        assert_eq!(s.seq_number(), SeqNum::new(0x1234_5678));
         assert_eq!(s.header_len(), 40);
         assert_eq!(s.flags(), TcpFlags { syn: true, ..Default::default() });
         assert_eq!(s.window(), 64240);
@@ -394,8 +422,8 @@ mod tests {
         let mut s = TcpSegment::new_checked(&mut b[..]).unwrap();
         s.set_src_port(1024);
         s.set_dst_port(2121);
-        s.set_seq_number(SeqNum(0xffff_fff0));
-        s.set_ack_number(SeqNum(7));
+        s.set_seq_number(SeqNum::new(0xffff_fff0));
+        s.set_ack_number(SeqNum::new(7));
         s.set_urgent_ptr(3);
         s.set_flags(TcpFlags { syn: true, ack: true, ece: true, ..Default::default() });
         s.set_window(1);
@@ -423,13 +451,16 @@ mod tests {
         TcpSegment::new_unchecked(&mut b[..]).fill_checksum(SRC, DST);
         let mut s = TcpSegment::new_checked(&mut b[..]).unwrap();
         let blocks: Vec<_> = s.sack_blocks().collect();
-        assert_eq!(blocks, vec![(SeqNum(10), SeqNum(20)), (SeqNum(30), SeqNum(40))]);
+        assert_eq!(blocks, vec![(SeqNum::new(10), SeqNum::new(20)), (SeqNum::new(30), SeqNum::new(40))]);
         assert_eq!(s.mss_option(), Some(1460));
         s.map_sack_blocks(|x| x.add_signed(-15));
         // MSS at odd offset 41: checks update_bytes' odd path through clamp_mss.
         assert!(s.clamp_mss(536));
         let blocks: Vec<_> = s.sack_blocks().collect();
-        assert_eq!(blocks, vec![(SeqNum(u32::MAX - 4), SeqNum(5)), (SeqNum(15), SeqNum(25))]);
+        assert_eq!(
+            blocks,
+            vec![(SeqNum::new(u32::MAX - 4), SeqNum::new(5)), (SeqNum::new(15), SeqNum::new(25))]
+        );
         assert_eq!(s.mss_option(), Some(536));
         assert_eq!(s.payload(), b"payload");
         assert!(s.verify_checksum(SRC, DST));
@@ -450,7 +481,7 @@ mod tests {
         let blocks: Vec<_> = s.sack_blocks().collect();
         assert_eq!(
             blocks,
-            vec![(SeqNum(1010), SeqNum(1020)), (SeqNum(1030), SeqNum(1040))],
+            vec![(SeqNum::new(1010), SeqNum::new(1020)), (SeqNum::new(1030), SeqNum::new(1040))],
             "the second option's block too"
         );
         assert!(s.verify_checksum(SRC, DST));
@@ -519,8 +550,8 @@ mod tests {
             let mut s = TcpSegment::new_checked(&mut b[..]).unwrap();
             s.set_src_port(sp);
             s.set_dst_port(dp);
-            s.set_seq_number(SeqNum(seq));
-            s.set_ack_number(SeqNum(ack));
+            s.set_seq_number(SeqNum::new(seq));
+            s.set_ack_number(SeqNum::new(ack));
             s.set_flags(TcpFlags::from_byte(fl));
             s.set_window(win);
             s.set_urgent_ptr(urg);

@@ -19,6 +19,9 @@ mod field {
 
 pub const HEADER_LEN: usize = 8;
 
+/// Offset of the checksum within the UDP header (a first fragment's header cannot be viewed).
+pub const CHECKSUM_AT: usize = field::CHECKSUM;
+
 /// Incremental update that respects RFC 768's "0 = no checksum" on both ends.
 pub fn update_udp_checksum(csum: u16, f: impl FnOnce(u16) -> u16) -> u16 {
     if csum == 0 {

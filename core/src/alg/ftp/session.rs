@@ -260,8 +260,9 @@ impl FtpSession {
     /// The control connection is gone: so are the pinholes it opened (that no data connection used).
     pub fn close(&mut self, ctx: &mut AlgCtx<'_>) {
         for port in self.st.pinholes.drain(..) {
-            if ctx.pinholes.get(port).is_some_and(|p| p.control == ctx.control) {
-                ctx.pinholes.remove(ctx.nat, port);
+            if ctx.pinholes.get(Endpoint::new(ctx.public_ip, port)).is_some_and(|p| p.control == ctx.control)
+            {
+                ctx.pinholes.remove(ctx.nat, Endpoint::new(ctx.public_ip, port), ctx.now);
                 ctx.metrics.pinholes_closed_with_control += 1;
             }
         }
@@ -420,8 +421,12 @@ impl State {
             (Some(Pending::Pasv), 227) | (Some(Pending::Epsv), 229) => Action::Keep,
             (Some(Pending::Port(Some(port))), c) if !(200..300).contains(&c) => {
                 // The server refused the PORT/EPRT: nothing will connect, so the pinhole goes now.
-                if ctx.pinholes.get(port).is_some_and(|p| p.control == ctx.control) {
-                    ctx.pinholes.remove(ctx.nat, port);
+                if ctx
+                    .pinholes
+                    .get(Endpoint::new(ctx.public_ip, port))
+                    .is_some_and(|p| p.control == ctx.control)
+                {
+                    ctx.pinholes.remove(ctx.nat, Endpoint::new(ctx.public_ip, port), ctx.now);
                     ctx.metrics.pinholes_refused_by_server += 1;
                     tracing::debug!(target: "ftpnat::pinhole", event = "refused", control = %ctx.control, public_port = port,
                         reply = c, "server refused the announcement; pinhole removed");
@@ -655,8 +660,12 @@ impl State {
         while self.pinholes.len() > ctx.policy.max_pinholes_per_conn {
             // Clients may pipeline several PORT+RETR pairs; the oldest announcement goes first.
             if let Some(old) = self.pinholes.pop_front() {
-                if ctx.pinholes.get(old).is_some_and(|p| p.control == ctx.control) {
-                    ctx.pinholes.remove(ctx.nat, old);
+                if ctx
+                    .pinholes
+                    .get(Endpoint::new(ctx.public_ip, old))
+                    .is_some_and(|p| p.control == ctx.control)
+                {
+                    ctx.pinholes.remove(ctx.nat, Endpoint::new(ctx.public_ip, old), ctx.now);
                     ctx.metrics.pinholes_replaced += 1;
                 }
             }

@@ -128,11 +128,11 @@ impl Stream {
         Stream {
             map: SeqMap::new(),
             started: false,
-            next: SeqNum(0),
+            next: SeqNum::new(0),
             held: Vec::new(),
             held_since: None,
             line: Vec::new(),
-            line_start: SeqNum(0),
+            line_start: SeqNum::new(0),
             line_len: 0,
             at_line_start: true,
             candidate: false,
@@ -589,9 +589,10 @@ mod tests {
         let mut m = Metrics::default();
         let mut outs = Vec::new();
         for &(seq, data) in segs {
-            let o =
-                stream.segment(SeqNum(seq), false, false, data, Instant::ZERO, &mut m, &mut grow).unwrap();
-            outs.push((o.seq.0, o.payload));
+            let o = stream
+                .segment(SeqNum::new(seq), false, false, data, Instant::ZERO, &mut m, &mut grow)
+                .unwrap();
+            outs.push((o.seq.get(), o.payload));
         }
         outs
     }
@@ -599,7 +600,7 @@ mod tests {
     fn fresh() -> Stream {
         let mut s = Stream::new(true, true, 512);
         let mut m = Metrics::default();
-        s.segment(SeqNum(99), true, false, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        s.segment(SeqNum::new(99), true, false, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
         s
     }
 
@@ -608,7 +609,7 @@ mod tests {
         let mut s = fresh();
         let o = run(&mut s, &[(100, b"USER a\r\nPORT x\r\nNOOP\r\n")]);
         assert_eq!(o, vec![(100, b"USER a\r\nPORT yy\r\nNOOP\r\n".to_vec())]);
-        assert_eq!(s.map.map(SeqNum(123)), SeqNum(124));
+        assert_eq!(s.map.map(SeqNum::new(123)), SeqNum::new(124));
     }
 
     #[test]
@@ -646,7 +647,7 @@ mod tests {
         let mut s = fresh();
         let mut m = Metrics::default();
         assert_eq!(
-            s.segment(SeqNum(150), false, false, b"X", Instant::ZERO, &mut m, &mut grow),
+            s.segment(SeqNum::new(150), false, false, b"X", Instant::ZERO, &mut m, &mut grow),
             Err(DropReason::AlgOutOfOrder)
         );
         let mut p = Stream::new(true, true, 512);
@@ -659,7 +660,7 @@ mod tests {
     fn retransmission_of_acknowledged_bytes_draws_an_ack() {
         let mut s = fresh();
         run(&mut s, &[(100, b"PORT x\r\nNOOP\r\n")]);
-        s.map.prune(SeqNum(114));
+        s.map.prune(SeqNum::new(114));
         // The receiver's ACK was lost on its way to the sender, which retransmits: the receiver gets a
         // probe one below its next byte (115 in its space), not a segment it would ignore silently.
         let o = run(&mut s, &[(100, b"PORT x\r\nNOOP\r\n")]);
@@ -674,15 +675,15 @@ mod tests {
         let mut m = Metrics::default();
         run(&mut s, &[(100, b"NOOP\r\n")]);
         // The receiver acknowledges 120: bytes 106..120 went another way.
-        assert!(s.gap(SeqNum(120), &mut m));
-        assert!(!s.gap(SeqNum(110), &mut m), "nothing behind the framer is a gap");
+        assert!(s.gap(SeqNum::new(120), &mut m));
+        assert!(!s.gap(SeqNum::new(110), &mut m), "nothing behind the framer is a gap");
         assert_eq!((m.alg_gaps, m.alg_gap_lines), (1, 0));
         // The first line after the gap may have begun inside it: left as sent, counted; the next one is
         // framed again.
         let o = run(&mut s, &[(120, b"PORT x\r\nPORT x\r\n")]);
         assert_eq!(o, vec![(120, b"PORT x\r\nPORT yy\r\n".to_vec())]);
         let mut m2 = Metrics::default();
-        s.segment(SeqNum(136), false, false, b"", Instant::ZERO, &mut m2, &mut grow).unwrap();
+        s.segment(SeqNum::new(136), false, false, b"", Instant::ZERO, &mut m2, &mut grow).unwrap();
         assert_eq!(s.map.edits_in_flight(), 1);
     }
 
@@ -693,7 +694,7 @@ mod tests {
         // "PORT " is held (a candidate); the rest of the line and more went another way.
         let o = run(&mut s, &[(100, b"PORT ")]);
         assert_eq!(o, vec![(100, Vec::new())]);
-        assert!(s.gap(SeqNum(110), &mut m));
+        assert!(s.gap(SeqNum::new(110), &mut m));
         assert_eq!((s.held_len(), m.alg_gap_lines), (0, 1), "the cut line is not sent again");
         // Bytes after the gap that complete a line that looks like an announcement: not rewritten.
         let o = run(&mut s, &[(110, b"x\r\n")]);
@@ -706,8 +707,9 @@ mod tests {
         let mut s = fresh();
         let mut m = Metrics::default();
         let at = |secs| Instant::from_secs(secs);
-        let mut send =
-            |s: &mut Stream, t| s.segment(SeqNum(110), false, false, b"NOOP\r\n", at(t), &mut m, &mut grow);
+        let mut send = |s: &mut Stream, t| {
+            s.segment(SeqNum::new(110), false, false, b"NOOP\r\n", at(t), &mut m, &mut grow)
+        };
         // Without a gap in the other direction, never: a loss before the gateway looks alike.
         for t in [0, 1, 3, 7] {
             assert_eq!(send(&mut s, t), Err(DropReason::AlgOutOfOrder));
@@ -729,10 +731,10 @@ mod tests {
         let mut s = fresh();
         s.other_path_seen();
         let mut m = Metrics::default();
-        s.segment(SeqNum(100), false, false, b"PORT ", at(0), &mut m, &mut grow).unwrap();
+        s.segment(SeqNum::new(100), false, false, b"PORT ", at(0), &mut m, &mut grow).unwrap();
         for t in [0, 1, 3, 7, 15] {
-            s.segment(SeqNum(100), false, false, b"PORT ", at(t), &mut m, &mut grow).unwrap();
-            let r = s.segment(SeqNum(120), false, false, b"x", at(t), &mut m, &mut grow);
+            s.segment(SeqNum::new(100), false, false, b"PORT ", at(t), &mut m, &mut grow).unwrap();
+            let r = s.segment(SeqNum::new(120), false, false, b"x", at(t), &mut m, &mut grow);
             assert_eq!(r, Err(DropReason::AlgOutOfOrder), "at {t} s");
         }
         assert_eq!(m.alg_gaps, 0);
@@ -740,7 +742,7 @@ mod tests {
         let mut s = fresh();
         let mut m = Metrics::default();
         for (seq, t) in [(110, 0), (120, 2), (110, 3)] {
-            let r = s.segment(SeqNum(seq), false, false, b"x", at(t), &mut m, &mut grow);
+            let r = s.segment(SeqNum::new(seq), false, false, b"x", at(t), &mut m, &mut grow);
             assert_eq!(r, Err(DropReason::AlgOutOfOrder));
         }
     }
@@ -750,7 +752,7 @@ mod tests {
         let mut s = fresh();
         let mut m = Metrics::default();
         s.go_opaque();
-        assert!(s.gap(SeqNum(200), &mut m));
+        assert!(s.gap(SeqNum::new(200), &mut m));
         assert!(s.is_dead());
         let o = run(&mut s, &[(200, b"PORT x\r\n")]);
         assert_eq!(o, vec![(200, b"PORT x\r\n".to_vec())]);
@@ -768,12 +770,12 @@ mod tests {
             }
         };
         let body = b"POST / HTTP/1.1\r\nHost: x\r\n\r\nPORT x\r\n";
-        let o = s.segment(SeqNum(100), false, false, body, Instant::ZERO, &mut m, &mut judge).unwrap();
+        let o = s.segment(SeqNum::new(100), false, false, body, Instant::ZERO, &mut m, &mut judge).unwrap();
         assert_eq!(o.payload, body.to_vec(), "the PORT line after it is not read");
         assert!(s.is_dead() && s.map.is_identity());
         let o = s
             .segment(
-                SeqNum(100 + body.len() as u32),
+                SeqNum::new(100 + body.len() as u32),
                 false,
                 false,
                 b"PORT x\r\n",
@@ -794,16 +796,17 @@ mod tests {
             seen.push(l.bytes.to_vec());
             Action::Keep
         };
-        s.observe(SeqNum(99), true, false, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum::new(99), true, false, b"", Instant::ZERO, &mut m, &mut log).unwrap();
         // "E" is overtaken by "PSV\r\n": refused, so the sender retransmits both.
-        let r = s.observe(SeqNum(101), false, false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
+        let r = s.observe(SeqNum::new(101), false, false, b"PSV\r\n", Instant::ZERO, &mut m, &mut log);
         assert_eq!(r, Err(DropReason::AlgOutOfOrder));
-        s.observe(SeqNum(100), false, false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
-        s.observe(SeqNum(100), false, false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
-        s.observe(SeqNum(100), false, false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum::new(100), false, false, b"E", Instant::ZERO, &mut m, &mut log).unwrap();
+        s.observe(SeqNum::new(100), false, false, b"EPSV\r\nNOOP\r\n", Instant::ZERO, &mut m, &mut log)
+            .unwrap();
+        s.observe(SeqNum::new(100), false, false, b"EPSV\r\n", Instant::ZERO, &mut m, &mut log).unwrap();
         // The FIN's acknowledgement is not a gap.
-        s.observe(SeqNum(112), false, true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
-        assert!(!s.gap(SeqNum(113), &mut m));
+        s.observe(SeqNum::new(112), false, true, b"", Instant::ZERO, &mut m, &mut log).unwrap();
+        assert!(!s.gap(SeqNum::new(113), &mut m));
         assert_eq!(seen, vec![b"EPSV\r\n".to_vec(), b"NOOP\r\n".to_vec()]);
     }
 
@@ -826,8 +829,9 @@ mod tests {
     fn fin_in_the_middle_of_a_candidate_releases_it() {
         let mut s = fresh();
         let mut m = Metrics::default();
-        let o = s.segment(SeqNum(100), false, true, b"PORT x", Instant::ZERO, &mut m, &mut grow).unwrap();
-        assert_eq!(o, SegmentOut { seq: SeqNum(100), payload: b"PORT x".to_vec(), fin: true });
+        let o =
+            s.segment(SeqNum::new(100), false, true, b"PORT x", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!(o, SegmentOut { seq: SeqNum::new(100), payload: b"PORT x".to_vec(), fin: true });
         assert_eq!(m.refused_of(RefusalReason::HoldTimeout), 1);
     }
 
@@ -836,13 +840,13 @@ mod tests {
         let mut s = fresh();
         let mut m = Metrics::default();
         run(&mut s, &[(100, b"PORT x\r\n")]);
-        let o = s.segment(SeqNum(108), false, true, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
-        assert_eq!((o.seq, o.fin), (SeqNum(109), true));
+        let o = s.segment(SeqNum::new(108), false, true, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!((o.seq, o.fin), (SeqNum::new(109), true));
         // The sender's final ACK carries seq FIN+1, mapped through the +1 edit.
-        let o = s.segment(SeqNum(109), false, false, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
-        assert_eq!((o.seq, o.fin), (SeqNum(110), false));
+        let o = s.segment(SeqNum::new(109), false, false, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!((o.seq, o.fin), (SeqNum::new(110), false));
         // A retransmitted FIN keeps its number.
-        let o = s.segment(SeqNum(108), false, true, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
-        assert_eq!((o.seq, o.fin), (SeqNum(109), true));
+        let o = s.segment(SeqNum::new(108), false, true, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
+        assert_eq!((o.seq, o.fin), (SeqNum::new(109), true));
     }
 }

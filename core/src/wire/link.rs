@@ -1,11 +1,11 @@
 //! Link-layer framing of captured frames: where the IP datagram sits inside a frame, and how to put a
 //! (possibly rewritten) datagram back into the original frame's link-layer framing.
 //!
-//! Owns: the L2 headers of the link types replay accepts (Ethernet with stacked VLAN tags, padding and an
+//! Owns: the L2 headers of the link types captures use and `ftpnat replay` accepts (Ethernet with stacked VLAN tags, padding and an
 //! optional FCS; raw IP; Linux cooked SLL/SLL2; BSD loopback NULL/LOOP), and the Ethernet FCS.
 //! Must not touch: IP semantics beyond the IPv4 total length / IPv6 payload length (used only to find where
-//! padding or an FCS starts); files and I/O (that is `io::pcap`). Pure byte handling; never panics on any
-//! input.
+//! padding or an FCS starts); files and I/O (the shell's `io::pcap` reads and writes capture files).
+//! Bytes in, bytes out; never panics on any input.
 
 use std::fmt;
 

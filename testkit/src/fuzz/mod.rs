@@ -4,11 +4,10 @@
 //!
 //! Owns: the byte-driven decoders that turn fuzz input into calls, and the invariants checked after each
 //! call. The cargo-fuzz targets in `fuzz/fuzz_targets/` are one-line wrappers around [`ftp_parse`],
-//! [`stream`] and [`engine`]; `tests/fuzz_corpus.rs` includes this file with `#[path]` and replays every
-//! committed corpus file through the same functions, so CI checks the corpus without cargo-fuzz.
-//! Must not: depend on anything but `ftpnat`, `etherparse` and (in [`ops`]) `serde`, `serde_json`,
-//! `ipnet` (the replay test has no other crates), read a clock, or do I/O. A violated invariant panics:
-//! that is how libFuzzer sees a finding.
+//! [`stream`] and [`engine`]; `tests/fuzz_corpus.rs` replays every committed corpus file through the
+//! same functions (this crate is its dev-dependency), so CI checks the corpus without cargo-fuzz.
+//! Packets are built with the kit's builder ([`crate::pkt`]) and checksums checked with its RFC 1071.
+//! Must not: read a clock or do I/O. A violated invariant panics: that is how libFuzzer sees a finding.
 //!
 //! Decoders read bytes with [`Input`], which yields zeros once the input is exhausted, so every input is
 //! a valid program and short inputs still reach deep states.
@@ -24,7 +23,6 @@ use ftpnat::metrics::Metrics;
 use ftpnat::wire::SeqNum;
 use ftpnat::{Config, DropReason, Engine, Instant, Side, Verdict};
 
-#[path = "ops.rs"]
 pub mod ops;
 pub use ops::{config_toml, control_request, metrics_request, pcap_read};
 
@@ -278,7 +276,7 @@ impl Received {
     /// retransmission must rebuild exactly the first output).
     fn record(&mut self, seq: SeqNum, payload: &[u8], what: &str, check: bool) {
         for (i, &b) in payload.iter().enumerate().filter(|_| check) {
-            let k = seq.add(i as u32).0;
+            let k = seq.add(i as u32).get();
             match self.bytes.get(&k) {
                 Some(&old) => assert_eq!(
                     old,
@@ -294,7 +292,7 @@ impl Received {
             let end = seq.add(payload.len() as u32);
             if seq.le(n) && n.lt(end) {
                 let mut n = end;
-                while self.bytes.contains_key(&n.0) {
+                while self.bytes.contains_key(&n.get()) {
                     n = n.add(1);
                 }
                 self.next = Some(n);
@@ -320,7 +318,7 @@ pub fn stream(data: &[u8]) {
     let chaos = cfg & 4 != 0;
     let max_line = 64 + d.u8() as usize * 2;
     let cap = 8192;
-    let mut tx = Sender { isn: SeqNum(d.u32()), bytes: Vec::new() };
+    let mut tx = Sender { isn: SeqNum::new(d.u32()), bytes: Vec::new() };
     let mut s = Stream::new(rewrite, from_client, max_line);
     let mut m = Metrics::default();
     let mut now = Instant::from_secs(1);
@@ -412,7 +410,7 @@ pub fn stream(data: &[u8]) {
             5 => {
                 // A wild acknowledgement: beyond what was delivered. The history promise no longer holds
                 // (the receiver lied), but nothing may panic.
-                let a = SeqNum(d.u32());
+                let a = SeqNum::new(d.u32());
                 let ack_in = s.map.unmap(a);
                 trace!("wild ack {a:?}");
                 // As the engine does: an unedited direction has no history to forget.
@@ -464,7 +462,7 @@ pub fn stream(data: &[u8]) {
     want.extend_from_slice(&tx.bytes[at..end as usize]);
     let base = tx.seq(start);
     for (i, &b) in want.iter().enumerate() {
-        let got = rx.bytes.get(&base.add(i as u32).0).copied();
+        let got = rx.bytes.get(&base.add(i as u32).get()).copied();
         assert_eq!(got, Some(b), "receiver byte {i} of the output stream (of {})", want.len());
     }
 }
@@ -563,45 +561,16 @@ fn outside_host(b: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 2 + b % 3)
 }
 
-/// RFC 1071 sum over `data`, not complemented.
-fn sum16(data: &[u8], mut s: u32) -> u32 {
-    for c in data.chunks(2) {
-        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    s
-}
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
+use crate::csum::rfc1071;
+use crate::pkt::{Ip, Tcp};
 
-/// An IPv4 datagram with a correct header checksum.
+/// An IPv4 datagram (TTL 64) with a correct header checksum; `payload` as it is.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ident: u16, df: bool, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut p = vec![0u8; 20];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&ident.to_be_bytes());
-    p[6] = if df { 0x40 } else { 0 };
-    p[8] = 64;
-    p[9] = proto;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let c = fold(sum16(&p, 0));
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
+    Ip::new(src, dst).ident(ident).df(df).datagram(proto, payload)
 }
 
-fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
-    let mut s = sum16(&src.octets(), 0);
-    s = sum16(&dst.octets(), s);
-    s + proto as u32 + len as u32
-}
-
-/// A TCP segment in an IPv4 datagram, checksums right. `opts` is padded to a multiple of 4.
+/// A TCP segment in an IPv4 datagram (identification `sp ^ dp`, no DF), checksums right. `opts` is
+/// padded to a multiple of 4.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp(
     src: Ipv4Addr,
@@ -615,51 +584,16 @@ pub fn tcp(
     opts: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut o = opts.to_vec();
-    o.truncate(40);
-    while o.len() % 4 != 0 {
-        o.push(1);
-    }
-    let hl = 20 + o.len();
-    let mut t = vec![0u8; hl];
-    t[0..2].copy_from_slice(&sp.to_be_bytes());
-    t[2..4].copy_from_slice(&dp.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = ((hl / 4) as u8) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64000u16.to_be_bytes());
-    t[18..20].copy_from_slice(&urg.to_be_bytes());
-    t[20..].copy_from_slice(&o);
-    t.extend_from_slice(payload);
-    let c = fold(sum16(&t, pseudo(src, dst, 6, t.len())));
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    ipv4(src, dst, 6, sp ^ dp, false, &t)
+    let t = Tcp { urg, opts, ..Tcp::new(sp, dp, seq, ack, flags, payload) };
+    Ip::new(src, dst).ident(sp ^ dp).df(false).tcp(&t)
 }
 
 pub fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, payload: &[u8], zero_csum: bool) -> Vec<u8> {
-    let mut u = vec![0u8; 8];
-    u[0..2].copy_from_slice(&sp.to_be_bytes());
-    u[2..4].copy_from_slice(&dp.to_be_bytes());
-    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(payload);
-    if !zero_csum {
-        let c = match fold(sum16(&u, pseudo(src, dst, 17, u.len()))) {
-            0 => 0xffff,
-            c => c,
-        };
-        u[6..8].copy_from_slice(&c.to_be_bytes());
-    }
-    ipv4(src, dst, 17, sp, false, &u)
+    Ip::new(src, dst).ident(sp).df(false).udp(sp, dp, payload, zero_csum)
 }
 
 pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, code: u8, rest: u32, body: &[u8]) -> Vec<u8> {
-    let mut i = vec![ty, code, 0, 0];
-    i.extend_from_slice(&rest.to_be_bytes());
-    i.extend_from_slice(body);
-    let c = fold(sum16(&i, 0));
-    i[2..4].copy_from_slice(&c.to_be_bytes());
-    ipv4(src, dst, 1, 0x1c, false, &i)
+    Ip::new(src, dst).ident(0x1c).df(false).icmp(ty, code, rest, body)
 }
 
 /// TCP seq/ack/flags and payload text, for traces.
@@ -746,7 +680,7 @@ pub fn check_packet(pkt: &[u8], transport: bool) -> Result<Checked, String> {
             c.tuple.dport = u.destination_port();
         }
         Some(TransportSlice::Icmpv4(i)) => {
-            if transport && fold(sum16(i.slice(), 0)) != 0 {
+            if transport && rfc1071(i.slice()) != 0 {
                 return Err("ICMP checksum".into());
             }
             let h = i.bytes5to8();
@@ -891,6 +825,7 @@ impl World {
         }
         if c & 2 != 0 {
             config.forwards.push(Forward {
+                public_addr: None,
                 proto: ftpnat::flow::Proto::Tcp,
                 public_port: 21,
                 inside_addr: INSIDE_SERVER,
@@ -899,6 +834,7 @@ impl World {
         }
         if c & 4 != 0 {
             config.forwards.push(Forward {
+                public_addr: None,
                 proto: ftpnat::flow::Proto::Udp,
                 public_port: 53,
                 inside_addr: INSIDE_SERVER,
@@ -916,6 +852,7 @@ impl World {
         }
         if c & 64 != 0 {
             config.forwards.push(Forward {
+                public_addr: None,
                 proto: ftpnat::flow::Proto::Tcp,
                 public_port: 2121,
                 inside_addr: Ipv4Addr::new(10, 0, 0, 6),
@@ -1014,7 +951,7 @@ impl World {
         let mut per_conn: HashMap<u32, usize> = HashMap::new();
         for p in e.pinholes().iter() {
             *per_host.entry(p.inside.addr).or_default() += 1;
-            *per_conn.entry(p.control.0).or_default() += 1;
+            *per_conn.entry(p.control.slot()).or_default() += 1;
         }
         assert!(per_host.values().all(|&n| n <= self.max_pinholes_host), "pinholes per host {per_host:?}");
         assert!(per_conn.values().all(|&n| n <= self.max_pinholes_conn), "pinholes per control {per_conn:?}");
@@ -1080,11 +1017,11 @@ impl World {
                 };
                 let first = if flags & 0x02 != 0 { seq.wrapping_add(1) } else { *seq };
                 if flags & 0x02 != 0 && s.rx[dir].next.is_none() {
-                    s.rx[dir].next = Some(SeqNum(first));
+                    s.rx[dir].next = Some(SeqNum::new(first));
                 }
                 // Data on an RST is not delivered (RFC 9293 §3.5.3): the connection is gone.
                 let payload: &[u8] = if flags & 0x04 != 0 { &[] } else { payload };
-                s.rx[dir].record(SeqNum(first), payload, "engine", self.consistent);
+                s.rx[dir].record(SeqNum::new(first), payload, "engine", self.consistent);
                 break;
             }
         }
@@ -1125,8 +1062,8 @@ impl World {
             c_tuple,
             s_tuple: None,
             tx: [
-                Sender { isn: SeqNum(isn_c), bytes: Vec::new() },
-                Sender { isn: SeqNum(isn_s), bytes: Vec::new() },
+                Sender { isn: SeqNum::new(isn_c), bytes: Vec::new() },
+                Sender { isn: SeqNum::new(isn_s), bytes: Vec::new() },
             ],
             syn_sent: [false; 2],
             sent: [0; 2],
@@ -1233,7 +1170,7 @@ impl World {
             opts.extend_from_slice(&mss.to_be_bytes());
         }
         let other = 1 - dir;
-        let ack = s.rx[other].next.map_or(0, |n| n.0.wrapping_sub((opt_sel >> 4) as u32 % 3));
+        let ack = s.rx[other].next.map_or(0, |n| n.get().wrapping_sub((opt_sel >> 4) as u32 % 3));
         if !syn && opt_sel & 2 != 0 {
             // One SACK block somewhere after the acknowledgement (RFC 2018).
             let a = ack.wrapping_add(d.u8() as u32);
@@ -1243,10 +1180,10 @@ impl World {
             opts.extend_from_slice(&b.to_be_bytes());
         }
         let (seq, payload) = if syn {
-            (s.tx[dir].isn.0, Vec::new())
+            (s.tx[dir].isn.get(), Vec::new())
         } else {
             let end = (off + len).min(s.tx[dir].bytes.len());
-            (s.tx[dir].seq(off).0, s.tx[dir].bytes[off.min(end)..end].to_vec())
+            (s.tx[dir].seq(off).get(), s.tx[dir].bytes[off.min(end)..end].to_vec())
         };
         if !syn && flags & 0x02 != 0 {
             // A SYN flag on a later segment moves where its data sits in sequence space: the sender is
@@ -1353,7 +1290,7 @@ impl World {
         whole[4..6].copy_from_slice(&ident.to_be_bytes());
         whole[10] = 0;
         whole[11] = 0;
-        let c = fold(sum16(&whole[..20], 0));
+        let c = rfc1071(&whole[..20]);
         whole[10..12].copy_from_slice(&c.to_be_bytes());
         let mtu = 68 + d.u16() as usize % 1400;
         let Ok(mut frags) = ftpnat::wire::ipv4::fragment(&whole, mtu) else { return };
@@ -1390,7 +1327,7 @@ impl World {
             let hl = ((pkt[0] & 0x0f) as usize * 4).clamp(20, pkt.len());
             pkt[10] = 0;
             pkt[11] = 0;
-            let c = fold(sum16(&pkt[..hl], 0));
+            let c = rfc1071(&pkt[..hl]);
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
         self.consistent = false;

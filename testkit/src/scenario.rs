@@ -1,29 +1,24 @@
 //! Engine scenarios shared by the microbenchmarks (`benches/engine.rs`), the no-allocation test
 //! (`tests/no_alloc.rs`) and the memory example (`examples/flow_memory.rs`).
 //!
-//! Owns: packets built with ftpnat's own wire views (so no dev-dependency is needed where this is
-//! included), engines with flows already set up, and the replay of a packet template through a
-//! reused buffer. Must not: time anything or count allocations; the includers do that.
-#![allow(dead_code)]
+//! Owns: engines with flows already set up, the packets of those flows (built with [`crate::pkt`]),
+//! and the replay of a packet template through a reused buffer. Must not: time anything or count
+//! allocations; the users do that.
 
 use std::net::Ipv4Addr;
 
-use ftpnat::wire::{Ipv4Packet, SeqNum};
-use ftpnat::{Config, Engine, Instant, Side, Verdict};
+use ftpnat_core::wire::{Ipv4Packet, SeqNum};
+use ftpnat_core::{config::Config, engine::Engine, engine::Verdict, flow::Side, time::Instant};
 
-pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-pub const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub use crate::consts::{ACK, FIN, PSH, PUBLIC, REMOTE, SYN};
+use crate::pkt::{Ip, Tcp};
+
 /// An inside client whose address text is 4 bytes shorter than the public one in a PORT line
 /// ("10,0,0,2" vs "198,51,100,1"): its PORT rewrite changes the length.
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const CLIENT: Ipv4Addr = crate::consts::LAN_HOST;
 /// An inside client whose address text has the public address's length ("10,100,200,2"): a zero-delta
 /// rewrite.
 pub const CLIENT_SAME_LEN: Ipv4Addr = Ipv4Addr::new(10, 100, 200, 2);
-
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
 
 /// The time every scenario runs at: expiry never fires, so only the packet path is measured.
 pub const NOW: Instant = Instant::from_secs(1_000);
@@ -36,25 +31,12 @@ pub fn config() -> Config {
     c.max_flows_per_host = 1 << 20;
     // One client opens every new flow here: the per-host share of ports (1/16 by default) would turn
     // the new-flow rows into refusals.
-    c.max_ports_per_host = ftpnat::config::PortQuota::Ports(65_536);
+    c.max_ports_per_host = ftpnat_core::config::PortQuota::Ports(65_536);
     c.validate().expect("valid bench config");
     c
 }
 
-/// An IPv4 datagram (DF set, TTL 64) around `l4`, with the IP and transport checksums filled.
-pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
-    let total = 20 + l4.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0x12, 0x34, 0x40, 0, 64, proto, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(l4);
-    let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
-    ip.fill_header_checksum();
-    ip.fill_transport_checksum();
-    p
-}
-
+/// A TCP segment (no options, window 64000) in a datagram with DF set, TTL 64.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp(
     src: Ipv4Addr,
@@ -66,42 +48,24 @@ pub fn tcp(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut t = Vec::with_capacity(20 + payload.len());
-    t.extend_from_slice(&sp.to_be_bytes());
-    t.extend_from_slice(&dp.to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&ack.to_be_bytes());
-    t.extend_from_slice(&[0x50, flags, 0xfa, 0x00, 0, 0, 0, 0]);
-    t.extend_from_slice(payload);
-    ipv4(src, dst, 6, &t)
+    Ip::new(src, dst).tcp(&Tcp::new(sp, dp, seq, ack, flags, payload))
 }
 
 pub fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, payload: &[u8]) -> Vec<u8> {
-    let len = 8 + payload.len();
-    let mut u = Vec::with_capacity(len);
-    u.extend_from_slice(&sp.to_be_bytes());
-    u.extend_from_slice(&dp.to_be_bytes());
-    u.extend_from_slice(&(len as u16).to_be_bytes());
-    // A non-zero placeholder so the checksum gets filled (zero means "no checksum", RFC 768).
-    u.extend_from_slice(&[0xff, 0xff]);
-    u.extend_from_slice(payload);
-    ipv4(src, dst, 17, &u)
+    Ip::new(src, dst).udp(sp, dp, payload, false)
 }
 
+/// An echo request or reply with 56 bytes of body (what `ping` sends).
 pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16, request: bool) -> Vec<u8> {
-    let mut i = vec![if request { 8 } else { 0 }, 0, 0, 0];
-    i.extend_from_slice(&ident.to_be_bytes());
-    i.extend_from_slice(&seq.to_be_bytes());
-    i.extend_from_slice(&[0x5a; 56]);
-    ipv4(src, dst, 1, &i)
+    Ip::new(src, dst).icmp_echo(ident, seq, request, &[0x5a; 56])
 }
 
 /// Sets seq and ack of a TCP template copy; the wire setters keep the checksum right.
 pub fn set_seq_ack(p: &mut [u8], seq: u32, ack: u32) {
     let mut ip = Ipv4Packet::new_unchecked(p);
     if let Ok(mut t) = ip.tcp_mut() {
-        t.set_seq_number(SeqNum(seq));
-        t.set_ack_number(SeqNum(ack));
+        t.set_seq_number(SeqNum::new(seq));
+        t.set_ack_number(SeqNum::new(ack));
     }
 }
 
@@ -109,7 +73,7 @@ pub fn set_seq_ack(p: &mut [u8], seq: u32, ack: u32) {
 pub fn tcp_end(p: &[u8]) -> u32 {
     let ip = Ipv4Packet::new_unchecked(p);
     let t = ip.tcp().expect("a TCP packet");
-    t.seq_number().add(t.payload().len() as u32).0
+    t.seq_number().add(t.payload().len() as u32).get()
 }
 
 /// Drives one engine at [`NOW`] through a buffer that is reused (no allocation per packet).
@@ -318,6 +282,7 @@ fn digits3(n: u32) -> [u8; 3] {
 pub struct Rng(pub u64);
 
 impl Rng {
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

@@ -1,9 +1,13 @@
-//! Generates the synthetic capture cases under `tests/pcap/<case>/` (input capture, replay arguments,
-//! expected summary, README). Runs only with `FTPNAT_REGEN=1`:
+//! A tool, not a test: generates the synthetic capture cases under `tests/pcap/<case>/` (input
+//! capture, replay arguments, expected summary, README) and refreshes the expected summary of the
+//! recorded ones:
 //!
 //! ```text
-//! FTPNAT_REGEN=1 cargo test --test replay_gen -- --nocapture
+//! cargo run --release --example regenerate_cases
 //! ```
+//!
+//! Review the diff it leaves in `tests/pcap/` before committing: an input that changed means the
+//! generator changed; an expected summary that changed means the replay's behaviour did.
 //!
 //! Every packet is built here byte by byte (IPv4/TCP headers, checksums, Ethernet/VLAN/SLL framing) from
 //! scripted FTP sessions with consistent sequence and acknowledgement numbers, as a capture on a flat
@@ -11,25 +15,21 @@
 //! input at generation time; `replay_cases` then checks it never drifts and checks properties 1–6
 //! independently.
 
-mod replay_check;
-
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ftpnat_testkit::consts::PROTO_ICMP;
+use ftpnat_testkit::csum::rfc1071;
+use ftpnat_testkit::pkt::{Ip, Tcp};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness, TsResolution};
-use replay_check::rfc1071;
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
+use ftpnat_testkit::consts::{ACK, FIN, PSH, RST, SYN};
 
 /// 2024-01-01T00:00:00Z: the generated captures' clock starts here.
 const T0: u64 = 1_704_067_200_000_000;
@@ -177,56 +177,27 @@ impl Gen {
     }
 }
 
-/// An IPv4 datagram carrying `l4` (checksums filled; the transport checksum by the caller).
+/// An IPv4 datagram (DF set) carrying `l4` as it is (its checksum is the caller's).
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, ttl: u8, l4: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, ttl, proto, 0, 0];
-    p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let c = rfc1071(&p);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(l4);
-    p
+    Ip::new(src, dst).ident(id).ttl(ttl).datagram(proto, l4)
 }
 
-fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
-    let mut ph = Vec::new();
-    ph.extend_from_slice(&src.octets());
-    ph.extend_from_slice(&dst.octets());
-    ph.extend_from_slice(&[0, proto]);
-    ph.extend_from_slice(&(len as u16).to_be_bytes());
-    ph
-}
-
+/// A TCP segment (window 64240) in a datagram (DF, TTL 64), checksums right.
 #[allow(clippy::too_many_arguments)]
-fn tcp_segment(
+fn tcp_datagram(
     src: Ipv4Addr,
     dst: Ipv4Addr,
+    id: u16,
     sp: u16,
     dp: u16,
     seq: u32,
     ack: u32,
     flags: u8,
-    options: &[u8],
+    opts: &[u8],
     payload: &[u8],
 ) -> Vec<u8> {
-    let hl = 20 + options.len();
-    let mut t = vec![0u8; hl];
-    t[0..2].copy_from_slice(&sp.to_be_bytes());
-    t[2..4].copy_from_slice(&dp.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = ((hl / 4) as u8) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    t[20..].copy_from_slice(options);
-    t.extend_from_slice(payload);
-    let mut sum = pseudo(src, dst, 6, t.len());
-    sum.extend_from_slice(&t);
-    let c = rfc1071(&sum);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
-    t
+    let t = Tcp { window: 64240, opts, ..Tcp::new(sp, dp, seq, ack, flags, payload) };
+    Ip::new(src, dst).ident(id).tcp(&t)
 }
 
 /// MSS 1460, SACK permitted, window scale 7 (what a Linux SYN carries, minus timestamps).
@@ -258,13 +229,14 @@ impl Conn {
         let (src, dst) = (self.h[from], self.h[to]);
         let ack = if flags & ACK != 0 { self.next[to] } else { 0 };
         let opts: &[u8] = if flags & SYN != 0 { &SYN_OPTIONS } else { &[] };
-        let mut t = tcp_segment(src.ip, dst.ip, self.p[from], self.p[to], seq, ack, flags, opts, payload);
+        let id = g.next_id(src.ip);
+        let mut d =
+            tcp_datagram(src.ip, dst.ip, id, self.p[from], self.p[to], seq, ack, flags, opts, payload);
         if g.offload_from == Some(src.ip) {
             // Offload: the capture shows the partial (pseudo-header) sum, not the final checksum.
-            t[16] ^= 0x5a;
+            d[20 + 16] ^= 0x5a;
         }
-        let id = g.next_id(src.ip);
-        g.record(src, dst, ipv4(src.ip, dst.ip, 6, id, 64, &t));
+        g.record(src, dst, d);
     }
 
     fn open(&mut self, g: &mut Gen) {
@@ -730,14 +702,14 @@ fn case_quirks_vlan_fcs() -> Case {
     let cs = rfc1071(&echo);
     echo[2..4].copy_from_slice(&cs.to_be_bytes());
     let id = g.next_id(c.ip);
-    g.record(c, s, ipv4(c.ip, s.ip, 1, id, 64, &echo));
+    g.record(c, s, ipv4(c.ip, s.ip, PROTO_ICMP, id, 64, &echo));
     echo[0] = 0;
     echo[2] = 0;
     echo[3] = 0;
     let cs = rfc1071(&echo);
     echo[2..4].copy_from_slice(&cs.to_be_bytes());
     let id = g.next_id(s.ip);
-    g.record(s, c, ipv4(s.ip, c.ip, 1, id, 57, &echo));
+    g.record(s, c, ipv4(s.ip, c.ip, PROTO_ICMP, id, 57, &echo));
     // An IPv6 neighbour solicitation from the client (link-local): routed, hop limit - 1.
     // RFC 4861 §4.3: type 135, checksum, reserved, target address (the checksum is left 0, as an
     // offloading sender's capture shows it; the replay repairs it).
@@ -825,9 +797,8 @@ fn case_tcp_attacks() -> Case {
     f.c.seg_at(&mut g, 1, blind.wrapping_add(29), FIN | ACK, b"");
     let (sp, cp) = (f.c.p[1], f.c.p[0]);
     let beyond = f.c.next[0].wrapping_add(0x5000_0000);
-    let t = tcp_segment(s.ip, c.ip, sp, cp, f.c.next[1], beyond, ACK, &[], b"");
     let id = g.next_id(s.ip);
-    g.record(s, c, ipv4(s.ip, c.ip, 6, id, 64, &t));
+    g.record(s, c, tcp_datagram(s.ip, c.ip, id, sp, cp, f.c.next[1], beyond, ACK, &[], b""));
     // An RST in the window but not at the client's next byte (RFC 5961 §3.2): passed on, ignored.
     f.c.seg_at(&mut g, 1, f.c.next[1].wrapping_add(100), RST | ACK, b"");
     f.reply(&mut g, "200 PORT command successful. Consider using PASV.");
@@ -909,16 +880,16 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Where the replays' outputs go (only the summary is kept, copied into the case).
+fn scratch() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("replay-gen")
+}
+
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("pcap").join(name)
 }
 
-#[test]
-fn regenerate_cases() {
-    if std::env::var("FTPNAT_REGEN").as_deref() != Ok("1") {
-        println!("SKIP: set FTPNAT_REGEN=1 to regenerate tests/pcap/<case>/");
-        return;
-    }
+fn main() {
     for case in cases() {
         let dir = case_dir(case.name);
         fs::create_dir_all(&dir).unwrap();
@@ -936,7 +907,7 @@ fn regenerate_cases() {
         argv.extend(case.args.iter().cloned());
         fs::write(dir.join("args"), argv.join("\n") + "\n").unwrap();
         // The expected summary: what the replay reports now (reviewed when regenerated).
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-gen").join(case.name);
+        let tmp = scratch().join(case.name);
         fs::create_dir_all(&tmp).unwrap();
         let mut full = vec![dir.join(input).display().to_string()];
         full.extend(case.args.iter().cloned());
@@ -950,8 +921,8 @@ fn regenerate_cases() {
         ftpnat::replay::run(&a.options(), &a.files()).unwrap();
         fs::copy(tmp.join("summary.json"), dir.join("expected-summary.json")).unwrap();
         let readme = format!(
-            "# {}\n\n{}\n\n## How this capture was made\n\nGenerated, not recorded: `FTPNAT_REGEN=1 cargo test --test \
-replay_gen -- --nocapture` runs `{}` in `tests/replay_gen.rs`, which builds every frame byte by byte \
+            "# {}\n\n{}\n\n## How this capture was made\n\nGenerated, not recorded: `cargo run --release --example \
+regenerate_cases` runs `{}` in `examples/regenerate_cases.rs`, which builds every frame byte by byte \
 (IPv4/TCP headers with consistent sequence and acknowledgement numbers, RFC 1071 checksums, {} framing) \
 as a capture on a flat network without NAT would show the session. Timestamps start at \
 2024-01-01T00:00:00Z. `expected-summary.json` is the replay's summary at generation time; `args` holds \
@@ -987,7 +958,7 @@ fn expected_summary(dir: &Path) {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-gen").join(&name);
+    let tmp = scratch().join(&name);
     fs::create_dir_all(&tmp).unwrap();
     let mut full = vec![dir.join(&list[0]).display().to_string()];
     full.extend(list[1..].iter().cloned());

@@ -1,0 +1,245 @@
+//! Allocation records for the operator's log collector (RFC 6888 §4 REQ-12/13: who used which public
+//! address and ports when), as values.
+//!
+//! Owns: the [`Record`] vocabulary (port-block allocation and release, NAT44 session create and
+//! delete, address and port exhaustion, quota exceeded: the RFC 8158 events ftpnat has) and [`Log`],
+//! the bounded queue the allocator and the engine push to and the shell drains into its IPFIX and
+//! syslog exporters. Must not: encode, send or timestamp with a wall clock (records carry the core's
+//! [`Instant`]; the shell converts it when it exports).
+//!
+//! Unlike `ftpnat events`, this queue is meant to be complete: it is on whenever an exporter is
+//! configured, and sized so the run loop (which drains it every turn) never lets it fill. If it ever
+//! does, the newest records are refused and counted (`dropped`), so what did reach the collector is an
+//! unbroken prefix and the loss is visible in metrics.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use super::ports::PortRange;
+use super::{InsideEndpoint, PublicEndpoint};
+use crate::flow::{Endpoint, Proto};
+use crate::time::Instant;
+
+/// Records held for the shell before new ones are refused.
+pub const CAPACITY: usize = 1 << 16;
+
+/// Which limit a host ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quota {
+    /// `--max-ports-per-host`: mappings (public ports) per protocol.
+    PortsPerHost,
+    /// The per-host port-block limit.
+    BlocksPerHost,
+    /// The host's deterministic port range is full.
+    DeterministicRange,
+}
+
+impl Quota {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Quota::PortsPerHost => "ports_per_host",
+            Quota::BlocksPerHost => "blocks_per_host",
+            Quota::DeterministicRange => "deterministic_range",
+        }
+    }
+}
+
+/// One allocation event. Times are the core's [`Instant`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `inside` was given `ports` on `public`, for every protocol (RFC 8158 natEvent 16).
+    BlockAllocated { at: Instant, inside: Ipv4Addr, public: Ipv4Addr, ports: PortRange },
+    /// The block given at `since` went back to the pool (natEvent 17): no mapping used it for the
+    /// hold-down time, or the host's mapping table was cleared.
+    BlockReleased { at: Instant, since: Instant, inside: Ipv4Addr, public: Ipv4Addr, ports: PortRange },
+    /// A connection was translated `inside` → `public`, talking to `remote` (natEvent 4).
+    SessionCreated {
+        at: Instant,
+        proto: Proto,
+        inside: InsideEndpoint,
+        public: PublicEndpoint,
+        remote: Endpoint,
+    },
+    /// That connection ended (natEvent 5).
+    SessionDeleted {
+        at: Instant,
+        since: Instant,
+        proto: Proto,
+        inside: InsideEndpoint,
+        public: PublicEndpoint,
+        remote: Endpoint,
+    },
+    /// No public address had room for a new host (natEvent 3).
+    AddressesExhausted { at: Instant, proto: Proto },
+    /// `public` has no free port (dynamic) or block (port blocks) for `proto` (natEvent 12).
+    PortsExhausted { at: Instant, proto: Proto, public: Ipv4Addr },
+    /// `host` holds `limit` of what `quota` counts and asked for more (natEvent 13).
+    QuotaExceeded { at: Instant, proto: Proto, host: Ipv4Addr, quota: Quota, limit: u32 },
+}
+
+impl Record {
+    /// Stable snake_case kind, as the syslog exporter and `ftpnat events --json` name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::BlockAllocated { .. } => "block_allocated",
+            Record::BlockReleased { .. } => "block_released",
+            Record::SessionCreated { .. } => "session_created",
+            Record::SessionDeleted { .. } => "session_deleted",
+            Record::AddressesExhausted { .. } => "addresses_exhausted",
+            Record::PortsExhausted { .. } => "ports_exhausted",
+            Record::QuotaExceeded { .. } => "quota_exceeded",
+        }
+    }
+
+    /// When it happened.
+    pub fn at(&self) -> Instant {
+        match *self {
+            Record::BlockAllocated { at, .. }
+            | Record::BlockReleased { at, .. }
+            | Record::SessionCreated { at, .. }
+            | Record::SessionDeleted { at, .. }
+            | Record::AddressesExhausted { at, .. }
+            | Record::PortsExhausted { at, .. }
+            | Record::QuotaExceeded { at, .. } => at,
+        }
+    }
+}
+
+/// What the operator asked to be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPolicy {
+    /// Anything at all (an exporter is configured).
+    pub enabled: bool,
+    /// One record per connection as well (`SessionCreated`/`SessionDeleted`): RFC 6888 §4 notes its
+    /// volume; port blocks exist so that it is not needed.
+    pub sessions: bool,
+}
+
+/// Exhaustion and quota records per second, at most, whatever the offered load: a host hammering its
+/// quota would otherwise write one record per refused packet.
+pub const ALARMS_PER_SEC: u32 = 100;
+
+/// The bounded record queue.
+#[derive(Debug, Default)]
+pub struct Log {
+    policy: LogPolicy,
+    queue: VecDeque<Record>,
+    dropped: u64,
+    /// Alarm (exhaustion, quota) records allowed in the current second, and that second.
+    alarm_budget: u32,
+    alarm_second: Option<u64>,
+    alarms_suppressed: u64,
+}
+
+impl Log {
+    pub fn set_policy(&mut self, p: LogPolicy) {
+        self.policy = p;
+        if !p.enabled {
+            self.queue.clear();
+        }
+    }
+
+    pub fn policy(&self) -> LogPolicy {
+        self.policy
+    }
+
+    /// Queues an allocation record (blocks, sessions) built by `make`, when logging is on.
+    #[inline]
+    pub fn push(&mut self, make: impl FnOnce() -> Record) {
+        if !self.policy.enabled {
+            return;
+        }
+        if self.queue.len() >= CAPACITY {
+            self.dropped += 1;
+            return;
+        }
+        self.queue.push_back(make());
+    }
+
+    /// Queues a session record when per-session logging was asked for.
+    #[inline]
+    pub fn push_session(&mut self, make: impl FnOnce() -> Record) {
+        if self.policy.sessions {
+            self.push(make);
+        }
+    }
+
+    /// Queues an exhaustion or quota record, within [`ALARMS_PER_SEC`].
+    pub fn push_alarm(&mut self, now: Instant, make: impl FnOnce() -> Record) {
+        if !self.policy.enabled {
+            return;
+        }
+        let second = now.as_micros() / 1_000_000;
+        if self.alarm_second != Some(second) {
+            (self.alarm_second, self.alarm_budget) = (Some(second), ALARMS_PER_SEC);
+        }
+        if self.alarm_budget == 0 {
+            self.alarms_suppressed += 1;
+            return;
+        }
+        self.alarm_budget -= 1;
+        self.push(make);
+    }
+
+    pub fn pop(&mut self) -> Option<Record> {
+        self.queue.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Records refused because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Alarm records left out by the rate limit.
+    pub fn alarms_suppressed(&self) -> u64 {
+        self.alarms_suppressed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alarm(n: u64) -> Record {
+        Record::AddressesExhausted { at: Instant::from_micros(n), proto: Proto::Tcp }
+    }
+
+    #[test]
+    fn off_until_enabled_and_full_queue_refuses_the_newest() {
+        let mut l = Log::default();
+        let mut built = false;
+        l.push(|| {
+            built = true;
+            alarm(0)
+        });
+        assert!(!built && l.is_empty(), "a disabled log builds nothing");
+        l.set_policy(LogPolicy { enabled: true, sessions: false });
+        l.push_session(|| alarm(1));
+        assert!(l.is_empty(), "sessions only when asked");
+        for i in 0..CAPACITY as u64 + 5 {
+            l.push(|| alarm(i));
+        }
+        assert_eq!((l.len(), l.dropped()), (CAPACITY, 5));
+        assert_eq!(l.pop(), Some(alarm(0)), "what was queued stays an unbroken prefix");
+    }
+
+    #[test]
+    fn alarms_are_rate_limited_per_second() {
+        let mut l = Log::default();
+        l.set_policy(LogPolicy { enabled: true, sessions: true });
+        for i in 0..ALARMS_PER_SEC as u64 + 10 {
+            l.push_alarm(Instant::from_millis(500), || alarm(i));
+        }
+        assert_eq!((l.len(), l.alarms_suppressed()), (ALARMS_PER_SEC as usize, 10));
+        l.push_alarm(Instant::from_millis(1500), || alarm(0));
+        assert_eq!(l.len(), ALARMS_PER_SEC as usize + 1, "a new second, a new budget");
+    }
+}
