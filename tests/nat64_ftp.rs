@@ -151,7 +151,10 @@ fn eprt_becomes_port_with_the_mapping_allocated_first_rfc6384_section_7() {
     let (addr, port) = port_of_port_line(&srv);
     assert_eq!(addr, PUBLIC.to_string());
     assert_eq!(cli, "200 PORT command successful\r\n");
-    assert!(c.e.pinholes().get(port).is_some(), "the pinhole for the server's connection is open");
+    assert!(
+        c.e.pinholes().get(ftpnat::flow::Endpoint::new(PUBLIC, port)).is_some(),
+        "the pinhole for the server's connection is open"
+    );
     // The server connects from port 20; the client gets it as IPv6 from the server's synthesised address.
     let mut syn = tcp4(SERVER4, PUBLIC, 20, port, 7, 0, TcpKind::Syn, b"", 60);
     assert_eq!(c.e.handle_packet(Instant::ZERO, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
