@@ -279,3 +279,25 @@ fn deterministic_mode_uses_exactly_the_computed_mapping_for_every_flow() {
     }
     assert_eq!(flows, 6 * 150);
 }
+
+#[test]
+fn ftpnat_events_show_blocks_and_quotas_without_any_exporter() {
+    let mut r = Rig::new(pooled(blocks(16, 1, 5)));
+    r.engine.set_events(true);
+    for i in 0..20u16 {
+        r.send(Side::Inside, udp(host(9), 20000 + i, REMOTE, 53, b"q"));
+    }
+    r.advance(400); // the flows expire: the block starts its 5-s hold-down
+    r.advance(10);
+    let nat: Vec<Record> = std::iter::from_fn(|| r.engine.poll_event())
+        .filter_map(|e| match e {
+            ftpnat::events::Event::Nat(rec) => Some(rec),
+            _ => None,
+        })
+        .collect();
+    let kinds: Vec<&str> = nat.iter().map(|x| x.kind()).collect();
+    assert_eq!(kinds.first(), Some(&"block_allocated"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "quota_exceeded").count(), 4, "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"block_released"), "{kinds:?}");
+    assert!(records(&mut r).is_empty(), "no exporter: nothing queued for one");
+}

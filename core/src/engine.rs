@@ -217,6 +217,7 @@ impl Engine {
     /// Records [`Event`]s for [`Engine::poll_event`] (off by default; off again forgets the queue).
     pub fn set_events(&mut self, on: bool) {
         self.events.set_enabled(on);
+        self.nat.log_mut().set_mirror(on);
     }
     /// The oldest recorded event not yet taken.
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -250,11 +251,15 @@ impl Engine {
         }
         for f in new.forwards.iter().filter(|f| !self.config.forwards.contains(f)) {
             let at = self.config.forward_addr(f);
-            if self.nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port)).is_ok() {
-                cfg.forwards.push(*f);
-            } else {
+            match self.nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port)) {
+                Ok(()) => cfg.forwards.push(*f),
                 // A live mapping holds the port: reserving it now would hand it out twice later.
-                refused.push(format!("--forward {f}: public port in use by a live mapping; not added"));
+                Err(nat::ReserveError::InUse) => {
+                    refused.push(format!("--forward {f}: public port in use by a live mapping; not added"))
+                }
+                Err(nat::ReserveError::NotInPool) => refused.push(format!(
+                    "--forward {f}: {at} is not in the running pool (a new pool needs a restart); not added"
+                )),
             }
         }
         self.nat.clear_pins();
@@ -286,6 +291,7 @@ impl Engine {
             },
             v => v,
         };
+        self.mirror_nat_events();
         match v {
             Verdict::Forward(side) => {
                 self.metrics.packets_out[side.index()] += 1;
@@ -449,7 +455,18 @@ impl Engine {
         }
         self.frags.expire_states(now);
         self.nat.handle_timeout(now);
+        self.mirror_nat_events();
         self.release_held(now);
+    }
+
+    /// Moves the allocator's block and alarm records to the events (only while they are followed).
+    #[inline]
+    fn mirror_nat_events(&mut self) {
+        if self.events.enabled() {
+            while let Some(r) = self.nat.log_mut().pop_mirrored() {
+                self.events.push(|| Event::Nat(r));
+            }
+        }
     }
 
     fn destroy(&mut self, id: ConnId, why: DestroyReason) {

@@ -518,6 +518,16 @@ pub fn render_event(v: &Value) -> String {
             s(&v["remote6"]),
             s(&v["orig"]["src"])
         ),
+        "nat" => {
+            // The pool's and blocks' events: every field the record has, by name.
+            let fields = ["proto", "inside", "public", "ports", "remote", "quota", "limit"];
+            let said: Vec<String> = fields
+                .iter()
+                .filter(|k| v.get(**k).is_some())
+                .map(|k| format!("{k} {}", s(&v[*k])))
+                .collect();
+            format!("[NAT] {} {}", s(&v["kind"]), said.join(" "))
+        }
         other => format!("[{other}] {v}"),
     };
     format!("{} {body}", hms(&v["ts"]))

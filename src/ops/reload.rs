@@ -176,6 +176,11 @@ pub fn describe(old: &Config, new: &Config) -> (Vec<String>, Vec<String>) {
         (new.mtu[0] != old.mtu[0], "--lan-mtu", old.mtu[0].to_string()),
         (new.mtu[1] != old.mtu[1], "--wan-mtu", old.mtu[1].to_string()),
         (new.translate != old.translate, "--forward-only", (!old.translate).to_string()),
+        (
+            new.pool != old.pool,
+            "--public-ip/--public-pool/--port-block-*/--deterministic/--nat-log-sessions",
+            format!("{} address(es), {} allocation", old.pool.addresses.len(), old.pool.allocation.name()),
+        ),
     ];
     (
         applied.into_iter().filter(|c| c.0).map(|(_, what, a, b)| format!("{what}: {a} -> {b}")).collect(),

@@ -565,6 +565,41 @@ pub fn stats(c: &Counters) -> Value {
     json!({ "stats": m })
 }
 
+/// A pool or block record as an event: its protocol (`None`: a block serves every protocol), the
+/// endpoints a filter matches on, and its fields.
+fn nat_event(r: &crate::nat::Record) -> (Option<Proto>, Vec<Endpoint>, Value) {
+    use crate::nat::Record as R;
+    let range = |p: crate::nat::PortRange| format!("{}-{}", p.first(), p.last());
+    let host = |a: Ipv4Addr| Endpoint::new(a, 0);
+    let (proto, eps, mut v) = match r {
+        R::BlockAllocated { inside, public, ports, .. } | R::BlockReleased { inside, public, ports, .. } => (
+            None,
+            vec![host(*inside), Endpoint::new(*public, ports.first()), Endpoint::new(*public, ports.last())],
+            json!({ "inside": inside.to_string(), "public": public.to_string(), "ports": range(*ports) }),
+        ),
+        R::SessionCreated { proto, inside, public, remote, .. }
+        | R::SessionDeleted { proto, inside, public, remote, .. } => (
+            Some(*proto),
+            vec![inside.endpoint(), public.endpoint(), *remote],
+            json!({ "proto": proto.name(), "inside": inside.to_string(), "public": public.to_string(),
+                    "remote": remote.to_string() }),
+        ),
+        R::AddressesExhausted { proto, .. } => (Some(*proto), vec![], json!({ "proto": proto.name() })),
+        R::PortsExhausted { proto, public, .. } => (
+            Some(*proto),
+            vec![host(*public)],
+            json!({ "proto": proto.name(), "public": public.to_string() }),
+        ),
+        R::QuotaExceeded { proto, host: h, quota, limit, .. } => (
+            Some(*proto),
+            vec![host(*h)],
+            json!({ "proto": proto.name(), "inside": h.to_string(), "quota": quota.name(), "limit": limit }),
+        ),
+    };
+    v["kind"] = json!(r.kind());
+    (proto, eps, v)
+}
+
 /// One event line for `ftpnat events`, or `None` when `filter` rejects it. `ts` is seconds since the
 /// Unix epoch, stamped by the caller when it took the event.
 pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
@@ -617,6 +652,7 @@ pub fn event(e: &Event, ts: f64, filter: &Filter) -> Option<Value> {
             vec![],
             json!({ "control": control.slot(), "reason": reason.name(), "line": line }),
         ),
+        Event::Nat(r) => nat_event(r),
     };
     // A refusal names no endpoint of its own: it passes an address/port filter only if unfiltered.
     if !filter.matches(proto, &eps) {

@@ -22,6 +22,9 @@ use crate::time::Instant;
 
 /// Records held for the shell before new ones are refused.
 pub const CAPACITY: usize = 1 << 16;
+/// Records copied for the events between two engine calls, at most (the engine moves them on after
+/// every packet and timeout; the event queue has its own bound).
+pub const MIRROR_CAPACITY: usize = 1024;
 
 /// Which limit a host ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,6 +127,10 @@ pub const ALARMS_PER_SEC: u32 = 100;
 pub struct Log {
     policy: LogPolicy,
     queue: VecDeque<Record>,
+    /// Block and alarm records copied for `ftpnat events` while someone follows them (bounded by
+    /// [`MIRROR_CAPACITY`]; the engine moves them to its event queue after each packet or timeout).
+    mirror: bool,
+    mirrored: VecDeque<Record>,
     dropped: u64,
     /// Alarm (exhaustion, quota) records allowed in the current second, and that second.
     alarm_budget: u32,
@@ -143,9 +150,34 @@ impl Log {
         self.policy
     }
 
-    /// Queues an allocation record (blocks, sessions) built by `make`, when logging is on.
+    /// Copies block and alarm records for `ftpnat events` (on while someone follows them).
+    pub fn set_mirror(&mut self, on: bool) {
+        self.mirror = on;
+        if !on {
+            self.mirrored.clear();
+        }
+    }
+
+    /// The oldest record copied for the events, if any.
+    pub fn pop_mirrored(&mut self) -> Option<Record> {
+        self.mirrored.pop_front()
+    }
+
+    /// Queues an allocation record (blocks) built by `make`, when logging is on, and copies it for
+    /// the events when they are followed.
     #[inline]
     pub fn push(&mut self, make: impl FnOnce() -> Record) {
+        if !self.policy.enabled && !self.mirror {
+            return;
+        }
+        let r = make();
+        if self.mirror && self.mirrored.len() < MIRROR_CAPACITY {
+            self.mirrored.push_back(r.clone());
+        }
+        self.enqueue(r);
+    }
+
+    fn enqueue(&mut self, r: Record) {
         if !self.policy.enabled {
             return;
         }
@@ -153,20 +185,21 @@ impl Log {
             self.dropped += 1;
             return;
         }
-        self.queue.push_back(make());
+        self.queue.push_back(r);
     }
 
-    /// Queues a session record when per-session logging was asked for.
+    /// Queues a session record when per-session logging was asked for (the events have the flows
+    /// already: not copied there).
     #[inline]
     pub fn push_session(&mut self, make: impl FnOnce() -> Record) {
-        if self.policy.sessions {
-            self.push(make);
+        if self.policy.sessions && self.policy.enabled {
+            self.enqueue(make());
         }
     }
 
     /// Queues an exhaustion or quota record, within [`ALARMS_PER_SEC`].
     pub fn push_alarm(&mut self, now: Instant, make: impl FnOnce() -> Record) {
-        if !self.policy.enabled {
+        if !self.policy.enabled && !self.mirror {
             return;
         }
         let second = now.as_micros() / 1_000_000;
