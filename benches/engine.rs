@@ -122,6 +122,103 @@ mod established {
     }
 }
 
+/// One packet of an established NAT64 flow (issue 14), beside `established`: an IPv6 client's packet
+/// translated to IPv4 (RFC 7915) then through the IPv4 path, and the IPv4 reply back to IPv6. The UDP
+/// rows carry the same 36-byte payload as `established::udp_*_64` (84 bytes as IPv6, 64 as IPv4); the
+/// TCP rows 1440 bytes, the most an IPv6 client's MSS allows (a 1500-byte IPv6 segment, 1480 as IPv4).
+mod nat64 {
+    use super::*;
+    use etherparse::PacketBuilder;
+    use std::net::Ipv6Addr;
+
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 2);
+
+    fn rig() -> Rig {
+        let mut c = config();
+        c.nat64 = Some(ftpnat::nat64::Nat64Config::new(
+            "64:ff9b:1::/96".parse().expect("prefix"),
+            vec!["2001:db8:64::/64".parse().expect("prefix")],
+        ));
+        c.validate().expect("valid NAT64 bench config");
+        Rig::new(c)
+    }
+
+    fn remote6() -> Ipv6Addr {
+        let [a, b, c, d] = REMOTE.octets();
+        Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]))
+    }
+
+    fn run(b: Bencher, rig: &mut Rig, from: Side, tpl: &[u8]) {
+        assert_eq!(rig.send(from, tpl), Verdict::Forward(from.other()));
+        b.counter(ItemsCount::new(1u32)).bench_local(|| black_box(rig.send(from, black_box(tpl))));
+    }
+
+    /// `(outbound IPv6, inbound IPv4)` templates of an established UDP flow.
+    fn udp_flow6(rig: &mut Rig) -> (Vec<u8>, Vec<u8>) {
+        let data = [0x17; UDP_PAYLOAD];
+        let mut out = Vec::new();
+        PacketBuilder::ipv6(CLIENT6.octets(), remote6().octets(), 64)
+            .udp(5353, 53)
+            .write(&mut out, &data)
+            .unwrap();
+        rig.pass(Side::Inside, &out);
+        let inb = udp(REMOTE, 53, PUBLIC, 5353, &data);
+        assert_eq!(rig.send(Side::Outside, &inb), Verdict::Forward(Side::Inside));
+        (out, inb)
+    }
+
+    /// `(outbound IPv6, inbound IPv4)` templates of an established TCP connection.
+    fn tcp_flow6(rig: &mut Rig) -> (Vec<u8>, Vec<u8>) {
+        let seg = |seq: u32, ack: Option<u32>, syn: bool, data: &[u8]| {
+            let mut v = Vec::new();
+            let t = PacketBuilder::ipv6(CLIENT6.octets(), remote6().octets(), 64).tcp(40_000, 80, seq, 65535);
+            let t = if syn { t.syn() } else { t };
+            let t = match ack {
+                Some(a) => t.ack(a),
+                None => t,
+            };
+            t.write(&mut v, data).unwrap();
+            v
+        };
+        rig.pass(Side::Inside, &seg(1000, None, true, &[]));
+        let synack = tcp(REMOTE, 80, PUBLIC, 40_000, 5000, 1001, SYN | ACK, &[]);
+        assert_eq!(rig.send(Side::Outside, &synack), Verdict::Forward(Side::Inside));
+        rig.pass(Side::Inside, &seg(1001, Some(5001), false, &[]));
+        let data = vec![0x42; TCP_PAYLOAD - 20];
+        let out = seg(1001, Some(5001), false, &data);
+        let inb = tcp(REMOTE, 80, PUBLIC, 40_000, 5001, 1001, ACK | PSH, &data);
+        (out, inb)
+    }
+
+    #[divan::bench]
+    fn udp_out_64(b: Bencher) {
+        let mut rig = rig();
+        let (out, _) = udp_flow6(&mut rig);
+        run(b, &mut rig, Side::Inside, &out);
+    }
+
+    #[divan::bench]
+    fn udp_in_64(b: Bencher) {
+        let mut rig = rig();
+        let (_, inb) = udp_flow6(&mut rig);
+        run(b, &mut rig, Side::Outside, &inb);
+    }
+
+    #[divan::bench]
+    fn tcp_out_1500(b: Bencher) {
+        let mut rig = rig();
+        let (out, _) = tcp_flow6(&mut rig);
+        run(b, &mut rig, Side::Inside, &out);
+    }
+
+    #[divan::bench]
+    fn tcp_in_1500(b: Bencher) {
+        let mut rig = rig();
+        let (_, inb) = tcp_flow6(&mut rig);
+        run(b, &mut rig, Side::Outside, &inb);
+    }
+}
+
 /// The first packet of a flow: table insert, mapping (port preserved), expiry queue.
 mod new_flow {
     use super::*;

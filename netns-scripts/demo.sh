@@ -17,6 +17,11 @@ source "$HERE/env.sh"
 FTP_FORWARD="tcp:2121=$FTPNAT_LAN_HOST:21"
 [[ " $FTPNAT_FORWARDS " == *" $FTP_FORWARD "* ]] || FTPNAT_FORWARDS="$FTPNAT_FORWARDS $FTP_FORWARD"
 export FTPNAT_FORWARDS
+# NAT64 rows (README "NAT64"): the lan host also gets IPv6 in --inside6 and a route to the prefix
+# (dual stack: the IPv4 rows are unchanged); the wan side stays IPv4-only.
+: "${FTPNAT_NAT64_PREFIX:=64:ff9b:1::/96}"
+export FTPNAT_NAT64_PREFIX
+WAN_HOST6="${FTPNAT_NAT64_PREFIX%/*}$FTPNAT_WAN_HOST" # the wan host as DNS64 would answer (a /96 prefix)
 for tool in ip ss curl python3 ping sha256sum timeout awk vsftpd; do
     command -v "$tool" >/dev/null || ftpnat_die "missing $tool: run netns-scripts/deps.sh"
 done
@@ -197,6 +202,19 @@ ftp_curl_flags() {
     esac
 }
 
+# ftp_sums_equal ROOT UP: the RETR copy ($WORK/ftp-got.bin) and the STORed ROOT/UP are the blob (both
+# removed after); prints the mismatch otherwise.
+ftp_sums_equal() {
+    local root=$1 up=$2 want_sum got_sum put_sum
+    want_sum=$(sha256sum <"$WORK/ftp-blob.bin" | cut -c1-16)
+    got_sum=$(sha256sum <"$WORK/ftp-got.bin" | cut -c1-16)
+    put_sum=$(sha256sum <"$root/$up" | cut -c1-16)
+    rm -f "$WORK/ftp-got.bin" "$root/$up"
+    if [[ "$got_sum" != "$want_sum" || "$put_sum" != "$want_sum" ]]; then
+        echo "sha256 MISMATCH (RETR $got_sum, STOR $put_sum, want $want_sum)"; return 1
+    fi
+}
+
 # check_ftp MODE out|in: RETR and STOR of $FTP_BYTES in MODE; `out`: curl in lan, vsftpd in wan; `in`:
 # curl in wan, vsftpd in lan behind the forward. Figures: bytes, rate, and the rewrites ftpnat logged.
 check_ftp() {
@@ -217,14 +235,7 @@ check_ftp() {
     $run timeout 150 curl -sS --max-time 120 --connect-timeout 10 "${flags[@]}" -u anonymous:demo@ \
         -T "$WORK/ftp-blob.bin" "$base/$up" || { echo "STOR failed"; return 1; }
     t1=$(date +%s.%N)
-    local want_sum got_sum put_sum
-    want_sum=$(sha256sum <"$WORK/ftp-blob.bin" | cut -c1-16)
-    got_sum=$(sha256sum <"$WORK/ftp-got.bin" | cut -c1-16)
-    put_sum=$(sha256sum <"$root/$up" | cut -c1-16)
-    rm -f "$WORK/ftp-got.bin" "$root/$up"
-    if [[ "$got_sum" != "$want_sum" || "$put_sum" != "$want_sum" ]]; then
-        echo "sha256 MISMATCH (RETR $got_sum, STOR $put_sum, want $want_sum)"; return 1
-    fi
+    ftp_sums_equal "$root" "$up" || return 1
     # ftpnat logs each rewrite at info: `... ftpnat::alg: rewrite control=.. kind="port" old=.. new=.. delta=..`
     local rw n first
     rw=$(tail -n "+$((mark + 1))" "$FTPNAT_STATE_DIR/ftpnat.log" | grep 'ftpnat::alg: rewrite' |
@@ -241,6 +252,34 @@ check_ftp() {
         echo "$figs; $n rewrites, e.g. $first"
         [[ "$n" == 2 && "$first" == "$want "* ]]
     fi
+}
+
+check_ping6() {
+    local out rx
+    out=$(lan timeout 15 ping -6 -n -c 5 -i 0.2 -W 2 "$WAN_HOST6") || { echo "$out"; echo "no replies"; return 1; }
+    rx=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' <<<"$out")
+    echo "$rx/5 replies from $WAN_HOST6 (IPv4 $FTPNAT_WAN_HOST)"
+    [[ "$rx" == 5 ]]
+}
+
+# check_ftp64 EPSV|EPRT: the lan host over IPv6 to the IPv4-only vsftpd in wan, RETR and STOR of
+# $FTP_BYTES; the server sees PASV/PORT (RFC 6384). Figures: bytes, rate, the NAT64 counters' lines.
+check_ftp64() {
+    local mode=$1 flags up="upload/up64-$1.bin" mark t0 t1
+    case $mode in EPSV) flags=(--ftp-pasv) ;; EPRT) flags=(-P -) ;; esac
+    mark=$(wc -l <"$FTPNAT_STATE_DIR/ftpnat.log")
+    t0=$(date +%s.%N)
+    lan timeout 150 curl -sS -g --max-time 120 --connect-timeout 10 "${flags[@]}" -u anonymous:demo@ \
+        -o "$WORK/ftp-got.bin" "ftp://[$WAN_HOST6]/blob.bin" || { echo "RETR failed"; return 1; }
+    lan timeout 150 curl -sS -g --max-time 120 --connect-timeout 10 "${flags[@]}" -u anonymous:demo@ \
+        -T "$WORK/ftp-blob.bin" "ftp://[$WAN_HOST6]/$up" || { echo "STOR failed"; return 1; }
+    t1=$(date +%s.%N)
+    ftp_sums_equal "$WORK/ftp-wan/root" "$up" || return 1
+    local n rate
+    n=$(tail -n "+$((mark + 1))" "$FTPNAT_STATE_DIR/ftpnat.log" | grep -c 'ftpnat::alg: \(nat64 \)\{0,1\}rewrite' || true)
+    rate=$(awk -v b=$((2 * FTP_BYTES)) -v s="$t0" -v e="$t1" 'BEGIN { printf "%.0f", b * 8 / (e - s) / 1e6 }')
+    echo "RETR+STOR $((FTP_BYTES >> 20)) MiB each, sha256 equal, $rate Mbit/s; $n ALG rewrites ($mode -> $([[ $mode == EPSV ]] && echo PASV || echo PORT))"
+    ((n >= 2))
 }
 
 check_alive() {
@@ -292,6 +331,9 @@ row "FTP PORT lan -> wan (curl -> vsftpd)" check_ftp PORT out
 row "FTP EPRT lan -> wan (curl -> vsftpd)" check_ftp EPRT out
 row "FTP PASV wan -> --forward tcp:2121 -> lan vsftpd" check_ftp PASV in
 row "FTP EPSV wan -> --forward tcp:2121 -> lan vsftpd" check_ftp EPSV in
+row "NAT64 ping IPv6 lan -> IPv4 wan host" check_ping6
+row "NAT64 FTP EPSV IPv6 lan -> IPv4 vsftpd (curl)" check_ftp64 EPSV
+row "NAT64 FTP EPRT IPv6 lan -> IPv4 vsftpd (curl)" check_ftp64 EPRT
 row "ftpnat alive, no device errors" check_alive
 
 teardown

@@ -9,6 +9,16 @@
 #   default via 10.0.0.1                 --inside 10.0.0.0/24                     198.51.100.1 on-link
 #                                        --public-ip 198.51.100.1
 #
+# With FTPNAT_NAT64_PREFIX set, the lan host also gets IPv6 (an address in FTPNAT_INSIDE6 and a route to
+# the NAT64 prefix via FTPNAT_GW_IP6), and with FTPNAT_LAN_IPV4=no it has IPv6 only: the NAT64 topology,
+#
+#   lan host 2001:db8:64::2/64 (no IPv4)                                          wan host 198.51.100.2/24
+#   64:ff9b:1::/96 via 2001:db8:64::1        --nat64-prefix 64:ff9b:1::/96        (IPv4 only)
+#                                            --inside6 2001:db8:64::/64
+#
+# The wan side never has IPv6: an IPv4-only server is what NAT64 is for. DNS64 is not part of it (use the
+# synthesised address, e.g. 64:ff9b:1::198.51.100.2).
+#
 # ftpnat runs in the namespace the scripts are started in, creates both TUN devices there, and up.sh
 # moves each device into its namespace: the descriptors ftpnat holds keep working across the move, so
 # the two namespaces' only link is the ftpnat process.
@@ -25,6 +35,13 @@
 : "${FTPNAT_WAN_PREFIX_LEN:=24}"            # the wan link: wan host and public ip share this prefix
 : "${FTPNAT_FORWARDS=tcp:2080=10.0.0.2:8080 udp:2053=10.0.0.2:5353}"  # --forward specs (space separated)
 : "${FTPNAT_EXTRA_ARGS=}"                   # more `ftpnat run` flags, space separated
+: "${FTPNAT_NAT64_PREFIX=}"                 # --nat64-prefix; empty: no NAT64, the lan host has no IPv6
+: "${FTPNAT_INSIDE6:=2001:db8:64::/64}"     # --inside6 (RFC 3849 documentation space)
+: "${FTPNAT_GW_IP6:=2001:db8:64::1}"        # the lan host's IPv6 next hop to the NAT64 prefix
+: "${FTPNAT_LAN_HOST6:=2001:db8:64::2}"     # the inside host's IPv6 address
+: "${FTPNAT_LAN_IPV4:=yes}"                 # no: the lan host has no IPv4 address or route (IPv6-only)
+# FTPNAT_NAT64_ARGS, when set (even empty), replaces the flags up.sh gives ftpnat for NAT64
+# (`--nat64-prefix $FTPNAT_NAT64_PREFIX --inside6 $FTPNAT_INSIDE6`).
 : "${FTPNAT_CONFIG=}"                       # an ftpnat.toml for `--config` (then the forwards come from it)
 : "${FTPNAT_LOG:=ftpnat=info}"              # RUST_LOG for the ftpnat process
 : "${FTPNAT_WORKERS=}"                      # --workers N, unless the flags already say (e.g. CI's second run: 2)
@@ -35,7 +52,8 @@ FTPNAT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 export FTPNAT_NS_LAN FTPNAT_NS_WAN FTPNAT_LAN_TUN FTPNAT_WAN_TUN FTPNAT_INSIDE FTPNAT_GW_IP \
     FTPNAT_LAN_HOST FTPNAT_PUBLIC_IP FTPNAT_WAN_HOST FTPNAT_WAN_PREFIX_LEN FTPNAT_FORWARDS \
-    FTPNAT_EXTRA_ARGS FTPNAT_CONFIG FTPNAT_LOG FTPNAT_WORKERS FTPNAT_REPO FTPNAT_BIN FTPNAT_STATE_DIR
+    FTPNAT_EXTRA_ARGS FTPNAT_CONFIG FTPNAT_LOG FTPNAT_WORKERS FTPNAT_REPO FTPNAT_BIN FTPNAT_STATE_DIR \
+    FTPNAT_NAT64_PREFIX FTPNAT_INSIDE6 FTPNAT_GW_IP6 FTPNAT_LAN_HOST6 FTPNAT_LAN_IPV4
 
 # --- helpers shared by the scripts ---------------------------------------------------------------
 

@@ -10,7 +10,9 @@
 # address other than the control connection's peer is refused, and a passive data connection from
 # another address is refused. That is the strict check a NAT's FTP ALG must pass. With TLS set to
 # `tls`, FTPS (AUTH TLS) is offered with a self-signed certificate made here (needs openssl).
-# The protocol log (every command the server saw, as it saw it) is DIR/vsftpd.log.
+# The protocol log (every command the server saw, as it saw it) is DIR/vsftpd.log. With
+# VSFTPD_CMDS_DENIED set (e.g. `EPSV,EPRT`: a server that only knows PASV and PORT), vsftpd answers
+# those commands `550 Permission denied.` (its cmds_denied option).
 # Run it with `exec`-like lifetime: it is vsftpd itself (exec), killed by whoever started it.
 set -euo pipefail
 [[ $# -ge 5 ]] || { echo "usage: ${0##*/} DIR ADDR PORT PASV_MIN PASV_MAX [tls]" >&2; exit 2; }
@@ -66,6 +68,10 @@ xferlog_enable=YES
 xferlog_std_format=NO
 vsftpd_log_file=$dir/vsftpd.log
 CONF
+if [[ -n "${VSFTPD_CMDS_DENIED:-}" ]]; then
+    [[ "$VSFTPD_CMDS_DENIED" =~ ^[A-Za-z,]+$ ]] || { echo "${0##*/}: VSFTPD_CMDS_DENIED: commands, comma separated" >&2; exit 2; }
+    echo "cmds_denied=$VSFTPD_CMDS_DENIED" >>"$conf"
+fi
 
 if [[ "$tls" == tls ]]; then
     command -v openssl >/dev/null || { echo "${0##*/}: openssl missing" >&2; exit 1; }

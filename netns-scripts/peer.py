@@ -111,7 +111,8 @@ def udp_server(a):
 
 
 def udp_client(a):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # An IPv6 literal (a NAT64 client) gets an IPv6 socket.
+    s = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(a.timeout)
     err = "no tries"
     for _ in range(a.tries):

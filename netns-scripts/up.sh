@@ -26,11 +26,22 @@ for dev in "$FTPNAT_LAN_TUN" "$FTPNAT_WAN_TUN"; do
     fi
 done
 
+case "$FTPNAT_LAN_IPV4" in yes | no) ;; *) ftpnat_die "FTPNAT_LAN_IPV4=$FTPNAT_LAN_IPV4: yes or no" ;; esac
+[[ -n "$FTPNAT_NAT64_PREFIX" || "$FTPNAT_LAN_IPV4" == yes ]] ||
+    ftpnat_die "FTPNAT_LAN_IPV4=no needs FTPNAT_NAT64_PREFIX (the lan host would have no address)"
 for ns in "$FTPNAT_NS_LAN" "$FTPNAT_NS_WAN"; do
     ip netns add "$ns"
     ip -n "$ns" link set lo up
-    # IPv6 is not translated; without this the kernel's router solicitations only add drop counts.
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    if [[ "$ns" == "$FTPNAT_NS_LAN" && -n "$FTPNAT_NAT64_PREFIX" ]]; then
+        # The NAT64 client side: IPv6 on, but no router solicitations, autoconfiguration or duplicate
+        # address detection on the TUN link (ftpnat is no IPv6 router advertiser; the address is static).
+        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+            net.ipv6.conf.default.router_solicitations=0 net.ipv6.conf.default.accept_ra=0 \
+            net.ipv6.conf.default.autoconf=0 net.ipv6.conf.default.accept_dad=0
+    else
+        # No IPv6 here; without this the kernel's router solicitations only add drop counts.
+        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    fi
 done
 
 mkdir -p "$FTPNAT_STATE_DIR"
@@ -47,6 +58,11 @@ else
     for f in $FTPNAT_FORWARDS; do args+=(--forward "$f"); done
 fi
 # shellcheck disable=SC2206 # word splitting is the point
+if [[ -n "$FTPNAT_NAT64_PREFIX" ]]; then
+    # shellcheck disable=SC2206
+    args+=(${FTPNAT_NAT64_ARGS---nat64-prefix $FTPNAT_NAT64_PREFIX --inside6 $FTPNAT_INSIDE6})
+fi
+# shellcheck disable=SC2206
 args+=($FTPNAT_EXTRA_ARGS)
 # FTPNAT_WORKERS runs every topology with that many workers (the namespace suites' second run), unless
 # the test's own flags set --workers.
@@ -92,9 +108,20 @@ ip link set dev "$FTPNAT_LAN_TUN" netns "$FTPNAT_NS_LAN"
 ip link set dev "$FTPNAT_WAN_TUN" netns "$FTPNAT_NS_WAN"
 
 prefix_len="${FTPNAT_INSIDE#*/}"
-ip -n "$FTPNAT_NS_LAN" addr add "$FTPNAT_LAN_HOST/$prefix_len" dev "$FTPNAT_LAN_TUN"
+if [[ "$FTPNAT_LAN_IPV4" == yes ]]; then
+    ip -n "$FTPNAT_NS_LAN" addr add "$FTPNAT_LAN_HOST/$prefix_len" dev "$FTPNAT_LAN_TUN"
+fi
+if [[ -n "$FTPNAT_NAT64_PREFIX" ]]; then
+    ip -n "$FTPNAT_NS_LAN" -6 addr add "$FTPNAT_LAN_HOST6/${FTPNAT_INSIDE6#*/}" dev "$FTPNAT_LAN_TUN" nodad
+fi
 ip -n "$FTPNAT_NS_LAN" link set dev "$FTPNAT_LAN_TUN" up
-ip -n "$FTPNAT_NS_LAN" route add default via "$FTPNAT_GW_IP" dev "$FTPNAT_LAN_TUN"
+if [[ "$FTPNAT_LAN_IPV4" == yes ]]; then
+    ip -n "$FTPNAT_NS_LAN" route add default via "$FTPNAT_GW_IP" dev "$FTPNAT_LAN_TUN"
+fi
+if [[ -n "$FTPNAT_NAT64_PREFIX" ]]; then
+    # Only the NAT64 prefix goes to the gateway, as on a network whose DNS64 hands out its addresses.
+    ip -n "$FTPNAT_NS_LAN" -6 route add "$FTPNAT_NAT64_PREFIX" via "$FTPNAT_GW_IP6" dev "$FTPNAT_LAN_TUN"
+fi
 
 ip -n "$FTPNAT_NS_WAN" addr add "$FTPNAT_WAN_HOST/$FTPNAT_WAN_PREFIX_LEN" dev "$FTPNAT_WAN_TUN"
 ip -n "$FTPNAT_NS_WAN" link set dev "$FTPNAT_WAN_TUN" up
@@ -102,5 +129,8 @@ ip -n "$FTPNAT_NS_WAN" link set dev "$FTPNAT_WAN_TUN" up
 ip -n "$FTPNAT_NS_WAN" route replace "$FTPNAT_PUBLIC_IP/32" dev "$FTPNAT_WAN_TUN"
 
 complete || ftpnat_die "topology incomplete after setup; ftpnat log: $FTPNAT_STATE_DIR/ftpnat.log"
-echo "up.sh: up (ftpnat pid $(ftpnat_pid); lan $FTPNAT_NS_LAN/$FTPNAT_LAN_TUN $FTPNAT_LAN_HOST," \
+lan_addrs=$FTPNAT_LAN_HOST
+[[ "$FTPNAT_LAN_IPV4" == yes ]] || lan_addrs=
+[[ -z "$FTPNAT_NAT64_PREFIX" ]] || lan_addrs="${lan_addrs:+$lan_addrs }$FTPNAT_LAN_HOST6 (NAT64 $FTPNAT_NAT64_PREFIX)"
+echo "up.sh: up (ftpnat pid $(ftpnat_pid); lan $FTPNAT_NS_LAN/$FTPNAT_LAN_TUN $lan_addrs," \
     "wan $FTPNAT_NS_WAN/$FTPNAT_WAN_TUN $FTPNAT_WAN_HOST, public $FTPNAT_PUBLIC_IP)"

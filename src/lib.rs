@@ -16,7 +16,7 @@
 //! [`replay`].
 
 pub use ftpnat_core::{
-    alg, config, conntrack, engine, events, flow, frag, metrics, nat, seqadj, steer, time, wire,
+    alg, config, conntrack, engine, events, flow, frag, metrics, nat, nat64, seqadj, steer, time, wire, xlat,
 };
 
 pub mod io;

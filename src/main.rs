@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
 use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota, Shard};
@@ -28,6 +28,7 @@ use ftpnat::io::runtime::Stop;
 use ftpnat::io::tun;
 use ftpnat::io::workers;
 use ftpnat::nat::{Allocation, BlockPolicy, PoolSpec};
+use ftpnat::nat64::Nat64Config;
 use ftpnat::ops::capture::{Capture, CaptureOptions, DEFAULT_FILES, DEFAULT_MAX_BYTES};
 use ftpnat::ops::config_file::{self, parse_size};
 use ftpnat::ops::control::ControlServer;
@@ -35,6 +36,7 @@ use ftpnat::ops::metrics::MetricsServer;
 use ftpnat::ops::natlog::{Export, IpfixTarget, SyslogTarget, Targets};
 use ftpnat::ops::view::{Cmd, Filter, MappingTarget, ProtoName, Request};
 use ftpnat::ops::{client, Ops, Reload};
+use ftpnat::xlat::Nat64Prefix;
 use ftpnat::Side;
 
 mod generate;
@@ -231,6 +233,17 @@ struct RunArgs {
     /// Config-file only: the log format, as the global --log-format flag (which overrides it).
     #[arg(skip)]
     log_format: Option<LogFormat>,
+    /// Stateful NAT64 (RFC 6146): IPv6 LAN packets to an address in this prefix (RFC 6052: /32, /40,
+    /// /48, /56, /64 or /96; 64:ff9b::/96 is the well-known one) leave the WAN as IPv4 from
+    /// --public-ip [default: none, IPv6 is dropped]. Needs --inside6.
+    #[arg(long, value_name = "PREFIX", value_parser = |s: &str| s.parse::<Nat64Prefix>())]
+    #[serde(deserialize_with = "config_file::de_opt_nat64_prefix")]
+    nat64_prefix: Option<Nat64Prefix>,
+    /// IPv6 source prefix allowed to use --nat64-prefix (repeatable); the gateway's own IPv6 address is
+    /// the first host of the first one.
+    #[arg(long, value_name = "CIDR6", value_parser = parse_cidr6)]
+    #[serde(deserialize_with = "config_file::de_cidrs6")]
+    inside6: Vec<Ipv6Net>,
     /// More public addresses for the pool: a prefix (its host addresses) or FIRST-LAST (repeatable).
     /// Inside hosts are spread over the pool by a hash of their address; all of one host's
     /// connections, FTP data connections included, use one address (paired pooling).
@@ -342,6 +355,12 @@ impl ClientArgs {
     }
 }
 
+fn parse_cidr6(s: &str) -> Result<Ipv6Net, String> {
+    s.parse::<Ipv6Net>()
+        .map(|n| n.trunc())
+        .map_err(|_| format!("'{s}' is not an IPv6 prefix (e.g. 2001:db8:64::/64)"))
+}
+
 fn parse_cidr(s: &str) -> Result<Ipv4Net, String> {
     s.parse::<Ipv4Net>()
         .map(|n| n.trunc())
@@ -386,6 +405,8 @@ impl RunArgs {
             capture_max_bytes,
             capture_files,
             log_format,
+            nat64_prefix,
+            inside6,
             public_pool,
             port_block_size,
             port_blocks_per_host,
@@ -431,6 +452,8 @@ impl RunArgs {
             capture_max_bytes: capture_max_bytes.or(file.capture_max_bytes),
             capture_files: capture_files.or(file.capture_files),
             log_format: log_format.or(file.log_format),
+            nat64_prefix: nat64_prefix.or(file.nat64_prefix),
+            inside6: if inside6.is_empty() { file.inside6 } else { inside6 },
             public_pool: if public_pool.is_empty() { file.public_pool } else { public_pool },
             port_block_size: port_block_size.or(file.port_block_size),
             port_blocks_per_host: port_blocks_per_host.or(file.port_blocks_per_host),
@@ -528,6 +551,13 @@ impl RunArgs {
             }
         }
         c.translate = !self.forward_only;
+        match (self.nat64_prefix, self.inside6.is_empty()) {
+            (Some(p), _) => c.nat64 = Some(Nat64Config::new(p, self.inside6.clone())),
+            (None, false) => {
+                return Err("--inside6: given without --nat64-prefix (it has no use alone)".into())
+            }
+            (None, true) => {}
+        }
         self.pool(&mut c)?;
         c.validate()?;
         self.natlog()?;
@@ -540,6 +570,9 @@ impl RunArgs {
                 (c.pool.addresses.len() > 1, "several public addresses (--public-ip/--public-pool)"),
                 (c.pool.allocation != Allocation::Dynamic, "--port-block-size/--deterministic"),
                 (self.natlog()?.any(), "NAT logs (--ipfix-collector/--syslog)"),
+                // The steering rule and the handoff read IPv4 headers only, and an IPv6 host's
+                // stand-in address lives in one engine: NAT64 runs on one worker until both know IPv6.
+                (c.nat64.is_some(), "NAT64 (--nat64-prefix)"),
             ];
             if let Some((_, what)) = combined.iter().find(|(on, _)| n > 1 && *on) {
                 return Err(format!(
@@ -1107,6 +1140,20 @@ mod tests {
             (&["--workers", "2", "--port-block-size", "256"][..], "--workers"),
             (&["--workers", "2", "--public-ip", "198.51.100.9"][..], "--workers"),
             (&["--workers", "2", "--syslog", "udp:127.0.0.1:514"][..], "--workers"),
+            (
+                &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
+                "--workers",
+            ),
+            (&["--nat64-prefix", "64:ff9b::/95", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
+            (&["--nat64-prefix", "64:ff9b::1/96", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
+            (&["--nat64-prefix", "64:ff9b::/96"][..], "--inside6"),
+            (&["--inside6", "2001:db8::/64"][..], "--inside6"),
+            (&["--nat64-prefix", "64:ff9b::/96", "--inside6", "10.0.0.0/8"][..], "--inside6"),
+            (&["--nat64-prefix", "64:ff9b::/96", "--inside6", "64:ff9b::/64"][..], "--inside6"),
+            (
+                &["--nat64-prefix", "64:ff9b::/96", "--inside6", "2001:db8::/64", "--lan-mtu", "1000"][..],
+                "--lan-mtu",
+            ),
             // Issue 16: pools, blocks, logs; no flag that would do nothing is accepted.
             (&["--public-pool", "198.51.100.0/33"][..], "--public-pool"),
             (&["--public-pool", "10.0.0.5-10.0.0.9"][..], "--public-pool"),

@@ -285,6 +285,9 @@ pub struct Config {
     /// Which of `--workers` engines this is (issue 18): its NAT hands out only the public ports of its
     /// slice ([`crate::steer::slice_of`]). [`Shard::ONE`] for a gateway with one engine.
     pub shard: Shard,
+    /// `--nat64-prefix` / `--inside6`: stateful NAT64 for IPv6 LAN hosts (issue 14). `None`: an IPv6
+    /// packet is dropped as `not_ipv4`, as always.
+    pub nat64: Option<crate::nat64::Nat64Config>,
     /// The public address pool and port allocation.
     pub pool: PoolConfig,
 }
@@ -346,6 +349,7 @@ impl Config {
             translate: true,
             ftp: FtpPolicy::default(),
             shard: Shard::ONE,
+            nat64: None,
             pool: PoolConfig {
                 addresses: vec![public_ip],
                 allocation: Allocation::Dynamic,
@@ -464,6 +468,25 @@ impl Config {
             return Err(format!(
                 "--workers: {count} workers need at least {count} ports in --port-range, which has {ports}"
             ));
+        }
+        if let Some(n) = &self.nat64 {
+            n.validate(&self.inside)?;
+            let lan_mtu = self.mtu[crate::flow::Side::Inside.index()];
+            if lan_mtu < 1280 {
+                return Err(format!(
+                    "--lan-mtu: {lan_mtu} is below the IPv6 minimum of 1280 (RFC 8200 §5), needed with --nat64-prefix"
+                ));
+            }
+            if !self.translate {
+                return Err(
+                    "--nat64-prefix: NAT64 translates; it cannot be combined with --forward-only".into()
+                );
+            }
+            if matches!(self.pool.allocation, Allocation::Deterministic { .. }) {
+                // RFC 7422's layout is computed from the --inside prefixes; an IPv6 host's stand-in
+                // address is in none of them.
+                return Err("--nat64-prefix: not supported with --deterministic".into());
+            }
         }
         self.validate_pool()
     }

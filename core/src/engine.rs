@@ -27,6 +27,9 @@ use crate::nat::{self, Nat};
 use crate::time::Instant;
 use crate::wire::{icmp, ipv4, Ipv4Packet, SeqNum, TcpFlags};
 
+#[path = "engine_nat64.rs"]
+mod nat64_steps;
+
 /// Whether an ALG segment's acknowledgement may move the ALG's state (prune the other direction's edit
 /// history, jump a gap): only when the window tracker accepted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,10 @@ pub struct Engine {
     aggregate: bool,
     /// Inbound TCP openings refused lately: the inside host's answers to them open nothing.
     refused: Refused,
+    /// NAT64 (`--nat64-prefix`): IPv6 LAN hosts and their IPv4 stand-ins (`engine_nat64.rs`).
+    nat64: Option<crate::nat64::Nat64State>,
+    /// Set while the IPv4 path handles a packet NAT64 translated from IPv6: its source is a stand-in.
+    xlat_in: bool,
 }
 
 impl Engine {
@@ -165,6 +172,8 @@ impl Engine {
             events: Events::default(),
             aggregate: false,
             refused: Refused::default(),
+            nat64: config.nat64.clone().map(crate::nat64::Nat64State::new),
+            xlat_in: false,
             config,
         }
     }
@@ -199,6 +208,10 @@ impl Engine {
     }
     pub fn fragments(&self) -> &Fragments {
         &self.frags
+    }
+    /// NAT64's IPv6 hosts and their stand-ins (`None` without `--nat64-prefix`).
+    pub fn nat64(&self) -> Option<&crate::nat64::Nat64State> {
+        self.nat64.as_ref()
     }
 
     /// Records [`Event`]s for [`Engine::poll_event`] (off by default; off again forgets the queue).
@@ -262,7 +275,22 @@ impl Engine {
         self.now = self.now.max(now);
         self.metrics.packets_in[from.index()] += 1;
         self.metrics.bytes_in[from.index()] += packet.len() as u64;
-        let v = self.process(from, packet);
+        let v = if from == Side::Inside && self.nat64.is_some() && packet.first().is_some_and(|b| b >> 4 == 6)
+        {
+            self.nat64_in(packet)
+        } else {
+            self.process(from, packet)
+        };
+        let v = match v {
+            Verdict::Forward(Side::Inside) if self.nat64.is_some() => match self.nat64_out(packet) {
+                Ok(more) => {
+                    self.out.extend(more.into_iter().map(|p| Transmit { side: Side::Inside, packet: p }));
+                    v
+                }
+                Err(r) => Verdict::Drop(r),
+            },
+            v => v,
+        };
         self.mirror_nat_events();
         match v {
             Verdict::Forward(side) => {
@@ -347,6 +375,7 @@ impl Engine {
         let headers = ip.header_len() + tcp.header_len();
         if conn.side(dir) != from
             || conn.ftp.is_some()
+            || (self.nat64.is_some() && crate::nat64::is_alias(conn.translated(dir).dst.addr))
             || headers + seg > self.config.mtu[conn.egress(dir).index()] as usize
         {
             return false;
@@ -371,7 +400,21 @@ impl Engine {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let t = self.out.pop_front()?;
+        let mut t = self.out.pop_front()?;
+        while t.side == Side::Inside && self.nat64.is_some() {
+            match self.nat64_out(&mut t.packet) {
+                Ok(more) => {
+                    for p in more.into_iter().rev() {
+                        self.out.push_front(Transmit { side: Side::Inside, packet: p });
+                    }
+                    break;
+                }
+                Err(r) => {
+                    self.metrics.drop(r);
+                    t = self.out.pop_front()?;
+                }
+            }
+        }
         self.metrics.packets_out[t.side.index()] += 1;
         self.metrics.bytes_out[t.side.index()] += t.packet.len() as u64;
         Some(t)
@@ -428,6 +471,7 @@ impl Engine {
 
     fn destroy(&mut self, id: ConnId, why: DestroyReason) {
         let Some(mut conn) = self.table.remove(id) else { return };
+        self.nat64_hold(&conn, false);
         if let Some(ep) = conn.mapping() {
             let (now, public) = (self.now, public_endpoint(&conn));
             self.nat.log_mut().push_session(|| nat::Record::SessionDeleted {
@@ -481,8 +525,17 @@ impl Engine {
             return Verdict::Drop(DropReason::BadIpChecksum);
         }
         let (src, dst, ttl) = (ip.src_addr(), ip.dst_addr(), ip.ttl());
+        if self.nat64.is_some()
+            && !self.xlat_in
+            && (crate::nat64::is_alias(src) || crate::nat64::is_alias(dst))
+        {
+            // 240.0.0.0/4 stands for IPv6 hosts and is never on either wire (see `nat64`).
+            return Verdict::Drop(DropReason::Martian);
+        }
         match from {
-            Side::Inside if !self.config.is_inside(src) => return Verdict::Drop(DropReason::SpoofedSource),
+            Side::Inside if !self.config.is_inside(src) && !self.xlat_in => {
+                return Verdict::Drop(DropReason::SpoofedSource)
+            }
             Side::Outside if self.config.is_inside(src) => return Verdict::Drop(DropReason::Martian),
             _ => {}
         }
@@ -564,7 +617,7 @@ impl Engine {
         let egress = conn.egress(dir);
         let to = conn.translated(dir);
         let has_alg = conn.ftp.is_some();
-        let mtu = self.config.mtu[egress.index()] as usize;
+        let mtu = self.nat64_mtu(egress, to.dst.addr);
         let dont_frag = Ipv4Packet::new_unchecked(&pkt[..]).dont_frag();
         if pkt.len() > mtu && dont_frag && !has_alg && !self.aggregate {
             // RFC 1191 §4: tell the sender the next-hop MTU so path-MTU discovery works through us.
@@ -861,6 +914,7 @@ impl Engine {
                     && self.config.ftp.ports.contains(&key.dst.port)
                 {
                     let s = FtpSession::new(true, key.src.addr, key.dst.addr, self.config.ftp.max_line);
+                    let s = self.nat64_ftp(s, key.src.addr, key.dst.addr);
                     c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
                 c
@@ -936,11 +990,15 @@ impl Engine {
         }
         conn.set_expires(self.now + conn.timeout(&self.config.timeouts));
         let (key, origin) = (conn.key(Dir::Original), conn.origin());
+        if self.nat64.is_some() {
+            self.nat64_hold(&conn, true);
+        }
         let id = self.table.insert(conn);
         self.metrics.flows_created += 1;
         tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
         let reply = self.table.get(id).map_or(key, |c| c.key(Dir::Reply));
         self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
+        self.nat64_event(id);
         Ok((id, Dir::Original))
     }
 
@@ -1032,15 +1090,9 @@ impl Engine {
         if ip.protocol() == 1 && ip.icmp().is_ok_and(|i| i.is_error()) {
             return;
         }
-        let secs = self.now.saturating_since(self.icmp_refill).as_secs();
-        if secs >= 1 {
-            self.icmp_tokens = ICMP_ERRORS_PER_SEC;
-            self.icmp_refill = self.now;
-        }
-        if self.icmp_tokens == 0 {
+        if !self.take_icmp_token() {
             return;
         }
-        self.icmp_tokens -= 1;
         let me = match from {
             Side::Inside => self.config.lan_ip,
             Side::Outside => self.config.public_ip,
@@ -1048,6 +1100,20 @@ impl Engine {
         let err = icmp::build_error(me, ip.src_addr(), icmp_type, code, rest, pkt);
         self.metrics.icmp_errors_sent += 1;
         self.out.push_back(Transmit { side: from, packet: err });
+    }
+
+    /// One ICMP error's worth of the rate limit (RFC 1812 §4.3.2.8), if there is one left this second.
+    fn take_icmp_token(&mut self) -> bool {
+        let secs = self.now.saturating_since(self.icmp_refill).as_secs();
+        if secs >= 1 {
+            self.icmp_tokens = ICMP_ERRORS_PER_SEC;
+            self.icmp_refill = self.now;
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
     }
 
     /// An ICMP error travelling through: translate it with the packet it quotes (RFC 5508 §4.2).
@@ -1596,6 +1662,18 @@ pub fn summary(pkt: &[u8]) -> String {
                 ip.total_len()
             )
         }
+        Err(_) if pkt.first().is_some_and(|b| b >> 4 == 6) => match crate::wire::Ipv6Packet::new_checked(pkt)
+        {
+            // NAT64: an IPv6 packet the engine refused before translating it.
+            Ok(ip) => format!(
+                "{} -> {} next-header {} len {}",
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.next_header(),
+                ip.total_len()
+            ),
+            Err(e) => format!("unparsable IPv6 ({e}, {} bytes)", pkt.len()),
+        },
         Err(e) => format!("unparsable ({e}, {} bytes)", pkt.len()),
     }
 }

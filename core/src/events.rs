@@ -50,6 +50,9 @@ pub enum Event {
     PinholeExpire { control: ConnId, public_port: u16, inside: Endpoint },
     /// The ALG left a line as sent and opened nothing; `line` is redacted like the log line.
     Refusal { control: ConnId, reason: RefusalReason, line: String },
+    /// The connection `id` just created (its `flow_new` came before) is a NAT64 flow: its IPv6 host's
+    /// endpoint and the remote's synthesised one (`orig` is its key with the host's stand-in).
+    Nat64Flow { id: ConnId, orig: FlowKey, inside6: std::net::SocketAddrV6, remote6: std::net::SocketAddrV6 },
     /// The address pool or port blocks (issue 16): a block allocated or released, addresses or ports
     /// exhausted, a host quota reached; the same record the NAT log exports.
     Nat(crate::nat::Record),
@@ -85,6 +88,7 @@ impl Event {
             Event::PinholeUse { .. } => "pinhole_use",
             Event::PinholeExpire { .. } => "pinhole_expire",
             Event::Refusal { .. } => "refusal",
+            Event::Nat64Flow { .. } => "nat64_flow",
             Event::Nat(_) => "nat",
         }
     }

@@ -18,6 +18,8 @@
 //! | [`steer`] | which of several engines (`--workers`) owns a packet: the rule the shell's steering obeys |
 //! | [`seqadj`] | per-direction sequence maps: the only code that edits seq/ack/SACK numbers |
 //! | [`alg`] | the ALG boundary; [`alg::ftp`] understands FTP |
+//! | [`xlat`] | RFC 7915 IPv6 ↔ IPv4 translation and RFC 6052 prefixes, pure |
+//! | [`nat64`] | NAT64's inside IPv6 hosts and their IPv4 stand-ins, the address map the translator uses |
 //! | [`engine`] | `handle_packet` / `poll_transmit` / `poll_timeout` / `handle_timeout` |
 //! | [`events`] | what the engine did, as values, for `ftpnat events` (off unless asked for) |
 
@@ -30,10 +32,12 @@ pub mod flow;
 pub mod frag;
 pub mod metrics;
 pub mod nat;
+pub mod nat64;
 pub mod seqadj;
 pub mod steer;
 pub mod time;
 pub mod wire;
+pub mod xlat;
 
 pub use config::Config;
 pub use engine::{Engine, Transmit, Verdict};

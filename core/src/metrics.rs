@@ -89,6 +89,17 @@ reasons! {
         /// An inside host's answer (SYN-ACK, ACK, data, FIN, RST) to an inbound opening the gateway
         /// refused: it opens no mapping.
         RefusedFlow => "refused_flow",
+        /// An IPv6 LAN packet (NAT64) to an address the NAT64 prefix does not map: outside the prefix,
+        /// a non-zero u-octet or suffix (RFC 6052 §2.2), a non-global IPv4 address under the well-known
+        /// prefix (§3.1), a multicast or link-local destination.
+        Nat64Unroutable => "nat64_unroutable",
+        /// A new IPv6 source while its /64 already has its share of NAT64 stand-in addresses (source
+        /// address spraying), or none is free.
+        Nat64HostLimit => "nat64_host_limit",
+        /// A packet RFC 7915 does not translate (an ICMP type with no counterpart, fragmented ICMP, a
+        /// routing header with segments left, an error quoting an error, a UDP fragment without a
+        /// checksum), or an IPv4 packet for an IPv6 host that is gone.
+        Nat64Untranslatable => "nat64_untranslatable",
     }
 }
 
@@ -169,6 +180,16 @@ pub struct Metrics {
     pub alg_gaps: u64,
     /// Lines left as sent because they straddle such a gap.
     pub alg_gap_lines: u64,
+    /// NAT64: IPv6 datagrams translated to IPv4 (LAN→WAN) and IPv4 to IPv6 (towards the LAN).
+    pub nat64_to_v4: u64,
+    pub nat64_to_v6: u64,
+    /// RFC 6384 on NAT64 control connections: EPSV/LPSV sent as PASV, the 227 answering it rewritten
+    /// as 229/228, EPRT/LPRT sent as PORT, and commands the gateway answered itself (the NOOP
+    /// substitution of §12: EPSV ALL, EPSV 1, ALGS, LPRT 4, a refused EPRT).
+    pub alg_nat64_epsv: u64,
+    pub alg_nat64_227: u64,
+    pub alg_nat64_eprt: u64,
+    pub alg_nat64_answered: u64,
     /// The sum of `drops`, kept by [`Metrics::drop`]: replay asks for it around every packet, and summing
     /// the array each time cost a few percent of a replay.
     dropped: u64,
@@ -211,7 +232,7 @@ impl Metrics {
         for r in RefusalReason::ALL {
             f(&format!("alg.refused.{}", r.name()), self.alg_refused[r.index()]);
         }
-        let plain: [(&str, u64); 29] = [
+        let plain: [(&str, u64); 35] = [
             ("flows.created", self.flows_created),
             ("flows.expired", self.flows_expired),
             ("flows.closed", self.flows_closed),
@@ -241,6 +262,12 @@ impl Metrics {
             ("tcp.rst_ignored", self.tcp_rst_ignored),
             ("alg.gaps", self.alg_gaps),
             ("alg.gap_lines", self.alg_gap_lines),
+            ("nat64.to_v4", self.nat64_to_v4),
+            ("nat64.to_v6", self.nat64_to_v6),
+            ("alg.nat64.epsv", self.alg_nat64_epsv),
+            ("alg.nat64.227", self.alg_nat64_227),
+            ("alg.nat64.eprt", self.alg_nat64_eprt),
+            ("alg.nat64.answered", self.alg_nat64_answered),
         ];
         for (k, v) in plain {
             f(k, v);

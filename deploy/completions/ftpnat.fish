@@ -60,6 +60,8 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l metrics-listen -d 
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture -d 'Write every packet ftpnat sends to this pcapng file (interface 0 = LAN, 1 = WAN)' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture-max-bytes -d 'Rotate the capture file before it grows past this size (bytes, or 64K/100M/1G) [default: 64M]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture-files -d 'Capture files kept, the current one included: FILE, FILE.1, ... [default: 4]' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l nat64-prefix -d 'Stateful NAT64 (RFC 6146): IPv6 LAN packets to an address in this prefix (RFC 6052: /32, /40, /48, /56, /64 or /96; 64:ff9b::/96 is the well-known one) leave the WAN as IPv4 from --public-ip [default: none, IPv6 is dropped]. Needs --inside6' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l inside6 -d 'IPv6 source prefix allowed to use --nat64-prefix (repeatable); the gateway\'s own IPv6 address is the first host of the first one' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l public-pool -d 'More public addresses for the pool: a prefix (its host addresses) or FIRST-LAST (repeatable). Inside hosts are spread over the pool by a hash of their address; all of one host\'s connections, FTP data connections included, use one address (paired pooling)' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l port-block-size -d 'Port-block allocation: a host gets blocks of N public ports (on its first connection, and another when its blocks are full), logged once per block instead of once per connection' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l port-blocks-per-host -d 'Port blocks one inside host may hold at once [default: 8]' -r
@@ -105,6 +107,7 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l ftp-port -d 'Po
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l lan-out -d 'Where the packets the gateway emits towards the LAN are written' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l wan-out -d 'Where the packets the gateway emits towards the WAN are written' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l summary -d 'Write the summary JSON here (default: standard output)' -r -F
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l nat64-prefix -d 'NAT64 (README "NAT64"): IPv6 packets from an IPv6 --inside prefix to this RFC 6052 prefix go through the gateway\'s NAT64; recorded IPv6 answers are emulated as the IPv4 server\'s' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l log-format -d 'Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`) [default: text]' -r -f -a "text\t''
 json\t''"
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l keep-link-layer -d 'Keep the input\'s link-layer framing instead of writing raw IP (LINKTYPE_RAW)'

@@ -642,6 +642,10 @@ impl<D: Device> Runtime<D> {
         if let Some(w) = &self.worker {
             out.extend(w.stats.counters().iter().filter(|(_, v)| *v != 0).map(|(k, v)| (k.to_string(), *v)));
         }
+        if let Some(n) = self.engine.nat64().filter(|n| !n.hosts.is_empty()) {
+            // NAT64: IPv6 hosts holding a stand-in address (absent without --nat64-prefix).
+            out.push(("nat64.hosts".to_string(), n.hosts.len() as u64));
+        }
         self.engine.metrics().for_each(|k, v| {
             if v != 0 {
                 out.push((k.to_string(), v));

@@ -319,9 +319,10 @@ fn flow_cells(f: &Value) -> Vec<String> {
         s(&f["proto"]),
         s(&f["state"]),
         s(&f["origin"]),
-        s(&f["inside"]),
+        // A NAT64 flow shows its IPv6 endpoints (the stand-in and the IPv4 server are in the JSON).
+        f["nat64"]["inside6"].as_str().map_or_else(|| s(&f["inside"]), str::to_string),
         s(&f["outside"]),
-        s(&f["remote"]),
+        f["nat64"]["remote6"].as_str().map_or_else(|| s(&f["remote"]), str::to_string),
         secs(&f["idle_ms"]),
         secs(&f["expires_in_ms"]),
         format!("{}/{}", s(&f["packets"]["orig"]), s(&f["packets"]["reply"])),
@@ -515,6 +516,14 @@ pub fn render_event(v: &Value) -> String {
             s(&v["inside"])
         ),
         "refusal" => format!("[REFUSED] #{} {}: {}", s(&v["control"]), s(&v["reason"]), s(&v["line"])),
+        "nat64_flow" => format!(
+            "[NAT64] #{} {} {} -> {} (stand-in {})",
+            s(&v["id"]),
+            s(&v["proto"]),
+            s(&v["inside6"]),
+            s(&v["remote6"]),
+            s(&v["orig"]["src"])
+        ),
         "nat" => {
             // The pool's and blocks' events: every field the record has, by name.
             let fields = ["proto", "inside", "public", "ports", "remote", "quota", "limit"];
@@ -582,6 +591,22 @@ mod tests {
         assert!(t.lines().nth(2).unwrap().ends_with("ftp-data of #16777219 worker=1"), "{t}");
     }
 
+    /// A NAT64 flow is listed with its IPv6 endpoints (its IPv4 forms stay in the JSON).
+    #[test]
+    fn nat64_flows_show_their_ipv6_endpoints() {
+        let v = json!({"flows": [{
+            "id": 5, "proto": "udp", "state": "REPLIED", "origin": "outbound",
+            "inside": "240.0.0.1:40000", "outside": "198.51.100.1:40000", "remote": "198.51.100.2:53",
+            "nat64": {"inside6": "[2001:db8:64::2]:40000", "remote6": "[64:ff9b:1::c633:6402]:53"},
+            "idle_ms": 0, "expires_in_ms": 1000, "packets": {"orig": 1, "reply": 1},
+            "bytes": {"orig": 60, "reply": 60}, "alg": null
+        }]});
+        let t = render_flows(&v);
+        let row = t.lines().nth(1).unwrap();
+        assert!(row.contains("[2001:db8:64::2]:40000") && row.contains("[64:ff9b:1::c633:6402]:53"), "{t}");
+        assert!(!row.contains("240.0.0.1"), "{t}");
+    }
+
     #[test]
     fn events_read_like_conntrack_e() {
         let v = json!({"event": "rewrite", "ts": 3723.5, "control": 3, "kind": "port",
@@ -592,6 +617,13 @@ mod tests {
             "01:02:03.500 [REWRITE] #3 port 10,0,0,2,156,65 -> 198,51,100,1,156,65 (delta +4) inside 10.0.0.2:40001 public port 40001"
         );
         assert!(render_event(&json!({"lost": 7})).starts_with("[LOST] 7"));
+        let v = json!({"event": "nat64_flow", "ts": 3723.5, "id": 5, "proto": "udp",
+            "orig": {"src": "240.0.0.1:40000", "dst": "198.51.100.2:53"},
+            "inside6": "[2001:db8:64::2]:40000", "remote6": "[64:ff9b:1::c633:6402]:53"});
+        assert_eq!(
+            render_event(&v),
+            "01:02:03.500 [NAT64] #5 udp [2001:db8:64::2]:40000 -> [64:ff9b:1::c633:6402]:53 (stand-in 240.0.0.1:40000)"
+        );
     }
 
     #[test]

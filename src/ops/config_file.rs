@@ -239,6 +239,22 @@ pub fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Net>, D::Erro
     })
 }
 
+/// `inside6 = ["2001:db8:64::/64"]` (a single string is accepted too).
+pub fn de_cidrs6<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::Ipv6Net>, D::Error> {
+    one_or_many(d, |s| {
+        s.parse::<ipnet::Ipv6Net>()
+            .map(|n| n.trunc())
+            .map_err(|_| format!("'{s}' is not an IPv6 prefix (e.g. 2001:db8:64::/64)"))
+    })
+}
+
+/// `nat64-prefix = "64:ff9b::/96"`.
+pub fn de_opt_nat64_prefix<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::xlat::Nat64Prefix>, D::Error> {
+    from_str_via(d, |s| s.parse::<crate::xlat::Nat64Prefix>()).map(Some)
+}
+
 /// `forward = ["tcp:2121=10.0.0.2:21"]` (a single string is accepted too).
 pub fn de_forwards<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Forward>, D::Error> {
     one_or_many(d, Forward::from_str)

@@ -302,6 +302,14 @@ pub struct AlgRow {
     pub state: &'static str,
 }
 
+/// The IPv6 side of a NAT64 flow: the inside host's endpoint and the remote's synthesised one
+/// (`[addr]:port`); `inside`/`remote` of the row are their IPv4 forms (the stand-in and the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Nat64Row {
+    pub inside6: String,
+    pub remote6: String,
+}
+
 /// One connection of `show flows`, as taken on the run loop. Fields are in name order (see the module
 /// header).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -317,6 +325,9 @@ pub struct FlowRow {
     pub idle_ms: u64,
     #[serde(serialize_with = "display")]
     pub inside: Endpoint,
+    /// A NAT64 flow: its IPv6 endpoints (absent for IPv4 flows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat64: Option<Nat64Row>,
     pub orig: KeyRow,
     pub origin: &'static str,
     #[serde(serialize_with = "display")]
@@ -385,6 +396,14 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         id: id.slot(),
         idle_ms: ms(now.saturating_since(c.last_seen())),
         inside,
+        nat64: engine.nat64().and_then(|n| {
+            let host = n.hosts.host(inside.addr)?;
+            let remote6 = n.cfg.prefix.embed(remote.addr);
+            Some(Nat64Row {
+                inside6: std::net::SocketAddrV6::new(host, inside.port, 0, 0).to_string(),
+                remote6: std::net::SocketAddrV6::new(remote6, remote.port, 0, 0).to_string(),
+            })
+        }),
         orig: c.key(Dir::Original).into(),
         origin: c.origin().name(),
         outside,
@@ -530,6 +549,10 @@ impl Counters {
     /// The engine's counters and gauges now, plus `extra` and the loop's `times`.
     pub fn take(engine: &Engine, mut extra: Vec<(String, u64)>, times: &LoopTimes) -> Counters {
         let nat = engine.nat();
+        if let Some(n) = engine.nat64() {
+            // NAT64: IPv6 hosts holding a stand-in address (absent without --nat64-prefix).
+            extra.push(("nat64.hosts".to_string(), n.hosts.len() as u64));
+        }
         extra.extend(nat_counters(nat));
         Counters {
             metrics: vec![engine.metrics().clone()],
@@ -693,6 +716,12 @@ pub fn event(e: &Event, ts: f64, filter: &Filter, worker: Option<u16>) -> Option
             json!({ "id": gid(id), "proto": orig.proto.name(), "origin": origin.name(),
                     "orig": key_json(orig), "reply": key_json(reply) }),
         ),
+        Event::Nat64Flow { id, orig, inside6, remote6 } => (
+            Some(orig.proto),
+            vec![orig.src, orig.dst],
+            json!({ "id": id.slot(), "proto": orig.proto.name(), "orig": key_json(orig),
+                    "inside6": inside6.to_string(), "remote6": remote6.to_string() }),
+        ),
         Event::FlowDestroy { id, orig, reply, why, packets, bytes } => (
             Some(orig.proto),
             vec![orig.src, orig.dst, reply.src, reply.dst],
@@ -806,6 +835,7 @@ mod tests {
             id: 9,
             idle_ms: 6,
             inside: k.src,
+            nat64: None,
             orig: k.into(),
             origin: "pinhole",
             outside: ep([198, 51, 100, 1], 40000),
@@ -823,7 +853,10 @@ mod tests {
     /// bytes `show flows --json` printed before rows existed, so nobody's parser sees a change.
     #[test]
     fn rows_print_like_a_sorted_json_object() {
-        for r in [row(), FlowRow { alg: None, control: None, ..row() }] {
+        let six =
+            Nat64Row { inside6: "[2001:db8::2]:40000".into(), remote6: "[64:ff9b::c633:6402]:21".into() };
+        for r in [row(), FlowRow { alg: None, control: None, ..row() }, FlowRow { nat64: Some(six), ..row() }]
+        {
             let direct = serde_json::to_string(&r).unwrap();
             let via_value = serde_json::to_string(&serde_json::from_str::<Value>(&direct).unwrap()).unwrap();
             assert_eq!(direct, via_value);

@@ -48,6 +48,10 @@ pub struct ReplayArgs {
     /// Feed input checksums as they are instead of repairing wrong ones
     #[arg(long = "trust-input-checksums")]
     pub trust_input_checksums: bool,
+    /// NAT64 (README "NAT64"): IPv6 packets from an IPv6 --inside prefix to this RFC 6052 prefix go
+    /// through the gateway's NAT64; recorded IPv6 answers are emulated as the IPv4 server's
+    #[arg(long = "nat64-prefix", value_name = "PREFIX", value_parser = |s: &str| s.parse::<crate::xlat::Nat64Prefix>())]
+    pub nat64_prefix: Option<crate::xlat::Nat64Prefix>,
 }
 
 /// `10.0.0.0/24`, `2001:db8::/64`, or a bare address (a /32 or /128).
@@ -70,6 +74,7 @@ impl ReplayArgs {
             ftp_ports: self.ftp_port.clone(),
             keep_link_layer: self.keep_link_layer,
             trust_input_checksums: self.trust_input_checksums,
+            nat64_prefix: self.nat64_prefix,
         }
     }
 

@@ -50,6 +50,9 @@ pub struct ReplayOptions {
     pub ftp_ports: Vec<u16>,
     pub keep_link_layer: bool,
     pub trust_input_checksums: bool,
+    /// `--nat64-prefix`: IPv6 packets from an IPv6 `--inside` prefix go through the gateway's NAT64
+    /// (README "NAT64"), and the IPv6 peers' recorded answers are emulated as the IPv4 server's.
+    pub nat64_prefix: Option<crate::xlat::Nat64Prefix>,
 }
 
 impl ReplayOptions {
@@ -61,6 +64,7 @@ impl ReplayOptions {
             ftp_ports: vec![21],
             keep_link_layer: false,
             trust_input_checksums: false,
+            nat64_prefix: None,
         }
     }
 
@@ -88,6 +92,14 @@ impl ReplayOptions {
         c.forwards = self.forwards.clone();
         if !self.ftp_ports.is_empty() {
             c.ftp.ports = self.ftp_ports.clone();
+        }
+        if let Some(p) = self.nat64_prefix {
+            if self.inside_v6().is_empty() {
+                return Err(
+                    "--nat64-prefix: needs an IPv6 --inside prefix (the IPv6 hosts that use it)".into()
+                );
+            }
+            c.nat64 = Some(crate::nat64::Nat64Config::new(p, self.inside_v6()));
         }
         c.mtu = [u16::MAX, u16::MAX];
         c.send_icmp_errors = false;
@@ -460,6 +472,9 @@ impl Replayer {
                     _ => Side::Outside,
                 };
                 self.counters.packets_in[side.index()] += 1;
+                if self.engine.nat64().is_some() {
+                    return self.nat64_frame(ts, side, link, out).map_err(out_err);
+                }
                 let (ok, repaired) = fixup::ipv6(&mut self.buf, self.repair);
                 self.counters.checksums_repaired += repaired;
                 if ok {
@@ -496,6 +511,43 @@ impl Replayer {
                 self.drain_transmits(ts, Some(link), out).map_err(out_err)
             }
         }
+    }
+
+    /// An IPv6 packet with NAT64 on (in `self.buf`): an inside host's goes to the engine as it is; an
+    /// outside peer's (recorded on the IPv6 side, from the prefix to the inside host) is first what the
+    /// IPv4 server sent: translated (RFC 7915) to the host's stand-in, then emulated like any WAN packet.
+    fn nat64_frame(
+        &mut self,
+        ts: u64,
+        side: Side,
+        link: FrameLink<'_>,
+        out: &mut dyn Output,
+    ) -> Result<(), CaptureError> {
+        // Checksums repaired as for any input; the hop limit is the engine's to decrement (it routes).
+        let hop = self.buf.get(7).copied();
+        let (_, repaired) = fixup::ipv6(&mut self.buf, self.repair);
+        if let (Some(h), Some(b)) = (hop, self.buf.get_mut(7)) {
+            *b = h;
+        }
+        self.counters.checksums_repaired += repaired;
+        if side == Side::Outside {
+            let Some(n) = self.engine.nat64() else { return Ok(()) };
+            let map = crate::nat64::Nat64Map { prefix: &n.cfg.prefix, hosts: &n.hosts, gateway: None };
+            let params = crate::xlat::Params { mtu4: u16::MAX, mtu6: u16::MAX, ident: 0 };
+            if crate::xlat::v6_to_v4(&mut self.buf, &map, &params).is_err() {
+                // No IPv4 server could have sent it (no prefix address, an inside host with no stand-in).
+                self.count_drop(DropReason::Nat64Unroutable);
+                return Ok(());
+            }
+            peer::emulate(&self.engine, &mut self.buf);
+        }
+        let verdict = self.engine.handle_packet(Instant::from_micros(ts), side, &mut self.buf);
+        self.last.held = verdict == Verdict::Held;
+        if let Verdict::Forward(to) = verdict {
+            self.counters.packets_out[to.index()] += 1;
+            out.packet(to, ts, &self.buf, Some(link))?;
+        }
+        self.drain_transmits(ts, Some(link), out)
     }
 
     /// Marks the replay as covering only part of its input (see [`Counters::incomplete`]).
@@ -552,6 +604,50 @@ mod tests {
         f.extend_from_slice(&ethertype.to_be_bytes());
         f.extend_from_slice(l3);
         f
+    }
+
+    /// `--nat64-prefix`: a capture taken on an IPv6-only LAN (the client and, under the prefix, the
+    /// server's address) replays through NAT64: the client's datagram leaves the WAN side as IPv4
+    /// from the public address, the recorded answer is emulated as the IPv4 server's and comes back
+    /// to the client as IPv6 from the synthesised address.
+    #[test]
+    fn nat64_replays_an_ipv6_only_capture() {
+        use etherparse::PacketBuilder;
+        let client: std::net::Ipv6Addr = "2001:db8:1::5".parse().unwrap();
+        let server: std::net::Ipv6Addr = "64:ff9b:1::198.51.100.7".parse().unwrap();
+        let mut o = opts();
+        o.nat64_prefix = Some("64:ff9b:1::/96".parse().unwrap());
+        let mut r = Replayer::new(&o).unwrap();
+        let mut out = MemoryOutput::default();
+        let mut q = Vec::new();
+        PacketBuilder::ipv6(client.octets(), server.octets(), 64)
+            .udp(5000, 53)
+            .write(&mut q, b"query")
+            .unwrap();
+        let mut a = Vec::new();
+        PacketBuilder::ipv6(server.octets(), client.octets(), 60)
+            .udp(53, 5000)
+            .write(&mut a, b"answer")
+            .unwrap();
+        r.frame(1_000_000, LinkType::RAW, &q, &mut out).unwrap();
+        r.frame(1_000_100, LinkType::RAW, &a, &mut out).unwrap();
+        // A recorded packet from no prefix address cannot be the IPv4 server's.
+        let mut stray = Vec::new();
+        PacketBuilder::ipv6([0x20, 1, 0xd, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], client.octets(), 60)
+            .udp(53, 5000)
+            .write(&mut stray, b"x")
+            .unwrap();
+        r.frame(1_000_200, LinkType::RAW, &stray, &mut out).unwrap();
+        let s = r.finish(&mut out).unwrap();
+        assert_eq!(out.packets.len(), 2, "{:?}", out.packets);
+        let (side, _, wan) = &out.packets[0];
+        assert_eq!((*side, wan[0] >> 4), (Side::Outside, 4));
+        assert_eq!((&wan[12..16], &wan[16..20]), (&[203, 0, 113, 1][..], &[198, 51, 100, 7][..]));
+        let (side, _, lan) = &out.packets[1];
+        assert_eq!((*side, lan[0] >> 4), (Side::Inside, 6));
+        assert_eq!((&lan[8..24], &lan[24..40]), (&server.octets()[..], &client.octets()[..]));
+        assert_eq!(&lan[48..], b"answer");
+        assert_eq!(s.get("drops.nat64_unroutable"), Some(1));
     }
 
     #[test]

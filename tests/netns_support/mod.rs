@@ -174,6 +174,9 @@ impl Topology {
                 // The namespace suites' second run sets it for every topology (up.sh adds `--workers`
                 // unless the test's flags have it).
                 ("FTPNAT_WORKERS", std::env::var("FTPNAT_WORKERS").unwrap_or_default()),
+                // IPv4 only unless a test asks for NAT64 (`tests/nat64_support`).
+                ("FTPNAT_NAT64_PREFIX", String::new()),
+                ("FTPNAT_LAN_IPV4", "yes".into()),
             ],
             ns_lan,
             ns_wan,
@@ -252,8 +255,9 @@ impl Topology {
     }
 
     fn set_env(&mut self, key: &'static str, value: String) {
-        if let Some(slot) = self.env.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = value;
+        match self.env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((key, value)),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Bytes <-> header fields for IPv4, TCP, UDP and ICMP.
+//! Bytes <-> header fields for IPv4, IPv6, TCP, UDP, ICMP and ICMPv6.
 //!
 //! Owns: zero-copy views over `&[u8]` / `&mut [u8]` (in the style of smoltcp's `wire` module), the RFC 1071
 //! checksum and the RFC 1624 incremental update, and [`SeqNum`] with wrapping comparison; in [`link`], the
@@ -17,15 +17,21 @@
 //! by readers). `new_unchecked` views are for buffers the caller built itself.
 
 pub mod checksum;
+#[cfg(test)]
+pub(crate) mod etherparse_check;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod link;
 pub mod seq;
 pub mod tcp;
 pub mod udp;
 
 pub use icmp::IcmpPacket;
+pub use icmpv6::Icmpv6Packet;
 pub use ipv4::Ipv4Packet;
+pub use ipv6::Ipv6Packet;
 pub use seq::SeqNum;
 pub use tcp::{TcpFlags, TcpSegment};
 pub use udp::UdpDatagram;
@@ -37,7 +43,7 @@ use core::fmt;
 pub enum WireError {
     /// The buffer is shorter than the fixed header or than a length field says.
     Truncated,
-    /// The IP version nibble is not 4.
+    /// The IP version nibble is not the view's (4 for [`Ipv4Packet`], 6 for [`Ipv6Packet`]).
     BadVersion,
     /// A header-length field is below the minimum or past the buffer.
     BadHeaderLen,
@@ -53,7 +59,7 @@ impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             WireError::Truncated => "truncated packet",
-            WireError::BadVersion => "IP version is not 4",
+            WireError::BadVersion => "wrong IP version",
             WireError::BadHeaderLen => "bad header length",
             WireError::BadTotalLen => "bad IPv4 total length",
             WireError::BadLength => "bad length field",
@@ -67,6 +73,7 @@ impl std::error::Error for WireError {}
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Reads a big-endian u16 at `at`; `None` when the two bytes are not both in `b`.
 pub(crate) fn get_u16(b: &[u8], at: usize) -> Option<u16> {

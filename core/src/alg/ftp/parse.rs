@@ -475,6 +475,12 @@ pub fn redacted(line: &[u8]) -> String {
 /// (`from_client`) or a 227/229 reply, so that the framer holds it until complete.
 pub fn candidate(prefix: &[u8], from_client: bool) -> Candidate {
     let pats: [&[u8]; 2] = if from_client { [b"PORT ", b"EPRT "] } else { [b"227 ", b"229 "] };
+    candidate_of(prefix, &pats)
+}
+
+/// Whether a line starting with `prefix` (possibly incomplete) may still begin with one of `pats`
+/// (ASCII case-insensitive).
+pub fn candidate_of(prefix: &[u8], pats: &[&[u8]]) -> Candidate {
     let hit = pats.iter().any(|p| {
         let n = prefix.len().min(p.len());
         prefix[..n].eq_ignore_ascii_case(&p[..n])

@@ -20,9 +20,10 @@
 //! refused (fail closed).
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::parse::{self, Command, Kind};
+use super::rfc6384::{self, Command64, EpsvAction, GatewayReply};
 use super::stream::{Action, Line, SegmentOut, Stream};
 use crate::alg::{AlgCtx, Pinholes};
 use crate::events::Event;
@@ -40,6 +41,23 @@ enum Pending {
     Auth,
     Ccc,
     Other,
+    /// NAT64: an EPSV sent as PASV; its 227 becomes a 229 (RFC 6384 §6).
+    Epsv64,
+    /// NAT64: an LPSV sent as PASV; its 227 becomes a 228.
+    Lpsv64,
+    /// NAT64: a command sent as NOOP; the server's reply is replaced by this one (RFC 6384 §12).
+    Answer(GatewayReply),
+}
+
+/// What a NAT64 control connection knows of its IPv6 side (RFC 6384).
+#[derive(Debug, Clone, Copy)]
+struct Nat64Ftp {
+    /// The client's IPv6 address (its stand-in is `State::client`).
+    client6: Ipv6Addr,
+    /// The server's address as the client sees it (under the NAT64 prefix).
+    server6: Ipv6Addr,
+    /// `ALGS ENABLE64/DISABLE64` (RFC 6384 §11): EPSV and EPRT translated or passed unchanged.
+    enabled: bool,
 }
 
 const MAX_PENDING: usize = 64;
@@ -61,6 +79,8 @@ struct State {
     greeted: bool,
     /// A line showed this is not FTP: both streams go opaque for good.
     not_ftp_now: bool,
+    /// A NAT64 control connection: an IPv6 client (behind its stand-in) and an IPv4 server.
+    nat64: Option<Nat64Ftp>,
 }
 
 /// ALG state of one control connection.
@@ -95,8 +115,26 @@ impl FtpSession {
                 clear_now: false,
                 greeted: false,
                 not_ftp_now: false,
+                nat64: None,
             },
         }
+    }
+
+    /// A NAT64 control connection (RFC 6384): the client is the IPv6 host `client6` (the session's
+    /// client address is its IPv4 stand-in), and reaches the server at `server6`. Both directions may
+    /// be rewritten: EPSV/EPRT/ALGS/LPRT/LPSV towards the server, 227 and the replies to substituted
+    /// NOOPs towards the client.
+    pub fn nat64(mut self, client6: Ipv6Addr, server6: Ipv6Addr) -> FtpSession {
+        self.st.nat64 = Some(Nat64Ftp { client6, server6, enabled: true });
+        for s in &mut self.streams {
+            s.enable_nat64();
+        }
+        self
+    }
+
+    /// Whether this is a NAT64 control connection.
+    pub fn is_nat64(&self) -> bool {
+        self.st.nat64.is_some()
     }
 
     /// A connection picked up mid-stream: its greeting is long past.
@@ -271,6 +309,14 @@ impl State {
             parse::ClientLine::Empty => return Action::Keep,
             parse::ClientLine::NotFtp => return self.not_ftp(line, ctx),
         }
+        if let Some(n) = self.nat64 {
+            if line.held {
+                if let Some((pending, action)) = self.on_command64(n, line, ctx) {
+                    self.push_pending(pending);
+                    return action;
+                }
+            }
+        }
         let cmd = parse::classify_command(line.bytes);
         let (pending, action) = match cmd {
             Command::Port | Command::Eprt if line.held && !self.greeted => {
@@ -323,16 +369,16 @@ impl State {
                 self.multiline = None;
                 c
             }
-            (Some(_), _) => return self.unsolicited(line, ctx),
+            (Some(_), _) => return self.interim(line, ctx),
             (None, Some((c, true))) => {
                 self.multiline = Some(c);
-                return self.unsolicited(line, ctx);
+                return self.interim(line, ctx);
             }
             (None, Some((c, false))) => c,
             (None, None) => return self.unsolicited(line, ctx),
         };
         if final_code < 200 {
-            return self.unsolicited(line, ctx);
+            return self.interim(line, ctx);
         }
         if !self.greeted {
             // The greeting answers no command: commands pipelined before it wait for the replies after.
@@ -340,13 +386,39 @@ impl State {
             return self.unsolicited(line, ctx);
         }
         let answered = self.pending.pop_front();
+        let whole = 0..line.bytes.len();
+        let eol = rfc6384::line_end(line.bytes);
         match (answered, final_code) {
-            (Some(Pending::Pasv), 227) if line.held => {
+            // RFC 6384 §12: the reply to the NOOP the gateway sent in place of a command it answers.
+            (Some(Pending::Answer(r)), _) if line.held => {
+                ctx.metrics.alg_nat64_answered += 1;
+                self.rewrite_event(ctx, "answer", line, &r.line(eol));
+                Action::Replace(whole, r.line(eol))
+            }
+            (Some(p @ (Pending::Epsv64 | Pending::Lpsv64)), 227) if line.held => {
+                let Ok((_, port)) = rfc6384::parse_227(line.bytes) else {
+                    self.refuse(RefusalReason::Malformed, line, ctx);
+                    return Action::Keep;
+                };
+                // RFC 6384 §6: the client connects to the address it reaches the server at; the
+                // 227's address is not carried (a server naming another host, or its own private
+                // address, cannot point the IPv6 client elsewhere).
+                let with = match (p, self.nat64) {
+                    (Pending::Lpsv64, Some(n)) => rfc6384::reply_228(n.server6, port, eol),
+                    _ => rfc6384::reply_229(port, eol),
+                };
+                ctx.metrics.alg_nat64_227 += 1;
+                self.rewrite_event(ctx, "227", line, &with);
+                Action::Replace(whole, with)
+            }
+            (Some(Pending::Pasv), 227) if line.held && !self.client_inside => {
                 self.announce(Kind::Pasv227, line, ctx).map_or(Action::Keep, |r| r.1)
             }
-            (Some(Pending::Epsv), 229) if line.held => {
+            (Some(Pending::Epsv), 229) if line.held && !self.client_inside => {
                 self.announce(Kind::Epsv229, line, ctx).map_or(Action::Keep, |r| r.1)
             }
+            // A client-side connection (NAT64 holds its replies) leaves the server's 227/229 as sent.
+            (Some(Pending::Pasv), 227) | (Some(Pending::Epsv), 229) => Action::Keep,
             (Some(Pending::Port(Some(port))), c) if !(200..300).contains(&c) => {
                 // The server refused the PORT/EPRT: nothing will connect, so the pinhole goes now.
                 if ctx
@@ -374,9 +446,20 @@ impl State {
         }
     }
 
-    /// A held 227/229 that answers no PASV/EPSV is left alone and counted.
+    /// A reply line that is not the final one (a 1xx, a line of a multi-line reply). When it answers
+    /// a NOOP the gateway substituted, the gateway's one-line answer replaces the whole reply: the
+    /// line goes (RFC 6384 §12).
+    fn interim(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
+        if line.held && matches!(self.pending.front(), Some(Pending::Answer(_))) {
+            return Action::Replace(0..line.bytes.len(), Vec::new());
+        }
+        self.unsolicited(line, ctx)
+    }
+
+    /// A held 227/229 that answers no PASV/EPSV is left alone and counted (a NAT64 connection holds
+    /// every reply: only a 227/229 counts).
     fn unsolicited(&mut self, line: &Line<'_>, ctx: &mut AlgCtx<'_>) -> Action {
-        if line.held {
+        if line.held && parse::candidate(line.bytes, false) == parse::Candidate::Maybe {
             ctx.metrics.refuse(RefusalReason::Unsolicited);
             tracing::warn!(target: "ftpnat::alg", control = %ctx.control, reason = "unsolicited",
                 line = %parse::redacted(line.bytes), "227/229 answers no pending PASV/EPSV; left as sent");
@@ -388,6 +471,117 @@ impl State {
             });
         }
         Action::Keep
+    }
+
+    /// RFC 6384 for a complete, held client line of a NAT64 connection. `None`: not one of its
+    /// commands (or translation is disabled for it): the IPv4 rules apply.
+    fn on_command64(
+        &mut self,
+        n: Nat64Ftp,
+        line: &Line<'_>,
+        ctx: &mut AlgCtx<'_>,
+    ) -> Option<(Pending, Action)> {
+        let whole = 0..line.bytes.len();
+        let eol = rfc6384::line_end(line.bytes);
+        let noop = |r: GatewayReply| {
+            Some((Pending::Answer(r), Action::Replace(whole.clone(), rfc6384::noop_line(eol))))
+        };
+        match rfc6384::command64(line.bytes) {
+            Command64::Algs => {
+                // RFC 6384 §11.
+                let (enabled, reply) = rfc6384::algs_answer(line.bytes, n.enabled);
+                if let Some(m) = self.nat64.as_mut() {
+                    m.enabled = enabled;
+                }
+                noop(reply)
+            }
+            Command64::Other => None,
+            _ if !n.enabled => None,
+            Command64::Epsv => match rfc6384::epsv_action(line.bytes) {
+                EpsvAction::ToPasv => {
+                    ctx.metrics.alg_nat64_epsv += 1;
+                    let with = rfc6384::pasv_line(eol);
+                    self.rewrite_event(ctx, "epsv", line, &with);
+                    Some((Pending::Epsv64, Action::Replace(whole, with)))
+                }
+                EpsvAction::Answer(r) => noop(r),
+                EpsvAction::Pass => None,
+            },
+            Command64::Lpsv => {
+                ctx.metrics.alg_nat64_epsv += 1;
+                let with = rfc6384::pasv_line(eol);
+                self.rewrite_event(ctx, "lpsv", line, &with);
+                Some((Pending::Lpsv64, Action::Replace(whole, with)))
+            }
+            Command64::Eprt | Command64::Lprt => {
+                let lprt = rfc6384::command64(line.bytes) == Command64::Lprt;
+                let parsed =
+                    if lprt { rfc6384::parse_lprt(line.bytes) } else { rfc6384::parse_eprt(line.bytes) };
+                let port = match parsed {
+                    Ok(rfc6384::DataAddr { addr: IpAddr::V6(a), port }) if a == n.client6 => port,
+                    Ok(rfc6384::DataAddr { addr: IpAddr::V4(_), .. }) if lprt => {
+                        return noop(GatewayReply::LprtFamily);
+                    }
+                    Ok(_) => {
+                        // RFC 2577 §3: a data address other than the client's own is the bounce attack.
+                        self.refuse(RefusalReason::ThirdHost, line, ctx);
+                        return noop(GatewayReply::PortRefused);
+                    }
+                    Err(parse::ParseError::WrongFamily) => {
+                        self.refuse(RefusalReason::WrongFamily, line, ctx);
+                        return noop(if lprt { GatewayReply::LprtFamily } else { GatewayReply::PortRefused });
+                    }
+                    Err(_) => {
+                        self.refuse(RefusalReason::Malformed, line, ctx);
+                        return noop(GatewayReply::PortRefused);
+                    }
+                };
+                if !self.greeted {
+                    // As for PORT: nothing has shown this is an FTP server yet.
+                    self.refuse(RefusalReason::NotFtp, line, ctx);
+                    return noop(GatewayReply::PortRefused);
+                }
+                // RFC 6384 §7: the PORT the IPv4 server gets names the public address and a mapped
+                // port; it is the IPv4 ALG's PORT rule (policy, pinhole, mapping allocated first)
+                // applied to the stand-in's PORT.
+                let stand_in = rfc6384::port_line(self.client, port, eol);
+                let synthetic = Line {
+                    bytes: &stand_in,
+                    start: line.start,
+                    held: true,
+                    truncated: false,
+                    straddling: false,
+                };
+                match self.announce(Kind::Port, &synthetic, ctx) {
+                    Ok((public_port, Action::Replace(span, with))) => {
+                        let mut out = stand_in[..span.start].to_vec();
+                        out.extend_from_slice(&with);
+                        out.extend_from_slice(&stand_in[span.end..]);
+                        ctx.metrics.alg_nat64_eprt += 1;
+                        Some((Pending::Port(Some(public_port)), Action::Replace(whole, out)))
+                    }
+                    _ => noop(GatewayReply::PortRefused),
+                }
+            }
+        }
+    }
+
+    /// Logs and records an RFC 6384 rewrite of a whole line.
+    fn rewrite_event(&self, ctx: &mut AlgCtx<'_>, kind: &'static str, line: &Line<'_>, with: &[u8]) {
+        let old = parse::redacted(line.bytes);
+        let new = parse::redacted(with);
+        tracing::info!(target: "ftpnat::alg", control = %ctx.control, kind, %old, %new, "nat64 rewrite");
+        let control = ctx.control;
+        let delta = with.len() as i64 - line.bytes.len() as i64;
+        ctx.events.push(|| Event::Rewrite {
+            control,
+            kind,
+            old,
+            new,
+            delta,
+            inside: Endpoint::new(self.client, 0),
+            public_port: 0,
+        });
     }
 
     fn refuse(&self, reason: RefusalReason, line: &Line<'_>, ctx: &mut AlgCtx<'_>) {

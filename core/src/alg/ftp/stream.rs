@@ -105,6 +105,10 @@ pub struct Stream {
     refused: Option<(SeqNum, u8, Instant)>,
     /// The other direction jumped a gap: bytes of this connection travel a path around the gateway.
     other_path: bool,
+    /// A NAT64 control connection (RFC 6384): the client's EPSV/EPRT/ALGS/LPRT/LPSV are candidates
+    /// too, and every server reply is held until complete (the gateway may replace any of them: the
+    /// reply to a NOOP it substituted, a 227 it turns into 229/228).
+    nat64: bool,
 }
 
 /// When a command and its reply both go around the gateway, no acknowledgement of the command's bytes
@@ -142,7 +146,22 @@ impl Stream {
             after_gap: false,
             refused: None,
             other_path: false,
+            nat64: false,
         }
+    }
+
+    /// This direction belongs to a NAT64 control connection (see the `nat64` field): it may be
+    /// rewritten, in either direction.
+    pub fn enable_nat64(&mut self) {
+        self.nat64 = true;
+        self.rewrite = true;
+    }
+
+    /// Whether the line so far may still be one the session rewrites.
+    fn is_candidate(&self) -> bool {
+        candidate(&self.line, self.from_client) == Candidate::Maybe
+            || (self.nat64
+                && (!self.from_client || super::rfc6384::candidate(&self.line, true) == Candidate::Maybe))
     }
 
     pub fn rewrites(&self) -> bool {
@@ -479,7 +498,7 @@ impl Stream {
             if self.candidate {
                 self.held.push(byte);
                 if byte != b'\n' {
-                    let still = candidate(&self.line, self.from_client) == Candidate::Maybe;
+                    let still = self.is_candidate();
                     let overlong = self.line_len >= self.max_line;
                     if !still || overlong {
                         if overlong {
