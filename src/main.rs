@@ -830,6 +830,18 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         version = VERSION,
         "ftpnat running"
     );
+    // Issue 16: an undersized pool makes the block limit "first come" (RFC 6888 §3 REQ-4).
+    if let Some(s) = ftpnat::nat::block_shortfall(&config.nat_setup()) {
+        tracing::warn!(
+            hosts = s.hosts,
+            wanted = s.wanted,
+            blocks_total = s.total,
+            "the pool has {} port blocks, fewer than the {} the inside prefixes' {} hosts × --port-blocks-per-host could ask for: once they are gone, hosts without a block get no mapping",
+            s.total,
+            s.wanted,
+            s.hosts
+        );
+    }
     // The NAT log exporters (issue 16), on their own thread: `resolve` checked the flags.
     let natlog = match settings.natlog().map(|t| (t.any(), t)) {
         Ok((true, t)) => match Export::start(&t) {

@@ -301,3 +301,102 @@ fn ftpnat_events_show_blocks_and_quotas_without_any_exporter() {
     assert_eq!(kinds.last(), Some(&"block_released"), "{kinds:?}");
     assert!(records(&mut r).is_empty(), "no exporter: nothing queued for one");
 }
+
+/// RFC 6888 REQ-2 (paired pooling) for the gateway's own ICMP errors on the WAN side: a remote
+/// host talking to an inside host on the pool's second address hears the errors about that flow
+/// (TTL expiry, RFC 1812 §5.3.1; fragmentation needed, RFC 1191 §4) from that same address, never
+/// from the pool's first one, which it has never talked to.
+#[test]
+fn icmp_errors_about_a_flow_come_from_its_pool_address() {
+    let mut c = pooled(Allocation::Dynamic);
+    c.mtu = [1000, 1500];
+    let mut r = Rig::new(c);
+    let h = host_on(&mut r, PUBLIC_B);
+    let (_, out) = r.pass(Side::Inside, udp(h, 4000, REMOTE, 53, b"q"));
+    assert_eq!(out.src, PUBLIC_B);
+    let port = out.sport;
+
+    let mut p = udp(REMOTE, 53, PUBLIC_B, port, b"a");
+    ftpnat::wire::Ipv4Packet::new_checked(&mut p[..]).unwrap().set_ttl(1);
+    let (v, errs) = r.send(Side::Outside, p);
+    assert_eq!(v, Verdict::Drop(DropReason::TtlExceeded));
+    let e = check(&errs[0].1);
+    assert_eq!((errs[0].0, e.src, e.dst, e.icmp_type), (Side::Outside, PUBLIC_B, REMOTE, Some(11)));
+    let quoted = check(&e.payload);
+    assert_eq!((quoted.src, quoted.dst, quoted.dport), (REMOTE, PUBLIC_B, port), "the packet as received");
+
+    let mut p = udp(REMOTE, 53, PUBLIC_B, port, &[0x55; 1200]);
+    ftpnat::wire::Ipv4Packet::new_checked(&mut p[..]).unwrap().set_dont_frag(true);
+    let (v, errs) = r.send(Side::Outside, p);
+    assert_eq!(v, Verdict::Drop(DropReason::FragNeeded));
+    let e = check(&errs[0].1);
+    assert_eq!((errs[0].0, e.src, e.dst, e.icmp_type), (Side::Outside, PUBLIC_B, REMOTE, Some(3)));
+
+    // The first address still speaks for itself: a packet sent to it hears from it.
+    let mut p = udp(REMOTE, 53, PUBLIC, 9999, b"x");
+    ftpnat::wire::Ipv4Packet::new_checked(&mut p[..]).unwrap().set_ttl(1);
+    let (_, errs) = r.send(Side::Outside, p);
+    assert_eq!(check(&errs[0].1).src, PUBLIC);
+}
+
+/// The gateway's stop owes the collector an end for everything it logged as begun: a delete per open
+/// session, then a release per held block, stamped with the stop time (the shell sends them before it
+/// exits). Nothing already ended is ended twice, and nothing at all without an exporter.
+#[test]
+fn the_stop_ends_every_logged_session_and_held_block_once() {
+    let mut c = pooled(blocks(64, 4, 600));
+    c.pool.log_sessions = true;
+    let mut r = Rig::new(c.clone());
+    r.engine.set_nat_log(true);
+    let (a, b) = (host(5), host(6));
+    r.pass(Side::Inside, udp(a, 4000, REMOTE, 53, b"q"));
+    r.pass(Side::Inside, tcp(a, 40000, REMOTE, 80, 1, 0, SYN, b""));
+    r.pass(Side::Inside, udp(b, 4001, REMOTE2, 53, b"q"));
+    let begun = records(&mut r);
+    r.advance(5);
+    let stop = r.engine.nat_stop_records(r.now);
+    let created: BTreeSet<_> = begun
+        .iter()
+        .filter_map(|x| match x {
+            Record::SessionCreated { proto, inside, public, remote, .. } => {
+                Some((*proto, *inside, *public, *remote))
+            }
+            _ => None,
+        })
+        .collect();
+    let deleted: BTreeSet<_> = stop
+        .iter()
+        .filter_map(|x| match x {
+            Record::SessionDeleted { at, proto, inside, public, remote, .. } => {
+                assert_eq!(*at, r.now, "stamped with the stop time");
+                Some((*proto, *inside, *public, *remote))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!((created.len(), created), (3, deleted));
+    let allocated: BTreeSet<_> = begun
+        .iter()
+        .filter_map(|x| match x {
+            Record::BlockAllocated { inside, public, ports, .. } => Some((*inside, *public, *ports)),
+            _ => None,
+        })
+        .collect();
+    let released: BTreeSet<_> = stop
+        .iter()
+        .filter_map(|x| match x {
+            Record::BlockReleased { at, inside, public, ports, .. } => {
+                assert_eq!(*at, r.now);
+                Some((*inside, *public, *ports))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!((allocated.len(), allocated), (2, released));
+    assert_eq!(stop.len(), 5, "{stop:?}");
+
+    // Without an exporter the stop owes nobody anything.
+    let mut quiet = Rig::new(c);
+    quiet.pass(Side::Inside, udp(a, 4000, REMOTE, 53, b"q"));
+    assert!(quiet.engine.nat_stop_records(quiet.now).is_empty());
+}

@@ -14,6 +14,8 @@
 //!   hold-down, as logged over IPFIX (decoded by `netns-scripts/natlog-collector.py`, written from RFC
 //!   7011/8158) and over syslog on a Unix socket (RFC 5424), and as the stop summary counts.
 //! - IPFIX templates are sent again periodically.
+//! - A SIGTERM with blocks (10-minute hold-down) and sessions held: the collector gets a release for
+//!   every block and a delete for every session, over IPFIX and syslog, before the process exits.
 //!
 //! Namespace tests need root: without it they print `SKIP (needs root + netns)` locally and fail under
 //! `CI=true`. Every wait is bounded. About 40 s.
@@ -304,4 +306,78 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
     assert_eq!(stopped.counter("nat.blocks.released"), a.len() as u64);
     assert_eq!(stopped.counter("natlog.lost"), 0);
     assert_eq!(stopped.counter("nat.log.dropped"), 0);
+}
+
+/// SIGTERM with blocks held (a 10-minute hold-down) and sessions open: the stop sends a release for
+/// every block and a delete for every session the collector was told about, stamped with the stop
+/// time, over IPFIX and syslog alike, before the process exits. Without them a collector would keep
+/// those ports held by those hosts forever (RFC 6888 §4: the log must say who held a port when).
+#[test]
+fn blocks_and_sessions_held_at_sigterm_are_released_in_the_log() {
+    let test = "blocks_and_sessions_held_at_sigterm_are_released_in_the_log";
+    if !netns_available(test) {
+        return;
+    }
+    let c = collector("pools-stop");
+    let ipfix = format!("127.0.0.1:{}", c.ipfix);
+    let syslog = format!("unix:{}", c.unix.display());
+    let extra = [
+        "--public-ip",
+        PUBLIC_B,
+        "--port-block-size",
+        "64",
+        "--port-block-hold",
+        "600s",
+        "--ipfix-collector",
+        &ipfix,
+        "--syslog",
+        &syslog,
+        "--nat-log-sessions",
+    ];
+    let Some(mut t) = Topology::up(test, &[], &extra) else { return };
+    for h in &HOSTS[1..4] {
+        ok("ip addr add", &t.lan(SHORT, &["ip", "addr", "add", &format!("{h}/24"), "dev", &t.lan_tun]));
+    }
+    let root = t.state_dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f.txt"), b"held\n").unwrap();
+    let w = root.display().to_string();
+    t.serve_wan(
+        "tcp",
+        8000,
+        &["python3", "-m", "http.server", "--bind", "198.51.100.2", "--directory", &w, "8000"],
+    );
+    for h in &HOSTS[..4] {
+        let url = format!("http://198.51.100.2:8000/f.txt?h={h}");
+        ok(&format!("{h} http"), &t.lan(SHORT, &["curl", "-sS", "--interface", h, "-o", "/dev/null", &url]));
+    }
+    assert!(wait_until(SHORT, || c.ipfix_events(16).len() >= 4), "a block per host: {:?}", c.lines());
+    assert!(c.ipfix_events(4).len() >= 4, "session records: {:?}", c.lines());
+    assert!(c.ipfix_events(17).is_empty(), "nothing released before the stop (600 s hold-down)");
+
+    let stopped = t.stop_cleanly();
+    let mut allocated: Vec<_> = c.ipfix_events(16).iter().map(block).collect();
+    let sessions = c.ipfix_events(4).len();
+    let done = wait_until(SHORT, || {
+        c.ipfix_events(17).len() >= allocated.len()
+            && c.ipfix_events(5).len() >= sessions
+            && c.syslog_msgs("PBR").len() >= allocated.len()
+            && c.syslog_msgs("SDEL").len() >= sessions
+    });
+    let mut released: Vec<_> = c.ipfix_events(17).iter().map(block).collect();
+    allocated.sort();
+    released.sort();
+    assert!(
+        done && allocated == released,
+        "allocated {allocated:?}\nreleased {released:?}\n{}",
+        stopped.summary
+    );
+    assert_eq!(c.ipfix_events(5).len(), sessions, "a delete for every session created");
+    assert_eq!(
+        (c.syslog_msgs("PBA").len(), c.syslog_msgs("PBR").len()),
+        (allocated.len(), allocated.len()),
+        "syslog block records"
+    );
+    assert_eq!((c.syslog_msgs("SADD").len(), c.syslog_msgs("SDEL").len()), (sessions, sessions));
+    assert_eq!(stopped.counter("natlog.lost"), 0, "{}", stopped.summary);
 }

@@ -206,6 +206,32 @@ impl Engine {
         let sessions = on && self.config.pool.log_sessions;
         self.nat.log_mut().set_policy(nat::LogPolicy { enabled: on, sessions });
     }
+    /// The records the gateway's stop owes its collectors, stamped `now`: a session delete for every
+    /// logged connection still open (with `--nat-log-sessions`), then a release for every port block
+    /// still held. Nothing when logging is off. Returned rather than queued: the bounded log queue
+    /// would drop some of a large table's.
+    pub fn nat_stop_records(&self, now: Instant) -> Vec<nat::Record> {
+        let policy = self.nat.log().policy();
+        if !policy.enabled {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if policy.sessions {
+            for (_, conn) in self.table.iter() {
+                let Some(ep) = conn.mapping() else { continue };
+                out.push(nat::Record::SessionDeleted {
+                    at: now,
+                    since: conn.created(),
+                    proto: conn.proto(),
+                    inside: nat::InsideEndpoint::from_endpoint(ep),
+                    public: nat::PublicEndpoint::from_endpoint(public_endpoint(conn)),
+                    remote: remote_endpoint(conn),
+                });
+            }
+        }
+        out.extend(self.nat.stop_records(now));
+        out
+    }
     pub fn fragments(&self) -> &Fragments {
         &self.frags
     }
@@ -1093,8 +1119,12 @@ impl Engine {
         if !self.take_icmp_token() {
             return;
         }
+        // On the WAN side the error comes from the pool address the packet was sent to, which is its
+        // flow's (RFC 6888 REQ-2, paired pooling): an outside host sees one address per inside host,
+        // never the pool's first address for errors about a flow on another.
         let me = match from {
             Side::Inside => self.config.lan_ip,
+            Side::Outside if self.nat.is_public(ip.dst_addr()) => ip.dst_addr(),
             Side::Outside => self.config.public_ip,
         };
         let err = icmp::build_error(me, ip.src_addr(), icmp_type, code, rest, pkt);

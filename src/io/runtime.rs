@@ -344,14 +344,14 @@ impl<D: Device> Runtime<D> {
         self
     }
 
-    /// Hands every record still queued to the exporter (at stop: what the last turns recorded is not
-    /// lost; the exporter thread sends it before it ends).
+    /// At stop: hands every record still queued to the exporter, then a release for every block and
+    /// (with `--nat-log-sessions`) a delete for every session still held, stamped with the stop time
+    /// (the collector sees every allocation end); the exporter thread sends them before it ends.
     pub fn drain_natlog(&mut self) {
         let now = self.now();
         if let Some(x) = &mut self.natlog {
-            while !self.engine.nat().log().is_empty() {
-                x.drain(self.engine.nat_log_mut(), now);
-            }
+            let tail = self.engine.nat_stop_records(now);
+            x.finish(self.engine.nat_log_mut(), tail, now);
         }
     }
 

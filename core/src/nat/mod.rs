@@ -405,6 +405,29 @@ pub struct Nat {
     stats: Stats,
 }
 
+/// More port blocks than the pool has, asked for when every inside host holds its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockShortfall {
+    /// Inside addresses the prefixes hold (overlaps counted once per prefix).
+    pub hosts: u64,
+    /// `hosts` × `--port-blocks-per-host`.
+    pub wanted: u64,
+    /// Blocks in the pool: addresses × blocks per address.
+    pub total: u64,
+}
+
+/// In block mode, whether the pool could run out of blocks before every host reached its limit (a
+/// provider sizes the pool from this: RFC 6888 §3 REQ-4 puts the quota in the operator's hands, and
+/// an undersized pool turns it into "first come"). `None` when the pool covers every host's limit.
+pub fn block_shortfall(setup: &Setup) -> Option<BlockShortfall> {
+    let Allocation::Blocks(b) = setup.allocation else { return None };
+    let per_addr = u64::from((setup.range.len() / u32::from(b.size.max(1))).min(0xffff));
+    let total = per_addr * setup.pool.len() as u64;
+    let hosts: u64 = setup.inside.iter().map(|n| 1u64 << (32 - u32::from(n.prefix_len()))).sum();
+    let wanted = hosts * u64::from(b.per_host);
+    (wanted > total).then_some(BlockShortfall { hosts, wanted, total })
+}
+
 /// A block's id: its address's pool index and its number there.
 fn block_id(addr: usize, n: u32) -> u32 {
     (addr as u32) << 16 | n
@@ -950,6 +973,25 @@ impl Nat {
         tracing::debug!(target: "ftpnat::nat", event = "block_released", host = %owner, %public, %ports, "port block released");
         self.log.push(|| Record::BlockReleased { at: now, since, inside: owner, public, ports });
         self.forget_if_empty(owner);
+    }
+
+    /// A release record for every block still held, stamped `now`, for the gateway's stop: the
+    /// collector then sees every block it was told about go back (RFC 6888 §4 asks the log to let an
+    /// operator tell who held a port when; a block with no end would read as held forever). The
+    /// allocator itself is left as it is: nothing runs after the stop.
+    pub fn stop_records(&self, now: Instant) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (a, s) in self.spaces.iter().enumerate() {
+            let Some(s) = s.as_deref() else { continue };
+            for (n, b) in s.blocks.iter().enumerate() {
+                if let Some(inside) = b.owner {
+                    let n = n as u32;
+                    let (public, ports) = (self.pool.get(a), self.block_range(n));
+                    out.push(Record::BlockReleased { at: now, since: b.since, inside, public, ports });
+                }
+            }
+        }
+        out
     }
 
     // ----- lookups ----------------------------------------------------------------------------

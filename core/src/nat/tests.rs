@@ -715,3 +715,46 @@ proptest! {
         churn(Allocation::Deterministic { size: None }, ops)?;
     }
 }
+
+#[test]
+fn the_stop_releases_in_the_log_exactly_the_blocks_still_held() {
+    let mut nat = Nat::with_setup(&setup(2, blocks(64, 4, 60)));
+    on(&mut nat);
+    let kept = nat.map(Proto::Tcp, ins(1, 1000), None, secs(10)).unwrap();
+    let gone = nat.map(Proto::Udp, ins(2, 1000), None, secs(11)).unwrap();
+    nat.unmap(gone.token, secs(12));
+    nat.handle_timeout(secs(72));
+    let allocated: Vec<_> = logged(&mut nat)
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::BlockAllocated { inside, public, ports, at } => Some((at, inside, public, ports)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(allocated.len(), 2);
+    let held = nat.host_view(ins(1, 0).addr()).blocks;
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        nat.stop_records(secs(500)),
+        vec![Record::BlockReleased {
+            at: secs(500),
+            since: secs(10),
+            inside: ins(1, 0).addr(),
+            public: kept.public.addr(),
+            ports: allocated[0].3,
+        }],
+        "host 2's block went back at 72 s and is not released twice"
+    );
+    let dynamic = Nat::with_setup(&setup(2, Allocation::Dynamic));
+    assert!(dynamic.stop_records(secs(500)).is_empty());
+}
+
+#[test]
+fn a_pool_too_small_for_every_hosts_block_limit_is_measured() {
+    // 64,512 ports / 64 = 1,008 blocks per address, 2,016 in all; a /16 at 4 blocks asks 262,144.
+    let s = setup(2, blocks(64, 4, 60));
+    assert_eq!(block_shortfall(&s), Some(BlockShortfall { hosts: 65536, wanted: 262_144, total: 2016 }));
+    let small = Setup { inside: vec!["100.64.0.0/24".parse().unwrap()], ..s.clone() };
+    assert_eq!(block_shortfall(&small), None, "256 hosts × 4 fit in 2,016");
+    assert_eq!(block_shortfall(&setup(2, Allocation::Dynamic)), None);
+}

@@ -3,7 +3,8 @@
 //! socket), off the forwarding loop.
 //!
 //! Owns: the exporter settings and their syntax ([`Targets`]), the run loop's end ([`Export::drain`]:
-//! moves a bounded batch of records from the engine's queue into a channel, never blocking), and the
+//! moves a bounded batch of records from the engine's queue into a channel, never blocking; at stop
+//! [`Export::finish`] hands over the rest and the engine's stop records, waiting for room), and the
 //! exporter thread (converts the core's instants to wall-clock time, encodes with [`ipfix`] and
 //! [`syslog`], sends, re-sends the IPFIX templates periodically) with its counters. Must not: decide
 //! what is recorded (the core's `nat::log` does), or block or format on the run loop.
@@ -250,6 +251,26 @@ impl Export {
             Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
                 self.counters.lost.fetch_add(n, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// At the gateway's stop: hands over what `log` still holds, then `tail` (the engine's stop
+    /// records), waiting for the thread to take them rather than dropping any (the loop has stopped;
+    /// nothing else waits on it). Dropping the exporter afterwards waits until they are sent.
+    pub fn finish(&mut self, log: &mut Log, tail: Vec<Record>, now: Instant) {
+        let mut records: Vec<Record> = std::iter::from_fn(|| log.pop()).collect();
+        records.extend(tail);
+        let wall =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let mut rest = records.into_iter().peekable();
+        while rest.peek().is_some() {
+            let records: Vec<Record> = rest.by_ref().take(DRAIN_PER_TURN).collect();
+            let n = records.len() as u64;
+            let batch = Batch { zero_unix_us: wall.saturating_sub(now.as_micros()), records };
+            match self.tx.as_ref().map(|tx| tx.send(batch)) {
+                Some(Ok(())) => self.counters.records.fetch_add(n, Ordering::Relaxed),
+                Some(Err(_)) | None => self.counters.lost.fetch_add(n, Ordering::Relaxed),
+            };
         }
     }
 }
