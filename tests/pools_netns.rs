@@ -15,7 +15,8 @@
 //!   7011/8158) and over syslog on a Unix socket (RFC 5424), and as the stop summary counts.
 //! - IPFIX templates are sent again periodically.
 //! - A SIGTERM with blocks (10-minute hold-down) and sessions held: the collector gets a release for
-//!   every block and a delete for every session, over IPFIX and syslog, before the process exits.
+//!   every block and a delete for every session, over IPFIX and syslog, before the process exits; the
+//!   start warned that the pool has fewer blocks than the inside /24 × 16 blocks per host.
 //!
 //! Namespace tests need root: without it they print `SKIP (needs root + netns)` locally and fail under
 //! `CI=true`. Every wait is bounded. About 40 s.
@@ -328,6 +329,8 @@ fn blocks_and_sessions_held_at_sigterm_are_released_in_the_log() {
         "64",
         "--port-block-hold",
         "600s",
+        "--port-blocks-per-host",
+        "16",
         "--ipfix-collector",
         &ipfix,
         "--syslog",
@@ -380,4 +383,7 @@ fn blocks_and_sessions_held_at_sigterm_are_released_in_the_log() {
     );
     assert_eq!((c.syslog_msgs("SADD").len(), c.syslog_msgs("SDEL").len()), (sessions, sessions));
     assert_eq!(stopped.counter("natlog.lost"), 0, "{}", stopped.summary);
+    // 2 addresses × 64,512 / 64 ports = 2,016 blocks, and 10.0.0.0/24's 256 addresses × 16 = 4,096: the
+    // start said so.
+    assert!(stopped.log.contains("the pool has 2016 port blocks, fewer than the 4096"), "{}", stopped.log);
 }
