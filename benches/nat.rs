@@ -140,6 +140,7 @@ fn simulate(
                 since: now,
                 proto: Proto::Tcp,
                 inside,
+                inside6: None,
                 public,
                 remote,
             });
@@ -154,6 +155,7 @@ fn simulate(
                     at: now,
                     proto: Proto::Tcp,
                     inside,
+                    inside6: None,
                     public,
                     remote,
                 });
@@ -201,6 +203,7 @@ fn encoder_figures() {
         .map(|i| Record::BlockAllocated {
             at: Instant::from_millis(u64::from(i)),
             inside: host(i),
+            inside6: None,
             public: Ipv4Addr::new(198, 51, 100, 1),
             ports: PortRange::new(1024, 1279).unwrap(),
         })

@@ -418,3 +418,70 @@ fn events_name_the_ipv6_endpoints_of_a_nat64_flow() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Issue 16's NAT log through NAT64: an operator must trace a public port back to the IPv6
+/// subscriber, so block and session records name its IPv6 address (RFC 8158 sourceIPv6Address),
+/// never the 240/4 stand-in — also for the block released after the host's last connection, when
+/// the stand-in may already serve nobody, and while another IPv6 host is active.
+#[test]
+fn nat_log_records_name_the_ipv6_subscriber() {
+    use ftpnat::nat::{Allocation, BlockPolicy, Record};
+    let hold = std::time::Duration::from_secs(60);
+    let mut c = config64();
+    c.pool.allocation = Allocation::Blocks(BlockPolicy { size: 64, per_host: 2, hold });
+    c.pool.log_sessions = true;
+    let mut e = Engine::new(c);
+    e.set_nat_log(true);
+    let drain = |e: &mut Engine| std::iter::from_fn(|| e.nat_log_mut().pop()).collect::<Vec<_>>();
+    let other6 = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 7);
+
+    let mut p = udp6(CLIENT6, server6(), 40000, 53, b"q", 64);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut p), Verdict::Forward(Side::Outside));
+    let public = seen(&p).sport;
+    let recs = drain(&mut e);
+    let alias = match &recs[..] {
+        [Record::BlockAllocated { inside, inside6, ports, .. }, Record::SessionCreated { inside: i, inside6: s6, public: pe, .. }] =>
+        {
+            assert_eq!((*inside6, *s6), (Some(CLIENT6), Some(CLIENT6)), "{recs:?}");
+            assert!(ports.contains(public) && pe.port() == public && i.addr() == *inside);
+            *inside
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(alias.octets()[0] >= 240, "the stand-in is only the allocator's key");
+    // `show mapping PUBLIC:PORT` traces the port to the subscriber.
+    use ftpnat::ops::view::{mapping, MappingTarget};
+    let m = mapping(&e, Instant::ZERO, MappingTarget::Public(std::net::SocketAddrV4::new(PUBLIC, public)));
+    assert_eq!(m["mappings"][0]["inside"], format!("[{CLIENT6}]:40000"), "{m}");
+    assert_eq!(m["block"]["owner"], CLIENT6.to_string(), "{m}");
+    assert!(!m.to_string().contains(&alias.to_string()), "{m}");
+
+    // The flow times out: its session record still names the host, and the block, held for `hold`
+    // after the stand-in is given back, keeps the name until its release record is written.
+    let t1 = Instant::from_secs(400);
+    e.handle_timeout(t1);
+    let recs = drain(&mut e);
+    assert!(
+        matches!(recs[..], [Record::SessionDeleted { inside6: Some(h), .. }] if h == CLIENT6),
+        "{recs:?}"
+    );
+    assert_eq!(e.nat64().unwrap().hosts.len(), 0, "the stand-in went with the last flow");
+    assert_eq!(e.nat().log().host6(alias), Some(CLIENT6), "named while its block is held");
+
+    // Meanwhile another subscriber: its records name it, not the first.
+    let mut q = udp6(other6, server6(), 40001, 53, b"q", 64);
+    assert_eq!(e.handle_packet(t1, Side::Inside, &mut q), Verdict::Forward(Side::Outside));
+    let recs = drain(&mut e);
+    assert!(!recs.is_empty() && recs.iter().all(|r| r.inside6() == Some(other6)), "{recs:?}");
+
+    e.handle_timeout(Instant::from_secs(400 + 2 * 60 + 1));
+    let released: Vec<_> = drain(&mut e)
+        .into_iter()
+        .filter(|r| matches!(r, Record::BlockReleased { inside, .. } if *inside == alias))
+        .collect();
+    assert!(
+        matches!(released[..], [Record::BlockReleased { inside6: Some(h), .. }] if h == CLIENT6),
+        "{released:?}"
+    );
+    assert_eq!(e.nat().log().host6(alias), None, "forgotten after the release: bounded by live hosts");
+}

@@ -39,12 +39,14 @@ fn records() -> Vec<Record> {
         Record::BlockAllocated {
             at: at(10),
             inside: h(2),
+            inside6: None,
             public: a(1),
             ports: PortRange::new(1024, 1535).unwrap(),
         },
         Record::BlockAllocated {
             at: at(11),
             inside: h(3),
+            inside6: None,
             public: a(2),
             ports: PortRange::new(4096, 4159).unwrap(),
         },
@@ -52,6 +54,7 @@ fn records() -> Vec<Record> {
             at: at(12),
             proto: Proto::Tcp,
             inside: InsideEndpoint::new(h(2), 40000),
+            inside6: None,
             public: PublicEndpoint::new(a(1), 1030),
             remote: Endpoint::new(Ipv4Addr::new(203, 0, 113, 7), 21),
         },
@@ -60,6 +63,7 @@ fn records() -> Vec<Record> {
             since: at(12),
             proto: Proto::Udp,
             inside: InsideEndpoint::new(h(3), 5353),
+            inside6: None,
             public: PublicEndpoint::new(a(2), 4100),
             remote: Endpoint::new(Ipv4Addr::new(203, 0, 113, 8), 53),
         },
@@ -76,6 +80,7 @@ fn records() -> Vec<Record> {
             at: at(130),
             since: at(10),
             inside: h(2),
+            inside6: None,
             public: a(1),
             ports: PortRange::new(1024, 1535).unwrap(),
         },
@@ -110,7 +115,7 @@ fn expected_ipfix(r: &Record) -> Vec<(&'static str, Value)> {
     let s = |v: Ipv4Addr| Value::from(v.to_string());
     let t = |i: Instant| Value::from(ms(i) - T0_MS);
     match r {
-        Record::BlockAllocated { at, inside, public, ports } => vec![
+        Record::BlockAllocated { at, inside, public, ports, .. } => vec![
             ("natEvent", 16.into()),
             ("observationTimeMilliseconds", t(*at)),
             ("flowStartMilliseconds", t(*at)),
@@ -121,7 +126,7 @@ fn expected_ipfix(r: &Record) -> Vec<(&'static str, Value)> {
             ("portRangeStepSize", 1.into()),
             ("portRangeNumPorts", ports.len().into()),
         ],
-        Record::BlockReleased { at, since, inside, public, ports } => vec![
+        Record::BlockReleased { at, since, inside, public, ports, .. } => vec![
             ("natEvent", 17.into()),
             ("observationTimeMilliseconds", t(*at)),
             ("flowStartMilliseconds", t(*since)),
@@ -131,7 +136,7 @@ fn expected_ipfix(r: &Record) -> Vec<(&'static str, Value)> {
             ("portRangeEnd", ports.last().into()),
             ("portRangeNumPorts", ports.len().into()),
         ],
-        Record::SessionCreated { at, proto, inside, public, remote }
+        Record::SessionCreated { at, proto, inside, public, remote, .. }
         | Record::SessionDeleted { at, proto, inside, public, remote, .. } => {
             let (ev, since) = match r {
                 Record::SessionDeleted { since, .. } => (5, *since),
@@ -387,6 +392,7 @@ fn burst(log: &mut Log, n: u32, at: u64) {
         log.push(|| Record::BlockAllocated {
             at: Instant::from_secs(at),
             inside: Ipv4Addr::from(0x6440_0000 + i),
+            inside6: None,
             public: a(1),
             ports: PortRange::new(1024, 1535).unwrap(),
         });

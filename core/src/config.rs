@@ -50,6 +50,9 @@ impl FromStr for Forward {
         };
         let public_port = parse_port(public).map_err(|e| format!("'{s}': public port {e}"))?;
         let (addr, port) = inside.rsplit_once(':').ok_or_else(err)?;
+        if addr.contains(':') || addr.starts_with('[') {
+            return Err(format!("'{s}': forwards name IPv4 inside hosts only (not NAT64's IPv6 hosts)"));
+        }
         let inside_addr = addr.parse().map_err(|_| format!("'{s}': '{addr}' is not an IPv4 address"))?;
         let inside_port = parse_port(port).map_err(|e| format!("'{s}': inside port {e}"))?;
         Ok(Forward { proto, public_addr, public_port, inside_addr, inside_port })
@@ -671,6 +674,10 @@ mod tests {
             "tcp:1=10.0.0.1:70000",
         ] {
             assert!(bad.parse::<Forward>().is_err(), "{bad}");
+        }
+        for v6 in ["tcp:80=[2001:db8:64::2]:80", "tcp:80=2001:db8:64::2:80"] {
+            let e = v6.parse::<Forward>().unwrap_err();
+            assert!(e.contains("IPv4 inside hosts only"), "{e}");
         }
     }
 

@@ -497,7 +497,6 @@ impl Engine {
 
     fn destroy(&mut self, id: ConnId, why: DestroyReason) {
         let Some(mut conn) = self.table.remove(id) else { return };
-        self.nat64_hold(&conn, false);
         if let Some(ep) = conn.mapping() {
             let (now, public) = (self.now, public_endpoint(&conn));
             self.nat.log_mut().push_session(|| nat::Record::SessionDeleted {
@@ -505,11 +504,14 @@ impl Engine {
                 since: conn.created(),
                 proto: conn.proto(),
                 inside: nat::InsideEndpoint::from_endpoint(ep),
+                inside6: None,
                 public: nat::PublicEndpoint::from_endpoint(public),
                 remote: remote_endpoint(&conn),
             });
             self.nat.release(conn.proto(), ep, self.now);
         }
+        // After the record: a NAT64 stand-in given back here loses its name (`inside6`) with it.
+        self.nat64_hold(&conn, false);
         if let Some(mut s) = conn.ftp.take() {
             let mut ctx = AlgCtx {
                 nat: &mut self.nat,
@@ -1007,6 +1009,7 @@ impl Engine {
                 at: now,
                 proto: conn.proto(),
                 inside: nat::InsideEndpoint::from_endpoint(ep),
+                inside6: None,
                 public: nat::PublicEndpoint::from_endpoint(public_endpoint(&conn)),
                 remote: remote_endpoint(&conn),
             });

@@ -60,8 +60,15 @@ impl Engine {
             return Verdict::Drop(DropReason::Nat64Unroutable);
         }
         let n = self.nat64.as_mut().expect("checked");
+        let known = n.hosts.len();
         let alias = match n.hosts.alias_or_assign(src) {
-            Ok(a) => a,
+            Ok(a) => {
+                if n.hosts.len() != known {
+                    // The NAT log names the subscriber, not its stand-in (RFC 8158 sourceIPv6Address).
+                    self.nat.log_mut().name_host6(a, src);
+                }
+                a
+            }
             Err(NoAlias::PerPrefixLimit | NoAlias::Exhausted) => {
                 tracing::debug!(target: "ftpnat::nat64", %src, "no stand-in address for this IPv6 host");
                 return Verdict::Drop(DropReason::Nat64HostLimit);
@@ -74,19 +81,22 @@ impl Engine {
         };
         let translated = xlat::v6_to_v4(pkt, &n.map(self.config.lan_ip), &params);
         if let Err(e) = translated {
-            let n = self.nat64.as_mut().expect("checked");
-            n.hosts.forget_unused(alias);
+            self.nat64_forget_unused(alias);
             return self.nat64_refused_in(pkt, e);
         }
         self.metrics.nat64_to_v4 += 1;
         self.xlat_in = true;
         let v = self.process(Side::Inside, pkt);
         self.xlat_in = false;
-        if let Some(n) = self.nat64.as_mut() {
-            // A stand-in assigned for a packet that created no connection is not kept.
-            n.hosts.forget_unused(alias);
-        }
+        // A stand-in assigned for a packet that created no connection is not kept.
+        self.nat64_forget_unused(alias);
         v
+    }
+
+    fn nat64_forget_unused(&mut self, alias: Ipv4Addr) {
+        if self.nat64.as_mut().is_some_and(|n| n.hosts.forget_unused(alias)) {
+            self.nat.log_mut().unname_host6(alias);
+        }
     }
 
     /// Why RFC 7915 would not translate an IPv6 packet; the ICMPv6 error it asks for, if any.
@@ -245,8 +255,8 @@ impl Engine {
             if is_alias(x) && !(i == 1 && x == a) {
                 if on {
                     n.hosts.retain(x);
-                } else {
-                    n.hosts.release(x);
+                } else if n.hosts.release(x) {
+                    self.nat.log_mut().unname_host6(x);
                 }
             }
         }

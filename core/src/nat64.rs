@@ -196,23 +196,28 @@ impl Hosts {
         }
     }
 
-    /// One holder fewer; the alias goes when none is left.
-    pub fn release(&mut self, alias: Ipv4Addr) {
-        let Some(v6) = self.host(alias) else { return };
-        let Some(e) = self.by_v6.get_mut(&v6) else { return };
+    /// One holder fewer; the alias goes when none is left (then `true`).
+    pub fn release(&mut self, alias: Ipv4Addr) -> bool {
+        let Some(v6) = self.host(alias) else { return false };
+        let Some(e) = self.by_v6.get_mut(&v6) else { return false };
         e.refs = e.refs.saturating_sub(1);
         if e.refs == 0 {
             self.remove(v6);
+            return true;
         }
+        false
     }
 
-    /// Removes `alias` if nothing holds it (an alias assigned for a packet that created nothing).
-    pub fn forget_unused(&mut self, alias: Ipv4Addr) {
+    /// Removes `alias` if nothing holds it (an alias assigned for a packet that created nothing);
+    /// `true` when it went.
+    pub fn forget_unused(&mut self, alias: Ipv4Addr) -> bool {
         if let Some(v6) = self.host(alias) {
             if self.by_v6.get(&v6).is_some_and(|e| e.refs == 0) {
                 self.remove(v6);
+                return true;
             }
         }
+        false
     }
 
     /// References held on `alias` (0 for an unknown one).

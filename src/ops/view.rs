@@ -139,13 +139,26 @@ impl std::str::FromStr for MappingTarget {
     }
 }
 
-/// `show mapping`: what the allocator says about `target` now, as JSON.
+/// An inside host as the operator knows it: a NAT64 stand-in (240.0.0.0/4) by its IPv6 subscriber.
+fn host_name(engine: &Engine, a: Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+    if !crate::nat64::is_alias(a) {
+        return None;
+    }
+    engine.nat64().and_then(|n| n.hosts.host(a)).or_else(|| engine.nat().log().host6(a))
+}
+
+/// `show mapping`: what the allocator says about `target` now, as JSON. NAT64 hosts are named by
+/// their IPv6 address (`[v6]:port`), never by their stand-in.
 pub fn mapping(engine: &Engine, now: Instant, target: MappingTarget) -> Value {
     let nat = engine.nat();
+    let host = |a: Ipv4Addr| host_name(engine, a).map_or_else(|| a.to_string(), |v6| v6.to_string());
+    let inside = |e: Endpoint| {
+        host_name(engine, e.addr).map_or_else(|| e.to_string(), |v6| format!("[{v6}]:{}", e.port))
+    };
     let range = |r: crate::nat::PortRange| format!("{}-{}", r.first(), r.last());
     let block = |b: &crate::nat::BlockView| {
         json!({
-            "public": b.public.to_string(), "ports": range(b.ports), "owner": b.owner.to_string(),
+            "public": b.public.to_string(), "ports": range(b.ports), "owner": host(b.owner),
             "age_ms": ms(now.saturating_since(b.since)), "mappings": b.used,
             "idle_ms": b.idle_since.map(|t| ms(now.saturating_since(t))),
         })
@@ -170,7 +183,7 @@ pub fn mapping(engine: &Engine, now: Instant, target: MappingTarget) -> Value {
                 "allocation": allocation,
                 "public": ep.to_string(),
                 "in_pool": nat.is_public(ep.addr),
-                "mappings": o.mappings.iter().map(|(p, i)| json!({ "proto": p.name(), "inside": i.to_string() })).collect::<Vec<_>>(),
+                "mappings": o.mappings.iter().map(|(p, i)| json!({ "proto": p.name(), "inside": inside(i.endpoint()) })).collect::<Vec<_>>(),
                 "block": o.block.as_ref().map(block),
                 "deterministic": o.deterministic.map(|a| a.to_string()),
                 "reserved": o.reserved.iter().map(|p| p.name()).collect::<Vec<_>>(),
@@ -702,6 +715,10 @@ fn nat_event(r: &crate::nat::Record) -> (Option<Proto>, Vec<Endpoint>, Value) {
         ),
     };
     v["kind"] = json!(r.kind());
+    if let Some(v6) = r.inside6() {
+        // A NAT64 host's block: the IPv6 subscriber, as the NAT log names it.
+        v["inside6"] = json!(v6.to_string());
+    }
     (proto, eps, v)
 }
 

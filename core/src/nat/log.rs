@@ -4,7 +4,7 @@
 //! Owns: the [`Record`] vocabulary (port-block allocation and release, NAT44 session create and
 //! delete, address and port exhaustion, quota exceeded: the RFC 8158 events ftpnat has) and [`Log`],
 //! the bounded queue the allocator and the engine push to and the shell drains into its IPFIX and
-//! syslog exporters. Must not: encode, send or timestamp with a wall clock (records carry the core's
+//! syslog exporters, and the names of NAT64 stand-ins it writes into them (`inside6`). Must not: encode, send or timestamp with a wall clock (records carry the core's
 //! [`Instant`]; the shell converts it when it exports).
 //!
 //! Unlike `ftpnat events`, this queue is meant to be complete: it is on whenever an exporter is
@@ -12,8 +12,8 @@
 //! does, the newest records are refused and counted (`dropped`), so what did reach the collector is an
 //! unbroken prefix and the loss is visible in metrics.
 
-use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::ports::PortRange;
 use super::{InsideEndpoint, PublicEndpoint};
@@ -51,15 +51,32 @@ impl Quota {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// `inside` was given `ports` on `public`, for every protocol (RFC 8158 natEvent 16).
-    BlockAllocated { at: Instant, inside: Ipv4Addr, public: Ipv4Addr, ports: PortRange },
+    /// `inside6`, in this and the session records: the IPv6 subscriber a NAT64 stand-in (`inside`,
+    /// in 240.0.0.0/4) names, filled in by [`Log`] from [`Log::name_host6`] — whoever builds the
+    /// record leaves it `None`.
+    BlockAllocated {
+        at: Instant,
+        inside: Ipv4Addr,
+        inside6: Option<Ipv6Addr>,
+        public: Ipv4Addr,
+        ports: PortRange,
+    },
     /// The block given at `since` went back to the pool (natEvent 17): no mapping used it for the
     /// hold-down time, or the host's mapping table was cleared.
-    BlockReleased { at: Instant, since: Instant, inside: Ipv4Addr, public: Ipv4Addr, ports: PortRange },
+    BlockReleased {
+        at: Instant,
+        since: Instant,
+        inside: Ipv4Addr,
+        inside6: Option<Ipv6Addr>,
+        public: Ipv4Addr,
+        ports: PortRange,
+    },
     /// A connection was translated `inside` → `public`, talking to `remote` (natEvent 4).
     SessionCreated {
         at: Instant,
         proto: Proto,
         inside: InsideEndpoint,
+        inside6: Option<Ipv6Addr>,
         public: PublicEndpoint,
         remote: Endpoint,
     },
@@ -69,6 +86,7 @@ pub enum Record {
         since: Instant,
         proto: Proto,
         inside: InsideEndpoint,
+        inside6: Option<Ipv6Addr>,
         public: PublicEndpoint,
         remote: Endpoint,
     },
@@ -95,6 +113,34 @@ impl Record {
     }
 
     /// When it happened.
+    /// The inside host's address as the operator knows it: the IPv6 subscriber of a NAT64 stand-in.
+    pub fn inside6(&self) -> Option<Ipv6Addr> {
+        match *self {
+            Record::BlockAllocated { inside6, .. }
+            | Record::BlockReleased { inside6, .. }
+            | Record::SessionCreated { inside6, .. }
+            | Record::SessionDeleted { inside6, .. } => inside6,
+            _ => None,
+        }
+    }
+
+    /// Fills `inside6` from the names of NAT64 stand-ins.
+    fn stamp(&mut self, names: &HashMap<Ipv4Addr, Host6>) {
+        if names.is_empty() {
+            return;
+        }
+        let (inside, slot) = match self {
+            Record::BlockAllocated { inside, inside6, .. }
+            | Record::BlockReleased { inside, inside6, .. } => (*inside, inside6),
+            Record::SessionCreated { inside, inside6, .. }
+            | Record::SessionDeleted { inside, inside6, .. } => (inside.addr(), inside6),
+            _ => return,
+        };
+        if let Some(h) = names.get(&inside) {
+            *slot = Some(h.v6);
+        }
+    }
+
     pub fn at(&self) -> Instant {
         match *self {
             Record::BlockAllocated { at, .. }
@@ -136,6 +182,18 @@ pub struct Log {
     alarm_budget: u32,
     alarm_second: Option<u64>,
     alarms_suppressed: u64,
+    /// The IPv6 subscriber of each NAT64 stand-in (RFC 8158 §4 names NAT64 records by
+    /// sourceIPv6Address): an operator must trace a public port to the IPv6 host, not to a 240/4
+    /// address it never sees. Kept while the stand-in is assigned or holds a port block (whose release
+    /// record comes after the host's last connection), then dropped: bounded by the live hosts.
+    names: HashMap<Ipv4Addr, Host6>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Host6 {
+    v6: Ipv6Addr,
+    assigned: bool,
+    blocks: u32,
 }
 
 impl Log {
@@ -158,6 +216,58 @@ impl Log {
         }
     }
 
+    /// NAT64: the stand-in `alias` now names `v6` (the engine calls this when it assigns one).
+    pub fn name_host6(&mut self, alias: Ipv4Addr, v6: Ipv6Addr) {
+        let h = self.names.entry(alias).or_insert(Host6 { v6, assigned: true, blocks: 0 });
+        if h.v6 != v6 {
+            // A recycled stand-in whose old block is still held: the new host inherits it (the
+            // allocator knows hosts by address), and the records say so from here on.
+            h.v6 = v6;
+        }
+        h.assigned = true;
+    }
+
+    /// NAT64: the stand-in `alias` was given back; its name stays while it holds a port block.
+    pub fn unname_host6(&mut self, alias: Ipv4Addr) {
+        if let Some(h) = self.names.get_mut(&alias) {
+            h.assigned = false;
+            if h.blocks == 0 {
+                self.names.remove(&alias);
+            }
+        }
+    }
+
+    /// The IPv6 subscriber `alias` names (while assigned or holding a port block).
+    pub fn host6(&self, alias: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.names.get(&alias).map(|h| h.v6)
+    }
+
+    /// Stand-ins named at present (bounded by the live NAT64 hosts and their held blocks).
+    pub fn host6_names(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Port blocks of named stand-ins are counted here so a name outlives its host until the
+    /// release record has been written.
+    fn track_blocks(&mut self, r: &Record) {
+        match *r {
+            Record::BlockAllocated { inside, .. } => {
+                if let Some(h) = self.names.get_mut(&inside) {
+                    h.blocks += 1;
+                }
+            }
+            Record::BlockReleased { inside, .. } => {
+                if let Some(h) = self.names.get_mut(&inside) {
+                    h.blocks = h.blocks.saturating_sub(1);
+                    if h.blocks == 0 && !h.assigned {
+                        self.names.remove(&inside);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The oldest record copied for the events, if any.
     pub fn pop_mirrored(&mut self) -> Option<Record> {
         self.mirrored.pop_front()
@@ -170,7 +280,9 @@ impl Log {
         if !self.policy.enabled && !self.mirror {
             return;
         }
-        let r = make();
+        let mut r = make();
+        r.stamp(&self.names);
+        self.track_blocks(&r);
         if self.mirror && self.mirrored.len() < MIRROR_CAPACITY {
             self.mirrored.push_back(r.clone());
         }
@@ -193,7 +305,9 @@ impl Log {
     #[inline]
     pub fn push_session(&mut self, make: impl FnOnce() -> Record) {
         if self.policy.sessions && self.policy.enabled {
-            self.enqueue(make());
+            let mut r = make();
+            r.stamp(&self.names);
+            self.enqueue(r);
         }
     }
 
@@ -262,6 +376,40 @@ mod tests {
         }
         assert_eq!((l.len(), l.dropped()), (CAPACITY, 5));
         assert_eq!(l.pop(), Some(alarm(0)), "what was queued stays an unbroken prefix");
+    }
+
+    fn block(alloc: bool, inside: Ipv4Addr) -> Record {
+        let ports = PortRange::new(1024, 1087).unwrap();
+        let public = Ipv4Addr::new(198, 51, 100, 1);
+        let at = Instant::ZERO;
+        if alloc {
+            Record::BlockAllocated { at, inside, inside6: None, public, ports }
+        } else {
+            Record::BlockReleased { at, since: at, inside, inside6: None, public, ports }
+        }
+    }
+
+    #[test]
+    fn nat64_stand_ins_are_named_until_their_block_is_released() {
+        let mut l = Log::default();
+        l.set_policy(LogPolicy { enabled: true, sessions: true });
+        let (alias, other) = (Ipv4Addr::new(240, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let v6: Ipv6Addr = "2001:db8:64::2".parse().unwrap();
+        l.name_host6(alias, v6);
+        l.push(|| block(true, alias));
+        l.push(|| block(true, other));
+        // The host's last connection ends before its block's hold-down does.
+        l.unname_host6(alias);
+        assert_eq!(l.host6_names(), 1, "kept for the release record");
+        l.push(|| block(false, alias));
+        assert_eq!(l.host6_names(), 0, "and gone after it: bounded by the live hosts");
+        let got: Vec<_> = std::iter::from_fn(|| l.pop()).map(|r| r.inside6()).collect();
+        assert_eq!(got, [Some(v6), None, Some(v6)], "an IPv4 host is never given a name");
+        // A stand-in given back without a block is forgotten at once.
+        l.name_host6(alias, v6);
+        l.unname_host6(alias);
+        l.push(|| block(false, alias));
+        assert_eq!((l.host6_names(), l.pop().and_then(|r| r.inside6())), (0, None));
     }
 
     #[test]

@@ -885,7 +885,7 @@ impl Nat {
         self.stats.blocks_allocated += 1;
         let public = self.pool.get(a);
         tracing::debug!(target: "ftpnat::nat", event = "block_allocated", host = %host, %public, %ports, "port block allocated");
-        self.log.push(|| Record::BlockAllocated { at: now, inside: host, public, ports });
+        self.log.push(|| Record::BlockAllocated { at: now, inside: host, inside6: None, public, ports });
         let mut budget = PREFERENCE_SCAN;
         let port = prefer
             .and_then(|pref| self.port_in_block(id, pi, Some(pref), &mut budget))
@@ -971,7 +971,14 @@ impl Nat {
         self.stats.blocks_released += 1;
         let public = self.pool.get(a);
         tracing::debug!(target: "ftpnat::nat", event = "block_released", host = %owner, %public, %ports, "port block released");
-        self.log.push(|| Record::BlockReleased { at: now, since, inside: owner, public, ports });
+        self.log.push(|| Record::BlockReleased {
+            at: now,
+            since,
+            inside: owner,
+            inside6: None,
+            public,
+            ports,
+        });
         self.forget_if_empty(owner);
     }
 

@@ -391,6 +391,7 @@ fn blocks_return_after_the_hold_down_and_not_before() {
             at: secs(135),
             since: secs(10),
             inside: host,
+            inside6: None,
             public: block.public,
             ports: block.ports
         }]

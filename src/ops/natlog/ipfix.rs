@@ -19,12 +19,18 @@
 //! | 258 | NAT addresses exhausted (3) | observationTimeMilliseconds, natEvent, natPoolId, protocolIdentifier |
 //! | 259 | NAT ports exhausted (12) | observationTimeMilliseconds, natEvent, postNATSourceIPv4Address, protocolIdentifier |
 //! | 260 | quota exceeded (13) | observationTimeMilliseconds, natEvent, natQuotaExceededEvent (3: maximum entries per user), maxEntriesPerUser, sourceIPv4Address, protocolIdentifier |
+//! | 261 | NAT64 port block allocate (16) and release (17) | as 256 with sourceIPv6Address (the IPv6 subscriber) in place of sourceIPv4Address |
+//! | 262 | NAT64 session create (4) and delete (5) | as 257 with sourceIPv6Address in place of sourceIPv4Address |
+//!
+//! NAT64 hosts are known inside by a stand-in IPv4 address (240.0.0.0/4) that no wire and no
+//! operator ever sees; their records name the IPv6 source instead, with sourceIPv6Address (IE 27) as
+//! RFC 8158's NAT64 templates do, so a public port traces back to the IPv6 subscriber.
 //!
 //! A block serves every protocol, so block records carry no protocolIdentifier (as RFC 8158's port
 //! block template has none). Session records need no post-NAT destination: ftpnat never rewrites the
 //! remote end of an outbound connection.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::flow::Proto;
 use crate::nat::Record;
@@ -39,6 +45,7 @@ pub mod ie {
     pub const PROTOCOL_IDENTIFIER: u16 = 4;
     pub const SOURCE_TRANSPORT_PORT: u16 = 7;
     pub const SOURCE_IPV4_ADDRESS: u16 = 8;
+    pub const SOURCE_IPV6_ADDRESS: u16 = 27;
     pub const DESTINATION_TRANSPORT_PORT: u16 = 11;
     pub const DESTINATION_IPV4_ADDRESS: u16 = 12;
     pub const FLOW_START_MILLISECONDS: u16 = 152;
@@ -72,7 +79,7 @@ pub const QUOTA_ENTRIES_PER_USER: u32 = 3;
 pub const POOL_ID: u32 = 1;
 
 /// The templates: id and (information element, length) per field.
-pub const TEMPLATES: [(u16, &[(u16, u16)]); 5] = [
+pub const TEMPLATES: [(u16, &[(u16, u16)]); 7] = [
     (
         256,
         &[
@@ -131,6 +138,35 @@ pub const TEMPLATES: [(u16, &[(u16, u16)]); 5] = [
             (ie::PROTOCOL_IDENTIFIER, 1),
         ],
     ),
+    (
+        261,
+        &[
+            (ie::OBSERVATION_TIME_MILLISECONDS, 8),
+            (ie::FLOW_START_MILLISECONDS, 8),
+            (ie::NAT_EVENT, 1),
+            (ie::SOURCE_IPV6_ADDRESS, 16),
+            (ie::POST_NAT_SOURCE_IPV4_ADDRESS, 4),
+            (ie::PORT_RANGE_START, 2),
+            (ie::PORT_RANGE_END, 2),
+            (ie::PORT_RANGE_STEP_SIZE, 2),
+            (ie::PORT_RANGE_NUM_PORTS, 2),
+        ],
+    ),
+    (
+        262,
+        &[
+            (ie::OBSERVATION_TIME_MILLISECONDS, 8),
+            (ie::FLOW_START_MILLISECONDS, 8),
+            (ie::NAT_EVENT, 1),
+            (ie::PROTOCOL_IDENTIFIER, 1),
+            (ie::SOURCE_IPV6_ADDRESS, 16),
+            (ie::SOURCE_TRANSPORT_PORT, 2),
+            (ie::POST_NAT_SOURCE_IPV4_ADDRESS, 4),
+            (ie::POST_NAPT_SOURCE_TRANSPORT_PORT, 2),
+            (ie::DESTINATION_IPV4_ADDRESS, 4),
+            (ie::DESTINATION_TRANSPORT_PORT, 2),
+        ],
+    ),
 ];
 
 fn record_len(template: u16) -> usize {
@@ -146,8 +182,8 @@ pub fn encode_record(r: &Record, ms: &dyn Fn(crate::time::Instant) -> u64) -> (u
     let mut b = Vec::with_capacity(48);
     let ip = |b: &mut Vec<u8>, a: Ipv4Addr| b.extend_from_slice(&a.octets());
     let id = match r {
-        Record::BlockAllocated { at, inside, public, ports }
-        | Record::BlockReleased { at, inside, public, ports, .. } => {
+        Record::BlockAllocated { at, inside, inside6, public, ports }
+        | Record::BlockReleased { at, inside, inside6, public, ports, .. } => {
             let (ev, since) = match r {
                 Record::BlockReleased { since, .. } => (event::PORT_BLOCK_DEALLOCATION, *since),
                 _ => (event::PORT_BLOCK_ALLOCATION, *at),
@@ -155,22 +191,26 @@ pub fn encode_record(r: &Record, ms: &dyn Fn(crate::time::Instant) -> u64) -> (u
             b.extend_from_slice(&ms(*at).to_be_bytes());
             b.extend_from_slice(&ms(since).to_be_bytes());
             b.push(ev);
-            ip(&mut b, *inside);
+            source(&mut b, *inside, *inside6);
             ip(&mut b, *public);
             b.extend_from_slice(&ports.first().to_be_bytes());
             b.extend_from_slice(&ports.last().to_be_bytes());
             b.extend_from_slice(&1u16.to_be_bytes());
             // portRangeNumPorts is 16 bits: a 65,536-port block (never made) would read as 0.
             b.extend_from_slice(&(ports.len().min(u32::from(u16::MAX)) as u16).to_be_bytes());
-            256
+            if inside6.is_some() {
+                261
+            } else {
+                256
+            }
         }
-        Record::SessionCreated { at, proto, inside, public, remote } => {
-            session(&mut b, ms(*at), ms(*at), event::SESSION_CREATE, *proto, *inside, *public, *remote);
-            257
+        Record::SessionCreated { at, proto, inside, inside6, public, remote } => {
+            let ev = event::SESSION_CREATE;
+            session(&mut b, ms(*at), ms(*at), ev, *proto, (*inside, *inside6), *public, *remote)
         }
-        Record::SessionDeleted { at, since, proto, inside, public, remote } => {
-            session(&mut b, ms(*at), ms(*since), event::SESSION_DELETE, *proto, *inside, *public, *remote);
-            257
+        Record::SessionDeleted { at, since, proto, inside, inside6, public, remote } => {
+            let ev = event::SESSION_DELETE;
+            session(&mut b, ms(*at), ms(*since), ev, *proto, (*inside, *inside6), *public, *remote)
         }
         Record::AddressesExhausted { at, proto } => {
             b.extend_from_slice(&ms(*at).to_be_bytes());
@@ -200,6 +240,15 @@ pub fn encode_record(r: &Record, ms: &dyn Fn(crate::time::Instant) -> u64) -> (u
     (id, b)
 }
 
+/// The inside host: its IPv6 address for a NAT64 host (sourceIPv6Address), else its IPv4 one.
+fn source(b: &mut Vec<u8>, inside: Ipv4Addr, inside6: Option<Ipv6Addr>) {
+    match inside6 {
+        Some(v6) => b.extend_from_slice(&v6.octets()),
+        None => b.extend_from_slice(&inside.octets()),
+    }
+}
+
+/// A session record's fields; returns its template (257, or 262 for a NAT64 host).
 #[allow(clippy::too_many_arguments)]
 fn session(
     b: &mut Vec<u8>,
@@ -207,20 +256,25 @@ fn session(
     since: u64,
     ev: u8,
     proto: Proto,
-    inside: crate::nat::InsideEndpoint,
+    (inside, inside6): (crate::nat::InsideEndpoint, Option<Ipv6Addr>),
     public: crate::nat::PublicEndpoint,
     remote: crate::flow::Endpoint,
-) {
+) -> u16 {
     b.extend_from_slice(&at.to_be_bytes());
     b.extend_from_slice(&since.to_be_bytes());
     b.push(ev);
     b.push(proto.number());
-    b.extend_from_slice(&inside.addr().octets());
+    source(b, inside.addr(), inside6);
     b.extend_from_slice(&inside.port().to_be_bytes());
     b.extend_from_slice(&public.addr().octets());
     b.extend_from_slice(&public.port().to_be_bytes());
     b.extend_from_slice(&remote.addr.octets());
     b.extend_from_slice(&remote.port.to_be_bytes());
+    if inside6.is_some() {
+        262
+    } else {
+        257
+    }
 }
 
 /// Message framing state for one Transport Session (one collector over UDP) and one Observation
@@ -344,6 +398,7 @@ mod tests {
         Record::BlockAllocated {
             at: Instant::from_secs(u64::from(n)),
             inside: Ipv4Addr::new(100, 64, 0, 2),
+            inside6: None,
             public: Ipv4Addr::new(198, 51, 100, 1),
             ports: PortRange::new(1024 + n * 512, 1535 + n * 512).unwrap(),
         }
@@ -357,6 +412,7 @@ mod tests {
                 at: Instant::from_secs(9),
                 since: Instant::from_secs(1),
                 inside: Ipv4Addr::new(100, 64, 0, 2),
+                inside6: None,
                 public: Ipv4Addr::new(198, 51, 100, 1),
                 ports: PortRange::new(1024, 1535).unwrap(),
             },
@@ -364,6 +420,7 @@ mod tests {
                 at: Instant::ZERO,
                 proto: Proto::Tcp,
                 inside: InsideEndpoint::new(Ipv4Addr::new(100, 64, 0, 2), 40000),
+                inside6: None,
                 public: PublicEndpoint::new(Ipv4Addr::new(198, 51, 100, 1), 1030),
                 remote: crate::flow::Endpoint::new(Ipv4Addr::new(203, 0, 113, 9), 80),
             },
@@ -394,6 +451,36 @@ mod tests {
             "allocated at"
         );
         assert_eq!(&b[25..33], &[4, 0, 5, 0xff, 0, 1, 2, 0], "1024-1535, step 1, 512 ports");
+    }
+
+    #[test]
+    fn nat64_records_name_the_ipv6_source() {
+        let v6: Ipv6Addr = "2001:db8:64::2".parse().unwrap();
+        let alias = Ipv4Addr::new(240, 0, 0, 1);
+        let created = Record::SessionCreated {
+            at: Instant::ZERO,
+            proto: Proto::Tcp,
+            inside: InsideEndpoint::new(alias, 40000),
+            inside6: Some(v6),
+            public: PublicEndpoint::new(Ipv4Addr::new(198, 51, 100, 1), 1030),
+            remote: crate::flow::Endpoint::new(Ipv4Addr::new(203, 0, 113, 9), 21),
+        };
+        let (id, b) = encode_record(&created, &ms);
+        assert_eq!((id, b.len()), (262, record_len(262)));
+        assert_eq!(&b[18..34], &v6.octets(), "sourceIPv6Address, never the 240/4 stand-in");
+        assert_eq!(u16::from_be_bytes([b[34], b[35]]), 40000);
+        assert_eq!(&b[36..40], &[198, 51, 100, 1]);
+        let Record::BlockAllocated { at, public, ports, .. } = block(0) else { unreachable!() };
+        let blk = Record::BlockAllocated { at, inside: alias, inside6: Some(v6), public, ports };
+        let (id, b) = encode_record(&blk, &ms);
+        assert_eq!((id, b.len()), (261, record_len(261)));
+        assert_eq!(&b[17..33], &v6.octets());
+        assert_eq!(&b[33..37], &[198, 51, 100, 1]);
+        assert!(!b.windows(4).any(|w| w == alias.octets()), "the stand-in is not exported");
+        // The template set announces IE 27 with length 16 for both.
+        let t = Encoder::new(7, 1400).templates(1000);
+        let needle = [&ie::SOURCE_IPV6_ADDRESS.to_be_bytes()[..], &16u16.to_be_bytes()[..]].concat();
+        assert_eq!(t.windows(4).filter(|w| *w == &needle[..]).count(), 2);
     }
 
     #[test]

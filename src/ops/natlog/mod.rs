@@ -448,6 +448,7 @@ mod tests {
         log.push(|| Record::BlockAllocated {
             at: Instant::from_secs(5),
             inside: Ipv4Addr::new(100, 64, 0, 2),
+            inside6: None,
             public: Ipv4Addr::new(198, 51, 100, 1),
             ports: PortRange::new(1024, 1535).unwrap(),
         });

@@ -22,6 +22,10 @@
 //!   `xdaddr`/`xdport` (remote end of a session), `start`/`end` (allocation or session lifetime,
 //!   RFC 3339), `quota` and `limit` (which limit, how much). Parameter names follow
 //!   draft-ietf-behave-syslog-nat-logging (as VPP's NAT syslog does) in lower case.
+//! - NAT64 hosts (block and session records): `isaddr` is the IPv6 source (the draft's `isaddr` is
+//!   an IPv4 or IPv6 address), never the 240.0.0.0/4 stand-in ftpnat knows the host by inside, and
+//!   `nat64="1"` is added, so a public port traces back to the IPv6 subscriber (RFC 8158's
+//!   sourceIPv6Address in the IPFIX records).
 //! - TEXT: the same in words, for a person reading the log.
 
 use std::fmt::Write;
@@ -92,28 +96,38 @@ pub fn format(r: &Record, o: &Origin, ms: &dyn Fn(Instant) -> u64) -> String {
         let _ = write!(m, " {k}=\"{v}\"");
     };
     let text = match r {
-        Record::BlockAllocated { at, inside, public, ports } => {
-            p("proto", &"any");
-            p("isaddr", inside);
+        Record::BlockAllocated { at, inside, inside6, public, ports } => {
+            let inside = &source(*inside, *inside6, &mut p);
             p("xsaddr", public);
             p("xsport", ports);
             p("start", &rfc3339(ms(*at)));
             format!("port block {public}:{ports} allocated to {inside}")
         }
-        Record::BlockReleased { at, since, inside, public, ports } => {
-            p("proto", &"any");
-            p("isaddr", inside);
+        Record::BlockReleased { at, since, inside, inside6, public, ports } => {
+            let inside = &source(*inside, *inside6, &mut p);
             p("xsaddr", public);
             p("xsport", ports);
             p("start", &rfc3339(ms(*since)));
             p("end", &rfc3339(ms(*at)));
             format!("port block {public}:{ports} of {inside} released")
         }
-        Record::SessionCreated { at, proto, inside, public, remote }
-        | Record::SessionDeleted { at, proto, inside, public, remote, .. } => {
+        Record::SessionCreated { at, proto, inside, inside6, public, remote }
+        | Record::SessionDeleted { at, proto, inside, inside6, public, remote, .. } => {
             p("proto", proto);
-            p("isaddr", &inside.addr());
-            p("isport", &inside.port());
+            let port = inside.port();
+            let addr = match inside6 {
+                Some(v6) => {
+                    p("nat64", &1);
+                    p("isaddr", v6);
+                    format!("[{v6}]:{}", inside.port())
+                }
+                None => {
+                    p("isaddr", &inside.addr());
+                    inside.to_string()
+                }
+            };
+            let inside = &addr;
+            p("isport", &port);
             p("xsaddr", &public.addr());
             p("xsport", &public.port());
             p("xdaddr", &remote.addr);
@@ -153,6 +167,26 @@ pub fn format(r: &Record, o: &Origin, ms: &dyn Fn(Instant) -> u64) -> String {
     m
 }
 
+/// A block record's inside host: `proto`, `nat64` and `isaddr` written; its name for the text.
+fn source(
+    inside: std::net::Ipv4Addr,
+    inside6: Option<std::net::Ipv6Addr>,
+    p: &mut impl FnMut(&str, &dyn std::fmt::Display),
+) -> String {
+    p("proto", &"any");
+    match inside6 {
+        Some(v6) => {
+            p("nat64", &1);
+            p("isaddr", &v6);
+            v6.to_string()
+        }
+        None => {
+            p("isaddr", &inside);
+            inside.to_string()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +219,7 @@ mod tests {
             at: Instant::from_secs(90),
             since: Instant::from_secs(30),
             inside: Ipv4Addr::new(100, 64, 0, 2),
+            inside6: None,
             public: Ipv4Addr::new(198, 51, 100, 1),
             ports: PortRange::new(1024, 1535).unwrap(),
         };
@@ -206,5 +241,37 @@ mod tests {
         assert!(
             format(&q, &o, &ms).starts_with("<132>1 2023-11-14T22:13:20.000Z - ftpnat 42 QUOTA [nat@32473")
         );
+    }
+
+    #[test]
+    fn nat64_records_name_the_ipv6_subscriber() {
+        let o = Origin { facility: LOCAL0, hostname: "gw1".into(), pid: 42 };
+        let ms = |i: Instant| 1_700_000_000_000 + i.as_micros() / 1000;
+        let v6: std::net::Ipv6Addr = "2001:db8:64::2".parse().unwrap();
+        let r = Record::SessionCreated {
+            at: Instant::ZERO,
+            proto: crate::flow::Proto::Tcp,
+            inside: crate::nat::InsideEndpoint::new(Ipv4Addr::new(240, 0, 0, 1), 40000),
+            inside6: Some(v6),
+            public: crate::nat::PublicEndpoint::new(Ipv4Addr::new(198, 51, 100, 1), 1030),
+            remote: crate::flow::Endpoint::new(Ipv4Addr::new(203, 0, 113, 9), 21),
+        };
+        assert_eq!(
+            format(&r, &o, &ms),
+            "<134>1 2023-11-14T22:13:20.000Z gw1 ftpnat 42 SADD [nat@32473 event=\"session_created\" proto=\"tcp\" \
+             nat64=\"1\" isaddr=\"2001:db8:64::2\" isport=\"40000\" xsaddr=\"198.51.100.1\" xsport=\"1030\" \
+             xdaddr=\"203.0.113.9\" xdport=\"21\" start=\"2023-11-14T22:13:20.000Z\"] \
+             tcp [2001:db8:64::2]:40000 as 198.51.100.1:1030 to 203.0.113.9:21"
+        );
+        let b = Record::BlockAllocated {
+            at: Instant::ZERO,
+            inside: Ipv4Addr::new(240, 0, 0, 1),
+            inside6: Some(v6),
+            public: Ipv4Addr::new(198, 51, 100, 1),
+            ports: PortRange::new(1024, 1535).unwrap(),
+        };
+        let m = format(&b, &o, &ms);
+        assert!(m.contains(" nat64=\"1\" isaddr=\"2001:db8:64::2\" ") && !m.contains("240.0.0.1"), "{m}");
+        assert!(m.ends_with("port block 198.51.100.1:1024-1535 allocated to 2001:db8:64::2"), "{m}");
     }
 }
