@@ -224,6 +224,7 @@ impl Engine {
                     since: conn.created(),
                     proto: conn.proto(),
                     inside: nat::InsideEndpoint::from_endpoint(ep),
+                    inside6: self.nat.log().host6(ep.addr),
                     public: nat::PublicEndpoint::from_endpoint(public_endpoint(conn)),
                     remote: remote_endpoint(conn),
                 });

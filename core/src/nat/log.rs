@@ -112,7 +112,6 @@ impl Record {
         }
     }
 
-    /// When it happened.
     /// The inside host's address as the operator knows it: the IPv6 subscriber of a NAT64 stand-in.
     pub fn inside6(&self) -> Option<Ipv6Addr> {
         match *self {
@@ -141,6 +140,7 @@ impl Record {
         }
     }
 
+    /// When it happened.
     pub fn at(&self) -> Instant {
         match *self {
             Record::BlockAllocated { at, .. }

@@ -994,7 +994,17 @@ impl Nat {
                 if let Some(inside) = b.owner {
                     let n = n as u32;
                     let (public, ports) = (self.pool.get(a), self.block_range(n));
-                    out.push(Record::BlockReleased { at: now, since: b.since, inside, public, ports });
+                    // A NAT64 stand-in's block is released in the name of its IPv6 subscriber, as
+                    // every other record of it is.
+                    let inside6 = self.log.host6(inside);
+                    out.push(Record::BlockReleased {
+                        at: now,
+                        since: b.since,
+                        inside,
+                        inside6,
+                        public,
+                        ports,
+                    });
                 }
             }
         }

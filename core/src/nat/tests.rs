@@ -728,7 +728,7 @@ fn the_stop_releases_in_the_log_exactly_the_blocks_still_held() {
     let allocated: Vec<_> = logged(&mut nat)
         .into_iter()
         .filter_map(|r| match r {
-            Record::BlockAllocated { inside, public, ports, at } => Some((at, inside, public, ports)),
+            Record::BlockAllocated { inside, public, ports, at, .. } => Some((at, inside, public, ports)),
             _ => None,
         })
         .collect();
@@ -741,6 +741,7 @@ fn the_stop_releases_in_the_log_exactly_the_blocks_still_held() {
             at: secs(500),
             since: secs(10),
             inside: ins(1, 0).addr(),
+            inside6: None,
             public: kept.public.addr(),
             ports: allocated[0].3,
         }],
