@@ -753,7 +753,7 @@ impl Nat {
         let Some(port) = found else { return Err(self.ports_exhausted(now, proto, a)) };
         // Sequential with a stride keeps allocation O(1) amortised while not handing out the same
         // port right after it was freed (late packets of the old flow).
-        s.cursor[pi] = if port == range.last() { range.first() } else { port + 1 };
+        s.cursor[pi] = range.after(port);
         Ok((a, port))
     }
 
@@ -780,7 +780,7 @@ impl Nat {
         let Some(port) = port else {
             return Err(self.quota(now, proto, inside.addr(), Quota::DeterministicRange, range.len()));
         };
-        self.pair(inside.addr(), a).cursor[pi] = if port == range.last() { range.first() } else { port + 1 };
+        self.pair(inside.addr(), a).cursor[pi] = range.after(port);
         Ok((a, port))
     }
 

@@ -52,6 +52,16 @@ impl PortRange {
         PortRange::new(self.first.max(other.first), self.last.min(other.last))
     }
 
+    /// The port an allocation cursor moves to after handing out `port`: the next one, wrapping from
+    /// the last to the first (the cursor never steps outside the range, even at port 65,535).
+    pub const fn after(self, port: u16) -> u16 {
+        if port >= self.last {
+            self.first
+        } else {
+            port + 1
+        }
+    }
+
     pub fn iter(self) -> RangeInclusive<u16> {
         self.first..=self.last
     }
@@ -167,6 +177,12 @@ impl PortSet {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cursor_wraps_from_the_last_port_to_the_first() {
+        let r = PortRange::new(1024, 65535).unwrap();
+        assert_eq!((r.after(1024), r.after(65534), r.after(65535)), (1025, 65535, 1024));
+    }
+
     use super::*;
     use proptest::prelude::*;
 
