@@ -1,0 +1,272 @@
+//! Admission of new flows: which first packet may open a connection, and with which mapping.
+//!
+//! Owns: creating a connection for a packet no connection claims ([`Engine::create`]): outbound
+//! flows, port forwards, pinholes opened by the ALG, hairpinning, TCP pickup of established flows,
+//! the refused-flow memory, per-host and table limits ([`Engine::admit`]), acquiring the public
+//! endpoint from the NAT ([`Engine::acquire`]). Must not: translate or forward the packet (dispatch in
+//! `mod.rs` does) or decide anything about FTP (the ALG hook does).
+
+use std::net::Ipv4Addr;
+
+use super::{Engine, Head, Verdict};
+
+use crate::alg::ftp::FtpSession;
+use crate::conntrack::{Conn, Full, Origin};
+use crate::events::Event;
+use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
+use crate::metrics::DropReason;
+use crate::nat::{self};
+
+impl Engine {
+    /// A packet with no connection: a new outbound flow, a forward, a pinhole, or a drop.
+    pub(super) fn create(&mut self, from: Side, head: &Head) -> Result<(ConnId, Dir), Verdict> {
+        let key = head.key;
+        let proto = key.proto;
+        let f = head.flags();
+        let now = self.now;
+        if !head.first_fragment {
+            return Err(Verdict::Drop(DropReason::FragmentNoState));
+        }
+        let mut pickup = false;
+        if proto == Proto::Tcp {
+            let opening = f.syn && !f.ack;
+            if from == Side::Inside {
+                if opening {
+                    // The inside host opens a connection of its own: not an answer to a refused one.
+                    self.refused.forget(key.dst, key.src.port);
+                } else if self.refused.answered(key.dst, key.src.port, now) {
+                    // Refused means refused: the inside host answering an inbound opening the gateway
+                    // dropped (a recording, a second path) opens nothing, not even by mid-stream pickup.
+                    return Err(Verdict::Drop(DropReason::RefusedFlow));
+                }
+            }
+            if f.rst {
+                return Err(Verdict::Drop(DropReason::NoMapping));
+            }
+            if !opening {
+                if from == Side::Outside {
+                    if !f.syn && self.forward(proto, key.dst).is_some() {
+                        // Like Linux conntrack, pick up from either side: a forwarded connection in
+                        // progress when the gateway (re)started survives, whichever end speaks first.
+                        pickup = true;
+                    } else {
+                        // An inbound non-SYN may be a late packet of a closed flow, or a scan.
+                        return Err(Verdict::Drop(
+                            if self.pinholes.get(key.dst).is_some() || self.forward(proto, key.dst).is_some()
+                            {
+                                DropReason::NotSyn
+                            } else {
+                                DropReason::NoMapping
+                            },
+                        ));
+                    }
+                } else if f.syn {
+                    // A SYN-ACK answers a SYN this gateway never passed (or refused): picking it up would
+                    // open a mapping for a connection nobody asked for through us. Linux conntrack also
+                    // treats a SYN-ACK without a connection as invalid.
+                    return Err(Verdict::Drop(DropReason::NotSyn));
+                } else {
+                    // RFC 5382 leaves this open; like Linux conntrack, accept TCP picked up mid-stream
+                    // from the inside so connections survive a gateway restart.
+                    pickup = true;
+                }
+            }
+        }
+        if proto == Proto::Icmp && !head.icmp_request {
+            return Err(Verdict::Drop(DropReason::NoMapping));
+        }
+        let conn = match from {
+            Side::Inside if self.nat.is_public(key.dst.addr) => {
+                // RFC 4787 REQ-9 / RFC 5382 REQ-8: hairpinning to a port forward.
+                let fwd = self.forward(proto, key.dst).ok_or(Verdict::Drop(DropReason::NoMapping))?;
+                self.admit(Some(key.src.addr))?;
+                let mapped = self.acquire(proto, key.src)?;
+                let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
+                let reply = FlowKey::new(proto, target, mapped);
+                Conn::new(key, reply, Origin::Hairpin, now)
+            }
+            Side::Inside if pickup && self.forward_target(proto, key.src).is_some() => {
+                // A forwarded inside server's connection picked up mid-stream from the server's side:
+                // it was opened from outside through the forward, so it keeps the forward's public port
+                // and (for an FTP server) its ALG.
+                let fwd = self.forward_target(proto, key.src).expect("checked");
+                self.admit(Some(fwd.inside_addr))?;
+                let at = self.config.forward_addr(&fwd);
+                let orig = FlowKey::new(proto, key.dst, Endpoint::new(at, fwd.public_port));
+                let mut c = Conn::new(orig, key, Origin::Forward, now);
+                if proto == Proto::Tcp
+                    && self.config.ftp.enabled
+                    && self.config.ftp.ports.contains(&fwd.inside_port)
+                {
+                    c.ftp = Some(Box::new(
+                        FtpSession::new(false, key.dst.addr, fwd.inside_addr, self.config.ftp.max_line)
+                            .picked_up(),
+                    ));
+                }
+                return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
+            }
+            Side::Inside => {
+                self.admit(Some(key.src.addr))?;
+                let mapped = self.acquire(proto, key.src)?;
+                // ICMP echo: the reply carries the mapped identifier in both "ports" of its key.
+                let remote =
+                    if proto == Proto::Icmp { Endpoint::new(key.dst.addr, mapped.port) } else { key.dst };
+                let reply = FlowKey::new(proto, remote, mapped);
+                let mut c = Conn::new(key, reply, Origin::Outbound, now);
+                if proto == Proto::Tcp
+                    && self.config.ftp.enabled
+                    && self.config.ftp.ports.contains(&key.dst.port)
+                {
+                    let s = FtpSession::new(true, key.src.addr, key.dst.addr, self.config.ftp.max_line);
+                    let s = self.nat64_ftp(s, key.src.addr, key.dst.addr);
+                    c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
+                }
+                c
+            }
+            Side::Outside => {
+                let syn = f.syn && !f.ack;
+                if proto == Proto::Tcp {
+                    if let Some(taken) = self.pinholes.take(key.dst, key.src.addr, syn) {
+                        let ph = taken.map_err(Verdict::Drop)?;
+                        if let Err(v) = self.admit(Some(ph.inside.addr)) {
+                            self.nat.release(Proto::Tcp, ph.inside, now);
+                            return Err(v);
+                        }
+                        self.metrics.pinholes_used += 1;
+                        tracing::debug!(target: "ftpnat::pinhole", event = "use", control = %ph.control,
+                            public_port = ph.public_port, from = %key.src, inside = %ph.inside, "pinhole used");
+                        self.events.push(|| Event::PinholeUse {
+                            control: ph.control,
+                            public_port: ph.public_port,
+                            from: key.src,
+                            inside: ph.inside,
+                        });
+                        let reply = FlowKey::new(proto, ph.inside, key.src);
+                        let c = Conn::new(key, reply, Origin::Pinhole { control: ph.control }, now);
+                        return self.insert(c, pickup);
+                    }
+                }
+                let Some(fwd) = self.forward(proto, key.dst) else {
+                    let mapped = self.nat.lookup_public(proto, key.dst).is_some();
+                    // RFC 4787 REQ-8: address-and-port-dependent filtering by default.
+                    return Err(Verdict::Drop(if mapped {
+                        DropReason::Filtered
+                    } else {
+                        DropReason::NoMapping
+                    }));
+                };
+                self.admit(Some(fwd.inside_addr))?;
+                let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
+                let reply = FlowKey::new(proto, target, key.src);
+                let mut c = Conn::new(key, reply, Origin::Forward, now);
+                if proto == Proto::Tcp
+                    && self.config.ftp.enabled
+                    && self.config.ftp.ports.contains(&fwd.inside_port)
+                {
+                    let s = FtpSession::new(false, key.src.addr, fwd.inside_addr, self.config.ftp.max_line);
+                    c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
+                }
+                c
+            }
+        };
+        self.insert(conn, pickup)
+    }
+
+    pub(super) fn insert(&mut self, mut conn: Conn, pickup: bool) -> Result<(ConnId, Dir), Verdict> {
+        if !self.table.keys_free(&conn.key(Dir::Original), &conn.key(Dir::Reply)) {
+            if let Some(ep) = conn.mapping() {
+                self.nat.release(conn.proto(), ep, self.now);
+            }
+            return Err(Verdict::Drop(DropReason::NoMapping));
+        }
+        if let Some(ep) = conn.mapping() {
+            let now = self.now;
+            self.nat.log_mut().push_session(|| nat::Record::SessionCreated {
+                at: now,
+                proto: conn.proto(),
+                inside: nat::InsideEndpoint::from_endpoint(ep),
+                inside6: None,
+                public: nat::PublicEndpoint::from_endpoint(public_endpoint(&conn)),
+                remote: remote_endpoint(&conn),
+            });
+        }
+        if pickup {
+            conn.mark_established();
+        }
+        conn.set_expires(self.now + conn.timeout(&self.config.timeouts));
+        let (key, origin) = (conn.key(Dir::Original), conn.origin());
+        if self.nat64.is_some() {
+            self.nat64_hold(&conn, true);
+        }
+        let id = self.table.insert(conn);
+        self.metrics.flows_created += 1;
+        tracing::debug!(target: "ftpnat::flow", event = "new", id = %id, flow = %key, ?origin, pickup, "flow created");
+        let reply = self.table.get(id).map_or(key, |c| c.key(Dir::Reply));
+        self.events.push(|| Event::FlowNew { id, orig: key, reply, origin });
+        self.nat64_event(id);
+        Ok((id, Dir::Original))
+    }
+
+    pub(super) fn admit(&mut self, host: Option<Ipv4Addr>) -> Result<(), Verdict> {
+        self.table.admit(host).map_err(|full| {
+            Verdict::Drop(match full {
+                Full::Table => DropReason::TableFull,
+                Full::Host => DropReason::HostFlowLimit,
+            })
+        })
+    }
+
+    pub(super) fn acquire(&mut self, proto: Proto, inside: Endpoint) -> Result<Endpoint, Verdict> {
+        let mapped = self.nat.acquire(proto, inside, None, self.now);
+        mapped.map(|p| p.endpoint()).map_err(|e| match e {
+            nat::Refused::Exhausted => {
+                tracing::warn!(target: "ftpnat::nat", reason = "ports_exhausted", %proto, inside = %inside,
+                    "outside ports exhausted; new flow refused");
+                Verdict::Drop(DropReason::PortsExhausted)
+            }
+            // RFC 6888 REQ-4: this host has its share of the ports; only its own new mappings wait.
+            nat::Refused::HostQuota => {
+                tracing::warn!(target: "ftpnat::nat", reason = "host_port_quota", %proto, host = %inside.addr,
+                    quota = self.config.ports_per_host(),
+                    "inside host holds its share of public ports; its new flow refused");
+                Verdict::Drop(DropReason::HostPortQuota)
+            }
+        })
+    }
+
+    pub(super) fn forward_target(&self, proto: Proto, inside: Endpoint) -> Option<crate::config::Forward> {
+        self.config
+            .forwards
+            .iter()
+            .find(|f| f.proto == proto && f.inside_addr == inside.addr && f.inside_port == inside.port)
+            .copied()
+    }
+
+    /// The forward listening on the public endpoint `public` (a pool address and port).
+    pub(super) fn forward(&self, proto: Proto, public: Endpoint) -> Option<crate::config::Forward> {
+        self.config
+            .forwards
+            .iter()
+            .find(|f| {
+                f.proto == proto && f.public_port == public.port && self.config.forward_addr(f) == public.addr
+            })
+            .copied()
+    }
+}
+
+/// The gateway's own (pool address, port) of a connection: the translated source of an outbound or
+/// hairpinned flow, the destination an outside host used for a forward or a pinhole.
+pub(super) fn public_endpoint(conn: &Conn) -> Endpoint {
+    match conn.origin() {
+        Origin::Outbound | Origin::Hairpin => conn.key(Dir::Reply).dst,
+        Origin::Forward | Origin::Pinhole { .. } => conn.key(Dir::Original).dst,
+    }
+}
+
+/// The other end of a connection, as the inside host addresses it (for the session log).
+pub(super) fn remote_endpoint(conn: &Conn) -> Endpoint {
+    match conn.origin() {
+        Origin::Outbound | Origin::Hairpin => conn.key(Dir::Original).dst,
+        Origin::Forward | Origin::Pinhole { .. } => conn.key(Dir::Original).src,
+    }
+}

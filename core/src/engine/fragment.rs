@@ -1,0 +1,53 @@
+//! Fragments after the first: they carry no ports, so they follow the flow their first fragment
+//! belonged to (RFC 4787 §11 / RFC 5508's spirit for ICMP: translated like the datagram they are part of).
+//!
+//! Owns: remembering a first fragment's translation ([`Engine::remember_fragment`]) and applying it to
+//! later fragments ([`Engine::later_fragment`]), holding those that arrive first. Must not: reassemble
+//! (the gateway forwards fragments as fragments) or keep state beyond `crate::frag`'s shares.
+
+use std::net::Ipv4Addr;
+
+use super::{Engine, Transmit, Verdict};
+
+use crate::flow::Side;
+use crate::frag::{self, FragKey};
+use crate::metrics::DropReason;
+use crate::wire::Ipv4Packet;
+
+impl Engine {
+    pub(super) fn remember_fragment(&mut self, k: FragKey, src: Ipv4Addr, dst: Ipv4Addr, egress: Side) {
+        let (evicted, overtaken) = self.frags.remember(self.now, k, src, dst, egress);
+        self.metrics.fragment_states_evicted += evicted;
+        // Later fragments that overtook this first one can go now.
+        for mut w in overtaken {
+            let mut ip = Ipv4Packet::new_unchecked(&mut w.packet[..]);
+            let ttl = ip.ttl();
+            ip.set_src_addr(src);
+            ip.set_dst_addr(dst);
+            ip.set_ttl(ttl.saturating_sub(1));
+            self.metrics.fragments_translated += 1;
+            self.out.push_back(Transmit { side: egress, packet: w.packet });
+        }
+    }
+
+    /// A non-first fragment: translated by the state its first fragment left (same src, dst, protocol
+    /// and IP ident), or held until that first fragment comes.
+    pub(super) fn later_fragment(&mut self, from: Side, pkt: &mut Vec<u8>) -> Verdict {
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        let k = FragKey { src: ip.src_addr(), dst: ip.dst_addr(), proto: ip.protocol(), ident: ip.ident() };
+        let ttl = ip.ttl();
+        if let Some(s) = self.frags.get(&k) {
+            let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+            ip.set_src_addr(s.src);
+            ip.set_dst_addr(s.dst);
+            ip.set_ttl(ttl - 1);
+            self.metrics.fragments_translated += 1;
+            return self.fit_mtu(pkt, s.egress);
+        }
+        match self.frags.hold(self.now, k, from, pkt) {
+            Ok(()) => Verdict::Held,
+            Err(frag::Refused::QueueFull) => Verdict::Drop(DropReason::FragmentQueueFull),
+            Err(frag::Refused::SourceQuota) => Verdict::Drop(DropReason::FragmentSourceQuota),
+        }
+    }
+}
