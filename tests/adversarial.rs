@@ -472,7 +472,7 @@ fn overlong_candidate_lines_are_released_not_buffered() {
             .table()
             .iter()
             .filter_map(|(_, c)| c.ftp.as_ref())
-            .map(|f| f.streams[0].held_len())
+            .map(|f| f.held_len(ftpnat::flow::Dir::Original))
             .sum();
         assert!(held <= 128, "held {held} bytes");
     }

@@ -179,7 +179,7 @@ impl Ctl {
     fn map(&self) -> ftpnat::seqadj::SeqMap {
         let (_, conn) =
             self.r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).expect("control connection");
-        conn.ftp.as_ref().unwrap().streams[0].map.clone()
+        conn.ftp.as_ref().unwrap().seq_map(ftpnat::flow::Dir::Original).clone()
     }
 
     fn m(&self) -> &ftpnat::Metrics {

@@ -182,7 +182,7 @@ fn blind_ack_far_ahead_on_a_rewritten_control_connection_prunes_nothing() {
     c_next += line.len() as u32;
     let edits = |r: &Rig| {
         let (_, conn) = r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).unwrap();
-        let m = &conn.ftp.as_ref().unwrap().streams[0].map;
+        let m = &conn.ftp.as_ref().unwrap().seq_map(Dir::Original);
         (m.edits_in_flight(), m.horizon())
     };
     let before = edits(&r);
@@ -233,7 +233,7 @@ fn sack_blocks_beyond_what_was_sent_are_mapped_and_not_acted_on() {
     assert_eq!(blocks, vec![(far - grown, far + 10 - grown), (far + 20 - grown, far + 30 - grown)]);
     // The edit was acknowledged (the ACK is in the window): pruned, no more.
     let (_, conn) = r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).unwrap();
-    let m = &conn.ftp.as_ref().unwrap().streams[0].map;
+    let m = &conn.ftp.as_ref().unwrap().seq_map(Dir::Original);
     assert_eq!((m.edits_in_flight(), m.horizon().map(|h| h.get())), (0, Some(c_end)));
 }
 

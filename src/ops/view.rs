@@ -378,9 +378,9 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
     };
     let alg = c.ftp.as_ref().map(|s| AlgRow {
         client: if s.client_inside() { "inside" } else { "outside" },
-        delta_orig: s.streams[0].map.current_delta(),
-        delta_reply: s.streams[1].map.current_delta(),
-        edits_in_flight: s.streams[0].map.edits_in_flight() + s.streams[1].map.edits_in_flight(),
+        delta_orig: s.seq_map(Dir::Original).current_delta(),
+        delta_reply: s.seq_map(Dir::Reply).current_delta(),
+        edits_in_flight: s.seq_map(Dir::Original).edits_in_flight() + s.seq_map(Dir::Reply).edits_in_flight(),
         // The session remembers what it announced; only what is still open is of interest.
         pinholes: s
             .pinholes()

@@ -113,9 +113,9 @@ impl Middlebox for Engine {
         let to = conn.translated(dir);
         let (mut seq, mut ack) = (t.seq_number(), t.ack_number());
         if let Some(s) = &conn.ftp {
-            seq = s.streams[dir.index()].map.map(seq);
+            seq = s.seq_map(dir).map(seq);
             if t.flags().ack {
-                ack = s.streams[dir.reverse().index()].map.unmap(ack);
+                ack = s.seq_map(dir.reverse()).unmap(ack);
             }
         }
         let mut out = pkt.to_vec();

@@ -270,3 +270,79 @@ pub(super) fn remote_endpoint(conn: &Conn) -> Endpoint {
         Origin::Forward | Origin::Pinhole { .. } => conn.key(Dir::Original).src,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{config, open_tcp, run, tcp, udp, HOST, PUBLIC, REMOTE};
+    use super::*;
+    use crate::config::Forward;
+    use crate::wire::tcp::flags;
+
+    #[test]
+    fn an_outbound_flow_gets_a_public_endpoint() {
+        let mut e = Engine::new(config());
+        let port = open_tcp(&mut e, 40000, 80);
+        let key = FlowKey::new(Proto::Tcp, Endpoint::new(HOST, 40000), Endpoint::new(REMOTE, 80));
+        let (id, dir) = e.table().lookup(&key).unwrap();
+        assert_eq!(dir, Dir::Original);
+        let conn = e.table().get(id).unwrap();
+        assert_eq!(conn.origin(), Origin::Outbound);
+        assert_eq!(public_endpoint(conn), Endpoint::new(PUBLIC, port));
+        assert_eq!(remote_endpoint(conn), Endpoint::new(REMOTE, 80));
+    }
+
+    #[test]
+    fn an_unsolicited_inbound_opening_is_refused_and_the_answer_to_it_opens_nothing() {
+        let mut e = Engine::new(config());
+        let (v, _, _) = run(&mut e, Side::Outside, &tcp(REMOTE, 5555, PUBLIC, 8080, 1, 0, flags::SYN, b""));
+        assert_eq!(v, Verdict::Drop(DropReason::NoMapping));
+        // A hostile or confused inside host answers as if it had been reached: no mapping comes of it.
+        let answer = tcp(HOST, 8080, REMOTE, 5555, 900, 2, flags::SYN | flags::ACK, b"");
+        let (v, _, _) = run(&mut e, Side::Inside, &answer);
+        assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
+        assert_eq!(e.flow_count(), 0);
+    }
+
+    #[test]
+    fn a_forward_admits_the_outside_opening_towards_its_inside_host() {
+        let mut c = config();
+        c.forwards.push(Forward {
+            proto: Proto::Tcp,
+            public_addr: None,
+            public_port: 2121,
+            inside_addr: HOST,
+            inside_port: 21,
+        });
+        let mut e = Engine::new(c);
+        let (v, out, _) = run(&mut e, Side::Outside, &tcp(REMOTE, 5555, PUBLIC, 2121, 1, 0, flags::SYN, b""));
+        assert_eq!(v, Verdict::Forward(Side::Inside));
+        assert_eq!(&out[16..20], &HOST.octets());
+        assert_eq!(&out[22..24], &21u16.to_be_bytes());
+        let key = FlowKey::new(Proto::Tcp, Endpoint::new(REMOTE, 5555), Endpoint::new(PUBLIC, 2121));
+        let conn = e.table().get(e.table().lookup(&key).unwrap().0).unwrap();
+        assert_eq!(conn.origin(), Origin::Forward);
+        assert_eq!(public_endpoint(conn), Endpoint::new(PUBLIC, 2121));
+        assert_eq!(remote_endpoint(conn), Endpoint::new(REMOTE, 5555));
+    }
+
+    #[test]
+    fn one_host_cannot_take_more_than_its_share_of_flows() {
+        let mut c = config();
+        c.max_flows_per_host = 2;
+        let mut e = Engine::new(c);
+        for sp in [1000, 1001] {
+            assert_eq!(
+                run(&mut e, Side::Inside, &udp(HOST, sp, REMOTE, 53, b"q")).0,
+                Verdict::Forward(Side::Outside)
+            );
+        }
+        let (v, _, _) = run(&mut e, Side::Inside, &udp(HOST, 1002, REMOTE, 53, b"q"));
+        assert_eq!(v, Verdict::Drop(DropReason::HostFlowLimit));
+        // Another host is not starved by the first.
+        let other = std::net::Ipv4Addr::new(10, 0, 0, 3);
+        assert_eq!(
+            run(&mut e, Side::Inside, &udp(other, 1000, REMOTE, 53, b"q")).0,
+            Verdict::Forward(Side::Outside)
+        );
+    }
+}

@@ -6,12 +6,12 @@
 //! (it hands the aggregate to [`Engine::process`]) or accept what a segment-by-segment pass would
 //! treat differently (ALG connections, openings, anything answered with an ICMP error).
 
-use super::{Engine, Verdict};
+use super::{Engine, TcpFields, Verdict};
 
 use crate::conntrack::{TcpSeg, Window};
-use crate::flow::{Endpoint, FlowKey, Proto, Side};
+use crate::flow::Side;
 use crate::time::Instant;
-use crate::wire::Ipv4Packet;
+use crate::wire::{Ipv4Packet, IPPROTO_TCP};
 
 impl Engine {
     /// A TCP aggregate from a device with segmentation offload: one IPv4/TCP datagram, usually larger
@@ -54,7 +54,7 @@ impl Engine {
     /// Whether [`Engine::process`] would simply translate (or route) this aggregate: read-only.
     pub(super) fn aggregate_ok(&self, from: Side, pkt: &[u8], seg: usize) -> bool {
         let Ok(ip) = Ipv4Packet::new_checked(pkt) else { return false };
-        if ip.total_len() != pkt.len() || ip.protocol() != 6 || ip.more_frags() || ip.frag_offset() > 0 {
+        if ip.total_len() != pkt.len() || ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
             return false;
         }
         if ip.ttl() <= 1 || (self.config.verify_ip_checksum && !ip.verify_header_checksum()) {
@@ -71,16 +71,16 @@ impl Engine {
         if (from == Side::Outside && !self.nat.is_public(dst)) || (inside && dst == self.config.lan_ip) {
             return false;
         }
-        let Ok(tcp) = ip.tcp() else { return false };
-        let f = tcp.flags();
+        // What the per-packet path would read of it: the one classifier, not a second copy of it.
+        let Ok(Some(head)) = self.head(pkt) else { return false };
+        let f = head.flags();
         if f.syn || f.rst || f.fin {
             return false;
         }
-        let key =
-            FlowKey::new(Proto::Tcp, Endpoint::new(src, tcp.src_port()), Endpoint::new(dst, tcp.dst_port()));
-        let Some((id, dir)) = self.table.lookup(&key) else { return false };
+        let Some((id, dir)) = self.table.lookup(&head.key) else { return false };
         let Some(conn) = self.table.get(id) else { return false };
-        let headers = ip.header_len() + tcp.header_len();
+        let t = TcpFields::read(pkt);
+        let headers = pkt.len() - t.payload as usize;
         if conn.side(dir) != from
             || conn.ftp.is_some()
             || (self.nat64.is_some() && crate::nat64::is_alias(conn.translated(dir).dst.addr))
@@ -90,13 +90,13 @@ impl Engine {
         }
         // In the window as a whole exactly when its first and its last segment are: anything else is
         // judged segment by segment.
-        let total = tcp.payload().len() as u32;
+        let total = t.payload;
         let last_at = (total.saturating_sub(1) / (seg.max(1) as u32)) * seg.max(1) as u32;
         let piece = |at: u32, len: u32| TcpSeg {
-            seq: tcp.seq_number().add(at),
-            ack: Some(tcp.ack_number()).filter(|_| f.ack),
+            seq: t.seq.add(at),
+            ack: Some(t.ack).filter(|_| f.ack),
             len,
-            win: tcp.window(),
+            win: t.win,
             syn: false,
             fin: false,
             rst: false,
@@ -105,5 +105,71 @@ impl Engine {
         let w = conn.window();
         w.check(dir, &piece(0, (seg as u32).min(total))) == Window::Accept
             && w.check(dir, &piece(last_at, total - last_at)) == Window::Accept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{engine, open_tcp, run, tcp, HOST, NOW, PUBLIC, REMOTE};
+    use super::*;
+    use crate::wire::etherparse_check::seen;
+    use crate::wire::tcp::flags;
+
+    const SEG: usize = 1448;
+
+    /// An aggregate of `n` full segments from the inside host on 40000 → REMOTE:80, as a device with
+    /// segmentation offload hands it over (DF set, larger than the MTU).
+    fn aggregate(n: usize) -> Vec<u8> {
+        tcp(HOST, 40000, REMOTE, 80, 101, 501, flags::ACK, &vec![0x61; SEG * n])
+    }
+
+    #[test]
+    fn an_established_flow_goes_whole_and_exactly_as_one_segment_would() {
+        let mut e = engine();
+        let public_port = open_tcp(&mut e, 40000, 80);
+        let mut agg = aggregate(8);
+        assert_eq!(
+            e.handle_aggregate(NOW, Side::Inside, &mut agg, SEG, 8),
+            Some(Verdict::Forward(Side::Outside))
+        );
+        let s = seen(&agg);
+        assert_eq!(s.src, PUBLIC.octets().to_vec());
+        assert_eq!(&s.upper[..2], &public_port.to_be_bytes());
+        assert_eq!(e.metrics().packets_out[Side::Outside.index()], 2 + 8, "counted per wire segment");
+        // The same bytes one segment at a time come out the same (but for the IPv4 length fields).
+        let one = tcp(HOST, 40000, REMOTE, 80, 101 + 8 * SEG as u32, 501, flags::ACK, &[0x61; SEG]);
+        let (v, out, _) = run(&mut e, Side::Inside, &one);
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        assert_eq!(&seen(&out).upper[..4], &s.upper[..4]);
+    }
+
+    #[test]
+    fn what_must_be_judged_per_segment_is_handed_back_untouched() {
+        let mut e = engine();
+        // No connection yet: an opening is per segment.
+        let mut agg = aggregate(4);
+        let before = agg.clone();
+        assert_eq!(e.handle_aggregate(NOW, Side::Inside, &mut agg, SEG, 4), None);
+        assert_eq!(agg, before);
+        open_tcp(&mut e, 40000, 80);
+        // A FIN, a segment size the WAN MTU cannot carry, and a window the tracker would not accept.
+        let mut fin = tcp(HOST, 40000, REMOTE, 80, 101, 501, flags::ACK | flags::FIN, &vec![0x61; SEG * 2]);
+        assert_eq!(e.handle_aggregate(NOW, Side::Inside, &mut fin, SEG, 2), None);
+        assert_eq!(e.handle_aggregate(NOW, Side::Inside, &mut aggregate(2), 1481, 2), None);
+        let mut far = tcp(HOST, 40000, REMOTE, 80, 101 + (1 << 30), 501, flags::ACK, &vec![0x61; SEG * 2]);
+        assert_eq!(e.handle_aggregate(NOW, Side::Inside, &mut far, SEG, 2), None);
+        assert_eq!(
+            e.metrics().packets_in[Side::Inside.index()],
+            2,
+            "the handshake only: nothing counted for a refusal"
+        );
+    }
+
+    #[test]
+    fn an_ftp_control_connection_is_never_aggregated() {
+        let mut e = engine();
+        open_tcp(&mut e, 40000, 21);
+        let mut agg = tcp(HOST, 40000, REMOTE, 21, 101, 501, flags::ACK, &vec![b'A'; SEG * 2]);
+        assert_eq!(e.handle_aggregate(NOW, Side::Inside, &mut agg, SEG, 2), None);
     }
 }

@@ -7,7 +7,7 @@
 //! ([`Engine::release_held`]) with the header template kept for them. Must not: parse or format FTP
 //! (`alg::ftp`), or decide policy about announced endpoints (the ALG's session does).
 
-use super::{public_endpoint, translate, AckUse, Engine, Transmit, Verdict, DEFAULT_MSS};
+use super::{public_endpoint, translate, AckUse, Engine, Transmit, Verdict};
 
 use crate::alg::ftp::FtpSession;
 use crate::alg::AlgCtx;
@@ -15,6 +15,9 @@ use crate::flow::{ConnId, Dir, FlowKey, Proto, Side};
 use crate::metrics::DropReason;
 use crate::time::Instant;
 use crate::wire::{Ipv4Packet, SeqNum, TcpFlags};
+
+/// RFC 9293 §3.7.1: the MSS a host may assume when its peer announced none.
+const DEFAULT_MSS: usize = 536;
 
 impl Engine {
     /// A segment of an FTP control connection.
@@ -31,7 +34,7 @@ impl Engine {
         // Held bytes leave later with this segment's headers, as the sender wrote them.
         let template = pkt_template(pkt);
         let v = self.alg_segment(id, dir, &mut sess, &to, egress, pkt, ack_use);
-        if sess.streams[dir.index()].held_len() > 0 {
+        if sess.held_len(dir) > 0 {
             self.held.insert((id, dir), template);
         } else {
             self.held.remove(&(id, dir));
@@ -67,17 +70,17 @@ impl Engine {
         let payload = tcp.payload().to_vec();
         let other = dir.reverse();
         // The ack and SACK blocks speak of the other direction's bytes as the receiver saw them.
-        let ack_in = if flags.ack { sess.streams[other.index()].map.unmap(ack) } else { ack };
+        let ack_in = if flags.ack { sess.seq_map(other).unmap(ack) } else { ack };
         if flags.ack && !flags.rst && ack_use == AckUse::Act {
             // The window tracker accepted this acknowledgement: nothing beyond what the other side could
             // have sent. Edits it covers are forgotten, and bytes the framer never saw are jumped over.
             let mut ctx = self.alg_ctx(id);
             sess.on_ack(other, ack_in, &mut ctx);
         }
-        let other_map = sess.streams[other.index()].map.clone();
-        let this_map_identity = sess.streams[dir.index()].map.is_identity();
+        let other_map = sess.seq_map(other).clone();
+        let this_map_identity = sess.seq_map(dir).is_identity();
         if flags.rst || (flags.syn && in_len == 0) {
-            let s = sess.streams[dir.index()].map.map(seq);
+            let s = sess.seq_map(dir).map(seq);
             if flags.syn {
                 let mut ctx = self.alg_ctx(id);
                 let _ = sess.on_segment(dir, seq, true, false, &[], &mut ctx);
@@ -116,7 +119,7 @@ impl Engine {
         } else {
             out.payload.len().max(1)
         };
-        let urgent_at = flags.urg.then(|| sess.streams[dir.index()].map.map(seq.add(urg as u32)));
+        let urgent_at = flags.urg.then(|| sess.seq_map(dir).map(seq.add(urg as u32)));
         let template = pkt.clone();
         let mut packets = Vec::new();
         let pieces: Vec<&[u8]> =
@@ -167,8 +170,8 @@ impl Engine {
         let ip = Ipv4Packet::new_unchecked(&pkt[..]);
         let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
         let (seq, ack, flags) = (tcp.seq_number(), tcp.ack_number(), tcp.flags());
-        let this_map = &sess.streams[dir.index()].map;
-        let other_map = sess.streams[dir.reverse().index()].map.clone();
+        let this_map = &sess.seq_map(dir);
+        let other_map = sess.seq_map(dir.reverse()).clone();
         let seq_out = (!this_map.is_identity()).then(|| this_map.map(seq));
         let ack_in = if flags.ack { other_map.unmap(ack) } else { ack };
         self.rewrite_numbers(pkt, seq_out, ack_in, &other_map);
@@ -234,7 +237,7 @@ impl Engine {
                 self.table
                     .get(id)
                     .and_then(|c| c.ftp.as_ref())
-                    .and_then(|s| s.streams[dir.index()].hold_deadline(self.config.ftp.hold_timeout))
+                    .and_then(|s| s.hold_deadline(dir, self.config.ftp.hold_timeout))
                     .is_some_and(|d| d <= now)
             })
             .collect();
@@ -244,10 +247,10 @@ impl Engine {
             let to = conn.translated(dir);
             let egress = conn.egress(dir);
             let Some(sess) = conn.ftp.as_mut() else { continue };
-            let Some((at, bytes)) = sess.streams[dir.index()].release_held(&mut self.metrics) else {
+            let Some((at, bytes)) = sess.release_held(dir, &mut self.metrics) else {
                 continue;
             };
-            let other_map = sess.streams[dir.reverse().index()].map.clone();
+            let other_map = sess.seq_map(dir.reverse()).clone();
             let peer_mss = sess.mss[dir.reverse().index()];
             let ip = Ipv4Packet::new_unchecked(&template[..]);
             let Ok(tcp) = ip.tcp() else { continue };
@@ -304,4 +307,94 @@ pub(super) fn build_segment(
         t.set_urgent_ptr(0);
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{engine, open_tcp, run, tcp, HOST, PUBLIC, REMOTE};
+    use super::*;
+    use crate::wire::etherparse_check::seen;
+    use crate::wire::tcp::flags;
+
+    /// The TCP payload and sequence number of a packet, read by etherparse.
+    fn payload_and_seq(p: &[u8]) -> (Vec<u8>, u32) {
+        let s = seen(p);
+        let t = etherparse::TcpSlice::from_slice(&s.upper).unwrap();
+        (t.payload().to_vec(), t.sequence_number())
+    }
+
+    /// An FTP control connection HOST:40000 → REMOTE:21 past the greeting; returns its public port and
+    /// the client's next sequence number (101) and the server's (512).
+    fn control(e: &mut Engine) -> u16 {
+        let port = open_tcp(e, 40000, 21);
+        let greet = tcp(REMOTE, 21, PUBLIC, port, 501, 101, flags::ACK | flags::PSH, b"220 ready\r\n");
+        assert_eq!(run(e, Side::Outside, &greet).0, Verdict::Forward(Side::Inside));
+        port
+    }
+
+    #[test]
+    fn a_port_command_is_rewritten_and_the_numbers_behind_it_shift_both_ways() {
+        let mut e = engine();
+        let port = control(&mut e);
+        let cmd = b"PORT 10,0,0,2,156,65\r\n";
+        let (v, out, _) = run(&mut e, Side::Inside, &tcp(HOST, 40000, REMOTE, 21, 101, 512, flags::ACK, cmd));
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        let (line, seq) = payload_and_seq(&out);
+        assert_eq!(seq, 101);
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(text.starts_with("PORT 192,0,2,1,") && text.ends_with("\r\n"), "{text:?}");
+        let delta = line.len() as u32 - cmd.len() as u32;
+        // RFC 959's next command leaves shifted by the length change...
+        let (_, out, _) =
+            run(&mut e, Side::Inside, &tcp(HOST, 40000, REMOTE, 21, 123, 512, flags::ACK, b"LIST\r\n"));
+        assert_eq!(payload_and_seq(&out).1, 123 + delta);
+        // ...and the server's acknowledgement of it comes back in the client's numbers.
+        let ack = tcp(REMOTE, 21, PUBLIC, port, 512, 129 + delta, flags::ACK, b"");
+        let (v, back, _) = run(&mut e, Side::Outside, &ack);
+        assert_eq!(v, Verdict::Forward(Side::Inside));
+        let upper = seen(&back).upper;
+        let t = etherparse::TcpSlice::from_slice(&upper).unwrap();
+        assert_eq!(t.acknowledgment_number(), 129);
+        // The pinhole lets the server's data connection in, to the port the client named.
+        let nums: Vec<u16> = text.trim_end()[5..].split(',').map(|n| n.parse().unwrap()).collect();
+        let public_data = nums[4] * 256 + nums[5];
+        let (v, syn, _) =
+            run(&mut e, Side::Outside, &tcp(REMOTE, 20, PUBLIC, public_data, 7, 0, flags::SYN, b""));
+        assert_eq!(v, Verdict::Forward(Side::Inside));
+        assert_eq!(&syn[16..20], &HOST.octets());
+        assert_eq!(&syn[22..24], &(156u16 * 256 + 65).to_be_bytes());
+    }
+
+    #[test]
+    fn a_retransmitted_command_is_rebuilt_byte_for_byte() {
+        let mut e = engine();
+        control(&mut e);
+        let seg = tcp(HOST, 40000, REMOTE, 21, 101, 512, flags::ACK, b"PORT 10,0,0,2,156,65\r\n");
+        let (_, first, _) = run(&mut e, Side::Inside, &seg);
+        let (v, again, _) = run(&mut e, Side::Inside, &seg);
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        assert_eq!(payload_and_seq(&again), payload_and_seq(&first));
+        assert_eq!(e.metrics().alg_rewrites_port, 1, "one rewrite, not two");
+    }
+
+    #[test]
+    fn a_command_naming_another_host_is_not_rewritten_into_a_pinhole() {
+        let mut e = engine();
+        control(&mut e);
+        // RFC 2577 §3: a PORT naming a third party (bounce) must not open anything.
+        let cmd = b"PORT 10,0,0,9,156,65\r\n";
+        run(&mut e, Side::Inside, &tcp(HOST, 40000, REMOTE, 21, 101, 512, flags::ACK, cmd));
+        assert_eq!(e.metrics().pinholes_created, 0);
+    }
+
+    #[test]
+    fn a_segment_is_rebuilt_from_its_template() {
+        let p = tcp(HOST, 40000, REMOTE, 21, 101, 512, flags::ACK, b"NOOP\r\n");
+        let t = pkt_template(&p);
+        assert_eq!(t.len(), 40);
+        let mut s = build_segment(&t, 20, 20, SeqNum::new(999), b"HELP\r\n", TcpFlags::from_byte(flags::ACK));
+        Ipv4Packet::new_unchecked(&mut s[..]).fill_transport_checksum();
+        let (payload, seq) = payload_and_seq(&s);
+        assert_eq!((payload.as_slice(), seq), (&b"HELP\r\n"[..], 999));
+    }
 }

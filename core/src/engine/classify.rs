@@ -10,7 +10,7 @@ use super::{Engine, Verdict};
 use crate::conntrack::Plain;
 use crate::flow::{Endpoint, FlowKey, Proto};
 use crate::metrics::DropReason;
-use crate::wire::{Ipv4Packet, SeqNum, TcpFlags};
+use crate::wire::{icmp, ipv4, tcp, Ipv4Packet, SeqNum, TcpFlags, TcpSegment};
 
 /// What a packet says about its flow, read once.
 #[derive(Debug, Clone, Copy)]
@@ -32,8 +32,7 @@ impl Head {
     /// An ACK with no SYN, RST or FIN: the per-packet case.
     #[inline]
     pub(super) fn plain_ack(&self) -> bool {
-        const ACK: u8 = 0x10;
-        self.tcp_flags & (ACK | 0x04 | 0x02 | 0x01) == ACK
+        tcp::flags::plain_ack(self.tcp_flags)
     }
 }
 
@@ -54,15 +53,16 @@ impl TcpFields {
     pub(super) fn read(pkt: &[u8]) -> TcpFields {
         let ip = Ipv4Packet::new_unchecked(pkt);
         let t = ip.payload();
-        let Some(h) = t.get(..20) else {
+        if t.len() < tcp::HEADER_LEN {
             return TcpFields { seq: SeqNum::new(0), ack: SeqNum::new(0), win: 0, payload: 0 };
-        };
-        let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        }
+        // Over the whole segment: the header length (options included) is clamped to the view.
+        let h = TcpSegment::new_unchecked(t);
         TcpFields {
-            seq: SeqNum::new(word(4)),
-            ack: SeqNum::new(word(8)),
-            win: u16::from_be_bytes([h[14], h[15]]),
-            payload: t.len().saturating_sub(usize::from(h[12] >> 4) * 4) as u32,
+            seq: h.seq_number(),
+            ack: h.ack_number(),
+            win: h.window(),
+            payload: t.len().saturating_sub(h.header_len()) as u32,
         }
     }
 
@@ -91,13 +91,11 @@ impl Engine {
             Proto::Tcp | Proto::Udp if fragmented => {
                 // A first fragment holds the ports but not the whole datagram the length fields speak of.
                 let p = ip.payload();
-                if p.len() < 8 {
-                    return Err(malformed);
-                }
+                let Some((sp, dp)) = ipv4::first_fragment_ports(p) else { return Err(malformed) };
                 if proto == Proto::Tcp {
-                    tcp_flags = p.get(13).copied().unwrap_or(0);
+                    tcp_flags = p.get(tcp::FLAGS_AT).copied().unwrap_or(0);
                 }
-                (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]))
+                (sp, dp)
             }
             Proto::Tcp => {
                 let t = ip.tcp().map_err(|_| malformed)?;
@@ -119,8 +117,8 @@ impl Engine {
                 // RFC 5508 §3.1: query messages are translated by their identifier; echo is the one
                 // in use (timestamp/information/mask queries are obsolete, RFC 6918).
                 match i.msg_type() {
-                    8 => icmp_request = true,
-                    0 => {}
+                    icmp::TYPE_ECHO_REQUEST => icmp_request = true,
+                    icmp::TYPE_ECHO_REPLY => {}
                     _ => return Err(Verdict::Drop(DropReason::IcmpUnsupported)),
                 }
                 (i.echo_ident(), i.echo_ident())
@@ -134,5 +132,98 @@ impl Engine {
             fragmented,
             icmp_request,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{echo_request, engine, tcp, udp, HOST, REMOTE};
+    use super::*;
+    use crate::metrics::DropReason;
+    use crate::wire::tcp::flags;
+
+    #[test]
+    fn a_tcp_segment_gives_its_key_and_flags() {
+        let e = engine();
+        let p = tcp(HOST, 40000, REMOTE, 80, 7, 9, flags::ACK | flags::PSH, b"data");
+        let h = e.head(&p).unwrap().unwrap();
+        assert_eq!(h.key, FlowKey::new(Proto::Tcp, Endpoint::new(HOST, 40000), Endpoint::new(REMOTE, 80)));
+        assert!(h.plain_ack(), "ACK+PSH is the per-packet case");
+        assert!(h.first_fragment && !h.fragmented && !h.icmp_request);
+        let t = TcpFields::read(&p);
+        assert_eq!((t.seq, t.ack, t.win, t.payload), (SeqNum::new(7), SeqNum::new(9), 64_000, 4));
+    }
+
+    #[test]
+    fn syn_fin_and_rst_are_not_the_per_packet_case() {
+        let e = engine();
+        for f in [flags::SYN | flags::ACK, flags::FIN | flags::ACK, flags::RST | flags::ACK, 0] {
+            let h = e.head(&tcp(HOST, 40000, REMOTE, 80, 7, 9, f, b"")).unwrap().unwrap();
+            assert!(!h.plain_ack(), "flags {f:#04x}");
+        }
+    }
+
+    #[test]
+    fn udp_and_echo_requests_are_keyed_by_ports_and_identifier() {
+        let e = engine();
+        let h = e.head(&udp(HOST, 5353, REMOTE, 53, b"q")).unwrap().unwrap();
+        assert_eq!(h.key.proto, Proto::Udp);
+        assert_eq!((h.key.src.port, h.key.dst.port), (5353, 53));
+        let h = e.head(&echo_request(HOST, REMOTE, 0x4242, 1)).unwrap().unwrap();
+        assert!(h.icmp_request);
+        assert_eq!((h.key.src.port, h.key.dst.port), (0x4242, 0x4242));
+    }
+
+    #[test]
+    fn a_first_fragment_gives_its_ports_and_a_short_one_is_malformed() {
+        let e = engine();
+        let mut p = udp(HOST, 5353, REMOTE, 53, &[0u8; 64]);
+        Ipv4Packet::new_unchecked(&mut p[..]).set_more_frags(true);
+        let h = e.head(&p).unwrap().unwrap();
+        assert!(h.fragmented && h.first_fragment);
+        assert_eq!((h.key.src.port, h.key.dst.port), (5353, 53));
+        // Seven bytes of payload cannot hold the ports (RFC 791: 8 at least in every fragment but the last).
+        p.truncate(20 + 7);
+        Ipv4Packet::new_unchecked(&mut p[..]).set_total_len(27);
+        assert_eq!(e.head(&p).unwrap_err(), Verdict::Drop(DropReason::Malformed));
+    }
+
+    #[test]
+    fn unknown_protocols_and_icmp_queries_other_than_echo_are_refused() {
+        let e = engine();
+        let mut p = udp(HOST, 1, REMOTE, 2, b"");
+        p[9] = 47; // GRE
+        assert_eq!(e.head(&p).unwrap_err(), Verdict::Drop(DropReason::UnsupportedProtocol));
+        let mut p = echo_request(HOST, REMOTE, 1, 1);
+        p[20] = 13; // timestamp request (RFC 6918: obsolete)
+        assert_eq!(e.head(&p).unwrap_err(), Verdict::Drop(DropReason::IcmpUnsupported));
+    }
+
+    #[test]
+    fn an_icmp_error_goes_to_its_own_path() {
+        let e = engine();
+        let quoted = udp(REMOTE, 53, HOST, 5353, b"a");
+        let err = icmp::build_error(REMOTE, HOST, icmp::TYPE_DEST_UNREACHABLE, 3, 0, &quoted);
+        assert!(e.head(&err).unwrap().is_none());
+    }
+
+    #[test]
+    fn tcp_fields_count_the_payload_behind_the_options() {
+        let mut p = Vec::new();
+        etherparse::PacketBuilder::ipv4(HOST.octets(), REMOTE.octets(), 64)
+            .tcp(1, 2, 5, 100)
+            .ack(6)
+            .options(&[etherparse::TcpOptionElement::Timestamp(1, 2)])
+            .unwrap()
+            .write(&mut p, b"abc")
+            .unwrap();
+        assert_eq!(TcpFields::read(&p).payload, 3);
+    }
+
+    #[test]
+    fn tcp_fields_of_a_short_segment_read_as_zero() {
+        let p = tcp(HOST, 1, REMOTE, 2, 5, 6, flags::ACK, b"");
+        let t = TcpFields::read(&p[..30]);
+        assert_eq!((t.seq, t.ack, t.win, t.payload), (SeqNum::new(0), SeqNum::new(0), 0, 0));
     }
 }

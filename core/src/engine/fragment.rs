@@ -51,3 +51,47 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{engine, run, udp, HOST, PUBLIC, REMOTE};
+    use super::*;
+    use crate::wire::etherparse_check::seen;
+    use crate::wire::ipv4;
+
+    #[test]
+    fn a_later_fragment_follows_its_first_even_when_it_overtook_it() {
+        let mut e = engine();
+        let frags = ipv4::fragment(&udp(HOST, 5000, REMOTE, 53, &[7u8; 3000]), 1500).unwrap();
+        assert_eq!(frags.len(), 3);
+        let (v, _, out) = run(&mut e, Side::Inside, &frags[2]);
+        assert_eq!((v, out.len()), (Verdict::Held, 0), "held until its first fragment says where it goes");
+        let (v, first, out) = run(&mut e, Side::Inside, &frags[0]);
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        assert_eq!(out.len(), 1, "the overtaking fragment leaves with it");
+        let (v, middle, _) = run(&mut e, Side::Inside, &frags[1]);
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        for p in [&first, &middle, &out[0].packet] {
+            let s = seen(p);
+            assert_eq!((s.src, s.dst), (PUBLIC.octets().to_vec(), REMOTE.octets().to_vec()));
+            assert_eq!(s.ttl, 63);
+        }
+        assert_eq!(e.metrics().fragments_translated, 2);
+    }
+
+    #[test]
+    fn a_later_fragment_of_no_datagram_we_know_is_not_translated() {
+        let mut e = engine();
+        let frags = ipv4::fragment(&udp(HOST, 5000, REMOTE, 53, &[7u8; 3000]), 1500).unwrap();
+        let (v, _, _) = run(&mut e, Side::Outside, &{
+            // As if from outside to the public address: nothing first told us where it goes.
+            let mut p = frags[1].clone();
+            let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+            ip.set_src_addr(REMOTE);
+            ip.set_dst_addr(PUBLIC);
+            p
+        });
+        assert_eq!(v, Verdict::Held);
+        assert_eq!(e.metrics().fragments_translated, 0);
+    }
+}

@@ -36,7 +36,7 @@ use crate::frag::{FragKey, Fragments};
 use crate::metrics::{DropReason, Metrics};
 use crate::nat::{self, Nat};
 use crate::time::Instant;
-use crate::wire::{ipv4, Ipv4Packet};
+use crate::wire::{ipv4, Ipv4Packet, IPPROTO_TCP, IPPROTO_UDP};
 
 mod admit;
 mod aggregate;
@@ -46,11 +46,14 @@ mod fragment;
 mod nat64;
 mod rewrite;
 mod router;
+#[cfg(test)]
+mod testing;
 mod track;
 
 use admit::{public_endpoint, remote_endpoint};
 use classify::{Head, TcpFields};
 use rewrite::translate;
+use router::{RouterError, ICMP_ERRORS_PER_SEC};
 
 /// Whether an ALG segment's acknowledgement may move the ALG's state (prune the other direction's edit
 /// history, jump a gap): only when the window tracker accepted it.
@@ -78,11 +81,6 @@ pub struct Transmit {
     pub side: Side,
     pub packet: Vec<u8>,
 }
-
-/// RFC 1812 §4.3.2.8: a router must be able to limit the rate of ICMP errors it sends.
-const ICMP_ERRORS_PER_SEC: u32 = 200;
-/// RFC 9293 §3.7.1: the MSS a host may assume when its peer announced none.
-const DEFAULT_MSS: usize = 536;
 
 pub struct Engine {
     config: Config,
@@ -331,7 +329,7 @@ impl Engine {
                 .table
                 .get(id)
                 .and_then(|c| c.ftp.as_ref())
-                .and_then(|s| s.streams[dir.index()].hold_deadline(self.config.ftp.hold_timeout));
+                .and_then(|s| s.hold_deadline(dir, self.config.ftp.hold_timeout));
             consider(d);
         }
         t
@@ -439,7 +437,7 @@ impl Engine {
         if !self.config.translate {
             // Forward-only mode: the benchmark ceiling of the same I/O path, a router without NAT.
             if ttl <= 1 {
-                self.icmp_error_to(from, pkt, 11, 0, 0);
+                self.icmp_error_to(from, pkt, RouterError::TtlExceeded);
                 return Verdict::Drop(DropReason::TtlExceeded);
             }
             Ipv4Packet::new_unchecked(&mut pkt[..]).set_ttl(ttl - 1);
@@ -453,7 +451,7 @@ impl Engine {
         }
         // RFC 1812 §5.3.1: a router that would forward with TTL 0 discards and says so.
         if ttl <= 1 {
-            self.icmp_error_to(from, pkt, 11, 0, 0);
+            self.icmp_error_to(from, pkt, RouterError::TtlExceeded);
             return Verdict::Drop(DropReason::TtlExceeded);
         }
         if ip.frag_offset() > 0 {
@@ -518,7 +516,7 @@ impl Engine {
         let dont_frag = Ipv4Packet::new_unchecked(&pkt[..]).dont_frag();
         if pkt.len() > mtu && dont_frag && !has_alg && !self.aggregate {
             // RFC 1191 §4: tell the sender the next-hop MTU so path-MTU discovery works through us.
-            self.icmp_error_to(from, pkt, 3, 4, mtu as u32 & 0xffff);
+            self.icmp_error_to(from, pkt, RouterError::FragNeeded { mtu: mtu as u16 });
             return Verdict::Drop(DropReason::FragNeeded);
         }
         if has_alg && head.fragmented {
@@ -592,8 +590,12 @@ pub fn summary(pkt: &[u8]) -> String {
     match Ipv4Packet::new_checked(pkt) {
         Ok(ip) => {
             let ports = match ip.protocol() {
-                6 => ip.tcp().map(|t| format!(" {}->{}", t.src_port(), t.dst_port())).unwrap_or_default(),
-                17 => ip.udp().map(|u| format!(" {}->{}", u.src_port(), u.dst_port())).unwrap_or_default(),
+                IPPROTO_TCP => {
+                    ip.tcp().map(|t| format!(" {}->{}", t.src_port(), t.dst_port())).unwrap_or_default()
+                }
+                IPPROTO_UDP => {
+                    ip.udp().map(|u| format!(" {}->{}", u.src_port(), u.dst_port())).unwrap_or_default()
+                }
                 _ => String::new(),
             };
             format!(
@@ -618,5 +620,57 @@ pub fn summary(pkt: &[u8]) -> String {
             Err(e) => format!("unparsable IPv6 ({e}, {} bytes)", pkt.len()),
         },
         Err(e) => format!("unparsable ({e}, {} bytes)", pkt.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{config, engine, run, udp, HOST, PUBLIC, REMOTE};
+    use super::*;
+    use crate::wire::etherparse_check::seen;
+
+    #[test]
+    fn a_forwarded_packet_loses_one_ttl_and_keeps_right_checksums() {
+        let mut e = engine();
+        let (v, out, _) = run(&mut e, Side::Inside, &udp(HOST, 5000, REMOTE, 53, b"q"));
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        let s = seen(&out);
+        assert_eq!((s.ttl, s.src), (63, PUBLIC.octets().to_vec()));
+    }
+
+    #[test]
+    fn a_source_outside_the_inside_prefixes_is_spoofed() {
+        let mut e = engine();
+        let (v, _, _) = run(&mut e, Side::Inside, &udp(REMOTE, 5000, PUBLIC, 53, b"q"));
+        assert_eq!(v, Verdict::Drop(DropReason::SpoofedSource));
+        let (v, _, _) = run(&mut e, Side::Outside, &udp(HOST, 5000, PUBLIC, 53, b"q"));
+        assert_eq!(v, Verdict::Drop(DropReason::Martian));
+    }
+
+    #[test]
+    fn too_big_for_the_next_hop_is_fragmented_or_reported() {
+        let mut c = config();
+        c.mtu[Side::Outside.index()] = 576;
+        let mut e = Engine::new(c);
+        let mut big = udp(HOST, 5000, REMOTE, 53, &[1u8; 1000]);
+        // DF set (etherparse's default): RFC 1191, the sender learns the MTU.
+        let (v, _, out) = run(&mut e, Side::Inside, &big);
+        assert_eq!(v, Verdict::Drop(DropReason::FragNeeded));
+        let s = seen(&out[0].packet);
+        assert_eq!((s.upper[0], s.upper[1]), (3, 4));
+        assert_eq!(&s.upper[6..8], &576u16.to_be_bytes());
+        // DF clear: RFC 791 §3.2, the gateway fragments.
+        Ipv4Packet::new_unchecked(&mut big[..]).set_dont_frag(false);
+        let (v, first, out) = run(&mut e, Side::Inside, &big);
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        assert!(first.len() <= 576 && !out.is_empty());
+        assert_eq!(e.metrics().fragments_created, 1 + out.len() as u64);
+    }
+
+    #[test]
+    fn a_summary_names_addresses_and_ports_never_payload() {
+        let s = summary(&udp(HOST, 5000, REMOTE, 53, b"secret"));
+        assert_eq!(s, "10.0.0.2 -> 198.51.100.7 proto 17 5000->53 len 34");
+        assert!(summary(&[0x45, 0]).starts_with("unparsable"));
     }
 }

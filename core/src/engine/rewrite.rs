@@ -19,7 +19,7 @@ pub(super) fn translate(pkt: &mut [u8], proto: Proto, to: &FlowKey, first_fragme
         return;
     }
     if ip.more_frags() {
-        set_ports_in_first_fragment(&mut ip, proto, to);
+        ip.set_first_fragment_ports(Some(to.src.port), Some(to.dst.port));
         return;
     }
     match proto {
@@ -53,30 +53,55 @@ pub(super) fn translate(pkt: &mut [u8], proto: Proto, to: &FlowKey, first_fragme
     }
 }
 
-/// Ports of a first fragment, where the transport views refuse (their length fields speak of the whole
-/// datagram). The transport checksum covers the whole datagram, so its incremental update is still right.
-pub(super) fn set_ports_in_first_fragment(ip: &mut Ipv4Packet<&mut [u8]>, proto: Proto, to: &FlowKey) {
-    let csum_at = match proto {
-        Proto::Tcp => 16,
-        Proto::Udp => 6,
-        Proto::Icmp => return,
-    };
-    let p = ip.payload_mut();
-    if p.len() < csum_at + 2 {
-        return;
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{tcp, udp, HOST, PUBLIC, REMOTE};
+    use super::*;
+    use crate::flow::Endpoint;
+    use crate::wire::etherparse_check::seen;
+    use crate::wire::{ipv4, tcp::flags};
+
+    fn to(sp: u16) -> FlowKey {
+        FlowKey::new(Proto::Tcp, Endpoint::new(PUBLIC, sp), Endpoint::new(REMOTE, 80))
     }
-    let mut csum = u16::from_be_bytes([p[csum_at], p[csum_at + 1]]);
-    for (at, new) in [(0usize, to.src.port), (2, to.dst.port)] {
-        let old = u16::from_be_bytes([p[at], p[at + 1]]);
-        if old != new {
-            csum = crate::wire::checksum::update_u16(csum, old, new);
-            p[at..at + 2].copy_from_slice(&new.to_be_bytes());
+
+    #[test]
+    fn addresses_ports_and_every_checksum_follow_the_translation() {
+        let mut p = tcp(HOST, 40000, REMOTE, 80, 1, 2, flags::ACK, b"hello");
+        translate(&mut p, Proto::Tcp, &to(61000), true);
+        let s = seen(&p); // asserts the IPv4 and TCP checksums
+        assert_eq!((s.src, s.dst), (PUBLIC.octets().to_vec(), REMOTE.octets().to_vec()));
+        assert_eq!(&s.upper[..4], &[0xee, 0x48, 0, 80]);
+    }
+
+    #[test]
+    fn a_first_fragment_gets_its_ports_and_a_checksum_right_for_the_whole_datagram() {
+        let dg = udp(HOST, 5000, REMOTE, 53, &[7u8; 3000]);
+        let mut frags = ipv4::fragment(&dg, 1500).unwrap();
+        let to = FlowKey::new(Proto::Udp, Endpoint::new(PUBLIC, 62000), Endpoint::new(REMOTE, 53));
+        translate(&mut frags[0], Proto::Udp, &to, true);
+        for f in &mut frags[1..] {
+            translate(f, Proto::Udp, &to, false);
         }
+        // Reassembled, the datagram must be the one the translation would give unfragmented.
+        let mut whole = dg.clone();
+        translate(&mut whole, Proto::Udp, &to, true);
+        let s = seen(&whole);
+        let mut upper = Vec::new();
+        for f in &frags {
+            upper.extend_from_slice(&seen(f).upper);
+        }
+        assert_eq!(upper, s.upper);
     }
-    // RFC 768: a UDP checksum of zero means none was computed, and stays so.
-    let zero_udp = proto == Proto::Udp && u16::from_be_bytes([p[csum_at], p[csum_at + 1]]) == 0;
-    if !zero_udp {
-        let csum = if proto == Proto::Udp && csum == 0 { 0xffff } else { csum };
-        p[csum_at..csum_at + 2].copy_from_slice(&csum.to_be_bytes());
+
+    #[test]
+    fn a_udp_checksum_of_zero_stays_zero_in_a_first_fragment() {
+        let dg = udp(HOST, 5000, REMOTE, 53, &[7u8; 3000]);
+        let mut frags = ipv4::fragment(&dg, 1500).unwrap();
+        frags[0][26..28].fill(0); // RFC 768: no checksum computed
+        let to = FlowKey::new(Proto::Udp, Endpoint::new(PUBLIC, 62000), Endpoint::new(REMOTE, 53));
+        translate(&mut frags[0], Proto::Udp, &to, true);
+        assert_eq!(&frags[0][20..22], &62000u16.to_be_bytes());
+        assert_eq!(&frags[0][26..28], &[0, 0]);
     }
 }

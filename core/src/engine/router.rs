@@ -5,19 +5,43 @@
 //! Owns: [`Engine::local`], [`Engine::icmp_error_to`], [`Engine::icmp_error_in`], the error token
 //! bucket. Must not: create connections for an error (RFC 5508 REQ-2: errors follow existing state only).
 
-use super::{Engine, Transmit, Verdict, ICMP_ERRORS_PER_SEC};
+use super::{Engine, Transmit, Verdict};
 
 use crate::flow::{Endpoint, FlowKey, Proto, Side};
 use crate::metrics::DropReason;
-use crate::wire::{icmp, Ipv4Packet};
+use crate::wire::{icmp, Ipv4Packet, IPPROTO_ICMP};
+
+/// RFC 1812 §4.3.2.8: a router must be able to limit the rate of ICMP errors it sends.
+pub(super) const ICMP_ERRORS_PER_SEC: u32 = 200;
+
+/// The ICMP errors the gateway originates as a router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RouterError {
+    /// RFC 1812 §5.3.1: the TTL ran out here.
+    TtlExceeded,
+    /// RFC 1191 §4: the datagram (DF set) does not fit the next hop's MTU, named in the error.
+    FragNeeded { mtu: u16 },
+}
+
+impl RouterError {
+    /// Type, code and the rest-of-header word (RFC 792; RFC 1191 puts the next-hop MTU in its low half).
+    fn fields(self) -> (u8, u8, u32) {
+        match self {
+            RouterError::TtlExceeded => (icmp::TYPE_TIME_EXCEEDED, 0, 0),
+            RouterError::FragNeeded { mtu } => {
+                (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, u32::from(mtu))
+            }
+        }
+    }
+}
 
 impl Engine {
     /// Packets addressed to the gateway itself: it answers pings, nothing else.
     pub(super) fn local(&mut self, from: Side, pkt: &[u8]) -> Verdict {
         let ip = Ipv4Packet::new_unchecked(pkt);
-        let is_echo = ip.protocol() == 1
+        let is_echo = ip.protocol() == IPPROTO_ICMP
             && !ip.is_fragment()
-            && ip.icmp().is_ok_and(|i| i.msg_type() == 8 && i.code() == 0);
+            && ip.icmp().is_ok_and(|i| i.msg_type() == icmp::TYPE_ECHO_REQUEST && i.code() == 0);
         if is_echo && !self.config.send_icmp_errors {
             self.metrics.generated_suppressed += 1;
         } else if is_echo {
@@ -28,7 +52,7 @@ impl Engine {
             r.set_dst_addr(src);
             r.set_ttl(64);
             if let Ok(mut i) = r.icmp_mut() {
-                i.set_msg_type(0);
+                i.set_msg_type(icmp::TYPE_ECHO_REPLY);
             }
             self.out.push_back(Transmit { side: from, packet: reply });
         }
@@ -36,7 +60,8 @@ impl Engine {
     }
 
     /// Sends an ICMP error about `pkt` (as it arrived on `from`) back to its sender.
-    pub(super) fn icmp_error_to(&mut self, from: Side, pkt: &[u8], icmp_type: u8, code: u8, rest: u32) {
+    pub(super) fn icmp_error_to(&mut self, from: Side, pkt: &[u8], error: RouterError) {
+        let (icmp_type, code, rest) = error.fields();
         if !self.config.send_icmp_errors {
             self.metrics.generated_suppressed += 1;
             return;
@@ -51,7 +76,7 @@ impl Engine {
         {
             return;
         }
-        if ip.protocol() == 1 && ip.icmp().is_ok_and(|i| i.is_error()) {
+        if ip.protocol() == IPPROTO_ICMP && ip.icmp().is_ok_and(|i| i.is_error()) {
             return;
         }
         if !self.take_icmp_token() {
@@ -101,16 +126,10 @@ impl Engine {
                 (Some(s), Some(d)) => (s, d),
                 _ => return Verdict::Drop(DropReason::IcmpErrorNoMatch),
             },
-            Proto::Icmp => {
-                let at = q.header_len + 4;
-                match quoted.get(at..at + 2) {
-                    Some(b) => {
-                        let id = u16::from_be_bytes([b[0], b[1]]);
-                        (id, id)
-                    }
-                    None => return Verdict::Drop(DropReason::IcmpErrorNoMatch),
-                }
-            }
+            Proto::Icmp => match icmp::quoted_echo_ident(quoted) {
+                Some(id) => (id, id),
+                None => return Verdict::Drop(DropReason::IcmpErrorNoMatch),
+            },
         };
         let qkey = FlowKey::new(proto, Endpoint::new(q.src, qs), Endpoint::new(q.dst, qd));
         // The quoted packet is one we emitted in some direction d'; its key is the reverse of the
@@ -135,7 +154,7 @@ impl Engine {
             outer_src
         };
         let seq_unmap = match (&conn.ftp, proto) {
-            (Some(s), Proto::Tcp) => Some(s.streams[dq.index()].map.clone()),
+            (Some(s), Proto::Tcp) => Some(s.seq_map(dq).clone()),
             _ => None,
         };
         let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
@@ -150,7 +169,7 @@ impl Engine {
             icmp::quoted_set_src(p, orig.src.addr, ports.then_some(orig.src.port));
             icmp::quoted_set_dst(p, orig.dst.addr, ports.then_some(orig.dst.port));
             if proto == Proto::Icmp {
-                quoted_set_echo_ident(p, orig.src.port);
+                icmp::quoted_set_echo_ident(p, orig.src.port);
             }
             if let Some(map) = &seq_unmap {
                 if let Some(s) = icmp::quoted_tcp_seq(p) {
@@ -163,13 +182,97 @@ impl Engine {
     }
 }
 
-/// Sets the identifier of a quoted ICMP echo and keeps the quoted ICMP checksum right (RFC 5508 §4.2).
-pub(super) fn quoted_set_echo_ident(quoted: &mut [u8], ident: u16) {
-    let hl = quoted.first().map_or(0, |b| ((b & 0x0f) as usize) * 4);
-    let Some(h) = quoted.get_mut(hl..hl + 6) else { return };
-    let old = u16::from_be_bytes([h[4], h[5]]);
-    let csum = u16::from_be_bytes([h[2], h[3]]);
-    let new_csum = crate::wire::checksum::update_u16(csum, old, ident);
-    h[2..4].copy_from_slice(&new_csum.to_be_bytes());
-    h[4..6].copy_from_slice(&ident.to_be_bytes());
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{
+        echo_request, engine, open_tcp, run, tcp, udp, with_ttl, HOST, LAN_IP, PUBLIC, REMOTE,
+    };
+    use super::*;
+    use crate::wire::etherparse_check::seen;
+    use crate::wire::tcp::flags;
+
+    #[test]
+    fn a_ping_to_the_gateway_is_answered_from_its_address() {
+        let mut e = engine();
+        let (v, _, out) = run(&mut e, Side::Inside, &echo_request(HOST, LAN_IP, 9, 1));
+        assert_eq!(v, Verdict::Drop(DropReason::LocalDelivery));
+        assert_eq!(out.len(), 1);
+        let s = seen(&out[0].packet);
+        assert_eq!((s.src, s.dst), (LAN_IP.octets().to_vec(), HOST.octets().to_vec()));
+        assert_eq!(s.upper[0], icmp::TYPE_ECHO_REPLY);
+    }
+
+    #[test]
+    fn an_expiring_ttl_is_reported_from_the_side_it_came_from() {
+        let mut e = engine();
+        let p = with_ttl(udp(HOST, 5000, REMOTE, 53, b"q"), 1);
+        let (v, _, out) = run(&mut e, Side::Inside, &p);
+        assert_eq!(v, Verdict::Drop(DropReason::TtlExceeded));
+        let s = seen(&out[0].packet);
+        assert_eq!(out[0].side, Side::Inside);
+        assert_eq!((s.src, s.upper[0]), (LAN_IP.octets().to_vec(), icmp::TYPE_TIME_EXCEEDED));
+        // RFC 1812 §4.3.2.7: no error about an error.
+        let err = icmp::build_error(
+            HOST,
+            REMOTE,
+            icmp::TYPE_DEST_UNREACHABLE,
+            3,
+            0,
+            &udp(REMOTE, 53, HOST, 5000, b""),
+        );
+        let (_, _, out) = run(&mut e, Side::Inside, &with_ttl(err, 1));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn errors_are_rate_limited() {
+        let mut e = engine();
+        let p = with_ttl(udp(HOST, 5000, REMOTE, 53, b"q"), 1);
+        let sent: usize =
+            (0..ICMP_ERRORS_PER_SEC as usize + 50).map(|_| run(&mut e, Side::Inside, &p).2.len()).sum();
+        assert_eq!(sent, ICMP_ERRORS_PER_SEC as usize, "RFC 1812 §4.3.2.8: at most the bucket in one second");
+    }
+
+    #[test]
+    fn an_error_in_transit_is_translated_with_the_packet_it_quotes() {
+        let mut e = engine();
+        let public_port = open_tcp(&mut e, 40000, 80);
+        // The remote's router reports on the segment as it left the gateway.
+        let quoted = tcp(PUBLIC, public_port, REMOTE, 80, 101, 501, flags::ACK, b"x");
+        let err = icmp::build_error(
+            REMOTE,
+            PUBLIC,
+            icmp::TYPE_DEST_UNREACHABLE,
+            icmp::CODE_FRAG_NEEDED,
+            1400,
+            &quoted,
+        );
+        let (v, out, _) = run(&mut e, Side::Outside, &err);
+        assert_eq!(v, Verdict::Forward(Side::Inside));
+        let s = seen(&out);
+        assert_eq!(s.dst, HOST.octets().to_vec());
+        // RFC 5508 §4.2: the quote is the packet as the inside host sent it.
+        let q = icmp::parse_quoted(&s.upper[8..]).unwrap();
+        assert_eq!((q.src, q.src_port), (HOST, Some(40000)));
+        assert_eq!((q.dst, q.dst_port), (REMOTE, Some(80)));
+    }
+
+    #[test]
+    fn an_error_about_no_flow_of_ours_is_dropped() {
+        let mut e = engine();
+        let quoted = udp(PUBLIC, 61000, REMOTE, 53, b"x");
+        let err = icmp::build_error(REMOTE, PUBLIC, icmp::TYPE_DEST_UNREACHABLE, 3, 0, &quoted);
+        let (v, _, out) = run(&mut e, Side::Outside, &err);
+        assert_eq!(v, Verdict::Drop(DropReason::IcmpErrorNoMatch));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn fields_of_the_errors_the_router_makes() {
+        assert_eq!(RouterError::TtlExceeded.fields(), (icmp::TYPE_TIME_EXCEEDED, 0, 0));
+        assert_eq!(
+            RouterError::FragNeeded { mtu: 1280 }.fields(),
+            (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, 1280)
+        );
+    }
 }

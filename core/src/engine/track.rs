@@ -49,7 +49,7 @@ impl Engine {
             if head.plain_ack() {
                 let mut plain = t.plain();
                 if let Some(s) = &conn.ftp {
-                    plain.ack = s.streams[dir.reverse().index()].map.unmap(plain.ack);
+                    plain.ack = s.seq_map(dir.reverse()).unmap(plain.ack);
                 }
                 if let Some(v) = conn.track_tcp_plain(dir, plain) {
                     verdict = v;
@@ -84,7 +84,7 @@ impl Engine {
 pub(super) fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale: Option<u8>) -> TcpSeg {
     // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
     let ack = (f.ack && !(f.rst && t.ack == SeqNum::new(0))).then(|| match &conn.ftp {
-        Some(s) => s.streams[dir.reverse().index()].map.unmap(t.ack),
+        Some(s) => s.seq_map(dir.reverse()).unmap(t.ack),
         None => t.ack,
     });
     TcpSeg {
@@ -96,5 +96,59 @@ pub(super) fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale:
         fin: f.fin,
         rst: f.rst,
         wscale,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{engine, open_tcp, run, tcp, HOST, PUBLIC, REMOTE};
+    use super::*;
+    use crate::conntrack::TcpState;
+    use crate::engine::Verdict;
+    use crate::flow::{Endpoint, FlowKey, Proto, Side};
+    use crate::metrics::DropReason;
+    use crate::wire::tcp::flags;
+
+    fn state(e: &Engine) -> TcpState {
+        let key = FlowKey::new(Proto::Tcp, Endpoint::new(HOST, 40000), Endpoint::new(REMOTE, 80));
+        e.table().get(e.table().lookup(&key).unwrap().0).unwrap().tcp()
+    }
+
+    #[test]
+    fn a_blind_segment_outside_the_window_changes_nothing() {
+        let mut e = engine();
+        let port = open_tcp(&mut e, 40000, 80);
+        let before = state(&e);
+        for f in [flags::RST, flags::ACK | flags::FIN, flags::ACK] {
+            let blind = tcp(REMOTE, 80, PUBLIC, port, 501 + (1 << 31), 101, f, b"");
+            let (v, _, _) = run(&mut e, Side::Outside, &blind);
+            assert_eq!(v, Verdict::Drop(DropReason::TcpOutOfWindow), "flags {f:#04x}");
+        }
+        assert_eq!(state(&e), before);
+    }
+
+    #[test]
+    fn the_exact_reset_ends_the_connection() {
+        let mut e = engine();
+        let port = open_tcp(&mut e, 40000, 80);
+        // RFC 5961 §3.2: a RST whose sequence number is exactly the next expected one is acted upon.
+        let (v, _, _) = run(&mut e, Side::Outside, &tcp(REMOTE, 80, PUBLIC, port, 501, 0, flags::RST, b""));
+        assert_eq!(v, Verdict::Forward(Side::Inside));
+        assert_eq!(state(&e), TcpState::Reset);
+    }
+
+    #[test]
+    fn a_reset_with_a_zero_acknowledgement_is_read_without_one() {
+        let mut e = engine();
+        open_tcp(&mut e, 40000, 80);
+        let key = FlowKey::new(Proto::Tcp, Endpoint::new(HOST, 40000), Endpoint::new(REMOTE, 80));
+        let conn = e.table().get(e.table().lookup(&key).unwrap().0).unwrap();
+        let p = tcp(HOST, 40000, REMOTE, 80, 101, 0, flags::RST | flags::ACK, b"");
+        let t = TcpFields::read(&p);
+        let seg = tcp_seg(conn, Dir::Original, TcpFlags::from_byte(flags::RST | flags::ACK), &t, None);
+        assert_eq!(seg.ack, None);
+        let p = tcp(HOST, 40000, REMOTE, 80, 101, 501, flags::ACK, b"abc");
+        let seg = tcp_seg(conn, Dir::Original, TcpFlags::from_byte(flags::ACK), &TcpFields::read(&p), None);
+        assert_eq!((seg.ack, seg.len), (Some(SeqNum::new(501)), 3));
     }
 }

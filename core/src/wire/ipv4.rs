@@ -37,6 +37,20 @@ mod field {
 
 pub const HEADER_LEN: usize = 20;
 
+/// Where TCP and UDP both keep their ports (RFC 9293 §3.1, RFC 768): the first four bytes.
+const PORT_SRC_AT: usize = 0;
+const PORT_DST_AT: usize = 2;
+
+/// The ports of a first fragment's TCP or UDP header (`payload` is the fragment's IPv4 payload), read
+/// without a transport view; `None` when the fragment is too short to hold the 8 bytes every
+/// fragment but the last must carry (RFC 791).
+pub fn first_fragment_ports(payload: &[u8]) -> Option<(u16, u16)> {
+    if payload.len() < 8 {
+        return None;
+    }
+    Some((get_u16(payload, PORT_SRC_AT)?, get_u16(payload, PORT_DST_AT)?))
+}
+
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_MASK: u16 = 0x1FFF;
@@ -390,7 +404,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let p = self.payload_mut();
         let Some(mut csum) = get_u16(p, csum_at) else { return };
         let zero_udp = proto == IPPROTO_UDP && csum == 0;
-        for (at, new) in [(0usize, src), (2, dst)] {
+        for (at, new) in [(PORT_SRC_AT, src), (PORT_DST_AT, dst)] {
             let (Some(new), Some(old)) = (new, get_u16(p, at)) else { continue };
             if old != new {
                 csum = checksum::update_u16(csum, old, new);

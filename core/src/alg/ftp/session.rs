@@ -28,7 +28,9 @@ use super::stream::{Action, Line, SegmentOut, Stream};
 use crate::alg::{AlgCtx, Pinholes};
 use crate::events::Event;
 use crate::flow::{Dir, Endpoint};
-use crate::metrics::{DropReason, RefusalReason};
+use crate::metrics::{DropReason, Metrics, RefusalReason};
+use crate::seqadj::SeqMap;
+use crate::time::Instant;
 use crate::wire::SeqNum;
 
 /// A command waiting for its final reply.
@@ -87,14 +89,37 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct FtpSession {
     /// Indexed by [`Dir::index`]: `Original` carries commands (the client always opens the control
-    /// connection), `Reply` carries replies.
-    pub streams: [Stream; 2],
+    /// connection), `Reply` carries replies. Private: the engine, the replay's peer emulation and the
+    /// operations views read the sequence edits and held bytes through the methods below, never the
+    /// framer itself.
+    streams: [Stream; 2],
     /// MSS each direction's sender announced in its SYN (RFC 9293 §3.7.1), indexed by [`Dir::index`].
     pub mss: [Option<u16>; 2],
     st: State,
 }
 
 impl FtpSession {
+    /// The sequence edits of direction `dir` (seq numbers of its sender → its receiver's, and acks back).
+    pub fn seq_map(&self, dir: Dir) -> &SeqMap {
+        &self.streams[dir.index()].map
+    }
+
+    /// Bytes of direction `dir` held back (the start of a line the ALG may still rewrite).
+    pub fn held_len(&self, dir: Dir) -> usize {
+        self.streams[dir.index()].held_len()
+    }
+
+    /// When the bytes held in direction `dir` must leave as they are, if any are held.
+    pub fn hold_deadline(&self, dir: Dir, timeout: core::time::Duration) -> Option<Instant> {
+        self.streams[dir.index()].hold_deadline(timeout)
+    }
+
+    /// Releases the bytes held in direction `dir` as they were (their hold limit passed): the
+    /// receiver-space sequence number of the first and the bytes.
+    pub fn release_held(&mut self, dir: Dir, metrics: &mut Metrics) -> Option<(SeqNum, Vec<u8>)> {
+        self.streams[dir.index()].release_held(metrics)
+    }
+
     /// `client_inside`: the client is on the LAN (its PORT/EPRT are rewritten); otherwise the server is
     /// (its 227/229 are rewritten). Only lines travelling LAN→WAN are ever changed.
     pub fn new(client_inside: bool, client: Ipv4Addr, server: Ipv4Addr, max_line: usize) -> FtpSession {
