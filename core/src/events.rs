@@ -17,6 +17,40 @@ use crate::metrics::RefusalReason;
 /// Events kept for the reader before the oldest are dropped.
 pub const CAPACITY: usize = 4096;
 
+/// What the ALG rewrote: a data endpoint it announced (RFC 959 `PORT` and `227`, RFC 2428 `EPRT` and
+/// `229`), or a whole line NAT64's ALG translated (RFC 6384: `EPSV`→`PASV`, `LPSV`, an answer the
+/// gateway gave in place of the server's). Its name is what logs, events and `show pinholes` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RewriteKind {
+    Port,
+    Eprt,
+    Pasv227,
+    Epsv229,
+    Epsv,
+    Lpsv,
+    Answer,
+}
+
+impl RewriteKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            RewriteKind::Port => "port",
+            RewriteKind::Eprt => "eprt",
+            RewriteKind::Pasv227 => "227",
+            RewriteKind::Epsv229 => "229",
+            RewriteKind::Epsv => "epsv",
+            RewriteKind::Lpsv => "lpsv",
+            RewriteKind::Answer => "answer",
+        }
+    }
+}
+
+impl std::fmt::Display for RewriteKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One notable thing, in the order the engine did it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -31,11 +65,11 @@ pub enum Event {
         packets: [u64; 2],
         bytes: [u64; 2],
     },
-    /// The FTP ALG rewrote an announcement (`kind`: `port`, `eprt`, `227`, `229`); `old`/`new` are the
-    /// address/port text only.
+    /// The FTP ALG rewrote an announcement or a line; `old`/`new` are the address/port text only (the
+    /// whole line, redacted, for a line NAT64 translated).
     Rewrite {
         control: ConnId,
-        kind: &'static str,
+        kind: RewriteKind,
         old: String,
         new: String,
         delta: i64,
@@ -43,7 +77,7 @@ pub enum Event {
         public_port: u16,
     },
     /// A data-connection pinhole opened: a SYN from `peer` to `public_port` will reach `inside`.
-    PinholeCreate { control: ConnId, public_port: u16, peer: Ipv4Addr, inside: Endpoint, kind: &'static str },
+    PinholeCreate { control: ConnId, public_port: u16, peer: Ipv4Addr, inside: Endpoint, kind: RewriteKind },
     /// A pinhole was used by a SYN from `from`.
     PinholeUse { control: ConnId, public_port: u16, from: Endpoint, inside: Endpoint },
     /// A pinhole expired unused.

@@ -511,7 +511,7 @@ pub fn pinholes_slice(
             control: p.control.slot(),
             expires_in_ms: ms(p.expires.saturating_since(now)),
             inside: p.inside,
-            kind: p.kind,
+            kind: p.kind.name(),
             peer: p.peer,
             public: Endpoint::new(public, p.public_port),
             public_port: p.public_port,
@@ -750,14 +750,14 @@ pub fn event(e: &Event, ts: f64, filter: &Filter, worker: Option<u16>) -> Option
         Event::Rewrite { control, kind, old, new, delta, inside, public_port } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
-            json!({ "control": gid(control), "kind": kind, "old": old, "new": new, "delta": delta,
+            json!({ "control": gid(control), "kind": kind.name(), "old": old, "new": new, "delta": delta,
                     "inside": inside.to_string(), "public_port": public_port }),
         ),
         Event::PinholeCreate { control, public_port, peer, inside, kind } => (
             Some(Proto::Tcp),
             vec![*inside, Endpoint::new(*peer, 0), Endpoint::new(Ipv4Addr::UNSPECIFIED, *public_port)],
             json!({ "control": gid(control), "public_port": public_port, "peer": peer.to_string(),
-                    "inside": inside.to_string(), "kind": kind }),
+                    "inside": inside.to_string(), "kind": kind.name() }),
         ),
         Event::PinholeUse { control, public_port, from, inside } => (
             Some(Proto::Tcp),
@@ -906,7 +906,7 @@ mod tests {
             public_port: 40001,
             peer: Ipv4Addr::new(198, 51, 100, 2),
             inside: ep([10, 0, 0, 2], 40001),
-            kind: "port",
+            kind: ftpnat_core::events::RewriteKind::Port,
         };
         let v = event(&e, 1.23456, &Filter::default(), None).unwrap();
         assert_eq!(v["event"], "pinhole_create");

@@ -13,7 +13,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
 
 use crate::config::FtpPolicy;
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, RewriteKind};
 use crate::flow::{ConnId, Endpoint, Proto};
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::nat::{self, Nat};
@@ -35,7 +35,7 @@ pub struct Pinhole {
     pub created: Instant,
     pub expires: Instant,
     /// What announced it (`port`, `eprt`, `227`, `229`), for logs and `show pinholes`.
-    pub kind: &'static str,
+    pub kind: RewriteKind,
 }
 
 /// All outstanding pinholes, keyed by public endpoint.
@@ -105,7 +105,7 @@ impl Pinholes {
         ctx: &mut AlgCtx<'_>,
         peer: Ipv4Addr,
         inside: Endpoint,
-        kind: &'static str,
+        kind: RewriteKind,
         prefer: &dyn Fn(u16) -> bool,
     ) -> Result<u16, RefusalReason> {
         let host_count = ctx.pinholes.per_host.get(&inside.addr).copied().unwrap_or(0);
@@ -143,7 +143,7 @@ impl Pinholes {
             kind,
         };
         tracing::debug!(target: "ftpnat::pinhole", event = "create", control = %ctx.control, public_port = port,
-            peer = %peer, inside = %inside, kind, "pinhole created");
+            peer = %peer, inside = %inside, kind = kind.name(), "pinhole created");
         let control = ctx.control;
         ctx.events.push(|| Event::PinholeCreate { control, public_port: port, peer, inside, kind });
         ctx.pinholes.by_port.insert(key, p);

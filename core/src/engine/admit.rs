@@ -99,8 +99,13 @@ impl Engine {
                     && self.config.ftp.ports.contains(&fwd.inside_port)
                 {
                     c.ftp = Some(Box::new(
-                        FtpSession::new(false, key.dst.addr, fwd.inside_addr, self.config.ftp.max_line)
-                            .picked_up(),
+                        FtpSession::new(
+                            Side::Outside,
+                            key.dst.addr,
+                            fwd.inside_addr,
+                            self.config.ftp.max_line,
+                        )
+                        .picked_up(),
                     ));
                 }
                 return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
@@ -117,7 +122,8 @@ impl Engine {
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&key.dst.port)
                 {
-                    let s = FtpSession::new(true, key.src.addr, key.dst.addr, self.config.ftp.max_line);
+                    let s =
+                        FtpSession::new(Side::Inside, key.src.addr, key.dst.addr, self.config.ftp.max_line);
                     let s = self.nat64_ftp(s, key.src.addr, key.dst.addr);
                     c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
@@ -163,7 +169,12 @@ impl Engine {
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&fwd.inside_port)
                 {
-                    let s = FtpSession::new(false, key.src.addr, fwd.inside_addr, self.config.ftp.max_line);
+                    let s = FtpSession::new(
+                        Side::Outside,
+                        key.src.addr,
+                        fwd.inside_addr,
+                        self.config.ftp.max_line,
+                    );
                     c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
                 c

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 
 use ftpnat::alg::ftp::parse::{self, Candidate, Command, Kind};
-use ftpnat::alg::ftp::stream::{Action, Line, SegmentOut, Stream};
+use ftpnat::alg::ftp::stream::{self, Action, Line, SegmentOut, Speaker, Stream};
 use ftpnat::config::Forward;
 use ftpnat::metrics::Metrics;
 use ftpnat::wire::SeqNum;
@@ -319,7 +319,11 @@ pub fn stream(data: &[u8]) {
     let max_line = 64 + d.u8() as usize * 2;
     let cap = 8192;
     let mut tx = Sender { isn: SeqNum::new(d.u32()), bytes: Vec::new() };
-    let mut s = Stream::new(rewrite, from_client, max_line);
+    let mut s = Stream::new(
+        if rewrite { stream::Edit::Rewrite } else { stream::Edit::Observe },
+        if from_client { Speaker::Client } else { Speaker::Server },
+        max_line,
+    );
     let mut m = Metrics::default();
     let mut now = Instant::from_secs(1);
     let mut rx = Received::default();

@@ -24,10 +24,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::parse::{self, Command, Kind};
 use super::rfc6384::{self, Command64, EpsvAction, GatewayReply};
-use super::stream::{Action, Line, SegmentOut, Stream};
+use super::stream::{Action, Edit, Line, SegmentOut, Speaker, Stream};
 use crate::alg::{AlgCtx, Pinholes};
-use crate::events::Event;
-use crate::flow::{Dir, Endpoint};
+use crate::events::{Event, RewriteKind};
+use crate::flow::{Dir, Endpoint, Side};
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::seqadj::SeqMap;
 use crate::time::Instant;
@@ -120,13 +120,16 @@ impl FtpSession {
         self.streams[dir.index()].release_held(metrics)
     }
 
-    /// `client_inside`: the client is on the LAN (its PORT/EPRT are rewritten); otherwise the server is
-    /// (its 227/229 are rewritten). Only lines travelling LAN→WAN are ever changed.
-    pub fn new(client_inside: bool, client: Ipv4Addr, server: Ipv4Addr, max_line: usize) -> FtpSession {
+    /// `client_side`: where the client is. On the LAN its PORT/EPRT are rewritten; otherwise the server
+    /// is inside and its 227/229 are. Only lines travelling LAN→WAN are ever changed.
+    pub fn new(client_side: Side, client: Ipv4Addr, server: Ipv4Addr, max_line: usize) -> FtpSession {
+        let client_inside = client_side == Side::Inside;
+        let (commands, replies) =
+            if client_inside { (Edit::Rewrite, Edit::Observe) } else { (Edit::Observe, Edit::Rewrite) };
         FtpSession {
             streams: [
-                Stream::new(client_inside, true, max_line),
-                Stream::new(!client_inside, false, max_line),
+                Stream::new(commands, Speaker::Client, max_line),
+                Stream::new(replies, Speaker::Server, max_line),
             ],
             mss: [None; 2],
             st: State {
@@ -417,7 +420,7 @@ impl State {
             // RFC 6384 §12: the reply to the NOOP the gateway sent in place of a command it answers.
             (Some(Pending::Answer(r)), _) if line.held => {
                 ctx.metrics.alg_nat64_answered += 1;
-                self.rewrite_event(ctx, "answer", line, &r.line(eol));
+                self.rewrite_event(ctx, RewriteKind::Answer, line, &r.line(eol));
                 Action::Replace(whole, r.line(eol))
             }
             (Some(p @ (Pending::Epsv64 | Pending::Lpsv64)), 227) if line.held => {
@@ -433,7 +436,7 @@ impl State {
                     _ => rfc6384::reply_229(port, eol),
                 };
                 ctx.metrics.alg_nat64_227 += 1;
-                self.rewrite_event(ctx, "227", line, &with);
+                self.rewrite_event(ctx, RewriteKind::Pasv227, line, &with);
                 Action::Replace(whole, with)
             }
             (Some(Pending::Pasv), 227) if line.held && !self.client_inside => {
@@ -526,7 +529,7 @@ impl State {
                 EpsvAction::ToPasv => {
                     ctx.metrics.alg_nat64_epsv += 1;
                     let with = rfc6384::pasv_line(eol);
-                    self.rewrite_event(ctx, "epsv", line, &with);
+                    self.rewrite_event(ctx, RewriteKind::Epsv, line, &with);
                     Some((Pending::Epsv64, Action::Replace(whole, with)))
                 }
                 EpsvAction::Answer(r) => noop(r),
@@ -535,7 +538,7 @@ impl State {
             Command64::Lpsv => {
                 ctx.metrics.alg_nat64_epsv += 1;
                 let with = rfc6384::pasv_line(eol);
-                self.rewrite_event(ctx, "lpsv", line, &with);
+                self.rewrite_event(ctx, RewriteKind::Lpsv, line, &with);
                 Some((Pending::Lpsv64, Action::Replace(whole, with)))
             }
             Command64::Eprt | Command64::Lprt => {
@@ -592,10 +595,10 @@ impl State {
     }
 
     /// Logs and records an RFC 6384 rewrite of a whole line.
-    fn rewrite_event(&self, ctx: &mut AlgCtx<'_>, kind: &'static str, line: &Line<'_>, with: &[u8]) {
+    fn rewrite_event(&self, ctx: &mut AlgCtx<'_>, kind: RewriteKind, line: &Line<'_>, with: &[u8]) {
         let old = parse::redacted(line.bytes);
         let new = parse::redacted(with);
-        tracing::info!(target: "ftpnat::alg", control = %ctx.control, kind, %old, %new, "nat64 rewrite");
+        tracing::info!(target: "ftpnat::alg", control = %ctx.control, kind = kind.name(), %old, %new, "nat64 rewrite");
         let control = ctx.control;
         let delta = with.len() as i64 - line.bytes.len() as i64;
         ctx.events.push(|| Event::Rewrite {
@@ -666,10 +669,10 @@ impl State {
         let span_len = ann.span.len();
         let prefer = move |p: u16| parse::formatted_len(kind, public_ip, p) == span_len;
         let kind_name = match kind {
-            Kind::Port => "port",
-            Kind::Eprt => "eprt",
-            Kind::Pasv227 => "227",
-            Kind::Epsv229 => "229",
+            Kind::Port => RewriteKind::Port,
+            Kind::Eprt => RewriteKind::Eprt,
+            Kind::Pasv227 => RewriteKind::Pasv227,
+            Kind::Epsv229 => RewriteKind::Epsv229,
         };
         let port = match Pinholes::open(ctx, peer, Endpoint::new(sender, ann.port), kind_name, &prefer) {
             Ok(p) => p,
@@ -706,7 +709,7 @@ impl State {
         if with.len() == span_len {
             m.alg_rewrites_zero_delta += 1;
         }
-        tracing::info!(target: "ftpnat::alg", control = %ctx.control, kind = kind_name,
+        tracing::info!(target: "ftpnat::alg", control = %ctx.control, kind = kind_name.name(),
             old = %String::from_utf8_lossy(&line.bytes[ann.span.clone()]),
             new = %String::from_utf8_lossy(&with),
             delta = with.len() as i64 - span_len as i64,

@@ -75,6 +75,21 @@ enum Tls {
     },
 }
 
+/// Whether the gateway may change a direction's bytes: only lines travelling LAN→WAN are rewritten
+/// (and, on a NAT64 control connection, either way: see [`Stream::enable_nat64`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    Rewrite,
+    Observe,
+}
+
+/// Who sends a direction's lines: the client's commands or the server's replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    Client,
+    Server,
+}
+
 #[derive(Debug, Clone)]
 pub struct Stream {
     pub map: SeqMap,
@@ -124,7 +139,9 @@ const REFUSED_TIMES: u8 = 3;
 const REFUSED_PATIENCE: core::time::Duration = core::time::Duration::from_secs(2);
 
 impl Stream {
-    pub fn new(rewrite: bool, from_client: bool, max_line: usize) -> Stream {
+    pub fn new(edit: Edit, speaker: Speaker, max_line: usize) -> Stream {
+        let rewrite = edit == Edit::Rewrite;
+        let from_client = speaker == Speaker::Client;
         Stream {
             map: SeqMap::new(),
             started: false,
@@ -598,7 +615,7 @@ mod tests {
     }
 
     fn fresh() -> Stream {
-        let mut s = Stream::new(true, true, 512);
+        let mut s = Stream::new(Edit::Rewrite, Speaker::Client, 512);
         let mut m = Metrics::default();
         s.segment(SeqNum::new(99), true, false, b"", Instant::ZERO, &mut m, &mut grow).unwrap();
         s
@@ -650,7 +667,7 @@ mod tests {
             s.segment(SeqNum::new(150), false, false, b"X", Instant::ZERO, &mut m, &mut grow),
             Err(DropReason::AlgOutOfOrder)
         );
-        let mut p = Stream::new(true, true, 512);
+        let mut p = Stream::new(Edit::Rewrite, Speaker::Client, 512);
         // Picked up mid-line: "PORT x" after a partial line is not at a known line start.
         let o = run(&mut p, &[(5000, b"ORT x\r\nPORT x\r\n")]);
         assert_eq!(o, vec![(5000, b"ORT x\r\nPORT yy\r\n".to_vec())]);
@@ -789,7 +806,7 @@ mod tests {
 
     #[test]
     fn observed_direction_refuses_a_gap_and_sees_every_line_once() {
-        let mut s = Stream::new(false, true, 512);
+        let mut s = Stream::new(Edit::Observe, Speaker::Client, 512);
         let mut m = Metrics::default();
         let mut seen = Vec::new();
         let mut log = |l: &Line<'_>| {
