@@ -149,10 +149,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: Config) -> Engine {
+    pub fn new(mut config: Config) -> Engine {
         // Issue 16: the pool, paired pooling and the allocation mode; one address and one port at a
         // time unless configured.
         let mut nat = Nat::with_setup(&config.nat_setup());
+        let mut nat64 = config.nat64.clone().map(crate::nat64::Nat64State::new);
+        for f in &mut config.forwards {
+            Self::nat64_resolve(nat64.as_mut(), &mut nat, f);
+        }
         for f in &config.forwards {
             let at = config.forward_addr(f);
             let _ = nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
@@ -172,7 +176,7 @@ impl Engine {
             events: Events::default(),
             aggregate: false,
             refused: Refused::default(),
-            nat64: config.nat64.clone().map(crate::nat64::Nat64State::new),
+            nat64,
             xlat_in: false,
             config,
         }
@@ -271,15 +275,22 @@ impl Engine {
         cfg.max_ports_per_host = new.max_ports_per_host;
         // The share is of the running port range (a new range needs a restart).
         self.nat.set_host_quota(cfg.ports_per_host());
-        for f in self.config.forwards.iter().filter(|f| !new.forwards.contains(f)) {
+        let gone: Vec<_> =
+            self.config.forwards.iter().filter(|f| !new.forwards.contains(f)).copied().collect();
+        for f in &gone {
             let at = self.config.forward_addr(f);
             self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
             cfg.forwards.retain(|g| g != f);
+            self.nat64_unresolve(f);
         }
         for f in new.forwards.iter().filter(|f| !self.config.forwards.contains(f)) {
             let at = self.config.forward_addr(f);
             match self.nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port)) {
-                Ok(()) => cfg.forwards.push(*f),
+                Ok(()) => {
+                    let mut f = *f;
+                    Self::nat64_resolve(self.nat64.as_mut(), &mut self.nat, &mut f);
+                    cfg.forwards.push(f)
+                }
                 // A live mapping holds the port: reserving it now would hand it out twice later.
                 Err(nat::ReserveError::InUse) => {
                     refused.push(format!("--forward {f}: public port in use by a live mapping; not added"))

@@ -213,6 +213,38 @@ impl Engine {
         Ok(pieces)
     }
 
+    /// A forward to an IPv6 host (RFC 6146 §3.5, a static BIB entry): the host gets its stand-in and
+    /// keeps it while the forward lasts (one reference per forward), so the forward is an IPv4 forward
+    /// to the stand-in from then on. Called before the engine exists (hence no `self`); the stand-in
+    /// cannot be refused there: `Config::validate` bounded the forwarded hosts per /64, and the block
+    /// is empty at start. On a reload a refusal (the /64's share taken by live hosts) leaves the
+    /// forward unresolved: it reaches nobody until the next reload, logged.
+    pub(super) fn nat64_resolve(
+        n: Option<&mut crate::nat64::Nat64State>,
+        nat: &mut crate::nat::Nat,
+        f: &mut crate::config::Forward,
+    ) {
+        let (Some(n), Some(host)) = (n, f.inside6) else { return };
+        match n.hosts.alias_or_assign(host) {
+            Ok(alias) => {
+                n.hosts.retain(alias);
+                nat.log_mut().name_host6(alias, host);
+                f.inside_addr = alias;
+            }
+            Err(e) => {
+                tracing::warn!(target: "ftpnat::nat64", forward = %f, reason = ?e, "no stand-in address for the forward's IPv6 host");
+            }
+        }
+    }
+
+    /// A forward to an IPv6 host went: its reference on the stand-in goes with it.
+    pub(super) fn nat64_unresolve(&mut self, f: &crate::config::Forward) {
+        let Some(n) = self.nat64.as_mut() else { return };
+        if f.inside6.is_some() && is_alias(f.inside_addr) && n.hosts.release(f.inside_addr) {
+            self.nat.log_mut().unname_host6(f.inside_addr);
+        }
+    }
+
     /// The LAN MTU as the IPv4 path must see it for a packet to an IPv6 host: its IPv6 header is 20
     /// bytes longer (RFC 7915 §4: the Fragmentation Needed the IPv4 sender gets says so).
     pub(super) fn nat64_mtu(&self, egress: Side, dst: Ipv4Addr) -> usize {

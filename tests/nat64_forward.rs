@@ -1,0 +1,259 @@
+//! Port forwards to IPv6 inside hosts through NAT64 (issue 14; RFC 6146 §3.5's static BIB entries):
+//! an IPv4 client on the WAN reaches an IPv6-only server at the public address, the server sees the
+//! client at its RFC 6052 address under the prefix, and the replies leave as IPv4 from the forward's
+//! public endpoint. Every packet that leaves is checked by an independent parser (etherparse), and the
+//! adversary's attempts (spoofed stand-ins, other inside hosts, wrong protocols) are refused.
+//!
+//! Owns: these scenarios. Must not: reach into the engine's internals beyond its public API.
+
+#[path = "nat64_support/engine.rs"]
+mod nat64_engine_support;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use etherparse::PacketBuilder;
+use ftpnat::{Config, DropReason, Engine, Instant, Side, Verdict};
+
+use nat64_engine_support::*;
+
+/// The IPv6-only server the forwards reach.
+const HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0x10);
+/// Another IPv6 inside host, not forwarded to.
+const OTHER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0x11);
+/// An IPv4 client on the WAN.
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
+
+/// The client's address as the IPv6 server sees it (RFC 6052 §2.2 under the /96).
+fn client_synth() -> Ipv6Addr {
+    "64:ff9b:1::203.0.113.9".parse().unwrap()
+}
+
+fn config_fwd() -> Config {
+    let mut c = config64();
+    c.forwards.push("tcp:2121=[2001:db8:64::10]:21".parse().unwrap());
+    c.forwards.push("udp:5353=[2001:db8:64::10]:53".parse().unwrap());
+    c.validate().expect("valid");
+    c
+}
+
+fn engine_fwd() -> Engine {
+    Engine::new(config_fwd())
+}
+
+#[test]
+fn a_wan_client_reaches_the_ipv6_server_through_a_tcp_forward() {
+    let mut e = engine_fwd();
+    let now = Instant::ZERO;
+    let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+    let s = seen(&syn);
+    assert!(s.v6, "the server is IPv6-only: {s:?}");
+    assert_eq!(
+        (s.src, s.dst, s.sport, s.dport, s.seq, s.ttl),
+        (client_synth().to_string(), HOST6.to_string(), 50000, 21, 100, 59),
+        "RFC 6146 §3.5: the client at its RFC 6052 address, the forward's inside endpoint"
+    );
+    let mut synack = tcp6(HOST6, client_synth(), 21, 50000, 7000, 101, TcpKind::SynAck, b"", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut synack), Verdict::Forward(Side::Outside));
+    let b = seen(&synack);
+    assert!(!b.v6);
+    assert_eq!(
+        (b.src, b.dst, b.sport, b.dport, b.ack),
+        (PUBLIC.to_string(), CLIENT4.to_string(), 2121, 50000, 101),
+        "the reply leaves from the forward's public endpoint"
+    );
+    let mut data = tcp4(CLIENT4, PUBLIC, 50000, 2121, 101, 7001, TcpKind::Ack, b"hello", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut data), Verdict::Forward(Side::Inside));
+    assert_eq!(seen(&data).payload, b"hello");
+    let mut back = tcp6(HOST6, client_synth(), 21, 50000, 7001, 106, TcpKind::Ack, b"world", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut back), Verdict::Forward(Side::Outside));
+    assert_eq!(seen(&back).payload, b"world");
+    assert_eq!(e.flow_count(), 1);
+    let n = e.nat64().unwrap();
+    let alias = n.hosts.alias(HOST6).expect("the forward's host holds its stand-in");
+    assert_eq!(n.hosts.refs(alias), 3, "two forwards and one connection");
+}
+
+#[test]
+fn a_udp_forward_and_the_servers_icmpv6_error() {
+    let mut e = engine_fwd();
+    let now = Instant::ZERO;
+    let mut q = udp4(CLIENT4, PUBLIC, 40000, 5353, b"query", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut q), Verdict::Forward(Side::Inside));
+    let s = seen(&q);
+    assert_eq!((s.v6, s.src, s.dst, s.dport), (true, client_synth().to_string(), HOST6.to_string(), 53));
+    let mut a = udp6(HOST6, client_synth(), 53, 40000, b"answer", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut a), Verdict::Forward(Side::Outside));
+    let r = seen(&a);
+    assert_eq!((r.src, r.sport, r.dst, r.dport), (PUBLIC.to_string(), 5353, CLIENT4.to_string(), 40000));
+    // A second query the server's socket no longer takes: its ICMPv6 port unreachable quotes the
+    // datagram as it got it, and reaches the client as ICMPv4 quoting what the client sent (RFC 7915
+    // §5.2, then the NAT's reverse translation of the quote).
+    let mut q2 = udp4(CLIENT4, PUBLIC, 40000, 5353, b"again", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut q2), Verdict::Forward(Side::Inside));
+    let mut err = Vec::new();
+    PacketBuilder::ipv6(HOST6.octets(), client_synth().octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Port))
+        .write(&mut err, &q2)
+        .unwrap();
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut err), Verdict::Forward(Side::Outside));
+    let s = seen(&err);
+    assert_eq!(
+        (s.icmp, s.src.as_str(), s.dst.as_str()),
+        (Some((3, 3)), PUBLIC.to_string().as_str(), CLIENT4.to_string().as_str())
+    );
+    let quote = etherparse::Ipv4HeaderSlice::from_slice(&s.payload).expect("an IPv4 quote");
+    assert_eq!((quote.source_addr(), quote.destination_addr()), (CLIENT4, PUBLIC));
+    let udp = &s.payload[20..28];
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 5353, "the quoted port is the public one");
+}
+
+#[test]
+fn an_ipv4_error_from_the_wan_about_a_forwarded_flow_reaches_the_server_as_icmpv6() {
+    let mut e = engine_fwd();
+    let now = Instant::ZERO;
+    let mut q = udp4(CLIENT4, PUBLIC, 40000, 5353, b"query", 60);
+    e.handle_packet(now, Side::Outside, &mut q);
+    let mut a = udp6(HOST6, client_synth(), 53, 40000, b"answer", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut a), Verdict::Forward(Side::Outside));
+    // The client has gone: its port unreachable quotes the answer as it arrived.
+    let mut err = Vec::new();
+    PacketBuilder::ipv4(CLIENT4.octets(), PUBLIC.octets(), 60)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &a)
+        .unwrap();
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut err), Verdict::Forward(Side::Inside));
+    let s = seen(&err);
+    assert!(s.v6);
+    assert_eq!((s.icmp, s.dst), (Some((1, 4)), HOST6.to_string()), "port unreachable, RFC 7915 §4.2");
+    let quote = etherparse::Ipv6HeaderSlice::from_slice(&s.payload).expect("an IPv6 quote");
+    assert_eq!((quote.source_addr(), quote.destination_addr()), (HOST6, client_synth()));
+}
+
+/// RFC 4787 REQ-9 / RFC 5382 REQ-8 hairpinning, NAT64 on both ends: an IPv6 inside client reaches
+/// the forward at the public address's RFC 6052 form (what DNS64 answers for the public name); the
+/// server sees the connection from the public address's form, as for any hairpinned IPv4 flow.
+#[test]
+fn an_ipv6_inside_client_hairpins_to_the_forward() {
+    let mut e = engine_fwd();
+    let now = Instant::ZERO;
+    let public6: Ipv6Addr = "64:ff9b:1::198.51.100.1".parse().unwrap();
+    let mut syn = tcp6(CLIENT6, public6, 41000, 2121, 1, 0, TcpKind::Syn, b"", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut syn), Verdict::Forward(Side::Inside));
+    let s = seen(&syn);
+    assert_eq!(
+        (s.v6, s.src.as_str(), s.dst.as_str(), s.dport),
+        (true, public6.to_string().as_str(), HOST6.to_string().as_str(), 21)
+    );
+    let mut synack = tcp6(HOST6, public6, 21, s.sport, 900, 2, TcpKind::SynAck, b"", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut synack), Verdict::Forward(Side::Inside));
+    let b = seen(&synack);
+    assert_eq!(
+        (b.v6, b.src, b.dst, b.sport, b.dport),
+        (true, public6.to_string(), CLIENT6.to_string(), 2121, 41000)
+    );
+    // And an IPv4 inside client hairpins to it the same way.
+    let mut syn4 = tcp4(Ipv4Addr::new(10, 0, 0, 7), PUBLIC, 42000, 2121, 1, 0, TcpKind::Syn, b"", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut syn4), Verdict::Forward(Side::Inside));
+    let s4 = seen(&syn4);
+    assert_eq!((s4.v6, s4.src, s4.dst), (true, public6.to_string(), HOST6.to_string()));
+}
+
+/// The adversary on the WAN: the forward reaches its one host and port, for its protocol, and a
+/// spoofed stand-in address never reaches the LAN (it would make the server talk to itself).
+#[test]
+fn the_forward_reaches_its_target_only() {
+    let mut e = engine_fwd();
+    let now = Instant::ZERO;
+    let alias = e.nat64().unwrap().hosts.alias(HOST6).unwrap();
+    // A source in the stand-in block: the server's own stand-in, or another.
+    for src in [alias, Ipv4Addr::new(240, 0, 0, 2)] {
+        let mut p = tcp4(src, PUBLIC, 50000, 2121, 1, 0, TcpKind::Syn, b"", 60);
+        assert_eq!(e.handle_packet(now, Side::Outside, &mut p), Verdict::Drop(DropReason::Martian));
+    }
+    // The stand-in as a destination from the WAN: never routed to the LAN.
+    let mut p = tcp4(CLIENT4, alias, 50000, 21, 1, 0, TcpKind::Syn, b"", 60);
+    assert!(matches!(e.handle_packet(now, Side::Outside, &mut p), Verdict::Drop(_)));
+    // The TCP forward's port over UDP, and the UDP forward's over TCP: no forward there.
+    let mut u = udp4(CLIENT4, PUBLIC, 40000, 2121, b"x", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut u), Verdict::Drop(DropReason::NoMapping));
+    let mut t = tcp4(CLIENT4, PUBLIC, 40000, 5353, 1, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut t), Verdict::Drop(DropReason::NoMapping));
+    assert_eq!(e.flow_count(), 0);
+    // A forwarded connection: another IPv6 inside host speaking as the server (same ports, the
+    // client's synthesized address) opens a flow of its own, from another public port; it cannot
+    // use the forward's endpoint nor the forwarded connection.
+    let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+    let mut fake = tcp6(OTHER6, client_synth(), 21, 50000, 7000, 101, TcpKind::SynAck, b"", 64);
+    assert_eq!(
+        e.handle_packet(now, Side::Inside, &mut fake),
+        Verdict::Drop(DropReason::NotSyn),
+        "a SYN-ACK answering nothing of its own"
+    );
+    let mut data = tcp6(OTHER6, client_synth(), 21, 50000, 7001, 101, TcpKind::Ack, b"evil", 64);
+    if e.handle_packet(now, Side::Inside, &mut data) == Verdict::Forward(Side::Outside) {
+        let s = seen(&data);
+        assert_ne!(s.sport, 2121, "picked up as its own outbound flow, never from the forward's port");
+    }
+    // Inside hosts outside --inside6 cannot use NAT64 at all.
+    let mut out6 =
+        tcp6("2001:db8:65::10".parse().unwrap(), client_synth(), 21, 50000, 1, 0, TcpKind::Syn, b"", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut out6), Verdict::Drop(DropReason::SpoofedSource));
+}
+
+#[test]
+fn config_refuses_forwards_nat64_cannot_reach() {
+    let mut c = config4();
+    c.forwards.push("tcp:2121=[2001:db8:64::10]:21".parse().unwrap());
+    assert!(c.validate().unwrap_err().contains("--nat64-prefix"), "no NAT64");
+    for (fwd, says) in [
+        ("tcp:2121=[2001:db8:65::10]:21", "--inside6"),
+        ("tcp:2121=[2001:db8:64::1]:21", "--inside6"),
+        ("tcp:2121=[64:ff9b:1::a00:2]:21", "--inside6"),
+    ] {
+        let mut c = config64();
+        c.forwards.push(fwd.parse().unwrap());
+        let e = c.validate().unwrap_err();
+        assert!(e.starts_with("--forward") && e.contains(says), "{fwd}: {e}");
+    }
+    // A /64's forwarded hosts stay within the per-/64 share of stand-ins.
+    let mut c = config64();
+    c.nat64.as_mut().unwrap().max_per_64 = 2;
+    for i in 1..=3u16 {
+        c.forwards.push(format!("tcp:{}=[2001:db8:64::{}]:80", 8000 + i, 0x100 + i).parse().unwrap());
+    }
+    assert!(c.validate().unwrap_err().contains("per-/64"));
+    c.forwards.pop();
+    assert_eq!(c.validate(), Ok(()));
+    // Two forwards of one IPv6 host on two public addresses: paired pooling refuses as for IPv4.
+    let mut c = config_fwd();
+    c.forwards.push("tcp:2121=[2001:db8:64::10]:22".parse().unwrap());
+    assert!(c.validate().unwrap_err().contains("forwarded twice"));
+}
+
+/// SIGHUP: a forward removed gives its stand-in reference back (the host keeps it while a
+/// connection holds it), one added takes one; the rule compares equal whatever stand-in it got.
+#[test]
+fn reload_adds_and_removes_forwards_to_ipv6_hosts() {
+    let mut e = engine_fwd();
+    let now = Instant::ZERO;
+    let alias = e.nat64().unwrap().hosts.alias(HOST6).unwrap();
+    assert_eq!(e.nat64().unwrap().hosts.refs(alias), 2);
+    let mut c = config_fwd();
+    assert!(e.reconfigure(&c).is_empty());
+    assert_eq!(e.nat64().unwrap().hosts.refs(alias), 2, "the same rules: nothing taken twice");
+    c.forwards.clear();
+    assert!(e.reconfigure(&c).is_empty());
+    assert_eq!(e.nat64().unwrap().hosts.alias(HOST6), None, "no forward, no connection: stand-in gone");
+    let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Drop(DropReason::NoMapping));
+    c.forwards.push("tcp:2121=[2001:db8:64::11]:21".parse().unwrap());
+    assert!(e.reconfigure(&c).is_empty());
+    let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+    assert_eq!(seen(&syn).dst, OTHER6.to_string());
+    assert_eq!(e.config().forwards[0].to_string(), "tcp:2121=[2001:db8:64::11]:21");
+}
