@@ -12,7 +12,7 @@ mod nat64_engine_support;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use etherparse::PacketBuilder;
-use ftpnat::{Config, DropReason, Engine, Instant, Side, Verdict};
+use ftpnat::{Config, DropReason, Engine, Instant, RefusalReason, Side, Verdict};
 
 use nat64_engine_support::*;
 
@@ -30,7 +30,7 @@ fn client_synth() -> Ipv6Addr {
 
 fn config_fwd() -> Config {
     let mut c = config64();
-    c.forwards.push("tcp:2121=[2001:db8:64::10]:21".parse().unwrap());
+    c.forwards.push("tcp:2121=[2001:db8:64::10]:80".parse().unwrap());
     c.forwards.push("udp:5353=[2001:db8:64::10]:53".parse().unwrap());
     c.validate().expect("valid");
     c
@@ -50,10 +50,10 @@ fn a_wan_client_reaches_the_ipv6_server_through_a_tcp_forward() {
     assert!(s.v6, "the server is IPv6-only: {s:?}");
     assert_eq!(
         (s.src, s.dst, s.sport, s.dport, s.seq, s.ttl),
-        (client_synth().to_string(), HOST6.to_string(), 50000, 21, 100, 59),
+        (client_synth().to_string(), HOST6.to_string(), 50000, 80, 100, 59),
         "RFC 6146 §3.5: the client at its RFC 6052 address, the forward's inside endpoint"
     );
-    let mut synack = tcp6(HOST6, client_synth(), 21, 50000, 7000, 101, TcpKind::SynAck, b"", 64);
+    let mut synack = tcp6(HOST6, client_synth(), 80, 50000, 7000, 101, TcpKind::SynAck, b"", 64);
     assert_eq!(e.handle_packet(now, Side::Inside, &mut synack), Verdict::Forward(Side::Outside));
     let b = seen(&synack);
     assert!(!b.v6);
@@ -65,7 +65,7 @@ fn a_wan_client_reaches_the_ipv6_server_through_a_tcp_forward() {
     let mut data = tcp4(CLIENT4, PUBLIC, 50000, 2121, 101, 7001, TcpKind::Ack, b"hello", 60);
     assert_eq!(e.handle_packet(now, Side::Outside, &mut data), Verdict::Forward(Side::Inside));
     assert_eq!(seen(&data).payload, b"hello");
-    let mut back = tcp6(HOST6, client_synth(), 21, 50000, 7001, 106, TcpKind::Ack, b"world", 64);
+    let mut back = tcp6(HOST6, client_synth(), 80, 50000, 7001, 106, TcpKind::Ack, b"world", 64);
     assert_eq!(e.handle_packet(now, Side::Inside, &mut back), Verdict::Forward(Side::Outside));
     assert_eq!(seen(&back).payload, b"world");
     assert_eq!(e.flow_count(), 1);
@@ -145,9 +145,9 @@ fn an_ipv6_inside_client_hairpins_to_the_forward() {
     let s = seen(&syn);
     assert_eq!(
         (s.v6, s.src.as_str(), s.dst.as_str(), s.dport),
-        (true, public6.to_string().as_str(), HOST6.to_string().as_str(), 21)
+        (true, public6.to_string().as_str(), HOST6.to_string().as_str(), 80)
     );
-    let mut synack = tcp6(HOST6, public6, 21, s.sport, 900, 2, TcpKind::SynAck, b"", 64);
+    let mut synack = tcp6(HOST6, public6, 80, s.sport, 900, 2, TcpKind::SynAck, b"", 64);
     assert_eq!(e.handle_packet(now, Side::Inside, &mut synack), Verdict::Forward(Side::Inside));
     let b = seen(&synack);
     assert_eq!(
@@ -174,7 +174,7 @@ fn the_forward_reaches_its_target_only() {
         assert_eq!(e.handle_packet(now, Side::Outside, &mut p), Verdict::Drop(DropReason::Martian));
     }
     // The stand-in as a destination from the WAN: never routed to the LAN.
-    let mut p = tcp4(CLIENT4, alias, 50000, 21, 1, 0, TcpKind::Syn, b"", 60);
+    let mut p = tcp4(CLIENT4, alias, 50000, 80, 1, 0, TcpKind::Syn, b"", 60);
     assert!(matches!(e.handle_packet(now, Side::Outside, &mut p), Verdict::Drop(_)));
     // The TCP forward's port over UDP, and the UDP forward's over TCP: no forward there.
     let mut u = udp4(CLIENT4, PUBLIC, 40000, 2121, b"x", 60);
@@ -187,32 +187,32 @@ fn the_forward_reaches_its_target_only() {
     // use the forward's endpoint nor the forwarded connection.
     let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
     assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
-    let mut fake = tcp6(OTHER6, client_synth(), 21, 50000, 7000, 101, TcpKind::SynAck, b"", 64);
+    let mut fake = tcp6(OTHER6, client_synth(), 80, 50000, 7000, 101, TcpKind::SynAck, b"", 64);
     assert_eq!(
         e.handle_packet(now, Side::Inside, &mut fake),
         Verdict::Drop(DropReason::NotSyn),
         "a SYN-ACK answering nothing of its own"
     );
-    let mut data = tcp6(OTHER6, client_synth(), 21, 50000, 7001, 101, TcpKind::Ack, b"evil", 64);
+    let mut data = tcp6(OTHER6, client_synth(), 80, 50000, 7001, 101, TcpKind::Ack, b"evil", 64);
     if e.handle_packet(now, Side::Inside, &mut data) == Verdict::Forward(Side::Outside) {
         let s = seen(&data);
         assert_ne!(s.sport, 2121, "picked up as its own outbound flow, never from the forward's port");
     }
     // Inside hosts outside --inside6 cannot use NAT64 at all.
     let mut out6 =
-        tcp6("2001:db8:65::10".parse().unwrap(), client_synth(), 21, 50000, 1, 0, TcpKind::Syn, b"", 64);
+        tcp6("2001:db8:65::10".parse().unwrap(), client_synth(), 80, 50000, 1, 0, TcpKind::Syn, b"", 64);
     assert_eq!(e.handle_packet(now, Side::Inside, &mut out6), Verdict::Drop(DropReason::SpoofedSource));
 }
 
 #[test]
 fn config_refuses_forwards_nat64_cannot_reach() {
     let mut c = config4();
-    c.forwards.push("tcp:2121=[2001:db8:64::10]:21".parse().unwrap());
+    c.forwards.push("tcp:2121=[2001:db8:64::10]:80".parse().unwrap());
     assert!(c.validate().unwrap_err().contains("--nat64-prefix"), "no NAT64");
     for (fwd, says) in [
-        ("tcp:2121=[2001:db8:65::10]:21", "--inside6"),
-        ("tcp:2121=[2001:db8:64::1]:21", "--inside6"),
-        ("tcp:2121=[64:ff9b:1::a00:2]:21", "--inside6"),
+        ("tcp:2121=[2001:db8:65::10]:80", "--inside6"),
+        ("tcp:2121=[2001:db8:64::1]:80", "--inside6"),
+        ("tcp:2121=[64:ff9b:1::a00:2]:80", "--inside6"),
     ] {
         let mut c = config64();
         c.forwards.push(fwd.parse().unwrap());
@@ -250,10 +250,216 @@ fn reload_adds_and_removes_forwards_to_ipv6_hosts() {
     assert_eq!(e.nat64().unwrap().hosts.alias(HOST6), None, "no forward, no connection: stand-in gone");
     let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
     assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Drop(DropReason::NoMapping));
-    c.forwards.push("tcp:2121=[2001:db8:64::11]:21".parse().unwrap());
+    c.forwards.push("tcp:2121=[2001:db8:64::11]:80".parse().unwrap());
     assert!(e.reconfigure(&c).is_empty());
     let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
     assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
     assert_eq!(seen(&syn).dst, OTHER6.to_string());
-    assert_eq!(e.config().forwards[0].to_string(), "tcp:2121=[2001:db8:64::11]:21");
+    assert_eq!(e.config().forwards[0].to_string(), "tcp:2121=[2001:db8:64::11]:80");
+}
+
+// The FTP ALG for an IPv6 server behind a forward: the mirror of RFC 6384 (see `rfc6384`'s header).
+
+const CPORT: u16 = 50000;
+
+/// A control connection from [`CLIENT4`] to the IPv6 server through `tcp:21=[HOST6]:21`, driven
+/// from both ends; each side's stream must stay contiguous in its own sequence space.
+struct Ctl {
+    e: Engine,
+    cseq: u32,
+    crcv: u32,
+    sseq: u32,
+    srcv: u32,
+}
+
+fn config_ftp() -> Config {
+    let mut c = config64();
+    c.forwards.push("tcp:21=[2001:db8:64::10]:21".parse().unwrap());
+    c.validate().expect("valid");
+    c
+}
+
+impl Ctl {
+    fn open(cfg: Config) -> Ctl {
+        let mut e = Engine::new(cfg);
+        let now = Instant::ZERO;
+        let mut syn = tcp4(CLIENT4, PUBLIC, CPORT, 21, 100, 0, TcpKind::Syn, b"", 60);
+        assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+        let mut sa = tcp6(HOST6, client_synth(), 21, CPORT, 9000, 101, TcpKind::SynAck, b"", 64);
+        assert_eq!(e.handle_packet(now, Side::Inside, &mut sa), Verdict::Forward(Side::Outside));
+        let mut ack = tcp4(CLIENT4, PUBLIC, CPORT, 21, 101, 9001, TcpKind::Ack, b"", 60);
+        assert_eq!(e.handle_packet(now, Side::Outside, &mut ack), Verdict::Forward(Side::Inside));
+        let mut c = Ctl { e, cseq: 101, crcv: 9001, sseq: 9001, srcv: 101 };
+        assert_eq!(c.s2c(&[b"220 IPv6 server ready\r\n"]), b"220 IPv6 server ready\r\n");
+        c
+    }
+
+    fn drain(&mut self, side: Side, out: &mut Vec<Vec<u8>>) {
+        while let Some(t) = self.e.poll_transmit() {
+            assert_eq!(t.side, side, "everything goes one way");
+            out.push(t.packet);
+        }
+    }
+
+    /// The client sends `pieces`; returns the bytes the server received.
+    fn c2s(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut got = Vec::new();
+        for piece in pieces {
+            let mut p = tcp4(CLIENT4, PUBLIC, CPORT, 21, self.cseq, self.crcv, TcpKind::Ack, piece, 60);
+            self.cseq = self.cseq.wrapping_add(piece.len() as u32);
+            let mut pkts = Vec::new();
+            match self.e.handle_packet(Instant::ZERO, Side::Outside, &mut p) {
+                Verdict::Forward(Side::Inside) => pkts.push(p),
+                Verdict::Held => {}
+                v => panic!("{v:?}"),
+            }
+            self.drain(Side::Inside, &mut pkts);
+            for p in pkts {
+                let s = seen(&p);
+                assert!(s.v6 && s.dst == HOST6.to_string() && s.src == client_synth().to_string(), "{s:?}");
+                if !s.payload.is_empty() {
+                    assert_eq!(s.seq, self.srcv, "the server's stream is contiguous");
+                    self.srcv = self.srcv.wrapping_add(s.payload.len() as u32);
+                }
+                got.extend_from_slice(&s.payload);
+            }
+        }
+        got
+    }
+
+    /// The server sends `pieces`; returns the bytes the client received.
+    fn s2c(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut got = Vec::new();
+        for piece in pieces {
+            let mut p = tcp6(HOST6, client_synth(), 21, CPORT, self.sseq, self.srcv, TcpKind::Ack, piece, 64);
+            self.sseq = self.sseq.wrapping_add(piece.len() as u32);
+            let mut pkts = Vec::new();
+            match self.e.handle_packet(Instant::ZERO, Side::Inside, &mut p) {
+                Verdict::Forward(Side::Outside) => pkts.push(p),
+                Verdict::Held => {}
+                v => panic!("{v:?}"),
+            }
+            self.drain(Side::Outside, &mut pkts);
+            for p in pkts {
+                let s = seen(&p);
+                assert!(
+                    !s.v6 && s.src == PUBLIC.to_string() && s.sport == 21 && s.dst == CLIENT4.to_string()
+                );
+                if !s.payload.is_empty() {
+                    assert_eq!(s.seq, self.crcv, "the client's stream is contiguous");
+                    self.crcv = self.crcv.wrapping_add(s.payload.len() as u32);
+                }
+                got.extend_from_slice(&s.payload);
+            }
+        }
+        got
+    }
+
+    fn exchange(&mut self, cmd: &str, reply: &str) -> (String, String) {
+        let s = self.c2s(&[cmd.as_bytes()]);
+        let c = self.s2c(&[reply.as_bytes()]);
+        (String::from_utf8(s).unwrap(), String::from_utf8(c).unwrap())
+    }
+}
+
+fn port_of_227(l: &str) -> (String, u16) {
+    let inner = &l[l.find('(').unwrap() + 1..l.find(')').unwrap()];
+    let n: Vec<u16> = inner.split(',').map(|x| x.parse().unwrap()).collect();
+    (format!("{}.{}.{}.{}", n[0], n[1], n[2], n[3]), n[4] * 256 + n[5])
+}
+
+#[test]
+fn pasv_becomes_epsv_and_the_229_a_227_naming_the_public_address() {
+    let mut c = Ctl::open(config_ftp());
+    // Split across segments: the line is rebuilt whole.
+    let s = c.c2s(&[b"PA", b"SV\r\n"]);
+    assert_eq!(s, b"EPSV\r\n", "the IPv6 server gets EPSV");
+    let got =
+        String::from_utf8(c.s2c(&[b"229 Entering Extended ", b"Passive Mode (|||31000|)\r\n"])).unwrap();
+    assert!(got.starts_with("227 Entering Passive Mode ("), "{got}");
+    let (addr, port) = port_of_227(&got);
+    assert_eq!(addr, PUBLIC.to_string());
+    // The client's data connection to the public port reaches the server's data port over IPv6.
+    let now = Instant::ZERO;
+    let mut syn = tcp4(CLIENT4, PUBLIC, 50001, port, 1, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(c.e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+    let d = seen(&syn);
+    assert_eq!((d.v6, d.src, d.dst, d.dport), (true, client_synth().to_string(), HOST6.to_string(), 31000));
+    let mut sa = tcp6(HOST6, client_synth(), 31000, 50001, 5, 2, TcpKind::SynAck, b"", 64);
+    assert_eq!(c.e.handle_packet(now, Side::Inside, &mut sa), Verdict::Forward(Side::Outside));
+    assert_eq!(seen(&sa).sport, port);
+    let m = c.e.metrics();
+    assert_eq!((m.alg_nat64_epsv, m.alg_nat64_227), (1, 1));
+}
+
+#[test]
+fn the_pinhole_of_a_translated_229_is_the_clients_only() {
+    let mut c = Ctl::open(config_ftp());
+    c.exchange("PASV\r\n", "229 Entering Extended Passive Mode (|||31000|)\r\n");
+    let (_, got) = c.exchange("PASV\r\n", "229 Entering Extended Passive Mode (|||31001|)\r\n");
+    let (_, port) = port_of_227(&got);
+    let mut thief = tcp4(Ipv4Addr::new(203, 0, 113, 66), PUBLIC, 40000, port, 1, 0, TcpKind::Syn, b"", 60);
+    assert!(matches!(c.e.handle_packet(Instant::ZERO, Side::Outside, &mut thief), Verdict::Drop(_)));
+    // A 229 nobody asked for is left as sent (and opens nothing).
+    let got = String::from_utf8(c.s2c(&[b"229 Entering Extended Passive Mode (|||31002|)\r\n"])).unwrap();
+    assert_eq!(got, "229 Entering Extended Passive Mode (|||31002|)\r\n");
+}
+
+#[test]
+fn port_and_eprt1_become_eprt2_naming_the_clients_synthesized_address() {
+    let mut c = Ctl::open(config_ftp());
+    let (s, r) = c.exchange("PORT 203,0,113,9,195,81\r\n", "200 EPRT command successful.\r\n");
+    assert_eq!(s, format!("EPRT |2|{}|50001|\r\n", client_synth()));
+    assert_eq!(r, "200 EPRT command successful.\r\n");
+    let (s, _) = c.exchange("EPRT |1|203.0.113.9|50002|\r\n", "200 ok\r\n");
+    assert_eq!(s, format!("EPRT |2|{}|50002|\r\n", client_synth()));
+    // The server's active data connection leaves as IPv4 from the public address.
+    let now = Instant::ZERO;
+    let mut syn = tcp6(HOST6, client_synth(), 20, 50001, 1, 0, TcpKind::Syn, b"", 64);
+    assert_eq!(c.e.handle_packet(now, Side::Inside, &mut syn), Verdict::Forward(Side::Outside));
+    let d = seen(&syn);
+    assert_eq!((d.v6, d.src, d.dst, d.dport), (false, PUBLIC.to_string(), CLIENT4.to_string(), 50001));
+    assert_eq!(c.e.metrics().alg_nat64_eprt, 2);
+    // EPSV 1 (the client's family) is sent as EPSV; a plain EPSV's 229 is the IPv4 ALG's.
+    let (s, r) = c.exchange("EPSV 1\r\n", "229 Entering Extended Passive Mode (|||31005|)\r\n");
+    assert_eq!(s, "EPSV\r\n");
+    assert!(r.starts_with("229 Entering Extended Passive Mode (|||"), "{r}");
+}
+
+/// The adversary is the IPv4 client: a PORT naming another host (RFC 2577's bounce), a low port, an
+/// EPRT |2| it cannot own, a malformed one: none reaches the server; the gateway answers 501 in place
+/// of the server's reply to the NOOP it sent (RFC 6384 §12's substitution).
+#[test]
+fn bounce_and_bad_ports_never_reach_the_ipv6_server() {
+    let mut c = Ctl::open(config_ftp());
+    for (cmd, reason) in [
+        ("PORT 203,0,113,66,195,81\r\n", RefusalReason::ThirdHost),
+        ("EPRT |1|10.0.0.5|50000|\r\n", RefusalReason::ThirdHost),
+        ("PORT 203,0,113,9,0,25\r\n", RefusalReason::LowPort),
+        ("EPRT |2|2001:db8:64::10|50000|\r\n", RefusalReason::WrongFamily),
+        ("PORT 203,0,113,9\r\n", RefusalReason::Malformed),
+    ] {
+        let before = c.e.metrics().refused_of(reason);
+        let (s, r) = c.exchange(cmd, "200 NOOP ok.\r\n");
+        assert_eq!(s, "NOOP\r\n", "{cmd}");
+        assert!(r.starts_with("501 "), "{cmd}: {r}");
+        assert_eq!(c.e.metrics().refused_of(reason), before + 1, "{cmd}");
+    }
+    // The session goes on: a good PORT afterwards is translated.
+    let (s, _) = c.exchange("PORT 203,0,113,9,195,81\r\n", "200 ok\r\n");
+    assert!(s.starts_with("EPRT |2|"), "{s}");
+}
+
+/// Without the ALG the IPv6 server gets PASV and PORT as sent (and an IPv6-only server refuses them):
+/// the rows above are the ALG's doing.
+#[test]
+fn without_the_alg_pasv_and_port_pass_as_sent() {
+    let mut cfg = config_ftp();
+    cfg.ftp.enabled = false;
+    let mut c = Ctl::open(cfg);
+    let (s, r) = c.exchange("PASV\r\n", "425 You cannot use PASV on IPv6 connections. Use EPSV instead.\r\n");
+    assert_eq!(s, "PASV\r\n");
+    assert!(r.starts_with("425"));
+    let (s, _) = c.exchange("PORT 203,0,113,9,195,81\r\n", "425 no\r\n");
+    assert_eq!(s, "PORT 203,0,113,9,195,81\r\n");
 }

@@ -934,10 +934,8 @@ impl Engine {
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&fwd.inside_port)
                 {
-                    c.ftp = Some(Box::new(
-                        FtpSession::new(false, key.dst.addr, fwd.inside_addr, self.config.ftp.max_line)
-                            .picked_up(),
-                    ));
+                    let s = FtpSession::new(false, key.dst.addr, fwd.inside_addr, self.config.ftp.max_line);
+                    c.ftp = Some(Box::new(self.nat64_ftp_server(s, &fwd, key.dst.addr).picked_up()));
                 }
                 return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
             }
@@ -1000,6 +998,7 @@ impl Engine {
                     && self.config.ftp.ports.contains(&fwd.inside_port)
                 {
                     let s = FtpSession::new(false, key.src.addr, fwd.inside_addr, self.config.ftp.max_line);
+                    let s = self.nat64_ftp_server(s, &fwd, key.src.addr);
                     c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
                 c

@@ -265,6 +265,20 @@ impl Engine {
         }
     }
 
+    /// An FTP control connection from the IPv4 `client` through `fwd`: a NAT64 one with an IPv6 server
+    /// when the forward reaches an IPv6 host (the mirror of RFC 6384, `rfc6384`'s header).
+    pub(super) fn nat64_ftp_server(
+        &self,
+        s: FtpSession,
+        fwd: &crate::config::Forward,
+        client: Ipv4Addr,
+    ) -> FtpSession {
+        match (self.nat64.as_ref(), fwd.inside6) {
+            (Some(n), Some(server6)) => s.nat64_server(n.cfg.prefix.embed(client), server6),
+            _ => s,
+        }
+    }
+
     /// The `nat64_flow` event of a new connection whose inside host is an IPv6 host.
     pub(super) fn nat64_event(&mut self, id: crate::flow::ConnId) {
         let (Some(n), Some(c)) = (self.nat64.as_ref(), self.table.get(id)) else { return };
