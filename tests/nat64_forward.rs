@@ -463,3 +463,16 @@ fn without_the_alg_pasv_and_port_pass_as_sent() {
     let (s, _) = c.exchange("PORT 203,0,113,9,195,81\r\n", "425 no\r\n");
     assert_eq!(s, "PORT 203,0,113,9,195,81\r\n");
 }
+
+/// A reload cannot start NAT64: a forward to an IPv6 host added to a gateway running without it is
+/// refused, saying so, never forwarded to an unresolved host.
+#[test]
+fn reload_refuses_an_ipv6_forward_without_running_nat64() {
+    let mut e = Engine::new(config4());
+    let refused = e.reconfigure(&config_fwd());
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0].starts_with("--forward") && refused[0].contains("NAT64"), "{refused:?}");
+    assert!(e.config().forwards.is_empty());
+    let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Outside, &mut syn), Verdict::Drop(DropReason::NoMapping));
+}

@@ -154,9 +154,15 @@ impl Engine {
         // time unless configured.
         let mut nat = Nat::with_setup(&config.nat_setup());
         let mut nat64 = config.nat64.clone().map(crate::nat64::Nat64State::new);
-        for f in &mut config.forwards {
-            Self::nat64_resolve(nat64.as_mut(), &mut nat, f);
-        }
+        // Forwards to IPv6 hosts take their stand-ins; `Config::validate` made sure they can (a
+        // config that did not pass it loses the forward, logged, rather than forwarding to 0.0.0.0).
+        config.forwards.retain_mut(|f| match Self::nat64_resolve(nat64.as_mut(), &mut nat, f) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(target: "ftpnat::nat64", "{e}");
+                false
+            }
+        });
         for f in &config.forwards {
             let at = config.forward_addr(f);
             let _ = nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
@@ -288,8 +294,13 @@ impl Engine {
             match self.nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port)) {
                 Ok(()) => {
                     let mut f = *f;
-                    Self::nat64_resolve(self.nat64.as_mut(), &mut self.nat, &mut f);
-                    cfg.forwards.push(f)
+                    match Self::nat64_resolve(self.nat64.as_mut(), &mut self.nat, &mut f) {
+                        Ok(()) => cfg.forwards.push(f),
+                        Err(e) => {
+                            self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
+                            refused.push(e);
+                        }
+                    }
                 }
                 // A live mapping holds the port: reserving it now would hand it out twice later.
                 Err(nat::ReserveError::InUse) => {

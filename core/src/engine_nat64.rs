@@ -4,13 +4,16 @@
 //! under the prefix, hop limit, the per-/64 share of stand-in addresses), the gateway's own ICMPv6
 //! (time exceeded, parameter problem, echo replies from its IPv6 address), translating to the IPv4
 //! stand-in form that the IPv4 path handles like any inside packet, translating packets for a
-//! stand-in back to IPv6, and the stand-ins' references held by connections. Must not: translate
-//! headers itself (`xlat`), decide mappings, filtering, timeouts or the ALG (the IPv4 path does,
-//! unchanged: "same behaviour as IPv4 NAT" holds by construction, see `nat64`'s header).
+//! stand-in back to IPv6, the stand-ins' references held by connections and by forwards to IPv6
+//! hosts (RFC 6146 §3.5), and which FTP control connections are NAT64 ones (an IPv6 client, or an
+//! IPv6 server behind a forward). Must not: translate headers itself (`xlat`), decide mappings,
+//! filtering, timeouts or the ALG (the IPv4 path does, unchanged: "same behaviour as IPv4 NAT" holds
+//! by construction, see `nat64`'s header).
 //!
 //! A child module of `engine` so that the engine keeps one place per decision; the engine calls
 //! [`Engine::nat64_in`] from `handle_packet` for an IPv6 LAN packet, [`Engine::nat64_out`] on every
-//! packet leaving towards the LAN, and [`Engine::nat64_hold`] when a connection comes and goes.
+//! packet leaving towards the LAN, [`Engine::nat64_hold`] when a connection comes and goes, and
+//! [`Engine::nat64_resolve`] / [`Engine::nat64_unresolve`] when a forward comes and goes.
 
 use std::net::Ipv4Addr;
 
@@ -215,25 +218,26 @@ impl Engine {
 
     /// A forward to an IPv6 host (RFC 6146 §3.5, a static BIB entry): the host gets its stand-in and
     /// keeps it while the forward lasts (one reference per forward), so the forward is an IPv4 forward
-    /// to the stand-in from then on. Called before the engine exists (hence no `self`); the stand-in
-    /// cannot be refused there: `Config::validate` bounded the forwarded hosts per /64, and the block
-    /// is empty at start. On a reload a refusal (the /64's share taken by live hosts) leaves the
-    /// forward unresolved: it reaches nobody until the next reload, logged.
+    /// to the stand-in from then on. Called before the engine exists (hence no `self`). Refused (the
+    /// line says why, naming the forward) when NAT64 is not running (a reload cannot start it) or the
+    /// host's /64 has no stand-in left; `Config::validate` rules both out at start.
     pub(super) fn nat64_resolve(
         n: Option<&mut crate::nat64::Nat64State>,
         nat: &mut crate::nat::Nat,
         f: &mut crate::config::Forward,
-    ) {
-        let (Some(n), Some(host)) = (n, f.inside6) else { return };
+    ) -> Result<(), String> {
+        let Some(host) = f.inside6 else { return Ok(()) };
+        let Some(n) = n else {
+            return Err(format!("--forward {f}: an IPv6 inside host needs NAT64 running (a restart with --nat64-prefix); not added"));
+        };
         match n.hosts.alias_or_assign(host) {
             Ok(alias) => {
                 n.hosts.retain(alias);
                 nat.log_mut().name_host6(alias, host);
                 f.inside_addr = alias;
+                Ok(())
             }
-            Err(e) => {
-                tracing::warn!(target: "ftpnat::nat64", forward = %f, reason = ?e, "no stand-in address for the forward's IPv6 host");
-            }
+            Err(e) => Err(format!("--forward {f}: no NAT64 stand-in address for {host} ({e:?}); not added")),
         }
     }
 

@@ -93,7 +93,8 @@ struct State {
     greeted: bool,
     /// A line showed this is not FTP: both streams go opaque for good.
     not_ftp_now: bool,
-    /// A NAT64 control connection: an IPv6 client (behind its stand-in) and an IPv4 server.
+    /// A NAT64 control connection: an IPv6 client (behind its stand-in) and an IPv4 server, or an
+    /// IPv4 client and an IPv6 server (behind its stand-in) reached through a forward.
     nat64: Option<Nat64Ftp>,
 }
 
