@@ -6,6 +6,8 @@
 //!
 //! Owns: these scenarios. Must not: reach into the engine's internals beyond its public API.
 
+#[path = "nat64_support/ctl.rs"]
+mod nat64_ctl;
 #[path = "nat64_support/engine.rs"]
 mod nat64_engine_support;
 
@@ -14,6 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use etherparse::PacketBuilder;
 use ftpnat::{Config, DropReason, Engine, Instant, RefusalReason, Side, Verdict};
 
+use nat64_ctl::{Ctl, End};
 use nat64_engine_support::*;
 
 /// The IPv6-only server the forwards reach.
@@ -262,16 +265,6 @@ fn reload_adds_and_removes_forwards_to_ipv6_hosts() {
 
 const CPORT: u16 = 50000;
 
-/// A control connection from [`CLIENT4`] to the IPv6 server through `tcp:21=[HOST6]:21`, driven
-/// from both ends; each side's stream must stay contiguous in its own sequence space.
-struct Ctl {
-    e: Engine,
-    cseq: u32,
-    crcv: u32,
-    sseq: u32,
-    srcv: u32,
-}
-
 fn config_ftp() -> Config {
     let mut c = config64();
     c.forwards.push("tcp:21=[2001:db8:64::10]:21".parse().unwrap());
@@ -279,87 +272,39 @@ fn config_ftp() -> Config {
     c
 }
 
-impl Ctl {
-    fn open(cfg: Config) -> Ctl {
-        let mut e = Engine::new(cfg);
-        let now = Instant::ZERO;
-        let mut syn = tcp4(CLIENT4, PUBLIC, CPORT, 21, 100, 0, TcpKind::Syn, b"", 60);
-        assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
-        let mut sa = tcp6(HOST6, client_synth(), 21, CPORT, 9000, 101, TcpKind::SynAck, b"", 64);
-        assert_eq!(e.handle_packet(now, Side::Inside, &mut sa), Verdict::Forward(Side::Outside));
-        let mut ack = tcp4(CLIENT4, PUBLIC, CPORT, 21, 101, 9001, TcpKind::Ack, b"", 60);
-        assert_eq!(e.handle_packet(now, Side::Outside, &mut ack), Verdict::Forward(Side::Inside));
-        let mut c = Ctl { e, cseq: 101, crcv: 9001, sseq: 9001, srcv: 101 };
-        assert_eq!(c.s2c(&[b"220 IPv6 server ready\r\n"]), b"220 IPv6 server ready\r\n");
-        c
-    }
-
-    fn drain(&mut self, side: Side, out: &mut Vec<Vec<u8>>) {
-        while let Some(t) = self.e.poll_transmit() {
-            assert_eq!(t.side, side, "everything goes one way");
-            out.push(t.packet);
-        }
-    }
-
-    /// The client sends `pieces`; returns the bytes the server received.
-    fn c2s(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
-        let mut got = Vec::new();
-        for piece in pieces {
-            let mut p = tcp4(CLIENT4, PUBLIC, CPORT, 21, self.cseq, self.crcv, TcpKind::Ack, piece, 60);
-            self.cseq = self.cseq.wrapping_add(piece.len() as u32);
-            let mut pkts = Vec::new();
-            match self.e.handle_packet(Instant::ZERO, Side::Outside, &mut p) {
-                Verdict::Forward(Side::Inside) => pkts.push(p),
-                Verdict::Held => {}
-                v => panic!("{v:?}"),
-            }
-            self.drain(Side::Inside, &mut pkts);
-            for p in pkts {
-                let s = seen(&p);
-                assert!(s.v6 && s.dst == HOST6.to_string() && s.src == client_synth().to_string(), "{s:?}");
-                if !s.payload.is_empty() {
-                    assert_eq!(s.seq, self.srcv, "the server's stream is contiguous");
-                    self.srcv = self.srcv.wrapping_add(s.payload.len() as u32);
-                }
-                got.extend_from_slice(&s.payload);
-            }
-        }
-        got
-    }
-
-    /// The server sends `pieces`; returns the bytes the client received.
-    fn s2c(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
-        let mut got = Vec::new();
-        for piece in pieces {
-            let mut p = tcp6(HOST6, client_synth(), 21, CPORT, self.sseq, self.srcv, TcpKind::Ack, piece, 64);
-            self.sseq = self.sseq.wrapping_add(piece.len() as u32);
-            let mut pkts = Vec::new();
-            match self.e.handle_packet(Instant::ZERO, Side::Inside, &mut p) {
-                Verdict::Forward(Side::Outside) => pkts.push(p),
-                Verdict::Held => {}
-                v => panic!("{v:?}"),
-            }
-            self.drain(Side::Outside, &mut pkts);
-            for p in pkts {
-                let s = seen(&p);
-                assert!(
-                    !s.v6 && s.src == PUBLIC.to_string() && s.sport == 21 && s.dst == CLIENT4.to_string()
-                );
-                if !s.payload.is_empty() {
-                    assert_eq!(s.seq, self.crcv, "the client's stream is contiguous");
-                    self.crcv = self.crcv.wrapping_add(s.payload.len() as u32);
-                }
-                got.extend_from_slice(&s.payload);
-            }
-        }
-        got
-    }
-
-    fn exchange(&mut self, cmd: &str, reply: &str) -> (String, String) {
-        let s = self.c2s(&[cmd.as_bytes()]);
-        let c = self.s2c(&[reply.as_bytes()]);
-        (String::from_utf8(s).unwrap(), String::from_utf8(c).unwrap())
-    }
+/// A control connection from [`CLIENT4`] to the IPv6 server through `tcp:21=[HOST6]:21`, driven
+/// from both ends.
+fn open(cfg: Config) -> Ctl {
+    let mut e = Engine::new(cfg);
+    let now = Instant::ZERO;
+    let mut syn = tcp4(CLIENT4, PUBLIC, CPORT, 21, 100, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+    let mut sa = tcp6(HOST6, client_synth(), 21, CPORT, 9000, 101, TcpKind::SynAck, b"", 64);
+    assert_eq!(e.handle_packet(now, Side::Inside, &mut sa), Verdict::Forward(Side::Outside));
+    let mut ack = tcp4(CLIENT4, PUBLIC, CPORT, 21, 101, 9001, TcpKind::Ack, b"", 60);
+    assert_eq!(e.handle_packet(now, Side::Outside, &mut ack), Verdict::Forward(Side::Inside));
+    let client = End {
+        side: Side::Outside,
+        build: Box::new(|seq, ack, data| tcp4(CLIENT4, PUBLIC, CPORT, 21, seq, ack, TcpKind::Ack, data, 60)),
+        check: Box::new(|s| {
+            assert!(
+                !s.v6 && s.src == PUBLIC.to_string() && s.sport == 21 && s.dst == CLIENT4.to_string(),
+                "{s:?}"
+            )
+        }),
+    };
+    let server = End {
+        side: Side::Inside,
+        build: Box::new(|seq, ack, data| {
+            tcp6(HOST6, client_synth(), 21, CPORT, seq, ack, TcpKind::Ack, data, 64)
+        }),
+        check: Box::new(|s| {
+            assert!(s.v6 && s.dst == HOST6.to_string() && s.src == client_synth().to_string(), "{s:?}")
+        }),
+    };
+    let mut c = Ctl { e, client, server, cseq: 101, crcv: 9001, sseq: 9001, srcv: 101 };
+    assert_eq!(c.s2c(&[b"220 IPv6 server ready\r\n"]), b"220 IPv6 server ready\r\n");
+    c
 }
 
 fn port_of_227(l: &str) -> (String, u16) {
@@ -370,7 +315,7 @@ fn port_of_227(l: &str) -> (String, u16) {
 
 #[test]
 fn pasv_becomes_epsv_and_the_229_a_227_naming_the_public_address() {
-    let mut c = Ctl::open(config_ftp());
+    let mut c = open(config_ftp());
     // Split across segments: the line is rebuilt whole.
     let s = c.c2s(&[b"PA", b"SV\r\n"]);
     assert_eq!(s, b"EPSV\r\n", "the IPv6 server gets EPSV");
@@ -394,7 +339,7 @@ fn pasv_becomes_epsv_and_the_229_a_227_naming_the_public_address() {
 
 #[test]
 fn the_pinhole_of_a_translated_229_is_the_clients_only() {
-    let mut c = Ctl::open(config_ftp());
+    let mut c = open(config_ftp());
     c.exchange("PASV\r\n", "229 Entering Extended Passive Mode (|||31000|)\r\n");
     let (_, got) = c.exchange("PASV\r\n", "229 Entering Extended Passive Mode (|||31001|)\r\n");
     let (_, port) = port_of_227(&got);
@@ -407,7 +352,7 @@ fn the_pinhole_of_a_translated_229_is_the_clients_only() {
 
 #[test]
 fn port_and_eprt1_become_eprt2_naming_the_clients_synthesized_address() {
-    let mut c = Ctl::open(config_ftp());
+    let mut c = open(config_ftp());
     let (s, r) = c.exchange("PORT 203,0,113,9,195,81\r\n", "200 EPRT command successful.\r\n");
     assert_eq!(s, format!("EPRT |2|{}|50001|\r\n", client_synth()));
     assert_eq!(r, "200 EPRT command successful.\r\n");
@@ -431,7 +376,7 @@ fn port_and_eprt1_become_eprt2_naming_the_clients_synthesized_address() {
 /// of the server's reply to the NOOP it sent (RFC 6384 §12's substitution).
 #[test]
 fn bounce_and_bad_ports_never_reach_the_ipv6_server() {
-    let mut c = Ctl::open(config_ftp());
+    let mut c = open(config_ftp());
     for (cmd, reason) in [
         ("PORT 203,0,113,66,195,81\r\n", RefusalReason::ThirdHost),
         ("EPRT |1|10.0.0.5|50000|\r\n", RefusalReason::ThirdHost),
@@ -456,7 +401,7 @@ fn bounce_and_bad_ports_never_reach_the_ipv6_server() {
 fn without_the_alg_pasv_and_port_pass_as_sent() {
     let mut cfg = config_ftp();
     cfg.ftp.enabled = false;
-    let mut c = Ctl::open(cfg);
+    let mut c = open(cfg);
     let (s, r) = c.exchange("PASV\r\n", "425 You cannot use PASV on IPv6 connections. Use EPSV instead.\r\n");
     assert_eq!(s, "PASV\r\n");
     assert!(r.starts_with("425"));
