@@ -488,3 +488,24 @@ fn without_the_alg_pasv_to_an_ipv6_server_fails() {
     let plog = ftp.log();
     assert!(plog.contains("received PASV") && plog.contains("received PORT"), "{plog}");
 }
+
+/// A UDP forward to the IPv6-only lan host: the IPv4 wan host's datagram reaches it from the wan
+/// host's RFC 6052 address, and the answer comes back from the public address.
+#[test]
+fn a_udp_forward_reaches_an_ipv6_only_host() {
+    let fwd = format!("udp:5353=[{LAN_HOST6}]:5000");
+    let Some(mut t) = nat64_support::up("a_udp_forward_reaches_an_ipv6_only_host", &[&fwd], &[], &[]) else {
+        return;
+    };
+    let peer = peer_py();
+    t.serve_lan("udp", 5000, &["python3", &peer, "udp-server", "5000", "--bind", LAN_HOST6]);
+    let out = t
+        .wan(Duration::from_secs(15), &["python3", &peer, "udp-client", PUBLIC_IP, "5353", "--timeout", "2"]);
+    let answer = text(&out.stdout);
+    assert!(out.status.success(), "no UDP answer through the forward: {answer}");
+    // Python writes the address in RFC 5952's form.
+    let synth: std::net::Ipv6Addr = wan_host6().parse().unwrap();
+    assert!(answer.starts_with(&format!("peer {synth}:")), "the IPv6 server saw {answer}, not {synth}");
+    let s = t.stop_cleanly();
+    assert!(s.counter("nat64.to_v4") >= 1 && s.counter("nat64.to_v6") >= 1, "{}", s.summary);
+}
