@@ -11,12 +11,15 @@ use ftpnat::{Engine, Instant, Side, Verdict};
 
 use crate::nat64_engine_support::{seen, Seen};
 
+/// Builds one data segment of an end from (seq, ack, payload).
+pub type Build = Box<dyn Fn(u32, u32, &[u8]) -> Vec<u8>>;
+
 /// One end of the connection.
 pub struct End {
     /// Where it sits.
     pub side: Side,
     /// Builds one of its data segments from (seq, ack, payload).
-    pub build: Box<dyn Fn(u32, u32, &[u8]) -> Vec<u8>>,
+    pub build: Build,
     /// Checks a packet that reached it (family, addresses, ports).
     pub check: Box<dyn Fn(&Seen)>,
 }
