@@ -446,3 +446,22 @@ fn a_pipelined_port_is_rebuilt_byte_exact_when_retransmitted() {
     assert_eq!(seen(&ack).ack, c.cseq, "the ack in the client's space");
     assert_eq!(c.e.metrics().alg_nat64_eprt, 1, "the retransmission is not a second translation");
 }
+
+/// `ftpnat events`: a forwarded connection to an IPv6 host is followed by `nat64_flow` naming the
+/// server's IPv6 endpoint and the client as the server sees it.
+#[test]
+fn events_name_the_ipv6_server_of_a_forwarded_flow() {
+    let mut e = engine_fwd();
+    e.set_events(true);
+    let mut syn = tcp4(CLIENT4, PUBLIC, 50000, 2121, 100, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+    let events: Vec<ftpnat::events::Event> = std::iter::from_fn(|| e.poll_event()).collect();
+    let n64 = events.iter().find(|k| k.kind() == "nat64_flow").expect("a nat64_flow event");
+    match n64 {
+        ftpnat::events::Event::Nat64Flow { inside6, remote6, .. } => {
+            assert_eq!((*inside6.ip(), inside6.port()), (HOST6, 80));
+            assert_eq!((*remote6.ip(), remote6.port()), (client_synth(), 50000));
+        }
+        other => panic!("{other:?}"),
+    }
+}
