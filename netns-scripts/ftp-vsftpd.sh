@@ -5,7 +5,7 @@
 #   ftp-vsftpd.sh DIR ADDR PORT PASV_MIN PASV_MAX [TLS]
 #
 # Serves DIR/root to anonymous users (any password), who may download every world-readable file and
-# upload into DIR/root/upload/. Listens on ADDR:PORT only; passive data ports PASV_MIN..PASV_MAX.
+# upload into DIR/root/upload/. Listens on ADDR:PORT only (ADDR IPv4 or IPv6); passive data ports PASV_MIN..PASV_MAX.
 # vsftpd's defaults `port_promiscuous=NO`/`pasv_promiscuous=NO` are spelt out: a PORT/EPRT naming an
 # address other than the control connection's peer is refused, and a passive data connection from
 # another address is refused. That is the strict check a NAT's FTP ALG must pass. With TLS set to
@@ -28,11 +28,16 @@ chmod 555 "$dir/empty"
 chown ftp:ftp "$dir/root/upload"
 chmod 755 "$dir/root/upload"
 
+# An IPv6 ADDR (an IPv6-only server behind a NAT64 forward) listens on IPv6 only.
+if [[ "$addr" == *:* ]]; then
+    listen="listen=NO"$'\n'"listen_ipv6=YES"$'\n'"listen_address6=$addr"
+else
+    listen="listen=YES"$'\n'"listen_ipv6=NO"$'\n'"listen_address=$addr"
+fi
+
 conf="$dir/vsftpd.conf"
 cat >"$conf" <<CONF
-listen=YES
-listen_ipv6=NO
-listen_address=$addr
+$listen
 listen_port=$port
 background=NO
 anonymous_enable=YES

@@ -101,13 +101,15 @@ def tcp_send(a):
 
 
 def udp_server(a):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # An IPv6 --bind (a NAT64 forward's IPv6-only server) gets an IPv6 socket.
+    s = socket.socket(socket.AF_INET6 if ":" in a.bind else socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((a.bind, a.port))
     print("ready", flush=True)
     while True:
-        data, (ip, port) = s.recvfrom(65535)
+        data, addr = s.recvfrom(65535)
+        ip, port = addr[0], addr[1]
         print(f"datagram {ip}:{port} {len(data)} bytes", flush=True)
-        s.sendto(f"peer {ip}:{port}".encode(), (ip, port))
+        s.sendto(f"peer {ip}:{port}".encode(), addr)
 
 
 def udp_client(a):

@@ -131,7 +131,8 @@ struct RunArgs {
     #[serde(deserialize_with = "config_file::de_addrs")]
     public_ip: Vec<Ipv4Addr>,
     /// Static port forward PROTO:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21, on
-    /// the first --public-ip unless it names a pool address (repeatable).
+    /// the first --public-ip unless it names a pool address (repeatable). With --nat64-prefix the inside
+    /// host may be an --inside6 IPv6 host, bracketed: tcp:2121=[2001:db8::10]:21.
     #[arg(long, value_name = "SPEC", value_parser = |s: &str| s.parse::<Forward>())]
     #[serde(deserialize_with = "config_file::de_forwards")]
     forward: Vec<Forward>,
@@ -1130,6 +1131,31 @@ mod tests {
             (&["--public-ip", "10.0.0.9"][..], "--public-ip"),
             (&["--forward", "tcp:21=172.16.0.1:21"][..], "--forward"),
             (&["--forward", "tcp:21"][..], "--forward"),
+            // NAT64 forwards (issue 14): an IPv6 host needs NAT64, inside an --inside6 prefix.
+            (&["--forward", "tcp:21=[2001:db8::10]:21"][..], "--forward"),
+            (&["--forward", "tcp:21=2001:db8::10:21"][..], "--forward"),
+            (
+                &[
+                    "--nat64-prefix",
+                    "64:ff9b:1::/96",
+                    "--inside6",
+                    "2001:db8::/64",
+                    "--forward",
+                    "tcp:21=[2001:db8:1::10]:21",
+                ][..],
+                "--forward",
+            ),
+            (
+                &[
+                    "--nat64-prefix",
+                    "64:ff9b:1::/96",
+                    "--inside6",
+                    "2001:db8::/64",
+                    "--forward",
+                    "tcp:21=[2001:db8::1]:21",
+                ][..],
+                "--forward",
+            ),
             (&["--port-range", "9-1"][..], "--port-range"),
             (&["--udp-timeout", "soon"][..], "--udp-timeout"),
             // A negative number is a value of the flag, not another flag.

@@ -2,115 +2,54 @@
 //! one test per rule, the bytes each side receives checked (etherparse parses every packet, with its
 //! checksums, and each side's stream must stay contiguous in its own sequence space).
 //!
-//! Owns: these scenarios and the small two-sided TCP driver [`Ctl`]. Must not: reach into the
+//! Owns: these scenarios (the two-sided driver is `nat64_support/ctl.rs`). Must not: reach into the
 //! engine's internals beyond its public API.
 
+#[path = "nat64_support/ctl.rs"]
+mod nat64_ctl;
 #[path = "nat64_support/engine.rs"]
 mod nat64_engine_support;
 
 use ftpnat::{Config, Engine, Instant, RefusalReason, Side, Verdict};
 
+use nat64_ctl::{Ctl, End};
 use nat64_engine_support::*;
 
 const CPORT: u16 = 50000;
 
 /// A control connection from [`CLIENT6`] to the server through the engine, driven from both ends.
-struct Ctl {
-    e: Engine,
-    /// The client's next sequence number and what it has received of the server (its own space).
-    cseq: u32,
-    crcv: u32,
-    /// The server's next sequence number and what it has received of the client (its space).
-    sseq: u32,
-    srcv: u32,
-    /// The public port of the connection.
-    public: u16,
-}
-
-impl Ctl {
-    fn open(cfg: Config) -> Ctl {
-        let mut e = Engine::new(cfg);
-        let mut syn = tcp6(CLIENT6, server6(), CPORT, 21, 100, 0, TcpKind::Syn, b"", 64);
-        assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut syn), Verdict::Forward(Side::Outside));
-        let public = seen(&syn).sport;
-        let mut sa = tcp4(SERVER4, PUBLIC, 21, public, 9000, 101, TcpKind::SynAck, b"", 60);
-        assert_eq!(e.handle_packet(Instant::ZERO, Side::Outside, &mut sa), Verdict::Forward(Side::Inside));
-        let mut ack = tcp6(CLIENT6, server6(), CPORT, 21, 101, 9001, TcpKind::Ack, b"", 64);
-        assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut ack), Verdict::Forward(Side::Outside));
-        let mut c = Ctl { e, cseq: 101, crcv: 9001, sseq: 9001, srcv: 101, public };
-        assert_eq!(c.s2c(&[b"220 IPv4 server ready\r\n"]), b"220 IPv4 server ready\r\n");
-        c
-    }
-
-    fn drain(&mut self, side: Side, out: &mut Vec<Vec<u8>>) {
-        while let Some(t) = self.e.poll_transmit() {
-            assert_eq!(t.side, side, "everything goes one way");
-            out.push(t.packet);
-        }
-    }
-
-    /// The client sends `pieces` as consecutive segments; returns the bytes the server received.
-    fn c2s(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
-        let mut got = Vec::new();
-        for piece in pieces {
-            let mut p = tcp6(CLIENT6, server6(), CPORT, 21, self.cseq, self.crcv, TcpKind::Ack, piece, 64);
-            self.cseq = self.cseq.wrapping_add(piece.len() as u32);
-            let mut pkts = Vec::new();
-            match self.e.handle_packet(Instant::ZERO, Side::Inside, &mut p) {
-                Verdict::Forward(Side::Outside) => pkts.push(p),
-                Verdict::Held => {}
-                v => panic!("{v:?}"),
-            }
-            self.drain(Side::Outside, &mut pkts);
-            for p in pkts {
-                let s = seen(&p);
-                assert!(!s.v6 && s.src == PUBLIC.to_string() && s.dport == 21, "{s:?}");
-                if !s.payload.is_empty() {
-                    assert_eq!(s.seq, self.srcv, "the server's stream is contiguous");
-                    self.srcv = self.srcv.wrapping_add(s.payload.len() as u32);
-                }
-                got.extend_from_slice(&s.payload);
-            }
-        }
-        got
-    }
-
-    /// The server sends `pieces`; returns the bytes the client received.
-    fn s2c(&mut self, pieces: &[&[u8]]) -> Vec<u8> {
-        let mut got = Vec::new();
-        for piece in pieces {
-            let mut p = tcp4(SERVER4, PUBLIC, 21, self.public, self.sseq, self.srcv, TcpKind::Ack, piece, 60);
-            self.sseq = self.sseq.wrapping_add(piece.len() as u32);
-            let mut pkts = Vec::new();
-            match self.e.handle_packet(Instant::ZERO, Side::Outside, &mut p) {
-                Verdict::Forward(Side::Inside) => pkts.push(p),
-                Verdict::Held => {}
-                v => panic!("{v:?}"),
-            }
-            self.drain(Side::Inside, &mut pkts);
-            for p in pkts {
-                let s = seen(&p);
-                assert!(s.v6 && s.dst == CLIENT6.to_string() && s.src == server6().to_string(), "{s:?}");
-                if !s.payload.is_empty() {
-                    assert_eq!(s.seq, self.crcv, "the client's stream is contiguous");
-                    self.crcv = self.crcv.wrapping_add(s.payload.len() as u32);
-                }
-                got.extend_from_slice(&s.payload);
-            }
-        }
-        got
-    }
-
-    /// One command and its reply: what the server got, what the client got.
-    fn exchange(&mut self, cmd: &str, reply: &str) -> (String, String) {
-        let s = self.c2s(&[cmd.as_bytes()]);
-        let c = self.s2c(&[reply.as_bytes()]);
-        (String::from_utf8(s).unwrap(), String::from_utf8(c).unwrap())
-    }
+fn open(cfg: Config) -> Ctl {
+    let mut e = Engine::new(cfg);
+    let mut syn = tcp6(CLIENT6, server6(), CPORT, 21, 100, 0, TcpKind::Syn, b"", 64);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut syn), Verdict::Forward(Side::Outside));
+    let public = seen(&syn).sport;
+    let mut sa = tcp4(SERVER4, PUBLIC, 21, public, 9000, 101, TcpKind::SynAck, b"", 60);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Outside, &mut sa), Verdict::Forward(Side::Inside));
+    let mut ack = tcp6(CLIENT6, server6(), CPORT, 21, 101, 9001, TcpKind::Ack, b"", 64);
+    assert_eq!(e.handle_packet(Instant::ZERO, Side::Inside, &mut ack), Verdict::Forward(Side::Outside));
+    let client = End {
+        side: Side::Inside,
+        build: Box::new(|seq, ack, data| {
+            tcp6(CLIENT6, server6(), CPORT, 21, seq, ack, TcpKind::Ack, data, 64)
+        }),
+        check: Box::new(|s| {
+            assert!(s.v6 && s.dst == CLIENT6.to_string() && s.src == server6().to_string(), "{s:?}")
+        }),
+    };
+    let server = End {
+        side: Side::Outside,
+        build: Box::new(move |seq, ack, data| {
+            tcp4(SERVER4, PUBLIC, 21, public, seq, ack, TcpKind::Ack, data, 60)
+        }),
+        check: Box::new(|s| assert!(!s.v6 && s.src == PUBLIC.to_string() && s.dport == 21, "{s:?}")),
+    };
+    let mut c = Ctl { e, client, server, cseq: 101, crcv: 9001, sseq: 9001, srcv: 101 };
+    assert_eq!(c.s2c(&[b"220 IPv4 server ready\r\n"]), b"220 IPv4 server ready\r\n");
+    c
 }
 
 fn ctl() -> Ctl {
-    Ctl::open(config64())
+    open(config64())
 }
 
 fn port_of_port_line(l: &str) -> (String, u16) {
@@ -283,7 +222,7 @@ fn a_retransmitted_epsv_is_rebuilt_not_read_twice() {
 fn without_the_alg_eprt_goes_to_the_server_as_sent() {
     let mut cfg = config64();
     cfg.ftp.enabled = false;
-    let mut c = Ctl::open(cfg);
+    let mut c = open(cfg);
     let (srv, cli) =
         c.exchange("EPRT |2|2001:db8:64::2|40001|\r\n", "522 Network protocol not supported\r\n");
     assert_eq!(srv, "EPRT |2|2001:db8:64::2|40001|\r\n");

@@ -129,7 +129,8 @@ struct Ftp {
     blob: PathBuf,
 }
 
-const SIZE: usize = 4 << 20;
+/// Issue 14: 50 MiB RETR and STOR each.
+const SIZE: usize = 50 << 20;
 
 impl Ftp {
     fn start(t: &mut Topology, tag: &str) -> Ftp {
@@ -186,12 +187,12 @@ fn ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode() {
     let want = sha256(&ftp.blob);
     let out = ftp.dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let lim = Duration::from_secs(90);
+    let lim = Duration::from_secs(180);
     let mut failures = Vec::new();
     for (name, mode) in [("curl-epsv", "--ftp-pasv"), ("curl-eprt", "-P")] {
         let file = out.join(format!("{name}.bin"));
         let f = file.display().to_string();
-        let mut args = vec!["curl", "-sS", "--max-time", "60", "-o", &f, mode];
+        let mut args = vec!["curl", "-sS", "--max-time", "150", "-o", &f, mode];
         if mode == "-P" {
             args.push("-");
         }
@@ -204,7 +205,7 @@ fn ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode() {
         // STOR the same bytes back and compare what the server wrote.
         let up_url = ftp.url(&format!("upload/{name}.bin"));
         let src = ftp.blob.display().to_string();
-        let mut up = vec!["curl", "-sS", "--max-time", "60", "-T", &src, mode];
+        let mut up = vec!["curl", "-sS", "--max-time", "150", "-T", &src, mode];
         if mode == "-P" {
             up.push("-");
         }
@@ -220,7 +221,7 @@ fn ftp_clients_on_ipv6_reach_an_ipv4_server_in_every_mode() {
     let py = format!(
         "import ftplib,sys\n\
          for pasv in (True, False):\n\
-         \x20   f = ftplib.FTP(timeout=30)\n\
+         \x20   f = ftplib.FTP(timeout=60)\n\
          \x20   f.connect('{h}', 21)\n\
          \x20   f.login('anonymous', 'nat64@example.net')\n\
          \x20   f.set_pasv(pasv)\n\
@@ -270,10 +271,46 @@ fn without_the_alg_eprt_fails() {
     assert!(ftp.seen("EPRT") >= 1, "the server got the EPRT as sent");
 }
 
+/// The command line of `netns-scripts/ftp-pyftpd.py` serving `root` on `bind`:21 to one user, the
+/// commands `deny` answered 502.
+fn pyftpd(
+    root: &str,
+    bind: &str,
+    (user, password): (&str, &str),
+    pasv: &str,
+    log: &str,
+    deny: &str,
+) -> Vec<String> {
+    let py = script("ftp-pyftpd.py").display().to_string();
+    [
+        "python3",
+        &py,
+        root,
+        "--bind",
+        bind,
+        "--port",
+        "21",
+        "--user",
+        user,
+        "--password",
+        password,
+        "--pasv",
+        pasv,
+        "--log",
+        log,
+        "--deny",
+        deny,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
 /// pyftpdlib answering EPSV and EPRT `502` (a server that only knows PASV and PORT), with curl, lftp
 /// and wget on the IPv6-only client: RETR (and STOR for curl) sha256 compared.
 #[test]
 fn pyftpdlib_lftp_and_wget_through_nat64() {
+    let started = Instant::now();
     let Some(mut t) = nat64_support::up("pyftpdlib_lftp_and_wget_through_nat64", &[], &[], &[]) else {
         return;
     };
@@ -284,34 +321,12 @@ fn pyftpdlib_lftp_and_wget_through_nat64() {
     std::fs::write(&blob_path, blob_bytes()).expect("blob");
     let want = sha256(&blob_path);
     let (root, log) = (dir.join("root").display().to_string(), dir.join("py.log").display().to_string());
-    let py = script("ftp-pyftpd.py").display().to_string();
-    t.serve_wan(
-        "tcp",
-        21,
-        &[
-            "python3",
-            &py,
-            &root,
-            "--bind",
-            WAN_HOST,
-            "--port",
-            "21",
-            "--user",
-            "u6",
-            "--password",
-            "p6",
-            "--pasv",
-            "31000-31019",
-            "--log",
-            &log,
-            "--deny",
-            "EPSV,EPRT",
-        ],
-    );
+    let args = pyftpd(&root, WAN_HOST, ("u6", "p6"), "31000-31019", &log, "EPSV,EPRT");
+    t.serve_wan("tcp", 21, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let host = bracketed(&wan_host6());
     let url = |p: &str| format!("ftp://u6:p6@{host}/{p}");
     let out = |n: &str| dir.join(n).display().to_string();
-    let lim = Duration::from_secs(90);
+    let lim = Duration::from_secs(180);
     let mut failures = Vec::new();
     let mut check = |name: &str, o: std::process::Output, file: &str| {
         if !o.status.success() || sha256(Path::new(file)) != want {
@@ -321,22 +336,22 @@ fn pyftpdlib_lftp_and_wget_through_nat64() {
     let f = out("curl-epsv.bin");
     check(
         "curl EPSV",
-        t.lan(lim, &["curl", "-sS", "--max-time", "60", "--ftp-pasv", "-o", &f, &url("blob.bin")]),
+        t.lan(lim, &["curl", "-sS", "--max-time", "150", "--ftp-pasv", "-o", &f, &url("blob.bin")]),
         &f,
     );
     let f = out("curl-eprt.bin");
     check(
         "curl EPRT",
-        t.lan(lim, &["curl", "-sS", "--max-time", "60", "-P", "-", "-o", &f, &url("blob.bin")]),
+        t.lan(lim, &["curl", "-sS", "--max-time", "150", "-P", "-", "-o", &f, &url("blob.bin")]),
         &f,
     );
     let src = blob_path.display().to_string();
-    let o = t.lan(lim, &["curl", "-sS", "--max-time", "60", "-P", "-", "-T", &src, &url("up-eprt.bin")]);
+    let o = t.lan(lim, &["curl", "-sS", "--max-time", "150", "-P", "-", "-T", &src, &url("up-eprt.bin")]);
     check("curl EPRT STOR", o, &dir.join("root").join("up-eprt.bin").display().to_string());
     let f = out("wget.bin");
-    check("wget", t.lan(lim, &["wget", "-q", "-T", "30", "-t", "1", "-O", &f, &url("blob.bin")]), &f);
+    check("wget", t.lan(lim, &["wget", "-q", "-T", "60", "-t", "1", "-O", &f, &url("blob.bin")]), &f);
     let f = out("lftp.bin");
-    let script_l = format!("set net:max-retries 1; set net:timeout 20; get blob.bin -o {f}; bye");
+    let script_l = format!("set net:max-retries 1; set net:timeout 60; get blob.bin -o {f}; bye");
     check("lftp", t.lan(lim, &["lftp", "-u", "u6,p6", "-e", &script_l, &format!("ftp://{host}")]), &f);
     let s = t.stop_cleanly();
     let plog = std::fs::read_to_string(dir.join("py.log")).unwrap_or_default();
@@ -344,4 +359,208 @@ fn pyftpdlib_lftp_and_wget_through_nat64() {
     assert!(failures.is_empty(), "{failures:#?}\n{}\n{plog}", s.summary);
     assert!(!plog.contains("received EPSV") && !plog.contains("received EPRT"), "{plog}");
     assert!(plog.contains("received PASV") && plog.contains("received PORT"), "{plog}");
+    eprintln!("pyftpdlib_lftp_and_wget_through_nat64: {:?}", started.elapsed());
+}
+
+/// The IPv6-only FTP servers behind a forward.
+#[derive(Clone, Copy, Debug)]
+enum Server6 {
+    Pyftpd,
+    Vsftpd,
+}
+
+/// A port forward to an IPv6-only FTP server (issue 14, RFC 6146 §3.5): pyftpdlib or vsftpd listens on
+/// the IPv6-only lan host and knows neither PASV nor PORT (denied, as an IPv6 server may: RFC 2428 §1;
+/// pyftpdlib refuses them on IPv6 anyway); the IPv4 client on the wan reaches it at the public address
+/// through `tcp:21=[LAN_HOST6]:21`. Both refuse data connections from, or PORTs naming, an address other
+/// than the control connection's peer.
+struct Ftp6 {
+    dir: PathBuf,
+    blob: PathBuf,
+    want: String,
+    kind: Server6,
+}
+
+impl Ftp6 {
+    fn start(t: &mut Topology, tag: &str, kind: Server6) -> Ftp6 {
+        let dir = std::env::temp_dir().join(format!("ftpnat-nat64-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root").join("upload")).expect("server dir");
+        let blob = dir.join("root").join("blob.bin");
+        std::fs::write(&blob, blob_bytes()).expect("blob");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).expect("mode");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        let want = sha256(&blob);
+        let d = dir.display().to_string();
+        match kind {
+            Server6::Pyftpd => {
+                let (root, log) =
+                    (dir.join("root").display().to_string(), dir.join("py.log").display().to_string());
+                let args = pyftpd(&root, LAN_HOST6, ("u4", "p4"), "31000-31019", &log, "PASV,PORT");
+                t.serve_lan("tcp", 21, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            }
+            Server6::Vsftpd => {
+                let sh = script("ftp-vsftpd.sh").display().to_string();
+                t.serve_lan(
+                    "tcp",
+                    21,
+                    &[
+                        "env",
+                        "VSFTPD_CMDS_DENIED=PASV,PORT",
+                        "bash",
+                        &sh,
+                        &d,
+                        LAN_HOST6,
+                        "21",
+                        "31000",
+                        "31019",
+                    ],
+                )
+            }
+        };
+        Ftp6 { dir, blob, want, kind }
+    }
+
+    fn url(&self, path: &str) -> String {
+        match self.kind {
+            Server6::Pyftpd => format!("ftp://u4:p4@{PUBLIC_IP}/{path}"),
+            Server6::Vsftpd => format!("ftp://{PUBLIC_IP}/{path}"),
+        }
+    }
+
+    /// The server's protocol log.
+    fn log(&self) -> String {
+        let name = match self.kind {
+            Server6::Pyftpd => "py.log",
+            Server6::Vsftpd => "vsftpd.log",
+        };
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    /// Whether the server logged receiving a command starting with `cmd`.
+    fn saw(&self, cmd: &str) -> bool {
+        let log = self.log();
+        match self.kind {
+            Server6::Pyftpd => log.contains(&format!("received {cmd}")),
+            Server6::Vsftpd => {
+                log.lines().any(|l| l.contains(&format!("\"{cmd}")) && l.contains("FTP command"))
+            }
+        }
+    }
+}
+
+impl Drop for Ftp6 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// curl on the IPv4 wan host in every mode against `kind` behind the forward: PASV (sent as EPSV, its
+/// 229 answered as a 227), EPSV, PORT and EPRT |1| (sent as EPRT |2| naming the client's RFC 6052
+/// address); RETR and STOR, sha256 compared. The server saw no PASV or PORT.
+fn ipv4_client_through_a_forward(test: &str, kind: Server6) {
+    let started = Instant::now();
+    let fwd = format!("tcp:21=[{LAN_HOST6}]:21");
+    let Some(mut t) = nat64_support::up(test, &[&fwd], &[], &[]) else {
+        return;
+    };
+    let ftp = Ftp6::start(&mut t, test, kind);
+    let lim = Duration::from_secs(180);
+    let mut failures = Vec::new();
+    for (name, flags) in [
+        ("pasv", &["--ftp-pasv", "--disable-epsv"][..]),
+        ("epsv", &["--ftp-pasv"][..]),
+        ("port", &["-P", "-", "--disable-eprt"][..]),
+        ("eprt", &["-P", "-"][..]),
+    ] {
+        let file = ftp.dir.join(format!("{name}.bin")).display().to_string();
+        let url = ftp.url("blob.bin");
+        let mut args = vec!["curl", "-sS", "--max-time", "150", "-o", &file];
+        args.extend_from_slice(flags);
+        args.push(&url);
+        let o = t.wan(lim, &args);
+        if !o.status.success() || sha256(Path::new(&file)) != ftp.want {
+            failures.push(format!("{name} RETR: {} {}", o.status, text(&o.stderr)));
+        }
+        if name == "pasv" || name == "port" {
+            let src = ftp.blob.display().to_string();
+            let up_url = ftp.url(&format!("upload/up-{name}.bin"));
+            let mut up = vec!["curl", "-sS", "--max-time", "150", "-T", &src];
+            up.extend_from_slice(flags);
+            up.push(&up_url);
+            let o = t.wan(lim, &up);
+            let stored = ftp.dir.join("root").join("upload").join(format!("up-{name}.bin"));
+            if !o.status.success() || sha256(&stored) != ftp.want {
+                failures.push(format!("{name} STOR: {} {}", o.status, text(&o.stderr)));
+            }
+        }
+    }
+    let s = t.stop_cleanly();
+    let log = ftp.log();
+    assert!(failures.is_empty(), "{kind:?}: {failures:#?}\n{}\n{log}\n{}", s.summary, t.ftpnat_log());
+    assert!(!ftp.saw("PASV") && !ftp.saw("PORT"), "{log}");
+    assert!(ftp.saw("EPSV") && ftp.saw("EPRT |2|64:ff9b:1::"), "{log}");
+    assert!(s.counter("alg.nat64.epsv") >= 2 && s.counter("alg.nat64.eprt") >= 2, "{}", s.summary);
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
+#[test]
+fn an_ipv4_client_reaches_an_ipv6_pyftpdlib_through_a_forward() {
+    ipv4_client_through_a_forward(
+        "an_ipv4_client_reaches_an_ipv6_pyftpdlib_through_a_forward",
+        Server6::Pyftpd,
+    );
+}
+
+#[test]
+fn an_ipv4_client_reaches_an_ipv6_vsftpd_through_a_forward() {
+    ipv4_client_through_a_forward("an_ipv4_client_reaches_an_ipv6_vsftpd_through_a_forward", Server6::Vsftpd);
+}
+
+/// Without the ALG the IPv6 server gets PASV and PORT as sent and refuses them: the rows above
+/// fail, showing the test can fail.
+#[test]
+fn without_the_alg_pasv_to_an_ipv6_server_fails() {
+    let fwd = format!("tcp:21=[{LAN_HOST6}]:21");
+    let Some(mut t) =
+        nat64_support::up("without_the_alg_pasv_to_an_ipv6_server_fails", &[&fwd], &["--no-ftp-alg"], &[])
+    else {
+        return;
+    };
+    let ftp = Ftp6::start(&mut t, "fwd6-noalg", Server6::Pyftpd);
+    let f = ftp.dir.join("x.bin").display().to_string();
+    let url = ftp.url("blob.bin");
+    let lim = Duration::from_secs(60);
+    for flags in [&["--ftp-pasv", "--disable-epsv"][..], &["-P", "-", "--disable-eprt"][..]] {
+        let mut args = vec!["curl", "-sS", "--max-time", "20", "-o", &f];
+        args.extend_from_slice(flags);
+        args.push(&url);
+        let o = t.wan(lim, &args);
+        assert!(!o.status.success(), "{flags:?} must fail without the ALG: {}", text(&o.stderr));
+    }
+    // The plain TCP forward itself works: the server got the commands as sent.
+    t.stop_cleanly();
+    assert!(ftp.saw("PASV") && ftp.saw("PORT"), "{}", ftp.log());
+}
+
+/// A UDP forward to the IPv6-only lan host: the IPv4 wan host's datagram reaches it from the wan
+/// host's RFC 6052 address, and the answer comes back from the public address.
+#[test]
+fn a_udp_forward_reaches_an_ipv6_only_host() {
+    let fwd = format!("udp:5353=[{LAN_HOST6}]:5000");
+    let Some(mut t) = nat64_support::up("a_udp_forward_reaches_an_ipv6_only_host", &[&fwd], &[], &[]) else {
+        return;
+    };
+    let peer = peer_py();
+    t.serve_lan("udp", 5000, &["python3", &peer, "udp-server", "5000", "--bind", LAN_HOST6]);
+    let out = t
+        .wan(Duration::from_secs(15), &["python3", &peer, "udp-client", PUBLIC_IP, "5353", "--timeout", "2"]);
+    let answer = text(&out.stdout);
+    assert!(out.status.success(), "no UDP answer through the forward: {answer}");
+    // Python writes the address in RFC 5952's form.
+    let synth: std::net::Ipv6Addr = wan_host6().parse().unwrap();
+    assert!(answer.starts_with(&format!("peer {synth}:")), "the IPv6 server saw {answer}, not {synth}");
+    let s = t.stop_cleanly();
+    assert!(s.counter("nat64.to_v4") >= 1 && s.counter("nat64.to_v6") >= 1, "{}", s.summary);
 }

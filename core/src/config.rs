@@ -7,22 +7,53 @@
 use core::time::Duration;
 use ipnet::Ipv4Net;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use crate::flow::Proto;
 use crate::nat::{self, Allocation, Deterministic, PortRange};
 
-/// A static port forward (DNAT): `proto:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A static port forward (DNAT): `proto:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT`, or with NAT64 to an
+/// IPv6 inside host `proto:[PUBLICIP:]PUBLICPORT=[INSIDEIPV6]:PORT` (RFC 6146 §3.5's static BIB entry).
+#[derive(Debug, Clone, Copy, Eq)]
 pub struct Forward {
     pub proto: Proto,
     /// The pool address it listens on (issue 16); `None`: the first, `--public-ip`.
     pub public_addr: Option<Ipv4Addr>,
     pub public_port: u16,
+    /// The IPv4 inside host. For a forward to an IPv6 host (`inside6`), the host's NAT64 stand-in
+    /// address, which the engine assigns when it takes the forward ([`Forward::UNRESOLVED`] until then):
+    /// the IPv4 path then treats the forward like any other.
     pub inside_addr: Ipv4Addr,
     pub inside_port: u16,
+    /// NAT64 (issue 14): the IPv6 inside host the forward reaches.
+    pub inside6: Option<Ipv6Addr>,
+}
+
+impl Forward {
+    /// `inside_addr` of a forward to an IPv6 host before the engine gave the host its stand-in.
+    pub const UNRESOLVED: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
+
+    /// Whether `self` and `other` forward to the same inside host.
+    pub fn same_host(&self, other: &Forward) -> bool {
+        match (self.inside6, other.inside6) {
+            (None, None) => self.inside_addr == other.inside_addr,
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// Two forwards are the same rule when they name the same things: an IPv6 host's stand-in is the
+/// engine's business, not part of the rule (a resolved forward equals the one it was parsed as).
+impl PartialEq for Forward {
+    fn eq(&self, o: &Forward) -> bool {
+        self.proto == o.proto
+            && self.public_addr == o.public_addr
+            && self.public_port == o.public_port
+            && self.inside_port == o.inside_port
+            && self.same_host(o)
+    }
 }
 
 impl FromStr for Forward {
@@ -30,8 +61,8 @@ impl FromStr for Forward {
     fn from_str(s: &str) -> Result<Self, String> {
         let err = || {
             format!(
-                "'{s}': expected PROTO:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21 or \
-                 tcp:198.51.100.2:2121=10.0.0.2:21"
+                "'{s}': expected PROTO:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT, e.g. tcp:2121=10.0.0.2:21, \
+                 tcp:198.51.100.2:2121=10.0.0.2:21 or (NAT64) tcp:2121=[2001:db8::10]:21"
             )
         };
         let (proto, rest) = s.split_once(':').ok_or_else(err)?;
@@ -50,12 +81,18 @@ impl FromStr for Forward {
         };
         let public_port = parse_port(public).map_err(|e| format!("'{s}': public port {e}"))?;
         let (addr, port) = inside.rsplit_once(':').ok_or_else(err)?;
-        if addr.contains(':') || addr.starts_with('[') {
-            return Err(format!("'{s}': forwards name IPv4 inside hosts only (not NAT64's IPv6 hosts)"));
-        }
-        let inside_addr = addr.parse().map_err(|_| format!("'{s}': '{addr}' is not an IPv4 address"))?;
+        let (inside_addr, inside6) = if let Some(a6) = addr.strip_prefix('[') {
+            // An IPv6 host is bracketed, as in a URL (RFC 3986 §3.2.2), so its port stays apart.
+            let a6 = a6.strip_suffix(']').ok_or_else(|| format!("'{s}': '{addr}' lacks its closing ']'"))?;
+            let a6: Ipv6Addr = a6.parse().map_err(|_| format!("'{s}': '{a6}' is not an IPv6 address"))?;
+            (Forward::UNRESOLVED, Some(a6))
+        } else if addr.contains(':') {
+            return Err(format!("'{s}': an IPv6 inside host is written in brackets: =[2001:db8::10]:PORT"));
+        } else {
+            (addr.parse().map_err(|_| format!("'{s}': '{addr}' is not an IPv4 address"))?, None)
+        };
         let inside_port = parse_port(port).map_err(|e| format!("'{s}': inside port {e}"))?;
-        Ok(Forward { proto, public_addr, public_port, inside_addr, inside_port })
+        Ok(Forward { proto, public_addr, public_port, inside_addr, inside_port, inside6 })
     }
 }
 
@@ -65,7 +102,10 @@ impl fmt::Display for Forward {
         if let Some(a) = self.public_addr {
             write!(f, "{a}:")?;
         }
-        write!(f, "{}={}:{}", self.public_port, self.inside_addr, self.inside_port)
+        match self.inside6 {
+            Some(a6) => write!(f, "{}=[{a6}]:{}", self.public_port, self.inside_port),
+            None => write!(f, "{}={}:{}", self.public_port, self.inside_addr, self.inside_port),
+        }
     }
 }
 
@@ -400,8 +440,36 @@ impl Config {
             return Err(format!("--public-ip: {} lies inside --inside {n}", self.public_ip));
         }
         for f in &self.forwards {
-            if !self.is_inside(f.inside_addr) {
-                return Err(format!("--forward {f}: {} is not in any --inside prefix", f.inside_addr));
+            match (f.inside6, &self.nat64) {
+                (None, _) if !self.is_inside(f.inside_addr) => {
+                    return Err(format!("--forward {f}: {} is not in any --inside prefix", f.inside_addr));
+                }
+                (None, _) => {}
+                (Some(_), None) => {
+                    return Err(format!(
+                        "--forward {f}: an IPv6 inside host needs --nat64-prefix (and --inside6)"
+                    ));
+                }
+                (Some(a6), Some(n)) if !n.is_inside6(a6) || a6 == n.lan_ip6 => {
+                    return Err(format!("--forward {f}: {a6} is not a host of any --inside6 prefix"));
+                }
+                (Some(_), Some(_)) => {}
+            }
+        }
+        if let Some(n) = &self.nat64 {
+            // Each IPv6 forward target holds a stand-in for good: within the per-/64 share.
+            let mut hosts: Vec<Ipv6Addr> = self.forwards.iter().filter_map(|f| f.inside6).collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            for h in &hosts {
+                let sub = u128::from(*h) >> 64;
+                if hosts.iter().filter(|g| u128::from(**g) >> 64 == sub).count() > n.max_per_64 as usize {
+                    return Err(format!(
+                        "--forward: more than {} IPv6 inside hosts of one /64 are forwarded to (the NAT64 \
+                         per-/64 limit)",
+                        n.max_per_64
+                    ));
+                }
             }
         }
         for (i, a) in self.forwards.iter().enumerate() {
@@ -510,14 +578,11 @@ impl Config {
             // Paired pooling: an inside server's connections all leave from one address, the one its
             // forwards name (else its FTP data connections would come from another address than the
             // control connection its clients opened).
-            if let Some(g) = self.forwards[..i]
-                .iter()
-                .find(|g| g.inside_addr == f.inside_addr && self.forward_addr(g) != a)
-            {
+            if let Some(g) = self.forwards[..i].iter().find(|g| g.same_host(f) && self.forward_addr(g) != a) {
                 return Err(format!(
                     "--forward {f}: inside host {} is forwarded on {} already ({g}); all forwards of one \
                      inside host must name the same public address",
-                    f.inside_addr,
+                    f.inside6.map_or(f.inside_addr.to_string(), |a6| a6.to_string()),
                     self.forward_addr(g)
                 ));
             }
@@ -657,7 +722,8 @@ mod tests {
                 public_addr: None,
                 public_port: 2121,
                 inside_addr: Ipv4Addr::new(10, 0, 0, 2),
-                inside_port: 21
+                inside_port: 21,
+                inside6: None,
             }
         );
         assert_eq!(f.to_string(), "tcp:2121=10.0.0.2:21");
@@ -675,9 +741,24 @@ mod tests {
         ] {
             assert!(bad.parse::<Forward>().is_err(), "{bad}");
         }
-        for v6 in ["tcp:80=[2001:db8:64::2]:80", "tcp:80=2001:db8:64::2:80"] {
-            let e = v6.parse::<Forward>().unwrap_err();
-            assert!(e.contains("IPv4 inside hosts only"), "{e}");
+        // NAT64 (issue 14): an IPv6 inside host, bracketed.
+        let f6: Forward = "tcp:2121=[2001:db8:64::10]:21".parse().unwrap();
+        assert_eq!((f6.inside6, f6.inside_addr), ("2001:db8:64::10".parse().ok(), Forward::UNRESOLVED));
+        assert_eq!(f6.to_string(), "tcp:2121=[2001:db8:64::10]:21");
+        let mut resolved = f6;
+        resolved.inside_addr = Ipv4Addr::new(240, 0, 0, 1);
+        assert_eq!(resolved, f6, "the stand-in is not part of the rule");
+        assert_ne!(f6, "tcp:2121=[2001:db8:64::11]:21".parse().unwrap());
+        assert_eq!("udp:192.0.2.7:53=[::ffff:1]:53".parse::<Forward>().unwrap().public_port, 53);
+        for (bad, says) in [
+            ("tcp:80=2001:db8:64::2:80", "in brackets"),
+            ("tcp:80=[2001:db8:64::2:80", "closing"),
+            ("tcp:80=[2001:db8:64::zz]:80", "not an IPv6 address"),
+            ("tcp:80=[2001:db8:64::2]:0", "inside port"),
+            ("tcp:80=[10.0.0.2]:80", "not an IPv6 address"),
+        ] {
+            let e = bad.parse::<Forward>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

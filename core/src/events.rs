@@ -19,7 +19,7 @@ pub const CAPACITY: usize = 4096;
 
 /// What the ALG rewrote: a data endpoint it announced (RFC 959 `PORT` and `227`, RFC 2428 `EPRT` and
 /// `229`), or a whole line NAT64's ALG translated (RFC 6384: `EPSV`→`PASV`, `LPSV`, an answer the
-/// gateway gave in place of the server's). Its name is what logs, events and `show pinholes` print.
+/// gateway gave in place of the server's; `PASV`→`EPSV` for an IPv6 server behind a forward). Its name is what logs, events and `show pinholes` print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RewriteKind {
     Port,
@@ -27,6 +27,7 @@ pub enum RewriteKind {
     Pasv227,
     Epsv229,
     Epsv,
+    Pasv,
     Lpsv,
     Answer,
 }
@@ -39,6 +40,7 @@ impl RewriteKind {
             RewriteKind::Pasv227 => "227",
             RewriteKind::Epsv229 => "229",
             RewriteKind::Epsv => "epsv",
+            RewriteKind::Pasv => "pasv",
             RewriteKind::Lpsv => "lpsv",
             RewriteKind::Answer => "answer",
         }

@@ -16,7 +16,8 @@
 //! Aliases come from 240.0.0.0/4 (RFC 1112 "reserved", never routed, never on either wire; an
 //! `--inside` overlapping it is refused), handed out by a cursor that walks the whole block before it
 //! comes back, so a freed alias is the last to be reused. An entry lives while something holds it
-//! (its connections, pinholes): [`Hosts::retain`] / [`Hosts::release`].
+//! (its connections, pinholes, a `--forward` naming the host: RFC 6146 §3.5's static BIB entry):
+//! [`Hosts::retain`] / [`Hosts::release`].
 //!
 //! A LAN host controls a whole /64: one alias per address would let it spray source addresses past
 //! every per-host limit. At most `max_per_64` addresses of one /64 hold aliases at a time (RFC 6888

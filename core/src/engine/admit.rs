@@ -98,15 +98,13 @@ impl Engine {
                     && self.config.ftp.enabled
                     && self.config.ftp.ports.contains(&fwd.inside_port)
                 {
-                    c.ftp = Some(Box::new(
-                        FtpSession::new(
-                            Side::Outside,
-                            key.dst.addr,
-                            fwd.inside_addr,
-                            self.config.ftp.max_line,
-                        )
-                        .picked_up(),
-                    ));
+                    let s = FtpSession::new(
+                        Side::Outside,
+                        key.dst.addr,
+                        fwd.inside_addr,
+                        self.config.ftp.max_line,
+                    );
+                    c.ftp = Some(Box::new(self.nat64_ftp_server(s, &fwd, key.dst.addr).picked_up()));
                 }
                 return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
             }
@@ -175,6 +173,7 @@ impl Engine {
                         fwd.inside_addr,
                         self.config.ftp.max_line,
                     );
+                    let s = self.nat64_ftp_server(s, &fwd, key.src.addr);
                     c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
                 }
                 c
@@ -323,6 +322,7 @@ mod tests {
             public_port: 2121,
             inside_addr: HOST,
             inside_port: 21,
+            inside6: None,
         });
         let mut e = Engine::new(c);
         let (v, out, _) = run(&mut e, Side::Outside, &tcp(REMOTE, 5555, PUBLIC, 2121, 1, 0, flags::SYN, b""));

@@ -108,10 +108,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(config: Config) -> Engine {
+    pub fn new(mut config: Config) -> Engine {
         // Issue 16: the pool, paired pooling and the allocation mode; one address and one port at a
         // time unless configured.
         let mut nat = Nat::with_setup(&config.nat_setup());
+        let mut nat64 = config.nat64.clone().map(crate::nat64::Nat64State::new);
+        // Forwards to IPv6 hosts take their stand-ins; `Config::validate` made sure they can (a
+        // config that did not pass it loses the forward, logged, rather than forwarding to 0.0.0.0).
+        config.forwards.retain_mut(|f| match Self::nat64_resolve(nat64.as_mut(), &mut nat, f) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(target: "ftpnat::nat64", "{e}");
+                false
+            }
+        });
         for f in &config.forwards {
             let at = config.forward_addr(f);
             let _ = nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
@@ -131,7 +141,7 @@ impl Engine {
             events: Events::default(),
             aggregate: false,
             refused: Refused::default(),
-            nat64: config.nat64.clone().map(crate::nat64::Nat64State::new),
+            nat64,
             xlat_in: false,
             config,
         }
@@ -230,15 +240,27 @@ impl Engine {
         cfg.max_ports_per_host = new.max_ports_per_host;
         // The share is of the running port range (a new range needs a restart).
         self.nat.set_host_quota(cfg.ports_per_host());
-        for f in self.config.forwards.iter().filter(|f| !new.forwards.contains(f)) {
+        let gone: Vec<_> =
+            self.config.forwards.iter().filter(|f| !new.forwards.contains(f)).copied().collect();
+        for f in &gone {
             let at = self.config.forward_addr(f);
             self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
             cfg.forwards.retain(|g| g != f);
+            self.nat64_unresolve(f);
         }
         for f in new.forwards.iter().filter(|f| !self.config.forwards.contains(f)) {
             let at = self.config.forward_addr(f);
             match self.nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port)) {
-                Ok(()) => cfg.forwards.push(*f),
+                Ok(()) => {
+                    let mut f = *f;
+                    match Self::nat64_resolve(self.nat64.as_mut(), &mut self.nat, &mut f) {
+                        Ok(()) => cfg.forwards.push(f),
+                        Err(e) => {
+                            self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
+                            refused.push(e);
+                        }
+                    }
+                }
                 // A live mapping holds the port: reserving it now would hand it out twice later.
                 Err(nat::ReserveError::InUse) => {
                     refused.push(format!("--forward {f}: public port in use by a live mapping; not added"))

@@ -4,13 +4,16 @@
 //! under the prefix, hop limit, the per-/64 share of stand-in addresses), the gateway's own ICMPv6
 //! (time exceeded, parameter problem, echo replies from its IPv6 address), translating to the IPv4
 //! stand-in form that the IPv4 path handles like any inside packet, translating packets for a
-//! stand-in back to IPv6, and the stand-ins' references held by connections. Must not: translate
-//! headers itself (`xlat`), decide mappings, filtering, timeouts or the ALG (the IPv4 path does,
-//! unchanged: "same behaviour as IPv4 NAT" holds by construction, see `nat64`'s header).
+//! stand-in back to IPv6, the stand-ins' references held by connections and by forwards to IPv6
+//! hosts (RFC 6146 §3.5), and which FTP control connections are NAT64 ones (an IPv6 client, or an
+//! IPv6 server behind a forward). Must not: translate headers itself (`xlat`), decide mappings,
+//! filtering, timeouts or the ALG (the IPv4 path does, unchanged: "same behaviour as IPv4 NAT" holds
+//! by construction, see `nat64`'s header).
 //!
 //! A child module of `engine` so that the engine keeps one place per decision; the engine calls
 //! [`Engine::nat64_in`] from `handle_packet` for an IPv6 LAN packet, [`Engine::nat64_out`] on every
-//! packet leaving towards the LAN, and [`Engine::nat64_hold`] when a connection comes and goes.
+//! packet leaving towards the LAN, [`Engine::nat64_hold`] when a connection comes and goes, and
+//! [`Engine::nat64_resolve`] / [`Engine::nat64_unresolve`] when a forward comes and goes.
 
 use std::net::Ipv4Addr;
 
@@ -213,6 +216,39 @@ impl Engine {
         Ok(pieces)
     }
 
+    /// A forward to an IPv6 host (RFC 6146 §3.5, a static BIB entry): the host gets its stand-in and
+    /// keeps it while the forward lasts (one reference per forward), so the forward is an IPv4 forward
+    /// to the stand-in from then on. Called before the engine exists (hence no `self`). Refused (the
+    /// line says why, naming the forward) when NAT64 is not running (a reload cannot start it) or the
+    /// host's /64 has no stand-in left; `Config::validate` rules both out at start.
+    pub(super) fn nat64_resolve(
+        n: Option<&mut crate::nat64::Nat64State>,
+        nat: &mut crate::nat::Nat,
+        f: &mut crate::config::Forward,
+    ) -> Result<(), String> {
+        let Some(host) = f.inside6 else { return Ok(()) };
+        let Some(n) = n else {
+            return Err(format!("--forward {f}: an IPv6 inside host needs NAT64 running (a restart with --nat64-prefix); not added"));
+        };
+        match n.hosts.alias_or_assign(host) {
+            Ok(alias) => {
+                n.hosts.retain(alias);
+                nat.log_mut().name_host6(alias, host);
+                f.inside_addr = alias;
+                Ok(())
+            }
+            Err(e) => Err(format!("--forward {f}: no NAT64 stand-in address for {host} ({e:?}); not added")),
+        }
+    }
+
+    /// A forward to an IPv6 host went: its reference on the stand-in goes with it.
+    pub(super) fn nat64_unresolve(&mut self, f: &crate::config::Forward) {
+        let Some(n) = self.nat64.as_mut() else { return };
+        if f.inside6.is_some() && is_alias(f.inside_addr) && n.hosts.release(f.inside_addr) {
+            self.nat.log_mut().unname_host6(f.inside_addr);
+        }
+    }
+
     /// The LAN MTU as the IPv4 path must see it for a packet to an IPv6 host: its IPv6 header is 20
     /// bytes longer (RFC 7915 §4: the Fragmentation Needed the IPv4 sender gets says so).
     pub(super) fn nat64_mtu(&self, egress: Side, dst: Ipv4Addr) -> usize {
@@ -230,6 +266,20 @@ impl Engine {
         match self.nat64.as_ref().and_then(|n| Some((n.hosts.host(client)?, n.cfg.prefix.embed(server)))) {
             Some((client6, server6)) => s.nat64(client6, server6),
             None => s,
+        }
+    }
+
+    /// An FTP control connection from the IPv4 `client` through `fwd`: a NAT64 one with an IPv6 server
+    /// when the forward reaches an IPv6 host (the mirror of RFC 6384, `rfc6384`'s header).
+    pub(super) fn nat64_ftp_server(
+        &self,
+        s: FtpSession,
+        fwd: &crate::config::Forward,
+        client: Ipv4Addr,
+    ) -> FtpSession {
+        match (self.nat64.as_ref(), fwd.inside6) {
+            (Some(n), Some(server6)) => s.nat64_server(n.cfg.prefix.embed(client), server6),
+            _ => s,
         }
     }
 

@@ -834,6 +834,7 @@ impl World {
                 public_port: 21,
                 inside_addr: INSIDE_SERVER,
                 inside_port: 21,
+                inside6: None,
             });
         }
         if c & 4 != 0 {
@@ -843,6 +844,7 @@ impl World {
                 public_port: 53,
                 inside_addr: INSIDE_SERVER,
                 inside_port: 53,
+                inside6: None,
             });
         }
         if c & 8 != 0 {
@@ -861,6 +863,7 @@ impl World {
                 public_port: 2121,
                 inside_addr: Ipv4Addr::new(10, 0, 0, 6),
                 inside_port: 2121,
+                inside6: None,
             });
             config.ftp.ports.push(2121);
         }

@@ -33,6 +33,18 @@
 //!   naming the server's IPv6 address as the client sees it. `LPRT` family 6 naming the sender becomes
 //!   `PORT` like EPRT; family 4 is answered `521 Supported address families are (6)` — not passed on:
 //!   an IPv4 server would accept it and connect to an address that is not the client.
+//!
+//! The mirror case, an IPv4 client reaching an IPv6-only server through a forward (RFC 6146 §3.5):
+//! RFC 6384 does not cover it, and an IPv6 server may refuse PASV and PORT outright (RFC 2428 §1
+//! lets it; pyftpdlib does on IPv6), so the same rules run the other way:
+//! - `PASV` becomes `EPSV`; the server's `229 (|||port|)` becomes `227 Entering Passive Mode
+//!   (h1,…,h4,p1,p2)` naming the public address and the pinhole's public port (the IPv4 ALG's 229
+//!   rule, formatted as the 227 the client asked for). `EPSV 1` becomes `EPSV` (the client's family
+//!   is the gateway's business); any other EPSV passes and its 229 is the IPv4 ALG's.
+//! - `PORT` and `EPRT |1|` naming the client itself become `EPRT |2|<the client's RFC 6052 address>|port|`:
+//!   the server's data connection then leaves as any inside host's connection does. Naming another
+//!   address (RFC 2577's bounce), `|2|` (an IPv4 client has no IPv6 address), a low port under the
+//!   policy, or malformed: answered `501` through the NOOP substitution.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -316,6 +328,22 @@ pub fn port_line(addr: Ipv4Addr, port: u16, eol: &[u8]) -> Vec<u8> {
     [&b"PORT "[..], &parse::format_span(Kind::Port, addr, port, 0), eol].concat()
 }
 
+/// `EPSV` with the line end of the `PASV` (or `EPSV 1`) it replaces.
+pub fn epsv_line(eol: &[u8]) -> Vec<u8> {
+    [b"EPSV", eol].concat()
+}
+
+/// `EPRT |2|addr|port|` (RFC 2428 §2) for an IPv4 client's PORT/EPRT to an IPv6 server.
+pub fn eprt6_line(addr: Ipv6Addr, port: u16, eol: &[u8]) -> Vec<u8> {
+    [format!("EPRT |2|{addr}|{port}|").as_bytes(), eol].concat()
+}
+
+/// `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2).` (RFC 959 §4.2) for an IPv6 server's 229.
+pub fn reply_227(addr: Ipv4Addr, port: u16, eol: &[u8]) -> Vec<u8> {
+    [&b"227 Entering Passive Mode ("[..], &parse::format_span(Kind::Pasv227, addr, port, 0), b").", eol]
+        .concat()
+}
+
 /// `229 Entering Extended Passive Mode (|||port|)` (RFC 2428 §3) for the server's 227.
 pub fn reply_229(port: u16, eol: &[u8]) -> Vec<u8> {
     format!("229 Entering Extended Passive Mode (|||{port}|)")
@@ -345,10 +373,11 @@ pub fn parse_227(line: &[u8]) -> Result<(Ipv4Addr, u16), ParseError> {
 
 /// Whether a line starting with `prefix` (possibly incomplete) may be one this module rewrites or
 /// replaces, so that the framer holds it until it is complete. For replies, only the 227 (to become
-/// a 229/228); a reply the gateway replaces whole (after a NOOP) is the session's to hold.
+/// a 229/228); a reply the gateway replaces whole (after a NOOP) is the session's to hold. `PASV` is
+/// one for an IPv6 server (it becomes `EPSV`).
 pub fn candidate(prefix: &[u8], from_client: bool) -> Candidate {
     let pats: &[&[u8]] =
-        if from_client { &[b"EPSV", b"EPRT ", b"ALGS", b"LPRT ", b"LPSV"] } else { &[b"227 "] };
+        if from_client { &[b"EPSV", b"EPRT ", b"ALGS", b"LPRT ", b"LPSV", b"PASV"] } else { &[b"227 "] };
     parse::candidate_of(prefix, pats)
 }
 
@@ -356,6 +385,19 @@ pub fn candidate(prefix: &[u8], from_client: bool) -> Candidate {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn server_side_lines() {
+        assert_eq!(epsv_line(b"\r\n"), b"EPSV\r\n");
+        assert_eq!(
+            eprt6_line("64:ff9b:1::cb00:7109".parse().unwrap(), 50123, b"\n"),
+            b"EPRT |2|64:ff9b:1::cb00:7109|50123|\n"
+        );
+        let r = reply_227(Ipv4Addr::new(198, 51, 100, 1), 31000, b"\r\n");
+        assert_eq!(r, b"227 Entering Passive Mode (198,51,100,1,121,24).\r\n");
+        assert_eq!(parse_227(&r), Ok((Ipv4Addr::new(198, 51, 100, 1), 31000)));
+        assert_eq!(candidate(b"PA", true), Candidate::Maybe);
+    }
 
     #[test]
     fn epsv_variants_rfc6384_section_6() {

@@ -49,14 +49,28 @@ enum Pending {
     Lpsv64,
     /// NAT64: a command sent as NOOP; the server's reply is replaced by this one (RFC 6384 §12).
     Answer(GatewayReply),
+    /// NAT64 with an IPv6 server: a PASV sent as EPSV; its 229 becomes a 227.
+    Pasv64,
+}
+
+/// Which end of a NAT64 control connection is the IPv6 one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum V6End {
+    /// An IPv6 inside client, an IPv4 server (RFC 6384).
+    Client,
+    /// An IPv4 client reaching an IPv6 inside server through a forward (RFC 6146 §3.5).
+    Server,
 }
 
 /// What a NAT64 control connection knows of its IPv6 side (RFC 6384).
 #[derive(Debug, Clone, Copy)]
 struct Nat64Ftp {
-    /// The client's IPv6 address (its stand-in is `State::client`).
+    /// The IPv6 end.
+    v6: V6End,
+    /// The client's IPv6 address: its own (its stand-in is `State::client`), or for an IPv4 client
+    /// the RFC 6052 address the IPv6 server sees it at.
     client6: Ipv6Addr,
-    /// The server's address as the client sees it (under the NAT64 prefix).
+    /// The server's address as the client sees it (under the NAT64 prefix), or an IPv6 server's own.
     server6: Ipv6Addr,
     /// `ALGS ENABLE64/DISABLE64` (RFC 6384 §11): EPSV and EPRT translated or passed unchanged.
     enabled: bool,
@@ -81,7 +95,8 @@ struct State {
     greeted: bool,
     /// A line showed this is not FTP: both streams go opaque for good.
     not_ftp_now: bool,
-    /// A NAT64 control connection: an IPv6 client (behind its stand-in) and an IPv4 server.
+    /// A NAT64 control connection: an IPv6 client (behind its stand-in) and an IPv4 server, or an
+    /// IPv4 client and an IPv6 server (behind its stand-in) reached through a forward.
     nat64: Option<Nat64Ftp>,
 }
 
@@ -153,7 +168,18 @@ impl FtpSession {
     /// be rewritten: EPSV/EPRT/ALGS/LPRT/LPSV towards the server, 227 and the replies to substituted
     /// NOOPs towards the client.
     pub fn nat64(mut self, client6: Ipv6Addr, server6: Ipv6Addr) -> FtpSession {
-        self.st.nat64 = Some(Nat64Ftp { client6, server6, enabled: true });
+        self.st.nat64 = Some(Nat64Ftp { v6: V6End::Client, client6, server6, enabled: true });
+        for s in &mut self.streams {
+            s.enable_nat64();
+        }
+        self
+    }
+
+    /// A control connection from an IPv4 client (`State::client`, seen by the server as `client6`)
+    /// to the IPv6 server `server6` behind its stand-in (`State::server`), through a forward: PASV and
+    /// PORT/EPRT towards the server, 229 towards the client are rewritten (`rfc6384`'s header).
+    pub fn nat64_server(mut self, client6: Ipv6Addr, server6: Ipv6Addr) -> FtpSession {
+        self.st.nat64 = Some(Nat64Ftp { v6: V6End::Server, client6, server6, enabled: true });
         for s in &mut self.streams {
             s.enable_nat64();
         }
@@ -297,6 +323,14 @@ impl FtpSession {
     }
 }
 
+/// RFC 6384 §12: `line` goes to the server as `NOOP`, and the reply to it is replaced by `r`.
+fn gateway_answers(line: &Line<'_>, r: GatewayReply) -> (Pending, Action) {
+    (
+        Pending::Answer(r),
+        Action::Replace(0..line.bytes.len(), rfc6384::noop_line(rfc6384::line_end(line.bytes))),
+    )
+}
+
 fn merge_stream_counters(into: &mut crate::metrics::Metrics, from: &crate::metrics::Metrics) {
     for (a, b) in into.alg_refused.iter_mut().zip(from.alg_refused.iter()) {
         *a += b;
@@ -339,7 +373,11 @@ impl State {
         }
         if let Some(n) = self.nat64 {
             if line.held {
-                if let Some((pending, action)) = self.on_command64(n, line, ctx) {
+                let mirrored = match n.v6 {
+                    V6End::Client => self.on_command64(n, line, ctx),
+                    V6End::Server => self.on_command64_server(n, line, ctx),
+                };
+                if let Some((pending, action)) = mirrored {
                     self.push_pending(pending);
                     return action;
                 }
@@ -439,6 +477,17 @@ impl State {
                 self.rewrite_event(ctx, RewriteKind::Pasv227, line, &with);
                 Action::Replace(whole, with)
             }
+            (Some(Pending::Pasv64), 229) if line.held => {
+                // The IPv4 ALG's 229 rule (policy, pinhole for the client, public port), then the
+                // reply the client asked for: a 227 naming the public address.
+                let Ok((public_port, _)) = self.announce(Kind::Epsv229, line, ctx) else {
+                    return Action::Keep;
+                };
+                let with = rfc6384::reply_227(ctx.public_ip, public_port, eol);
+                ctx.metrics.alg_nat64_227 += 1;
+                self.rewrite_event(ctx, RewriteKind::Epsv229, line, &with);
+                Action::Replace(whole, with)
+            }
             (Some(Pending::Pasv), 227) if line.held && !self.client_inside => {
                 self.announce(Kind::Pasv227, line, ctx).map_or(Action::Keep, |r| r.1)
             }
@@ -511,9 +560,7 @@ impl State {
     ) -> Option<(Pending, Action)> {
         let whole = 0..line.bytes.len();
         let eol = rfc6384::line_end(line.bytes);
-        let noop = |r: GatewayReply| {
-            Some((Pending::Answer(r), Action::Replace(whole.clone(), rfc6384::noop_line(eol))))
-        };
+        let noop = |r: GatewayReply| Some(gateway_answers(line, r));
         match rfc6384::command64(line.bytes) {
             Command64::Algs => {
                 // RFC 6384 §11.
@@ -594,6 +641,68 @@ impl State {
         }
     }
 
+    /// The mirror of [`Self::on_command64`] for an IPv4 client of an IPv6 server (`rfc6384`'s header).
+    /// `None`: the IPv4 rules apply (EPSV and its 229, everything else).
+    fn on_command64_server(
+        &mut self,
+        n: Nat64Ftp,
+        line: &Line<'_>,
+        ctx: &mut AlgCtx<'_>,
+    ) -> Option<(Pending, Action)> {
+        let (whole, eol) = (0..line.bytes.len(), rfc6384::line_end(line.bytes));
+        let cmd = parse::classify_command(line.bytes);
+        match cmd {
+            Command::Pasv => {
+                ctx.metrics.alg_nat64_epsv += 1;
+                let with = rfc6384::epsv_line(eol);
+                self.rewrite_event(ctx, RewriteKind::Pasv, line, &with);
+                Some((Pending::Pasv64, Action::Replace(whole, with)))
+            }
+            Command::Epsv if rfc6384::parse_epsv(line.bytes) == Ok(rfc6384::EpsvArg::Family(1)) => {
+                let with = rfc6384::epsv_line(eol);
+                self.rewrite_event(ctx, RewriteKind::Epsv, line, &with);
+                Some((Pending::Epsv, Action::Replace(whole, with)))
+            }
+            Command::Port | Command::Eprt => {
+                let parsed = if cmd == Command::Port {
+                    parse::parse_port(line.bytes)
+                } else {
+                    parse::parse_eprt(line.bytes)
+                };
+                let reason = match &parsed {
+                    _ if line.truncated => Some(RefusalReason::Overlong),
+                    // Nothing has shown this is an FTP server yet (NAT Slipstreaming).
+                    _ if !self.greeted => Some(RefusalReason::NotFtp),
+                    Ok(a) if a.addr.is_some_and(|x| !x.is_unspecified() && x != self.client) => {
+                        // RFC 2577 §3: a data address other than the client's own is the bounce attack.
+                        Some(RefusalReason::ThirdHost)
+                    }
+                    Ok(a) if a.port < 1024 && ctx.policy.refuse_low_ports => Some(RefusalReason::LowPort),
+                    Ok(_) => None,
+                    Err(parse::ParseError::WrongFamily) => Some(RefusalReason::WrongFamily),
+                    Err(_) => Some(RefusalReason::Malformed),
+                };
+                if let Some(r) = reason {
+                    self.refuse(r, line, ctx);
+                    return Some(gateway_answers(line, GatewayReply::PortRefused));
+                }
+                let port = parsed.map_or(0, |a| a.port);
+                // The server's data connection to the client's RFC 6052 address leaves as any inside
+                // host's connection does (a mapping of its own): no pinhole is needed.
+                let with = rfc6384::eprt6_line(n.client6, port, eol);
+                ctx.metrics.alg_nat64_eprt += 1;
+                self.rewrite_event(
+                    ctx,
+                    if cmd == Command::Port { RewriteKind::Port } else { RewriteKind::Eprt },
+                    line,
+                    &with,
+                );
+                Some((Pending::Port(None), Action::Replace(whole, with)))
+            }
+            _ => None,
+        }
+    }
+
     /// Logs and records an RFC 6384 rewrite of a whole line.
     fn rewrite_event(&self, ctx: &mut AlgCtx<'_>, kind: RewriteKind, line: &Line<'_>, with: &[u8]) {
         let old = parse::redacted(line.bytes);
@@ -607,7 +716,7 @@ impl State {
             old,
             new,
             delta,
-            inside: Endpoint::new(self.client, 0),
+            inside: Endpoint::new(if self.client_inside { self.client } else { self.server }, 0),
             public_port: 0,
         });
     }
