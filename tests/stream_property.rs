@@ -22,7 +22,11 @@
 //! - no segment the engine emits exceeds the MTU of the hosts (whose SYNs announce MSS = MTU − 40);
 //! - the real peers' segments are never outside their connection's window (`drops.tcp_out_of_window`
 //!   counts only forged segments), and every forged RST or ACK of unsent bytes is dropped there;
-//! - a gap never stalls the session and never turns into a pinhole (the counts above hold with gaps).
+//! - a gap never stalls the session and never turns into a pinhole (the counts above hold with gaps);
+//! - each end's TCP is told the truth in its own numbers ([`Witness`]): every control segment the
+//!   gateway emits carries exactly the bytes its receiver's stream holds at that sequence number (a
+//!   retransmission rebuilt over a rewritten span is byte-exact), and no ACK or SACK edge it emits
+//!   names a byte its receiver has not sent.
 //!
 //! The same generator, adversaries and checks run an IPv6-only client (issue 14): its host in the
 //! `--inside6` prefix, the IPv4 server reached at its NAT64 address, the client speaking EPRT `|2|` and
@@ -164,6 +168,7 @@ struct Totals {
     window_drops: u64,
     gaps: u64,
     nat64: Nat64Counts,
+    witnessed: [u64; 3],
 }
 
 impl Totals {
@@ -179,6 +184,9 @@ impl Totals {
         self.injected += o.injected;
         self.window_drops += o.window_drops;
         self.gaps += o.gaps;
+        for (t, o) in self.witnessed.iter_mut().zip(o.witnessed) {
+            *t += o;
+        }
         let n = &mut self.nat64;
         n.ports += o.nat64.ports;
         n.passive += o.nat64.passive;
@@ -234,7 +242,8 @@ fn run_shard(family: Family, shard: u64) {
         "{} shard {shard}/{shards}: {} cases passed ({} regression seeds) in {:.1}s; \
          {} announcements rewritten ({} length-neutral), {} candidate lines held, {} retransmissions \
          rebuilt, {} segments split, {} out-of-order drops, {} packets faulted; {} segments forged, \
-         {} dropped as outside the window; {} gaps jumped",
+         {} dropped as outside the window; {} gaps jumped; witnessed: {} emitted \
+         segments byte-exact, {} ACKs and {} SACK blocks within what their receiver sent",
         family.name(),
         totals.cases,
         totals.regressions,
@@ -249,6 +258,9 @@ fn run_shard(family: Family, shard: u64) {
         totals.injected,
         totals.window_drops,
         totals.gaps,
+        totals.witnessed[0],
+        totals.witnessed[1],
+        totals.witnessed[2],
     ));
     if family == Family::Nat64 {
         let n = totals.nat64;
@@ -581,6 +593,142 @@ struct Outcome {
     window_drops: u64,
     gaps: u64,
     nat64: Nat64Counts,
+    /// Payload segments the witness checked against their receiver's stream, ACKs and SACK blocks it
+    /// checked against what their receiver sent.
+    witnessed: [u64; 3],
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The witness: what each end's TCP is told, segment by segment
+
+/// A direction of the control connection, named by its receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum To {
+    Server,
+    Client,
+}
+
+impl To {
+    fn of(t: &pkt::TcpInfo) -> Option<To> {
+        match (t.sport, t.dport) {
+            (_, 21) => Some(To::Server),
+            (21, _) => Some(To::Client),
+            _ => None,
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Watches the control connection on both sides of the gateway: every segment the gateway emits must
+/// tell its receiver the truth in the receiver's own numbers, whatever came before it (a rewrite, a
+/// retransmission rebuilt over one, a reordered or duplicated copy):
+/// - its payload is exactly the bytes the receiver's stream holds at that sequence number (checked at
+///   the end, when the streams are known): a rebuilt retransmission is byte-exact, a mapped sequence
+///   number is right;
+/// - its acknowledgement and every SACK edge (RFC 2018) lie within what the receiver itself has sent
+///   at that moment: a mapped ACK never acknowledges bytes not sent, a SACK block names sent bytes.
+///
+/// Forged segments (far outside every window) that the gateway passes are recognised by their
+/// distance and left out.
+#[derive(Debug, Default)]
+struct Witness {
+    /// Per receiver: the sender's initial sequence number as the receiver was told it (the SYN the
+    /// gateway emitted toward it).
+    isn_seen: [Option<u32>; 2],
+    /// Per receiver: its own ISN and the end of what it has sent so far (its SND.MAX).
+    own: [Option<(u32, u32)>; 2],
+    /// Payload segments emitted toward each receiver: (offset in its stream, bytes).
+    segments: Vec<(To, usize, Vec<u8>)>,
+    /// Violations seen as they happened.
+    errors: Vec<String>,
+    /// ACKs and SACK blocks checked.
+    acks: u64,
+    sacks: u64,
+}
+
+impl Witness {
+    /// A segment a host sent (before the gateway).
+    fn sent(&mut self, t: &pkt::TcpInfo) {
+        // The sender is the receiver of the other direction.
+        let Some(to) = To::of(t) else { return };
+        let me = match to {
+            To::Server => To::Client,
+            To::Client => To::Server,
+        };
+        let end = t.seq.wrapping_add(t.payload.len() as u32 + u32::from(t.syn) + u32::from(t.fin));
+        match &mut self.own[me.index()] {
+            None if t.syn => self.own[me.index()] = Some((t.seq, end)),
+            None => {}
+            // Further along, and not a number from another connection (a SYN forged far away).
+            Some((isn, max))
+                if end.wrapping_sub(*isn) > max.wrapping_sub(*isn) && end.wrapping_sub(*isn) < 1 << 24 =>
+            {
+                *max = end;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A segment the gateway emitted.
+    fn emitted(&mut self, t: &pkt::TcpInfo, packet: &[u8]) {
+        let Some(to) = To::of(t) else { return };
+        if t.syn {
+            self.isn_seen[to.index()].get_or_insert(t.seq);
+        }
+        // The receiver's own numbers: ACK and SACK edges.
+        if let Some((isn, max)) = self.own[to.index()] {
+            let within = |x: u32| x.wrapping_sub(isn) <= max.wrapping_sub(isn);
+            let far = |x: u32| x.wrapping_sub(isn) >= 1 << 24 && isn.wrapping_sub(x) >= 1 << 24;
+            self.acks += u64::from(t.has_ack);
+            self.sacks += t.sack.len() as u64;
+            if t.has_ack && !within(t.ack) && !far(t.ack) {
+                self.errors.push(format!(
+                    "an ACK toward the {to:?} acknowledges {} bytes it never sent: {}",
+                    t.ack.wrapping_sub(max),
+                    pkt::summary(packet)
+                ));
+            }
+            for &(l, r) in &t.sack {
+                let sent = within(l) && within(r);
+                if !sent && !far(l) {
+                    self.errors.push(format!(
+                        "a SACK block toward the {to:?} names bytes it never sent ({l}..{r}, it sent up to \
+                         {max}): {}",
+                        pkt::summary(packet)
+                    ));
+                }
+            }
+        }
+        if !t.payload.is_empty() {
+            if let Some(isn) = self.isn_seen[to.index()] {
+                let off = t.seq.wrapping_sub(isn.wrapping_add(1)) as usize;
+                if off < 1 << 24 {
+                    self.segments.push((to, off, t.payload.clone()));
+                }
+            }
+        }
+    }
+
+    /// Every emitted payload against the receiver's whole stream.
+    fn check(&self, server_got: &[u8], client_got: &[u8]) -> Result<[u64; 3], String> {
+        if let Some(e) = self.errors.first() {
+            return Err(format!("{e} ({} such)", self.errors.len()));
+        }
+        for (to, off, bytes) in &self.segments {
+            let stream = if *to == To::Server { server_got } else { client_got };
+            let have = stream.get(*off..(off + bytes.len()).min(stream.len())).unwrap_or(b"");
+            if have != &bytes[..] {
+                return Err(format!(
+                    "a segment toward the {to:?} at offset {off} carried {} where its stream holds {}",
+                    show(bytes),
+                    show(have)
+                ));
+            }
+        }
+        Ok([self.segments.len() as u64, self.acks, self.sacks])
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -769,9 +917,17 @@ fn run_case(family: Family, seed: u64, verbose: bool) -> Result<Outcome, String>
     let mut trng = SplitMix64::new(seed ^ 0x7a9d_0000_0000_0001);
     let forged = Rc::new(RefCell::new(Forged::default()));
     let mut adversary = Adversary::new(&p, seed, forged.clone());
+    let witness = Rc::new(RefCell::new(Witness::default()));
+    let watch = witness.clone();
     net.faults.tap = Some(Box::new(move |info, packet| {
         if info.stage == Stage::Post && packet.len() > mtu {
             seen.borrow_mut().push(pkt::summary(packet));
+        }
+        if let Some(t) = pkt::tcp_info(packet) {
+            match info.stage {
+                Stage::Pre => watch.borrow_mut().sent(&t),
+                Stage::Post => watch.borrow_mut().emitted(&t, packet),
+            }
         }
         if info.stage == Stage::Pre {
             if let Some(a) = adversary.act(info.toward, packet) {
@@ -819,7 +975,13 @@ fn run_case(family: Family, seed: u64, verbose: bool) -> Result<Outcome, String>
     let client = net.ftp_client(client_addr, cc);
 
     let outcome = net.run_until(|n| n.app(client).finished() && n.app(server).finished(), SESSION_LIMIT_US);
-    let r = check(&net, &p, client, server, outcome, &stors, &oversize.borrow(), &forged.borrow());
+    let r = check(&net, &p, client, server, outcome, &stors, &oversize.borrow(), &forged.borrow()).and_then(
+        |mut o| {
+            let (s, c) = (net.app(server), net.app(client));
+            o.witnessed = witness.borrow().check(&s.received_stream, &c.received_stream)?;
+            Ok(o)
+        },
+    );
     match r {
         Ok(o) => Ok(o),
         Err(e) => {
@@ -946,6 +1108,7 @@ fn check(
         window_drops,
         gaps: m.alg_gaps,
         nat64: nat64.unwrap_or_default(),
+        witnessed: [0; 3],
     })
 }
 
@@ -1389,4 +1552,56 @@ fn oracle64_expects_exactly_the_rfc6384_rewrites() {
             compare_streams64(client.as_bytes(), server_got.as_bytes(), server_sent.as_bytes(), b.as_bytes());
         assert!(r.is_err(), "not caught: {b:?}");
     }
+}
+
+/// The witness fails an emitted segment whose bytes are not its receiver's at that number, an ACK of
+/// bytes the receiver never sent, and a SACK block beyond them: it can fail.
+#[test]
+fn witness_catches_wrong_bytes_acks_and_sack_blocks() {
+    let seg = |sport: u16, dport: u16, seq: u32, ack: u32, syn: bool, payload: &[u8]| pkt::TcpInfo {
+        src: INSIDE6_HOST.into(),
+        dst: nat64_addr(OUTSIDE_HOST).into(),
+        sport,
+        dport,
+        seq,
+        ack,
+        syn,
+        fin: false,
+        rst: false,
+        has_ack: !syn || sport == 21,
+        sack: Vec::new(),
+        payload: payload.to_vec(),
+    };
+    let open = || {
+        let mut w = Witness::default();
+        // The client (ISN 100) and the server (ISN 5000) as each sent and was told them.
+        for (t, sent) in
+            [(seg(40000, 21, 100, 0, true, b""), true), (seg(21, 40000, 5000, 101, true, b""), true)]
+        {
+            w.sent(&t);
+            if sent {
+                w.emitted(&t, b"");
+            }
+        }
+        w.sent(&seg(21, 40000, 5001, 101, false, b"220 hi\r\n"));
+        w
+    };
+    let mut w = open();
+    w.emitted(&seg(21, 40000, 5001, 101, false, b"220 hi\r\n"), b"");
+    w.emitted(&seg(40000, 21, 101, 5009, false, b""), b"");
+    assert_eq!(w.check(b"", b"220 hi\r\n"), Ok([1, 3, 0]));
+    // A segment at the wrong number (or with other bytes).
+    let mut w = open();
+    w.emitted(&seg(21, 40000, 5002, 101, false, b"220 hi\r\n"), b"");
+    assert!(w.check(b"", b"220 hi\r\n").is_err());
+    // An ACK toward the server of a byte it has not sent.
+    let mut w = open();
+    w.emitted(&seg(40000, 21, 101, 5010, false, b""), b"");
+    assert!(w.check(b"", b"220 hi\r\n").unwrap_err().contains("never sent"));
+    // A SACK block past what the server sent.
+    let mut w = open();
+    let mut s = seg(40000, 21, 101, 5001, false, b"");
+    s.sack = vec![(5004, 5012)];
+    w.emitted(&s, b"");
+    assert!(w.check(b"", b"220 hi\r\n").unwrap_err().contains("SACK"));
 }

@@ -79,6 +79,10 @@ pub struct TcpInfo {
     pub syn: bool,
     pub fin: bool,
     pub rst: bool,
+    /// The ACK flag (`ack` means something only with it).
+    pub has_ack: bool,
+    /// The edges of the SACK blocks (RFC 2018), in order.
+    pub sack: Vec<(u32, u32)>,
     pub payload: Vec<u8>,
 }
 
@@ -101,6 +105,17 @@ pub fn tcp_info(pkt: &[u8]) -> Option<TcpInfo> {
         syn: tcp.syn(),
         fin: tcp.fin(),
         rst: tcp.rst(),
+        has_ack: tcp.ack(),
+        sack: tcp
+            .options_iterator()
+            .filter_map(Result::ok)
+            .flat_map(|o| match o {
+                etherparse::TcpOptionElement::SelectiveAcknowledgement(first, rest) => {
+                    std::iter::once(first).chain(rest.into_iter().flatten()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect(),
         payload: payload[tcp.slice().len()..].to_vec(),
     })
 }
