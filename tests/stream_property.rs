@@ -1071,6 +1071,21 @@ fn check(
         if counted != n {
             return Err(format!("RFC 6384 rewrites: the streams show {n:?}, the engine counted {counted:?}"));
         }
+        // Each data connection joins the right ends: the client sees the server only at its NAT64
+        // address (from port 20 for EPRT, RFC 959 L-1), the server sees only the public address.
+        let server6 = IpAddr::from(nat64_addr(OUTSIDE_HOST));
+        for t in &c.transfers {
+            let from_20 = t.mode == Mode::Eprt;
+            if !t.data_peer.is_some_and(|(a, p)| a == server6 && (p == 20) == from_20) {
+                return Err(format!(
+                    "{:?} transfer {}: the client's data peer was {:?}",
+                    t.mode, t.name, t.data_peer
+                ));
+            }
+        }
+        if let Some(p) = s.data_peers.iter().find(|p| p.0 != PUBLIC_IP) {
+            return Err(format!("the server saw a data connection from {p:?}, not the public address"));
+        }
     }
     if held_out > 0 {
         return Err(format!("{held_out} candidate lines released by the hold timeout"));
