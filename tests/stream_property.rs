@@ -334,6 +334,8 @@ struct Plan {
     data_port_base: u16,
     pasv_port_base: u16,
     site_reply: &'static [u8],
+    /// NAT64: the server's reply to NOOP, one of [`NOOP_REPLIES`] (`None`: its own one-line reply).
+    noop_reply: Option<&'static [u8]>,
     actions: Vec<Step>,
     /// `(loss, dup, reorder)` on the control connection before and after the middlebox.
     pre: (f64, f64, f64),
@@ -452,6 +454,7 @@ fn plan(family: Family, seed: u64) -> Plan {
         data_port_base: 1024 + rng.below(38_000) as u16,
         pasv_port_base: 1024 + rng.below(60_000) as u16,
         site_reply: pick(&mut rng, &SITE_REPLIES),
+        noop_reply: None,
         actions,
         pre: rates(&mut rng, 0.5, 0.12),
         post: rates(&mut rng, 0.5, 0.12),
@@ -479,8 +482,22 @@ fn plan(family: Family, seed: u64) -> Plan {
         p.gap_command = chance(&mut adv, 0.7);
         p.gap_reply = chance(&mut adv, 0.5);
     }
+    if family == Family::Nat64 {
+        // Drawn last, from its own generator: the sessions above stay what they were.
+        let mut nrng = SplitMix64::new(seed ^ 0x6384_0000_0000_0012);
+        p.noop_reply = pick(&mut nrng, &NOOP_REPLIES);
+    }
     p
 }
+
+/// Replies to NOOP for NAT64 sessions: the gateway replaces the whole reply to a NOOP it substituted,
+/// every line of a multi-line one (RFC 6384 §12), and leaves the client's own NOOP's reply alone,
+/// 227 text inside it included.
+const NOOP_REPLIES: [Option<&[u8]>; 3] = [
+    None,
+    Some(b"200-NOOP ok.\r\n 227 Entering Passive Mode (198,51,100,2,4,1).\r\n200 NOOP ok.\r\n"),
+    Some(b"200-NOOP\r\n200-\r\n200 ok\r\n"),
+];
 
 fn raw_command(rng: &mut SplitMix64, client_inside: bool, nagle: bool) -> Vec<u8> {
     let port = 1024 + rng.below(60_000) as u16;
@@ -945,6 +962,9 @@ fn run_case(family: Family, seed: u64, verbose: bool) -> Result<Outcome, String>
 
     let server_addr = if p.client_inside { OUTSIDE_HOST } else { INSIDE_HOST };
     let mut sc = ServerConfig::default().reply("SITE", p.site_reply).reply("XGAP", GAP_REPLY);
+    if let Some(r) = p.noop_reply {
+        sc = sc.reply("NOOP", r);
+    }
     sc.pasv_port_base = p.pasv_port_base;
     sc.nagle = p.server_nagle;
     sc.chunk_gap_us = p.chunk_gap_us;
