@@ -132,7 +132,7 @@ fn server_inside_all_four_modes_through_a_port_forward() {
     assert_eq!((m.alg_rewrites_227, m.alg_rewrites_229, m.alg_rewrites_port), (2, 2, 0));
     // Passive data connections reached the client through the public address.
     for t in c.transfers.iter().filter(|t| !t.mode.is_active()) {
-        assert_eq!(t.data_peer.map(|p| p.0), Some(PUBLIC_IP));
+        assert_eq!(t.data_peer.map(|p| p.0), Some(PUBLIC_IP.into()));
     }
 }
 

@@ -69,9 +69,9 @@ fn full_session_all_modes_retr_and_stor() {
     assert_eq!(s.data_peers.len(), 8);
     assert!(s.data_peers.iter().all(|p| p.0 == INSIDE_HOST));
     // Active mode really came from port 20; passive really went to the announced port.
-    assert!(c.transfers[..4].iter().all(|t| t.data_peer == Some((OUTSIDE_HOST, 20))));
-    assert_eq!(c.transfers[4].data_peer, Some((OUTSIDE_HOST, 30000)));
-    assert_eq!(c.transfers[7].data_peer, Some((OUTSIDE_HOST, 30003)));
+    assert!(c.transfers[..4].iter().all(|t| t.data_peer == Some((OUTSIDE_HOST.into(), 20))));
+    assert_eq!(c.transfers[4].data_peer, Some((OUTSIDE_HOST.into(), 30000)));
+    assert_eq!(c.transfers[7].data_peer, Some((OUTSIDE_HOST.into(), 30003)));
     assert_eq!(s.retrieved.len(), 4);
 }
 
@@ -222,13 +222,16 @@ fn extra_hosts_run_independent_sessions() {
     net.run(|n| [c1, c2].iter().all(|&c| n.app(c).finished()), MINUTE);
     assert_clean_session(&net, c1, s1);
     assert_clean_session(&net, c2, s2);
-    assert_eq!(net.app(s2).ctrl_peer, Some((INSIDE_HOST2, 40000)));
+    assert_eq!(net.app(s2).ctrl_peer, Some((INSIDE_HOST2.into(), 40000)));
 }
 
 #[test]
 fn unroutable_destination_is_counted_and_the_run_times_out() {
     let mut net = Net::new(Box::new(Router::default()));
-    let client = net.ftp_client(INSIDE_HOST, ClientConfig::new("198.51.100.99".parse().unwrap(), 21));
+    let client = net.ftp_client(
+        INSIDE_HOST,
+        ClientConfig::new("198.51.100.99".parse::<std::net::Ipv4Addr>().unwrap(), 21),
+    );
     let outcome = net.run_until(|n| n.app(client).finished(), 10 * MINUTE);
     // smoltcp retransmits the SYN (with backoff, no limit); nothing ever answers.
     assert_eq!(outcome, RunOutcome::TimedOut);
@@ -329,7 +332,7 @@ fn reverse_topology_outside_client_inside_server() {
     let mut net = Net::new(Box::new(Router::default()));
     let server = net.ftp_server(INSIDE_HOST, ServerConfig::default());
     let mut cfg = all_modes(5_000);
-    cfg.server = INSIDE_HOST;
+    cfg.server = INSIDE_HOST.into();
     let client = net.ftp_client(OUTSIDE_HOST, cfg);
     net.run(|n| n.app(client).finished() && n.app(server).finished(), MINUTE);
     assert_clean_session(&net, client, server);

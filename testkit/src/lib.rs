@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`csum`] | the one RFC 1071 Internet checksum (and the TCP/UDP pseudo-header sum) |
 //! | [`pkt`] | the one packet builder: IPv4 datagrams with TCP, UDP or ICMP, checksums filled by [`csum`] |
-//! | [`check`] | the one independent validity check of an emitted IPv4 datagram (etherparse) |
+//! | [`check`] | the one independent validity check of an emitted IPv4 or IPv6 datagram (etherparse) |
 //! | [`consts`] | shared constants: protocol numbers, TCP flag bits, the addresses of the test networks |
 //! | [`fuzz`] | the fuzz harness bodies and their invariants (the cargo-fuzz targets in `fuzz/` and `tests/fuzz_corpus.rs` call them) |
 //! | [`scenario`] | engines with flows already set up and a reused-buffer packet driver (benchmarks, the no-allocation test, the memory example) |

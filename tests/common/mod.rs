@@ -34,7 +34,10 @@
 //!
 //! The outside-client / inside-server topology is the same with the hosts swapped and the client
 //! connecting to [`net::PUBLIC_IP`] (a port forward in the engine's config). Extra hosts:
-//! `net.add_host(Side::Outside, THIRD_HOST)`. Segmentation control: [`ftp::ClientConfig::split`] (split
+//! `net.add_host(Side::Outside, THIRD_HOST)`. NAT64: an IPv6-only inside host
+//! (`net.add_host(Side::Inside, INSIDE6_HOST)`, a /64 routed via [`net::INSIDE6_GW`]) with an engine
+//! configured for [`net::NAT64_PREFIX`] and [`net::INSIDE6_NET`]; its client connects to
+//! `nat64_addr(OUTSIDE_HOST)` and uses EPRT/EPSV (PORT cannot name it). Segmentation control: [`ftp::ClientConfig::split`] (split
 //! points of each write; chunks leave one per step, or `chunk_gap_us` apart), `pipeline`, `nagle`.
 //! Every packet the middlebox emits is checked ([`pkt::check_packet`]); a bad one panics with its hex.
 //! On any panic while a [`net::Net`] is alive, the tail of its packet log is printed.
@@ -97,40 +100,61 @@ impl Middlebox for Engine {
         self
     }
     /// Translated from the engine's public state (its connection's translated key, the ALG's sequence
-    /// maps), exactly as the engine translates an in-order segment of an established connection.
-    fn bypass(&self, _from: Side, pkt: &[u8]) -> Option<(Side, Vec<u8>)> {
-        use ftpnat::flow::{Endpoint, FlowKey, Proto};
-        use ftpnat::wire::Ipv4Packet;
-        let ip = Ipv4Packet::new_checked(pkt).ok()?;
-        let t = ip.tcp().ok()?;
-        let key = FlowKey::new(
-            Proto::Tcp,
-            Endpoint::new(ip.src_addr(), t.src_port()),
-            Endpoint::new(ip.dst_addr(), t.dst_port()),
-        );
-        let (id, dir) = self.table().lookup(&key)?;
-        let conn = self.table().get(id)?;
-        let to = conn.translated(dir);
-        let (mut seq, mut ack) = (t.seq_number(), t.ack_number());
-        if let Some(s) = &conn.ftp {
-            seq = s.seq_map(dir).map(seq);
-            if t.flags().ack {
-                ack = s.seq_map(dir.reverse()).unmap(ack);
-            }
+    /// maps), exactly as the engine translates an in-order segment of an established connection. A
+    /// NAT64 connection's segment goes through the engine's own RFC 7915 translator on the IPv6 side
+    /// (the header translation is not what a gap tests; the stream maps are).
+    fn bypass(&self, from: Side, pkt: &[u8]) -> Option<(Side, Vec<u8>)> {
+        use ftpnat::xlat::{v4_to_v6, v6_to_v4, Params};
+        let Some(n) = self.nat64() else { return bypass4(self, pkt) };
+        let map = n.map(self.config().lan_ip);
+        let mtu = self.config().mtu;
+        let params = Params { mtu4: mtu[Side::Outside.index()], mtu6: mtu[Side::Inside.index()], ident: 0 };
+        let mut v4 = pkt.to_vec();
+        if from == Side::Inside && pkt.first().is_some_and(|b| b >> 4 == 6) {
+            v6_to_v4(&mut v4, &map, &params).ok()?;
         }
-        let mut out = pkt.to_vec();
-        let mut ip = Ipv4Packet::new_unchecked(&mut out[..]);
-        ip.set_src_addr(to.src.addr);
-        ip.set_dst_addr(to.dst.addr);
-        let ttl = ip.ttl();
-        ip.set_ttl(ttl.saturating_sub(1));
-        let mut t = ip.tcp_mut().ok()?;
-        t.set_src_port(to.src.port);
-        t.set_dst_port(to.dst.port);
-        t.set_seq_number(seq);
-        t.set_ack_number(ack);
-        Some((conn.egress(dir), out))
+        let (side, mut out) = bypass4(self, &v4)?;
+        let dst = ftpnat::wire::Ipv4Packet::new_checked(&out[..]).ok()?.dst_addr();
+        if side == Side::Inside && ftpnat::nat64::is_alias(dst) {
+            v4_to_v6(&mut out, &map, &params).ok()?;
+        }
+        Some((side, out))
     }
+}
+
+/// [`Middlebox::bypass`] of an IPv4 segment.
+fn bypass4(e: &Engine, pkt: &[u8]) -> Option<(Side, Vec<u8>)> {
+    use ftpnat::flow::{Endpoint, FlowKey, Proto};
+    use ftpnat::wire::Ipv4Packet;
+    let ip = Ipv4Packet::new_checked(pkt).ok()?;
+    let t = ip.tcp().ok()?;
+    let key = FlowKey::new(
+        Proto::Tcp,
+        Endpoint::new(ip.src_addr(), t.src_port()),
+        Endpoint::new(ip.dst_addr(), t.dst_port()),
+    );
+    let (id, dir) = e.table().lookup(&key)?;
+    let conn = e.table().get(id)?;
+    let to = conn.translated(dir);
+    let (mut seq, mut ack) = (t.seq_number(), t.ack_number());
+    if let Some(s) = &conn.ftp {
+        seq = s.seq_map(dir).map(seq);
+        if t.flags().ack {
+            ack = s.seq_map(dir.reverse()).unmap(ack);
+        }
+    }
+    let mut out = pkt.to_vec();
+    let mut ip = Ipv4Packet::new_unchecked(&mut out[..]);
+    ip.set_src_addr(to.src.addr);
+    ip.set_dst_addr(to.dst.addr);
+    let ttl = ip.ttl();
+    ip.set_ttl(ttl.saturating_sub(1));
+    let mut t = ip.tcp_mut().ok()?;
+    t.set_src_port(to.src.port);
+    t.set_dst_port(to.dst.port);
+    t.set_seq_number(seq);
+    t.set_ack_number(ack);
+    Some((conn.egress(dir), out))
 }
 
 /// A plain router: every packet leaves unchanged on the other side. Outside hosts reach 10.0.0.2 directly.

@@ -1,6 +1,7 @@
 //! The virtual network: smoltcp hosts on an inside and an outside segment, a middlebox between them, a
 //! virtual clock, packet movement with fault injection, the packet log, and the apps (FTP peers) that run
-//! on the hosts.
+//! on the hosts. A host is IPv4 or IPv6 (an IPv6-only inside host reaches IPv4 outside hosts through a
+//! NAT64 middlebox at their [`nat64_addr`]).
 //!
 //! Owns: hosts (`Interface` + queue-backed `phy::Device` + sockets), delivery by destination address on
 //! the side a packet leaves on, time (µs, jumps to the next deadline when idle), the check of every packet
@@ -10,7 +11,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ftpnat::Side;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
@@ -29,6 +30,28 @@ pub const INSIDE_HOST2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const THIRD_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+/// The inside IPv6 segment (a NAT64 `--inside6` prefix): the gateway's LAN address and a host.
+pub const INSIDE6_NET: &str = "2001:db8:64::/64";
+pub const INSIDE6_GW: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 1);
+pub const INSIDE6_HOST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 2);
+/// The NAT64 prefix (RFC 6052 /96, network-specific: the well-known one carries only global IPv4, and
+/// the outside hosts here are documentation addresses).
+pub const NAT64_PREFIX: &str = "64:ff9b:1::/96";
+
+/// An IPv4 address as an IPv6 host reaches it under [`NAT64_PREFIX`] (RFC 6052 §2.2, /96).
+pub fn nat64_addr(v4: Ipv4Addr) -> Ipv6Addr {
+    let o = v4.octets();
+    Ipv6Addr::new(
+        0x64,
+        0xff9b,
+        1,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([o[0], o[1]]),
+        u16::from_be_bytes([o[2], o[3]]),
+    )
+}
 
 /// A `phy::Device` backed by two queues: `rx` is filled by the network, `tx` drained by it.
 #[derive(Debug)]
@@ -80,7 +103,7 @@ impl phy::TxToken for TxTok<'_> {
 /// One smoltcp host.
 pub struct Host {
     pub side: Side,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub iface: Interface,
     pub dev: QueueDevice,
     pub sockets: SocketSet<'static>,
@@ -89,7 +112,7 @@ pub struct Host {
 /// What an app gets each step: the clock, its host's address, interface (for `connect`) and sockets.
 pub struct AppCx<'a> {
     pub now_us: u64,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub iface: &'a mut Interface,
     pub sockets: &'a mut SocketSet<'static>,
 }
@@ -247,34 +270,40 @@ impl Net {
         }
     }
 
-    /// Adds a host on `side` with address `addr` (/24, default route via the side's gateway).
-    pub fn add_host(&mut self, side: Side, addr: Ipv4Addr) {
+    /// Adds a host on `side` with address `addr` and a default route via the side's gateway: IPv4 in a
+    /// /24, IPv6 (inside only: the IPv6 LAN of a NAT64) in a /64 with [`INSIDE6_GW`] as its router.
+    pub fn add_host(&mut self, side: Side, addr: impl Into<IpAddr>) {
+        let addr = addr.into();
         assert!(self.host_index(side, addr).is_none(), "host {addr} on {side} exists");
         let mut dev = QueueDevice { rx: VecDeque::new(), tx: VecDeque::new(), mtu: self.mtu };
         let mut config = IfaceConfig::new(HardwareAddress::Ip);
         config.random_seed = self.seeds.next_u64();
         let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(self.now_us as i64));
+        let prefix_len = if addr.is_ipv4() { 24 } else { 64 };
         iface.update_ip_addrs(|a| {
-            a.push(IpCidr::new(IpAddress::Ipv4(addr), 24)).expect("one address fits");
+            a.push(IpCidr::new(IpAddress::from(addr), prefix_len)).expect("one address fits");
         });
-        let gw = match side {
-            Side::Inside => INSIDE_GW,
-            Side::Outside => PUBLIC_IP,
-        };
-        iface.routes_mut().add_default_ipv4_route(gw).expect("route table has room");
+        let routes = iface.routes_mut();
+        match (addr, side) {
+            (IpAddr::V4(_), Side::Inside) => routes.add_default_ipv4_route(INSIDE_GW),
+            (IpAddr::V4(_), Side::Outside) => routes.add_default_ipv4_route(PUBLIC_IP),
+            (IpAddr::V6(_), Side::Inside) => routes.add_default_ipv6_route(INSIDE6_GW),
+            (IpAddr::V6(_), Side::Outside) => panic!("the outside is IPv4 only ({addr})"),
+        }
+        .expect("route table has room");
         self.hosts.push(Host { side, addr, iface, dev, sockets: SocketSet::new(Vec::new()) });
     }
 
-    fn host_index(&self, side: Side, addr: Ipv4Addr) -> Option<usize> {
+    fn host_index(&self, side: Side, addr: IpAddr) -> Option<usize> {
         self.hosts.iter().position(|h| h.side == side && h.addr == addr)
     }
 
-    fn host_by_addr(&self, addr: Ipv4Addr) -> usize {
+    fn host_by_addr(&self, addr: IpAddr) -> usize {
         self.hosts.iter().position(|h| h.addr == addr).unwrap_or_else(|| panic!("no host {addr}"))
     }
 
-    pub fn host(&mut self, addr: Ipv4Addr) -> &mut Host {
-        let i = self.host_by_addr(addr);
+    pub fn host(&mut self, addr: impl Into<IpAddr>) -> &mut Host {
+        let i = self.host_by_addr(addr.into());
         &mut self.hosts[i]
     }
 
@@ -283,8 +312,8 @@ impl Net {
     }
 
     /// Runs `app` on the host with address `addr`.
-    pub fn add_app<T: App>(&mut self, addr: Ipv4Addr, app: T) -> AppId<T> {
-        let host = self.host_by_addr(addr);
+    pub fn add_app<T: App>(&mut self, addr: impl Into<IpAddr>, app: T) -> AppId<T> {
+        let host = self.host_by_addr(addr.into());
         self.apps.push((host, Box::new(app)));
         AppId { idx: self.apps.len() - 1, _t: PhantomData }
     }
@@ -297,11 +326,11 @@ impl Net {
         self.apps[id.idx].1.as_any_mut().downcast_mut().expect("AppId type matches")
     }
 
-    pub fn ftp_server(&mut self, addr: Ipv4Addr, config: ServerConfig) -> AppId<FtpServer> {
+    pub fn ftp_server(&mut self, addr: impl Into<IpAddr>, config: ServerConfig) -> AppId<FtpServer> {
         self.add_app(addr, FtpServer::new(config))
     }
 
-    pub fn ftp_client(&mut self, addr: Ipv4Addr, config: ClientConfig) -> AppId<FtpClient> {
+    pub fn ftp_client(&mut self, addr: impl Into<IpAddr>, config: ClientConfig) -> AppId<FtpClient> {
         self.add_app(addr, FtpClient::new(config))
     }
 

@@ -1,17 +1,58 @@
 //! Packet inspection for the harness: the independent validity check of every packet that leaves the
 //! middlebox, one-line summaries for the packet log, and small header readers tests use to pick packets.
 //!
-//! Owns: reading IPv4/TCP/UDP/ICMP bytes with etherparse (an implementation independent of ftpnat's
-//! `wire` module, so a checksum bug there cannot hide itself). Must not: modify packets or know about
-//! the network's topology.
+//! Owns: reading IPv4/IPv6/TCP/UDP/ICMP bytes with etherparse (an implementation independent of
+//! ftpnat's `wire` module, so a checksum bug there cannot hide itself). Must not: modify packets or
+//! know about the network's topology.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use etherparse::{Icmpv4Slice, IpNumber, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice};
+use etherparse::{Icmpv4Slice, IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice, TcpHeaderSlice, UdpHeaderSlice};
 
-/// The kit's independent validity check of one IPv4 datagram (`ftpnat_testkit::check`).
-pub use ftpnat_testkit::check::check_packet;
+/// The kit's independent validity check of one IPv4 or IPv6 datagram (`ftpnat_testkit::check`).
+pub use ftpnat_testkit::check::check_packet_any as check_packet;
+
+/// The IP layer of a datagram as far as the harness reads it: addresses, the transport protocol, the
+/// header length, the datagram length the header states, and whether it is a fragment.
+struct IpView {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: IpNumber,
+    header_len: usize,
+    total_len: usize,
+    fragment: bool,
+}
+
+/// IPv4 with its options, or IPv6 without extension headers (the harness's hosts send none; a
+/// fragment header shows as protocol 44).
+fn ip_view(pkt: &[u8]) -> Option<IpView> {
+    match pkt.first()? >> 4 {
+        4 => {
+            let ip = Ipv4HeaderSlice::from_slice(pkt).ok()?;
+            Some(IpView {
+                src: ip.source_addr().into(),
+                dst: ip.destination_addr().into(),
+                proto: ip.protocol(),
+                header_len: ip.slice().len(),
+                total_len: usize::from(ip.total_len()),
+                fragment: ip.is_fragmenting_payload(),
+            })
+        }
+        6 => {
+            let ip = Ipv6HeaderSlice::from_slice(pkt).ok()?;
+            Some(IpView {
+                src: ip.source_addr().into(),
+                dst: ip.destination_addr().into(),
+                proto: ip.next_header(),
+                header_len: 40,
+                total_len: 40 + usize::from(ip.payload_length()),
+                fragment: ip.next_header() == IpNumber::IPV6_FRAGMENTATION_HEADER,
+            })
+        }
+        _ => None,
+    }
+}
 
 /// Lowercase hex, 32 bytes a line, for failure messages.
 pub fn hex(pkt: &[u8]) -> String {
@@ -29,8 +70,8 @@ pub fn hex(pkt: &[u8]) -> String {
 /// The parts of a TCP segment tests usually look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpInfo {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
@@ -38,21 +79,25 @@ pub struct TcpInfo {
     pub syn: bool,
     pub fin: bool,
     pub rst: bool,
+    /// The ACK flag (`ack` means something only with it).
+    pub has_ack: bool,
+    /// The edges of the SACK blocks (RFC 2018), in order.
+    pub sack: Vec<(u32, u32)>,
     pub payload: Vec<u8>,
 }
 
-/// `Some` for an unfragmented, well-formed IPv4 TCP segment.
+/// `Some` for an unfragmented, well-formed IPv4 or IPv6 TCP segment.
 pub fn tcp_info(pkt: &[u8]) -> Option<TcpInfo> {
-    let ip = Ipv4HeaderSlice::from_slice(pkt).ok()?;
-    if ip.protocol() != IpNumber::TCP || ip.is_fragmenting_payload() {
+    let ip = ip_view(pkt)?;
+    if ip.proto != IpNumber::TCP || ip.fragment {
         return None;
     }
-    let end = usize::from(ip.total_len()).min(pkt.len());
-    let payload = pkt.get(ip.slice().len()..end)?;
+    let end = ip.total_len.min(pkt.len());
+    let payload = pkt.get(ip.header_len..end)?;
     let tcp = TcpHeaderSlice::from_slice(payload).ok()?;
     Some(TcpInfo {
-        src: ip.source_addr(),
-        dst: ip.destination_addr(),
+        src: ip.src,
+        dst: ip.dst,
         sport: tcp.source_port(),
         dport: tcp.destination_port(),
         seq: tcp.sequence_number(),
@@ -60,13 +105,24 @@ pub fn tcp_info(pkt: &[u8]) -> Option<TcpInfo> {
         syn: tcp.syn(),
         fin: tcp.fin(),
         rst: tcp.rst(),
+        has_ack: tcp.ack(),
+        sack: tcp
+            .options_iterator()
+            .filter_map(Result::ok)
+            .flat_map(|o| match o {
+                etherparse::TcpOptionElement::SelectiveAcknowledgement(first, rest) => {
+                    std::iter::once(first).chain(rest.into_iter().flatten()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect(),
         payload: payload[tcp.slice().len()..].to_vec(),
     })
 }
 
-/// The destination address of an IPv4 datagram, if it has a readable header.
-pub fn dst_addr(pkt: &[u8]) -> Option<Ipv4Addr> {
-    Ipv4HeaderSlice::from_slice(pkt).ok().map(|ip| ip.destination_addr())
+/// The destination address of an IPv4 or IPv6 datagram, if it has a readable header.
+pub fn dst_addr(pkt: &[u8]) -> Option<IpAddr> {
+    ip_view(pkt).map(|ip| ip.dst)
 }
 
 /// `true` when the packet is TCP and either port equals `port`.
@@ -94,14 +150,14 @@ pub fn escape(bytes: &[u8]) -> String {
 /// One line describing a packet: addresses, ports, flags, seq/ack, payload length and a payload preview.
 /// Works on a packet's head too: lengths come from the IP header, the preview from the bytes present.
 pub fn summary(pkt: &[u8]) -> String {
-    let Ok(ip) = Ipv4HeaderSlice::from_slice(pkt) else {
-        return format!("non-IPv4 ({} bytes)", pkt.len());
+    let Some(ip) = ip_view(pkt) else {
+        return format!("non-IP ({} bytes)", pkt.len());
     };
-    let (src, dst) = (ip.source_addr(), ip.destination_addr());
-    let ip_len = ip.slice().len();
-    let rest = &pkt[ip_len..];
-    let frag = if ip.is_fragmenting_payload() { " (fragment)" } else { "" };
-    match ip.protocol() {
+    let (src, dst) = (ip.src, ip.dst);
+    let ip_len = ip.header_len;
+    let rest = &pkt[ip_len.min(pkt.len())..];
+    let frag = if ip.fragment { " (fragment)" } else { "" };
+    match ip.proto {
         IpNumber::TCP if frag.is_empty() => match TcpHeaderSlice::from_slice(rest) {
             Ok(h) => {
                 let mut flags = String::new();
@@ -113,7 +169,7 @@ pub fn summary(pkt: &[u8]) -> String {
                     }
                 }
                 let hl = h.slice().len();
-                let len = usize::from(ip.total_len()).saturating_sub(ip_len + hl);
+                let len = ip.total_len.saturating_sub(ip_len + hl);
                 let avail = &rest[hl..];
                 let preview = &avail[..avail.len().min(len).min(48)];
                 let more = if len > preview.len() { "…" } else { "" };
@@ -138,6 +194,10 @@ pub fn summary(pkt: &[u8]) -> String {
             Ok(i) => format!("icmp {src} > {dst} type={} code={}", i.type_u8(), i.code_u8()),
             Err(_) => format!("icmp {src} > {dst} (truncated)"),
         },
-        p => format!("ip proto {} {src} > {dst} len={}{frag}", p.0, ip.total_len()),
+        IpNumber::IPV6_ICMP => match etherparse::Icmpv6Slice::from_slice(rest) {
+            Ok(i) => format!("icmp6 {src} > {dst} type={} code={}", i.type_u8(), i.code_u8()),
+            Err(_) => format!("icmp6 {src} > {dst} (truncated)"),
+        },
+        p => format!("ip proto {} {src} > {dst} len={}{frag}", p.0, ip.total_len),
     }
 }

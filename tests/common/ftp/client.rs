@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
@@ -43,7 +43,7 @@ pub struct Transfer {
     /// Local data port (active: listened on; passive: connected from). Default: `data_port_base + index`.
     pub data_port: Option<u16>,
     /// The address announced in PORT/EPRT; default: the client's own (what a client behind NAT sends).
-    pub announce: Option<Ipv4Addr>,
+    pub announce: Option<IpAddr>,
 }
 
 impl Transfer {
@@ -54,8 +54,8 @@ impl Transfer {
         self.data_port = Some(p);
         self
     }
-    pub fn announce(mut self, a: Ipv4Addr) -> Self {
-        self.announce = Some(a);
+    pub fn announce(mut self, a: impl Into<IpAddr>) -> Self {
+        self.announce = Some(a.into());
         self
     }
 }
@@ -85,12 +85,14 @@ pub struct TransferResult {
     /// The final reply to RETR/STOR (last line, raw), if any.
     pub final_reply: Vec<u8>,
     /// The data connection's remote endpoint as the client saw it.
-    pub data_peer: Option<(Ipv4Addr, u16)>,
+    pub data_peer: Option<(IpAddr, u16)>,
     pub error: Option<String>,
 }
 
 pub struct ClientConfig {
-    pub server: Ipv4Addr,
+    /// The server's address as the client reaches it (for an IPv6 client behind NAT64, the IPv4
+    /// server's address under the NAT64 prefix).
+    pub server: IpAddr,
     pub server_port: u16,
     /// Local port of the control connection.
     pub ctrl_port: u16,
@@ -109,9 +111,9 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    pub fn new(server: Ipv4Addr, server_port: u16) -> ClientConfig {
+    pub fn new(server: impl Into<IpAddr>, server_port: u16) -> ClientConfig {
         ClientConfig {
-            server,
+            server: server.into(),
             server_port,
             ctrl_port: 40000,
             data_port_base: 41000,
@@ -173,7 +175,7 @@ struct ClientXfer {
     final_code: Option<u16>,
     setup_reply: Vec<u8>,
     final_reply: Vec<u8>,
-    data_peer: Option<(Ipv4Addr, u16)>,
+    data_peer: Option<(IpAddr, u16)>,
     error: Option<String>,
 }
 
@@ -328,10 +330,10 @@ impl FtpClient {
                 s.listen(port).expect("listen on the data port");
                 x.sock = Some(cx.sockets.add(s));
                 let a = t.announce.unwrap_or(cx.addr);
-                if t.mode == Mode::Port {
-                    format!("PORT {}\r\n", format_host_port(a, port))
-                } else {
-                    format!("EPRT |1|{a}|{port}|\r\n")
+                match (t.mode, a) {
+                    (Mode::Port, IpAddr::V4(a)) => format!("PORT {}\r\n", format_host_port(a, port)),
+                    (Mode::Port, IpAddr::V6(_)) => panic!("PORT cannot name an IPv6 address ({a})"),
+                    _ => format!("EPRT {}\r\n", format_eprt_arg(a, port)),
                 }
             }
             Mode::Pasv => "PASV\r\n".to_string(),
@@ -394,7 +396,9 @@ impl FtpClient {
                 let target = match mode {
                     _ if !(200..300).contains(&code) => Err(format!("setup refused: {text}")),
                     Mode::Port | Mode::Eprt => Ok(None),
-                    Mode::Pasv => parse_227(&text).map(Some).ok_or_else(|| format!("bad 227: {text}")),
+                    Mode::Pasv => parse_227(&text)
+                        .map(|(a, p)| Some((IpAddr::V4(a), p)))
+                        .ok_or_else(|| format!("bad 227: {text}")),
                     Mode::Epsv => parse_229(&text)
                         .map(|p| Some((self.cfg.server, p)))
                         .ok_or_else(|| format!("bad 229: {text}")),
@@ -465,7 +469,7 @@ impl FtpClient {
             let s = cx.sockets.get_mut::<tcp::Socket>(h);
             if !x.connected && is_connected(s.state()) {
                 x.connected = true;
-                x.data_peer = endpoint_v4(s);
+                x.data_peer = endpoint(s);
             }
             if !x.connected || x.data_done {
                 continue;

@@ -15,10 +15,9 @@
 //! with Nagle off each piece is its own segment.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::wire::IpAddress;
 
 use super::net::{App, AppCx};
 use super::SplitMix64;
@@ -70,15 +69,34 @@ pub fn parse_host_port(s: &str) -> Option<(Ipv4Addr, u16)> {
 
 /// Parses an EPRT argument `<d>1<d>addr<d>port<d>` (RFC 2428 §2); only IPv4 (family 1).
 pub fn parse_eprt_arg(s: &str) -> Option<(Ipv4Addr, u16)> {
+    match parse_eprt_any(s)? {
+        (IpAddr::V4(a), p) => Some((a, p)),
+        (IpAddr::V6(_), _) => None,
+    }
+}
+
+/// Parses an EPRT argument of family 1 (IPv4) or 2 (IPv6), the family matching the address.
+pub fn parse_eprt_any(s: &str) -> Option<(IpAddr, u16)> {
     let d = s.chars().next()?;
     if !('!'..='~').contains(&d) {
         return None;
     }
     let parts: Vec<&str> = s.split(d).collect();
-    if parts.len() != 5 || !parts[0].is_empty() || !parts[4].trim().is_empty() || parts[1] != "1" {
+    if parts.len() != 5 || !parts[0].is_empty() || !parts[4].trim().is_empty() {
         return None;
     }
-    Some((parts[2].parse().ok()?, parts[3].parse().ok()?))
+    let addr: IpAddr = match parts[1] {
+        "1" => IpAddr::V4(parts[2].parse().ok()?),
+        "2" => IpAddr::V6(parts[2].parse().ok()?),
+        _ => return None,
+    };
+    Some((addr, parts[3].parse().ok()?))
+}
+
+/// The EPRT argument naming `addr` (RFC 2428 §2: family 1 for IPv4, 2 for IPv6), `|` delimited.
+pub fn format_eprt_arg(addr: IpAddr, port: u16) -> String {
+    let family = if addr.is_ipv4() { 1 } else { 2 };
+    format!("|{family}|{addr}|{port}|")
 }
 
 /// Parses a 227 reply's text the way curl does: the first run of digits and commas after the code.
@@ -210,10 +228,9 @@ fn read_all(s: &mut tcp::Socket<'static>, into: &mut Vec<u8>) -> usize {
     n
 }
 
-fn endpoint_v4(s: &tcp::Socket<'static>) -> Option<(Ipv4Addr, u16)> {
+fn endpoint(s: &tcp::Socket<'static>) -> Option<(IpAddr, u16)> {
     let ep = s.remote_endpoint()?;
-    let IpAddress::Ipv4(a) = ep.addr;
-    Some((a, ep.port))
+    Some((IpAddr::from(ep.addr), ep.port))
 }
 
 fn is_connected(state: State) -> bool {

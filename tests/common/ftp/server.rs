@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
@@ -79,7 +79,7 @@ impl ServerConfig {
 
 enum DataSetup {
     None,
-    Active(Ipv4Addr, u16),
+    Active(IpAddr, u16),
     Passive(SocketHandle),
 }
 
@@ -97,7 +97,7 @@ struct ServerXfer {
 pub struct FtpServer {
     cfg: ServerConfig,
     ctrl: Option<SocketHandle>,
-    peer: Option<Ipv4Addr>,
+    peer: Option<IpAddr>,
     greeted: bool,
     reader: LineReader,
     pending: VecDeque<Vec<u8>>,
@@ -121,9 +121,9 @@ pub struct FtpServer {
     /// Names served by a completed RETR.
     pub retrieved: Vec<String>,
     /// The remote endpoint of each data connection, as the server saw it.
-    pub data_peers: Vec<(Ipv4Addr, u16)>,
+    pub data_peers: Vec<(IpAddr, u16)>,
     /// The control connection's peer, as the server saw it.
-    pub ctrl_peer: Option<(Ipv4Addr, u16)>,
+    pub ctrl_peer: Option<(IpAddr, u16)>,
     /// PORT/EPRT lines refused with 500.
     pub refused: Vec<Vec<u8>>,
 }
@@ -194,7 +194,11 @@ impl FtpServer {
             "TYPE" => self.reply("200 Switching to Binary mode."),
             "NOOP" => self.reply("200 NOOP ok."),
             "PORT" | "EPRT" => {
-                let parsed = if verb == "PORT" { parse_host_port(&arg) } else { parse_eprt_arg(&arg) };
+                let parsed = if verb == "PORT" {
+                    parse_host_port(&arg).map(|(a, p)| (IpAddr::V4(a), p))
+                } else {
+                    parse_eprt_any(&arg)
+                };
                 let Some((addr, port)) = parsed else {
                     self.reply(if verb == "PORT" {
                         "500 Illegal PORT command."
@@ -228,7 +232,11 @@ impl FtpServer {
                 }
                 self.setup = DataSetup::Passive(cx.sockets.add(s));
                 if verb == "PASV" {
-                    let addr = self.cfg.pasv_addr.unwrap_or(cx.addr);
+                    let own = match cx.addr {
+                        IpAddr::V4(a) => a,
+                        IpAddr::V6(a) => panic!("the scripted server answers PASV on IPv4 only ({a})"),
+                    };
+                    let addr = self.cfg.pasv_addr.unwrap_or(own);
                     self.reply(&format!("227 Entering Passive Mode ({}).", format_host_port(addr, port)));
                 } else {
                     self.reply(&format!("229 Entering Extended Passive Mode (|||{port}|)"));
@@ -286,7 +294,7 @@ impl FtpServer {
         if !x.started {
             if is_connected(s.state()) {
                 x.started = true;
-                if let Some(ep) = endpoint_v4(s) {
+                if let Some(ep) = endpoint(s) {
                     self.data_peers.push(ep);
                 }
                 let msg = if x.retr {
@@ -362,7 +370,7 @@ impl App for FtpServer {
         let s = cx.sockets.get_mut::<tcp::Socket>(ctrl);
         if !self.greeted && is_connected(s.state()) {
             self.greeted = true;
-            self.ctrl_peer = endpoint_v4(s);
+            self.ctrl_peer = endpoint(s);
             self.peer = self.ctrl_peer.map(|p| p.0);
             self.reply("220 ftpnat-test FTP server ready.");
         }

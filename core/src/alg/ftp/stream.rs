@@ -321,10 +321,13 @@ impl Stream {
             self.refused = None;
         }
         let mut payload = payload;
+        // The part of this segment the receiver acknowledged, if any: `Some(horizon)`.
+        let mut acked_part = None;
         // Bytes the receiver already acknowledged are not sent again; what history was needed to
         // rebuild them is gone.
         if let Some(h) = self.map.horizon() {
             if a.lt(h) {
+                acked_part = Some(h);
                 let had_payload = !payload.is_empty();
                 let cut = (h.diff(a) as usize).min(payload.len());
                 payload = &payload[cut..];
@@ -390,6 +393,13 @@ impl Stream {
             self.fin_consumed();
         } else if fin && self.fin_sent && b.lt(self.next) {
             fin_out = true;
+        }
+        if let (Some(h), true, false) = (acked_part, out.is_empty(), fin_out) {
+            // A retransmission of acknowledged bytes whose rest is still held (a line not complete
+            // yet): the same lost ACK as above, and nothing to send; the probe tells the sender again,
+            // or it would retransmit these bytes until the hold timeout while the rest of the line
+            // waits behind them in its queue.
+            return Ok(SegmentOut { seq: self.map.map(h).sub(1), payload: Vec::new(), fin: false });
         }
         Ok(SegmentOut { seq: out_seq, payload: out, fin: fin_out })
     }
@@ -684,6 +694,22 @@ mod tests {
         assert_eq!(o, vec![(114, Vec::new())]);
         let o = run(&mut s, &[(108, b"NOOP\r\n")]);
         assert_eq!(o, vec![(114, Vec::new())]);
+    }
+
+    #[test]
+    fn retransmission_of_acknowledged_bytes_and_a_held_line_start_draws_an_ack() {
+        let mut s = fresh();
+        // "NOOP" goes out; "PORT" is held until its line ends.
+        let o = run(&mut s, &[(100, b"NOOP\r\nPORT")]);
+        assert_eq!(o, vec![(100, b"NOOP\r\n".to_vec())]);
+        s.map.prune(SeqNum::new(106));
+        // The receiver's ACK of 106 was lost after the gateway: the sender retransmits from 100, and
+        // the segment brings nothing new. An empty segment at 106 would draw nothing from the receiver.
+        let o = run(&mut s, &[(100, b"NOOP\r\nPORT")]);
+        assert_eq!(o, vec![(105, Vec::new())]);
+        // The rest of the line completes it as usual.
+        let o = run(&mut s, &[(110, b" x\r\n")]);
+        assert_eq!(o, vec![(106, b"PORT yy\r\n".to_vec())]);
     }
 
     #[test]
