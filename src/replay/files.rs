@@ -61,6 +61,18 @@ type BatchResult = Result<FrameBatch, String>;
 /// [`ReplayError::Incomplete`] is returned: the input could not be read entirely.
 pub fn run(opts: &ReplayOptions, files: &ReplayFiles) -> Result<Summary, ReplayError> {
     let mut replayer = Replayer::new(opts)?;
+    check_files(files)?;
+    let reader = CaptureReader::open(&files.input).map_err(|e| ReplayError::Input(e.to_string()))?;
+    let (tx, rx) = sync_channel(AHEAD);
+    let (recycle_tx, recycle_rx) = channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_ahead(reader, tx, recycle_rx));
+        replay_batches(scope, &mut replayer, opts, files, rx, recycle_tx)
+    })
+}
+
+/// The outputs are neither the input nor each other.
+pub(super) fn check_files(files: &ReplayFiles) -> Result<(), ReplayError> {
     for (flag, p) in [("--lan-out", &files.lan_out), ("--wan-out", &files.wan_out)] {
         if p == &files.input {
             return Err(ReplayError::Args(format!("{flag} {}: would overwrite the input", p.display())));
@@ -72,13 +84,7 @@ pub fn run(opts: &ReplayOptions, files: &ReplayFiles) -> Result<Summary, ReplayE
             files.lan_out.display()
         )));
     }
-    let reader = CaptureReader::open(&files.input).map_err(|e| ReplayError::Input(e.to_string()))?;
-    let (tx, rx) = sync_channel(AHEAD);
-    let (recycle_tx, recycle_rx) = channel();
-    std::thread::scope(|scope| {
-        scope.spawn(move || read_ahead(reader, tx, recycle_rx));
-        replay_batches(scope, &mut replayer, opts, files, rx, recycle_tx)
-    })
+    Ok(())
 }
 
 /// Reads the capture in batches until its end, its first error (sent after the frames before it), or
@@ -182,7 +188,7 @@ fn replay_batches<'scope>(
 
 /// Renames both outputs `FILE.incomplete`, so that nothing takes them for a whole replay; returns the
 /// new names. Only regular files are renamed (`/dev/null` or a pipe is left alone).
-fn mark_incomplete(files: &ReplayFiles) -> Result<Vec<PathBuf>, ReplayError> {
+pub(super) fn mark_incomplete(files: &ReplayFiles) -> Result<Vec<PathBuf>, ReplayError> {
     let mut renamed = Vec::new();
     for p in [&files.lan_out, &files.wan_out] {
         if !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
@@ -209,7 +215,7 @@ fn batch_full(b: &PacketBatch) -> bool {
 
 /// The two output captures: raw IP, or the causing frame's framing with `--keep-link-layer`. Packets are
 /// framed here and written by a thread of their own ([`write_out`]).
-struct PcapOutput<'scope> {
+pub(super) struct PcapOutput<'scope> {
     keep: Option<LinkType>,
     /// The last frame seen, for packets released by timers (they have no frame of their own).
     last: Option<(Vec<u8>, Decoded)>,
@@ -227,7 +233,7 @@ struct PcapOutput<'scope> {
 impl<'scope> PcapOutput<'scope> {
     /// Creates both files now (so that an unwritable path is reported before any replay), and the thread
     /// that writes them.
-    fn create(
+    pub(super) fn create(
         scope: &'scope Scope<'scope, '_>,
         files: &ReplayFiles,
         keep: Option<LinkType>,
@@ -280,7 +286,7 @@ impl<'scope> PcapOutput<'scope> {
     }
 
     /// Writes what is left and closes both files.
-    fn finish(mut self) -> Result<(), ReplayError> {
+    pub(super) fn finish(mut self) -> Result<(), ReplayError> {
         let err = |e: CaptureError| ReplayError::Output(e.to_string());
         if self.batch.iter().any(|r| !r.is_empty()) {
             self.send().map_err(err)?;
