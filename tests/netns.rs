@@ -238,8 +238,19 @@ fn persistent_devices_are_attached_and_left_alone() {
     let (persistent, created) = (names.lan_tun.as_str(), names.wan_tun.as_str());
     ns.ip(&["tuntap", "add", "dev", persistent, "mode", "tun"]);
     ns.ip(&["link", "set", "dev", persistent, "mtu", "1400"]);
-    let args =
-        ["run", "--lan-tun", persistent, "--wan-tun", created, "--inside", INSIDE, "--public-ip", PUBLIC_IP];
+    let args = [
+        "run",
+        "--lan-tun",
+        persistent,
+        "--wan-tun",
+        created,
+        "--inside",
+        INSIDE,
+        "--public-ip",
+        PUBLIC_IP,
+        "--workers",
+        "1",
+    ];
     let log_path = names.state_dir.with_extension("log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = ns
@@ -278,6 +289,8 @@ fn persistent_devices_are_attached_and_left_alone() {
             INSIDE,
             "--public-ip",
             PUBLIC_IP,
+            "--workers",
+            "1",
         ])
         .stdin(Stdio::null())
         .output()
