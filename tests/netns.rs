@@ -279,19 +279,7 @@ fn persistent_devices_are_attached_and_left_alone() {
     let second = ns
         .command("timeout")
         .args(["-k", "2", "10", bin()])
-        .args([
-            "run",
-            "--lan-tun",
-            persistent,
-            "--wan-tun",
-            "x",
-            "--inside",
-            INSIDE,
-            "--public-ip",
-            PUBLIC_IP,
-            "--workers",
-            "1",
-        ])
+        .args(args.map(|a| if a == created { "x" } else { a }))
         .stdin(Stdio::null())
         .output()
         .unwrap();

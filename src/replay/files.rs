@@ -173,6 +173,16 @@ fn replay_batches<'scope>(
     }
     let summary = replayer.finish(&mut output)?;
     output.finish()?;
+    conclude(files, summary, read_error)
+}
+
+/// After the outputs are written: marks them incomplete if the input could not be read to its end
+/// (`read_error`), writes the summary file if asked, and returns the summary or the incomplete error.
+pub(super) fn conclude(
+    files: &ReplayFiles,
+    summary: Summary,
+    read_error: Option<String>,
+) -> Result<Summary, ReplayError> {
     let outputs = match read_error {
         Some(_) => mark_incomplete(files)?,
         None => Vec::new(),
@@ -188,7 +198,7 @@ fn replay_batches<'scope>(
 
 /// Renames both outputs `FILE.incomplete`, so that nothing takes them for a whole replay; returns the
 /// new names. Only regular files are renamed (`/dev/null` or a pipe is left alone).
-pub(super) fn mark_incomplete(files: &ReplayFiles) -> Result<Vec<PathBuf>, ReplayError> {
+fn mark_incomplete(files: &ReplayFiles) -> Result<Vec<PathBuf>, ReplayError> {
     let mut renamed = Vec::new();
     for p in [&files.lan_out, &files.wan_out] {
         if !std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {

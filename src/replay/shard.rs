@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use super::files::{check_files, mark_incomplete, write_summary, PcapOutput};
+use super::files::{check_files, conclude, PcapOutput};
 use super::{Counters, FrameLink, Output, ReplayError, ReplayFiles, ReplayOptions, Replayer, Summary};
 use crate::config::{Config, Shard};
 use crate::flow::Side;
@@ -294,17 +294,7 @@ pub fn run_sharded(
     if let Some(e) = stop {
         return Err(e);
     }
-    let outputs = match read_error {
-        Some(_) => mark_incomplete(files)?,
-        None => Vec::new(),
-    };
-    if let Some(path) = &files.summary {
-        write_summary(path, &summary)?;
-    }
-    match read_error {
-        Some(error) => Err(ReplayError::Incomplete { error, summary: Box::new(summary), outputs }),
-        None => Ok(summary),
-    }
+    conclude(files, summary, read_error)
 }
 
 /// Every counter summed over the engines.
