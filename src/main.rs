@@ -604,6 +604,20 @@ impl RunArgs {
         }
     }
 
+    /// A reload's settings against the `running` worker count (`--workers` itself needs a restart): a
+    /// gateway running several workers, by default or as asked, refuses a file that brings what several
+    /// workers refuse, whatever count the file now names (a start with that many would refuse it too;
+    /// a restart runs it, on one worker).
+    fn fits_running(&self, running: u16) -> Result<(), String> {
+        if running <= 1 {
+            return Ok(());
+        }
+        RunArgs { workers: Some(running), ..self.clone() }
+            .config()
+            .map(drop)
+            .map_err(|e| format!("{e} (running {running} workers: a restart changes that)"))
+    }
+
     /// The pool and allocation flags (issue 16) into `c`.
     fn pool(&self, c: &mut Config) -> Result<(), String> {
         c.pool.addresses = self.public_ip.clone();
@@ -802,15 +816,12 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     };
     let (workers, one_because) = settings.workers();
     let running = settings.clone();
+    // How many workers run: set once the devices are open (one, if they cannot be multi-queue).
+    let running_workers = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(workers));
+    let ran = running_workers.clone();
     let loader = Box::new(move || {
         let (new, config) = args.resolve()?;
-        if new.workers.is_none() && workers > 1 {
-            // Running one worker per CPU by default: a reload must not bring what several workers
-            // refuse (it would be refused at a start with that many).
-            RunArgs { workers: Some(workers), ..new.clone() }
-                .config()
-                .map_err(|e| format!("{e} (running {workers} workers, the default: restart to run one)"))?;
-        }
+        new.fits_running(ran.load(std::sync::atomic::Ordering::Relaxed))?;
         Ok((config, restart_notes(&running, &new)))
     });
     let reload = match Reload::on_sighup(loader) {
@@ -847,6 +858,8 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    running_workers
+        .store(u16::try_from(pairs.len()).unwrap_or(u16::MAX), std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         lan = lan_name,
         wan = wan_name,
@@ -1249,6 +1262,14 @@ mod tests {
         assert_eq!(n, 1);
         // Explicit: refused as before.
         assert!(run_args(&["--workers", "2", "--port-block-size", "256"]).config().is_err());
+        // A reload may not bring blocks to a gateway running two workers, even when the reloaded
+        // settings name one worker (that needs a restart); to a gateway running one, it may.
+        let e = blocks.fits_running(2).unwrap_err();
+        assert!(e.contains("--port-block-size") && e.contains("restart"), "{e}");
+        let e = run_args(&["--workers", "1", "--port-block-size", "256"]).fits_running(2).unwrap_err();
+        assert!(e.contains("--port-block-size"), "{e}");
+        assert!(blocks.fits_running(1).is_ok());
+        assert!(run_args(&[]).fits_running(2).is_ok());
     }
 
     /// Generic over the `run` flags, so that a flag added later is held to the same rules: every flag
