@@ -227,3 +227,30 @@ fn many_hosts_use_every_engine_and_lose_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A link type nothing decodes ends the replay at its frame, with one engine or several: the same
+/// message (naming the frame by its place in the capture), exit as an unreadable input.
+#[test]
+fn an_unsupported_link_type_stops_the_sharded_replay_as_the_one_engine_replay() {
+    use ftpnat::io::pcap::PcapWriter;
+    use ftpnat::wire::link::LinkType;
+    use ftpnat_testkit::pkt::Ip;
+    use std::net::Ipv4Addr;
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay-sharded").join("linktype");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input.pcap");
+    let mut w = PcapWriter::create(&input, LinkType(147)).unwrap();
+    let p = Ip::new(Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(203, 0, 113, 5)).udp(5000, 53, b"q", false);
+    w.write(1_700_000_000_000_000, &p).unwrap();
+    w.finish().unwrap();
+    let argv: Vec<String> =
+        [input.to_str().unwrap(), "--inside", "10.0.0.0/24", "--public-ip", "198.51.100.1"]
+            .map(String::from)
+            .to_vec();
+    let one = replay(&argv, &dir.join("one"), 1, Schedule::Sequential).unwrap_err();
+    let two = replay(&argv, &dir.join("two"), 2, Schedule::Threads).unwrap_err();
+    assert!(one.contains("frame 1: link type 147 is not supported"), "{one}");
+    assert_eq!(one, two);
+    let _ = std::fs::remove_dir_all(&dir);
+}
