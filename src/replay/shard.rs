@@ -272,7 +272,8 @@ pub fn run_sharded(
                 }
                 next[shard] += 1;
                 let packet = &e.bytes[start..start + len];
-                if own {
+                // The causing frame's framing matters only with --keep-link-layer.
+                if own && keep.is_some() {
                     let (info, data) = frames.get(f);
                     let decoded = link::decode(info.linktype, data).expect("decoded by its engine");
                     let l = FrameLink { linktype: info.linktype, frame: data, decoded: &decoded };
