@@ -2,7 +2,8 @@
 //! with its own engine (issue 18).
 //!
 //! Owns: opening the devices for N workers ([`open`]: N queues of each, the steering program attached
-//! to each device, and the fall back to one worker, with a warning, when either is impossible), starting
+//! to each device, and the fall back to one worker when either is impossible: a warning when the count
+//! was asked for, an information line when it is the default, [`Asked`]), starting
 //! the loops ([`run_gateway`]: one engine per worker, its configuration's shard; one thread each, the
 //! caller's thread runs worker 0, which polls the process's stop signal), stopping them all when one
 //! stops (a signal, or a device failing under any of them), and the stop summary of the whole (each
