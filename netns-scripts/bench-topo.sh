@@ -124,6 +124,9 @@ fb_mode_ftpnat() {
         [[ $a == --forward-only ]] && ip -n "$FB_NS_WAN" route replace 10.0.0.0/24 via "$FB_RTR_WAN_IP"
     done
     mkdir -p "$FB_RUN_DIR"
+    # One worker unless the row says (ftpnat's default is one per CPU): the "ftpnat" rows are the
+    # single loop.
+    [[ " $* " == *" --workers "* ]] || set -- "$@" --workers 1
     RUST_LOG=ftpnat=warn ip netns exec "$FB_NS_RTR" "$FTPNAT_BIN" run --lan-tun "$FB_TUN_LAN" \
         --wan-tun "$FB_TUN_WAN" --inside 10.0.0.0/24 --public-ip "$FB_PUBLIC_IP" --lan-ip "$FB_GW_IP" "$@" \
         </dev/null >"$FB_RUN_DIR/ftpnat.out" 2>"$FB_RUN_DIR/ftpnat.log" &

@@ -44,7 +44,8 @@
 # (`--nat64-prefix $FTPNAT_NAT64_PREFIX --inside6 $FTPNAT_INSIDE6`).
 : "${FTPNAT_CONFIG=}"                       # an ftpnat.toml for `--config` (then the forwards come from it)
 : "${FTPNAT_LOG:=ftpnat=info}"              # RUST_LOG for the ftpnat process
-: "${FTPNAT_WORKERS=}"                      # --workers N, unless the flags already say (e.g. CI's second run: 2)
+: "${FTPNAT_WORKERS=1}"                     # --workers N, unless the flags already say (CI's second run: 2;
+                                            # empty: ftpnat's default, one per CPU)
 
 FTPNAT_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${FTPNAT_BIN:=$FTPNAT_REPO/target/release/ftpnat}"

@@ -211,8 +211,9 @@ struct RunArgs {
     #[arg(long)]
     no_offload: bool,
     /// Worker threads, each with its own queue of both TUN devices (IFF_MULTI_QUEUE, steered by an
-    /// eBPF program) and its own engine: table, slice of the port range, pinholes [default: 1]. One
-    /// worker, with a warning, when the devices or the kernel cannot do it.
+    /// eBPF program) and its own engine: table, slice of the port range, pinholes [default: the number
+    /// of CPUs, or 1 when the configuration has what several workers do not run yet]. One worker,
+    /// with a warning, when the devices or the kernel cannot do it; 1 is the single loop.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     workers: Option<u16>,
     /// Serve `ftpnat show`/`ftpnat events` on this Unix socket (created with mode 0600).
@@ -584,6 +585,40 @@ impl RunArgs {
         Ok(c)
     }
 
+    /// The worker count to run (issue 18): `--workers` (or the file's `workers`) as given; unset, one
+    /// per CPU (at most [`Shard::MAX_COUNT`]), unless the configuration would be refused with that many
+    /// (a feature not yet run across workers, a port range too small to slice): then 1, and the
+    /// reason, for one log line. An explicit count that does not fit was refused by [`RunArgs::config`].
+    fn workers(&self) -> (u16, Option<String>) {
+        if let Some(n) = self.workers {
+            return (n, None);
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = u16::try_from(cpus).unwrap_or(Shard::MAX_COUNT).min(Shard::MAX_COUNT);
+        if n <= 1 {
+            return (1, None);
+        }
+        let probe = RunArgs { workers: Some(n), ..self.clone() };
+        match probe.config() {
+            Ok(_) => (n, None),
+            Err(e) => (1, Some(e)),
+        }
+    }
+
+    /// A reload's settings against the `running` worker count (`--workers` itself needs a restart): a
+    /// gateway running several workers, by default or as asked, refuses a file that brings what several
+    /// workers refuse, whatever count the file now names (a start with that many would refuse it too;
+    /// a restart runs it, on one worker).
+    fn fits_running(&self, running: u16) -> Result<(), String> {
+        if running <= 1 {
+            return Ok(());
+        }
+        RunArgs { workers: Some(running), ..self.clone() }
+            .config()
+            .map(drop)
+            .map_err(|e| format!("{e} (running {running} workers: a restart changes that)"))
+    }
+
     /// The pool and allocation flags (issue 16) into `c`.
     fn pool(&self, c: &mut Config) -> Result<(), String> {
         c.pool.addresses = self.public_ip.clone();
@@ -780,9 +815,14 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let (workers, one_because) = settings.workers();
     let running = settings.clone();
+    // How many workers run: set once the devices are open (one, if they cannot be multi-queue).
+    let running_workers = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(workers));
+    let ran = running_workers.clone();
     let loader = Box::new(move || {
         let (new, config) = args.resolve()?;
+        new.fits_running(ran.load(std::sync::atomic::Ordering::Relaxed))?;
         Ok((config, restart_notes(&running, &new)))
     });
     let reload = match Reload::on_sighup(loader) {
@@ -807,7 +847,11 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     ops.reload = Some(reload);
     ops.shared = logging.shared_counters();
     let offload = if settings.no_offload { tun::Offload::Off } else { tun::Offload::Auto };
-    let pairs = match workers::open(&config, &lan_name, &wan_name, offload, settings.workers.unwrap_or(1)) {
+    if let Some(why) = &one_because {
+        tracing::info!(reason = %why, "one worker, not one per CPU (the default), for this configuration");
+    }
+    let asked = if settings.workers.is_some() { workers::Asked::Explicit } else { workers::Asked::Default };
+    let pairs = match workers::open(&config, &lan_name, &wan_name, offload, workers, asked) {
         Ok(p) => p,
         Err(e) => {
             logging.finish();
@@ -815,6 +859,8 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    running_workers
+        .store(u16::try_from(pairs.len()).unwrap_or(u16::MAX), std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         lan = lan_name,
         wan = wan_name,
@@ -1212,6 +1258,44 @@ mod tests {
         assert!(parse_devs("l0", "l0", &[]).unwrap_err().starts_with("--wan-tun"));
         assert!(parse_devs("a/b", "w0", &[]).unwrap_err().starts_with("--lan-tun"));
         assert!(parse_devs("l0", "sixteen-chars-xx", &[]).unwrap_err().starts_with("--wan-tun"));
+    }
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["ftpnat", "run", "--lan-tun", "l0", "--wan-tun", "w0", "--inside", "10.0.0.0/24"];
+        argv.extend_from_slice(&["--public-ip", "198.51.100.1"]);
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else { unreachable!() };
+        *args
+    }
+
+    /// Issue 18: unset, one worker per CPU; a configuration several workers refuse runs one worker by
+    /// default (with the reason to log) but is refused when the count is explicit.
+    #[test]
+    fn workers_default_to_the_cpus_and_fall_back_to_one_when_refused() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(64) as u16;
+        assert_eq!(run_args(&[]).workers(), (cpus, None));
+        assert_eq!(run_args(&["--workers", "1"]).workers(), (1, None));
+        assert_eq!(run_args(&["--workers", "3"]).workers(), (3, None));
+        let blocks = run_args(&["--port-block-size", "256"]);
+        assert!(blocks.config().is_ok(), "default: runs");
+        let (n, why) = blocks.workers();
+        assert_eq!(n, 1);
+        if cpus > 1 {
+            assert!(why.unwrap().contains("--port-block-size"), "the log line says why");
+        }
+        // A port range too small to slice among the CPUs: one worker as well.
+        let (n, _) = run_args(&["--port-range", "5000-5000"]).workers();
+        assert_eq!(n, 1);
+        // Explicit: refused as before.
+        assert!(run_args(&["--workers", "2", "--port-block-size", "256"]).config().is_err());
+        // A reload may not bring blocks to a gateway running two workers, even when the reloaded
+        // settings name one worker (that needs a restart); to a gateway running one, it may.
+        let e = blocks.fits_running(2).unwrap_err();
+        assert!(e.contains("--port-block-size") && e.contains("restart"), "{e}");
+        let e = run_args(&["--workers", "1", "--port-block-size", "256"]).fits_running(2).unwrap_err();
+        assert!(e.contains("--port-block-size"), "{e}");
+        assert!(blocks.fits_running(1).is_ok());
+        assert!(run_args(&[]).fits_running(2).is_ok());
     }
 
     /// Generic over the `run` flags, so that a flag added later is held to the same rules: every flag

@@ -123,7 +123,7 @@ fn version_names_commit_and_profile() {
 
 /// `ftpnat replay` of a capture cut inside its last record: replayed up to there, exit 1, the summary on
 /// standard output marked `input.incomplete` = 1, both outputs renamed `.incomplete`; the same capture
-/// whole gives exit 0, no such key, the outputs under their own names.
+/// whole gives exit 0, no such key, the outputs under their own names; with `--workers 2` as well.
 #[test]
 fn a_truncated_replay_is_marked_incomplete() {
     use ftpnat::io::pcap::PcapWriter;
@@ -146,38 +146,44 @@ fn a_truncated_replay_is_marked_incomplete() {
     let bytes = std::fs::read(&whole).unwrap();
     let cut = d.0.join("cut.pcap");
     std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
-    let replay = |input: &std::path::Path| {
-        let (lan, wan) = (d.0.join("lan.pcap"), d.0.join("wan.pcap"));
-        let args = [
-            "replay",
-            input.to_str().unwrap(),
-            "--inside",
-            "10.0.0.0/24",
-            "--public-ip",
-            "203.0.113.1",
-            "--lan-out",
-            lan.to_str().unwrap(),
-            "--wan-out",
-            wan.to_str().unwrap(),
-        ];
-        ftpnat(&args)
-    };
-    let o = replay(&cut);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.starts_with("ftpnat: error: ") && err.contains("cut.pcap") && err.contains("incomplete"),
-        "{err}"
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the summary is still printed");
-    assert_eq!(summary["input"]["incomplete"], 1);
-    assert_eq!(summary["packets"]["in"]["lan"], 2, "the two whole records were replayed");
-    assert!(d.0.join("lan.pcap.incomplete").exists() && d.0.join("wan.pcap.incomplete").exists());
-    assert!(!d.0.join("wan.pcap").exists());
-    let o = replay(&whole);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(summary["input"].get("incomplete").is_none(), "{summary}");
-    assert_eq!(summary["packets"]["in"]["lan"], 3);
-    assert!(d.0.join("wan.pcap").exists());
+    // One engine, and the capture shared out to two (issue 18): the same outcome.
+    for workers in ["1", "2"] {
+        let replay = |input: &std::path::Path| {
+            let (lan, wan) = (d.0.join("lan.pcap"), d.0.join("wan.pcap"));
+            let args = [
+                "replay",
+                input.to_str().unwrap(),
+                "--inside",
+                "10.0.0.0/24",
+                "--public-ip",
+                "203.0.113.1",
+                "--lan-out",
+                lan.to_str().unwrap(),
+                "--wan-out",
+                wan.to_str().unwrap(),
+                "--workers",
+                workers,
+            ];
+            ftpnat(&args)
+        };
+        let o = replay(&cut);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "--workers {workers}: {err}");
+        assert!(
+            err.starts_with("ftpnat: error: ") && err.contains("cut.pcap") && err.contains("incomplete"),
+            "{err}"
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&o.stdout).expect("the summary is still printed");
+        assert_eq!(summary["input"]["incomplete"], 1);
+        assert_eq!(summary["packets"]["in"]["lan"], 2, "the two whole records were replayed");
+        assert!(d.0.join("lan.pcap.incomplete").exists() && d.0.join("wan.pcap.incomplete").exists());
+        assert!(!d.0.join("wan.pcap").exists());
+        let o = replay(&whole);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(summary["input"].get("incomplete").is_none(), "{summary}");
+        assert_eq!(summary["packets"]["in"]["lan"], 3);
+        assert!(d.0.join("wan.pcap").exists());
+    }
 }

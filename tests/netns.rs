@@ -238,8 +238,19 @@ fn persistent_devices_are_attached_and_left_alone() {
     let (persistent, created) = (names.lan_tun.as_str(), names.wan_tun.as_str());
     ns.ip(&["tuntap", "add", "dev", persistent, "mode", "tun"]);
     ns.ip(&["link", "set", "dev", persistent, "mtu", "1400"]);
-    let args =
-        ["run", "--lan-tun", persistent, "--wan-tun", created, "--inside", INSIDE, "--public-ip", PUBLIC_IP];
+    let args = [
+        "run",
+        "--lan-tun",
+        persistent,
+        "--wan-tun",
+        created,
+        "--inside",
+        INSIDE,
+        "--public-ip",
+        PUBLIC_IP,
+        "--workers",
+        "1",
+    ];
     let log_path = names.state_dir.with_extension("log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = ns
@@ -268,17 +279,7 @@ fn persistent_devices_are_attached_and_left_alone() {
     let second = ns
         .command("timeout")
         .args(["-k", "2", "10", bin()])
-        .args([
-            "run",
-            "--lan-tun",
-            persistent,
-            "--wan-tun",
-            "x",
-            "--inside",
-            INSIDE,
-            "--public-ip",
-            PUBLIC_IP,
-        ])
+        .args(args.map(|a| if a == created { "x" } else { a }))
         .stdin(Stdio::null())
         .output()
         .unwrap();

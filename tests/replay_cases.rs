@@ -13,15 +13,7 @@ use ftpnat::replay::{cli, MemoryOutput, Replayer};
 use replay_check::{check, flatten, read_capture, Setup};
 
 fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("pcap");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
-        .expect("tests/pcap exists")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("args").exists())
-        .collect();
-    v.sort();
-    assert!(!v.is_empty(), "no case under {}", root.display());
-    v
+    replay_check::committed_cases()
 }
 
 struct Outputs {

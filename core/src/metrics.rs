@@ -218,6 +218,107 @@ impl Metrics {
         self.alg_rewrites_port + self.alg_rewrites_eprt + self.alg_rewrites_227 + self.alg_rewrites_229
     }
 
+    /// Adds `other`'s counters to these: several engines' counters as one (`ftpnat replay --workers N`,
+    /// issue 18). Destructured whole, so a counter added to [`Metrics`] cannot be left out of the sum.
+    pub fn add(&mut self, other: &Metrics) {
+        let Metrics {
+            packets_in,
+            bytes_in,
+            packets_out,
+            bytes_out,
+            drops,
+            flows_created,
+            flows_expired,
+            flows_closed,
+            icmp_errors_sent,
+            generated_suppressed,
+            icmp_errors_translated,
+            fragments_translated,
+            fragments_created,
+            alg_rewrites_port,
+            alg_rewrites_eprt,
+            alg_rewrites_227,
+            alg_rewrites_229,
+            alg_rewrites_zero_delta,
+            alg_refused,
+            alg_lines_held,
+            alg_retransmits_rebuilt,
+            alg_segments_split,
+            alg_tls_opaque,
+            pinholes_created,
+            pinholes_used,
+            pinholes_expired,
+            pinholes_replaced,
+            pinholes_refused_by_server,
+            pinholes_closed_with_control,
+            fragment_states_evicted,
+            tcp_window_ignored,
+            tcp_rst_ignored,
+            alg_gaps,
+            alg_gap_lines,
+            nat64_to_v4,
+            nat64_to_v6,
+            alg_nat64_epsv,
+            alg_nat64_227,
+            alg_nat64_eprt,
+            alg_nat64_answered,
+            dropped,
+        } = other.clone();
+        for (a, b) in self.packets_in.iter_mut().zip(packets_in) {
+            *a += b;
+        }
+        for (a, b) in self.bytes_in.iter_mut().zip(bytes_in) {
+            *a += b;
+        }
+        for (a, b) in self.packets_out.iter_mut().zip(packets_out) {
+            *a += b;
+        }
+        for (a, b) in self.bytes_out.iter_mut().zip(bytes_out) {
+            *a += b;
+        }
+        for (a, b) in self.drops.iter_mut().zip(drops) {
+            *a += b;
+        }
+        self.flows_created += flows_created;
+        self.flows_expired += flows_expired;
+        self.flows_closed += flows_closed;
+        self.icmp_errors_sent += icmp_errors_sent;
+        self.generated_suppressed += generated_suppressed;
+        self.icmp_errors_translated += icmp_errors_translated;
+        self.fragments_translated += fragments_translated;
+        self.fragments_created += fragments_created;
+        self.alg_rewrites_port += alg_rewrites_port;
+        self.alg_rewrites_eprt += alg_rewrites_eprt;
+        self.alg_rewrites_227 += alg_rewrites_227;
+        self.alg_rewrites_229 += alg_rewrites_229;
+        self.alg_rewrites_zero_delta += alg_rewrites_zero_delta;
+        for (a, b) in self.alg_refused.iter_mut().zip(alg_refused) {
+            *a += b;
+        }
+        self.alg_lines_held += alg_lines_held;
+        self.alg_retransmits_rebuilt += alg_retransmits_rebuilt;
+        self.alg_segments_split += alg_segments_split;
+        self.alg_tls_opaque += alg_tls_opaque;
+        self.pinholes_created += pinholes_created;
+        self.pinholes_used += pinholes_used;
+        self.pinholes_expired += pinholes_expired;
+        self.pinholes_replaced += pinholes_replaced;
+        self.pinholes_refused_by_server += pinholes_refused_by_server;
+        self.pinholes_closed_with_control += pinholes_closed_with_control;
+        self.fragment_states_evicted += fragment_states_evicted;
+        self.tcp_window_ignored += tcp_window_ignored;
+        self.tcp_rst_ignored += tcp_rst_ignored;
+        self.alg_gaps += alg_gaps;
+        self.alg_gap_lines += alg_gap_lines;
+        self.nat64_to_v4 += nat64_to_v4;
+        self.nat64_to_v6 += nat64_to_v6;
+        self.alg_nat64_epsv += alg_nat64_epsv;
+        self.alg_nat64_227 += alg_nat64_227;
+        self.alg_nat64_eprt += alg_nat64_eprt;
+        self.alg_nat64_answered += alg_nat64_answered;
+        self.dropped += dropped;
+    }
+
     /// Visits every counter with a stable dotted name (`drops.no_mapping`, `alg.rewrites.port`, ...).
     pub fn for_each(&self, mut f: impl FnMut(&str, u64)) {
         for (i, side) in ["lan", "wan"].iter().enumerate() {
@@ -277,6 +378,28 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn add_sums_every_counter_and_keeps_the_drop_total() {
+        let mut a = Metrics::default();
+        a.drop(DropReason::ALL[0]);
+        a.flows_created = 2;
+        a.packets_in = [1, 2];
+        let mut b = Metrics::default();
+        b.drop(DropReason::ALL[1]);
+        b.flows_created = 3;
+        b.packets_in = [10, 20];
+        a.add(&b);
+        assert_eq!((a.flows_created, a.packets_in, a.total_drops()), (5, [11, 22], 2));
+        let mut names = Vec::new();
+        a.for_each(|k, v| names.push((k.to_string(), v)));
+        let mut twice = a.clone();
+        twice.add(&a);
+        twice.for_each(|k, v| {
+            let one = names.iter().find(|(n, _)| n == k).unwrap().1;
+            assert_eq!(v, 2 * one, "{k}");
+        });
+    }
+
     use super::*;
 
     #[test]

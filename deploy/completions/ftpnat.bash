@@ -87,7 +87,7 @@ _ftpnat() {
             return 0
             ;;
         ftpnat__subcmd__replay)
-            opts="-h --inside --public-ip --forward --ftp-port --lan-out --wan-out --summary --keep-link-layer --trust-input-checksums --nat64-prefix --log-format --help"
+            opts="-h --inside --public-ip --forward --ftp-port --lan-out --wan-out --summary --keep-link-layer --trust-input-checksums --nat64-prefix --workers --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -122,6 +122,10 @@ _ftpnat() {
                     return 0
                     ;;
                 --nat64-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workers)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -54,7 +54,7 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l udp-timeout -d 'Id
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l icmp-timeout -d 'Idle timeout of an ICMP echo mapping [default: 60s]' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l tcp-unreplied-timeout -d 'Idle timeout of a TCP connection whose other side never answered (a SYN, a connection picked up mid-stream) [default: 60s]; the long timeouts start once both sides have spoken' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l udp-unreplied-timeout -d 'Idle timeout of a UDP mapping nobody answered [default: 30s]' -r
-complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l workers -d 'Worker threads, each with its own queue of both TUN devices (IFF_MULTI_QUEUE, steered by an eBPF program) and its own engine: table, slice of the port range, pinholes [default: 1]. One worker, with a warning, when the devices or the kernel cannot do it' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l workers -d 'Worker threads, each with its own queue of both TUN devices (IFF_MULTI_QUEUE, steered by an eBPF program) and its own engine: table, slice of the port range, pinholes [default: the number of CPUs, or 1 when the configuration has what several workers do not run yet]. One worker, with a warning, when the devices or the kernel cannot do it; 1 is the single loop' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l control-socket -d 'Serve `ftpnat show`/`ftpnat events` on this Unix socket (created with mode 0600)' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l metrics-listen -d 'Serve Prometheus metrics over HTTP at ADDR:PORT/metrics, e.g. 127.0.0.1:9810' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand run" -l capture -d 'Write every packet ftpnat sends to this pcapng file (interface 0 = LAN, 1 = WAN)' -r -F
@@ -108,6 +108,7 @@ complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l lan-out -d 'Whe
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l wan-out -d 'Where the packets the gateway emits towards the WAN are written' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l summary -d 'Write the summary JSON here (default: standard output)' -r -F
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l nat64-prefix -d 'NAT64 (README "NAT64"): IPv6 packets from an IPv6 --inside prefix to this RFC 6052 prefix go through the gateway\'s NAT64; recorded IPv6 answers are emulated as the IPv4 server\'s' -r
+complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l workers -d 'Replay with N engines on N threads, each packet to the engine the gateway\'s `--workers N` would give it (each engine hands out its own slice of the ports). The outputs depend on N only, never on the threads\' timing; 1 (the default) is the one-engine replay' -r
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l log-format -d 'Log line format on stderr (the filter comes from RUST_LOG, default `ftpnat=info`) [default: text]' -r -f -a "text\t''
 json\t''"
 complete -c ftpnat -n "__fish_ftpnat_using_subcommand replay" -l keep-link-layer -d 'Keep the input\'s link-layer framing instead of writing raw IP (LINKTYPE_RAW)'

@@ -21,7 +21,9 @@
 //! (one queue per pair of workers, first in first out, drained before the receiving loop reads its
 //! devices). The one exception is a flow whose datagrams are sometimes fragmented and sometimes not:
 //! its fragmented datagrams take the handoff and may be overtaken by a later whole datagram read
-//! directly by the owner; that is counted (`workers.handoff.fragments`) but not prevented.
+//! directly by the owner; that is not prevented, but counted: every handed packet carries the tick
+//! its reader stamped on its batch, and the owner's [`Reorder`] counts a handed packet forwarded
+//! after a later one of its flow (`workers.reordered`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -32,6 +34,8 @@ use std::sync::Arc;
 use crate::flow::Side;
 use crate::steer::{FragRoute, FragSteer, Owner, Steering};
 use crate::time::Instant;
+
+use super::reorder::{Reorder, Tick};
 
 /// Packets that may wait from one worker to another; beyond it they are dropped (counted in
 /// `workers.handoff.dropped`).
@@ -45,6 +49,8 @@ pub struct Handed {
     /// Its owner is known (the receiver hands it to its engine); otherwise the receiver is where the
     /// fragments of its datagram meet and routes it.
     pub routed: bool,
+    /// When the worker that read it read its batch.
+    pub tick: Tick,
 }
 
 /// What the handoff did, per worker.
@@ -63,11 +69,13 @@ pub struct HandoffStats {
     /// Held fragments whose first fragment never came in time (or that found the hold full): given to
     /// this worker's engine, which holds and counts them as any engine does.
     pub fragments_unrouted: u64,
+    /// Handed packets forwarded after a later packet of their flow (see [`super::reorder`]).
+    pub reordered: u64,
 }
 
 impl HandoffStats {
     /// The counters under dotted names, for `show stats`, the metrics and the stop summary.
-    pub fn counters(&self) -> [(&'static str, u64); 6] {
+    pub fn counters(&self) -> [(&'static str, u64); 7] {
         [
             ("workers.handoff.sent", self.sent),
             ("workers.handoff.received", self.received),
@@ -75,6 +83,7 @@ impl HandoffStats {
             ("workers.handoff.fragments", self.fragments),
             ("workers.handoff.fragments_held", self.fragments_held),
             ("workers.handoff.fragments_unrouted", self.fragments_unrouted),
+            ("workers.reordered", self.reordered),
         ]
     }
 }
@@ -130,6 +139,12 @@ pub struct Worker {
     /// released by its first one), in order.
     pub local: std::collections::VecDeque<(Side, Vec<u8>)>,
     pub stats: HandoffStats,
+    /// The clock every worker stamps its batches with (one origin for all).
+    origin: std::time::Instant,
+    /// The batch at hand: when it was read, and whether its packets are recorded for [`Reorder`].
+    tick: Tick,
+    armed: bool,
+    reorder: Reorder,
 }
 
 impl std::fmt::Debug for Worker {
@@ -141,6 +156,7 @@ impl std::fmt::Debug for Worker {
 /// Builds `steering.workers()` connected workers (index order).
 pub fn mesh(steering: &Steering) -> io::Result<Vec<Worker>> {
     let n = usize::from(steering.workers());
+    let origin = std::time::Instant::now();
     let mut inboxes = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
     for _ in 0..n {
@@ -161,6 +177,10 @@ pub fn mesh(steering: &Steering) -> io::Result<Vec<Worker>> {
             door,
             local: Default::default(),
             stats: HandoffStats::default(),
+            origin,
+            tick: 0,
+            armed: false,
+            reorder: Reorder::default(),
         })
         .collect())
 }
@@ -188,18 +208,38 @@ impl Worker {
         self.door.fd.as_raw_fd()
     }
 
-    /// Whether the aggregate (a segmentation-offload read, one flow) at hand is this worker's whole.
-    pub fn owns(&self, side: Side, pkt: &[u8]) -> bool {
-        self.steering.owner(side, pkt) == Owner::Worker(self.index)
+    /// Stamps the batch just read from a device (before [`Worker::route`] sees its packets): its tick
+    /// on the shared clock, and whether this worker records it for the reorder count (a handoff is
+    /// waiting or came recently: one atomic load, nothing per packet otherwise).
+    #[inline]
+    pub fn stamp(&mut self) {
+        let t = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stamp_at(t);
     }
 
+    fn stamp_at(&mut self, tick: Tick) {
+        self.tick = tick;
+        self.armed = self.reorder.armed(tick, self.door.rung.load(Ordering::Acquire));
+    }
+
+    /// Whether the aggregate (a segmentation-offload read, one flow) at hand is this worker's whole.
+    pub fn owns(&mut self, side: Side, pkt: &[u8]) -> bool {
+        let mine = self.steering.owner(side, pkt) == Owner::Worker(self.index);
+        if mine && self.armed {
+            self.reorder.direct(side, pkt, self.tick);
+        }
+        mine
+    }
+
+    /// Hands `packet` to worker `to`, stamped with the batch tick at hand.
     fn hand(&mut self, to: u16, side: Side, packet: Vec<u8>, routed: bool) {
+        let tick = self.tick;
         let Some(Some((tx, bell))) = self.peers.get(usize::from(to)) else {
             // No such worker (the rule names only existing ones): keep it rather than lose it.
             self.local.push_back((side, packet));
             return;
         };
-        match tx.try_send(Handed { side, packet, routed }) {
+        match tx.try_send(Handed { side, packet, routed, tick }) {
             Ok(()) => {
                 self.stats.sent += 1;
                 bell.ring();
@@ -214,7 +254,12 @@ impl Worker {
     #[inline]
     pub fn route(&mut self, now: Instant, side: Side, pkt: &mut Vec<u8>) -> Route {
         match self.steering.owner(side, pkt) {
-            Owner::Worker(w) if w == self.index => Route::Here,
+            Owner::Worker(w) if w == self.index => {
+                if self.armed {
+                    self.reorder.direct(side, pkt, self.tick);
+                }
+                Route::Here
+            }
             Owner::Worker(w) => {
                 self.hand(w, side, std::mem::take(pkt), true);
                 Route::Taken
@@ -275,9 +320,18 @@ impl Worker {
         // SAFETY: reads 8 bytes into a valid u64 from our own non-blocking eventfd.
         unsafe { libc::read(self.door.fd.as_raw_fd(), (&mut sink as *mut u64).cast(), 8) };
         self.door.rung.store(false, Ordering::Release);
+        let latest = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         while let Ok(mut h) = self.inbox.try_recv() {
             self.stats.received += 1;
-            if h.routed || self.route(now, h.side, &mut h.packet) == Route::Here {
+            // A first fragment meeting here is routed on with the tick its reader gave it.
+            let (tick, armed) = (self.tick, self.armed);
+            (self.tick, self.armed) = (h.tick, false);
+            let here_too = h.routed || self.route(now, h.side, &mut h.packet) == Route::Here;
+            (self.tick, self.armed) = (tick, armed);
+            if here_too {
+                if self.reorder.handed(h.side, &h.packet, h.tick, latest) {
+                    self.stats.reordered += 1;
+                }
                 here(h.side, &mut h.packet);
             }
             while let Some((side, mut p)) = self.local.pop_front() {
@@ -395,6 +449,55 @@ mod tests {
             }
             assert_eq!(order, [first, later], "owner {owner}, meeting at {meet}");
         }
+    }
+
+    /// The detour a handed packet takes lets a later packet of its flow, read by the owner itself,
+    /// go first: `workers.reordered` counts it; the same packets in order count nothing.
+    #[test]
+    fn a_handed_packet_overtaken_by_its_flows_next_packet_is_counted() {
+        let s = steering();
+        let port = *crate::steer::slice_range(s.range(), 2, 1).start();
+        let t = Instant::from_secs(1);
+        for overtaken in [true, false] {
+            let mut ws = mesh(&s).unwrap();
+            let (mut a, mut b) = (ws.remove(0), ws.remove(0));
+            // Worker 0 reads the flow's first packet (the steering program disagreed) and hands it on.
+            a.stamp_at(10);
+            let mut first = udp_in(port, 0, 1);
+            assert_eq!(a.route(t, Side::Outside, &mut first), Route::Taken);
+            let mut order = Vec::new();
+            if !overtaken {
+                b.receive(t, |_, p| order.push(u16::from_be_bytes([p[4], p[5]])));
+            }
+            // The owner reads the flow's next packet at a later tick: a handoff is waiting (or came
+            // just now), so it is recorded.
+            b.stamp_at(20);
+            let mut next = udp_in(port, 0, 2);
+            assert_eq!(b.route(t, Side::Outside, &mut next), Route::Here);
+            order.push(2);
+            // Another flow of worker 1, read later still, does not make the first packet late.
+            let mut other = udp_in(port + 1, 0, 3);
+            assert_eq!(b.route(t, Side::Outside, &mut other), Route::Here);
+            b.receive(t, |_, p| order.push(u16::from_be_bytes([p[4], p[5]])));
+            let want = if overtaken { [2, 1] } else { [1, 2] };
+            assert_eq!(order, want);
+            assert_eq!(b.stats.reordered, u64::from(overtaken), "overtaken: {overtaken}");
+            assert_eq!(a.stats.reordered, 0);
+        }
+    }
+
+    /// A worker nobody hands anything to records nothing (no cost per packet).
+    #[test]
+    fn an_unarmed_worker_records_nothing() {
+        let s = steering();
+        let port = *crate::steer::slice_range(s.range(), 2, 1).start();
+        let mut ws = mesh(&s).unwrap();
+        let b = &mut ws[1];
+        b.stamp_at(20);
+        assert!(!b.armed);
+        let mut p = udp_in(port, 0, 2);
+        assert_eq!(b.route(Instant::from_secs(1), Side::Outside, &mut p), Route::Here);
+        assert!(!b.reorder.armed(20, false));
     }
 
     #[test]

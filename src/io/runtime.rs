@@ -513,13 +513,16 @@ impl<D: Device> Runtime<D> {
         for n in 0..BATCH {
             match self.ports[i].dev.recv_batch(&mut self.rx) {
                 Ok(mut k) => {
+                    if let Some(w) = &mut self.worker {
+                        w.stamp();
+                    }
                     if let Some(a) = self.rx.aggregate() {
                         self.ports[i].stats.rx_aggregates += 1;
                         let pkt = self.rx.packet_mut(0);
                         let len = pkt.len() as u64;
                         // Another worker's aggregate (which the steering program does not let happen) is
                         // split and its segments handed on.
-                        let mine = self.worker.as_ref().is_none_or(|w| w.owns(side, pkt));
+                        let mine = self.worker.as_mut().is_none_or(|w| w.owns(side, pkt));
                         let whole = if self.whole && mine {
                             self.engine.handle_aggregate(now, side, pkt, a.seg, a.segs)
                         } else {
@@ -640,7 +643,14 @@ impl<D: Device> Runtime<D> {
     pub fn summary(&self) -> Vec<(String, u64)> {
         let mut out = vec![("flows.active".to_string(), self.engine.flow_count() as u64)];
         if let Some(w) = &self.worker {
-            out.extend(w.stats.counters().iter().filter(|(_, v)| *v != 0).map(|(k, v)| (k.to_string(), *v)));
+            // `workers.reordered` even when 0: the operator of several workers sees it was counted.
+            out.extend(
+                w.stats
+                    .counters()
+                    .iter()
+                    .filter(|(k, v)| *v != 0 || *k == "workers.reordered")
+                    .map(|(k, v)| (k.to_string(), *v)),
+            );
         }
         if let Some(n) = self.engine.nat64().filter(|n| !n.hosts.is_empty()) {
             // NAT64: IPv6 hosts holding a stand-in address (absent without --nat64-prefix).

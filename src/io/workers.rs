@@ -2,7 +2,8 @@
 //! with its own engine (issue 18).
 //!
 //! Owns: opening the devices for N workers ([`open`]: N queues of each, the steering program attached
-//! to each device, and the fall back to one worker, with a warning, when either is impossible), starting
+//! to each device, and the fall back to one worker when either is impossible: a warning when the count
+//! was asked for, an information line when it is the default, [`Asked`]), starting
 //! the loops ([`run_gateway`]: one engine per worker, its configuration's shard; one thread each, the
 //! caller's thread runs worker 0, which polls the process's stop signal), stopping them all when one
 //! stops (a signal, or a device failing under any of them), and the stop summary of the whole (each
@@ -38,13 +39,16 @@ use super::tun::{Offload, OpenError, TunDevice};
 /// its owner's queue. When `workers` is 1, or the devices cannot be multi-queue (an existing device
 /// created without `multi_queue`, a kernel without it), or the program cannot be loaded or attached
 /// (no `bpf(2)` for this process, no `TUNSETSTEERINGEBPF`), it warns and returns one pair: one worker,
-/// today's behaviour. The error is the plain open's (the devices cannot be opened at all).
+/// today's behaviour. The error is the plain open's (the devices cannot be opened at all). `asked`:
+/// whether the operator gave the count (a warning when it cannot be had) or it is the default, one per
+/// CPU (then the fall back to one worker is logged as information: nothing was asked that failed).
 pub fn open(
     config: &Config,
     lan: &str,
     wan: &str,
     offload: Offload,
     workers: u16,
+    asked: Asked,
 ) -> Result<Vec<(TunDevice, TunDevice)>, OpenError> {
     let mtu = |side: Side| config.mtu[side.index()];
     let one = || -> Result<Vec<(TunDevice, TunDevice)>, OpenError> {
@@ -64,7 +68,13 @@ pub fn open(
         Err(e) => {
             // The queues opened so far are closed (a device ftpnat created goes with them) before the
             // plain open creates it again.
-            tracing::warn!(error = %e, workers, "cannot open a queue per worker; running one worker");
+            match asked {
+                Asked::Explicit => {
+                    tracing::warn!(error = %e, workers, "cannot open a queue per worker; running one worker")
+                }
+                Asked::Default => tracing::info!(error = %e, workers,
+                    "cannot open a queue per worker (the default, one per CPU); running one worker"),
+            }
             return one();
         }
     };
@@ -73,14 +83,27 @@ pub fn open(
         super::bpf::steer(dev.raw_fd(), &steering, side).map(drop).map_err(|e| (dev.name().to_string(), e))
     });
     if let Err((device, e)) = attached {
-        tracing::warn!(device, error = %e, workers,
-            "cannot attach the queue-steering eBPF program (TUNSETSTEERINGEBPF); running one worker");
+        match asked {
+            Asked::Explicit => tracing::warn!(device, error = %e, workers,
+                "cannot attach the queue-steering eBPF program (TUNSETSTEERINGEBPF); running one worker"),
+            Asked::Default => tracing::info!(device, error = %e, workers,
+                "cannot attach the queue-steering eBPF program (TUNSETSTEERINGEBPF) for the default, one worker per CPU; running one worker"),
+        }
         // One queue of each device left open: the kernel then reads every packet into it.
         let (l0, w0) = (l.into_iter().next(), w.into_iter().next());
         return Ok(l0.zip(w0).into_iter().collect());
     }
     tracing::info!(workers, lan, wan, "one queue of each device per worker, steered by eBPF");
     Ok(l.into_iter().zip(w).collect())
+}
+
+/// Where [`open`]'s worker count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// `--workers N` / `workers = N`.
+    Explicit,
+    /// Unset: one per CPU.
+    Default,
 }
 
 /// Runs the gateway over `pairs` (from [`open`]) until `stop` fires or a device fails: one engine and

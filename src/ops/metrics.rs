@@ -237,6 +237,13 @@ pub fn render(c: &Counters, start_time_unix: f64) -> String {
                 &[("what", what)],
                 val,
             ),
+            ["workers", "reordered"] => snap.add(
+                "ftpnat_workers_reordered",
+                "Packets handed between workers (--workers N) that a later packet of their flow overtook",
+                true,
+                &[],
+                val,
+            ),
             ["workers", w, "rx_packets"] => snap.add(
                 "ftpnat_worker_rx_packets",
                 "Packets each worker read from its queues of both devices (--workers N)",
@@ -571,6 +578,7 @@ mod tests {
             vec![("device.lan.rx_packets".to_string(), 7), ("device.wan.tx_errors".to_string(), 2)];
         extra.push(("ops.metrics.cut_off.evicted".into(), 3));
         extra.push(("capture.dropped".into(), 4));
+        extra.push(("workers.reordered".into(), 0));
         let mut times = LoopTimes::default();
         times.turn.record(std::time::Duration::from_micros(30));
         times.turn.record(std::time::Duration::from_millis(2));
@@ -586,6 +594,7 @@ mod tests {
             "ftpnat_device_errors_total{device=\"wan\",kind=\"tx_errors\"} 2",
             "ftpnat_ops_clients_cut_off_total{server=\"metrics\",reason=\"evicted\"} 3",
             "ftpnat_capture_dropped_total 4",
+            "ftpnat_workers_reordered_total 0",
             "ftpnat_flows_active 0",
             "ftpnat_flows_max 262144",
             "ftpnat_icmp_errors_sent_total 0",

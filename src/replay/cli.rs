@@ -52,6 +52,11 @@ pub struct ReplayArgs {
     /// through the gateway's NAT64; recorded IPv6 answers are emulated as the IPv4 server's
     #[arg(long = "nat64-prefix", value_name = "PREFIX", value_parser = |s: &str| s.parse::<crate::xlat::Nat64Prefix>())]
     pub nat64_prefix: Option<crate::xlat::Nat64Prefix>,
+    /// Replay with N engines on N threads, each packet to the engine the gateway's `--workers N` would
+    /// give it (each engine hands out its own slice of the ports). The outputs depend on N only, never
+    /// on the threads' timing; 1 (the default) is the one-engine replay
+    #[arg(long = "workers", value_name = "N", default_value = "1", allow_negative_numbers = true)]
+    pub workers: u16,
 }
 
 /// `10.0.0.0/24`, `2001:db8::/64`, or a bare address (a /32 or /128).
@@ -109,7 +114,11 @@ where
 /// argument, 1 when the input cannot be read (to its end: then the summary, marked incomplete, is still
 /// written or printed) or an output cannot be written, with a message on stderr naming the problem.
 pub fn cli_main(args: ReplayArgs) -> ExitCode {
-    match run(&args.options(), &args.files()) {
+    let result = match args.workers {
+        1 => run(&args.options(), &args.files()),
+        n => super::run_sharded(&args.options(), &args.files(), n, super::Schedule::Threads),
+    };
+    match result {
         Ok(summary) => {
             if args.summary.is_none() {
                 let text = serde_json::to_string_pretty(&summary.to_json()).expect("JSON of integers");
@@ -176,6 +185,7 @@ mod tests {
         ok.extend(["--lan-out", "l", "--wan-out", "w"]);
         let a = parse_args(ok.clone()).unwrap();
         assert_eq!(a.ftp_port, vec![21]);
+        assert_eq!(a.workers, 1, "one engine unless asked");
         assert_eq!(a.summary, None);
         assert!(parse_args(base).is_err(), "outputs are required");
         let mut bad = ok.clone();

@@ -61,6 +61,18 @@ type BatchResult = Result<FrameBatch, String>;
 /// [`ReplayError::Incomplete`] is returned: the input could not be read entirely.
 pub fn run(opts: &ReplayOptions, files: &ReplayFiles) -> Result<Summary, ReplayError> {
     let mut replayer = Replayer::new(opts)?;
+    check_files(files)?;
+    let reader = CaptureReader::open(&files.input).map_err(|e| ReplayError::Input(e.to_string()))?;
+    let (tx, rx) = sync_channel(AHEAD);
+    let (recycle_tx, recycle_rx) = channel();
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_ahead(reader, tx, recycle_rx));
+        replay_batches(scope, &mut replayer, opts, files, rx, recycle_tx)
+    })
+}
+
+/// The outputs are neither the input nor each other.
+pub(super) fn check_files(files: &ReplayFiles) -> Result<(), ReplayError> {
     for (flag, p) in [("--lan-out", &files.lan_out), ("--wan-out", &files.wan_out)] {
         if p == &files.input {
             return Err(ReplayError::Args(format!("{flag} {}: would overwrite the input", p.display())));
@@ -72,13 +84,7 @@ pub fn run(opts: &ReplayOptions, files: &ReplayFiles) -> Result<Summary, ReplayE
             files.lan_out.display()
         )));
     }
-    let reader = CaptureReader::open(&files.input).map_err(|e| ReplayError::Input(e.to_string()))?;
-    let (tx, rx) = sync_channel(AHEAD);
-    let (recycle_tx, recycle_rx) = channel();
-    std::thread::scope(|scope| {
-        scope.spawn(move || read_ahead(reader, tx, recycle_rx));
-        replay_batches(scope, &mut replayer, opts, files, rx, recycle_tx)
-    })
+    Ok(())
 }
 
 /// Reads the capture in batches until its end, its first error (sent after the frames before it), or
@@ -167,6 +173,16 @@ fn replay_batches<'scope>(
     }
     let summary = replayer.finish(&mut output)?;
     output.finish()?;
+    conclude(files, summary, read_error)
+}
+
+/// After the outputs are written: marks them incomplete if the input could not be read to its end
+/// (`read_error`), writes the summary file if asked, and returns the summary or the incomplete error.
+pub(super) fn conclude(
+    files: &ReplayFiles,
+    summary: Summary,
+    read_error: Option<String>,
+) -> Result<Summary, ReplayError> {
     let outputs = match read_error {
         Some(_) => mark_incomplete(files)?,
         None => Vec::new(),
@@ -209,7 +225,7 @@ fn batch_full(b: &PacketBatch) -> bool {
 
 /// The two output captures: raw IP, or the causing frame's framing with `--keep-link-layer`. Packets are
 /// framed here and written by a thread of their own ([`write_out`]).
-struct PcapOutput<'scope> {
+pub(super) struct PcapOutput<'scope> {
     keep: Option<LinkType>,
     /// The last frame seen, for packets released by timers (they have no frame of their own).
     last: Option<(Vec<u8>, Decoded)>,
@@ -227,7 +243,7 @@ struct PcapOutput<'scope> {
 impl<'scope> PcapOutput<'scope> {
     /// Creates both files now (so that an unwritable path is reported before any replay), and the thread
     /// that writes them.
-    fn create(
+    pub(super) fn create(
         scope: &'scope Scope<'scope, '_>,
         files: &ReplayFiles,
         keep: Option<LinkType>,
@@ -280,7 +296,7 @@ impl<'scope> PcapOutput<'scope> {
     }
 
     /// Writes what is left and closes both files.
-    fn finish(mut self) -> Result<(), ReplayError> {
+    pub(super) fn finish(mut self) -> Result<(), ReplayError> {
         let err = |e: CaptureError| ReplayError::Output(e.to_string());
         if self.batch.iter().any(|r| !r.is_empty()) {
             self.send().map_err(err)?;

@@ -5,7 +5,8 @@
 //! time as the engine's clock, timers), the replay's own counters and the summary ([`Summary`], whose
 //! keys are a stable contract). Submodules: [`peer`] (peer emulation), `fixup`
 //! (input checksums, TSO lengths, IPv6 routing), `files` (the file driver [`run`]: reading, replaying
-//! and writing on three threads), [`cli`] (the `ftpnat replay` arguments). Must not: translate packets itself (the engine does), change engine
+//! and writing on three threads), `shard` ([`run_sharded`]: `--workers N`, N engines on N threads, as
+//! the gateway's workers), [`cli`] (the `ftpnat replay` arguments). Must not: translate packets itself (the engine does), change engine
 //! state other than through its public calls, or read a clock.
 //!
 //! Per frame: decode the link layer ([`crate::wire::link`]); skip non-IP (counted); route IPv6 (hop limit − 1) to the other
@@ -18,15 +19,17 @@ pub mod cli;
 mod files;
 mod fixup;
 pub mod peer;
+mod shard;
 
 pub use files::{run, write_summary, ReplayFiles};
+pub use shard::{run_sharded, Schedule};
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::config::{Config, Forward};
+use crate::config::{Config, Forward, Shard};
 use crate::engine::{Engine, Verdict};
 use crate::flow::Side;
 use crate::io::pcap::CaptureError;
@@ -127,6 +130,46 @@ pub struct Counters {
     /// The input could not be read to its end (cut short, or a damaged record): everything here covers
     /// only the frames before that point.
     pub incomplete: bool,
+}
+
+impl Counters {
+    /// Adds `o`'s counts to these (several engines' replays as one, `--workers N`). Destructured whole,
+    /// so a counter added here cannot be left out of the sum.
+    pub fn add(&mut self, o: &Counters) {
+        let Counters {
+            packets_in,
+            packets_out,
+            checksums_repaired,
+            ipv6_passed,
+            non_ip,
+            drops,
+            generated_suppressed,
+            frames,
+            incomplete,
+        } = o;
+        for (a, b) in self.packets_in.iter_mut().zip(packets_in) {
+            *a += b;
+        }
+        for (a, b) in self.packets_out.iter_mut().zip(packets_out) {
+            *a += b;
+        }
+        for (a, b) in self.drops.iter_mut().zip(drops) {
+            *a += b;
+        }
+        self.checksums_repaired += checksums_repaired;
+        self.ipv6_passed += ipv6_passed;
+        self.non_ip += non_ip;
+        self.generated_suppressed += generated_suppressed;
+        self.frames += frames;
+        self.incomplete |= incomplete;
+    }
+}
+
+/// A frame whose link type nothing decodes (`n`: its number in the capture, from 1).
+fn unsupported_link(n: u64, t: u32) -> ReplayError {
+    ReplayError::Input(format!(
+        "frame {n}: link type {t} is not supported (Ethernet, raw IP, Linux SLL/SLL2, NULL/LOOP are)"
+    ))
 }
 
 /// The result of a replay: every counter of the summary contract.
@@ -332,7 +375,13 @@ pub struct Replayer {
 
 impl Replayer {
     pub fn new(opts: &ReplayOptions) -> Result<Replayer, ReplayError> {
-        let config = opts.config().map_err(ReplayError::Args)?;
+        Replayer::for_shard(opts, Shard::ONE)
+    }
+
+    /// Engine `shard` of several (`ftpnat replay --workers N`): its slice of the port range, its share
+    /// of the table ([`Config::for_shard`]).
+    pub fn for_shard(opts: &ReplayOptions, shard: Shard) -> Result<Replayer, ReplayError> {
+        let config = opts.config().map_err(ReplayError::Args)?.for_shard(shard);
         let drain = DRAIN_EXTRA.max(config.ftp.hold_timeout + core::time::Duration::from_secs(1));
         Ok(Replayer {
             engine: Engine::new(config),
@@ -441,12 +490,7 @@ impl Replayer {
         self.counters.frames += 1;
         let decoded = match link::decode(linktype, data) {
             Ok(d) => d,
-            Err(LinkError::UnsupportedLinkType(t)) => {
-                return Err(ReplayError::Input(format!(
-                    "frame {}: link type {t} is not supported (Ethernet, raw IP, Linux SLL/SLL2, NULL/LOOP are)",
-                    self.counters.frames
-                )));
-            }
+            Err(LinkError::UnsupportedLinkType(t)) => return Err(unsupported_link(self.counters.frames, t)),
             Err(LinkError::Truncated) => {
                 self.last.ip = true;
                 // Too short to hold even the IP header: nothing the gateway could forward.

@@ -172,8 +172,9 @@ impl Topology {
                 // Never the caller's: a test states its configuration file (`up_with_config`).
                 ("FTPNAT_CONFIG", String::new()),
                 // The namespace suites' second run sets it for every topology (up.sh adds `--workers`
-                // unless the test's flags have it).
-                ("FTPNAT_WORKERS", std::env::var("FTPNAT_WORKERS").unwrap_or_default()),
+                // unless the test's flags have it); unset, one worker, whatever the CPU count (ftpnat's
+                // default), so that a run is the same on every machine.
+                ("FTPNAT_WORKERS", std::env::var("FTPNAT_WORKERS").unwrap_or_else(|_| "1".into())),
                 // IPv4 only unless a test asks for NAT64 (`tests/nat64_support`).
                 ("FTPNAT_NAT64_PREFIX", String::new()),
                 ("FTPNAT_LAN_IPV4", "yes".into()),

@@ -33,3 +33,16 @@ mod model;
 pub use model::*;
 mod verdict;
 pub use verdict::*;
+
+/// The committed cases: every folder under `tests/pcap/` with an `args` file, in name order.
+pub fn committed_cases() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("pcap");
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/pcap exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("args").exists())
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no case under {}", root.display());
+    v
+}
