@@ -564,12 +564,11 @@ impl RunArgs {
         if let Some(n) = self.workers {
             // Each worker's engine must be valid too (a port range with a port for each, say).
             c.for_shard(Shard { index: 0, count: n }).validate()?;
-            // Issue 16's pools, blocks and NAT logs are not yet proven across workers: refused, not
-            // half-run.
+            // Issue 16's pools and blocks are not yet proven across workers: refused, not half-run.
+            // NAT logs combine: every worker's engine feeds the one exporter (`ops::natlog`).
             let combined = [
                 (c.pool.addresses.len() > 1, "several public addresses (--public-ip/--public-pool)"),
                 (c.pool.allocation != Allocation::Dynamic, "--port-block-size/--deterministic"),
-                (self.natlog()?.any(), "NAT logs (--ipfix-collector/--syslog)"),
                 // The steering rule and the handoff read IPv4 headers only, and an IPv6 host's
                 // stand-in address lives in one engine: NAT64 runs on one worker until both know IPv6.
                 (c.nat64.is_some(), "NAT64 (--nat64-prefix)"),
@@ -1151,7 +1150,6 @@ mod tests {
             // Issue 16's features are not yet run across workers: refused rather than half-run.
             (&["--workers", "2", "--port-block-size", "256"][..], "--workers"),
             (&["--workers", "2", "--public-ip", "198.51.100.9"][..], "--workers"),
-            (&["--workers", "2", "--syslog", "udp:127.0.0.1:514"][..], "--workers"),
             (
                 &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
                 "--workers",
@@ -1186,6 +1184,19 @@ mod tests {
         assert!(parse_devs("l0", "l0", &[]).unwrap_err().starts_with("--wan-tun"));
         assert!(parse_devs("a/b", "w0", &[]).unwrap_err().starts_with("--lan-tun"));
         assert!(parse_devs("l0", "sixteen-chars-xx", &[]).unwrap_err().starts_with("--wan-tun"));
+    }
+
+    /// Issue 18: what runs across workers is accepted with `--workers 2` (the refused rest is in
+    /// `bad_input_names_the_flag`).
+    #[test]
+    fn workers_combine_with_what_runs_across_them() {
+        for extra in [
+            &["--workers", "2", "--syslog", "udp:127.0.0.1:514", "--nat-log-sessions"][..],
+            &["--workers", "2", "--ipfix-collector", "127.0.0.1:4739"][..],
+        ] {
+            let c = parse(extra).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            assert!(c.translate, "{extra:?}");
+        }
     }
 
     /// Generic over the `run` flags, so that a flag added later is held to the same rules: every flag

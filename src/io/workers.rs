@@ -10,8 +10,9 @@
 //! packets (the core's `steer` rule and the loops do).
 //!
 //! No lock on the packet path: each loop owns its engine, its two queues and its handoff endpoint; the
-//! loops share nothing but the handoff queues ([`super::handoff`]), the operations thread's channels
-//! and the capture writer's queue.
+//! loops share nothing but the handoff queues ([`super::handoff`]), the operations thread's channels,
+//! the capture writer's queue and the NAT log exporter's queue (each loop holds an end of the one
+//! exporter: `ops::natlog`; worker 0's started its thread and reports its counters).
 //!
 //! Why one worker when the steering program cannot be attached: without it the kernel picks queues by
 //! its own flow hash and moves a flow to the queue it was last written on; packets of one flow would be
@@ -106,21 +107,28 @@ pub fn run_gateway(
         drop(rt);
         return Ok((r, summary));
     }
-    if natlog.is_some() {
-        // `main.rs` refuses NAT logs with several workers (one exporter, drained by one loop).
-        return Err(io::Error::other("NAT logs need one worker"));
-    }
     let mut meshed = handoff::mesh(&Steering::new(&config, n))?.into_iter();
     let mut links = ops.start_workers(n, config.port_range.clone())?.into_iter();
+    // One exporter for all: worker 0 holds the end that started its thread, the others more ends.
+    let mut ends = natlog.map(|first| {
+        let more: Vec<Export> = (1..n).map(|_| first.another()).collect();
+        std::iter::once(first).chain(more)
+    });
     let parts = pairs
         .into_iter()
         .zip(Shard::all(n))
-        .map(|((lan, wan), shard)| Parts {
-            engine: Engine::new(config.for_shard(shard)),
-            lan,
-            wan,
-            worker: meshed.next().expect("one handoff endpoint per worker"),
-            link: links.next(),
+        .map(|((lan, wan), shard)| {
+            let natlog = ends.as_mut().and_then(Iterator::next);
+            let mut engine = Engine::new(config.for_shard(shard));
+            engine.set_nat_log(natlog.is_some());
+            Parts {
+                engine,
+                lan,
+                wan,
+                worker: meshed.next().expect("one handoff endpoint per worker"),
+                link: links.next(),
+                natlog,
+            }
         })
         .collect();
     run(parts, stop)
@@ -133,6 +141,8 @@ pub struct Parts<D> {
     pub wan: D,
     pub worker: Worker,
     pub link: Option<Link>,
+    /// Its end of the NAT log exporter (worker 0's started the thread: [`Export::another`]).
+    pub natlog: Option<Export>,
 }
 
 /// What [`run`] returns: how the gateway stopped (the first device failure of any worker, else worker
@@ -155,6 +165,8 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
             let mut rt = runtime(p);
             let r = rt.run(&own);
             let _ = main.stop();
+            // Its records still queued and its stop records (blocks and sessions held) go out.
+            rt.drain_natlog();
             let summary = rt.summary();
             let per = per_worker(i, &rt);
             drop(rt);
@@ -164,15 +176,11 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
     }
     let i = first.worker.index();
     let mut rt = runtime(first);
-    let r0 = rt.run(stop);
-    let summary0 = rt.summary();
-    let per0 = per_worker(i, &rt);
-    let mut result = r0;
-    let mut counters = merge(summary0, per0);
-    let mut rts = vec![rt];
+    let mut result = rt.run(stop);
     for (h, _) in &threads {
         let _ = h.stop();
     }
+    let mut counters = Vec::new();
     for (_, t) in threads {
         match t.join() {
             Ok((r, c)) => {
@@ -192,13 +200,17 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
             }
         }
     }
-    // Worker 0's loop (and with it the last link: the operations thread, the capture) goes last.
-    rts.clear();
+    // Worker 0's summary last: its NAT log end reports the exporter's counters, complete once every
+    // worker has handed over its stop records. Its loop (and with it the last link: the operations
+    // thread, the capture, the NAT log exporter's thread) goes last.
+    rt.drain_natlog();
+    let counters = merge(merge(rt.summary(), per_worker(i, &rt)), counters);
+    drop(rt);
     Ok((result, counters))
 }
 
 fn runtime<D: Device>(p: Parts<D>) -> Runtime<D> {
-    let rt = Runtime::new(p.engine, p.lan, p.wan).with_worker(p.worker);
+    let rt = Runtime::new(p.engine, p.lan, p.wan).with_worker(p.worker).with_natlog(p.natlog);
     match p.link {
         Some(l) => rt.with_link(l),
         None => rt,
@@ -278,6 +290,7 @@ mod tests {
                 wan,
                 worker: workers.remove(0),
                 link: None,
+                natlog: None,
             });
         }
         let (stop, handle) = Stop::manual().unwrap();
