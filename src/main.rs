@@ -564,11 +564,13 @@ impl RunArgs {
         if let Some(n) = self.workers {
             // Each worker's engine must be valid too (a port range with a port for each, say).
             c.for_shard(Shard { index: 0, count: n }).validate()?;
-            // Issue 16's pools and blocks are not yet proven across workers: refused, not half-run.
-            // NAT logs combine: every worker's engine feeds the one exporter (`ops::natlog`).
+            // Pools, port blocks and NAT logs combine (each worker owns its slice of every pool
+            // address's ports and cuts its blocks from it; every worker feeds the one exporter).
+            // Deterministic NAT does not: RFC 7422 gives each host a port range that lies in other
+            // workers' slices, and the steering rule sends a port to its slice's worker, not to the
+            // host's; it would take the layout's reverse computation in the eBPF program.
             let combined = [
-                (c.pool.addresses.len() > 1, "several public addresses (--public-ip/--public-pool)"),
-                (c.pool.allocation != Allocation::Dynamic, "--port-block-size/--deterministic"),
+                (matches!(c.pool.allocation, Allocation::Deterministic { .. }), "--deterministic"),
                 // The steering rule and the handoff read IPv4 headers only, and an IPv6 host's
                 // stand-in address lives in one engine: NAT64 runs on one worker until both know IPv6.
                 (c.nat64.is_some(), "NAT64 (--nat64-prefix)"),
@@ -1147,9 +1149,27 @@ mod tests {
             (&["--workers", "65"][..], "--workers"),
             (&["--workers", "-2"][..], "--workers"),
             (&["--workers", "3", "--port-range", "5000-5001"][..], "--workers"),
-            // Issue 16's features are not yet run across workers: refused rather than half-run.
-            (&["--workers", "2", "--port-block-size", "256"][..], "--workers"),
-            (&["--workers", "2", "--public-ip", "198.51.100.9"][..], "--workers"),
+            // Deterministic NAT is not run across workers: refused rather than half-run.
+            (&["--workers", "2", "--deterministic"][..], "--deterministic"),
+            // A block must fit every worker's slice (77 ports over 2 workers: 38 and 39).
+            (
+                &["--workers", "2", "--port-range", "1024-1100", "--port-block-size", "39"][..],
+                "--port-block-size",
+            ),
+            // One port forwarded on two addresses, to hosts of two workers (10.0.0.2: 0, 10.0.0.3: 1).
+            (
+                &[
+                    "--workers",
+                    "2",
+                    "--public-ip",
+                    "198.51.100.9",
+                    "--forward",
+                    "tcp:2121=10.0.0.2:21",
+                    "--forward",
+                    "tcp:198.51.100.9:2121=10.0.0.3:21",
+                ][..],
+                "--forward",
+            ),
             (
                 &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
                 "--workers",
@@ -1193,6 +1213,18 @@ mod tests {
         for extra in [
             &["--workers", "2", "--syslog", "udp:127.0.0.1:514", "--nat-log-sessions"][..],
             &["--workers", "2", "--ipfix-collector", "127.0.0.1:4739"][..],
+            &["--workers", "2", "--public-ip", "198.51.100.9", "--public-pool", "198.51.100.16/30"][..],
+            &["--workers", "2", "--port-range", "1024-1100", "--port-block-size", "38"][..],
+            &[
+                "--workers",
+                "2",
+                "--public-ip",
+                "198.51.100.9",
+                "--port-block-size",
+                "256",
+                "--forward",
+                "tcp:198.51.100.9:2121=10.0.0.2:21",
+            ][..],
         ] {
             let c = parse(extra).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
             assert!(c.translate, "{extra:?}");

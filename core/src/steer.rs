@@ -15,12 +15,18 @@
 //! - **LAN side**: by the inside source address ([`host_worker`]), so one host's flows, mappings,
 //!   pinholes and per-host limits all live in one engine and the limits hold as with one engine. An
 //!   ICMP error is steered by the address its quoted packet went to (an inside router may report on a
-//!   host's flow). A packet to the public address (hairpinning) is steered like an inbound one by its
-//!   destination port, unless that port is forwarded (then it opens a hairpin flow from its source).
+//!   host's flow). A packet to a public address, any of the pool's (hairpinning), is steered like an
+//!   inbound one by its destination port, unless that port is forwarded (then it opens a hairpin flow
+//!   from its source).
 //! - **WAN side**: by the destination port's slice ([`slice_of`]): each engine's NAT allocates only
 //!   ports of its own slice (`nat`), the inside port kept only when it lies in the slice (so port
-//!   preservation, a "should" of RFC 4787 REQ-3, holds for about 1/N of the flows). A forwarded port
-//!   goes to the worker of the host it forwards to. An ICMP error goes by the source port (or echo
+//!   preservation, a "should" of RFC 4787 REQ-3, holds for about 1/N of the flows). The slice is of the
+//!   port alone, whatever the public address: with an address pool (issue 16) each worker owns its
+//!   slice of every address's ports (its port blocks are cut from it), so a host's paired address and
+//!   its blocks are its worker's business only. A forwarded port goes to the worker of the host it
+//!   forwards to, by its number alone: with several workers each engine keeps a forwarded port off
+//!   every pool address (`Engine::new`), and one port forwarded on two addresses to hosts of two
+//!   workers is refused (`Config::validate`). An ICMP error goes by the source port (or echo
 //!   identifier) of the packet it quotes, which is the public port of the flow it reports on; an echo
 //!   reply by its identifier.
 //! - **Fragments** on the WAN side (and hairpinned ones) carry ports only in their first fragment:
@@ -141,6 +147,9 @@ pub struct Steering {
     workers: u16,
     range: RangeInclusive<u16>,
     public_ip: Ipv4Addr,
+    /// The pool's addresses as sorted, disjoint, non-adjacent inclusive ranges (a `--public-pool`
+    /// prefix is one range, which the eBPF program tests in two comparisons).
+    pool: Vec<(u32, u32)>,
     forwards: Vec<SteeredForward>,
 }
 
@@ -179,7 +188,18 @@ impl Steering {
                 worker: host_worker(f.inside_addr, workers),
             })
             .collect();
-        Steering { workers, range: config.port_range.clone(), public_ip: config.public_ip, forwards }
+        let mut addrs: Vec<u32> =
+            config.pool.addresses.iter().chain([&config.public_ip]).map(|&a| u32::from(a)).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let mut pool: Vec<(u32, u32)> = Vec::new();
+        for a in addrs {
+            match pool.last_mut() {
+                Some((_, hi)) if hi.checked_add(1) == Some(a) => *hi = a,
+                _ => pool.push((a, a)),
+            }
+        }
+        Steering { workers, range: config.port_range.clone(), public_ip: config.public_ip, pool, forwards }
     }
 
     pub fn workers(&self) -> u16 {
@@ -190,6 +210,14 @@ impl Steering {
     }
     pub fn public_ip(&self) -> Ipv4Addr {
         self.public_ip
+    }
+    /// The pool's addresses as sorted, disjoint inclusive ranges.
+    pub fn pool(&self) -> &[(u32, u32)] {
+        &self.pool
+    }
+    /// Whether `addr` is one of the pool's public addresses.
+    pub fn is_public(&self, addr: u32) -> bool {
+        self.pool.iter().any(|&(lo, hi)| (lo..=hi).contains(&addr))
     }
     pub fn forwards(&self) -> &[SteeredForward] {
         &self.forwards
@@ -273,7 +301,7 @@ impl Steering {
         };
         match side {
             Side::Inside => {
-                if dst == u32::from(self.public_ip) {
+                if self.is_public(dst) {
                     if fragments && frag != 0 {
                         return fragment();
                     }
@@ -586,6 +614,46 @@ mod tests {
         let public = *slice_range(s.range(), 2, client).end();
         let reply = ipv4(PROTO_TCP, [10, 0, 0, 7], PUB, &ports(21, public));
         assert_eq!(s.owner(Side::Inside, &reply), Owner::Worker(client));
+    }
+
+    /// An address pool (issue 16): a host's flows on any pool address meet at its worker, inbound by
+    /// the port's slice whatever the address; hairpinning to any pool address is recognised.
+    #[test]
+    fn every_pool_address_is_public_and_steered_by_the_port_alone() {
+        let mut c = config();
+        let (b, r0, r3) = ([198, 51, 100, 11], [198, 51, 100, 20], [198, 51, 100, 23]);
+        c.pool.addresses.extend([b, r0, [198, 51, 100, 21], [198, 51, 100, 22], r3].map(Ipv4Addr::from));
+        c.forwards.push("tcp:198.51.100.11:8080=10.0.0.9:80".parse::<Forward>().unwrap());
+        let s = Steering::new(&c, 2);
+        assert_eq!(
+            s.pool(),
+            [
+                (u32::from_be_bytes(PUB), u32::from_be_bytes(PUB)),
+                (u32::from_be_bytes(b), u32::from_be_bytes(b)),
+                (u32::from_be_bytes(r0), u32::from_be_bytes(r3))
+            ]
+        );
+        assert!(!s.is_public(u32::from_be_bytes([198, 51, 100, 24])));
+        let client = s.host_worker(Ipv4Addr::from(IN));
+        let public = *slice_range(s.range(), 2, client).start();
+        for addr in [PUB, b, r0, r3] {
+            let back = ipv4(PROTO_TCP, REM, addr, &ports(80, public));
+            assert_eq!(s.owner(Side::Outside, &back), Owner::Worker(client), "{addr:?}");
+            // A hairpin flow's reply from another inside host, to the client's public endpoint.
+            let reply = ipv4(PROTO_TCP, [10, 0, 0, 9], addr, &ports(80, public));
+            assert_eq!(s.owner(Side::Inside, &reply), Owner::Worker(client), "{addr:?}");
+        }
+        // The forward on the second address opens a hairpin flow from its client.
+        let open = ipv4(PROTO_TCP, IN, b, &ports(40000, 8080));
+        assert_eq!(s.owner(Side::Inside, &open), Owner::Worker(client));
+        let inbound = ipv4(PROTO_TCP, REM, b, &ports(50000, 8080));
+        assert_eq!(
+            s.owner(Side::Outside, &inbound),
+            Owner::Worker(s.host_worker(Ipv4Addr::new(10, 0, 0, 9)))
+        );
+        // An address just outside the pool is a remote one: by the source host.
+        let out = ipv4(PROTO_TCP, [10, 0, 0, 9], [198, 51, 100, 24], &ports(80, public));
+        assert_eq!(s.owner(Side::Inside, &out), Owner::Worker(s.host_worker(Ipv4Addr::new(10, 0, 0, 9))));
     }
 
     #[test]

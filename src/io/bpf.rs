@@ -30,7 +30,7 @@
 //!     r8 = byte[9]                   protocol
 //!     r9 = word[12]                  source address
 //! LAN side:
-//!     r0 = word[16]; if r0 != PUBLIC goto not_public
+//!     r0 = word[16]; if r0 is in no range of the pool's addresses goto not_public
 //!     r0 = half[6] & 0x3fff; if r0 != 0 goto fragment      hairpinned fragment
 //!     if r8 is not 6 or 17 goto host_src
 //!     r0 = half[r7 + 2]              destination port
@@ -238,9 +238,22 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
     a.mov64(R9, R0);
     match side {
         Side::Inside => {
-            let (not_public, host_src, ports) = (a.label(), a.label(), a.label());
+            let (not_public, host_src, ports, public) = (a.label(), a.label(), a.label(), a.label());
             a.ld_abs(op::W, 16);
-            a.jmp32_k(op::JNE, R0, u32::from(s.public_ip()), not_public);
+            // One of the pool's addresses (ranges of them: a --public-pool prefix is two comparisons).
+            for &(lo, hi) in s.pool() {
+                if lo == hi {
+                    a.jmp32_k(op::JEQ, R0, lo, public);
+                } else {
+                    let next = a.label();
+                    a.jmp32_k(op::JLT, R0, lo, next);
+                    a.jmp32_k(op::JGT, R0, hi, next);
+                    a.ja(public);
+                    a.place(next);
+                }
+            }
+            a.ja(not_public);
+            a.place(public);
             a.ld_abs(op::H, 6);
             a.alu32_k(op::AND, R0, 0x3fff);
             a.jmp32_k(op::JNE, R0, 0, fragment);
@@ -543,7 +556,18 @@ mod tests {
             x
         };
         let mut out = Vec::new();
-        let addrs = [[10, 0, 0, 2], [10, 0, 0, 7], [198, 51, 100, 1], [203, 0, 113, 9], [10, 0, 0, 99]];
+        // Inside hosts, pool addresses (a single one, the edges of a range and just past it), remotes.
+        let addrs = [
+            [10, 0, 0, 2],
+            [10, 0, 0, 7],
+            [198, 51, 100, 1],
+            [203, 0, 113, 9],
+            [10, 0, 0, 99],
+            [198, 51, 100, 11],
+            [198, 51, 100, 20],
+            [198, 51, 100, 23],
+            [198, 51, 100, 24],
+        ];
         for i in 0..4000u64 {
             let r = next();
             let proto = [6u8, 17, 1, 47, 6, 1][(r % 6) as usize];
@@ -558,7 +582,7 @@ mod tests {
             p.extend_from_slice(&src);
             p.extend_from_slice(&dst);
             p.resize(usize::from(ihl) * 4, 0);
-            let port = [21u16, 2121, 1024, 65535, 40000, 80, 999][(r >> 40) as usize % 7];
+            let port = [21u16, 2121, 1024, 65535, 40000, 80, 999, 8080][(r >> 40) as usize % 8];
             match proto {
                 1 => {
                     let t = [0u8, 8, 3, 11, 5, 13, 12, 4][(r >> 48) as usize % 8];
@@ -603,32 +627,43 @@ mod tests {
         }
         let mut c = Config::new(vec!["10.0.0.0/24".parse().unwrap()], Ipv4Addr::new(198, 51, 100, 1));
         let mut checked = 0;
-        for (n, fwd, range) in [
-            (2u16, false, 1024..=65535u16),
-            (2, true, 1024..=65535),
-            (3, true, 1000..=2000),
-            (7, true, 1..=65535),
+        let a = |n: u8| Ipv4Addr::new(198, 51, 100, n);
+        for (n, fwd, range, pool) in [
+            (2u16, false, 1024..=65535u16, false),
+            (2, true, 1024..=65535, false),
+            (3, true, 1000..=2000, false),
+            (7, true, 1..=65535, false),
+            // An address pool (issue 16): hairpinning to any of its addresses.
+            (2, true, 1024..=65535, true),
+            (3, false, 1024..=65535, true),
         ] {
             c.forwards.clear();
+            c.pool.addresses = vec![a(1)];
+            if pool {
+                c.pool.addresses.extend([a(11), a(20), a(21), a(22), a(23)]);
+            }
             if fwd {
                 c.forwards.push("tcp:2121=10.0.0.7:21".parse().unwrap());
                 c.forwards.push("udp:1024=10.0.0.2:53".parse().unwrap());
+                if pool {
+                    c.forwards.push("tcp:198.51.100.11:8080=10.0.0.9:80".parse().unwrap());
+                }
             }
             c.port_range = range;
             let s = Steering::new(&c, n);
             for side in [Side::Inside, Side::Outside] {
                 let prog = Program::load(&program(&s, side), "ftpnat_test").unwrap();
-                for p in packets(u64::from(n) * 7919 + u64::from(fwd)) {
+                for p in packets(u64::from(n) * 7919 + u64::from(fwd) + 2 * u64::from(pool)) {
                     let want = match s.owner(side, &p) {
                         Owner::Worker(w) => w,
                         Owner::Fragment { frag_worker, .. } => frag_worker,
                     };
                     let got = prog.test_run(&p).unwrap_or_else(|e| panic!("{e}: {} bytes {p:02x?}", p.len()));
-                    assert_eq!(got, u32::from(want), "{side:?} n={n} fwd={fwd}: {p:02x?}");
+                    assert_eq!(got, u32::from(want), "{side:?} n={n} fwd={fwd} pool={pool}: {p:02x?}");
                     checked += 1;
                 }
             }
         }
-        assert!(checked >= 30_000);
+        assert!(checked >= 45_000);
     }
 }

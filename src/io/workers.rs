@@ -149,7 +149,9 @@ pub struct Parts<D> {
 /// 0's stop cause) and the stop summary.
 pub type Outcome = (Result<StopCause, RunError>, Vec<(String, u64)>);
 
-type Finished = (Result<StopCause, RunError>, Vec<(String, u64)>);
+/// A worker thread's end: how it stopped, its summary, and its pool addresses in use
+/// ([`crate::ops::view::pool_in_use`]).
+type Finished = (Result<StopCause, RunError>, Vec<(String, u64)>, Vec<u64>);
 
 /// Runs every worker until `stop` fires or one of them fails; worker 0 runs on this thread.
 pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io::Result<Outcome> {
@@ -169,8 +171,9 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
             rt.drain_natlog();
             let summary = rt.summary();
             let per = per_worker(i, &rt);
+            let in_use = crate::ops::view::pool_in_use(rt.engine().nat());
             drop(rt);
-            (r, merge(summary, per))
+            (r, merge(summary, per), in_use)
         })?;
         threads.push((handle, t));
     }
@@ -181,13 +184,15 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
         let _ = h.stop();
     }
     let mut counters = Vec::new();
+    let mut in_use = Vec::new();
     for (_, t) in threads {
         match t.join() {
-            Ok((r, c)) => {
+            Ok((r, c, u)) => {
                 if let (Ok(_), Err(e)) = (&result, r) {
                     result = Err(e);
                 }
                 counters = merge(counters, c);
+                crate::ops::view::union_in_use(&mut in_use, &u);
             }
             Err(_) => {
                 if result.is_ok() {
@@ -204,7 +209,17 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
     // worker has handed over its stop records. Its loop (and with it the last link: the operations
     // thread, the capture, the NAT log exporter's thread) goes last.
     rt.drain_natlog();
-    let counters = merge(merge(rt.summary(), per_worker(i, &rt)), counters);
+    let mut counters = merge(merge(rt.summary(), per_worker(i, &rt)), counters);
+    // The pool is every worker's: its size is one worker's, its addresses in use their union.
+    let nat = rt.engine().nat();
+    let in_use = crate::ops::view::union_in_use(&mut in_use, &crate::ops::view::pool_in_use(nat));
+    for (k, v) in [("nat.pool.addresses", nat.pool().len() as u64), ("nat.pool.addresses_in_use", in_use)] {
+        match counters.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v,
+            None if v != 0 => counters.push((k.to_string(), v)),
+            None => {}
+        }
+    }
     drop(rt);
     Ok((result, counters))
 }
