@@ -564,17 +564,14 @@ impl RunArgs {
         if let Some(n) = self.workers {
             // Each worker's engine must be valid too (a port range with a port for each, say).
             c.for_shard(Shard { index: 0, count: n }).validate()?;
-            // Pools, port blocks and NAT logs combine (each worker owns its slice of every pool
-            // address's ports and cuts its blocks from it; every worker feeds the one exporter).
+            // Pools, port blocks, NAT logs and NAT64 combine (each worker owns its slice of every
+            // pool address's ports and cuts its blocks from it; every worker feeds the one exporter;
+            // an IPv6 host is its /64's worker's, stand-in address and all: `steer`).
             // Deterministic NAT does not: RFC 7422 gives each host a port range that lies in other
             // workers' slices, and the steering rule sends a port to its slice's worker, not to the
             // host's; it would take the layout's reverse computation in the eBPF program.
-            let combined = [
-                (matches!(c.pool.allocation, Allocation::Deterministic { .. }), "--deterministic"),
-                // The steering rule and the handoff read IPv4 headers only, and an IPv6 host's
-                // stand-in address lives in one engine: NAT64 runs on one worker until both know IPv6.
-                (c.nat64.is_some(), "NAT64 (--nat64-prefix)"),
-            ];
+            let combined =
+                [(matches!(c.pool.allocation, Allocation::Deterministic { .. }), "--deterministic")];
             if let Some((_, what)) = combined.iter().find(|(on, _)| n > 1 && *on) {
                 return Err(format!(
                     "--workers: {n} workers do not combine with {what} yet; use --workers 1"
@@ -1170,10 +1167,6 @@ mod tests {
                 ][..],
                 "--forward",
             ),
-            (
-                &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
-                "--workers",
-            ),
             (&["--nat64-prefix", "64:ff9b::/95", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
             (&["--nat64-prefix", "64:ff9b::1/96", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
             (&["--nat64-prefix", "64:ff9b::/96"][..], "--inside6"),
@@ -1215,6 +1208,7 @@ mod tests {
             &["--workers", "2", "--ipfix-collector", "127.0.0.1:4739"][..],
             &["--workers", "2", "--public-ip", "198.51.100.9", "--public-pool", "198.51.100.16/30"][..],
             &["--workers", "2", "--port-range", "1024-1100", "--port-block-size", "38"][..],
+            &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
             &[
                 "--workers",
                 "2",

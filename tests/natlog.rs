@@ -470,12 +470,9 @@ fn a_wedged_unix_syslog_reader_neither_stalls_the_loop_nor_the_exporter() {
 /// the exporter's counters once, not once per worker.
 #[test]
 fn two_workers_feed_one_exporter_with_one_sequence() {
-    use ftpnat::config::{Config, Shard};
-    use ftpnat::engine::Engine;
-    use ftpnat::io::device::MemDevice;
-    use ftpnat::io::runtime::Stop;
-    use ftpnat::io::workers::{run, Parts};
-    use ftpnat::steer::{host_worker, slice_range, Steering};
+    use ftpnat::config::Config;
+    use ftpnat::io::workers::MemGateway;
+    use ftpnat::steer::{host_worker, slice_range};
 
     let c = collector("workers");
     let mut t = IpfixTarget::new(format!("127.0.0.1:{}", c.ipfix).parse().unwrap());
@@ -485,26 +482,10 @@ fn two_workers_feed_one_exporter_with_one_sequence() {
         syslog: Some(SyslogTarget::Udp(format!("127.0.0.1:{}", c.syslog).parse().unwrap())),
         facility: 16,
     };
-    let first = Export::start(&targets).unwrap();
     let mut config = Config::new(vec!["100.64.0.0/24".parse().unwrap()], a(1));
     config.pool.log_sessions = true;
-    let steering = Steering::new(&config, 2);
-    let mut handoff = ftpnat::io::handoff::mesh(&steering).unwrap();
-    let (mut lans, mut wans, mut parts) = (Vec::new(), Vec::new(), Vec::new());
-    let second = first.another();
-    let mut ends = [first, second].into_iter();
-    for shard in Shard::all(2) {
-        let (lan, lp) = MemDevice::pair("memlan").unwrap();
-        let (wan, wp) = MemDevice::pair("memwan").unwrap();
-        lans.push(lp);
-        wans.push(wp);
-        let mut engine = Engine::new(config.for_shard(shard));
-        engine.set_nat_log(true);
-        parts.push(Parts { engine, lan, wan, worker: handoff.remove(0), link: None, natlog: ends.next() });
-    }
-    assert!(parts[0].natlog.as_ref().unwrap().is_first() && !parts[1].natlog.as_ref().unwrap().is_first());
-    let (stop, handle) = Stop::manual().unwrap();
-    let done = std::thread::spawn(move || run(parts, &stop));
+    let MemGateway { lans, wans, stop: handle, done } =
+        MemGateway::start(&config, 2, Some(Export::start(&targets).unwrap())).unwrap();
     // Ten hosts of each worker, three flows each, read by their own worker's queue.
     const PER_WORKER: usize = 10;
     let hosts: Vec<Ipv4Addr> = (2..=254u8).map(h).collect();

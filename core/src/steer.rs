@@ -33,8 +33,14 @@
 //!   they are steered as a datagram to [`frag_worker`] (a hash of source, destination and
 //!   identification, so all fragments of a datagram meet), which learns the owner from the first
 //!   fragment ([`FragSteer`]) and hands the datagram on. LAN-side fragments need no ports.
-//! - A packet that is not IPv4, or too short for a field the rule reads, goes to worker 0 (exactly what
-//!   the eBPF program does: a load past the end of the packet ends it with 0).
+//! - **IPv6 on the LAN side** (NAT64, issue 14): by the inside source address's /64 ([`host6_worker`]),
+//!   so an IPv6 host's stand-in address, its flows, mappings and the per-/64 share of stand-ins all
+//!   live in one engine (the share holds as with one engine). An ICMPv6 error (RFC 4443 types below
+//!   128, read when it directly follows the fixed header) goes by the /64 its quoted packet was sent
+//!   to. The WAN side of a NAT64 flow is IPv4 and follows the rules above: its public port comes from
+//!   the IPv6 host's worker's slice.
+//! - Any other packet that is not IPv4, or one too short for a field the rule reads, goes to worker 0
+//!   (exactly what the eBPF program does: a load past the end of the packet ends it with 0).
 //!
 //! FTP: a control connection's data connections come out right by themselves. An inside client's
 //! passive data connection leaves from the same host (same worker); an active one arrives at a
@@ -72,6 +78,19 @@ pub fn reduce(x: u32, workers: u16) -> u16 {
 pub fn host_worker(addr: Ipv4Addr, workers: u16) -> u16 {
     reduce(u32::from(addr), workers)
 }
+
+/// The worker of an IPv6 inside host (NAT64): a hash of its /64, the two upper words of the address
+/// folded into one, so that every address of a /64 (the unit of NAT64's per-prefix share) is one
+/// worker's.
+#[inline]
+pub fn host6_worker(addr: std::net::Ipv6Addr, workers: u16) -> u16 {
+    let o = addr.octets();
+    let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+    reduce(w(0) ^ w(4), workers)
+}
+
+/// IPv6's next-header number of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// The worker a datagram's fragments meet at (WAN side): a hash of its RFC 791 identity less the
 /// protocol (the same for each fragment).
@@ -268,6 +287,14 @@ impl Steering {
     fn classify(&self, side: Side, p: &Bytes<'_>, fragments: bool) -> Option<Owner> {
         let n = self.workers;
         let b0 = p.b(0)?;
+        if b0 >> 4 == 6 && side == Side::Inside {
+            // IPv6 from the LAN (NAT64): by the /64 of the inside host (the fixed header is 40 bytes:
+            // next header at 6, source at 8, destination at 24; an ICMPv6 error's quoted packet's
+            // destination at 40 + 8 + 24).
+            let at = if p.b(6)? == u32::from(PROTO_ICMPV6) && p.b(40)? < 128 { 72 } else { 8 };
+            let hi = p.w(at)?;
+            return Some(Owner::Worker(reduce(hi ^ p.w(at + 4)?, n)));
+        }
         if b0 >> 4 != 4 {
             return Some(Owner::Worker(0));
         }
@@ -696,6 +723,59 @@ mod tests {
         assert_eq!(s.owner(Side::Outside, &short_ihl), Owner::Worker(0));
         let gre = ipv4(47, REM, PUB, &[0; 8]);
         assert_eq!(s.owner(Side::Outside, &gre), Owner::Worker(0));
+    }
+
+    fn ipv6(next: u8, src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, l4: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, l4.len() as u8, next, 64];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(l4);
+        p
+    }
+
+    /// NAT64 (issue 14): an IPv6 host's packets from the LAN meet at its /64's worker, whatever the
+    /// interface identifier, and an ICMPv6 error from an inside router about a packet sent to the host
+    /// goes there too; the WAN side of its flows is IPv4 (its worker's slice). /64s spread over the
+    /// workers; a short IPv6 packet, or IPv6 on the WAN side, goes to worker 0.
+    #[test]
+    fn ipv6_hosts_are_steered_by_their_64() {
+        let a6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let s = Steering::new(&config(), 2);
+        let remote = a6("64:ff9b::cb00:7109");
+        let mut seen = [0usize; 2];
+        for net in 0..64u16 {
+            let host = a6(&format!("2001:db8:0:{net:x}::2"));
+            let other = a6(&format!("2001:db8:0:{net:x}:a:b:c:d"));
+            let w = host6_worker(host, 2);
+            seen[usize::from(w)] += 1;
+            assert_eq!(host6_worker(other, 2), w, "one /64, one worker");
+            let udp = ipv6(PROTO_UDP, host, remote, &ports(40000, 53));
+            assert_eq!(s.owner(Side::Inside, &udp), Owner::Worker(w));
+            assert_eq!(
+                s.owner(Side::Inside, &ipv6(PROTO_TCP, other, remote, &ports(1, 2))),
+                Owner::Worker(w)
+            );
+            // An inside router reports on a packet sent to the host.
+            let delivered = ipv6(PROTO_UDP, remote, other, &ports(53, 40000));
+            let mut icmp = vec![1, 4, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&delivered);
+            let router = a6(&format!("2001:db8:ffff:{net:x}::1"));
+            assert_eq!(
+                s.owner(Side::Inside, &ipv6(PROTO_ICMPV6, router, a6("2001:db8::1"), &icmp)),
+                Owner::Worker(w)
+            );
+            // An echo request is not an error: by its source.
+            let echo = ipv6(PROTO_ICMPV6, host, remote, &[128, 0, 0, 0, 0, 1, 0, 1]);
+            assert_eq!(s.owner(Side::Inside, &echo), Owner::Worker(w));
+            for cut in [0, 6, 11, 15] {
+                assert_eq!(s.owner(Side::Inside, &udp[..cut]), Owner::Worker(0), "cut at {cut}");
+            }
+            assert_eq!(s.owner(Side::Outside, &udp), Owner::Worker(0));
+        }
+        assert!(seen.iter().all(|&c| c > 16), "64 /64s over 2 workers: {seen:?}");
+        // A truncated ICMPv6 error (no quoted destination) is not read past its end.
+        let short = ipv6(PROTO_ICMPV6, a6("2001:db8::2"), remote, &[1, 4, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(s.owner(Side::Inside, &short), Owner::Worker(0));
     }
 
     fn key(ident: u16) -> FragKey {

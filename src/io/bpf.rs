@@ -24,6 +24,7 @@
 //! ```text
 //!     r6 = r1                        the packet (socket buffer), as LD_ABS/LD_IND need
 //!     r0 = byte[0]; r7 = r0 >> 4     version
+//!     LAN side: if r7 == 6 goto v6   IPv6 (NAT64)
 //!     if r7 != 4 goto ret0           not IPv4: queue 0
 //!     r7 = (r0 & 0xf) << 2           header length in bytes
 //!     if r7 < 20 goto ret0
@@ -42,6 +43,11 @@
 //!     r0 = word[r7 + 24]; goto hash  the quoted datagram's destination: the inside host reported on
 //! host_src:
 //!     r0 = r9
+//!     goto hash
+//! v6:                                an IPv6 host's /64 (steer::host6_worker)
+//!     if byte[6] == 58 && byte[40] <= 127: r0 = word[72] ^ word[76]; goto hash   ICMPv6 error:
+//!                                    the /64 its quoted packet was sent to
+//!     r0 = word[8] ^ word[12]        the source's /64
 //! hash:                              host_worker: ((r0 * 0x9E3779B1 mod 2^32) >> 16) * N >> 16
 //!     r0 *= 0x9E3779B1; r0 >>= 16; r0 *= N; r0 >>= 16; exit
 //! WAN side:
@@ -73,7 +79,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::flow::Side;
-use crate::steer::{Steering, HASH_MULTIPLIER, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::steer::{Steering, HASH_MULTIPLIER, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// `linux/bpf.h` opcodes (only what the program uses).
 mod op {
@@ -227,6 +233,10 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
     a.ld_abs(op::B, 0);
     a.mov64(R7, R0);
     a.alu32_k(op::RSH, R7, 4);
+    let v6 = a.label();
+    if side == Side::Inside {
+        a.jmp32_k(op::JEQ, R7, 6, v6);
+    }
     a.jmp32_k(op::JNE, R7, 4, ret0);
     a.alu32_k(op::AND, R0, 0xf);
     a.alu32_k(op::LSH, R0, 2);
@@ -280,8 +290,27 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
             a.place(host_src);
             a.mov64(R0, R9);
             a.ja(hash);
+            // IPv6 (NAT64): the /64 of the source, or of an ICMPv6 error's quoted destination.
+            let (v6_src, v6_hash) = (a.label(), a.label());
+            a.place(v6);
+            a.ld_abs(op::B, 6);
+            a.jmp32_k(op::JNE, R0, u32::from(PROTO_ICMPV6), v6_src);
+            a.ld_abs(op::B, 40);
+            a.jmp32_k(op::JGT, R0, 127, v6_src);
+            a.ld_abs(op::W, 72);
+            a.mov64(R9, R0);
+            a.ld_abs(op::W, 76);
+            a.ja(v6_hash);
+            a.place(v6_src);
+            a.ld_abs(op::W, 8);
+            a.mov64(R9, R0);
+            a.ld_abs(op::W, 12);
+            a.place(v6_hash);
+            a.alu32_x(op::XOR, R0, R9);
+            a.ja(hash);
         }
         Side::Outside => {
+            a.place(v6); // never jumped to: IPv6 goes to worker 0 on the WAN side
             let (by_port, ports, icmp, echo, error, quoted_ports, quoted_echo) =
                 (a.label(), a.label(), a.label(), a.label(), a.label(), a.label(), a.label());
             a.ld_abs(op::H, 6);
@@ -604,6 +633,25 @@ mod tests {
                     p.extend_from_slice(&port.to_be_bytes());
                     p.extend_from_slice(&[0; 16]);
                 }
+            }
+            if i % 7 == 3 {
+                // IPv6 (NAT64 on the LAN side): sources of three /64s, ICMPv6 errors quoting packets to
+                // them, and other ICMPv6 types and next headers.
+                let net = |k: u64| [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, [1u8, 2, 0xff][(k % 3) as usize]];
+                let nh = [6u8, 17, 58, 58, 44][(r >> 8) as usize % 5];
+                p = vec![0x60, 0, 0, 0, 0, 0, nh, 64];
+                p.extend_from_slice(&net(r >> 12));
+                p.extend_from_slice(&(r ^ 0x5555).to_be_bytes());
+                p.extend_from_slice(&[0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 203, 0, 113, 9]);
+                if nh == 58 {
+                    let t = [1u8, 3, 128, 129, 2, 4, 127, 133][(r >> 16) as usize % 8];
+                    p.extend_from_slice(&[t, 0, 0, 0, 0, 0, 0, 0]);
+                    p.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 17, 64]);
+                    p.extend_from_slice(&[0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 203, 0, 113, 9]);
+                    p.extend_from_slice(&net(r >> 20));
+                    p.extend_from_slice(&(r >> 3).to_be_bytes());
+                }
+                p.extend_from_slice(&[0; 8]);
             }
             if i % 5 == 0 {
                 let cut = (next() as usize) % (p.len() + 1);

@@ -29,7 +29,7 @@ use crate::ops::natlog::Export;
 use crate::ops::Ops;
 use crate::steer::Steering;
 
-use super::device::Device;
+use super::device::{Device, MemDevice, MemPeer};
 use super::handoff::{self, Worker};
 use super::runtime::{RunError, Runtime, Stop, StopCause, StopHandle};
 use super::tun::{Offload, OpenError, TunDevice};
@@ -109,16 +109,12 @@ pub fn run_gateway(
     }
     let mut meshed = handoff::mesh(&Steering::new(&config, n))?.into_iter();
     let mut links = ops.start_workers(n, config.port_range.clone())?.into_iter();
-    // One exporter for all: worker 0 holds the end that started its thread, the others more ends.
-    let mut ends = natlog.map(|first| {
-        let more: Vec<Export> = (1..n).map(|_| first.another()).collect();
-        std::iter::once(first).chain(more)
-    });
+    let mut ends = exporter_ends(natlog, n).into_iter();
     let parts = pairs
         .into_iter()
         .zip(Shard::all(n))
         .map(|((lan, wan), shard)| {
-            let natlog = ends.as_mut().and_then(Iterator::next);
+            let natlog = ends.next().flatten();
             let mut engine = Engine::new(config.for_shard(shard));
             engine.set_nat_log(natlog.is_some());
             Parts {
@@ -132,6 +128,14 @@ pub fn run_gateway(
         })
         .collect();
     run(parts, stop)
+}
+
+/// One NAT log end per worker (all `None` without an exporter): worker 0's is the end that started
+/// the exporter's thread, the others more ends of it.
+fn exporter_ends(natlog: Option<Export>, workers: u16) -> Vec<Option<Export>> {
+    let Some(first) = natlog else { return (0..workers).map(|_| None).collect() };
+    let more: Vec<Option<Export>> = (1..workers).map(|_| Some(first.another())).collect();
+    std::iter::once(Some(first)).chain(more).collect()
 }
 
 /// One worker's parts.
@@ -249,11 +253,42 @@ pub fn merge(mut a: Vec<(String, u64)>, b: Vec<(String, u64)>) -> Vec<(String, u
     a
 }
 
+/// For tests: `workers` run loops over in-memory devices ([`MemDevice`]), each queue pair a socket
+/// pair the test writes and reads: what it injects into queue `i` is what worker `i` reads, as if the
+/// kernel's steering had chosen it. `natlog`: the exporter, its first end to worker 0.
+pub struct MemGateway {
+    pub lans: Vec<MemPeer>,
+    pub wans: Vec<MemPeer>,
+    pub stop: StopHandle,
+    pub done: JoinHandle<io::Result<Outcome>>,
+}
+
+impl MemGateway {
+    pub fn start(config: &Config, workers: u16, natlog: Option<Export>) -> io::Result<MemGateway> {
+        let mut handoff = handoff::mesh(&Steering::new(config, workers))?.into_iter();
+        let mut ends = exporter_ends(natlog, workers).into_iter();
+        let (mut lans, mut wans, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+        for shard in Shard::all(workers) {
+            let (lan, lp) = MemDevice::pair("memlan")?;
+            let (wan, wp) = MemDevice::pair("memwan")?;
+            lans.push(lp);
+            wans.push(wp);
+            let natlog = ends.next().flatten();
+            let mut engine = Engine::new(config.for_shard(shard));
+            engine.set_nat_log(natlog.is_some());
+            let worker = handoff.next().ok_or_else(|| io::Error::other("no handoff endpoint"))?;
+            parts.push(Parts { engine, lan, wan, worker, link: None, natlog });
+        }
+        let (stop, handle) = Stop::manual()?;
+        let done = std::thread::spawn(move || run(parts, &stop));
+        Ok(MemGateway { lans, wans, stop: handle, done })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::device::{MemDevice, MemPeer};
-    use crate::steer::{slice_range, Steering};
+    use crate::steer::slice_range;
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
@@ -280,37 +315,10 @@ mod tests {
         p
     }
 
-    struct Rig {
-        lans: Vec<MemPeer>,
-        wans: Vec<MemPeer>,
-        stop: StopHandle,
-        done: JoinHandle<io::Result<Outcome>>,
-    }
+    type Rig = MemGateway;
 
-    /// Two workers over in-memory "queues": what a test injects into queue i is what that worker reads,
-    /// as if the kernel's steering had chosen it.
     fn rig() -> Rig {
-        let c = config();
-        let steering = Steering::new(&c, 2);
-        let mut workers = handoff::mesh(&steering).unwrap();
-        let (mut lans, mut wans, mut parts) = (Vec::new(), Vec::new(), Vec::new());
-        for shard in Shard::all(2) {
-            let (lan, lp) = MemDevice::pair("memlan").unwrap();
-            let (wan, wp) = MemDevice::pair("memwan").unwrap();
-            lans.push(lp);
-            wans.push(wp);
-            parts.push(Parts {
-                engine: Engine::new(c.for_shard(shard)),
-                lan,
-                wan,
-                worker: workers.remove(0),
-                link: None,
-                natlog: None,
-            });
-        }
-        let (stop, handle) = Stop::manual().unwrap();
-        let done = std::thread::spawn(move || run(parts, &stop));
-        Rig { lans, wans, stop: handle, done }
+        MemGateway::start(&config(), 2, None).unwrap()
     }
 
     /// A host whose worker is `w`.
