@@ -532,3 +532,38 @@ fn two_workers_steer_ipv6_hosts_by_their_64() {
     assert_eq!((get("nat64.to_v4"), get("nat64.to_v6")), (2, 2), "{counters:?}");
     assert_eq!(get("flows.created"), 2);
 }
+
+/// The adversary with `--workers 2`: one IPv6 host sprays 20 source addresses of its /64, its packets
+/// read by both workers' queues in turn. The /64 is one worker's, so the per-/64 share of stand-ins
+/// (16) holds exactly as with one engine: 16 addresses get through, 4 are refused and counted, and
+/// the other worker creates nothing.
+#[test]
+fn address_spraying_over_two_workers_meets_the_one_per_64_share() {
+    use ftpnat::io::workers::MemGateway;
+    use ftpnat::steer::host6_worker;
+    use std::time::Duration;
+
+    let config = config64();
+    let share = config.nat64.as_ref().unwrap().max_per_64;
+    let MemGateway { lans, wans, stop, done } = MemGateway::start(&config, 2, None).unwrap();
+    let owner = usize::from(host6_worker(CLIENT6, 2));
+    const SPRAYED: u16 = 20;
+    for i in 0..SPRAYED {
+        let src = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0x66, 2 + i);
+        lans[usize::from(i % 2)].inject(&udp6(src, server6(), 40000, 53, b"q", 64)).unwrap();
+    }
+    let mut out = 0u32;
+    while let Some(p) = wans[owner].take_within(Duration::from_secs(2)).unwrap() {
+        assert!(!seen(&p).v6);
+        out += 1;
+    }
+    assert_eq!(out, share, "the share of one /64");
+    assert!(wans[1 - owner].take().unwrap().is_none(), "nothing leaves the other worker");
+    stop.stop().unwrap();
+    let (result, counters) = done.join().unwrap().unwrap();
+    assert!(result.is_ok());
+    let get = |k: &str| counters.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+    assert_eq!(get("drops.nat64_host_limit"), u64::from(u32::from(SPRAYED) - share), "{counters:?}");
+    assert_eq!(get("workers.handoff.sent"), u64::from(SPRAYED / 2), "half were read by the other worker");
+    assert_eq!(get("nat64.to_v4"), u64::from(share));
+}

@@ -483,6 +483,49 @@ mod tests {
         assert_eq!(get("drops.no_mapping"), forged as u64, "{counters:?}");
     }
 
+    /// With an address pool (issue 16): a host's mapping is on one pool address and its worker's slice;
+    /// forged packets to the same port on the pool's other address, and to ports of both slices on
+    /// both addresses, all read by worker 0, are handed to their port's worker and create nothing; the
+    /// genuine reply, read by the wrong worker too, still reaches the host.
+    #[test]
+    fn forged_ports_on_every_pool_address_create_nothing() {
+        let mut c = config();
+        let b = Ipv4Addr::new(198, 51, 100, 11);
+        c.pool.addresses.push(b);
+        let r = MemGateway::start(&c, 2, None).unwrap();
+        let host = host_of(1);
+        r.lans[1].inject(&udp(host, 40000, [203, 0, 113, 9], 53, 1)).unwrap();
+        let out = r.wans[1].take_within(Duration::from_secs(5)).unwrap().expect("forwarded by worker 1");
+        let (public, port) =
+            (Ipv4Addr::new(out[12], out[13], out[14], out[15]), u16::from_be_bytes([out[20], out[21]]));
+        assert!(c.pool.addresses.contains(&public));
+        assert!(slice_range(&c.port_range, 2, 1).contains(&port), "{port}");
+        let other = if public == b { c.public_ip } else { b };
+        let mut forged = vec![(other, port)];
+        for a in [c.public_ip, b] {
+            for w in 0..2 {
+                let p = *slice_range(&c.port_range, 2, w).start() + 11;
+                forged.push((a, p));
+            }
+        }
+        for (i, (a, p)) in forged.iter().enumerate() {
+            r.wans[0].inject(&udp([203, 0, 113, 9], 53, a.octets(), *p, i as u8)).unwrap();
+        }
+        r.wans[0].inject(&udp([203, 0, 113, 9], 53, public.octets(), port, 99)).unwrap();
+        let back =
+            r.lans[1].take_within(Duration::from_secs(5)).unwrap().expect("the reply reaches the host");
+        assert_eq!((&back[16..20], back[5]), (&host[..], 99), "only the genuine reply");
+        assert!(r.lans[0].take().unwrap().is_none() && r.lans[1].take().unwrap().is_none());
+        r.stop.stop().unwrap();
+        let (result, counters) = r.done.join().unwrap().unwrap();
+        assert!(result.is_ok());
+        let get = |k: &str| counters.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+        assert_eq!(get("flows.created"), 1, "{counters:?}");
+        assert_eq!(get("drops.no_mapping"), forged.len() as u64, "{counters:?}");
+        assert_eq!(get("nat.pool.addresses"), 2, "the pool counted once: {counters:?}");
+        assert_eq!(get("nat.pool.addresses_in_use"), 1, "{counters:?}");
+    }
+
     #[test]
     fn summaries_sum_by_name() {
         let a = vec![("x".to_string(), 1), ("y".to_string(), 2)];
