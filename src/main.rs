@@ -564,19 +564,10 @@ impl RunArgs {
         if let Some(n) = self.workers {
             // Each worker's engine must be valid too (a port range with a port for each, say).
             c.for_shard(Shard { index: 0, count: n }).validate()?;
-            // Pools, port blocks, NAT logs and NAT64 combine (each worker owns its slice of every
-            // pool address's ports and cuts its blocks from it; every worker feeds the one exporter;
-            // an IPv6 host is its /64's worker's, stand-in address and all: `steer`).
-            // Deterministic NAT does not: RFC 7422 gives each host a port range that lies in other
-            // workers' slices, and the steering rule sends a port to its slice's worker, not to the
-            // host's; it would take the layout's reverse computation in the eBPF program.
-            let combined =
-                [(matches!(c.pool.allocation, Allocation::Deterministic { .. }), "--deterministic")];
-            if let Some((_, what)) = combined.iter().find(|(on, _)| n > 1 && *on) {
-                return Err(format!(
-                    "--workers: {n} workers do not combine with {what} yet; use --workers 1"
-                ));
-            }
+            // Every feature combines with several workers: pools and port blocks (each worker owns
+            // its slice of every pool address's ports), NAT logs (one exporter fed by all), NAT64 (an
+            // IPv6 host is its /64's worker's) and deterministic NAT (a host and its block are the
+            // block's worker's): `steer`'s header.
         }
         Ok(c)
     }
@@ -1146,8 +1137,6 @@ mod tests {
             (&["--workers", "65"][..], "--workers"),
             (&["--workers", "-2"][..], "--workers"),
             (&["--workers", "3", "--port-range", "5000-5001"][..], "--workers"),
-            // Deterministic NAT is not run across workers: refused rather than half-run.
-            (&["--workers", "2", "--deterministic"][..], "--deterministic"),
             // A block must fit every worker's slice (77 ports over 2 workers: 38 and 39).
             (
                 &["--workers", "2", "--port-range", "1024-1100", "--port-block-size", "39"][..],
@@ -1209,6 +1198,7 @@ mod tests {
             &["--workers", "2", "--public-ip", "198.51.100.9", "--public-pool", "198.51.100.16/30"][..],
             &["--workers", "2", "--port-range", "1024-1100", "--port-block-size", "38"][..],
             &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
+            &["--workers", "2", "--deterministic", "--public-ip", "198.51.100.9"][..],
             &[
                 "--workers",
                 "2",

@@ -368,10 +368,12 @@ impl Config {
             pool: self.pool.addresses.clone(),
             range: PortRange::try_from(&self.port_range)
                 .unwrap_or(PortRange::new(1024, 65535).expect("valid")),
-            // One engine of several hands out only its slice's ports (issue 18, `steer::slice_range`).
-            slice: (self.shard.count > 1)
-                .then(|| crate::steer::slice_range(&self.port_range, self.shard.count, self.shard.index))
-                .and_then(|r| PortRange::try_from(&r).ok()),
+            // One engine of several hands out only its slice's ports (issue 18, `steer::slice_range`);
+            // in deterministic mode a host's whole range is its worker's (`steer::DetRule`).
+            slice: (self.shard.count > 1
+                && !matches!(self.pool.allocation, Allocation::Deterministic { .. }))
+            .then(|| crate::steer::slice_range(&self.port_range, self.shard.count, self.shard.index))
+            .and_then(|r| PortRange::try_from(&r).ok()),
             allocation: self.pool.allocation,
             inside: self.inside.clone(),
             host_quota: self.ports_per_host(),
@@ -518,12 +520,13 @@ impl Config {
         }
         // A forwarded port is steered by its number alone: one number forwarded on two addresses must
         // lead to hosts of one worker.
+        let steering = crate::steer::Steering::new(self, count);
         for (i, f) in self.forwards.iter().enumerate() {
-            let worker = crate::steer::host_worker(f.inside_addr, count);
+            let worker = steering.host_worker(f.inside_addr);
             if let Some(g) = self.forwards[..i].iter().find(|g| {
                 g.proto == f.proto
                     && g.public_port == f.public_port
-                    && crate::steer::host_worker(g.inside_addr, count) != worker
+                    && steering.host_worker(g.inside_addr) != worker
             }) {
                 return Err(format!(
                     "--forward {f}: public port {} is forwarded on another address too ({g}), to a host of \

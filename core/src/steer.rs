@@ -5,8 +5,10 @@
 //! [`Steering`] in `src/io/bpf.rs` and checked against [`Steering::owner`] in the kernel), by the
 //! shell's handoff between workers, and by a sharded `ftpnat replay`. Its parts: [`host_worker`] (an
 //! inside address's worker), [`slice_of`] / [`slice_range`] (the public ports each worker's NAT hands
-//! out), [`Steering::port_worker`] (a public port's worker: its slice's, or the worker of the inside
-//! host a port forward leads to), [`Steering::owner`] (the rule applied to a packet as it arrives on a
+//! out), [`host6_worker`] (an IPv6 inside host's, by its /64), [`DetRule`] (deterministic NAT's
+//! layout: a host and its block are the block's worker's), [`Steering::port_worker`] (a public port's
+//! worker: its slice's or block's, or the worker of the inside host a port forward leads to),
+//! [`Steering::owner`] (the rule applied to a packet as it arrives on a
 //! side) and [`FragSteer`] (the owner of a later fragment, which carries no ports, is its first
 //! fragment's). Must not: look at flows, mappings or any engine state, or allocate on the packet path.
 //!
@@ -29,6 +31,12 @@
 //!   workers is refused (`Config::validate`). An ICMP error goes by the source port (or echo
 //!   identifier) of the packet it quotes, which is the public port of the flow it reports on; an echo
 //!   reply by its identifier.
+//! - **Deterministic NAT** (RFC 7422, `--deterministic`): a host owns a fixed port range (a block of
+//!   its pool address, `nat::deterministic`), so the host and its ports are steered by its block:
+//!   block `b` is worker `b mod N`'s ([`DetRule`]), computed from the inside address on the LAN side
+//!   and from the public port on the WAN side, and that worker's NAT hands out the host's whole range
+//!   (no slice). Addresses outside the inside prefixes and ports outside the layout's blocks follow
+//!   the rules above.
 //! - **Fragments** on the WAN side (and hairpinned ones) carry ports only in their first fragment:
 //!   they are steered as a datagram to [`frag_worker`] (a hash of source, destination and
 //!   identification, so all fragments of a datagram meet), which learns the owner from the first
@@ -165,11 +173,74 @@ pub struct SteeredForward {
 pub struct Steering {
     workers: u16,
     range: RangeInclusive<u16>,
+    /// Deterministic NAT's layout as the rule reads it (`--deterministic`), else `None`.
+    det: Option<DetRule>,
     public_ip: Ipv4Addr,
     /// The pool's addresses as sorted, disjoint, non-adjacent inclusive ranges (a `--public-pool`
     /// prefix is one range, which the eBPF program tests in two comparisons).
     pool: Vec<(u32, u32)>,
     forwards: Vec<SteeredForward>,
+}
+
+/// Deterministic NAT (RFC 7422, `nat::deterministic`) as the rule reads it: inside address number `i`
+/// owns block `i / addrs` of its address, ports `lo + block·size ..`, so a host and its ports meet at
+/// worker `block mod N` ([`DetRule::block_worker`]): the LAN side computes the block from the inside
+/// address, the WAN side from the port (the address does not matter: a block number is the same on
+/// every pool address). Blocks are dealt round-robin, so the workers share the hosts evenly however
+/// much of the layout the inside space fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetRule {
+    /// Each inside prefix as (first address, last address, number of its first address).
+    pub prefixes: Vec<(u32, u32, u32)>,
+    /// Pool addresses.
+    pub addrs: u32,
+    /// Ports per host.
+    pub size: u32,
+    /// The first port of the range, and the last port of the last whole block.
+    pub lo: u32,
+    pub last: u32,
+}
+
+impl DetRule {
+    fn new(config: &Config) -> Option<DetRule> {
+        let crate::nat::Allocation::Deterministic { size } = config.pool.allocation else { return None };
+        let range = crate::nat::PortRange::try_from(&config.port_range).ok()?;
+        let layout =
+            crate::nat::Deterministic::new(&config.inside, &config.pool.addresses, range, size).ok()?;
+        let size = u32::from(layout.size());
+        let mut at = 0u32;
+        let mut prefixes = Vec::new();
+        for n in &config.inside {
+            let (first, last) = (u32::from(n.network()), u32::from(n.broadcast()));
+            prefixes.push((first, last, at));
+            at = at.wrapping_add(last - first + 1);
+        }
+        let lo = u32::from(range.first());
+        let blocks = range.len() / size;
+        Some(DetRule {
+            prefixes,
+            addrs: config.pool.addresses.len() as u32,
+            size,
+            lo,
+            last: lo + blocks * size - 1,
+        })
+    }
+
+    /// The worker of inside address `a`, if it is in an inside prefix.
+    fn host(&self, a: u32, workers: u16) -> Option<u16> {
+        let &(first, _, start) = self.prefixes.iter().find(|&&(f, l, _)| (f..=l).contains(&a))?;
+        Some(self.block_worker((a - first + start) / self.addrs, workers))
+    }
+
+    /// The worker of public port `p`, if it lies in a block of the layout.
+    fn port(&self, p: u32, workers: u16) -> Option<u16> {
+        (self.lo..=self.last).contains(&p).then(|| self.block_worker((p - self.lo) / self.size, workers))
+    }
+
+    /// The worker of block number `b` (on every address).
+    pub fn block_worker(&self, b: u32, workers: u16) -> u16 {
+        (b % u32::from(workers.max(1))) as u16
+    }
 }
 
 /// The bytes of a packet as the eBPF program reads them: big-endian loads that fail past the end.
@@ -198,13 +269,18 @@ impl Steering {
     /// configuration gives the same rule).
     pub fn new(config: &Config, workers: u16) -> Steering {
         let workers = workers.max(1);
+        let det = DetRule::new(config);
+        let host = |a: Ipv4Addr| match &det {
+            Some(d) => d.host(u32::from(a), workers).unwrap_or_else(|| host_worker(a, workers)),
+            None => host_worker(a, workers),
+        };
         let forwards = config
             .forwards
             .iter()
             .map(|f| SteeredForward {
                 proto: f.proto.number(),
                 public_port: f.public_port,
-                worker: host_worker(f.inside_addr, workers),
+                worker: host(f.inside_addr),
             })
             .collect();
         let mut addrs: Vec<u32> =
@@ -218,7 +294,26 @@ impl Steering {
                 _ => pool.push((a, a)),
             }
         }
-        Steering { workers, range: config.port_range.clone(), public_ip: config.public_ip, pool, forwards }
+        Steering {
+            workers,
+            range: config.port_range.clone(),
+            det,
+            public_ip: config.public_ip,
+            pool,
+            forwards,
+        }
+    }
+
+    /// The rule of a gateway with one engine (every packet is worker 0's).
+    pub fn single() -> Steering {
+        Steering {
+            workers: 1,
+            range: 1024..=65535,
+            det: None,
+            public_ip: Ipv4Addr::UNSPECIFIED,
+            pool: Vec::new(),
+            forwards: Vec::new(),
+        }
     }
 
     pub fn workers(&self) -> u16 {
@@ -242,8 +337,31 @@ impl Steering {
         &self.forwards
     }
 
+    /// Deterministic NAT's layout as the rule reads it.
+    pub fn det(&self) -> Option<&DetRule> {
+        self.det.as_ref()
+    }
+
+    /// The worker of an inside host: a hash of its address ([`host_worker`]), or in deterministic
+    /// mode its block's worker ([`DetRule`]).
     pub fn host_worker(&self, addr: Ipv4Addr) -> u16 {
-        host_worker(addr, self.workers)
+        self.host_of(u32::from(addr))
+    }
+
+    fn host_of(&self, a: u32) -> u16 {
+        match self.det.as_ref().and_then(|d| d.host(a, self.workers)) {
+            Some(w) => w,
+            None => reduce(a, self.workers),
+        }
+    }
+
+    /// The worker whose NAT hands out public port `port` (a forward aside): its slice's, or in
+    /// deterministic mode its block's.
+    pub fn slice_worker(&self, port: u16) -> u16 {
+        match self.det.as_ref().and_then(|d| d.port(u32::from(port), self.workers)) {
+            Some(w) => w,
+            None => slice_of(&self.range, self.workers, port),
+        }
     }
 
     fn forward(&self, proto: u32, port: u32) -> Option<&SteeredForward> {
@@ -255,7 +373,7 @@ impl Steering {
     pub fn port_worker(&self, proto: u8, port: u16) -> u16 {
         match self.forward(u32::from(proto), u32::from(port)) {
             Some(f) => f.worker,
-            None => slice_of(&self.range, self.workers, port),
+            None => self.slice_worker(port),
         }
     }
 
@@ -306,11 +424,11 @@ impl Steering {
         let src = p.w(12)?;
         let dst = p.w(16)?;
         let frag = p.h(6)? & 0x3fff;
-        let host = |a: u32| Some(Owner::Worker(reduce(a, n)));
+        let host = |a: u32| Some(Owner::Worker(self.host_of(a)));
         let by_port = |proto: u32, port: u32| {
             Some(Owner::Worker(match self.forward(proto, port) {
                 Some(f) => f.worker,
-                None => slice_of(&self.range, n, port as u16),
+                None => self.slice_worker(port as u16),
             }))
         };
         let fragment = || {
@@ -776,6 +894,55 @@ mod tests {
         // A truncated ICMPv6 error (no quoted destination) is not read past its end.
         let short = ipv6(PROTO_ICMPV6, a6("2001:db8::2"), remote, &[1, 4, 0, 0, 0, 0, 0, 0]);
         assert_eq!(s.owner(Side::Inside, &short), Owner::Worker(0));
+    }
+
+    /// Deterministic NAT (RFC 7422): every inside host, its flows out, the replies to every port of
+    /// its computed range on its computed address and ICMP errors about them meet at one worker (its
+    /// block's), and the hosts spread evenly over the workers.
+    #[test]
+    fn deterministic_hosts_and_their_ranges_meet_at_their_blocks_worker() {
+        use crate::nat::{Allocation, Deterministic, PortRange};
+        let mut c = Config::new(
+            vec!["10.0.0.0/24".parse().unwrap(), "10.0.2.0/25".parse().unwrap()],
+            Ipv4Addr::from(PUB),
+        );
+        c.pool.addresses.push(Ipv4Addr::new(198, 51, 100, 11));
+        c.pool.allocation = Allocation::Deterministic { size: Some(200) };
+        let layout =
+            Deterministic::new(&c.inside, &c.pool.addresses, PortRange::new(1024, 65535).unwrap(), Some(200))
+                .unwrap();
+        for n in [2u16, 3] {
+            let s = Steering::new(&c, n);
+            assert!(s.det().is_some());
+            let mut per = vec![0usize; usize::from(n)];
+            for host in c.inside.iter().flat_map(|p| p.hosts()) {
+                let w = s.host_worker(host);
+                per[usize::from(w)] += 1;
+                let out = ipv4(PROTO_UDP, host.octets(), REM, &ports(40000, 53));
+                assert_eq!(s.owner(Side::Inside, &out), Owner::Worker(w), "{host}");
+                let share = layout.forward(host).unwrap();
+                let (first, last) = (share.ports.first(), share.ports.last());
+                for port in [first, last, first / 2 + last / 2] {
+                    let back = ipv4(PROTO_UDP, REM, share.public.octets(), &ports(53, port));
+                    assert_eq!(
+                        s.owner(Side::Outside, &back),
+                        Owner::Worker(w),
+                        "{host}: {} {port}",
+                        share.public
+                    );
+                    assert_eq!(s.slice_worker(port), w);
+                }
+                let delivered = ipv4(PROTO_UDP, REM, host.octets(), &ports(53, 40000));
+                let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+                icmp.extend_from_slice(&delivered[..28]);
+                let err = ipv4(PROTO_ICMP, [10, 0, 0, 254], [10, 0, 0, 1], &icmp);
+                assert_eq!(s.owner(Side::Inside, &err), Owner::Worker(w));
+            }
+            let total: usize = per.iter().sum();
+            assert!(per.iter().all(|&k| k >= total / usize::from(n) - 1), "{n} workers: {per:?}");
+            // Outside the inside prefixes, the hash as ever.
+            assert_eq!(s.host_worker(Ipv4Addr::new(10, 9, 9, 9)), host_worker(Ipv4Addr::new(10, 9, 9, 9), n));
+        }
     }
 
     fn key(ident: u16) -> FragKey {

@@ -40,14 +40,17 @@
 //! not_public:
 //!     if r8 != 1 goto host_src
 //!     r0 = byte[r7]; if r0 is not an ICMP error type (3,4,5,11,12) goto host_src
-//!     r0 = word[r7 + 24]; goto hash  the quoted datagram's destination: the inside host reported on
+//!     r0 = word[r7 + 24]; goto host  the quoted datagram's destination: the inside host reported on
 //! host_src:
 //!     r0 = r9
-//!     goto hash
+//!     goto host
 //! v6:                                an IPv6 host's /64 (steer::host6_worker)
 //!     if byte[6] == 58 && byte[40] <= 127: r0 = word[72] ^ word[76]; goto hash   ICMPv6 error:
 //!                                    the /64 its quoted packet was sent to
 //!     r0 = word[8] ^ word[12]        the source's /64
+//! host (r0 = an inside address):     deterministic NAT only: for each inside prefix, if r0 is in it:
+//!     r0 = (r0 - FIRST + START) / ADDRS % N; exit     its block's worker (steer::DetRule)
+//!     goto hash
 //! hash:                              host_worker: ((r0 * 0x9E3779B1 mod 2^32) >> 16) * N >> 16
 //!     r0 *= 0x9E3779B1; r0 >>= 16; r0 *= N; r0 >>= 16; exit
 //! WAN side:
@@ -64,7 +67,8 @@
 //!     goto ret0
 //! by_port (r8 = protocol, r0 = port):
 //!     for each forward: if r8 == proto && r0 == port: r0 = its host's worker; exit
-//! slice (r0 = port):                 slice_of
+//! slice (r0 = port):                 deterministic NAT: in the layout's blocks, (r0 - LO) / SIZE % N
+//!                                    slice_of
 //!     if r0 < LO or r0 > HI: r0 %= N; exit
 //!     r0 -= LO; r0 *= N; r0 /= HI - LO + 1; exit
 //! fragment:                          frag_worker: hash of source ^ destination ^ identification
@@ -228,7 +232,7 @@ fn by_proto(a: &mut Asm, ports: Label, icmp: Label, other: Label) {
 pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
     let n = u32::from(s.workers());
     let mut a = Asm::default();
-    let (ret0, hash, slice, fragment) = (a.label(), a.label(), a.label(), a.label());
+    let (ret0, hash, slice, fragment, host) = (a.label(), a.label(), a.label(), a.label(), a.label());
     a.mov64(R6, R1);
     a.ld_abs(op::B, 0);
     a.mov64(R7, R0);
@@ -286,10 +290,10 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
             a.ja(host_src);
             a.place(error);
             a.ld_ind(op::W, R7, 8 + 16);
-            a.ja(hash);
+            a.ja(host);
             a.place(host_src);
             a.mov64(R0, R9);
-            a.ja(hash);
+            a.ja(host);
             // IPv6 (NAT64): the /64 of the source, or of an ICMPv6 error's quoted destination.
             let (v6_src, v6_hash) = (a.label(), a.label());
             a.place(v6);
@@ -354,10 +358,21 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
             a.ja(slice);
         }
     }
-    // slice_of: the port range cut into N contiguous slices; outside it, port % N.
+    // slice_of: the port range cut into N contiguous slices; outside it, port % N. Deterministic
+    // NAT: a port of the layout's blocks is its block's worker's.
     let (lo, hi) = (u32::from(*s.range().start()), u32::from(*s.range().end()));
     let outside = a.label();
     a.place(slice);
+    if let Some(d) = s.det() {
+        let plain = a.label();
+        a.jmp32_k(op::JLT, R0, d.lo, plain);
+        a.jmp32_k(op::JGT, R0, d.last, plain);
+        a.alu32_k(op::SUB, R0, d.lo as i32);
+        a.alu32_k(op::DIV, R0, d.size as i32);
+        a.alu32_k(op::MOD, R0, n as i32);
+        a.exit();
+        a.place(plain);
+    }
     a.jmp32_k(op::JLT, R0, lo, outside);
     a.jmp32_k(op::JGT, R0, hi, outside);
     a.alu32_k(op::SUB, R0, lo as i32);
@@ -367,6 +382,30 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
     a.place(outside);
     a.alu32_k(op::MOD, R0, n as i32);
     a.exit();
+    // An inside host (r0 = its address, LAN side): a hash of it, or in deterministic mode its block's
+    // worker. (The verifier refuses unreachable instructions: none of this on the WAN side.)
+    if side == Side::Inside {
+        a.place(host);
+    }
+    if let (Some(d), Side::Inside) = (s.det(), side) {
+        let block = a.label();
+        for &(first, last, start) in &d.prefixes {
+            let next = a.label();
+            a.jmp32_k(op::JLT, R0, first, next);
+            a.jmp32_k(op::JGT, R0, last, next);
+            a.alu32_k(op::SUB, R0, first as i32);
+            a.alu32_k(op::ADD, R0, start as i32);
+            a.ja(block);
+            a.place(next);
+        }
+        a.ja(hash);
+        a.place(block);
+        a.alu32_k(op::DIV, R0, d.addrs as i32);
+        a.alu32_k(op::MOD, R0, n as i32);
+        a.exit();
+    } else if side == Side::Inside {
+        a.ja(hash);
+    }
     // frag_worker: all fragments of a datagram meet at one worker.
     a.place(fragment);
     a.ld_abs(op::W, 16);
@@ -596,6 +635,7 @@ mod tests {
             [198, 51, 100, 20],
             [198, 51, 100, 23],
             [198, 51, 100, 24],
+            [10, 0, 1, 5],
         ];
         for i in 0..4000u64 {
             let r = next();
@@ -676,15 +716,24 @@ mod tests {
         let mut c = Config::new(vec!["10.0.0.0/24".parse().unwrap()], Ipv4Addr::new(198, 51, 100, 1));
         let mut checked = 0;
         let a = |n: u8| Ipv4Addr::new(198, 51, 100, n);
-        for (n, fwd, range, pool) in [
-            (2u16, false, 1024..=65535u16, false),
-            (2, true, 1024..=65535, false),
-            (3, true, 1000..=2000, false),
-            (7, true, 1..=65535, false),
+        for (n, fwd, range, pool, det) in [
+            (2u16, false, 1024..=65535u16, false, false),
+            (2, true, 1024..=65535, false, false),
+            (3, true, 1000..=2000, false, false),
+            (7, true, 1..=65535, false, false),
             // An address pool (issue 16): hairpinning to any of its addresses.
-            (2, true, 1024..=65535, true),
-            (3, false, 1024..=65535, true),
+            (2, true, 1024..=65535, true, false),
+            (3, false, 1024..=65535, true, false),
+            // Deterministic NAT (forwards below the layout's range), over a pool and without.
+            (3, true, 3000..=65535, true, true),
+            (2, false, 1024..=65535, false, true),
         ] {
+            c.inside = vec!["10.0.0.0/24".parse().unwrap()];
+            c.pool.allocation = crate::nat::Allocation::Dynamic;
+            if det {
+                c.inside.push("10.0.1.0/25".parse().unwrap());
+                c.pool.allocation = crate::nat::Allocation::Deterministic { size: None };
+            }
             c.forwards.clear();
             c.pool.addresses = vec![a(1)];
             if pool {
@@ -699,19 +748,26 @@ mod tests {
             }
             c.port_range = range;
             let s = Steering::new(&c, n);
+            assert_eq!(s.det().is_some(), det);
             for side in [Side::Inside, Side::Outside] {
                 let prog = Program::load(&program(&s, side), "ftpnat_test").unwrap();
-                for p in packets(u64::from(n) * 7919 + u64::from(fwd) + 2 * u64::from(pool)) {
+                for p in
+                    packets(u64::from(n) * 7919 + u64::from(fwd) + 2 * u64::from(pool) + 4 * u64::from(det))
+                {
                     let want = match s.owner(side, &p) {
                         Owner::Worker(w) => w,
                         Owner::Fragment { frag_worker, .. } => frag_worker,
                     };
                     let got = prog.test_run(&p).unwrap_or_else(|e| panic!("{e}: {} bytes {p:02x?}", p.len()));
-                    assert_eq!(got, u32::from(want), "{side:?} n={n} fwd={fwd} pool={pool}: {p:02x?}");
+                    assert_eq!(
+                        got,
+                        u32::from(want),
+                        "{side:?} n={n} fwd={fwd} pool={pool} det={det}: {p:02x?}"
+                    );
                     checked += 1;
                 }
             }
         }
-        assert!(checked >= 45_000);
+        assert!(checked >= 60_000);
     }
 }

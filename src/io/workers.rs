@@ -108,7 +108,7 @@ pub fn run_gateway(
         return Ok((r, summary));
     }
     let mut meshed = handoff::mesh(&Steering::new(&config, n))?.into_iter();
-    let mut links = ops.start_workers(n, config.port_range.clone())?.into_iter();
+    let mut links = ops.start_workers(Steering::new(&config, n))?.into_iter();
     let mut ends = exporter_ends(natlog, n).into_iter();
     let parts = pairs
         .into_iter()
@@ -288,7 +288,7 @@ impl MemGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steer::slice_range;
+    use crate::steer::{slice_range, Steering};
     use std::net::Ipv4Addr;
     use std::time::Duration;
 
@@ -524,6 +524,52 @@ mod tests {
         assert_eq!(get("drops.no_mapping"), forged.len() as u64, "{counters:?}");
         assert_eq!(get("nat.pool.addresses"), 2, "the pool counted once: {counters:?}");
         assert_eq!(get("nat.pool.addresses_in_use"), 1, "{counters:?}");
+    }
+
+    /// Deterministic NAT (RFC 7422) over two workers: a host of each worker (its block's) leaves with
+    /// exactly its computed address and a port of its computed range, even when its packets are read
+    /// by the other worker; the replies, read by the wrong worker, reach it.
+    #[test]
+    fn deterministic_hosts_use_their_computed_range_on_their_blocks_worker() {
+        let mut c = config();
+        c.pool.addresses.push(Ipv4Addr::new(198, 51, 100, 11));
+        c.pool.allocation = crate::nat::Allocation::Deterministic { size: None };
+        c.for_shard(Shard { index: 0, count: 2 }).validate().unwrap();
+        let layout = crate::nat::Deterministic::new(
+            &c.inside,
+            &c.pool.addresses,
+            crate::nat::PortRange::try_from(&c.port_range).unwrap(),
+            None,
+        )
+        .unwrap();
+        let s = Steering::new(&c, 2);
+        let r = MemGateway::start(&c, 2, None).unwrap();
+        for w in 0..2u16 {
+            let host =
+                (2..=254u8).map(|i| Ipv4Addr::new(10, 0, 0, i)).find(|h| s.host_worker(*h) == w).unwrap();
+            let share = layout.forward(host).unwrap();
+            let wrong = usize::from(1 - w);
+            for (i, sport) in [40000u16, 40001].into_iter().enumerate() {
+                // The first read by its own worker, the second by the other.
+                let q = if i == 0 { usize::from(w) } else { wrong };
+                r.lans[q].inject(&udp(host.octets(), sport, [203, 0, 113, 9], 53, i as u8)).unwrap();
+                let out = r.wans[usize::from(w)].take_within(Duration::from_secs(5)).unwrap().expect("out");
+                let public = Ipv4Addr::new(out[12], out[13], out[14], out[15]);
+                let port = u16::from_be_bytes([out[20], out[21]]);
+                assert_eq!(public, share.public, "{host}");
+                assert!(share.ports.contains(port), "{host}: {port} outside {}", share.ports);
+                r.wans[wrong].inject(&udp([203, 0, 113, 9], 53, public.octets(), port, 9)).unwrap();
+                let back = r.lans[usize::from(w)].take_within(Duration::from_secs(5)).unwrap().expect("back");
+                assert_eq!(&back[16..20], &host.octets());
+            }
+        }
+        r.stop.stop().unwrap();
+        let (result, counters) = r.done.join().unwrap().unwrap();
+        assert!(result.is_ok());
+        let get = |k: &str| counters.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+        assert_eq!(get("flows.created"), 4, "{counters:?}");
+        assert_eq!(get("drops.no_mapping"), 0, "{counters:?}");
+        assert_eq!(get("workers.handoff.sent"), 6, "one outbound and two replies per host: {counters:?}");
     }
 
     #[test]
