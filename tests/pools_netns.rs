@@ -19,7 +19,8 @@
 //!   start warned that the pool has fewer blocks than the inside /24 × 16 blocks per host.
 //!
 //! The first test runs again with `--workers 2` (issue 18): blocks cut from each worker's slice, the
-//! hosts of both workers logged through the one exporter, the pool counted once in `show stats`.
+//! hosts of both workers logged through the one exporter, the pool counted once in `show stats`. And
+//! deterministic NAT with `--workers 2`: every session on its host's computed address and range.
 //!
 //! Namespace tests need root: without it they print `SKIP (needs root + netns)` locally and fail under
 //! `CI=true`. Every wait is bounded. About 40 s.
@@ -438,4 +439,95 @@ fn blocks_and_sessions_held_at_sigterm_are_released_in_the_log() {
     // 2 addresses × 64,512 / 64 ports = 2,016 blocks, and 10.0.0.0/24's 256 addresses × 16 = 4,096: the
     // start said so.
     assert!(stopped.log.contains("the pool has 2016 port blocks, fewer than the 4096"), "{}", stopped.log);
+}
+
+/// Deterministic NAT (RFC 7422) with `--workers 2` (issue 18): a host and its computed block are the
+/// block's worker's. Seven hosts (on both workers) fetch over HTTP and over FTP from vsftpd in passive
+/// and active mode (its same-address checks on); every session the log records uses exactly the host's
+/// computed address and a port of its computed range (`show mapping IP`), the FTP transfers succeed,
+/// both workers carry traffic and nothing arrives without a mapping.
+#[test]
+fn deterministic_hosts_over_two_workers_use_their_computed_share() {
+    let test = "deterministic_hosts_over_two_workers";
+    if !netns_available(test) {
+        return;
+    }
+    let c = collector("pools-det-w2");
+    let ipfix = format!("127.0.0.1:{}", c.ipfix);
+    let control = c.dir.join("control.sock").display().to_string();
+    let extra = [
+        "--workers",
+        "2",
+        "--public-ip",
+        PUBLIC_B,
+        "--deterministic",
+        "--ipfix-collector",
+        &ipfix,
+        "--nat-log-sessions",
+        "--control-socket",
+        &control,
+    ];
+    let Some(mut t) = Topology::up(test, &[], &extra) else { return };
+    assert!(t.ftpnat_log().contains("steered by eBPF"), "two workers did not start:\n{}", t.ftpnat_log());
+    for h in &HOSTS[1..] {
+        ok("ip addr add", &t.lan(SHORT, &["ip", "addr", "add", &format!("{h}/24"), "dev", &t.lan_tun]));
+    }
+    let dir = t.state_dir.clone();
+    let vs = dir.join("vsftpd");
+    let vsftpd = script("ftp-vsftpd.sh").display().to_string();
+    t.serve_wan(
+        "tcp",
+        21,
+        &["bash", &vsftpd, &vs.display().to_string(), "198.51.100.2", "21", "30000", "30099"],
+    );
+    std::fs::write(vs.join("root/f.txt"), b"computed\n".repeat(2000)).unwrap();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("f.txt"), b"computed\n").unwrap();
+    let w = www.display().to_string();
+    t.serve_wan(
+        "tcp",
+        8000,
+        &["python3", "-m", "http.server", "--bind", "198.51.100.2", "--directory", &w, "8000"],
+    );
+    let bin = env!("CARGO_BIN_EXE_ftpnat");
+    let mut shares: BTreeMap<&str, (String, u64, u64)> = BTreeMap::new();
+    for h in HOSTS {
+        let url = format!("http://198.51.100.2:8000/f.txt?h={h}");
+        ok(&format!("{h} http"), &t.lan(SHORT, &["curl", "-sS", "--interface", h, "-o", "/dev/null", &url]));
+        for (mode, flags) in [("EPSV", &["--ftp-pasv"][..]), ("PORT", &["-P", "-", "--disable-eprt"][..])] {
+            let mut args = vec!["curl", "-sS", "--max-time", "25", "--interface", h, "-u", "anonymous:x"];
+            args.extend_from_slice(flags);
+            args.extend(["-o", "/dev/null", "ftp://198.51.100.2:21/f.txt"]);
+            ok(&format!("{h} curl {mode} from vsftpd"), &t.lan(SHORT, &args));
+        }
+        let out = run_bounded(SHORT, bin, &["show", "mapping", h, "--json", "--control-socket", &control]);
+        ok(&format!("show mapping {h}"), &out);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("show mapping --json is JSON");
+        let d = &v["deterministic"];
+        let (lo, hi) =
+            s(d, "ports").split_once('-').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())).unwrap();
+        shares.insert(h, (s(d, "public"), lo, hi));
+    }
+    // Every session on its host's computed address and range; hosts of both workers among them.
+    let sessions = c.wait("ipfix", HOSTS.len() * 5);
+    let sessions: Vec<_> = sessions.iter().filter(|v| v["natEvent"] == 4).collect();
+    assert!(sessions.len() >= HOSTS.len() * 5, "{} session records", sessions.len());
+    for v in &sessions {
+        let inside = s(v, "sourceIPv4Address");
+        let (public, lo, hi) = &shares[inside.as_str()];
+        let port = v["postNAPTSourceTransportPort"].as_u64().unwrap();
+        assert_eq!(&s(v, "postNATSourceIPv4Address"), public, "{v}");
+        assert!((*lo..=*hi).contains(&port), "{v}: port outside {lo}-{hi}");
+    }
+    let out = run_bounded(SHORT, bin, &["show", "stats", "--json", "--control-socket", &control]);
+    ok("show stats", &out);
+    let st: Value = serde_json::from_slice(&out.stdout).expect("show stats --json is JSON");
+    let st = &st["stats"];
+    for i in 0..2 {
+        assert!(st[format!("workers.{i}.rx_packets")].as_u64().unwrap_or(0) > 0, "worker {i} idle: {st}");
+    }
+    assert_eq!(st["drops.no_mapping"].as_u64(), Some(0), "{st}");
+    let stopped = t.stop_cleanly();
+    assert_eq!(stopped.counter("natlog.lost"), 0, "{}", stopped.summary);
 }
