@@ -1188,8 +1188,9 @@ mod tests {
         assert!(parse_devs("l0", "sixteen-chars-xx", &[]).unwrap_err().starts_with("--wan-tun"));
     }
 
-    /// Issue 18: what runs across workers is accepted with `--workers 2` (the refused rest is in
-    /// `bad_input_names_the_flag`).
+    /// Issue 18: every feature runs across workers and is accepted with `--workers 2` (what does not
+    /// fit several workers, a block larger than a slice or one forwarded port leading to two workers,
+    /// is refused in `bad_input_names_the_flag`).
     #[test]
     fn workers_combine_with_what_runs_across_them() {
         for extra in [
