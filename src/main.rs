@@ -566,28 +566,17 @@ impl RunArgs {
         if let Some(n) = self.workers {
             // Each worker's engine must be valid too (a port range with a port for each, say).
             c.for_shard(Shard { index: 0, count: n }).validate()?;
-            // Issue 16's pools, blocks and NAT logs are not yet proven across workers: refused, not
-            // half-run.
-            let combined = [
-                (c.pool.addresses.len() > 1, "several public addresses (--public-ip/--public-pool)"),
-                (c.pool.allocation != Allocation::Dynamic, "--port-block-size/--deterministic"),
-                (self.natlog()?.any(), "NAT logs (--ipfix-collector/--syslog)"),
-                // The steering rule and the handoff read IPv4 headers only, and an IPv6 host's
-                // stand-in address lives in one engine: NAT64 runs on one worker until both know IPv6.
-                (c.nat64.is_some(), "NAT64 (--nat64-prefix)"),
-            ];
-            if let Some((_, what)) = combined.iter().find(|(on, _)| n > 1 && *on) {
-                return Err(format!(
-                    "--workers: {n} workers do not combine with {what} yet; use --workers 1"
-                ));
-            }
+            // Every feature combines with several workers: pools and port blocks (each worker owns
+            // its slice of every pool address's ports), NAT logs (one exporter fed by all), NAT64 (an
+            // IPv6 host is its /64's worker's) and deterministic NAT (a host and its block are the
+            // block's worker's): `steer`'s header.
         }
         Ok(c)
     }
 
     /// The worker count to run (issue 18): `--workers` (or the file's `workers`) as given; unset, one
     /// per CPU (at most [`Shard::MAX_COUNT`]), unless the configuration would be refused with that many
-    /// (a feature not yet run across workers, a port range too small to slice): then 1, and the
+    /// (a port block larger than a worker's slice, a port range too small to slice): then 1, and the
     /// reason, for one log line. An explicit count that does not fit was refused by [`RunArgs::config`].
     fn workers(&self) -> (u16, Option<String>) {
         if let Some(n) = self.workers {
@@ -1220,13 +1209,24 @@ mod tests {
             (&["--workers", "65"][..], "--workers"),
             (&["--workers", "-2"][..], "--workers"),
             (&["--workers", "3", "--port-range", "5000-5001"][..], "--workers"),
-            // Issue 16's features are not yet run across workers: refused rather than half-run.
-            (&["--workers", "2", "--port-block-size", "256"][..], "--workers"),
-            (&["--workers", "2", "--public-ip", "198.51.100.9"][..], "--workers"),
-            (&["--workers", "2", "--syslog", "udp:127.0.0.1:514"][..], "--workers"),
+            // A block must fit every worker's slice (77 ports over 2 workers: 38 and 39).
             (
-                &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
-                "--workers",
+                &["--workers", "2", "--port-range", "1024-1100", "--port-block-size", "39"][..],
+                "--port-block-size",
+            ),
+            // One port forwarded on two addresses, to hosts of two workers (10.0.0.2: 0, 10.0.0.3: 1).
+            (
+                &[
+                    "--workers",
+                    "2",
+                    "--public-ip",
+                    "198.51.100.9",
+                    "--forward",
+                    "tcp:2121=10.0.0.2:21",
+                    "--forward",
+                    "tcp:198.51.100.9:2121=10.0.0.3:21",
+                ][..],
+                "--forward",
             ),
             (&["--nat64-prefix", "64:ff9b::/95", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
             (&["--nat64-prefix", "64:ff9b::1/96", "--inside6", "2001:db8::/64"][..], "--nat64-prefix"),
@@ -1276,7 +1276,9 @@ mod tests {
         assert_eq!(run_args(&[]).workers(), (cpus, None));
         assert_eq!(run_args(&["--workers", "1"]).workers(), (1, None));
         assert_eq!(run_args(&["--workers", "3"]).workers(), (3, None));
-        let blocks = run_args(&["--port-block-size", "256"]);
+        // Blocks larger than a worker's slice of the port range: the misfit several workers refuse.
+        let misfit = ["--port-range", "1024-1100", "--port-block-size", "60"];
+        let blocks = run_args(&misfit);
         assert!(blocks.config().is_ok(), "default: runs");
         let (n, why) = blocks.workers();
         assert_eq!(n, 1);
@@ -1287,15 +1289,43 @@ mod tests {
         let (n, _) = run_args(&["--port-range", "5000-5000"]).workers();
         assert_eq!(n, 1);
         // Explicit: refused as before.
-        assert!(run_args(&["--workers", "2", "--port-block-size", "256"]).config().is_err());
+        assert!(run_args(&[&["--workers", "2"][..], &misfit[..]].concat()).config().is_err());
         // A reload may not bring blocks to a gateway running two workers, even when the reloaded
         // settings name one worker (that needs a restart); to a gateway running one, it may.
         let e = blocks.fits_running(2).unwrap_err();
         assert!(e.contains("--port-block-size") && e.contains("restart"), "{e}");
-        let e = run_args(&["--workers", "1", "--port-block-size", "256"]).fits_running(2).unwrap_err();
+        let e = run_args(&[&["--workers", "1"][..], &misfit[..]].concat()).fits_running(2).unwrap_err();
         assert!(e.contains("--port-block-size"), "{e}");
         assert!(blocks.fits_running(1).is_ok());
         assert!(run_args(&[]).fits_running(2).is_ok());
+    }
+
+    /// Issue 18: every feature runs across workers and is accepted with `--workers 2` (what does not
+    /// fit several workers, a block larger than a slice or one forwarded port leading to two workers,
+    /// is refused in `bad_input_names_the_flag`).
+    #[test]
+    fn workers_combine_with_what_runs_across_them() {
+        for extra in [
+            &["--workers", "2", "--syslog", "udp:127.0.0.1:514", "--nat-log-sessions"][..],
+            &["--workers", "2", "--ipfix-collector", "127.0.0.1:4739"][..],
+            &["--workers", "2", "--public-ip", "198.51.100.9", "--public-pool", "198.51.100.16/30"][..],
+            &["--workers", "2", "--port-range", "1024-1100", "--port-block-size", "38"][..],
+            &["--workers", "2", "--nat64-prefix", "64:ff9b:1::/96", "--inside6", "2001:db8::/64"][..],
+            &["--workers", "2", "--deterministic", "--public-ip", "198.51.100.9"][..],
+            &[
+                "--workers",
+                "2",
+                "--public-ip",
+                "198.51.100.9",
+                "--port-block-size",
+                "256",
+                "--forward",
+                "tcp:198.51.100.9:2121=10.0.0.2:21",
+            ][..],
+        ] {
+            let c = parse(extra).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            assert!(c.translate, "{extra:?}");
+        }
     }
 
     /// Generic over the `run` flags, so that a flag added later is held to the same rules: every flag

@@ -485,3 +485,85 @@ fn nat_log_records_name_the_ipv6_subscriber() {
     );
     assert_eq!(e.nat().log().host6(alias), None, "forgotten after the release: bounded by live hosts");
 }
+
+/// `--workers 2` (issue 18): an IPv6 host is its /64's worker's. Hosts of two /64s, one per worker,
+/// each sent on the *other* worker's queue (as if the kernel had chosen wrongly): the handoff takes
+/// each to its owner, whose engine gives it a stand-in and a public port of its own slice, so it leaves
+/// on its owner's WAN queue; the IPv4 reply, also read by the wrong worker, is handed to the owner and
+/// reaches the host as IPv6. Without the IPv6 rule every IPv6 packet would go to worker 0 and worker 1's
+/// host would leave with a port of worker 0's slice.
+#[test]
+fn two_workers_steer_ipv6_hosts_by_their_64() {
+    use ftpnat::io::workers::MemGateway;
+    use ftpnat::steer::{host6_worker, slice_range};
+    use std::time::Duration;
+
+    let mut config = config4();
+    config.nat64 = Some(ftpnat::nat64::Nat64Config::new(
+        PREFIX.parse().unwrap(),
+        vec!["2001:db8:64::/56".parse().unwrap()],
+    ));
+    config.validate().unwrap();
+    let MemGateway { lans, wans, stop: handle, done } = MemGateway::start(&config, 2, None).unwrap();
+    let wait = Duration::from_secs(5);
+    for w in 0..2u16 {
+        let host = (0..=255u16)
+            .map(|n| Ipv6Addr::new(0x2001, 0xdb8, 0x64, n, 0, 0, 0, 2))
+            .find(|h| host6_worker(*h, 2) == w)
+            .unwrap();
+        let wrong = usize::from(1 - w);
+        lans[wrong].inject(&udp6(host, server6(), 40000, 53, b"query", 64)).unwrap();
+        let out = wans[usize::from(w)].take_within(wait).unwrap().expect("translated by the host's worker");
+        let s = seen(&out);
+        assert!(!s.v6 && s.src == PUBLIC.to_string(), "{s:?}");
+        assert!(slice_range(&config.port_range, 2, w).contains(&s.sport), "worker {w}'s slice: {}", s.sport);
+        wans[wrong].inject(&udp4(SERVER4, PUBLIC, 53, s.sport, b"answer", 64)).unwrap();
+        let back =
+            lans[usize::from(w)].take_within(wait).unwrap().expect("back as IPv6 on its worker's queue");
+        let b = seen(&back);
+        assert!(b.v6 && b.dst == host.to_string() && b.dport == 40000, "{b:?}");
+        assert!(lans[wrong].take().unwrap().is_none() && wans[wrong].take().unwrap().is_none());
+    }
+    handle.stop().unwrap();
+    let (result, counters) = done.join().unwrap().unwrap();
+    assert!(result.is_ok());
+    let get = |k: &str| counters.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+    assert_eq!(get("workers.handoff.sent"), 4, "each packet read by the wrong worker: {counters:?}");
+    assert_eq!((get("nat64.to_v4"), get("nat64.to_v6")), (2, 2), "{counters:?}");
+    assert_eq!(get("flows.created"), 2);
+}
+
+/// The adversary with `--workers 2`: one IPv6 host sprays 20 source addresses of its /64, its packets
+/// read by both workers' queues in turn. The /64 is one worker's, so the per-/64 share of stand-ins
+/// (16) holds exactly as with one engine: 16 addresses get through, 4 are refused and counted, and
+/// the other worker creates nothing.
+#[test]
+fn address_spraying_over_two_workers_meets_the_one_per_64_share() {
+    use ftpnat::io::workers::MemGateway;
+    use ftpnat::steer::host6_worker;
+    use std::time::Duration;
+
+    let config = config64();
+    let share = config.nat64.as_ref().unwrap().max_per_64;
+    let MemGateway { lans, wans, stop, done } = MemGateway::start(&config, 2, None).unwrap();
+    let owner = usize::from(host6_worker(CLIENT6, 2));
+    const SPRAYED: u16 = 20;
+    for i in 0..SPRAYED {
+        let src = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0x66, 2 + i);
+        lans[usize::from(i % 2)].inject(&udp6(src, server6(), 40000, 53, b"q", 64)).unwrap();
+    }
+    let mut out = 0u32;
+    while let Some(p) = wans[owner].take_within(Duration::from_secs(2)).unwrap() {
+        assert!(!seen(&p).v6);
+        out += 1;
+    }
+    assert_eq!(out, share, "the share of one /64");
+    assert!(wans[1 - owner].take().unwrap().is_none(), "nothing leaves the other worker");
+    stop.stop().unwrap();
+    let (result, counters) = done.join().unwrap().unwrap();
+    assert!(result.is_ok());
+    let get = |k: &str| counters.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+    assert_eq!(get("drops.nat64_host_limit"), u64::from(u32::from(SPRAYED) - share), "{counters:?}");
+    assert_eq!(get("workers.handoff.sent"), u64::from(SPRAYED / 2), "half were read by the other worker");
+    assert_eq!(get("nat64.to_v4"), u64::from(share));
+}

@@ -4,6 +4,9 @@
 //! the IPFIX datagrams are decoded a second time by tshark's dissector. Both must read back exactly
 //! the records that went in: addresses, ports and ranges, protocol, event, start and end times.
 //!
+//! With `--workers 2` (issue 18) two run loops over in-memory devices feed the one exporter: both
+//! workers' records arrive in one IPFIX sequence.
+//!
 //! tshark is installed by `netns-scripts/deps.sh`; without it this test skips loudly, and fails under
 //! `CI=true`.
 
@@ -457,4 +460,77 @@ fn a_wedged_unix_syslog_reader_neither_stalls_the_loop_nor_the_exporter() {
     assert_eq!(sent + errors, records, "every record handed over was sent or counted as an error");
     assert!(errors > 0, "the full socket was noticed");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--workers 2` (issue 18): two engines, each with its own run loop and its end of the one exporter.
+/// Hosts of both workers open UDP flows (session logging on); at stop each worker hands over its
+/// session deletes. The collector gets every create and delete of both workers' hosts, each with a
+/// public port of its host's worker's slice, as one IPFIX stream whose sequence numbers (RFC 7011
+/// §3.1, counted by the one exporter) never skip or repeat, and as syslog; the stop summary reports
+/// the exporter's counters once, not once per worker.
+#[test]
+fn two_workers_feed_one_exporter_with_one_sequence() {
+    use ftpnat::config::Config;
+    use ftpnat::io::workers::MemGateway;
+    use ftpnat::steer::{host_worker, slice_range};
+
+    let c = collector("workers");
+    let mut t = IpfixTarget::new(format!("127.0.0.1:{}", c.ipfix).parse().unwrap());
+    t.max_message = 256; // several messages per batch: the sequence is exercised across batches
+    let targets = Targets {
+        ipfix: Some(t),
+        syslog: Some(SyslogTarget::Udp(format!("127.0.0.1:{}", c.syslog).parse().unwrap())),
+        facility: 16,
+    };
+    let mut config = Config::new(vec!["100.64.0.0/24".parse().unwrap()], a(1));
+    config.pool.log_sessions = true;
+    let MemGateway { lans, wans, stop: handle, done } =
+        MemGateway::start(&config, 2, Some(Export::start(&targets).unwrap())).unwrap();
+    // Ten hosts of each worker, three flows each, read by their own worker's queue.
+    const PER_WORKER: usize = 10;
+    let hosts: Vec<Ipv4Addr> = (2..=254u8).map(h).collect();
+    let mut sent = 0;
+    for w in 0..2u16 {
+        for host in hosts.iter().filter(|x| host_worker(**x, 2) == w).take(PER_WORKER) {
+            for sport in [40000u16, 40001, 40002] {
+                let p = ftpnat_testkit::pkt::Ip::new(*host, Ipv4Addr::new(203, 0, 113, 9))
+                    .udp(sport, 53, b"q", false);
+                lans[usize::from(w)].inject(&p).unwrap();
+                wans[usize::from(w)]
+                    .take_within(std::time::Duration::from_secs(5))
+                    .unwrap()
+                    .expect("translated by its worker");
+                sent += 1;
+            }
+        }
+    }
+    let creates = c.wait("ipfix", sent);
+    handle.stop().unwrap();
+    let (result, summary) = done.join().unwrap().unwrap();
+    assert!(result.is_ok());
+    let all = c.wait("ipfix", 2 * sent);
+    let events = |e: u64| all.iter().filter(|v| v["natEvent"] == e).cloned().collect::<Vec<_>>();
+    let (created, deleted) = (events(4), events(5));
+    assert!(creates.len() >= sent, "{} creates before the stop", creates.len());
+    assert_eq!((created.len(), deleted.len()), (sent, sent), "every session of both workers: {all:?}");
+    let range = config.port_range.clone();
+    let mut by_worker = [0usize; 2];
+    for v in &created {
+        let inside: Ipv4Addr = v["sourceIPv4Address"].as_str().unwrap().parse().unwrap();
+        let port = v["postNAPTSourceTransportPort"].as_u64().unwrap() as u16;
+        let w = host_worker(inside, 2);
+        assert!(slice_range(&range, 2, w).contains(&port), "{v}: a port of its worker's slice");
+        by_worker[usize::from(w)] += 1;
+    }
+    assert_eq!(by_worker, [PER_WORKER * 3; 2], "both workers' records arrived");
+    let lines = c.lines();
+    let messages: Vec<_> = lines.iter().filter(|v| v["type"] == "ipfix_message").collect();
+    assert!(messages.len() > 2, "several messages");
+    assert!(messages.iter().all(|m| m["sequence_errors"] == 0), "one sequence: {messages:?}");
+    assert!(lines.iter().all(|v| v["type"] != "ipfix_error" && v["type"] != "syslog_error"));
+    let syslog = c.wait("syslog", 2 * sent);
+    assert_eq!(syslog.len(), 2 * sent, "syslog has every create and delete too");
+    let get = |k: &str| summary.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+    assert_eq!(get("natlog.records"), 2 * sent as u64, "counted once, not per worker: {summary:?}");
+    assert_eq!(get("natlog.lost"), 0);
 }

@@ -18,6 +18,10 @@
 //!   every block and a delete for every session, over IPFIX and syslog, before the process exits; the
 //!   start warned that the pool has fewer blocks than the inside /24 × 16 blocks per host.
 //!
+//! The first test runs again with `--workers 2` (issue 18): blocks cut from each worker's slice, the
+//! hosts of both workers logged through the one exporter, the pool counted once in `show stats`. And
+//! deterministic NAT with `--workers 2`: every session on its host's computed address and range.
+//!
 //! Namespace tests need root: without it they print `SKIP (needs root + netns)` locally and fail under
 //! `CI=true`. Every wait is bounded. About 40 s.
 
@@ -80,7 +84,19 @@ fn ok(what: &str, out: &std::process::Output) {
 
 #[test]
 fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
-    let test = "pooled_hosts_keep_one_address_with_blocks_logged_and_returned";
+    pooled_hosts("pooled_hosts_keep_one_address_with_blocks_logged_and_returned", None);
+}
+
+/// The same with `--workers 2` (issue 18): each worker cuts its hosts' blocks from its slice of every
+/// pool address's ports (every logged block and session lies in its host's worker's slice), hosts of
+/// both workers are paired and logged through the one exporter (one IPFIX sequence), and `show stats`
+/// and the stop summary count the pool once, not once per worker.
+#[test]
+fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned_over_two_workers() {
+    pooled_hosts("pooled_hosts_two_workers", Some(2));
+}
+
+fn pooled_hosts(test: &str, workers: Option<u16>) {
     if !netns_available(test) {
         return;
     }
@@ -88,7 +104,7 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
         let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
         assert!(found.is_ok_and(|o| o.status.success()), "{test}: {tool} missing (netns-scripts/deps.sh)");
     }
-    let c = collector("pools");
+    let c = collector(if workers.is_some() { "pools-w2" } else { "pools" });
     let ipfix = format!("127.0.0.1:{}", c.ipfix);
     let syslog = format!("unix:{}", c.unix.display());
     let forward = format!("tcp:{PUBLIC_B}:2121=10.0.0.2:2121");
@@ -120,7 +136,16 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
         "--control-socket",
         &control,
     ];
+    // Without `workers`, as many as FTPNAT_WORKERS says (up.sh; the namespace suites' second run).
+    let n = workers.map(|n| n.to_string());
+    let mut extra = extra.to_vec();
+    if let Some(n) = &n {
+        extra.extend(["--workers", n]);
+    }
     let Some(mut t) = Topology::up(test, &[&forward], &extra) else { return };
+    if workers.is_some() {
+        assert!(t.ftpnat_log().contains("steered by eBPF"), "two workers did not start:\n{}", t.ftpnat_log());
+    }
     for h in &HOSTS[1..] {
         ok("ip addr add", &t.lan(SHORT, &["ip", "addr", "add", &format!("{h}/24"), "dev", &t.lan_tun]));
     }
@@ -200,6 +225,22 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
         ok(&format!("show mapping {h}"), &out);
         shown.insert(h, serde_json::from_slice(&out.stdout).expect("show mapping --json is JSON"));
     }
+    if let Some(w) = workers {
+        // The pool counted once, whatever the number of workers holding its addresses' ports.
+        let bin = env!("CARGO_BIN_EXE_ftpnat");
+        let out = run_bounded(SHORT, bin, &["show", "stats", "--json", "--control-socket", &control]);
+        ok("show stats", &out);
+        let st: Value = serde_json::from_slice(&out.stdout).expect("show stats --json is JSON");
+        let st = &st["stats"];
+        assert_eq!(st["nat.pool.addresses"].as_u64(), Some(2), "{st}");
+        assert!(st["nat.pool.addresses_in_use"].as_u64().is_some_and(|n| (1..=2).contains(&n)), "{st}");
+        // Each worker's blocks are cut from its slice, on both addresses: the total is their sum.
+        let slice = (65_535 - 1024 + 1) / u64::from(w);
+        assert_eq!(st["nat.blocks.total"].as_u64(), Some(2 * u64::from(w) * (slice / 64)), "{st}");
+        for i in 0..w {
+            assert!(st[format!("workers.{i}.rx_packets")].as_u64().unwrap_or(0) > 0, "worker {i} idle: {st}");
+        }
+    }
     // Inbound: an outside client through the forward on the second address, all four modes.
     let (userpass, url) = (format!("{PY_USER}:{PY_PASS}"), format!("ftp://{PUBLIC_B}:2121/f.txt"));
     for (mode, flags) in curl_modes {
@@ -233,6 +274,12 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
             allocated.iter().any(|b| b.0 == inside && b.1 == public && (b.2..=b.3).contains(&port)),
             "session {v} outside every block logged for {inside}: {allocated:?}"
         );
+        if let Some(w) = workers {
+            // Its block, hence its port, is its worker's: the WAN side is steered by the port's slice.
+            let host: std::net::Ipv4Addr = inside.parse().unwrap();
+            let owner = ftpnat::steer::slice_of(&(1024..=65535), w, port as u16);
+            assert_eq!(owner, ftpnat::steer::host_worker(host, w), "session {v} off its host's worker");
+        }
         per_host.entry(inside).or_default().insert(public);
     }
     for (h, a) in &per_host {
@@ -302,7 +349,13 @@ fn pooled_hosts_keep_one_address_with_blocks_logged_and_returned() {
     let template_messages = messages.iter().filter(|m| m["templates"].as_u64() > Some(0)).count();
     assert!(template_messages >= 2, "templates re-sent: {template_messages}");
 
+    if let Some(w) = workers {
+        let on: BTreeSet<u16> =
+            HOSTS.iter().map(|h| ftpnat::steer::host_worker(h.parse().unwrap(), w)).collect();
+        assert_eq!(on.len(), usize::from(w), "the hosts are on every worker");
+    }
     let stopped = t.stop_cleanly();
+    assert_eq!(stopped.counter("nat.pool.addresses"), 2, "counted once: {}", stopped.summary);
     assert_eq!(stopped.counter("nat.blocks.allocated"), a.len() as u64, "{}", stopped.summary);
     assert_eq!(stopped.counter("nat.blocks.released"), a.len() as u64);
     assert_eq!(stopped.counter("natlog.lost"), 0);
@@ -386,4 +439,95 @@ fn blocks_and_sessions_held_at_sigterm_are_released_in_the_log() {
     // 2 addresses × 64,512 / 64 ports = 2,016 blocks, and 10.0.0.0/24's 256 addresses × 16 = 4,096: the
     // start said so.
     assert!(stopped.log.contains("the pool has 2016 port blocks, fewer than the 4096"), "{}", stopped.log);
+}
+
+/// Deterministic NAT (RFC 7422) with `--workers 2` (issue 18): a host and its computed block are the
+/// block's worker's. Seven hosts (on both workers) fetch over HTTP and over FTP from vsftpd in passive
+/// and active mode (its same-address checks on); every session the log records uses exactly the host's
+/// computed address and a port of its computed range (`show mapping IP`), the FTP transfers succeed,
+/// both workers carry traffic and nothing arrives without a mapping.
+#[test]
+fn deterministic_hosts_over_two_workers_use_their_computed_share() {
+    let test = "deterministic_hosts_over_two_workers";
+    if !netns_available(test) {
+        return;
+    }
+    let c = collector("pools-det-w2");
+    let ipfix = format!("127.0.0.1:{}", c.ipfix);
+    let control = c.dir.join("control.sock").display().to_string();
+    let extra = [
+        "--workers",
+        "2",
+        "--public-ip",
+        PUBLIC_B,
+        "--deterministic",
+        "--ipfix-collector",
+        &ipfix,
+        "--nat-log-sessions",
+        "--control-socket",
+        &control,
+    ];
+    let Some(mut t) = Topology::up(test, &[], &extra) else { return };
+    assert!(t.ftpnat_log().contains("steered by eBPF"), "two workers did not start:\n{}", t.ftpnat_log());
+    for h in &HOSTS[1..] {
+        ok("ip addr add", &t.lan(SHORT, &["ip", "addr", "add", &format!("{h}/24"), "dev", &t.lan_tun]));
+    }
+    let dir = t.state_dir.clone();
+    let vs = dir.join("vsftpd");
+    let vsftpd = script("ftp-vsftpd.sh").display().to_string();
+    t.serve_wan(
+        "tcp",
+        21,
+        &["bash", &vsftpd, &vs.display().to_string(), "198.51.100.2", "21", "30000", "30099"],
+    );
+    std::fs::write(vs.join("root/f.txt"), b"computed\n".repeat(2000)).unwrap();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("f.txt"), b"computed\n").unwrap();
+    let w = www.display().to_string();
+    t.serve_wan(
+        "tcp",
+        8000,
+        &["python3", "-m", "http.server", "--bind", "198.51.100.2", "--directory", &w, "8000"],
+    );
+    let bin = env!("CARGO_BIN_EXE_ftpnat");
+    let mut shares: BTreeMap<&str, (String, u64, u64)> = BTreeMap::new();
+    for h in HOSTS {
+        let url = format!("http://198.51.100.2:8000/f.txt?h={h}");
+        ok(&format!("{h} http"), &t.lan(SHORT, &["curl", "-sS", "--interface", h, "-o", "/dev/null", &url]));
+        for (mode, flags) in [("EPSV", &["--ftp-pasv"][..]), ("PORT", &["-P", "-", "--disable-eprt"][..])] {
+            let mut args = vec!["curl", "-sS", "--max-time", "25", "--interface", h, "-u", "anonymous:x"];
+            args.extend_from_slice(flags);
+            args.extend(["-o", "/dev/null", "ftp://198.51.100.2:21/f.txt"]);
+            ok(&format!("{h} curl {mode} from vsftpd"), &t.lan(SHORT, &args));
+        }
+        let out = run_bounded(SHORT, bin, &["show", "mapping", h, "--json", "--control-socket", &control]);
+        ok(&format!("show mapping {h}"), &out);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("show mapping --json is JSON");
+        let d = &v["deterministic"];
+        let (lo, hi) =
+            s(d, "ports").split_once('-').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())).unwrap();
+        shares.insert(h, (s(d, "public"), lo, hi));
+    }
+    // Every session on its host's computed address and range; hosts of both workers among them.
+    let sessions = c.wait("ipfix", HOSTS.len() * 5);
+    let sessions: Vec<_> = sessions.iter().filter(|v| v["natEvent"] == 4).collect();
+    assert!(sessions.len() >= HOSTS.len() * 5, "{} session records", sessions.len());
+    for v in &sessions {
+        let inside = s(v, "sourceIPv4Address");
+        let (public, lo, hi) = &shares[inside.as_str()];
+        let port = v["postNAPTSourceTransportPort"].as_u64().unwrap();
+        assert_eq!(&s(v, "postNATSourceIPv4Address"), public, "{v}");
+        assert!((*lo..=*hi).contains(&port), "{v}: port outside {lo}-{hi}");
+    }
+    let out = run_bounded(SHORT, bin, &["show", "stats", "--json", "--control-socket", &control]);
+    ok("show stats", &out);
+    let st: Value = serde_json::from_slice(&out.stdout).expect("show stats --json is JSON");
+    let st = &st["stats"];
+    for i in 0..2 {
+        assert!(st[format!("workers.{i}.rx_packets")].as_u64().unwrap_or(0) > 0, "worker {i} idle: {st}");
+    }
+    assert_eq!(st["drops.no_mapping"].as_u64(), Some(0), "{st}");
+    let stopped = t.stop_cleanly();
+    assert_eq!(stopped.counter("natlog.lost"), 0, "{}", stopped.summary);
 }

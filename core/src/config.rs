@@ -408,10 +408,12 @@ impl Config {
             pool: self.pool.addresses.clone(),
             range: PortRange::try_from(&self.port_range)
                 .unwrap_or(PortRange::new(1024, 65535).expect("valid")),
-            // One engine of several hands out only its slice's ports (issue 18, `steer::slice_range`).
-            slice: (self.shard.count > 1)
-                .then(|| crate::steer::slice_range(&self.port_range, self.shard.count, self.shard.index))
-                .and_then(|r| PortRange::try_from(&r).ok()),
+            // One engine of several hands out only its slice's ports (issue 18, `steer::slice_range`);
+            // in deterministic mode a host's whole range is its worker's (`steer::DetRule`).
+            slice: (self.shard.count > 1
+                && !matches!(self.pool.allocation, Allocation::Deterministic { .. }))
+            .then(|| crate::steer::slice_range(&self.port_range, self.shard.count, self.shard.index))
+            .and_then(|r| PortRange::try_from(&r).ok()),
             allocation: self.pool.allocation,
             inside: self.inside.clone(),
             host_quota: self.ports_per_host(),
@@ -559,12 +561,64 @@ impl Config {
                 return Err("--nat64-prefix: not supported with --deterministic".into());
             }
         }
-        self.validate_pool()
+        self.validate_pool()?;
+        self.validate_workers()
+    }
+
+    /// What several workers (`--workers N`, issue 18) ask of the pool and the forwards.
+    fn validate_workers(&self) -> Result<(), String> {
+        let count = self.shard.count;
+        if count <= 1 {
+            return Ok(());
+        }
+        if let Allocation::Blocks(b) = self.pool.allocation {
+            // Each worker cuts its blocks from its own slice of the range (`steer`): a block must fit
+            // the smallest slice, or that worker's hosts would get no block at all.
+            let smallest = Shard::all(count)
+                .map(|s| crate::steer::slice_range(&self.port_range, count, s.index).count())
+                .min()
+                .unwrap_or(0);
+            if usize::from(b.size) > smallest {
+                return Err(format!(
+                    "--port-block-size: {} ports do not fit in a worker's slice of --port-range ({smallest} \
+                     ports with --workers {count}); use smaller blocks, a wider --port-range or fewer --workers",
+                    b.size
+                ));
+            }
+        }
+        // A forwarded port is steered by its number alone: one number forwarded on two addresses must
+        // lead to hosts of one worker.
+        let steering = crate::steer::Steering::new(self, count);
+        for (i, f) in self.forwards.iter().enumerate() {
+            let worker = steering.forward_worker(f);
+            if let Some(g) = self.forwards[..i].iter().find(|g| {
+                g.proto == f.proto && g.public_port == f.public_port && steering.forward_worker(g) != worker
+            }) {
+                return Err(format!(
+                    "--forward {f}: public port {} is forwarded on another address too ({g}), to a host of \
+                     another worker; with --workers {count} a forwarded port is steered by its number \
+                     alone: use another port or --workers 1",
+                    f.public_port
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The public address a forward listens on.
     pub fn forward_addr(&self, f: &Forward) -> Ipv4Addr {
         f.public_addr.unwrap_or(self.public_ip)
+    }
+
+    /// The public addresses on which a forward's port is kept from the allocator: its own address; with
+    /// several workers every pool address, because the steering rule sends that port number to the
+    /// forward's host's worker whatever the address (`steer`), so no other worker may hand it out.
+    pub fn forward_reservations(&self, f: &Forward) -> Vec<Ipv4Addr> {
+        if self.shard.count > 1 {
+            self.pool.addresses.clone()
+        } else {
+            vec![self.forward_addr(f)]
+        }
     }
 
     /// The pool and allocation settings (issue 16).

@@ -5,8 +5,10 @@
 //! [`Steering`] in `src/io/bpf.rs` and checked against [`Steering::owner`] in the kernel), by the
 //! shell's handoff between workers, and by a sharded `ftpnat replay`. Its parts: [`host_worker`] (an
 //! inside address's worker), [`slice_of`] / [`slice_range`] (the public ports each worker's NAT hands
-//! out), [`Steering::port_worker`] (a public port's worker: its slice's, or the worker of the inside
-//! host a port forward leads to), [`Steering::owner`] (the rule applied to a packet as it arrives on a
+//! out), [`host6_worker`] (an IPv6 inside host's, by its /64), [`DetRule`] (deterministic NAT's
+//! layout: a host and its block are the block's worker's), [`Steering::port_worker`] (a public port's
+//! worker: its slice's or block's, or the worker of the inside host a port forward leads to),
+//! [`Steering::owner`] (the rule applied to a packet as it arrives on a
 //! side) and [`FragSteer`] (the owner of a later fragment, which carries no ports, is its first
 //! fragment's). Must not: look at flows, mappings or any engine state, or allocate on the packet path.
 //!
@@ -15,20 +17,38 @@
 //! - **LAN side**: by the inside source address ([`host_worker`]), so one host's flows, mappings,
 //!   pinholes and per-host limits all live in one engine and the limits hold as with one engine. An
 //!   ICMP error is steered by the address its quoted packet went to (an inside router may report on a
-//!   host's flow). A packet to the public address (hairpinning) is steered like an inbound one by its
-//!   destination port, unless that port is forwarded (then it opens a hairpin flow from its source).
+//!   host's flow). A packet to a public address, any of the pool's (hairpinning), is steered like an
+//!   inbound one by its destination port, unless that port is forwarded (then it opens a hairpin flow
+//!   from its source).
 //! - **WAN side**: by the destination port's slice ([`slice_of`]): each engine's NAT allocates only
 //!   ports of its own slice (`nat`), the inside port kept only when it lies in the slice (so port
-//!   preservation, a "should" of RFC 4787 REQ-3, holds for about 1/N of the flows). A forwarded port
-//!   goes to the worker of the host it forwards to. An ICMP error goes by the source port (or echo
+//!   preservation, a "should" of RFC 4787 REQ-3, holds for about 1/N of the flows). The slice is of the
+//!   port alone, whatever the public address: with an address pool (issue 16) each worker owns its
+//!   slice of every address's ports (its port blocks are cut from it), so a host's paired address and
+//!   its blocks are its worker's business only. A forwarded port goes to the worker of the host it
+//!   forwards to, by its number alone: with several workers each engine keeps a forwarded port off
+//!   every pool address (`Engine::new`), and one port forwarded on two addresses to hosts of two
+//!   workers is refused (`Config::validate`). An ICMP error goes by the source port (or echo
 //!   identifier) of the packet it quotes, which is the public port of the flow it reports on; an echo
 //!   reply by its identifier.
+//! - **Deterministic NAT** (RFC 7422, `--deterministic`): a host owns a fixed port range (a block of
+//!   its pool address, `nat::deterministic`), so the host and its ports are steered by its block:
+//!   block `b` is worker `b mod N`'s ([`DetRule`]), computed from the inside address on the LAN side
+//!   and from the public port on the WAN side, and that worker's NAT hands out the host's whole range
+//!   (no slice). Addresses outside the inside prefixes and ports outside the layout's blocks follow
+//!   the rules above.
 //! - **Fragments** on the WAN side (and hairpinned ones) carry ports only in their first fragment:
 //!   they are steered as a datagram to [`frag_worker`] (a hash of source, destination and
 //!   identification, so all fragments of a datagram meet), which learns the owner from the first
 //!   fragment ([`FragSteer`]) and hands the datagram on. LAN-side fragments need no ports.
-//! - A packet that is not IPv4, or too short for a field the rule reads, goes to worker 0 (exactly what
-//!   the eBPF program does: a load past the end of the packet ends it with 0).
+//! - **IPv6 on the LAN side** (NAT64, issue 14): by the inside source address's /64 ([`host6_worker`]),
+//!   so an IPv6 host's stand-in address, its flows, mappings and the per-/64 share of stand-ins all
+//!   live in one engine (the share holds as with one engine). An ICMPv6 error (RFC 4443 types below
+//!   128, read when it directly follows the fixed header) goes by the /64 its quoted packet was sent
+//!   to. The WAN side of a NAT64 flow is IPv4 and follows the rules above: its public port comes from
+//!   the IPv6 host's worker's slice.
+//! - Any other packet that is not IPv4, or one too short for a field the rule reads, goes to worker 0
+//!   (exactly what the eBPF program does: a load past the end of the packet ends it with 0).
 //!
 //! FTP: a control connection's data connections come out right by themselves. An inside client's
 //! passive data connection leaves from the same host (same worker); an active one arrives at a
@@ -66,6 +86,19 @@ pub fn reduce(x: u32, workers: u16) -> u16 {
 pub fn host_worker(addr: Ipv4Addr, workers: u16) -> u16 {
     reduce(u32::from(addr), workers)
 }
+
+/// The worker of an IPv6 inside host (NAT64): a hash of its /64, the two upper words of the address
+/// folded into one, so that every address of a /64 (the unit of NAT64's per-prefix share) is one
+/// worker's.
+#[inline]
+pub fn host6_worker(addr: std::net::Ipv6Addr, workers: u16) -> u16 {
+    let o = addr.octets();
+    let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+    reduce(w(0) ^ w(4), workers)
+}
+
+/// IPv6's next-header number of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// The worker a datagram's fragments meet at (WAN side): a hash of its RFC 791 identity less the
 /// protocol (the same for each fragment).
@@ -140,8 +173,74 @@ pub struct SteeredForward {
 pub struct Steering {
     workers: u16,
     range: RangeInclusive<u16>,
+    /// Deterministic NAT's layout as the rule reads it (`--deterministic`), else `None`.
+    det: Option<DetRule>,
     public_ip: Ipv4Addr,
+    /// The pool's addresses as sorted, disjoint, non-adjacent inclusive ranges (a `--public-pool`
+    /// prefix is one range, which the eBPF program tests in two comparisons).
+    pool: Vec<(u32, u32)>,
     forwards: Vec<SteeredForward>,
+}
+
+/// Deterministic NAT (RFC 7422, `nat::deterministic`) as the rule reads it: inside address number `i`
+/// owns block `i / addrs` of its address, ports `lo + block·size ..`, so a host and its ports meet at
+/// worker `block mod N` ([`DetRule::block_worker`]): the LAN side computes the block from the inside
+/// address, the WAN side from the port (the address does not matter: a block number is the same on
+/// every pool address). Blocks are dealt round-robin, so the workers share the hosts evenly however
+/// much of the layout the inside space fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetRule {
+    /// Each inside prefix as (first address, last address, number of its first address).
+    pub prefixes: Vec<(u32, u32, u32)>,
+    /// Pool addresses.
+    pub addrs: u32,
+    /// Ports per host.
+    pub size: u32,
+    /// The first port of the range, and the last port of the last whole block.
+    pub lo: u32,
+    pub last: u32,
+}
+
+impl DetRule {
+    fn new(config: &Config) -> Option<DetRule> {
+        let crate::nat::Allocation::Deterministic { size } = config.pool.allocation else { return None };
+        let range = crate::nat::PortRange::try_from(&config.port_range).ok()?;
+        let layout =
+            crate::nat::Deterministic::new(&config.inside, &config.pool.addresses, range, size).ok()?;
+        let size = u32::from(layout.size());
+        let mut at = 0u32;
+        let mut prefixes = Vec::new();
+        for n in &config.inside {
+            let (first, last) = (u32::from(n.network()), u32::from(n.broadcast()));
+            prefixes.push((first, last, at));
+            at = at.wrapping_add(last - first + 1);
+        }
+        let lo = u32::from(range.first());
+        let blocks = range.len() / size;
+        Some(DetRule {
+            prefixes,
+            addrs: config.pool.addresses.len() as u32,
+            size,
+            lo,
+            last: lo + blocks * size - 1,
+        })
+    }
+
+    /// The worker of inside address `a`, if it is in an inside prefix.
+    fn host(&self, a: u32, workers: u16) -> Option<u16> {
+        let &(first, _, start) = self.prefixes.iter().find(|&&(f, l, _)| (f..=l).contains(&a))?;
+        Some(self.block_worker((a - first + start) / self.addrs, workers))
+    }
+
+    /// The worker of public port `p`, if it lies in a block of the layout.
+    fn port(&self, p: u32, workers: u16) -> Option<u16> {
+        (self.lo..=self.last).contains(&p).then(|| self.block_worker((p - self.lo) / self.size, workers))
+    }
+
+    /// The worker of block number `b` (on every address).
+    pub fn block_worker(&self, b: u32, workers: u16) -> u16 {
+        (b % u32::from(workers.max(1))) as u16
+    }
 }
 
 /// The bytes of a packet as the eBPF program reads them: big-endian loads that fail past the end.
@@ -170,16 +269,53 @@ impl Steering {
     /// configuration gives the same rule).
     pub fn new(config: &Config, workers: u16) -> Steering {
         let workers = workers.max(1);
+        let det = DetRule::new(config);
+        let host = |a: Ipv4Addr| match &det {
+            Some(d) => d.host(u32::from(a), workers).unwrap_or_else(|| host_worker(a, workers)),
+            None => host_worker(a, workers),
+        };
         let forwards = config
             .forwards
             .iter()
             .map(|f| SteeredForward {
                 proto: f.proto.number(),
                 public_port: f.public_port,
-                worker: host_worker(f.inside_addr, workers),
+                // A forward to an IPv6 host (NAT64) goes to its /64's worker, where its stand-in and
+                // flows live; its `inside_addr` is a stand-in, unknown until the engine resolves it.
+                worker: f.inside6.map_or_else(|| host(f.inside_addr), |a| host6_worker(a, workers)),
             })
             .collect();
-        Steering { workers, range: config.port_range.clone(), public_ip: config.public_ip, forwards }
+        let mut addrs: Vec<u32> =
+            config.pool.addresses.iter().chain([&config.public_ip]).map(|&a| u32::from(a)).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let mut pool: Vec<(u32, u32)> = Vec::new();
+        for a in addrs {
+            match pool.last_mut() {
+                Some((_, hi)) if hi.checked_add(1) == Some(a) => *hi = a,
+                _ => pool.push((a, a)),
+            }
+        }
+        Steering {
+            workers,
+            range: config.port_range.clone(),
+            det,
+            public_ip: config.public_ip,
+            pool,
+            forwards,
+        }
+    }
+
+    /// The rule of a gateway with one engine (every packet is worker 0's).
+    pub fn single() -> Steering {
+        Steering {
+            workers: 1,
+            range: 1024..=65535,
+            det: None,
+            public_ip: Ipv4Addr::UNSPECIFIED,
+            pool: Vec::new(),
+            forwards: Vec::new(),
+        }
     }
 
     pub fn workers(&self) -> u16 {
@@ -191,12 +327,49 @@ impl Steering {
     pub fn public_ip(&self) -> Ipv4Addr {
         self.public_ip
     }
+    /// The pool's addresses as sorted, disjoint inclusive ranges.
+    pub fn pool(&self) -> &[(u32, u32)] {
+        &self.pool
+    }
+    /// Whether `addr` is one of the pool's public addresses.
+    pub fn is_public(&self, addr: u32) -> bool {
+        self.pool.iter().any(|&(lo, hi)| (lo..=hi).contains(&addr))
+    }
     pub fn forwards(&self) -> &[SteeredForward] {
         &self.forwards
     }
 
+    /// Deterministic NAT's layout as the rule reads it.
+    pub fn det(&self) -> Option<&DetRule> {
+        self.det.as_ref()
+    }
+
+    /// The worker of an inside host: a hash of its address ([`host_worker`]), or in deterministic
+    /// mode its block's worker ([`DetRule`]).
     pub fn host_worker(&self, addr: Ipv4Addr) -> u16 {
-        host_worker(addr, self.workers)
+        self.host_of(u32::from(addr))
+    }
+
+    /// The worker of the host a port forward leads to: its IPv6 host's /64's (NAT64), else its inside
+    /// address's.
+    pub fn forward_worker(&self, f: &crate::config::Forward) -> u16 {
+        f.inside6.map_or_else(|| self.host_worker(f.inside_addr), |a| host6_worker(a, self.workers))
+    }
+
+    fn host_of(&self, a: u32) -> u16 {
+        match self.det.as_ref().and_then(|d| d.host(a, self.workers)) {
+            Some(w) => w,
+            None => reduce(a, self.workers),
+        }
+    }
+
+    /// The worker whose NAT hands out public port `port` (a forward aside): its slice's, or in
+    /// deterministic mode its block's.
+    pub fn slice_worker(&self, port: u16) -> u16 {
+        match self.det.as_ref().and_then(|d| d.port(u32::from(port), self.workers)) {
+            Some(w) => w,
+            None => slice_of(&self.range, self.workers, port),
+        }
     }
 
     fn forward(&self, proto: u32, port: u32) -> Option<&SteeredForward> {
@@ -208,7 +381,7 @@ impl Steering {
     pub fn port_worker(&self, proto: u8, port: u16) -> u16 {
         match self.forward(u32::from(proto), u32::from(port)) {
             Some(f) => f.worker,
-            None => slice_of(&self.range, self.workers, port),
+            None => self.slice_worker(port),
         }
     }
 
@@ -240,6 +413,14 @@ impl Steering {
     fn classify(&self, side: Side, p: &Bytes<'_>, fragments: bool) -> Option<Owner> {
         let n = self.workers;
         let b0 = p.b(0)?;
+        if b0 >> 4 == 6 && side == Side::Inside {
+            // IPv6 from the LAN (NAT64): by the /64 of the inside host (the fixed header is 40 bytes:
+            // next header at 6, source at 8, destination at 24; an ICMPv6 error's quoted packet's
+            // destination at 40 + 8 + 24).
+            let at = if p.b(6)? == u32::from(PROTO_ICMPV6) && p.b(40)? < 128 { 72 } else { 8 };
+            let hi = p.w(at)?;
+            return Some(Owner::Worker(reduce(hi ^ p.w(at + 4)?, n)));
+        }
         if b0 >> 4 != 4 {
             return Some(Owner::Worker(0));
         }
@@ -251,11 +432,11 @@ impl Steering {
         let src = p.w(12)?;
         let dst = p.w(16)?;
         let frag = p.h(6)? & 0x3fff;
-        let host = |a: u32| Some(Owner::Worker(reduce(a, n)));
+        let host = |a: u32| Some(Owner::Worker(self.host_of(a)));
         let by_port = |proto: u32, port: u32| {
             Some(Owner::Worker(match self.forward(proto, port) {
                 Some(f) => f.worker,
-                None => slice_of(&self.range, n, port as u16),
+                None => self.slice_worker(port as u16),
             }))
         };
         let fragment = || {
@@ -273,7 +454,7 @@ impl Steering {
         };
         match side {
             Side::Inside => {
-                if dst == u32::from(self.public_ip) {
+                if self.is_public(dst) {
                     if fragments && frag != 0 {
                         return fragment();
                     }
@@ -588,6 +769,62 @@ mod tests {
         assert_eq!(s.owner(Side::Inside, &reply), Owner::Worker(client));
     }
 
+    /// A forward to an IPv6 host (NAT64, issue 14): inbound connections go to the worker of the host's
+    /// /64, where NAT64 steers its own packets and keeps its stand-in, not to the worker of the
+    /// not-yet-resolved stand-in address.
+    #[test]
+    fn a_forward_to_an_ipv6_host_goes_to_its_64s_worker() {
+        let mut c = config();
+        let host6: std::net::Ipv6Addr = "2001:db8:64::10".parse().unwrap();
+        c.forwards.push("tcp:2222=[2001:db8:64::10]:21".parse::<Forward>().unwrap());
+        for workers in [2, 3, 4] {
+            let s = Steering::new(&c, workers);
+            let f = c.forwards.last().unwrap();
+            assert_eq!(s.forward_worker(f), host6_worker(host6, workers));
+            assert_eq!(s.port_worker(PROTO_TCP, 2222), host6_worker(host6, workers), "{workers} workers");
+        }
+    }
+
+    /// An address pool (issue 16): a host's flows on any pool address meet at its worker, inbound by
+    /// the port's slice whatever the address; hairpinning to any pool address is recognised.
+    #[test]
+    fn every_pool_address_is_public_and_steered_by_the_port_alone() {
+        let mut c = config();
+        let (b, r0, r3) = ([198, 51, 100, 11], [198, 51, 100, 20], [198, 51, 100, 23]);
+        c.pool.addresses.extend([b, r0, [198, 51, 100, 21], [198, 51, 100, 22], r3].map(Ipv4Addr::from));
+        c.forwards.push("tcp:198.51.100.11:8080=10.0.0.9:80".parse::<Forward>().unwrap());
+        let s = Steering::new(&c, 2);
+        assert_eq!(
+            s.pool(),
+            [
+                (u32::from_be_bytes(PUB), u32::from_be_bytes(PUB)),
+                (u32::from_be_bytes(b), u32::from_be_bytes(b)),
+                (u32::from_be_bytes(r0), u32::from_be_bytes(r3))
+            ]
+        );
+        assert!(!s.is_public(u32::from_be_bytes([198, 51, 100, 24])));
+        let client = s.host_worker(Ipv4Addr::from(IN));
+        let public = *slice_range(s.range(), 2, client).start();
+        for addr in [PUB, b, r0, r3] {
+            let back = ipv4(PROTO_TCP, REM, addr, &ports(80, public));
+            assert_eq!(s.owner(Side::Outside, &back), Owner::Worker(client), "{addr:?}");
+            // A hairpin flow's reply from another inside host, to the client's public endpoint.
+            let reply = ipv4(PROTO_TCP, [10, 0, 0, 9], addr, &ports(80, public));
+            assert_eq!(s.owner(Side::Inside, &reply), Owner::Worker(client), "{addr:?}");
+        }
+        // The forward on the second address opens a hairpin flow from its client.
+        let open = ipv4(PROTO_TCP, IN, b, &ports(40000, 8080));
+        assert_eq!(s.owner(Side::Inside, &open), Owner::Worker(client));
+        let inbound = ipv4(PROTO_TCP, REM, b, &ports(50000, 8080));
+        assert_eq!(
+            s.owner(Side::Outside, &inbound),
+            Owner::Worker(s.host_worker(Ipv4Addr::new(10, 0, 0, 9)))
+        );
+        // An address just outside the pool is a remote one: by the source host.
+        let out = ipv4(PROTO_TCP, [10, 0, 0, 9], [198, 51, 100, 24], &ports(80, public));
+        assert_eq!(s.owner(Side::Inside, &out), Owner::Worker(s.host_worker(Ipv4Addr::new(10, 0, 0, 9))));
+    }
+
     #[test]
     fn fragments_meet_where_their_datagram_hashes() {
         let s = Steering::new(&config(), 2);
@@ -628,6 +865,108 @@ mod tests {
         assert_eq!(s.owner(Side::Outside, &short_ihl), Owner::Worker(0));
         let gre = ipv4(47, REM, PUB, &[0; 8]);
         assert_eq!(s.owner(Side::Outside, &gre), Owner::Worker(0));
+    }
+
+    fn ipv6(next: u8, src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, l4: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, l4.len() as u8, next, 64];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(l4);
+        p
+    }
+
+    /// NAT64 (issue 14): an IPv6 host's packets from the LAN meet at its /64's worker, whatever the
+    /// interface identifier, and an ICMPv6 error from an inside router about a packet sent to the host
+    /// goes there too; the WAN side of its flows is IPv4 (its worker's slice). /64s spread over the
+    /// workers; a short IPv6 packet, or IPv6 on the WAN side, goes to worker 0.
+    #[test]
+    fn ipv6_hosts_are_steered_by_their_64() {
+        let a6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let s = Steering::new(&config(), 2);
+        let remote = a6("64:ff9b::cb00:7109");
+        let mut seen = [0usize; 2];
+        for net in 0..64u16 {
+            let host = a6(&format!("2001:db8:0:{net:x}::2"));
+            let other = a6(&format!("2001:db8:0:{net:x}:a:b:c:d"));
+            let w = host6_worker(host, 2);
+            seen[usize::from(w)] += 1;
+            assert_eq!(host6_worker(other, 2), w, "one /64, one worker");
+            let udp = ipv6(PROTO_UDP, host, remote, &ports(40000, 53));
+            assert_eq!(s.owner(Side::Inside, &udp), Owner::Worker(w));
+            assert_eq!(
+                s.owner(Side::Inside, &ipv6(PROTO_TCP, other, remote, &ports(1, 2))),
+                Owner::Worker(w)
+            );
+            // An inside router reports on a packet sent to the host.
+            let delivered = ipv6(PROTO_UDP, remote, other, &ports(53, 40000));
+            let mut icmp = vec![1, 4, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&delivered);
+            let router = a6(&format!("2001:db8:ffff:{net:x}::1"));
+            assert_eq!(
+                s.owner(Side::Inside, &ipv6(PROTO_ICMPV6, router, a6("2001:db8::1"), &icmp)),
+                Owner::Worker(w)
+            );
+            // An echo request is not an error: by its source.
+            let echo = ipv6(PROTO_ICMPV6, host, remote, &[128, 0, 0, 0, 0, 1, 0, 1]);
+            assert_eq!(s.owner(Side::Inside, &echo), Owner::Worker(w));
+            for cut in [0, 6, 11, 15] {
+                assert_eq!(s.owner(Side::Inside, &udp[..cut]), Owner::Worker(0), "cut at {cut}");
+            }
+            assert_eq!(s.owner(Side::Outside, &udp), Owner::Worker(0));
+        }
+        assert!(seen.iter().all(|&c| c > 16), "64 /64s over 2 workers: {seen:?}");
+        // A truncated ICMPv6 error (no quoted destination) is not read past its end.
+        let short = ipv6(PROTO_ICMPV6, a6("2001:db8::2"), remote, &[1, 4, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(s.owner(Side::Inside, &short), Owner::Worker(0));
+    }
+
+    /// Deterministic NAT (RFC 7422): every inside host, its flows out, the replies to every port of
+    /// its computed range on its computed address and ICMP errors about them meet at one worker (its
+    /// block's), and the hosts spread evenly over the workers.
+    #[test]
+    fn deterministic_hosts_and_their_ranges_meet_at_their_blocks_worker() {
+        use crate::nat::{Allocation, Deterministic, PortRange};
+        let mut c = Config::new(
+            vec!["10.0.0.0/24".parse().unwrap(), "10.0.2.0/25".parse().unwrap()],
+            Ipv4Addr::from(PUB),
+        );
+        c.pool.addresses.push(Ipv4Addr::new(198, 51, 100, 11));
+        c.pool.allocation = Allocation::Deterministic { size: Some(200) };
+        let layout =
+            Deterministic::new(&c.inside, &c.pool.addresses, PortRange::new(1024, 65535).unwrap(), Some(200))
+                .unwrap();
+        for n in [2u16, 3] {
+            let s = Steering::new(&c, n);
+            assert!(s.det().is_some());
+            let mut per = vec![0usize; usize::from(n)];
+            for host in c.inside.iter().flat_map(|p| p.hosts()) {
+                let w = s.host_worker(host);
+                per[usize::from(w)] += 1;
+                let out = ipv4(PROTO_UDP, host.octets(), REM, &ports(40000, 53));
+                assert_eq!(s.owner(Side::Inside, &out), Owner::Worker(w), "{host}");
+                let share = layout.forward(host).unwrap();
+                let (first, last) = (share.ports.first(), share.ports.last());
+                for port in [first, last, first / 2 + last / 2] {
+                    let back = ipv4(PROTO_UDP, REM, share.public.octets(), &ports(53, port));
+                    assert_eq!(
+                        s.owner(Side::Outside, &back),
+                        Owner::Worker(w),
+                        "{host}: {} {port}",
+                        share.public
+                    );
+                    assert_eq!(s.slice_worker(port), w);
+                }
+                let delivered = ipv4(PROTO_UDP, REM, host.octets(), &ports(53, 40000));
+                let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+                icmp.extend_from_slice(&delivered[..28]);
+                let err = ipv4(PROTO_ICMP, [10, 0, 0, 254], [10, 0, 0, 1], &icmp);
+                assert_eq!(s.owner(Side::Inside, &err), Owner::Worker(w));
+            }
+            let total: usize = per.iter().sum();
+            assert!(per.iter().all(|&k| k >= total / usize::from(n) - 1), "{n} workers: {per:?}");
+            // Outside the inside prefixes, the hash as ever.
+            assert_eq!(s.host_worker(Ipv4Addr::new(10, 9, 9, 9)), host_worker(Ipv4Addr::new(10, 9, 9, 9), n));
+        }
     }
 
     fn key(ident: u16) -> FragKey {

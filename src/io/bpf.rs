@@ -24,13 +24,14 @@
 //! ```text
 //!     r6 = r1                        the packet (socket buffer), as LD_ABS/LD_IND need
 //!     r0 = byte[0]; r7 = r0 >> 4     version
+//!     LAN side: if r7 == 6 goto v6   IPv6 (NAT64)
 //!     if r7 != 4 goto ret0           not IPv4: queue 0
 //!     r7 = (r0 & 0xf) << 2           header length in bytes
 //!     if r7 < 20 goto ret0
 //!     r8 = byte[9]                   protocol
 //!     r9 = word[12]                  source address
 //! LAN side:
-//!     r0 = word[16]; if r0 != PUBLIC goto not_public
+//!     r0 = word[16]; if r0 is in no range of the pool's addresses goto not_public
 //!     r0 = half[6] & 0x3fff; if r0 != 0 goto fragment      hairpinned fragment
 //!     if r8 is not 6 or 17 goto host_src
 //!     r0 = half[r7 + 2]              destination port
@@ -39,9 +40,17 @@
 //! not_public:
 //!     if r8 != 1 goto host_src
 //!     r0 = byte[r7]; if r0 is not an ICMP error type (3,4,5,11,12) goto host_src
-//!     r0 = word[r7 + 24]; goto hash  the quoted datagram's destination: the inside host reported on
+//!     r0 = word[r7 + 24]; goto host  the quoted datagram's destination: the inside host reported on
 //! host_src:
 //!     r0 = r9
+//!     goto host
+//! v6:                                an IPv6 host's /64 (steer::host6_worker)
+//!     if byte[6] == 58 && byte[40] <= 127: r0 = word[72] ^ word[76]; goto hash   ICMPv6 error:
+//!                                    the /64 its quoted packet was sent to
+//!     r0 = word[8] ^ word[12]        the source's /64
+//! host (r0 = an inside address):     deterministic NAT only: for each inside prefix, if r0 is in it:
+//!     r0 = (r0 - FIRST + START) / ADDRS % N; exit     its block's worker (steer::DetRule)
+//!     goto hash
 //! hash:                              host_worker: ((r0 * 0x9E3779B1 mod 2^32) >> 16) * N >> 16
 //!     r0 *= 0x9E3779B1; r0 >>= 16; r0 *= N; r0 >>= 16; exit
 //! WAN side:
@@ -58,7 +67,8 @@
 //!     goto ret0
 //! by_port (r8 = protocol, r0 = port):
 //!     for each forward: if r8 == proto && r0 == port: r0 = its host's worker; exit
-//! slice (r0 = port):                 slice_of
+//! slice (r0 = port):                 deterministic NAT: in the layout's blocks, (r0 - LO) / SIZE % N
+//!                                    slice_of
 //!     if r0 < LO or r0 > HI: r0 %= N; exit
 //!     r0 -= LO; r0 *= N; r0 /= HI - LO + 1; exit
 //! fragment:                          frag_worker: hash of source ^ destination ^ identification
@@ -73,7 +83,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::flow::Side;
-use crate::steer::{Steering, HASH_MULTIPLIER, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::steer::{Steering, HASH_MULTIPLIER, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// `linux/bpf.h` opcodes (only what the program uses).
 mod op {
@@ -222,11 +232,15 @@ fn by_proto(a: &mut Asm, ports: Label, icmp: Label, other: Label) {
 pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
     let n = u32::from(s.workers());
     let mut a = Asm::default();
-    let (ret0, hash, slice, fragment) = (a.label(), a.label(), a.label(), a.label());
+    let (ret0, hash, slice, fragment, host) = (a.label(), a.label(), a.label(), a.label(), a.label());
     a.mov64(R6, R1);
     a.ld_abs(op::B, 0);
     a.mov64(R7, R0);
     a.alu32_k(op::RSH, R7, 4);
+    let v6 = a.label();
+    if side == Side::Inside {
+        a.jmp32_k(op::JEQ, R7, 6, v6);
+    }
     a.jmp32_k(op::JNE, R7, 4, ret0);
     a.alu32_k(op::AND, R0, 0xf);
     a.alu32_k(op::LSH, R0, 2);
@@ -238,9 +252,22 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
     a.mov64(R9, R0);
     match side {
         Side::Inside => {
-            let (not_public, host_src, ports) = (a.label(), a.label(), a.label());
+            let (not_public, host_src, ports, public) = (a.label(), a.label(), a.label(), a.label());
             a.ld_abs(op::W, 16);
-            a.jmp32_k(op::JNE, R0, u32::from(s.public_ip()), not_public);
+            // One of the pool's addresses (ranges of them: a --public-pool prefix is two comparisons).
+            for &(lo, hi) in s.pool() {
+                if lo == hi {
+                    a.jmp32_k(op::JEQ, R0, lo, public);
+                } else {
+                    let next = a.label();
+                    a.jmp32_k(op::JLT, R0, lo, next);
+                    a.jmp32_k(op::JGT, R0, hi, next);
+                    a.ja(public);
+                    a.place(next);
+                }
+            }
+            a.ja(not_public);
+            a.place(public);
             a.ld_abs(op::H, 6);
             a.alu32_k(op::AND, R0, 0x3fff);
             a.jmp32_k(op::JNE, R0, 0, fragment);
@@ -263,12 +290,31 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
             a.ja(host_src);
             a.place(error);
             a.ld_ind(op::W, R7, 8 + 16);
-            a.ja(hash);
+            a.ja(host);
             a.place(host_src);
             a.mov64(R0, R9);
+            a.ja(host);
+            // IPv6 (NAT64): the /64 of the source, or of an ICMPv6 error's quoted destination.
+            let (v6_src, v6_hash) = (a.label(), a.label());
+            a.place(v6);
+            a.ld_abs(op::B, 6);
+            a.jmp32_k(op::JNE, R0, u32::from(PROTO_ICMPV6), v6_src);
+            a.ld_abs(op::B, 40);
+            a.jmp32_k(op::JGT, R0, 127, v6_src);
+            a.ld_abs(op::W, 72);
+            a.mov64(R9, R0);
+            a.ld_abs(op::W, 76);
+            a.ja(v6_hash);
+            a.place(v6_src);
+            a.ld_abs(op::W, 8);
+            a.mov64(R9, R0);
+            a.ld_abs(op::W, 12);
+            a.place(v6_hash);
+            a.alu32_x(op::XOR, R0, R9);
             a.ja(hash);
         }
         Side::Outside => {
+            a.place(v6); // never jumped to: IPv6 goes to worker 0 on the WAN side
             let (by_port, ports, icmp, echo, error, quoted_ports, quoted_echo) =
                 (a.label(), a.label(), a.label(), a.label(), a.label(), a.label(), a.label());
             a.ld_abs(op::H, 6);
@@ -312,10 +358,21 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
             a.ja(slice);
         }
     }
-    // slice_of: the port range cut into N contiguous slices; outside it, port % N.
+    // slice_of: the port range cut into N contiguous slices; outside it, port % N. Deterministic
+    // NAT: a port of the layout's blocks is its block's worker's.
     let (lo, hi) = (u32::from(*s.range().start()), u32::from(*s.range().end()));
     let outside = a.label();
     a.place(slice);
+    if let Some(d) = s.det() {
+        let plain = a.label();
+        a.jmp32_k(op::JLT, R0, d.lo, plain);
+        a.jmp32_k(op::JGT, R0, d.last, plain);
+        a.alu32_k(op::SUB, R0, d.lo as i32);
+        a.alu32_k(op::DIV, R0, d.size as i32);
+        a.alu32_k(op::MOD, R0, n as i32);
+        a.exit();
+        a.place(plain);
+    }
     a.jmp32_k(op::JLT, R0, lo, outside);
     a.jmp32_k(op::JGT, R0, hi, outside);
     a.alu32_k(op::SUB, R0, lo as i32);
@@ -325,6 +382,30 @@ pub fn program(s: &Steering, side: Side) -> Vec<Insn> {
     a.place(outside);
     a.alu32_k(op::MOD, R0, n as i32);
     a.exit();
+    // An inside host (r0 = its address, LAN side): a hash of it, or in deterministic mode its block's
+    // worker. (The verifier refuses unreachable instructions: none of this on the WAN side.)
+    if side == Side::Inside {
+        a.place(host);
+    }
+    if let (Some(d), Side::Inside) = (s.det(), side) {
+        let block = a.label();
+        for &(first, last, start) in &d.prefixes {
+            let next = a.label();
+            a.jmp32_k(op::JLT, R0, first, next);
+            a.jmp32_k(op::JGT, R0, last, next);
+            a.alu32_k(op::SUB, R0, first as i32);
+            a.alu32_k(op::ADD, R0, start as i32);
+            a.ja(block);
+            a.place(next);
+        }
+        a.ja(hash);
+        a.place(block);
+        a.alu32_k(op::DIV, R0, d.addrs as i32);
+        a.alu32_k(op::MOD, R0, n as i32);
+        a.exit();
+    } else if side == Side::Inside {
+        a.ja(hash);
+    }
     // frag_worker: all fragments of a datagram meet at one worker.
     a.place(fragment);
     a.ld_abs(op::W, 16);
@@ -543,7 +624,19 @@ mod tests {
             x
         };
         let mut out = Vec::new();
-        let addrs = [[10, 0, 0, 2], [10, 0, 0, 7], [198, 51, 100, 1], [203, 0, 113, 9], [10, 0, 0, 99]];
+        // Inside hosts, pool addresses (a single one, the edges of a range and just past it), remotes.
+        let addrs = [
+            [10, 0, 0, 2],
+            [10, 0, 0, 7],
+            [198, 51, 100, 1],
+            [203, 0, 113, 9],
+            [10, 0, 0, 99],
+            [198, 51, 100, 11],
+            [198, 51, 100, 20],
+            [198, 51, 100, 23],
+            [198, 51, 100, 24],
+            [10, 0, 1, 5],
+        ];
         for i in 0..4000u64 {
             let r = next();
             let proto = [6u8, 17, 1, 47, 6, 1][(r % 6) as usize];
@@ -558,7 +651,7 @@ mod tests {
             p.extend_from_slice(&src);
             p.extend_from_slice(&dst);
             p.resize(usize::from(ihl) * 4, 0);
-            let port = [21u16, 2121, 1024, 65535, 40000, 80, 999][(r >> 40) as usize % 7];
+            let port = [21u16, 2121, 1024, 65535, 40000, 80, 999, 8080][(r >> 40) as usize % 8];
             match proto {
                 1 => {
                     let t = [0u8, 8, 3, 11, 5, 13, 12, 4][(r >> 48) as usize % 8];
@@ -580,6 +673,25 @@ mod tests {
                     p.extend_from_slice(&port.to_be_bytes());
                     p.extend_from_slice(&[0; 16]);
                 }
+            }
+            if i % 7 == 3 {
+                // IPv6 (NAT64 on the LAN side): sources of three /64s, ICMPv6 errors quoting packets to
+                // them, and other ICMPv6 types and next headers.
+                let net = |k: u64| [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, [1u8, 2, 0xff][(k % 3) as usize]];
+                let nh = [6u8, 17, 58, 58, 44][(r >> 8) as usize % 5];
+                p = vec![0x60, 0, 0, 0, 0, 0, nh, 64];
+                p.extend_from_slice(&net(r >> 12));
+                p.extend_from_slice(&(r ^ 0x5555).to_be_bytes());
+                p.extend_from_slice(&[0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 203, 0, 113, 9]);
+                if nh == 58 {
+                    let t = [1u8, 3, 128, 129, 2, 4, 127, 133][(r >> 16) as usize % 8];
+                    p.extend_from_slice(&[t, 0, 0, 0, 0, 0, 0, 0]);
+                    p.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 17, 64]);
+                    p.extend_from_slice(&[0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 203, 0, 113, 9]);
+                    p.extend_from_slice(&net(r >> 20));
+                    p.extend_from_slice(&(r >> 3).to_be_bytes());
+                }
+                p.extend_from_slice(&[0; 8]);
             }
             if i % 5 == 0 {
                 let cut = (next() as usize) % (p.len() + 1);
@@ -603,32 +715,59 @@ mod tests {
         }
         let mut c = Config::new(vec!["10.0.0.0/24".parse().unwrap()], Ipv4Addr::new(198, 51, 100, 1));
         let mut checked = 0;
-        for (n, fwd, range) in [
-            (2u16, false, 1024..=65535u16),
-            (2, true, 1024..=65535),
-            (3, true, 1000..=2000),
-            (7, true, 1..=65535),
+        let a = |n: u8| Ipv4Addr::new(198, 51, 100, n);
+        for (n, fwd, range, pool, det) in [
+            (2u16, false, 1024..=65535u16, false, false),
+            (2, true, 1024..=65535, false, false),
+            (3, true, 1000..=2000, false, false),
+            (7, true, 1..=65535, false, false),
+            // An address pool (issue 16): hairpinning to any of its addresses.
+            (2, true, 1024..=65535, true, false),
+            (3, false, 1024..=65535, true, false),
+            // Deterministic NAT (forwards below the layout's range), over a pool and without.
+            (3, true, 3000..=65535, true, true),
+            (2, false, 1024..=65535, false, true),
         ] {
+            c.inside = vec!["10.0.0.0/24".parse().unwrap()];
+            c.pool.allocation = crate::nat::Allocation::Dynamic;
+            if det {
+                c.inside.push("10.0.1.0/25".parse().unwrap());
+                c.pool.allocation = crate::nat::Allocation::Deterministic { size: None };
+            }
             c.forwards.clear();
+            c.pool.addresses = vec![a(1)];
+            if pool {
+                c.pool.addresses.extend([a(11), a(20), a(21), a(22), a(23)]);
+            }
             if fwd {
                 c.forwards.push("tcp:2121=10.0.0.7:21".parse().unwrap());
                 c.forwards.push("udp:1024=10.0.0.2:53".parse().unwrap());
+                if pool {
+                    c.forwards.push("tcp:198.51.100.11:8080=10.0.0.9:80".parse().unwrap());
+                }
             }
             c.port_range = range;
             let s = Steering::new(&c, n);
+            assert_eq!(s.det().is_some(), det);
             for side in [Side::Inside, Side::Outside] {
                 let prog = Program::load(&program(&s, side), "ftpnat_test").unwrap();
-                for p in packets(u64::from(n) * 7919 + u64::from(fwd)) {
+                for p in
+                    packets(u64::from(n) * 7919 + u64::from(fwd) + 2 * u64::from(pool) + 4 * u64::from(det))
+                {
                     let want = match s.owner(side, &p) {
                         Owner::Worker(w) => w,
                         Owner::Fragment { frag_worker, .. } => frag_worker,
                     };
                     let got = prog.test_run(&p).unwrap_or_else(|e| panic!("{e}: {} bytes {p:02x?}", p.len()));
-                    assert_eq!(got, u32::from(want), "{side:?} n={n} fwd={fwd}: {p:02x?}");
+                    assert_eq!(
+                        got,
+                        u32::from(want),
+                        "{side:?} n={n} fwd={fwd} pool={pool} det={det}: {p:02x?}"
+                    );
                     checked += 1;
                 }
             }
         }
-        assert!(checked >= 30_000);
+        assert!(checked >= 60_000);
     }
 }

@@ -678,7 +678,13 @@ impl<D: Device> Runtime<D> {
             }
         }
         // Issue 16: the pool's and blocks' counters, and what the NAT log exporter sent and lost.
-        let natlog = self.natlog.as_ref().map(|x| x.counters().snapshot()).unwrap_or_default();
+        // The exporter's counters are shared by every worker's end: reported by the first end only.
+        let natlog = self
+            .natlog
+            .as_ref()
+            .filter(|x| x.is_first())
+            .map(|x| x.counters().snapshot())
+            .unwrap_or_default();
         out.extend(
             crate::ops::view::nat_counters(self.engine.nat()).into_iter().chain(natlog).filter(|c| c.1 != 0),
         );

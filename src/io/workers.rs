@@ -11,8 +11,9 @@
 //! packets (the core's `steer` rule and the loops do).
 //!
 //! No lock on the packet path: each loop owns its engine, its two queues and its handoff endpoint; the
-//! loops share nothing but the handoff queues ([`super::handoff`]), the operations thread's channels
-//! and the capture writer's queue.
+//! loops share nothing but the handoff queues ([`super::handoff`]), the operations thread's channels,
+//! the capture writer's queue and the NAT log exporter's queue (each loop holds an end of the one
+//! exporter: `ops::natlog`; worker 0's started its thread and reports its counters).
 //!
 //! Why one worker when the steering program cannot be attached: without it the kernel picks queues by
 //! its own flow hash and moves a flow to the queue it was last written on; packets of one flow would be
@@ -29,7 +30,7 @@ use crate::ops::natlog::Export;
 use crate::ops::Ops;
 use crate::steer::Steering;
 
-use super::device::Device;
+use super::device::{Device, MemDevice, MemPeer};
 use super::handoff::{self, Worker};
 use super::runtime::{RunError, Runtime, Stop, StopCause, StopHandle};
 use super::tun::{Offload, OpenError, TunDevice};
@@ -129,24 +130,35 @@ pub fn run_gateway(
         drop(rt);
         return Ok((r, summary));
     }
-    if natlog.is_some() {
-        // `main.rs` refuses NAT logs with several workers (one exporter, drained by one loop).
-        return Err(io::Error::other("NAT logs need one worker"));
-    }
     let mut meshed = handoff::mesh(&Steering::new(&config, n))?.into_iter();
-    let mut links = ops.start_workers(n, config.port_range.clone())?.into_iter();
+    let mut links = ops.start_workers(Steering::new(&config, n))?.into_iter();
+    let mut ends = exporter_ends(natlog, n).into_iter();
     let parts = pairs
         .into_iter()
         .zip(Shard::all(n))
-        .map(|((lan, wan), shard)| Parts {
-            engine: Engine::new(config.for_shard(shard)),
-            lan,
-            wan,
-            worker: meshed.next().expect("one handoff endpoint per worker"),
-            link: links.next(),
+        .map(|((lan, wan), shard)| {
+            let natlog = ends.next().flatten();
+            let mut engine = Engine::new(config.for_shard(shard));
+            engine.set_nat_log(natlog.is_some());
+            Parts {
+                engine,
+                lan,
+                wan,
+                worker: meshed.next().expect("one handoff endpoint per worker"),
+                link: links.next(),
+                natlog,
+            }
         })
         .collect();
     run(parts, stop)
+}
+
+/// One NAT log end per worker (all `None` without an exporter): worker 0's is the end that started
+/// the exporter's thread, the others more ends of it.
+fn exporter_ends(natlog: Option<Export>, workers: u16) -> Vec<Option<Export>> {
+    let Some(first) = natlog else { return (0..workers).map(|_| None).collect() };
+    let more: Vec<Option<Export>> = (1..workers).map(|_| Some(first.another())).collect();
+    std::iter::once(Some(first)).chain(more).collect()
 }
 
 /// One worker's parts.
@@ -156,13 +168,17 @@ pub struct Parts<D> {
     pub wan: D,
     pub worker: Worker,
     pub link: Option<Link>,
+    /// Its end of the NAT log exporter (worker 0's started the thread: [`Export::another`]).
+    pub natlog: Option<Export>,
 }
 
 /// What [`run`] returns: how the gateway stopped (the first device failure of any worker, else worker
 /// 0's stop cause) and the stop summary.
 pub type Outcome = (Result<StopCause, RunError>, Vec<(String, u64)>);
 
-type Finished = (Result<StopCause, RunError>, Vec<(String, u64)>);
+/// A worker thread's end: how it stopped, its summary, and its pool addresses in use
+/// ([`crate::ops::view::pool_in_use`]).
+type Finished = (Result<StopCause, RunError>, Vec<(String, u64)>, Vec<u64>);
 
 /// Runs every worker until `stop` fires or one of them fails; worker 0 runs on this thread.
 pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io::Result<Outcome> {
@@ -178,31 +194,32 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
             let mut rt = runtime(p);
             let r = rt.run(&own);
             let _ = main.stop();
+            // Its records still queued and its stop records (blocks and sessions held) go out.
+            rt.drain_natlog();
             let summary = rt.summary();
             let per = per_worker(i, &rt);
+            let in_use = crate::ops::view::pool_in_use(rt.engine().nat());
             drop(rt);
-            (r, merge(summary, per))
+            (r, merge(summary, per), in_use)
         })?;
         threads.push((handle, t));
     }
     let i = first.worker.index();
     let mut rt = runtime(first);
-    let r0 = rt.run(stop);
-    let summary0 = rt.summary();
-    let per0 = per_worker(i, &rt);
-    let mut result = r0;
-    let mut counters = merge(summary0, per0);
-    let mut rts = vec![rt];
+    let mut result = rt.run(stop);
     for (h, _) in &threads {
         let _ = h.stop();
     }
+    let mut counters = Vec::new();
+    let mut in_use = Vec::new();
     for (_, t) in threads {
         match t.join() {
-            Ok((r, c)) => {
+            Ok((r, c, u)) => {
                 if let (Ok(_), Err(e)) = (&result, r) {
                     result = Err(e);
                 }
                 counters = merge(counters, c);
+                crate::ops::view::union_in_use(&mut in_use, &u);
             }
             Err(_) => {
                 if result.is_ok() {
@@ -215,13 +232,27 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
             }
         }
     }
-    // Worker 0's loop (and with it the last link: the operations thread, the capture) goes last.
-    rts.clear();
+    // Worker 0's summary last: its NAT log end reports the exporter's counters, complete once every
+    // worker has handed over its stop records. Its loop (and with it the last link: the operations
+    // thread, the capture, the NAT log exporter's thread) goes last.
+    rt.drain_natlog();
+    let mut counters = merge(merge(rt.summary(), per_worker(i, &rt)), counters);
+    // The pool is every worker's: its size is one worker's, its addresses in use their union.
+    let nat = rt.engine().nat();
+    let in_use = crate::ops::view::union_in_use(&mut in_use, &crate::ops::view::pool_in_use(nat));
+    for (k, v) in [("nat.pool.addresses", nat.pool().len() as u64), ("nat.pool.addresses_in_use", in_use)] {
+        match counters.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v,
+            None if v != 0 => counters.push((k.to_string(), v)),
+            None => {}
+        }
+    }
+    drop(rt);
     Ok((result, counters))
 }
 
 fn runtime<D: Device>(p: Parts<D>) -> Runtime<D> {
-    let rt = Runtime::new(p.engine, p.lan, p.wan).with_worker(p.worker);
+    let rt = Runtime::new(p.engine, p.lan, p.wan).with_worker(p.worker).with_natlog(p.natlog);
     match p.link {
         Some(l) => rt.with_link(l),
         None => rt,
@@ -245,10 +276,41 @@ pub fn merge(mut a: Vec<(String, u64)>, b: Vec<(String, u64)>) -> Vec<(String, u
     a
 }
 
+/// For tests: `workers` run loops over in-memory devices ([`MemDevice`]), each queue pair a socket
+/// pair the test writes and reads: what it injects into queue `i` is what worker `i` reads, as if the
+/// kernel's steering had chosen it. `natlog`: the exporter, its first end to worker 0.
+pub struct MemGateway {
+    pub lans: Vec<MemPeer>,
+    pub wans: Vec<MemPeer>,
+    pub stop: StopHandle,
+    pub done: JoinHandle<io::Result<Outcome>>,
+}
+
+impl MemGateway {
+    pub fn start(config: &Config, workers: u16, natlog: Option<Export>) -> io::Result<MemGateway> {
+        let mut handoff = handoff::mesh(&Steering::new(config, workers))?.into_iter();
+        let mut ends = exporter_ends(natlog, workers).into_iter();
+        let (mut lans, mut wans, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+        for shard in Shard::all(workers) {
+            let (lan, lp) = MemDevice::pair("memlan")?;
+            let (wan, wp) = MemDevice::pair("memwan")?;
+            lans.push(lp);
+            wans.push(wp);
+            let natlog = ends.next().flatten();
+            let mut engine = Engine::new(config.for_shard(shard));
+            engine.set_nat_log(natlog.is_some());
+            let worker = handoff.next().ok_or_else(|| io::Error::other("no handoff endpoint"))?;
+            parts.push(Parts { engine, lan, wan, worker, link: None, natlog });
+        }
+        let (stop, handle) = Stop::manual()?;
+        let done = std::thread::spawn(move || run(parts, &stop));
+        Ok(MemGateway { lans, wans, stop: handle, done })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::device::{MemDevice, MemPeer};
     use crate::steer::{slice_range, Steering};
     use std::net::Ipv4Addr;
     use std::time::Duration;
@@ -276,36 +338,10 @@ mod tests {
         p
     }
 
-    struct Rig {
-        lans: Vec<MemPeer>,
-        wans: Vec<MemPeer>,
-        stop: StopHandle,
-        done: JoinHandle<io::Result<Outcome>>,
-    }
+    type Rig = MemGateway;
 
-    /// Two workers over in-memory "queues": what a test injects into queue i is what that worker reads,
-    /// as if the kernel's steering had chosen it.
     fn rig() -> Rig {
-        let c = config();
-        let steering = Steering::new(&c, 2);
-        let mut workers = handoff::mesh(&steering).unwrap();
-        let (mut lans, mut wans, mut parts) = (Vec::new(), Vec::new(), Vec::new());
-        for shard in Shard::all(2) {
-            let (lan, lp) = MemDevice::pair("memlan").unwrap();
-            let (wan, wp) = MemDevice::pair("memwan").unwrap();
-            lans.push(lp);
-            wans.push(wp);
-            parts.push(Parts {
-                engine: Engine::new(c.for_shard(shard)),
-                lan,
-                wan,
-                worker: workers.remove(0),
-                link: None,
-            });
-        }
-        let (stop, handle) = Stop::manual().unwrap();
-        let done = std::thread::spawn(move || run(parts, &stop));
-        Rig { lans, wans, stop: handle, done }
+        MemGateway::start(&config(), 2, None).unwrap()
     }
 
     /// A host whose worker is `w`.
@@ -468,6 +504,95 @@ mod tests {
         );
         assert_eq!(get("flows.created"), 2, "only the two real flows: {counters:?}");
         assert_eq!(get("drops.no_mapping"), forged as u64, "{counters:?}");
+    }
+
+    /// With an address pool (issue 16): a host's mapping is on one pool address and its worker's slice;
+    /// forged packets to the same port on the pool's other address, and to ports of both slices on
+    /// both addresses, all read by worker 0, are handed to their port's worker and create nothing; the
+    /// genuine reply, read by the wrong worker too, still reaches the host.
+    #[test]
+    fn forged_ports_on_every_pool_address_create_nothing() {
+        let mut c = config();
+        let b = Ipv4Addr::new(198, 51, 100, 11);
+        c.pool.addresses.push(b);
+        let r = MemGateway::start(&c, 2, None).unwrap();
+        let host = host_of(1);
+        r.lans[1].inject(&udp(host, 40000, [203, 0, 113, 9], 53, 1)).unwrap();
+        let out = r.wans[1].take_within(Duration::from_secs(5)).unwrap().expect("forwarded by worker 1");
+        let (public, port) =
+            (Ipv4Addr::new(out[12], out[13], out[14], out[15]), u16::from_be_bytes([out[20], out[21]]));
+        assert!(c.pool.addresses.contains(&public));
+        assert!(slice_range(&c.port_range, 2, 1).contains(&port), "{port}");
+        let other = if public == b { c.public_ip } else { b };
+        let mut forged = vec![(other, port)];
+        for a in [c.public_ip, b] {
+            for w in 0..2 {
+                let p = *slice_range(&c.port_range, 2, w).start() + 11;
+                forged.push((a, p));
+            }
+        }
+        for (i, (a, p)) in forged.iter().enumerate() {
+            r.wans[0].inject(&udp([203, 0, 113, 9], 53, a.octets(), *p, i as u8)).unwrap();
+        }
+        r.wans[0].inject(&udp([203, 0, 113, 9], 53, public.octets(), port, 99)).unwrap();
+        let back =
+            r.lans[1].take_within(Duration::from_secs(5)).unwrap().expect("the reply reaches the host");
+        assert_eq!((&back[16..20], back[5]), (&host[..], 99), "only the genuine reply");
+        assert!(r.lans[0].take().unwrap().is_none() && r.lans[1].take().unwrap().is_none());
+        r.stop.stop().unwrap();
+        let (result, counters) = r.done.join().unwrap().unwrap();
+        assert!(result.is_ok());
+        let get = |k: &str| counters.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+        assert_eq!(get("flows.created"), 1, "{counters:?}");
+        assert_eq!(get("drops.no_mapping"), forged.len() as u64, "{counters:?}");
+        assert_eq!(get("nat.pool.addresses"), 2, "the pool counted once: {counters:?}");
+        assert_eq!(get("nat.pool.addresses_in_use"), 1, "{counters:?}");
+    }
+
+    /// Deterministic NAT (RFC 7422) over two workers: a host of each worker (its block's) leaves with
+    /// exactly its computed address and a port of its computed range, even when its packets are read
+    /// by the other worker; the replies, read by the wrong worker, reach it.
+    #[test]
+    fn deterministic_hosts_use_their_computed_range_on_their_blocks_worker() {
+        let mut c = config();
+        c.pool.addresses.push(Ipv4Addr::new(198, 51, 100, 11));
+        c.pool.allocation = crate::nat::Allocation::Deterministic { size: None };
+        c.for_shard(Shard { index: 0, count: 2 }).validate().unwrap();
+        let layout = crate::nat::Deterministic::new(
+            &c.inside,
+            &c.pool.addresses,
+            crate::nat::PortRange::try_from(&c.port_range).unwrap(),
+            None,
+        )
+        .unwrap();
+        let s = Steering::new(&c, 2);
+        let r = MemGateway::start(&c, 2, None).unwrap();
+        for w in 0..2u16 {
+            let host =
+                (2..=254u8).map(|i| Ipv4Addr::new(10, 0, 0, i)).find(|h| s.host_worker(*h) == w).unwrap();
+            let share = layout.forward(host).unwrap();
+            let wrong = usize::from(1 - w);
+            for (i, sport) in [40000u16, 40001].into_iter().enumerate() {
+                // The first read by its own worker, the second by the other.
+                let q = if i == 0 { usize::from(w) } else { wrong };
+                r.lans[q].inject(&udp(host.octets(), sport, [203, 0, 113, 9], 53, i as u8)).unwrap();
+                let out = r.wans[usize::from(w)].take_within(Duration::from_secs(5)).unwrap().expect("out");
+                let public = Ipv4Addr::new(out[12], out[13], out[14], out[15]);
+                let port = u16::from_be_bytes([out[20], out[21]]);
+                assert_eq!(public, share.public, "{host}");
+                assert!(share.ports.contains(port), "{host}: {port} outside {}", share.ports);
+                r.wans[wrong].inject(&udp([203, 0, 113, 9], 53, public.octets(), port, 9)).unwrap();
+                let back = r.lans[usize::from(w)].take_within(Duration::from_secs(5)).unwrap().expect("back");
+                assert_eq!(&back[16..20], &host.octets());
+            }
+        }
+        r.stop.stop().unwrap();
+        let (result, counters) = r.done.join().unwrap().unwrap();
+        assert!(result.is_ok());
+        let get = |k: &str| counters.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+        assert_eq!(get("flows.created"), 4, "{counters:?}");
+        assert_eq!(get("drops.no_mapping"), 0, "{counters:?}");
+        assert_eq!(get("workers.handoff.sent"), 6, "one outbound and two replies per host: {counters:?}");
     }
 
     #[test]

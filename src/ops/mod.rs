@@ -114,7 +114,7 @@ impl Ops {
     /// Starts the operations thread (when there is a server or a reload to serve) and returns the run
     /// loop's end of it. The thread stops when the [`Link`] is dropped.
     pub fn start(self) -> io::Result<Link> {
-        let mut links = self.start_workers(1, 1024..=65535)?;
+        let mut links = self.start_workers(crate::steer::Steering::single())?;
         Ok(links.remove(0))
     }
 
@@ -122,13 +122,10 @@ impl Ops {
     /// one [`Link`] per loop (in worker order). The thread asks every loop for counters, pinholes
     /// and events and merges their answers (sums, one listing in port order), and a flow listing
     /// goes from one worker's table to the next ([`view::WORKER_SHIFT`]). It stops when the last
-    /// link is dropped. `port_range` (`--port-range`) routes `show mapping` of a public port.
-    pub fn start_workers(
-        self,
-        workers: u16,
-        port_range: std::ops::RangeInclusive<u16>,
-    ) -> io::Result<Vec<Link>> {
-        let n = workers.max(1);
+    /// link is dropped. `steering` (the gateway's rule) routes `show mapping` to the worker holding
+    /// an inside host or a public port.
+    pub fn start_workers(self, steering: crate::steer::Steering) -> io::Result<Vec<Link>> {
+        let n = steering.workers().max(1);
         let (replies, from_loop) = mpsc::channel();
         let (ops_bell, ops_door) = link::doorbell()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -148,7 +145,7 @@ impl Ops {
                 metrics: self.metrics,
                 reload: self.reload,
                 loops,
-                port_range,
+                steering,
                 replies: from_loop,
                 door: ops_door,
                 stop: Arc::clone(&stop),

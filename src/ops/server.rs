@@ -28,8 +28,8 @@ use super::view::{self, Counters, PinholeRow};
 #[derive(Debug)]
 pub struct Backend {
     loops: Vec<(Sender<Job>, Bell, bool)>,
-    /// `--port-range`, to route `show mapping` of a public port to the worker whose slice it is in.
-    range: std::ops::RangeInclusive<u16>,
+    /// The steering rule, to route `show mapping` to the worker holding the host or the port.
+    steering: crate::steer::Steering,
     /// Replies still being gathered from the workers.
     merging: Vec<Merge>,
 }
@@ -62,8 +62,12 @@ enum Merge {
 }
 
 impl Backend {
-    pub fn new(loops: Vec<(Sender<Job>, Bell)>, range: std::ops::RangeInclusive<u16>) -> Backend {
-        Backend { loops: loops.into_iter().map(|(j, b)| (j, b, false)).collect(), range, merging: Vec::new() }
+    pub fn new(loops: Vec<(Sender<Job>, Bell)>, steering: crate::steer::Steering) -> Backend {
+        Backend {
+            loops: loops.into_iter().map(|(j, b)| (j, b, false)).collect(),
+            steering,
+            merging: Vec::new(),
+        }
     }
 
     fn workers(&self) -> u16 {
@@ -95,10 +99,8 @@ impl Backend {
             // public port's (its slice's worker).
             Job::Mapping { tag, target } => {
                 let w = match target {
-                    view::MappingTarget::Inside(a) => crate::steer::host_worker(a, self.workers()),
-                    view::MappingTarget::Public(ep) => {
-                        crate::steer::slice_of(&self.range, self.workers(), ep.port())
-                    }
+                    view::MappingTarget::Inside(a) => self.steering.host_worker(a),
+                    view::MappingTarget::Public(ep) => self.steering.slice_worker(ep.port()),
                 };
                 self.send(usize::from(w), Job::Mapping { tag, target });
             }
@@ -201,8 +203,8 @@ pub struct OpsThread {
     pub reload: Option<Reload>,
     /// Per run loop (worker), the channel its jobs go down and the bell that wakes it.
     pub loops: Vec<(Sender<Job>, Bell)>,
-    /// `--port-range` (routing `show mapping` among workers).
-    pub port_range: std::ops::RangeInclusive<u16>,
+    /// The steering rule (routing `show mapping` among workers).
+    pub steering: crate::steer::Steering,
     pub replies: Receiver<Reply>,
     pub door: Door,
     pub stop: Arc<AtomicBool>,
@@ -217,7 +219,7 @@ impl OpsThread {
     /// Serves until the run loop's [`super::link::Link`] is dropped; the servers (and the control
     /// socket file) go with the thread.
     pub fn run(mut self) {
-        let mut backend = Backend::new(self.loops.clone(), self.port_range.clone());
+        let mut backend = Backend::new(self.loops.clone(), self.steering.clone());
         let mut fds = Vec::with_capacity(16);
         loop {
             fds.clear();

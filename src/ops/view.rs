@@ -556,6 +556,9 @@ pub struct Counters {
     pub extra: Vec<(String, u64)>,
     /// How long the run loop's turns take.
     pub times: LoopTimes,
+    /// Which pool addresses have a host paired, one bit per address in pool order: several workers'
+    /// engines pair hosts with the same addresses, so `nat.pool.addresses_in_use` is their union.
+    pub pool_in_use: Vec<u64>,
 }
 
 impl Counters {
@@ -577,8 +580,31 @@ impl Counters {
             events_dropped: engine.events_dropped(),
             extra,
             times: times.clone(),
+            pool_in_use: pool_in_use(nat),
         }
     }
+}
+
+/// One bit per pool address (in pool order): set when a host is paired with it.
+pub fn pool_in_use(nat: &crate::nat::Nat) -> Vec<u64> {
+    let mut bits = vec![0u64; nat.pool().len().div_ceil(64)];
+    for (i, a) in nat.addresses().iter().enumerate() {
+        if a.hosts > 0 {
+            bits[i / 64] |= 1 << (i % 64);
+        }
+    }
+    bits
+}
+
+/// `a |= b`, bit by bit, and the number of bits set in the result.
+pub fn union_in_use(a: &mut Vec<u64>, b: &[u64]) -> u64 {
+    if a.len() < b.len() {
+        a.resize(b.len(), 0);
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        *x |= y;
+    }
+    a.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
 impl Counters {
@@ -618,11 +644,17 @@ impl Counters {
         self.events_dropped += other.events_dropped;
         for (k, v) in other.extra {
             match self.extra.iter_mut().find(|(n, _)| *n == k) {
-                // Every worker's NAT has the whole pool: its size is not a sum.
-                Some(slot) if k == "nat.pool.addresses" || k == "nat.blocks.total" => slot.1 = slot.1.max(v),
+                // Every worker's NAT has the whole pool: its size is not a sum (each worker's blocks
+                // are cut from its own slice of the ports, so theirs is).
+                Some(slot) if k == "nat.pool.addresses" => slot.1 = slot.1.max(v),
                 Some(slot) => slot.1 += v,
                 None => self.extra.push((k, v)),
             }
+        }
+        // An address is in use if any worker paired a host with it.
+        let in_use = union_in_use(&mut self.pool_in_use, &other.pool_in_use);
+        if let Some(slot) = self.extra.iter_mut().find(|(n, _)| n == "nat.pool.addresses_in_use") {
+            slot.1 = in_use;
         }
         for (a, b) in [
             (&mut self.times.turn, &other.times.turn),

@@ -123,9 +123,10 @@ impl Engine {
             }
         });
         for f in &config.forwards {
-            let at = config.forward_addr(f);
-            let _ = nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
-            nat.pin(f.inside_addr, at);
+            for at in config.forward_reservations(f) {
+                let _ = nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
+            }
+            nat.pin(f.inside_addr, config.forward_addr(f));
         }
         Engine {
             table: Table::new(config.max_flows, config.max_flows_per_host),
@@ -243,31 +244,55 @@ impl Engine {
         let gone: Vec<_> =
             self.config.forwards.iter().filter(|f| !new.forwards.contains(f)).copied().collect();
         for f in &gone {
-            let at = self.config.forward_addr(f);
-            self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
             cfg.forwards.retain(|g| g != f);
             self.nat64_unresolve(f);
+            // With several workers a forwarded port number is held on every address, for every forward
+            // of that number: it goes back only with the last of them.
+            let shared = |g: &crate::config::Forward| g.proto == f.proto && g.public_port == f.public_port;
+            if self.config.shard.count > 1 && cfg.forwards.iter().any(shared) {
+                continue;
+            }
+            for at in self.config.forward_reservations(f) {
+                self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
+            }
         }
         for f in new.forwards.iter().filter(|f| !self.config.forwards.contains(f)) {
             let at = self.config.forward_addr(f);
-            match self.nat.reserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port)) {
-                Ok(()) => {
-                    let mut f = *f;
-                    match Self::nat64_resolve(self.nat64.as_mut(), &mut self.nat, &mut f) {
-                        Ok(()) => cfg.forwards.push(f),
-                        Err(e) => {
-                            self.nat.unreserve_public(f.proto, nat::PublicEndpoint::new(at, f.public_port));
-                            refused.push(e);
-                        }
-                    }
-                }
-                // A live mapping holds the port: reserving it now would hand it out twice later.
-                Err(nat::ReserveError::InUse) => {
-                    refused.push(format!("--forward {f}: public port in use by a live mapping; not added"))
-                }
-                Err(nat::ReserveError::NotInPool) => refused.push(format!(
+            if !self.nat.is_public(at) {
+                refused.push(format!(
                     "--forward {f}: {at} is not in the running pool (a new pool needs a restart); not added"
-                )),
+                ));
+                continue;
+            }
+            let mut held = Vec::new();
+            let mut busy = false;
+            for a in self.config.forward_reservations(f) {
+                let ep = nat::PublicEndpoint::new(a, f.public_port);
+                match self.nat.reserve_public(f.proto, ep) {
+                    Ok(()) => held.push(ep),
+                    Err(nat::ReserveError::NotInPool) => {}
+                    // Held by a live mapping; else by another forward of that number (several workers).
+                    Err(nat::ReserveError::InUse) => busy |= self.nat.inside_of(f.proto, ep).is_some(),
+                }
+            }
+            if busy {
+                // A live mapping holds the port: reserving it now would hand it out twice later.
+                for ep in held {
+                    self.nat.unreserve_public(f.proto, ep);
+                }
+                refused.push(format!("--forward {f}: public port in use by a live mapping; not added"));
+                continue;
+            }
+            // A forward to an IPv6 host takes its stand-in (issue 14); none left: not added.
+            let mut f = *f;
+            match Self::nat64_resolve(self.nat64.as_mut(), &mut self.nat, &mut f) {
+                Ok(()) => cfg.forwards.push(f),
+                Err(e) => {
+                    for ep in held {
+                        self.nat.unreserve_public(f.proto, ep);
+                    }
+                    refused.push(e);
+                }
             }
         }
         self.nat.clear_pins();

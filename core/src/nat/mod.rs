@@ -768,7 +768,8 @@ impl Nat {
         let share = self.det.as_ref().and_then(|d| d.forward(inside.addr()));
         let Some(share) = share else { return Err(Refused::Exhausted) };
         let Some(a) = self.pool.index_of(share.public) else { return Err(Refused::Exhausted) };
-        // A worker allocates only within its slice of the host's range.
+        // Within the allocator's range (all of it: with several workers a host's whole range is its
+        // worker's, `steer::DetRule`).
         let Some(range) = share.ports.intersect(self.range) else {
             return Err(self.quota(now, proto, inside.addr(), Quota::DeterministicRange, 0));
         };

@@ -532,6 +532,64 @@ fn workers_with_disjoint_slices_never_collide() {
     }
 }
 
+/// A pool with port blocks over three workers (issue 18): each worker's hosts (by the steering rule)
+/// get blocks cut from that worker's slice only, on every pool address, never overlapping another
+/// worker's; each host keeps one address (paired pooling) for every mapping; the hosts of each worker
+/// spread over both addresses, and the blocks each worker's log records name its own slice.
+#[test]
+fn pooled_blocks_over_three_workers_stay_in_their_slices_and_keep_pairing() {
+    const N: u16 = 3;
+    let full = 1024..=65535u16;
+    let mut workers: Vec<Nat> = (0..N)
+        .map(|i| {
+            let mut s = setup(2, blocks(100, 2, 60));
+            s.slice = PortRange::try_from(&crate::steer::slice_range(&full, N, i)).ok();
+            let mut n = Nat::with_setup(&s);
+            on(&mut n);
+            n
+        })
+        .collect();
+    let mut taken: HashSet<(Ipv4Addr, u16)> = HashSet::new();
+    let mut addrs_per_worker = vec![HashSet::new(); usize::from(N)];
+    let mut tokens = Vec::new();
+    for h in 0..60u32 {
+        let inside = ins(h, 5000);
+        let w = crate::steer::host_worker(inside.addr(), N);
+        let slice = crate::steer::slice_range(&full, N, w);
+        let nat = &mut workers[usize::from(w)];
+        let mut mine = HashSet::new();
+        for port in 0..150u16 {
+            let m = nat.map(Proto::Udp, ins(h, 5000 + port), None, secs(1)).unwrap();
+            assert!(slice.contains(&m.public.port()), "host {h} of worker {w}: {}", m.public);
+            assert!(taken.insert((m.public.addr(), m.public.port())), "{} handed out twice", m.public);
+            mine.insert(m.public.addr());
+            tokens.push((w, m.token));
+        }
+        assert_eq!(mine.len(), 1, "host {h}: paired pooling within its worker");
+        addrs_per_worker[usize::from(w)].extend(mine);
+        for b in nat.host_view(inside.addr()).blocks {
+            assert!(slice.contains(&b.ports.first()) && slice.contains(&b.ports.last()), "{b:?}");
+        }
+    }
+    for (w, a) in addrs_per_worker.iter().enumerate() {
+        assert_eq!(a.len(), 2, "worker {w}'s hosts spread over both addresses");
+    }
+    for (w, nat) in workers.iter_mut().enumerate() {
+        let slice = crate::steer::slice_range(&full, N, w as u16);
+        for r in logged(nat) {
+            if let Record::BlockAllocated { ports, .. } = r {
+                assert!(
+                    slice.contains(&ports.first()) && slice.contains(&ports.last()),
+                    "worker {w}: {ports}"
+                );
+            }
+        }
+    }
+    for (w, t) in tokens {
+        workers[usize::from(w)].unmap(t, secs(2));
+    }
+}
+
 // ----- the adversary: a hostile host, random churn -----------------------------------------------
 
 #[test]

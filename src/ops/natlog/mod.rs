@@ -9,6 +9,14 @@
 //! [`syslog`], sends, re-sends the IPFIX templates periodically) with its counters. Must not: decide
 //! what is recorded (the core's `nat::log` does), or block or format on the run loop.
 //!
+//! With several workers (`--workers N`, issue 18) every run loop holds an end of the one exporter
+//! ([`Export::another`]): each drains its own engine's queue into the one bounded channel (a
+//! non-blocking `try_send` per turn, never per packet), and the one exporter thread encodes every
+//! worker's batches in the order they arrive, so IPFIX sequence numbers (RFC 7011 §3.1: data records
+//! sent before this message, per observation domain) and the template refreshes stay those of a
+//! single exporter; what the channel cannot take is counted in `natlog.lost`, whichever worker's.
+//! The thread ends once every end has been dropped; the end that started it waits for that.
+//!
 //! Time: records carry the core's [`Instant`]; each batch carries the wall-clock time of
 //! `Instant::ZERO` as the run loop saw it when it drained the batch (its `SystemTime` less its monotonic
 //! `now`), so a record's time is exact to the clock readings and unaffected by how long the batch waited.
@@ -172,8 +180,8 @@ struct Batch {
     records: Vec<Record>,
 }
 
-/// The run loop's end of the exporter. Dropping it stops the thread once it has sent what it was
-/// handed.
+/// A run loop's end of the exporter. Dropping the end that started the thread ([`Export::start`])
+/// stops the thread once it has sent what every end handed it (after the other ends are dropped).
 pub struct Export {
     tx: Option<SyncSender<Batch>>,
     counters: Arc<Counters>,
@@ -231,6 +239,18 @@ impl Export {
 
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// Another end of the same exporter, for another worker's run loop: its records go to the same
+    /// thread, encoder and counters. Dropping it only closes this end.
+    pub fn another(&self) -> Export {
+        Export { tx: self.tx.clone(), counters: Arc::clone(&self.counters), thread: None }
+    }
+
+    /// Whether this is the end that started the thread (the one that reports the shared counters in a
+    /// stop summary, so that N workers do not count them N times).
+    pub fn is_first(&self) -> bool {
+        self.thread.is_some()
     }
 
     /// Moves up to [`DRAIN_PER_TURN`] records from `log` to the exporter thread. `now` is the engine's
