@@ -270,21 +270,6 @@ impl Steering {
     pub fn new(config: &Config, workers: u16) -> Steering {
         let workers = workers.max(1);
         let det = DetRule::new(config);
-        let host = |a: Ipv4Addr| match &det {
-            Some(d) => d.host(u32::from(a), workers).unwrap_or_else(|| host_worker(a, workers)),
-            None => host_worker(a, workers),
-        };
-        let forwards = config
-            .forwards
-            .iter()
-            .map(|f| SteeredForward {
-                proto: f.proto.number(),
-                public_port: f.public_port,
-                // A forward to an IPv6 host (NAT64) goes to its /64's worker, where its stand-in and
-                // flows live; its `inside_addr` is a stand-in, unknown until the engine resolves it.
-                worker: f.inside6.map_or_else(|| host(f.inside_addr), |a| host6_worker(a, workers)),
-            })
-            .collect();
         let mut addrs: Vec<u32> =
             config.pool.addresses.iter().chain([&config.public_ip]).map(|&a| u32::from(a)).collect();
         addrs.sort_unstable();
@@ -296,14 +281,25 @@ impl Steering {
                 _ => pool.push((a, a)),
             }
         }
-        Steering {
+        let mut s = Steering {
             workers,
             range: config.port_range.clone(),
             det,
             public_ip: config.public_ip,
             pool,
-            forwards,
-        }
+            forwards: Vec::new(),
+        };
+        // Each forward's worker by the same rule as its host's own packets ([`Steering::forward_worker`]).
+        s.forwards = config
+            .forwards
+            .iter()
+            .map(|f| SteeredForward {
+                proto: f.proto.number(),
+                public_port: f.public_port,
+                worker: s.forward_worker(f),
+            })
+            .collect();
+        s
     }
 
     /// The rule of a gateway with one engine (every packet is worker 0's).
@@ -350,8 +346,8 @@ impl Steering {
         self.host_of(u32::from(addr))
     }
 
-    /// The worker of the host a port forward leads to: its IPv6 host's /64's (NAT64), else its inside
-    /// address's.
+    /// The worker of the host a port forward leads to: its IPv6 host's /64's (NAT64: its `inside_addr` is
+    /// a stand-in, unknown until the engine resolves it), else its inside address's.
     pub fn forward_worker(&self, f: &crate::config::Forward) -> u16 {
         f.inside6.map_or_else(|| self.host_worker(f.inside_addr), |a| host6_worker(a, self.workers))
     }

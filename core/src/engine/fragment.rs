@@ -20,11 +20,7 @@ impl Engine {
         self.metrics.fragment_states_evicted += evicted;
         // Later fragments that overtook this first one can go now.
         for mut w in overtaken {
-            let mut ip = Ipv4Packet::new_unchecked(&mut w.packet[..]);
-            let ttl = ip.ttl();
-            ip.set_src_addr(src);
-            ip.set_dst_addr(dst);
-            ip.set_ttl(ttl.saturating_sub(1));
+            forward_later(&mut w.packet, src, dst);
             self.metrics.fragments_translated += 1;
             self.out.push_back(Transmit { side: egress, packet: w.packet });
         }
@@ -35,12 +31,8 @@ impl Engine {
     pub(super) fn later_fragment(&mut self, from: Side, pkt: &mut Vec<u8>) -> Verdict {
         let ip = Ipv4Packet::new_unchecked(&pkt[..]);
         let k = FragKey { src: ip.src_addr(), dst: ip.dst_addr(), proto: ip.protocol(), ident: ip.ident() };
-        let ttl = ip.ttl();
         if let Some(s) = self.frags.get(&k) {
-            let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
-            ip.set_src_addr(s.src);
-            ip.set_dst_addr(s.dst);
-            ip.set_ttl(ttl - 1);
+            forward_later(pkt, s.src, s.dst);
             self.metrics.fragments_translated += 1;
             return self.fit_mtu(pkt, s.egress);
         }
@@ -50,6 +42,16 @@ impl Engine {
             Err(frag::Refused::SourceQuota) => Verdict::Drop(DropReason::FragmentSourceQuota),
         }
     }
+}
+
+/// A later fragment carries no ports: it takes its first fragment's addresses, and loses one TTL as any
+/// forwarded datagram (the router checks ran when it arrived, so its TTL is above 1).
+fn forward_later(pkt: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
+    let mut ip = Ipv4Packet::new_unchecked(pkt);
+    let ttl = ip.ttl();
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.set_ttl(ttl.saturating_sub(1));
 }
 
 #[cfg(test)]
