@@ -16,7 +16,7 @@
 //! [`replay`].
 
 pub use ftpnat_core::{
-    alg, config, conntrack, engine, events, flow, frag, metrics, nat, nat64, seqadj, steer, time, wire, xlat,
+    alg, config, conntrack, engine, events, flow, frag, metrics, nat, nat64, steer, stream, time, wire, xlat,
 };
 
 pub mod io;

@@ -471,8 +471,8 @@ fn overlong_candidate_lines_are_released_not_buffered() {
             .engine
             .table()
             .iter()
-            .filter_map(|(_, c)| c.ftp.as_ref())
-            .map(|f| f.held_len(ftpnat::flow::Dir::Original))
+            .filter_map(|(_, c)| c.alg.as_ref())
+            .map(|a| a.stream.held_len(ftpnat::flow::Dir::Original))
             .sum();
         assert!(held <= 128, "held {held} bytes");
     }

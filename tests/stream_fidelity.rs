@@ -176,10 +176,10 @@ impl Ctl {
         check(&out[0]).ack.wrapping_sub(C0)
     }
 
-    fn map(&self) -> ftpnat::seqadj::SeqMap {
+    fn map(&self) -> ftpnat::stream::SeqMap {
         let (_, conn) =
-            self.r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).expect("control connection");
-        conn.ftp.as_ref().unwrap().seq_map(ftpnat::flow::Dir::Original).clone()
+            self.r.engine.table().iter().find(|(_, c)| c.alg.is_some()).expect("control connection");
+        conn.alg.as_ref().unwrap().stream.seq_map(ftpnat::flow::Dir::Original).clone()
     }
 
     fn m(&self) -> &ftpnat::Metrics {

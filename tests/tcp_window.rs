@@ -181,8 +181,8 @@ fn blind_ack_far_ahead_on_a_rewritten_control_connection_prunes_nothing() {
     let grown = out.payload.len() as u32 - line.len() as u32;
     c_next += line.len() as u32;
     let edits = |r: &Rig| {
-        let (_, conn) = r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).unwrap();
-        let m = &conn.ftp.as_ref().unwrap().seq_map(Dir::Original);
+        let (_, conn) = r.engine.table().iter().find(|(_, c)| c.alg.is_some()).unwrap();
+        let m = &conn.alg.as_ref().unwrap().stream.seq_map(Dir::Original);
         (m.edits_in_flight(), m.horizon())
     };
     let before = edits(&r);
@@ -232,8 +232,8 @@ fn sack_blocks_beyond_what_was_sent_are_mapped_and_not_acted_on() {
     let blocks = sack_blocks(&out[0].1);
     assert_eq!(blocks, vec![(far - grown, far + 10 - grown), (far + 20 - grown, far + 30 - grown)]);
     // The edit was acknowledged (the ACK is in the window): pruned, no more.
-    let (_, conn) = r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).unwrap();
-    let m = &conn.ftp.as_ref().unwrap().seq_map(Dir::Original);
+    let (_, conn) = r.engine.table().iter().find(|(_, c)| c.alg.is_some()).unwrap();
+    let m = &conn.alg.as_ref().unwrap().stream.seq_map(Dir::Original);
     assert_eq!((m.edits_in_flight(), m.horizon().map(|h| h.get())), (0, Some(c_end)));
 }
 
@@ -341,7 +341,7 @@ fn forwarded_session_in_progress_is_picked_up_from_the_outside() {
         String::from_utf8_lossy(&got.payload)
     );
     assert_eq!(r.engine.pinholes().len(), 1);
-    let (_, conn) = r.engine.table().iter().find(|(_, c)| c.ftp.is_some()).unwrap();
+    let (_, conn) = r.engine.table().iter().find(|(_, c)| c.alg.is_some()).unwrap();
     assert_eq!(
         (conn.tcp(), conn.key(Dir::Original).src),
         (TcpState::Established, Endpoint::new(REMOTE, 52000))

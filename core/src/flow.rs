@@ -87,7 +87,7 @@ impl fmt::Display for Side {
 }
 
 /// Direction relative to a connection: the way its first packet went, or the way back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dir {
     Original,
     Reply,

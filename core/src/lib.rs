@@ -16,7 +16,7 @@
 //! | [`frag`] | fragment state: first fragments remembered, later ones waiting, per-source shares |
 //! | [`nat`] | outside port allocation and endpoint-independent mappings |
 //! | [`steer`] | which of several engines (`--workers`) owns a packet: the rule the shell's steering obeys |
-//! | [`seqadj`] | per-direction sequence maps: the only code that edits seq/ack/SACK numbers |
+//! | [`stream`] | generic TCP stream editing: held bytes, splices, per-direction sequence maps with full history, the seq/ack/SACK numbers and resegmentation of edited segments; knows no application protocol |
 //! | [`alg`] | the ALG boundary; [`alg::ftp`] understands FTP |
 //! | [`xlat`] | RFC 7915 IPv6 ↔ IPv4 translation and RFC 6052 prefixes, pure |
 //! | [`nat64`] | NAT64's inside IPv6 hosts and their IPv4 stand-ins, the address map the translator uses |
@@ -33,8 +33,8 @@ pub mod frag;
 pub mod metrics;
 pub mod nat;
 pub mod nat64;
-pub mod seqadj;
 pub mod steer;
+pub mod stream;
 pub mod time;
 pub mod wire;
 pub mod xlat;

@@ -376,11 +376,12 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         _ if c.replied() => "REPLIED",
         _ => "UNREPLIED",
     };
-    let alg = c.ftp.as_ref().map(|s| AlgRow {
+    let alg = c.alg.as_ref().map(|a| (&a.ftp, &a.stream)).map(|(s, st)| AlgRow {
         client: if s.client_inside() { "inside" } else { "outside" },
-        delta_orig: s.seq_map(Dir::Original).current_delta(),
-        delta_reply: s.seq_map(Dir::Reply).current_delta(),
-        edits_in_flight: s.seq_map(Dir::Original).edits_in_flight() + s.seq_map(Dir::Reply).edits_in_flight(),
+        delta_orig: st.seq_map(Dir::Original).current_delta(),
+        delta_reply: st.seq_map(Dir::Reply).current_delta(),
+        edits_in_flight: st.seq_map(Dir::Original).edits_in_flight()
+            + st.seq_map(Dir::Reply).edits_in_flight(),
         // The session remembers what it announced; only what is still open is of interest.
         pinholes: s
             .pinholes()

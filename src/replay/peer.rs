@@ -77,8 +77,8 @@ pub fn emulate(engine: &Engine, pkt: &mut [u8]) -> Emulated {
             let to = conn.key(d.reverse());
             set_dst_endpoint(pkt, proto, to.dst, fragmented);
             if proto == Proto::Tcp {
-                if let Some(ftp) = conn.ftp.as_ref() {
-                    let map = &ftp.seq_map(d);
+                if let Some(alg) = conn.alg.as_ref() {
+                    let map = alg.stream.seq_map(d);
                     if !map.is_identity() {
                         // The acknowledgement the gateway maps back to exactly what the inside host
                         // recorded, even inside a rewritten span (SeqMap::map_ack).
@@ -125,8 +125,8 @@ fn emulate_icmp_error(engine: &Engine, pkt: &mut [u8]) -> Emulated {
         let dst_port = (proto != Proto::Icmp).then_some(out.dst.port);
         icmp::quoted_set_src(q, out.src.addr, Some(out.src.port));
         icmp::quoted_set_dst(q, out.dst.addr, dst_port);
-        if let (Proto::Tcp, Some(ftp)) = (proto, conn.ftp.as_ref()) {
-            let map = &ftp.seq_map(d);
+        if let (Proto::Tcp, Some(alg)) = (proto, conn.alg.as_ref()) {
+            let map = alg.stream.seq_map(d);
             if let Some(s) = icmp::quoted_tcp_seq(q) {
                 icmp::quoted_set_tcp_seq(q, map.map(s));
             }

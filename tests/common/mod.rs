@@ -137,10 +137,10 @@ fn bypass4(e: &Engine, pkt: &[u8]) -> Option<(Side, Vec<u8>)> {
     let conn = e.table().get(id)?;
     let to = conn.translated(dir);
     let (mut seq, mut ack) = (t.seq_number(), t.ack_number());
-    if let Some(s) = &conn.ftp {
-        seq = s.seq_map(dir).map(seq);
+    if let Some(a) = &conn.alg {
+        seq = a.stream.map_seq(dir, seq);
         if t.flags().ack {
-            ack = s.seq_map(dir.reverse()).unmap(ack);
+            ack = a.stream.unmap_ack(dir.reverse(), ack);
         }
     }
     let mut out = pkt.to_vec();

@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 
 use super::window::{Plain, TcpSeg, TcpWindow, Window};
-use crate::alg::ftp::FtpSession;
+use super::AlgConn;
 use crate::config::Timeouts;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::time::Instant;
@@ -137,7 +137,8 @@ mod bits {
 pub struct Conn {
     /// Keys as each direction's sender writes them (before translation), indexed by [`Dir::index`].
     keys: [FlowKey; 2],
-    pub ftp: Option<Box<FtpSession>>,
+    /// The ALG's state and the stream editing it needs, for a connection an ALG watches.
+    pub alg: Option<Box<AlgConn>>,
     expires: Instant,
     /// Creation time in µs (high 56 bits) and the small state in the low byte (see `bits`): TCP
     /// state, FINs seen, replied, origin kind. One word rather than two keeps `Conn` at 88 bytes.
@@ -176,7 +177,7 @@ impl Conn {
         let created = now.as_micros().min(bits::CREATED_MAX);
         Conn {
             keys: [orig, reply],
-            ftp: None,
+            alg: None,
             expires: now,
             state: created << 8
                 | u64::from(origin.bits()) << bits::ORIGIN_SHIFT
@@ -423,7 +424,7 @@ impl core::fmt::Debug for Conn {
             .field("packets", &self.packets())
             .field("bytes", &self.bytes())
             .field("window", &self.window)
-            .field("ftp", &self.ftp)
+            .field("alg", &self.alg)
             .finish_non_exhaustive()
     }
 }

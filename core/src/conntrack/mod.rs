@@ -25,10 +25,12 @@ use hashbrown::HashTable;
 use crate::flow::{ConnId, Dir, FlowKey};
 use crate::time::Instant;
 
+mod alg_conn;
 mod conn;
 pub mod refused;
 mod slab;
 pub mod window;
+pub use alg_conn::AlgConn;
 pub use conn::{Conn, Origin, TcpState};
 use slab::Slab;
 pub use window::{Plain, TcpSeg, TcpWindow, Window};

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use super::{Engine, Head, Verdict};
 
 use crate::alg::ftp::FtpSession;
+use crate::conntrack::AlgConn;
 use crate::conntrack::{Conn, Full, Origin};
 use crate::events::Event;
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
@@ -104,7 +105,9 @@ impl Engine {
                         fwd.inside_addr,
                         self.config.ftp.max_line,
                     );
-                    c.ftp = Some(Box::new(self.nat64_ftp_server(s, &fwd, key.dst.addr).picked_up()));
+                    c.alg = Some(Box::new(AlgConn::new(
+                        self.nat64_ftp_server(s, &fwd, key.dst.addr).picked_up(),
+                    )));
                 }
                 return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
             }
@@ -123,7 +126,7 @@ impl Engine {
                     let s =
                         FtpSession::new(Side::Inside, key.src.addr, key.dst.addr, self.config.ftp.max_line);
                     let s = self.nat64_ftp(s, key.src.addr, key.dst.addr);
-                    c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
+                    c.alg = Some(Box::new(AlgConn::new(if pickup { s.picked_up() } else { s })));
                 }
                 c
             }
@@ -174,7 +177,7 @@ impl Engine {
                         self.config.ftp.max_line,
                     );
                     let s = self.nat64_ftp_server(s, &fwd, key.src.addr);
-                    c.ftp = Some(Box::new(if pickup { s.picked_up() } else { s }));
+                    c.alg = Some(Box::new(AlgConn::new(if pickup { s.picked_up() } else { s })));
                 }
                 c
             }

@@ -82,7 +82,7 @@ impl Engine {
         let t = TcpFields::read(pkt);
         let headers = pkt.len() - t.payload as usize;
         if conn.side(dir) != from
-            || conn.ftp.is_some()
+            || conn.alg.is_some()
             || (self.nat64.is_some() && crate::nat64::is_alias(conn.translated(dir).dst.addr))
             || headers + seg > self.config.mtu[conn.egress(dir).index()] as usize
         {

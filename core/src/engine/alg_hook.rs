@@ -1,188 +1,79 @@
-//! The ALG hook: a TCP segment of a connection the FTP ALG watches, taken apart into what the ALG sees
-//! and rebuilt from what it returns.
+//! The ALG hook: a TCP segment of a connection an ALG watches, handed to the connection's stream layer
+//! and rebuilt from what it decides.
 //!
-//! Owns: giving the ALG a segment's payload ([`Engine::alg`]), re-emitting the edited payload as one or
-//! more segments within the MSS/MTU, sequence/ack/SACK/urgent numbers mapped through the stream's
-//! edit history ([`Engine::rewrite_numbers`]), held bytes released when their wait ends
-//! ([`Engine::release_held`]) with the header template kept for them. Must not: parse or format FTP
-//! (`alg::ftp`), or decide policy about announced endpoints (the ALG's session does).
+//! Owns: giving the stream layer ([`crate::stream`], through the connection's [`AlgConn`]) a segment's
+//! payload read in place, with the context its ALG judges lines in ([`Engine::alg`]); writing the decided
+//! bytes back as one or more segments — the first into the arriving packet's own buffer, the rest
+//! behind it — translated like any packet of the connection; the index of connections holding bytes
+//! and releasing them when their wait ends ([`Engine::release_held`]). Must not: parse or format FTP
+//! (`alg::ftp`), decide policy about announced endpoints (`alg`), or map numbers or keep held bytes
+//! itself (the stream layer does).
 
 use super::{public_endpoint, translate, AckUse, Engine, Transmit, Verdict};
 
-use crate::alg::ftp::FtpSession;
 use crate::alg::AlgCtx;
+use crate::conntrack::AlgConn;
 use crate::flow::{ConnId, Dir, FlowKey, Proto, Side};
 use crate::metrics::DropReason;
+use crate::stream::segment::{rewrite_numbers, set_urgent, Template};
+use crate::stream::{Incoming, Tally};
 use crate::time::Instant;
-use crate::wire::{Ipv4Packet, SeqNum, TcpFlags};
-
-/// RFC 9293 §3.7.1: the MSS a host may assume when its peer announced none.
-const DEFAULT_MSS: usize = 536;
+use crate::wire::{Ipv4Packet, TcpFlags};
 
 impl Engine {
-    /// A segment of an FTP control connection.
+    /// A segment of a connection an ALG watches.
     pub(super) fn alg(&mut self, id: ConnId, dir: Dir, pkt: &mut Vec<u8>, ack_use: AckUse) -> Verdict {
         // The ALG reads this payload and may re-checksum it: corrupt bytes must not get a valid checksum
         // (nor become the edit history a good retransmission is rebuilt from).
         if !Ipv4Packet::new_unchecked(&pkt[..]).verify_transport_checksum() {
             return Verdict::Drop(DropReason::AlgBadChecksum);
         }
-        let conn = self.table.get_mut(id).expect("exists");
-        let to = conn.translated(dir);
-        let egress = conn.egress(dir);
-        let mut sess = conn.ftp.take().expect("ALG connection");
+        let mtu = self.config.mtu;
         // Held bytes leave later with this segment's headers, as the sender wrote them.
-        let template = pkt_template(pkt);
-        let v = self.alg_segment(id, dir, &mut sess, &to, egress, pkt, ack_use);
-        if sess.held_len(dir) > 0 {
-            self.held.insert((id, dir), template);
+        let template = Template::of(pkt);
+        let mut extra = Vec::new();
+        let Some((alg, mut ctx, to, egress)) = self.alg_parts(id, dir) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        let mut hook = Hook {
+            alg,
+            tally: Tally::default(),
+            template,
+            to,
+            egress,
+            mtu: mtu[egress.index()] as usize,
+            split: false,
+        };
+        let v = hook.segment(dir, pkt, ack_use, &mut ctx, &mut extra);
+        let Hook { alg, tally, split, .. } = hook;
+        let held = alg.stream.held_len(dir) > 0;
+        if held {
+            alg.stream.keep_template(dir, template.header());
+        }
+        tally.add_to(&mut self.metrics);
+        if split {
+            self.metrics.alg_segments_split += 1;
+        }
+        self.out.extend(extra.into_iter().map(|packet| Transmit { side: egress, packet }));
+        if held {
+            self.held.insert((id, dir));
         } else {
             self.held.remove(&(id, dir));
-        }
-        if let Some(conn) = self.table.get_mut(id) {
-            conn.ftp = Some(sess);
         }
         v
     }
 
-    // The split of this function into the stream layer and the ALG hook is issue 13's.
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn alg_segment(
-        &mut self,
-        id: ConnId,
-        dir: Dir,
-        sess: &mut FtpSession,
-        to: &FlowKey,
-        egress: Side,
-        pkt: &mut Vec<u8>,
-        ack_use: AckUse,
-    ) -> Verdict {
-        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
-        let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
-        let (seq, ack, flags, urg) = (tcp.seq_number(), tcp.ack_number(), tcp.flags(), tcp.urgent_ptr());
-        if flags.syn {
-            if let Some(mss) = tcp.mss_option() {
-                sess.mss[dir.index()] = Some(mss);
-            }
-        }
-        let in_len = tcp.payload().len();
-        let payload = tcp.payload().to_vec();
-        let other = dir.reverse();
-        // The ack and SACK blocks speak of the other direction's bytes as the receiver saw them.
-        let ack_in = if flags.ack { sess.seq_map(other).unmap(ack) } else { ack };
-        if flags.ack && !flags.rst && ack_use == AckUse::Act {
-            // The window tracker accepted this acknowledgement: nothing beyond what the other side could
-            // have sent. Edits it covers are forgotten, and bytes the framer never saw are jumped over.
-            let mut ctx = self.alg_ctx(id);
-            sess.on_ack(other, ack_in, &mut ctx);
-        }
-        let other_map = sess.seq_map(other).clone();
-        let this_map_identity = sess.seq_map(dir).is_identity();
-        if flags.rst || (flags.syn && in_len == 0) {
-            let s = sess.seq_map(dir).map(seq);
-            if flags.syn {
-                let mut ctx = self.alg_ctx(id);
-                let _ = sess.on_segment(dir, seq, true, false, &[], &mut ctx);
-            }
-            self.rewrite_numbers(pkt, (!this_map_identity).then_some(s), ack_in, &other_map);
-            return self.finish_alg_packet(pkt, to, egress);
-        }
-        let out = {
-            let mut ctx = self.alg_ctx(id);
-            sess.on_segment(dir, seq, flags.syn, flags.fin, &payload, &mut ctx)
-        };
-        let out = match out {
-            Err(r) => return Verdict::Drop(r),
-            Ok(None) => {
-                self.rewrite_numbers(pkt, None, ack_in, &other_map);
-                return self.finish_alg_packet(pkt, to, egress);
-            }
-            Ok(Some(o)) => o,
-        };
-        if out.payload == payload && out.seq == seq && out.fin == flags.fin {
-            // Nothing changed in this segment: numbers and addresses only, in place.
-            self.rewrite_numbers(pkt, None, ack_in, &other_map);
-            return self.finish_alg_packet(pkt, to, egress);
-        }
-        // Build the segment(s) that carry the decided bytes.
-        let ip_hl = ip.header_len();
-        let tcp_hl = tcp.header_len();
-        let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
-        let mss = sess.mss[other.index()].map_or(DEFAULT_MSS, |m| m as usize);
-        // RFC 6691 §2: the MSS counts data only, and a sender must shrink its data by the IP and TCP
-        // options it sends; the pieces carry this segment's options.
-        let limit = mss.saturating_sub((ip_hl + tcp_hl).saturating_sub(40)).min(mtu_room).max(1);
-        let chunk = if out.payload.len() > limit && out.payload.len() > in_len {
-            self.metrics.alg_segments_split += 1;
-            limit
-        } else {
-            out.payload.len().max(1)
-        };
-        let urgent_at = flags.urg.then(|| sess.seq_map(dir).map(seq.add(urg as u32)));
-        let template = pkt.clone();
-        let mut packets = Vec::new();
-        let pieces: Vec<&[u8]> =
-            if out.payload.is_empty() { vec![&[][..]] } else { out.payload.chunks(chunk).collect() };
-        let n = pieces.len();
-        let mut at = out.seq;
-        for (i, piece) in pieces.into_iter().enumerate() {
-            let last = i + 1 == n;
-            let f =
-                TcpFlags { fin: out.fin && last, psh: flags.psh && last, syn: false, urg: false, ..flags };
-            let mut p = build_segment(&template, ip_hl, tcp_hl, at, piece, f);
-            {
-                let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-                if let Ok(mut t) = ipm.tcp_mut() {
-                    if let Some(u) = urgent_at {
-                        let off = u.diff(at);
-                        if off > 0 && off <= u16::MAX as i32 {
-                            t.set_flags(TcpFlags { urg: true, ..f });
-                            t.set_urgent_ptr(off as u16);
-                        }
-                    }
-                }
-            }
-            self.rewrite_numbers(&mut p, None, ack_in, &other_map);
-            translate(&mut p, Proto::Tcp, to, true);
-            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-            let ttl = ipm.ttl();
-            ipm.set_ttl(ttl.saturating_sub(1));
-            ipm.fill_transport_checksum();
-            packets.push(p);
-            at = at.add(piece.len() as u32);
-        }
-        let mut iter = packets.into_iter();
-        *pkt = iter.next().expect("at least one piece");
-        for p in iter {
-            self.out.push_back(Transmit { side: egress, packet: p });
-        }
-        Verdict::Forward(egress)
-    }
-
-    /// A segment of a control connection that the window tracker ignored (behind the window, or an
-    /// RST that is not exact): passed on with its numbers mapped into the receiver's space and its
-    /// addresses translated, but the ALG neither reads it nor changes its state for it.
-    pub(super) fn alg_passthrough(&mut self, id: ConnId, dir: Dir, pkt: &mut [u8]) -> Verdict {
-        let Some(conn) = self.table.get(id) else { return Verdict::Drop(DropReason::Malformed) };
+    /// The ALG state of connection `id` and the context its ALG judges lines in (the NAT, pinholes,
+    /// counters and events: other parts of the engine, so both can be lent at once), with where `dir`'s
+    /// packets go.
+    fn alg_parts(&mut self, id: ConnId, dir: Dir) -> Option<(&mut AlgConn, AlgCtx<'_>, FlowKey, Side)> {
+        let conn = self.table.get_mut(id)?;
         let (to, egress) = (conn.translated(dir), conn.egress(dir));
-        let Some(sess) = conn.ftp.as_ref() else { return Verdict::Drop(DropReason::Malformed) };
-        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
-        let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
-        let (seq, ack, flags) = (tcp.seq_number(), tcp.ack_number(), tcp.flags());
-        let this_map = &sess.seq_map(dir);
-        let other_map = sess.seq_map(dir.reverse()).clone();
-        let seq_out = (!this_map.is_identity()).then(|| this_map.map(seq));
-        let ack_in = if flags.ack { other_map.unmap(ack) } else { ack };
-        self.rewrite_numbers(pkt, seq_out, ack_in, &other_map);
-        self.finish_alg_packet(pkt, &to, egress)
-    }
-
-    pub(super) fn alg_ctx(&mut self, id: ConnId) -> AlgCtx<'_> {
-        // The control connection's public address: its data connections and their announcements
-        // use it (issue 16, paired pooling).
-        let public_ip = self.table.get(id).map_or(self.config.public_ip, |c| public_endpoint(c).addr);
-        AlgCtx {
+        // The control connection's public address: its data connections and their announcements use
+        // it (issue 16, paired pooling).
+        let public_ip = public_endpoint(conn).addr;
+        let alg = conn.alg.as_deref_mut()?;
+        let ctx = AlgCtx {
             nat: &mut self.nat,
             pinholes: &mut self.pinholes,
             metrics: &mut self.metrics,
@@ -191,122 +82,204 @@ impl Engine {
             now: self.now,
             control: id,
             events: &mut self.events,
-        }
+        };
+        Some((alg, ctx, to, egress))
     }
 
-    /// Sets seq (when given), ack and SACK blocks; the wire setters keep the checksum right.
-    pub(super) fn rewrite_numbers(
-        &self,
-        pkt: &mut [u8],
-        seq: Option<SeqNum>,
-        ack_in: SeqNum,
-        other_map: &crate::seqadj::SeqMap,
-    ) {
-        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
-        let Ok(mut t) = ip.tcp_mut() else { return };
-        if let Some(s) = seq {
-            if t.seq_number() != s {
-                t.set_seq_number(s);
-            }
-        }
-        if t.flags().ack && t.ack_number() != ack_in {
-            t.set_ack_number(ack_in);
-        }
-        if !other_map.is_identity() {
-            // RFC 2018 §3 / RFC 2883: every SACK block edge, D-SACK included, is a sequence number of
-            // the other direction.
-            t.map_sack_blocks(|s| other_map.unmap(s));
-        }
-    }
-
-    pub(super) fn finish_alg_packet(&mut self, pkt: &mut [u8], to: &FlowKey, egress: Side) -> Verdict {
-        translate(pkt, Proto::Tcp, to, true);
-        let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
-        let ttl = ip.ttl();
-        ip.set_ttl(ttl.saturating_sub(1));
-        Verdict::Forward(egress)
+    /// A segment of a connection that the window tracker ignored (behind the window, or an RST that is
+    /// not exact): passed on with its numbers mapped into the receiver's space and its addresses
+    /// translated, but the ALG neither reads it nor changes its state for it.
+    pub(super) fn alg_passthrough(&mut self, id: ConnId, dir: Dir, pkt: &mut [u8]) -> Verdict {
+        let Some(conn) = self.table.get(id) else { return Verdict::Drop(DropReason::Malformed) };
+        let (to, egress) = (conn.translated(dir), conn.egress(dir));
+        let Some(alg) = conn.alg.as_ref() else { return Verdict::Drop(DropReason::Malformed) };
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
+        let (seq, ack, flags) = (tcp.seq_number(), tcp.ack_number(), tcp.flags());
+        let this_map = alg.stream.seq_map(dir);
+        let other_map = alg.stream.seq_map(dir.reverse());
+        let seq_out = (!this_map.is_identity()).then(|| this_map.map(seq));
+        let ack_in = if flags.ack { other_map.unmap(ack) } else { ack };
+        rewrite_numbers(pkt, seq_out, ack_in, other_map);
+        finish_alg_packet(pkt, &to, egress)
     }
 
     /// Sends bytes held past the hold limit as they were.
     pub(super) fn release_held(&mut self, now: Instant) {
+        let timeout = self.config.ftp.hold_timeout;
         let due: Vec<(ConnId, Dir)> = self
             .held
-            .keys()
+            .iter()
             .copied()
             .filter(|&(id, dir)| {
                 self.table
                     .get(id)
-                    .and_then(|c| c.ftp.as_ref())
-                    .and_then(|s| s.hold_deadline(dir, self.config.ftp.hold_timeout))
+                    .and_then(|c| c.alg.as_ref())
+                    .and_then(|a| a.stream.hold_deadline(dir, timeout))
                     .is_some_and(|d| d <= now)
             })
             .collect();
+        let mtu = self.config.mtu;
         for (id, dir) in due {
-            let Some(template) = self.held.remove(&(id, dir)) else { continue };
-            let Some(conn) = self.table.get_mut(id) else { continue };
-            let to = conn.translated(dir);
-            let egress = conn.egress(dir);
-            let Some(sess) = conn.ftp.as_mut() else { continue };
-            let Some((at, bytes)) = sess.release_held(dir, &mut self.metrics) else {
-                continue;
-            };
-            let other_map = sess.seq_map(dir.reverse()).clone();
-            let peer_mss = sess.mss[dir.reverse().index()];
-            let ip = Ipv4Packet::new_unchecked(&template[..]);
-            let Ok(tcp) = ip.tcp() else { continue };
-            let (ip_hl, tcp_hl, ack) = (ip.header_len(), tcp.header_len(), tcp.ack_number());
-            // Held bytes accumulate over several segments: like any segment we build, what leaves must
-            // fit the receiver's MSS and the egress MTU.
-            let mtu_room = (self.config.mtu[egress.index()] as usize).saturating_sub(ip_hl + tcp_hl);
-            let options = (ip_hl + tcp_hl).saturating_sub(40);
-            let limit =
-                peer_mss.map_or(DEFAULT_MSS, |m| m as usize).saturating_sub(options).min(mtu_room).max(1);
-            let mut at = at;
-            for piece in bytes.chunks(limit) {
-                let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
-                let mut p = build_segment(&template, ip_hl, tcp_hl, at, piece, flags);
-                self.rewrite_numbers(&mut p, None, other_map.unmap(ack), &other_map);
-                translate(&mut p, Proto::Tcp, &to, true);
-                let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-                let ttl = ipm.ttl();
-                ipm.set_ttl(ttl.saturating_sub(1));
-                ipm.fill_transport_checksum();
-                self.out.push_back(Transmit { side: egress, packet: p });
-                at = at.add(piece.len() as u32);
+            self.held.remove(&(id, dir));
+            let mut tally = Tally::default();
+            let mut pieces = Vec::new();
+            let mut egress = Side::Outside;
+            if let Some((alg, mut ctx, to, to_side)) = self.alg_parts(id, dir) {
+                egress = to_side;
+                if let Some(r) = alg.release_held(dir, &mut ctx, &mut tally) {
+                    released_pieces(alg, dir, r, &to, mtu[egress.index()] as usize, &mut pieces);
+                }
             }
+            tally.add_to(&mut self.metrics);
+            self.out.extend(pieces.into_iter().map(|packet| Transmit { side: egress, packet }));
         }
     }
 }
 
-/// The header to send released bytes with later: the packet as it arrived (addresses untranslated).
-pub(super) fn pkt_template(pkt: &[u8]) -> Vec<u8> {
-    let ip = Ipv4Packet::new_unchecked(pkt);
-    let hl = ip.header_len();
-    let thl = ip.tcp().map(|t| t.header_len()).unwrap_or(20);
-    pkt[..(hl + thl).min(pkt.len())].to_vec()
+/// The segments that carry bytes released from a hold (`r`), each within the receiver's MSS and the
+/// egress MTU, numbered and translated like the connection's other segments.
+fn released_pieces(
+    alg: &AlgConn,
+    dir: Dir,
+    r: crate::stream::Released,
+    to: &FlowKey,
+    mtu: usize,
+    pieces: &mut Vec<Vec<u8>>,
+) {
+    let Some(template) = Template::from_header(&r.template) else { return };
+    let Ok(ack) = Ipv4Packet::new_unchecked(template.header()).tcp().map(|t| t.ack_number()) else {
+        return;
+    };
+    let other_map = alg.stream.seq_map(dir.reverse());
+    // Held bytes accumulate over several segments: like any segment we build, what leaves must fit the
+    // receiver's MSS and the egress MTU.
+    let limit = template.piece_limit(alg.stream.mss(dir.reverse()), mtu);
+    let mut at = r.seq;
+    for piece in r.bytes.chunks(limit) {
+        let flags = TcpFlags { ack: true, psh: true, ..TcpFlags::default() };
+        let mut p = Vec::new();
+        template.write(&mut p, at, piece, flags);
+        rewrite_numbers(&mut p, None, other_map.unmap(ack), other_map);
+        translate(&mut p, Proto::Tcp, to, true);
+        let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+        let ttl = ipm.ttl();
+        ipm.set_ttl(ttl.saturating_sub(1));
+        ipm.fill_transport_checksum();
+        pieces.push(p);
+        at = at.add(piece.len() as u32);
+    }
 }
 
-/// A TCP segment with the IP and TCP headers of `template`, the given sequence number, flags and payload.
-/// The TCP checksum is left for the caller to fill (the payload changed).
-pub(super) fn build_segment(
-    template: &[u8],
-    ip_hl: usize,
-    tcp_hl: usize,
-    seq: SeqNum,
-    payload: &[u8],
-    flags: TcpFlags,
-) -> Vec<u8> {
-    let mut p = Vec::with_capacity(ip_hl + tcp_hl + payload.len());
-    p.extend_from_slice(&template[..ip_hl + tcp_hl]);
-    p.extend_from_slice(payload);
-    let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
-    ip.set_total_len(ip_hl + tcp_hl + payload.len());
-    if let Ok(mut t) = ip.tcp_mut() {
-        t.set_seq_number(seq);
-        t.set_flags(flags);
-        t.set_urgent_ptr(0);
+/// One segment of an ALG connection on its way through: what it needs besides the engine's context.
+struct Hook<'a> {
+    alg: &'a mut AlgConn,
+    tally: Tally,
+    /// The arriving segment's headers, untouched.
+    template: Template,
+    to: FlowKey,
+    egress: Side,
+    mtu: usize,
+    /// The decided bytes did not fit one segment.
+    split: bool,
+}
+
+impl Hook<'_> {
+    fn segment(
+        &mut self,
+        dir: Dir,
+        pkt: &mut Vec<u8>,
+        ack_use: AckUse,
+        ctx: &mut AlgCtx<'_>,
+        extra: &mut Vec<Vec<u8>>,
+    ) -> Verdict {
+        let ip = Ipv4Packet::new_unchecked(&pkt[..]);
+        let Ok(tcp) = ip.tcp() else { return Verdict::Drop(DropReason::Malformed) };
+        let (seq, ack, flags, urg) = (tcp.seq_number(), tcp.ack_number(), tcp.flags(), tcp.urgent_ptr());
+        if flags.syn {
+            if let Some(mss) = tcp.mss_option() {
+                self.alg.stream.set_mss(dir, mss);
+            }
+        }
+        let at = ip.header_len() + tcp.header_len();
+        let in_len = tcp.payload().len();
+        let other = dir.reverse();
+        // The ack and SACK blocks speak of the other direction's bytes as the receiver saw them.
+        let ack_in = if flags.ack { self.alg.stream.unmap_ack(other, ack) } else { ack };
+        if flags.ack && !flags.rst && ack_use == AckUse::Act {
+            // The window tracker accepted this acknowledgement: nothing beyond what the other side could
+            // have sent. Edits it covers are forgotten, and bytes the framer never saw are jumped over.
+            self.alg.on_ack(other, ack_in, ctx, &mut self.tally);
+        }
+        if flags.rst || (flags.syn && in_len == 0) {
+            let s = (!self.alg.stream.seq_map(dir).is_identity()).then(|| self.alg.stream.map_seq(dir, seq));
+            if flags.syn {
+                let syn = Incoming { seq, syn: true, fin: false, payload: &[] };
+                let _ = self.alg.segment(dir, syn, ctx, &mut self.tally);
+            }
+            rewrite_numbers(pkt, s, ack_in, self.alg.stream.seq_map(other));
+            return finish_alg_packet(pkt, &self.to, self.egress);
+        }
+        // The payload is read where it lies: the stream layer writes what it decides into its own buffer.
+        let payload = &pkt[at..at + in_len];
+        let seg = Incoming { seq, syn: flags.syn, fin: flags.fin, payload };
+        let out = match self.alg.segment(dir, seg, ctx, &mut self.tally) {
+            Err(r) => return Verdict::Drop(r),
+            Ok(None) => None,
+            Ok(Some(o)) if o.payload == payload && o.seq == seq && o.fin == flags.fin => None,
+            Ok(Some(o)) => Some(o),
+        };
+        let other_map = self.alg.stream.seq_map(other);
+        let Some(out) = out else {
+            // Nothing changed in this segment: numbers and addresses only, in place.
+            rewrite_numbers(pkt, None, ack_in, other_map);
+            return finish_alg_packet(pkt, &self.to, self.egress);
+        };
+        let limit = self.template.piece_limit(self.alg.stream.mss(other), self.mtu);
+        let chunk = if out.payload.len() > limit && out.payload.len() > in_len {
+            self.split = true;
+            limit
+        } else {
+            out.payload.len().max(1)
+        };
+        let urgent_at = flags.urg.then(|| self.alg.stream.map_seq(dir, seq.add(urg as u32)));
+        let pieces = out.payload.len().div_ceil(chunk).max(1);
+        let mut at = out.seq;
+        for i in 0..pieces {
+            let piece =
+                &out.payload[(i * chunk).min(out.payload.len())..((i + 1) * chunk).min(out.payload.len())];
+            let last = i + 1 == pieces;
+            let f =
+                TcpFlags { fin: out.fin && last, psh: flags.psh && last, syn: false, urg: false, ..flags };
+            // The first piece goes in the arriving packet's buffer, the others behind it.
+            let mut spare = Vec::new();
+            let p = if i == 0 { &mut *pkt } else { &mut spare };
+            self.template.write(p, at, piece, f);
+            if let Some(u) = urgent_at {
+                set_urgent(p, at, u, f);
+            }
+            rewrite_numbers(p, None, ack_in, other_map);
+            translate(p, Proto::Tcp, &self.to, true);
+            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
+            let ttl = ipm.ttl();
+            ipm.set_ttl(ttl.saturating_sub(1));
+            ipm.fill_transport_checksum();
+            if i > 0 {
+                extra.push(spare);
+            }
+            at = at.add(piece.len() as u32);
+        }
+        Verdict::Forward(self.egress)
     }
-    p
+}
+
+/// Addresses translated and TTL decremented: the rest of what every forwarded packet gets.
+fn finish_alg_packet(pkt: &mut [u8], to: &FlowKey, egress: Side) -> Verdict {
+    translate(pkt, Proto::Tcp, to, true);
+    let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);
+    let ttl = ip.ttl();
+    ip.set_ttl(ttl.saturating_sub(1));
+    Verdict::Forward(egress)
 }
 
 #[cfg(test)]
@@ -385,16 +358,5 @@ mod tests {
         let cmd = b"PORT 10,0,0,9,156,65\r\n";
         run(&mut e, Side::Inside, &tcp(HOST, 40000, REMOTE, 21, 101, 512, flags::ACK, cmd));
         assert_eq!(e.metrics().pinholes_created, 0);
-    }
-
-    #[test]
-    fn a_segment_is_rebuilt_from_its_template() {
-        let p = tcp(HOST, 40000, REMOTE, 21, 101, 512, flags::ACK, b"NOOP\r\n");
-        let t = pkt_template(&p);
-        assert_eq!(t.len(), 40);
-        let mut s = build_segment(&t, 20, 20, SeqNum::new(999), b"HELP\r\n", TcpFlags::from_byte(flags::ACK));
-        Ipv4Packet::new_unchecked(&mut s[..]).fill_transport_checksum();
-        let (payload, seq) = payload_and_seq(&s);
-        assert_eq!((payload.as_slice(), seq), (&b"HELP\r\n"[..], 999));
     }
 }

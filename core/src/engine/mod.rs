@@ -24,7 +24,7 @@
 //! it passes (then drain `poll_transmit` again). The same calls drive the TUN loop, `ftpnat replay` and
 //! the in-memory tests.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
@@ -47,7 +47,7 @@ mod nat64;
 mod rewrite;
 mod router;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod track;
 
 use admit::{public_endpoint, remote_endpoint};
@@ -90,8 +90,9 @@ pub struct Engine {
     nat: Nat,
     pinholes: Pinholes,
     frags: Fragments,
-    /// ALG connections holding bytes back, with the last header of that direction to send them with.
-    held: HashMap<(ConnId, Dir), Vec<u8>>,
+    /// ALG connections holding bytes back (the bytes and the header to send them with are in the
+    /// connection's stream layer): the hold timers to look at.
+    held: BTreeSet<(ConnId, Dir)>,
     icmp_tokens: u32,
     icmp_refill: Instant,
     now: Instant,
@@ -133,7 +134,7 @@ impl Engine {
             nat,
             pinholes: Pinholes::default(),
             frags: Fragments::default(),
-            held: HashMap::new(),
+            held: BTreeSet::new(),
             metrics: Metrics::default(),
             out: VecDeque::new(),
             icmp_tokens: ICMP_ERRORS_PER_SEC,
@@ -371,12 +372,12 @@ impl Engine {
         consider(self.pinholes.next_deadline());
         consider(self.frags.next_deadline());
         consider(self.nat.next_deadline());
-        for &(id, dir) in self.held.keys() {
+        for &(id, dir) in &self.held {
             let d = self
                 .table
                 .get(id)
-                .and_then(|c| c.ftp.as_ref())
-                .and_then(|s| s.hold_deadline(dir, self.config.ftp.hold_timeout));
+                .and_then(|c| c.alg.as_ref())
+                .and_then(|a| a.stream.hold_deadline(dir, self.config.ftp.hold_timeout));
             consider(d);
         }
         t
@@ -426,7 +427,7 @@ impl Engine {
         }
         // After the record: a NAT64 stand-in given back here loses its name (`inside6`) with it.
         self.nat64_hold(&conn, false);
-        if let Some(mut s) = conn.ftp.take() {
+        if let Some(mut a) = conn.alg.take() {
             let mut ctx = AlgCtx {
                 nat: &mut self.nat,
                 pinholes: &mut self.pinholes,
@@ -437,7 +438,7 @@ impl Engine {
                 control: id,
                 events: &mut self.events,
             };
-            s.close(&mut ctx);
+            a.ftp.close(&mut ctx);
             self.held.remove(&(id, Dir::Original));
             self.held.remove(&(id, Dir::Reply));
         }
@@ -558,7 +559,7 @@ impl Engine {
         }
         let egress = conn.egress(dir);
         let to = conn.translated(dir);
-        let has_alg = conn.ftp.is_some();
+        let has_alg = conn.alg.is_some();
         let mtu = self.nat64_mtu(egress, to.dst.addr);
         let dont_frag = Ipv4Packet::new_unchecked(&pkt[..]).dont_frag();
         if pkt.len() > mtu && dont_frag && !has_alg && !self.aggregate {

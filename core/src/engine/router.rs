@@ -153,8 +153,8 @@ impl Engine {
         } else {
             outer_src
         };
-        let seq_unmap = match (&conn.ftp, proto) {
-            (Some(s), Proto::Tcp) => Some(s.seq_map(dq).clone()),
+        let seq_unmap = match (&conn.alg, proto) {
+            (Some(a), Proto::Tcp) => Some(a.stream.seq_map(dq).clone()),
             _ => None,
         };
         let mut ip = Ipv4Packet::new_unchecked(&mut pkt[..]);

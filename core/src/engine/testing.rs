@@ -34,7 +34,7 @@ pub(super) fn engine() -> Engine {
 
 /// A TCP segment (window 64000, no options) with the flag bits of `wire::tcp::flags`, TTL 64.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn tcp(
+pub(crate) fn tcp(
     src: Ipv4Addr,
     sp: u16,
     dst: Ipv4Addr,

@@ -48,8 +48,8 @@ impl Engine {
             // below. A connection the ALG rewrites has its ACK mapped back first (see `tcp_seg`).
             if head.plain_ack() {
                 let mut plain = t.plain();
-                if let Some(s) = &conn.ftp {
-                    plain.ack = s.seq_map(dir.reverse()).unmap(plain.ack);
+                if let Some(a) = &conn.alg {
+                    plain.ack = a.stream.unmap_ack(dir.reverse(), plain.ack);
                 }
                 if let Some(v) = conn.track_tcp_plain(dir, plain) {
                     verdict = v;
@@ -83,8 +83,8 @@ impl Engine {
 #[inline]
 pub(super) fn tcp_seg(conn: &Conn, dir: Dir, f: TcpFlags, t: &TcpFields, wscale: Option<u8>) -> TcpSeg {
     // Broken stacks send RSTs with the ACK flag and a zero ACK field (Linux notes the same).
-    let ack = (f.ack && !(f.rst && t.ack == SeqNum::new(0))).then(|| match &conn.ftp {
-        Some(s) => s.seq_map(dir.reverse()).unmap(t.ack),
+    let ack = (f.ack && !(f.rst && t.ack == SeqNum::new(0))).then(|| match &conn.alg {
+        Some(a) => a.stream.unmap_ack(dir.reverse(), t.ack),
         None => t.ack,
     });
     TcpSeg {

@@ -1,7 +1,7 @@
 //! TCP sequence numbers with wrapping arithmetic and comparison.
 //!
 //! Owns: the 32-bit sequence space (RFC 9293 §3.4: comparisons are modulo 2^32; RFC 1982 serial number
-//! arithmetic). Must not: know about connections or adjustment maps (that is `seqadj`).
+//! arithmetic). Must not: know about connections or adjustment maps (that is `stream::seqmap`).
 //!
 //! `SeqNum` deliberately has no `Ord`/`PartialOrd`: "a < b" in a circular space is not transitive, so it
 //! must not be used for sorting or in ordered collections.

@@ -1,7 +1,7 @@
 //! TCP segment view (RFC 9293 §3.1) with checksum-maintaining setters.
 //!
 //! Owns: the bytes of one TCP header and its options. Must not: decide what the new values are (NAT and
-//! seqadj do), or re-emit a segment from a representation (that would drop unknown options and reserved bits).
+//! the stream layer do), or re-emit a segment from a representation (that would drop unknown options and reserved bits).
 //!
 //! Every setter updates the TCP checksum incrementally (RFC 1624); the pseudo-header part is the IPv4
 //! view's business ([`super::Ipv4Packet::set_src_addr`]). Option walking stops at EOL, at an option whose

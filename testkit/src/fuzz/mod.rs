@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
+use ftpnat::alg::ftp::framer::{Action, Line, OneWay, Speaker};
 use ftpnat::alg::ftp::parse::{self, Candidate, Command, Kind};
-use ftpnat::alg::ftp::stream::{self, Action, Line, SegmentOut, Speaker, Stream};
 use ftpnat::config::Forward;
 use ftpnat::metrics::Metrics;
+use ftpnat::stream::{self, Incoming, SegmentOut};
 use ftpnat::wire::SeqNum;
 use ftpnat::{Config, DropReason, Engine, Instant, Side, Verdict};
 
@@ -319,12 +320,11 @@ pub fn stream(data: &[u8]) {
     let max_line = 64 + d.u8() as usize * 2;
     let cap = 8192;
     let mut tx = Sender { isn: SeqNum::new(d.u32()), bytes: Vec::new() };
-    let mut s = Stream::new(
+    let mut s = OneWay::new(
         if rewrite { stream::Edit::Rewrite } else { stream::Edit::Observe },
         if from_client { Speaker::Client } else { Speaker::Server },
         max_line,
     );
-    let mut m = Metrics::default();
     let mut now = Instant::from_secs(1);
     let mut rx = Received::default();
     let mut edits: Vec<Edit> = Vec::new();
@@ -375,8 +375,9 @@ pub fn stream(data: &[u8]) {
                 );
                 if rewrite {
                     let before_next = s.emitted().add(s.held_len() as u32);
-                    match s.segment(seq, syn, fin, payload, now, &mut m, &mut cb) {
+                    match s.segment(Incoming { seq, syn, fin, payload }, now, &mut cb) {
                         Ok(out) => {
+                            let out = out.expect("an edited direction");
                             trace!(
                                 "  -> seq={:?} fin={} {:?}",
                                 out.seq,
@@ -387,7 +388,7 @@ pub fn stream(data: &[u8]) {
                         }
                         Err(DropReason::AlgOutOfOrder) => {
                             let a = if syn { seq.add(1) } else { seq };
-                            let a = s.map.horizon().map_or(a, |h| if a.lt(h) { h } else { a });
+                            let a = s.map().horizon().map_or(a, |h| if a.lt(h) { h } else { a });
                             assert!(
                                 a.gt(before_next),
                                 "gap refusal for a segment at {a:?} <= next {before_next:?}"
@@ -397,36 +398,32 @@ pub fn stream(data: &[u8]) {
                     }
                 } else {
                     // A refused (out-of-order) segment is the engine dropping it; nothing to check.
-                    let _ = s.observe(seq, syn, fin, payload, now, &mut m, &mut cb);
+                    let _ = s.segment(Incoming { seq, syn, fin, payload }, now, &mut cb);
                 }
             }
             4 => {
                 // The receiver acknowledges what it has (or a little less: an old duplicate ACK).
                 if let Some(n) = rx.next {
                     let back = (d.u8() % 4) as u32;
-                    let ack_in = s.map.unmap(n.sub(back));
+                    let ack_in = s.map().unmap(n.sub(back));
                     trace!("ack {:?} -> prune {ack_in:?}", n.sub(back));
-                    if !s.map.is_identity() {
-                        s.map.prune(ack_in);
-                    }
+                    s.ack(ack_in);
                 }
             }
             5 => {
                 // A wild acknowledgement: beyond what was delivered. The history promise no longer holds
                 // (the receiver lied), but nothing may panic.
                 let a = SeqNum::new(d.u32());
-                let ack_in = s.map.unmap(a);
+                let ack_in = s.map().unmap(a);
                 trace!("wild ack {a:?}");
-                // As the engine does: an unedited direction has no history to forget.
-                if !s.map.is_identity() {
-                    s.map.prune(ack_in);
-                }
+                // As the engine does: history is forgotten, and bytes the framer never saw jumped.
+                s.ack(ack_in);
                 wild = true;
             }
             6 => {
                 now = now + core::time::Duration::from_millis(d.u16() as u64 * 10);
                 if s.hold_deadline(core::time::Duration::from_secs(2)).is_some_and(|t| t <= now) {
-                    if let Some((at, bytes)) = s.release_held(&mut m) {
+                    if let Some(stream::Released { seq: at, bytes, .. }) = s.release_held() {
                         trace!("release at {at:?} {:?}", String::from_utf8_lossy(&bytes));
                         record_out(&mut rx, &SegmentOut { seq: at, payload: bytes, fin: false }, wild);
                     }
@@ -435,9 +432,9 @@ pub fn stream(data: &[u8]) {
             _ => {
                 trace!("go_{}", if op & 0x10 != 0 { "opaque" } else { "clear" });
                 if op & 0x10 != 0 {
-                    s.go_opaque();
+                    s.framer.go_opaque();
                 } else {
-                    s.go_clear();
+                    s.framer.go_clear();
                 }
             }
         }
@@ -517,12 +514,12 @@ fn callback(line: &Line<'_>, from_client: bool, chaos: bool, calls: u32, edits: 
 }
 
 /// `map` is monotone and `unmap` inverts it outside edited spans, over the range the map still covers.
-fn check_map(s: &Stream, tx: &Sender, start: Option<usize>, edits: &[Edit], wild: bool) {
+fn check_map(s: &OneWay, tx: &Sender, start: Option<usize>, edits: &[Edit], wild: bool) {
     let Some(start) = start else { return };
     if wild {
         return;
     }
-    let lo = match s.map.horizon() {
+    let lo = match s.map().horizon() {
         Some(h) if h.gt(tx.seq(start)) => h,
         _ => tx.seq(start),
     };
@@ -536,7 +533,7 @@ fn check_map(s: &Stream, tx: &Sender, start: Option<usize>, edits: &[Edit], wild
     let mut prev: Option<SeqNum> = None;
     for i in (0..=n as usize).step_by(step) {
         let p = lo.add(i as u32);
-        let o = s.map.map(p);
+        let o = s.map().map(p);
         if let Some(q) = prev {
             assert!(q.le(o), "map not monotone at {p:?}");
         }
@@ -546,7 +543,7 @@ fn check_map(s: &Stream, tx: &Sender, start: Option<usize>, edits: &[Edit], wild
         let inside =
             edits.iter().any(|(e, l, with)| (e.lt(p) || (*e == p && with.is_empty())) && p.lt(e.add(*l)));
         if !inside {
-            assert_eq!(s.map.unmap(o), p, "unmap(map({p:?}))");
+            assert_eq!(s.map().unmap(o), p, "unmap(map({p:?}))");
         }
     }
 }

@@ -3,8 +3,9 @@
 //! Owns: the queue of commands waiting for their final reply (RFC 959 §4.2: one final reply per
 //! command, 1xx are preliminary), multi-line reply tracking, the policy checks on PORT/EPRT/227/229,
 //! the pinholes this connection opened, the switch to opaque after `AUTH TLS` (RFC 4217 §4), and
-//! whether the connection is FTP at all. Must not: touch packets; it sees lines through [`Stream`] and
-//! answers with [`Action`]s.
+//! whether the connection is FTP at all. Must not: touch packets, bytes held or sequence numbers; it
+//! sees lines through its [`LineFramer`]s, fed by the generic stream layer ([`crate::stream`]) through
+//! [`FtpSession::framer`], and answers with [`Action`]s.
 //!
 //! Trusted only while it looks like FTP (NAT Slipstreaming: an HTTP request to port 21 whose body holds
 //! a `PORT` line): the server's first reply must be its greeting (RFC 959 §5.4: 120, 220 or 421), no
@@ -14,7 +15,7 @@
 //! no FTP reply) makes the connection opaque for good, counted `alg.refused.not_ftp`. Commands a client
 //! pipelines before the greeting are queued as usual; the greeting answers none of them.
 //!
-//! After a gap in either direction ([`FtpSession::on_ack`] finding one) the queue of commands awaiting
+//! After a gap in either direction ([`FtpSession::forget_pending`], when the stream layer jumped one) the queue of commands awaiting
 //! replies is forgotten: replies may have been lost with it, and pairing a later 227 with the wrong
 //! command would honour an unsolicited announcement. A 227/229 before the next PASV/EPSV is then
 //! refused (fail closed).
@@ -22,15 +23,14 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::framer::{Action, Line, LineFramer, Speaker};
 use super::parse::{self, Command, Kind};
 use super::rfc6384::{self, Command64, EpsvAction, GatewayReply};
-use super::stream::{Action, Edit, Line, SegmentOut, Speaker, Stream};
 use crate::alg::{AlgCtx, Pinholes};
 use crate::events::{Event, RewriteKind};
 use crate::flow::{Dir, Endpoint, Side};
-use crate::metrics::{DropReason, Metrics, RefusalReason};
-use crate::seqadj::SeqMap;
-use crate::time::Instant;
+use crate::metrics::RefusalReason;
+use crate::stream::{Edit, Emit, Framer, Start, StreamEdit, Tally};
 use crate::wire::SeqNum;
 
 /// A command waiting for its final reply.
@@ -104,49 +104,18 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct FtpSession {
     /// Indexed by [`Dir::index`]: `Original` carries commands (the client always opens the control
-    /// connection), `Reply` carries replies. Private: the engine, the replay's peer emulation and the
-    /// operations views read the sequence edits and held bytes through the methods below, never the
-    /// framer itself.
-    streams: [Stream; 2],
-    /// MSS each direction's sender announced in its SYN (RFC 9293 §3.7.1), indexed by [`Dir::index`].
-    pub mss: [Option<u16>; 2],
+    /// connection), `Reply` carries replies.
+    framers: [LineFramer; 2],
     st: State,
 }
 
 impl FtpSession {
-    /// The sequence edits of direction `dir` (seq numbers of its sender → its receiver's, and acks back).
-    pub fn seq_map(&self, dir: Dir) -> &SeqMap {
-        &self.streams[dir.index()].map
-    }
-
-    /// Bytes of direction `dir` held back (the start of a line the ALG may still rewrite).
-    pub fn held_len(&self, dir: Dir) -> usize {
-        self.streams[dir.index()].held_len()
-    }
-
-    /// When the bytes held in direction `dir` must leave as they are, if any are held.
-    pub fn hold_deadline(&self, dir: Dir, timeout: core::time::Duration) -> Option<Instant> {
-        self.streams[dir.index()].hold_deadline(timeout)
-    }
-
-    /// Releases the bytes held in direction `dir` as they were (their hold limit passed): the
-    /// receiver-space sequence number of the first and the bytes.
-    pub fn release_held(&mut self, dir: Dir, metrics: &mut Metrics) -> Option<(SeqNum, Vec<u8>)> {
-        self.streams[dir.index()].release_held(metrics)
-    }
-
     /// `client_side`: where the client is. On the LAN its PORT/EPRT are rewritten; otherwise the server
     /// is inside and its 227/229 are. Only lines travelling LAN→WAN are ever changed.
     pub fn new(client_side: Side, client: Ipv4Addr, server: Ipv4Addr, max_line: usize) -> FtpSession {
         let client_inside = client_side == Side::Inside;
-        let (commands, replies) =
-            if client_inside { (Edit::Rewrite, Edit::Observe) } else { (Edit::Observe, Edit::Rewrite) };
         FtpSession {
-            streams: [
-                Stream::new(commands, Speaker::Client, max_line),
-                Stream::new(replies, Speaker::Server, max_line),
-            ],
-            mss: [None; 2],
+            framers: [LineFramer::new(Speaker::Client, max_line), LineFramer::new(Speaker::Server, max_line)],
             st: State {
                 client_inside,
                 client,
@@ -169,8 +138,8 @@ impl FtpSession {
     /// NOOPs towards the client.
     pub fn nat64(mut self, client6: Ipv6Addr, server6: Ipv6Addr) -> FtpSession {
         self.st.nat64 = Some(Nat64Ftp { v6: V6End::Client, client6, server6, enabled: true });
-        for s in &mut self.streams {
-            s.enable_nat64();
+        for f in &mut self.framers {
+            f.enable_nat64();
         }
         self
     }
@@ -180,8 +149,8 @@ impl FtpSession {
     /// PORT/EPRT towards the server, 229 towards the client are rewritten (`rfc6384`'s header).
     pub fn nat64_server(mut self, client6: Ipv6Addr, server6: Ipv6Addr) -> FtpSession {
         self.st.nat64 = Some(Nat64Ftp { v6: V6End::Server, client6, server6, enabled: true });
-        for s in &mut self.streams {
-            s.enable_nat64();
+        for f in &mut self.framers {
+            f.enable_nat64();
         }
         self
     }
@@ -197,20 +166,30 @@ impl FtpSession {
         self
     }
 
-    /// The receiver of direction `dir` acknowledged `acked` (in that direction's sender space, checked
-    /// against the window): edits it has are forgotten, and bytes the framer never saw are jumped over
-    /// ([`Stream::gap`]). After a gap, the commands awaiting replies are forgotten (module header).
-    pub fn on_ack(&mut self, dir: Dir, acked: SeqNum, ctx: &mut AlgCtx<'_>) {
-        let stream = &mut self.streams[dir.index()];
-        if !stream.map.is_identity() {
-            stream.map.prune(acked);
+    /// Whether the stream layer may edit each direction (by [`Dir::index`]): only lines travelling
+    /// LAN→WAN are rewritten — the client's commands when it is inside, else the server's replies — and
+    /// on a NAT64 control connection both directions (RFC 6384: EPSV→PASV one way, 227→229 the other).
+    pub fn edits(&self) -> [Edit; 2] {
+        if self.st.nat64.is_some() {
+            [Edit::Rewrite, Edit::Rewrite]
+        } else if self.st.client_inside {
+            [Edit::Rewrite, Edit::Observe]
+        } else {
+            [Edit::Observe, Edit::Rewrite]
         }
-        if stream.gap(acked, ctx.metrics) {
-            self.st.pending.clear();
-            self.st.multiline = None;
-            // This connection's bytes travel a path around the gateway: see `stream::REFUSED_TIMES`.
-            self.streams[dir.reverse().index()].other_path_seen();
-        }
+    }
+
+    /// The stream layer jumped a gap: replies may have been lost with it, and pairing a later 227 with
+    /// the wrong command would honour an unsolicited announcement (module header).
+    pub fn forget_pending(&mut self) {
+        self.st.pending.clear();
+        self.st.multiline = None;
+    }
+
+    /// This session as the stream layer's [`Framer`] while one segment (or acknowledgement, or release)
+    /// is handled: its lines are judged with `ctx`.
+    pub fn framer<'s, 'c>(&'s mut self, ctx: &'s mut AlgCtx<'c>) -> Live<'s, 'c> {
+        Live { framers: &mut self.framers, st: &mut self.st, ctx }
     }
 
     pub fn client_inside(&self) -> bool {
@@ -223,12 +202,12 @@ impl FtpSession {
     }
 
     pub fn is_opaque(&self) -> bool {
-        self.streams[0].is_opaque() || self.streams[1].is_opaque()
+        self.framers[0].is_opaque() || self.framers[1].is_opaque()
     }
 
     /// Not FTP: passed through untouched for good.
     pub fn is_dead(&self) -> bool {
-        self.streams[0].is_dead() && self.streams[1].is_dead()
+        self.framers[0].is_dead() && self.framers[1].is_dead()
     }
 
     /// `clear`, `tls` (walking TLS records after AUTH TLS) or `not-ftp` (opaque for good).
@@ -242,73 +221,16 @@ impl FtpSession {
         }
     }
 
-    /// A human summary of the ALG state, for `show flows`.
-    pub fn describe(&self) -> String {
+    /// A human summary of the ALG state, for `show flows`; `stream` is the connection's stream layer.
+    pub fn describe(&self, stream: &StreamEdit) -> String {
         let state = self.state_name();
         format!(
             "{state} pending={} delta_c2s={} delta_s2c={} pinholes={}",
             self.st.pending.len(),
-            self.streams[0].map.current_delta(),
-            self.streams[1].map.current_delta(),
+            stream.seq_map(Dir::Original).current_delta(),
+            stream.seq_map(Dir::Reply).current_delta(),
             self.st.pinholes.len()
         )
-    }
-
-    /// Handles a segment travelling in `dir`. For the direction that may be rewritten, returns what to
-    /// send instead; for the other, `Ok(None)`: forward it as it is.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_segment(
-        &mut self,
-        dir: Dir,
-        seq: SeqNum,
-        syn: bool,
-        fin: bool,
-        payload: &[u8],
-        ctx: &mut AlgCtx<'_>,
-    ) -> Result<Option<SegmentOut>, DropReason> {
-        let FtpSession { streams, st, .. } = self;
-        let stream = &mut streams[dir.index()];
-        let now = ctx.now;
-        let result = {
-            let mut on_line = |line: &Line<'_>| -> Action {
-                match dir {
-                    Dir::Original => st.on_command(line, ctx),
-                    Dir::Reply => st.on_reply(line, ctx),
-                }
-            };
-            if stream.rewrites() {
-                // `ctx.metrics` is borrowed by the closure; count into a scratch set and merge.
-                let mut scratch = crate::metrics::Metrics::default();
-                let r = stream.segment(seq, syn, fin, payload, now, &mut scratch, &mut on_line).map(Some);
-                merge_stream_counters(ctx.metrics, &scratch);
-                r
-            } else {
-                let mut scratch = crate::metrics::Metrics::default();
-                let r =
-                    stream.observe(seq, syn, fin, payload, now, &mut scratch, &mut on_line).map(|()| None);
-                merge_stream_counters(ctx.metrics, &scratch);
-                r
-            }
-        };
-        if std::mem::take(&mut st.opaque_now) {
-            ctx.metrics.alg_tls_opaque += 1;
-            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "AUTH TLS accepted: control connection is opaque");
-            for s in streams.iter_mut() {
-                s.go_opaque();
-            }
-        }
-        if std::mem::take(&mut st.clear_now) {
-            for s in streams.iter_mut() {
-                s.go_clear();
-            }
-        }
-        if std::mem::take(&mut st.not_ftp_now) {
-            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "not FTP: control connection is opaque for good");
-            for s in streams.iter_mut() {
-                s.go_dead();
-            }
-        }
-        result
     }
 
     /// The control connection is gone: so are the pinholes it opened (that no data connection used).
@@ -331,14 +253,47 @@ fn gateway_answers(line: &Line<'_>, r: GatewayReply) -> (Pending, Action) {
     )
 }
 
-fn merge_stream_counters(into: &mut crate::metrics::Metrics, from: &crate::metrics::Metrics) {
-    for (a, b) in into.alg_refused.iter_mut().zip(from.alg_refused.iter()) {
-        *a += b;
+/// A session fed by the stream layer (see [`FtpSession::framer`]).
+pub struct Live<'s, 'c> {
+    framers: &'s mut [LineFramer; 2],
+    st: &'s mut State,
+    ctx: &'s mut AlgCtx<'c>,
+}
+
+impl Framer for Live<'_, '_> {
+    fn begin(&mut self, dir: Dir, start: Start) {
+        self.framers[dir.index()].begin(start);
     }
-    into.alg_lines_held += from.alg_lines_held;
-    into.alg_retransmits_rebuilt += from.alg_retransmits_rebuilt;
-    into.alg_gaps += from.alg_gaps;
-    into.alg_gap_lines += from.alg_gap_lines;
+
+    fn feed(&mut self, dir: Dir, at: SeqNum, data: &[u8], emit: &mut Emit<'_>) {
+        let Live { framers, st, ctx } = self;
+        framers[dir.index()].feed(at, data, emit, &mut |line: &Line<'_>| match dir {
+            Dir::Original => st.on_command(line, ctx),
+            Dir::Reply => st.on_reply(line, ctx),
+        });
+        // A line of this segment switched the connection's mode: both directions follow from their
+        // next byte on.
+        if std::mem::take(&mut st.opaque_now) {
+            ctx.metrics.alg_tls_opaque += 1;
+            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "AUTH TLS accepted: control connection is opaque");
+            framers.iter_mut().for_each(LineFramer::go_opaque);
+        }
+        if std::mem::take(&mut st.clear_now) {
+            framers.iter_mut().for_each(LineFramer::go_clear);
+        }
+        if std::mem::take(&mut st.not_ftp_now) {
+            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "not FTP: control connection is opaque for good");
+            framers.iter_mut().for_each(LineFramer::go_dead);
+        }
+    }
+
+    fn gap(&mut self, dir: Dir, cut: bool, tally: &mut Tally) {
+        self.framers[dir.index()].gap(cut, tally);
+    }
+
+    fn released(&mut self, dir: Dir) {
+        self.framers[dir.index()].released();
+    }
 }
 
 impl State {

@@ -1,4 +1,5 @@
-//! Per-direction sequence maps: the only code that decides how sequence numbers move.
+//! Per-direction sequence maps: the only code that decides how sequence numbers move (part of the
+//! generic stream layer, `crate::stream`).
 //!
 //! Owns: the full history of payload edits in one direction of a TCP connection (where each edit sits
 //! in the sender's sequence space, how long the original span was, the bytes that replaced it), the
