@@ -234,3 +234,212 @@ pub fn close(ctx: &mut AlgCtx<'_>, ports: impl IntoIterator<Item = u16>) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    //! The generic half from the adversary's side, with an ALG that announces whatever it is told:
+    //! whatever an ALG hands over, the policy holds.
+
+    use std::collections::VecDeque;
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::config::FtpPolicy;
+    use crate::events::Events;
+    use crate::flow::ConnId;
+    use crate::metrics::Metrics;
+    use crate::nat::{Allocation, Nat, PortRange, Setup};
+    use crate::time::Instant;
+
+    const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+    const LINE: &[u8] = b"ANNOUNCE 5000\r\n";
+
+    /// An ALG whose announcements the test writes; it formats a port as its decimal digits.
+    #[derive(Default)]
+    struct Fake {
+        ports: VecDeque<u16>,
+        placed: Vec<Option<Placed>>,
+    }
+
+    impl Alg for Fake {
+        type Format = ();
+        fn announced(&mut self, _line: &[u8], placed: Option<Placed>) -> Outcome<()> {
+            let action = match &placed {
+                Some(Placed::Opened { span, with, .. }) => LineAction::Replace(span.clone(), with.clone()),
+                _ => LineAction::Keep,
+            };
+            self.placed.push(placed);
+            Outcome { notes: Vec::new(), verdict: Verdict::Line(action) }
+        }
+        fn format(&self, _: &(), public: Endpoint) -> Vec<u8> {
+            public.port.to_string().into_bytes()
+        }
+        fn formatted_len(&self, f: &(), public: Endpoint) -> usize {
+            self.format(f, public).len()
+        }
+        fn redact(&self, line: &[u8]) -> String {
+            String::from_utf8_lossy(line).into_owned()
+        }
+        fn pinhole_ports(&mut self) -> &mut VecDeque<u16> {
+            &mut self.ports
+        }
+    }
+
+    struct Gateway {
+        nat: Nat,
+        pinholes: Pinholes,
+        metrics: Metrics,
+        policy: FtpPolicy,
+        events: Events,
+    }
+
+    impl Gateway {
+        fn new() -> Gateway {
+            let mut events = Events::default();
+            events.set_enabled(true);
+            Gateway {
+                nat: Nat::with_setup(&Setup {
+                    pool: vec![PUBLIC],
+                    range: PortRange::new(1024, 65535).expect("valid"),
+                    slice: None,
+                    allocation: Allocation::Dynamic,
+                    inside: Vec::new(),
+                    host_quota: usize::MAX,
+                }),
+                pinholes: Pinholes::default(),
+                metrics: Metrics::default(),
+                policy: FtpPolicy::default(),
+                events,
+            }
+        }
+
+        /// `alg` of control connection `control` announces `ann` in [`LINE`].
+        fn announce(&mut self, alg: &mut Fake, control: ConnId, ann: Announcement<()>) -> LineAction {
+            self.run(alg, control, Outcome { notes: Vec::new(), verdict: Verdict::Announce(ann) })
+        }
+
+        fn run(&mut self, alg: &mut Fake, control: ConnId, found: Outcome<()>) -> LineAction {
+            line(alg, Dir::Original, LINE, found, &mut self.ctx(control), &mut Changes::default())
+        }
+
+        fn ctx(&mut self, control: ConnId) -> AlgCtx<'_> {
+            AlgCtx {
+                nat: &mut self.nat,
+                pinholes: &mut self.pinholes,
+                metrics: &mut self.metrics,
+                policy: &self.policy,
+                public_ip: PUBLIC,
+                now: Instant::from_secs(1),
+                control,
+                events: &mut self.events,
+            }
+        }
+
+        fn refusals(&mut self) -> Vec<RefusalReason> {
+            std::iter::from_fn(|| self.events.pop())
+                .filter_map(|e| match e {
+                    Event::Refusal { reason, .. } => Some(reason),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    /// A client announcing its own port 5000 (the span is "5000" in [`LINE`]).
+    fn port(addr: Ipv4Addr, port: u16) -> Announcement<()> {
+        Announcement {
+            kind: RewriteKind::Port,
+            span: 9..13,
+            endpoint: Endpoint::new(addr, port),
+            sender: CLIENT,
+            peer: SERVER,
+            pinhole: true,
+            format: (),
+            subject: None,
+        }
+    }
+
+    const A: ConnId = ConnId::new(1, 0);
+    const B: ConnId = ConnId::new(2, 0);
+
+    #[test]
+    fn an_announcement_of_another_host_opens_nothing() {
+        let (mut gw, mut alg) = (Gateway::new(), Fake::default());
+        let action = gw.announce(&mut alg, A, port(Ipv4Addr::new(10, 0, 0, 99), 5000));
+        assert_eq!(action, LineAction::Keep);
+        assert!(gw.pinholes.is_empty());
+        assert!(alg.ports.is_empty());
+        assert_eq!(alg.placed, vec![None]);
+        assert_eq!(gw.metrics.refused_of(RefusalReason::ThirdHost), 1);
+        assert_eq!(gw.refusals(), vec![RefusalReason::ThirdHost]);
+        // Nor does a check-only announcement (no pinhole) pass for another host.
+        let ann = Announcement { pinhole: false, ..port(SERVER, 5000) };
+        assert_eq!(gw.announce(&mut alg, A, ann), LineAction::Keep);
+        assert_eq!(alg.placed[1], None);
+    }
+
+    #[test]
+    fn a_low_port_is_refused_while_the_policy_says_so() {
+        let (mut gw, mut alg) = (Gateway::new(), Fake::default());
+        assert_eq!(gw.announce(&mut alg, A, port(CLIENT, 22)), LineAction::Keep);
+        assert!(gw.pinholes.is_empty());
+        assert_eq!(gw.refusals(), vec![RefusalReason::LowPort]);
+        assert_eq!(gw.metrics.refused_of(RefusalReason::LowPort), 1);
+        gw.policy.refuse_low_ports = false;
+        let action = gw.announce(&mut alg, A, port(CLIENT, 22));
+        let LineAction::Replace(span, with) = action else { panic!("not rewritten: {action:?}") };
+        assert_eq!(span, 9..13);
+        let public: u16 = String::from_utf8(with).unwrap().parse().unwrap();
+        let p = gw.pinholes.get(Endpoint::new(PUBLIC, public)).expect("opened");
+        assert_eq!((p.inside, p.peer, p.control), (Endpoint::new(CLIENT, 22), SERVER, A));
+        assert_eq!(gw.metrics.alg_rewrites_port, 1);
+    }
+
+    #[test]
+    fn trimming_closes_only_this_connections_oldest() {
+        let mut gw = Gateway::new();
+        gw.policy.max_pinholes_per_conn = 2;
+        let (mut a, mut b) = (Fake::default(), Fake::default());
+        gw.announce(&mut b, B, port(CLIENT, 6000));
+        let bs = b.ports[0];
+        // A stale entry of A's naming a port B's pinhole holds now (A's was used, the port reused).
+        a.ports.push_back(bs);
+        for p in [5001, 5002, 5003] {
+            gw.announce(&mut a, A, port(CLIENT, p));
+        }
+        assert_eq!(a.ports.len(), 2);
+        assert!(gw.pinholes.get(Endpoint::new(PUBLIC, bs)).is_some_and(|p| p.control == B), "B's survives");
+        let mut live: Vec<u16> =
+            gw.pinholes.iter().filter(|p| p.control == A).map(|p| p.inside.port).collect();
+        live.sort();
+        assert_eq!(live, vec![5002, 5003], "A's oldest went");
+        assert_eq!(gw.metrics.pinholes_replaced, 1, "only the pinhole closed counts");
+    }
+
+    #[test]
+    fn a_span_outside_the_line_is_not_applied() {
+        let (mut gw, mut alg) = (Gateway::new(), Fake::default());
+        for span in [9..99, Range { start: 12, end: 10 }] {
+            let ann = Announcement { span, ..port(CLIENT, 5000) };
+            assert_eq!(gw.announce(&mut alg, A, ann), LineAction::Keep);
+        }
+        assert!(gw.pinholes.is_empty(), "nothing opened for a span that is not there");
+        assert_eq!(gw.metrics.refused_of(RefusalReason::Malformed), 2);
+        // Nor is an action outside the line.
+        let found = Outcome { notes: Vec::new(), verdict: Verdict::Line(LineAction::Replace(0..99, vec![])) };
+        assert_eq!(gw.run(&mut alg, A, found), LineAction::Keep);
+    }
+
+    #[test]
+    fn closing_a_connection_leaves_the_pinholes_of_others() {
+        let mut gw = Gateway::new();
+        let (mut a, mut b) = (Fake::default(), Fake::default());
+        gw.announce(&mut a, A, port(CLIENT, 5001));
+        gw.announce(&mut b, B, port(CLIENT, 6001));
+        // A's list names B's port too (as a stale entry would).
+        close(&mut gw.ctx(A), a.ports.iter().copied().chain(b.ports.iter().copied()));
+        assert_eq!(gw.pinholes.iter().map(|p| p.control).collect::<Vec<_>>(), vec![B]);
+        assert_eq!(gw.metrics.pinholes_closed_with_control, 1);
+    }
+}
