@@ -264,6 +264,9 @@ mod tests {
 
     impl Alg for Fake {
         type Format = ();
+        fn on_line(&mut self, _: Dir, _: &crate::alg::ftp::stream::Line<'_>) -> Outcome<()> {
+            Outcome { notes: Vec::new(), verdict: Verdict::Line(LineAction::Keep) }
+        }
         fn announced(&mut self, _line: &[u8], placed: Option<Placed>) -> Outcome<()> {
             let action = match &placed {
                 Some(Placed::Opened { span, with, .. }) => LineAction::Replace(span.clone(), with.clone()),

@@ -14,8 +14,10 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
+// The stream layer's line (today in `alg::ftp::stream`, the framing every line-based ALG shares).
+use super::ftp::stream::Line;
 use crate::events::RewriteKind;
-use crate::flow::Endpoint;
+use crate::flow::{Dir, Endpoint};
 use crate::metrics::RefusalReason;
 
 /// A data endpoint announced in a line, for [`super::apply`] to check, open a pinhole for and have
@@ -142,11 +144,16 @@ pub enum Placed {
     Allowed,
 }
 
-/// What the generic code needs of an ALG besides its findings. How lines reach it is the stream
-/// layer's business; each ALG has a line handler returning an [`Outcome`].
+/// An ALG as the generic code sees it: complete lines in, findings out, and the formatting of a
+/// placed announcement. It keeps its per-connection state as plain data and holds nothing of the
+/// gateway's.
 pub trait Alg {
     /// What the ALG keeps of an announcement to format it again (FTP: the syntax and delimiter).
     type Format;
+
+    /// What the ALG finds in a complete line travelling in `dir` (`Original`: from the side that
+    /// opened the connection).
+    fn on_line(&mut self, dir: Dir, line: &Line<'_>) -> Outcome<Self::Format>;
 
     /// The announcement of the last [`Verdict::Announce`] was placed (`Some`) or refused (`None`,
     /// already logged and counted): the ALG's findings for the rest of `line`.

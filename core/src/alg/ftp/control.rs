@@ -33,7 +33,7 @@ use crate::alg::finding::{
     REFUSED,
 };
 use crate::events::RewriteKind;
-use crate::flow::Endpoint;
+use crate::flow::{Dir, Endpoint};
 use crate::metrics::RefusalReason;
 
 /// A command waiting for its final reply.
@@ -204,18 +204,6 @@ impl Control {
     /// The findings so far, with the verdict.
     fn outcome(&mut self, verdict: Verdict<Format>) -> Outcome<Format> {
         Outcome { notes: std::mem::take(&mut self.notes), verdict }
-    }
-
-    /// A client line (a command).
-    pub fn on_command(&mut self, line: &Line<'_>) -> Outcome<Format> {
-        let v = self.command(line);
-        self.outcome(v)
-    }
-
-    /// A server line (a reply).
-    pub fn on_reply(&mut self, line: &Line<'_>) -> Outcome<Format> {
-        let v = self.reply(line);
-        self.outcome(v)
     }
 
     /// A step's pending command is queued now, or when its announcement is placed.
@@ -643,6 +631,15 @@ impl Control {
 impl Alg for Control {
     type Format = Format;
 
+    /// The client always opens the control connection: `Original` carries commands, `Reply` replies.
+    fn on_line(&mut self, dir: Dir, line: &Line<'_>) -> Outcome<Format> {
+        let v = match dir {
+            Dir::Original => self.command(line),
+            Dir::Reply => self.reply(line),
+        };
+        self.outcome(v)
+    }
+
     fn announced(&mut self, line: &[u8], placed: Option<Placed>) -> Outcome<Format> {
         let whole = 0..line.len();
         let eol = rfc6384::line_end(line);
@@ -706,3 +703,4 @@ impl Alg for Control {
         &mut self.pinholes
     }
 }
+

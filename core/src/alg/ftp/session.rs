@@ -181,10 +181,7 @@ impl FtpSession {
         let mut changes = Changes::default();
         let result = {
             let mut on_line = |line: &Line<'_>| -> Action {
-                let found = match dir {
-                    Dir::Original => st.on_command(line),
-                    Dir::Reply => st.on_reply(line),
-                };
+                let found = st.on_line(dir, line);
                 match apply::line(st, dir, line.bytes, found, ctx, &mut changes) {
                     LineAction::Keep => Action::Keep,
                     LineAction::Replace(span, with) => Action::Replace(span, with),
