@@ -704,3 +704,102 @@ impl Alg for Control {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    //! Lines in, findings out: no gateway state is needed to test the ALG.
+
+    use super::*;
+    use crate::wire::SeqNum;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+
+    fn held(bytes: &[u8]) -> Line<'_> {
+        Line { bytes, start: SeqNum::new(0), held: true, truncated: false, straddling: false }
+    }
+
+    fn client(c: &mut Control, bytes: &[u8]) -> Outcome<Format> {
+        c.on_line(Dir::Original, &held(bytes))
+    }
+
+    fn server(c: &mut Control, bytes: &[u8]) -> Outcome<Format> {
+        c.on_line(Dir::Reply, &held(bytes))
+    }
+
+    /// A control connection of an inside client, past the greeting.
+    fn greeted() -> Control {
+        let mut c = Control::new(true, CLIENT, SERVER);
+        c.greeted();
+        c
+    }
+
+    fn keep() -> Verdict<Format> {
+        Verdict::Line(LineAction::Keep)
+    }
+
+    fn refused(o: &Outcome<Format>) -> Vec<RefusalReason> {
+        o.notes
+            .iter()
+            .filter_map(|n| match n {
+                Note::Refusal(r) => Some(r.reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_port_is_an_announcement_and_a_refused_port_a_completion() {
+        let mut c = Control::new(true, CLIENT, SERVER);
+        // Before the greeting nothing shows this is FTP (NAT Slipstreaming).
+        let o = client(&mut c, b"PORT 10,0,0,2,19,136\r\n");
+        assert_eq!((refused(&o), o.verdict), (vec![RefusalReason::NotFtp], keep()));
+        assert_eq!(server(&mut c, b"220 ready\r\n").verdict, keep());
+        let o = client(&mut c, b"PORT 10,0,0,2,19,136\r\n");
+        let Verdict::Announce(ann) = o.verdict else { panic!("no announcement: {o:?}") };
+        assert!(o.notes.is_empty());
+        assert_eq!((ann.kind, ann.span.clone()), (RewriteKind::Port, 5..20));
+        assert_eq!((ann.endpoint, ann.sender, ann.peer), (Endpoint::new(CLIENT, 5000), CLIENT, SERVER));
+        assert!(ann.pinhole);
+        // The generic code placed it on port 40000 and formatted it.
+        let public = Endpoint::new(Ipv4Addr::new(198, 51, 100, 1), 40000);
+        let with = c.format(&ann.format, public);
+        assert_eq!(with, b"198,51,100,1,156,64");
+        c.pinhole_ports().push_back(40000);
+        let o = c.announced(b"PORT 10,0,0,2,19,136\r\n", Some(Placed::Opened { public, span: 5..20, with }));
+        assert_eq!(o.verdict, Verdict::Line(LineAction::Replace(5..20, b"198,51,100,1,156,64".to_vec())));
+        // The first PORT's reply (pipelined before the greeting, it waited): no pinhole to close.
+        assert!(server(&mut c, b"500 Illegal PORT command.\r\n").notes.is_empty());
+        // The server refuses the second: nothing will connect.
+        let o = server(&mut c, b"500 Illegal PORT command.\r\n");
+        assert_eq!(o.notes, vec![Note::Completion { public_port: 40000, reply: 500 }]);
+        assert!(c.pinholes().is_empty());
+    }
+
+    #[test]
+    fn another_hosts_endpoint_is_reported_as_announced_for_the_generic_check() {
+        let mut c = greeted();
+        let o = client(&mut c, b"PORT 192,0,2,9,0,21\r\n");
+        let Verdict::Announce(ann) = o.verdict else { panic!("no announcement: {o:?}") };
+        assert_eq!((ann.endpoint, ann.sender), (Endpoint::new(Ipv4Addr::new(192, 0, 2, 9), 21), CLIENT));
+        // "0,0,0,0" stands for the sender.
+        let o = client(&mut c, b"PORT 0,0,0,0,19,136\r\n");
+        let Verdict::Announce(ann) = o.verdict else { panic!("no announcement: {o:?}") };
+        assert_eq!(ann.endpoint, Endpoint::new(CLIENT, 5000));
+        // Refused by the generic code: the PORT's reply then answers a PORT with no pinhole.
+        assert_eq!(c.announced(b"PORT 0,0,0,0,19,136\r\n", None).verdict, keep());
+        assert!(server(&mut c, b"200 ok\r\n").notes.is_empty());
+    }
+
+    #[test]
+    fn auth_tls_ccc_and_not_ftp_are_state_changes() {
+        let mut c = greeted();
+        client(&mut c, b"AUTH TLS\r\n");
+        assert_eq!(server(&mut c, b"234 go\r\n").notes, vec![Note::State(StateChange::Opaque)]);
+        client(&mut c, b"CCC\r\n");
+        assert_eq!(server(&mut c, b"200 clear\r\n").notes, vec![Note::State(StateChange::Clear)]);
+        let o = client(&mut c, b"GET / HTTP/1.1\r\n");
+        assert_eq!(refused(&o), vec![RefusalReason::NotFtp]);
+        assert_eq!(o.notes.last(), Some(&Note::State(StateChange::NotProtocol)));
+        assert_eq!(o.verdict, Verdict::Line(LineAction::Dead));
+    }
+}
