@@ -1,11 +1,15 @@
 //! The ALG boundary: what application-level gateways share.
 //!
 //! Owns: pinholes (expectations of one data connection, RFC 4787 speaks of them as ALG-created
-//! mappings) — who may open them, where they lead, when they expire — and the context an ALG gets to
-//! open one ([`AlgCtx`]). The FTP ALG ([`ftp`]) parses and formats; opening the pinhole, taking the
-//! port and recording the splice happen here and in `seqadj`, so another ALG would reuse them.
+//! mappings) — who may open them, where they lead, when they expire — and the context the generic
+//! code gets to open one ([`AlgCtx`]). An ALG ([`ftp`]) is pure: it reads complete lines and returns
+//! findings ([`finding`]: announcements, refusals, rewrites, state changes) through the [`finding::Alg`]
+//! trait; [`apply`] decides on them (policy, pinhole, port, counters, logs, events) and asks the ALG to
+//! format the replacement, the same way for every ALG; recording the splice is the stream layer's (`crate::stream`).
 //! Must not: touch packet headers (the engine does) or decide filtering for established flows.
 
+pub mod apply;
+pub mod finding;
 pub mod ftp;
 
 use std::cmp::Reverse;
