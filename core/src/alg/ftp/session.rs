@@ -203,19 +203,19 @@ impl FtpSession {
             }
         };
         if changes.opaque {
-            apply::changed(ctx, StateChange::Opaque);
+            apply::changed(st, ctx, StateChange::Opaque);
             for s in streams.iter_mut() {
                 s.go_opaque();
             }
         }
         if changes.clear {
-            apply::changed(ctx, StateChange::Clear);
+            apply::changed(st, ctx, StateChange::Clear);
             for s in streams.iter_mut() {
                 s.go_clear();
             }
         }
         if changes.dead {
-            apply::changed(ctx, StateChange::NotProtocol);
+            apply::changed(st, ctx, StateChange::NotProtocol);
             for s in streams.iter_mut() {
                 s.go_dead();
             }
