@@ -99,15 +99,16 @@ fn note(n: Note, ctx: &mut AlgCtx<'_>, changes: &mut Changes) {
 }
 
 /// Counts and logs a state change of the connection (when the segment that carried it is done).
-pub fn changed(ctx: &mut AlgCtx<'_>, change: StateChange) {
+pub fn changed<A: Alg>(alg: &A, ctx: &mut AlgCtx<'_>, change: StateChange) {
+    // One log call site each: the log's rate limit keeps a window per call site.
     match change {
         StateChange::Opaque => {
             ctx.metrics.alg_tls_opaque += 1;
-            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "AUTH TLS accepted: control connection is opaque");
+            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "{}", alg.change_message(change));
         }
         StateChange::Clear => {}
         StateChange::NotProtocol => {
-            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "not FTP: control connection is opaque for good");
+            tracing::info!(target: "ftpnat::alg", control = %ctx.control, "{}", alg.change_message(change));
         }
     }
 }
@@ -283,6 +284,9 @@ mod tests {
         }
         fn redact(&self, line: &[u8]) -> String {
             String::from_utf8_lossy(line).into_owned()
+        }
+        fn change_message(&self, _: StateChange) -> &'static str {
+            "changed"
         }
         fn pinhole_ports(&mut self) -> &mut VecDeque<u16> {
             &mut self.ports

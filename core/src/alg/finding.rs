@@ -168,6 +168,9 @@ pub trait Alg {
     /// A line as logs and events may show it (credentials hidden).
     fn redact(&self, line: &[u8]) -> String;
 
+    /// The log line's message for a state change of the connection.
+    fn change_message(&self, change: StateChange) -> &'static str;
+
     /// Public ports of the pinholes this connection opened, oldest first: plain data the ALG keeps,
     /// trimmed here to the policy's limit.
     fn pinhole_ports(&mut self) -> &mut VecDeque<u16>;

@@ -699,6 +699,14 @@ impl Alg for Control {
         parse::redacted(line)
     }
 
+    fn change_message(&self, change: StateChange) -> &'static str {
+        match change {
+            StateChange::Opaque => "AUTH TLS accepted: control connection is opaque",
+            StateChange::Clear => "CCC accepted: control connection is cleartext",
+            StateChange::NotProtocol => "not FTP: control connection is opaque for good",
+        }
+    }
+
     fn pinhole_ports(&mut self) -> &mut VecDeque<u16> {
         &mut self.pinholes
     }

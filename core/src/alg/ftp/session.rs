@@ -174,15 +174,15 @@ impl Framer for Live<'_, '_> {
         // A line of this segment switched the connection's mode: both directions follow from their
         // next byte on.
         if changes.opaque {
-            apply::changed(ctx, StateChange::Opaque);
+            apply::changed(&**st, ctx, StateChange::Opaque);
             framers.iter_mut().for_each(LineFramer::go_opaque);
         }
         if changes.clear {
-            apply::changed(ctx, StateChange::Clear);
+            apply::changed(&**st, ctx, StateChange::Clear);
             framers.iter_mut().for_each(LineFramer::go_clear);
         }
         if changes.dead {
-            apply::changed(ctx, StateChange::NotProtocol);
+            apply::changed(&**st, ctx, StateChange::NotProtocol);
             framers.iter_mut().for_each(LineFramer::go_dead);
         }
     }
