@@ -15,10 +15,10 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 
 // The stream layer's line (today in `alg::ftp::stream`, the framing every line-based ALG shares).
-use super::ftp::framer::Line;
 use crate::events::RewriteKind;
 use crate::flow::{Dir, Endpoint};
 use crate::metrics::RefusalReason;
+use crate::wire::SeqNum;
 
 /// A data endpoint announced in a line, for [`super::apply`] to check, open a pinhole for and have
 /// formatted again with the public endpoint.
@@ -108,6 +108,22 @@ pub enum Note {
         public_port: u16,
         reply: u16,
     },
+}
+
+/// A complete line of an ALG's protocol, as its framer hands it over.
+pub struct Line<'a> {
+    /// The line's bytes including its LF (truncated to the maximum line length if longer).
+    pub bytes: &'a [u8],
+    /// Sequence number of its first byte.
+    pub start: SeqNum,
+    /// The line was held back, so it may still be rewritten.
+    pub held: bool,
+    /// The line was longer than `bytes`.
+    pub truncated: bool,
+    /// The line's start was not seen (the first line after a pickup or a gap): it may be the tail of a
+    /// line. It is handed over for bookkeeping only (a reply still answers its command); nothing in it
+    /// is rewritten or judged.
+    pub straddling: bool,
 }
 
 /// What to do with the line.

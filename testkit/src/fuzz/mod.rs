@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
-use ftpnat::alg::ftp::framer::{Action, Line, OneWay, Speaker};
+use ftpnat::alg::finding::{Line, LineAction as Action};
+use ftpnat::alg::ftp::framer::{OneWay, Speaker};
 use ftpnat::alg::ftp::parse::{self, Candidate, Command, Kind};
 use ftpnat::config::Forward;
 use ftpnat::metrics::Metrics;

@@ -12,7 +12,7 @@
 //! the other path), and no line start is trusted until a line end after the gap has been seen, so a gap
 //! can never make a line start out of the middle of a line (nor a pinhole out of half an announcement).
 //!
-//! Not FTP: when the session finds a line that is not FTP ([`Action::NotFtp`]), the framer stops
+//! Not FTP: when the session finds a line that is not FTP ([`LineAction::Dead`]), the framer stops
 //! parsing at once, mid-segment if need be, and passes every later byte as it is.
 
 use crate::flow::Dir;
@@ -22,31 +22,7 @@ use crate::time::Instant;
 use crate::wire::SeqNum;
 
 use super::parse::{candidate, Candidate};
-
-/// A complete line handed to the session.
-pub struct Line<'a> {
-    /// The line's bytes including its LF (truncated to the maximum line length if longer).
-    pub bytes: &'a [u8],
-    /// Sequence number of its first byte.
-    pub start: SeqNum,
-    /// The line was held back, so it may still be rewritten.
-    pub held: bool,
-    /// The line was longer than `bytes`.
-    pub truncated: bool,
-    /// The line's start was not seen (the first line after a pickup or a gap): it may be the tail of a
-    /// line. It is handed over for bookkeeping only (a reply still answers its command); nothing in it
-    /// is rewritten or judged.
-    pub straddling: bool,
-}
-
-/// What the session wants done with a held line.
-pub enum Action {
-    Keep,
-    /// Replace `span` (byte range within the line) with these bytes.
-    Replace(std::ops::Range<usize>, Vec<u8>),
-    /// The line shows the connection is not FTP: keep it, and parse nothing after it.
-    NotFtp,
-}
+pub use crate::alg::finding::{Line, LineAction};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tls {
@@ -196,7 +172,7 @@ impl LineFramer {
         at: SeqNum,
         data: &[u8],
         emit: &mut Emit<'_>,
-        on_line: &mut dyn FnMut(&Line<'_>) -> Action,
+        on_line: &mut dyn FnMut(&Line<'_>) -> LineAction,
     ) {
         if !self.candidate {
             // Bytes held for a line that stopped being a candidate (TLS started under it, or the
@@ -283,7 +259,7 @@ impl LineFramer {
                     straddling: false,
                 };
                 let action = on_line(&line);
-                if matches!(action, Action::NotFtp) {
+                if matches!(action, LineAction::Dead) {
                     // Nothing after this line is read: the rest of the segment goes as it is.
                     emit.release();
                     self.candidate = false;
@@ -294,7 +270,7 @@ impl LineFramer {
                 if self.candidate {
                     self.candidate = false;
                     match action {
-                        Action::Replace(span, with) => {
+                        LineAction::Replace(span, with) => {
                             emit.splice(self.line_start, span, &with);
                         }
                         _ => emit.release(),
@@ -317,7 +293,7 @@ pub struct OneWay {
 /// A [`LineFramer`] lent to the stream layer with a closure for its lines.
 struct Lent<'a> {
     framer: &'a mut LineFramer,
-    on_line: &'a mut dyn FnMut(&Line<'_>) -> Action,
+    on_line: &'a mut dyn FnMut(&Line<'_>) -> LineAction,
 }
 
 impl Framer for Lent<'_> {
@@ -351,7 +327,7 @@ impl OneWay {
         &mut self,
         seg: Incoming<'_>,
         now: Instant,
-        on_line: &mut dyn FnMut(&Line<'_>) -> Action,
+        on_line: &mut dyn FnMut(&Line<'_>) -> LineAction,
     ) -> Result<Option<SegmentOut>, DropReason> {
         let mut lent = Lent { framer: &mut self.framer, on_line };
         self.edit.segment(ONE, seg, now, &mut lent, &mut self.tally)
@@ -359,14 +335,14 @@ impl OneWay {
 
     /// The receiver acknowledged `acked` (sender space): see [`StreamEdit::on_ack`].
     pub fn ack(&mut self, acked: SeqNum) -> bool {
-        let mut keep = |_: &Line<'_>| Action::Keep;
+        let mut keep = |_: &Line<'_>| LineAction::Keep;
         let mut lent = Lent { framer: &mut self.framer, on_line: &mut keep };
         self.edit.on_ack(ONE, acked, &mut lent, &mut self.tally)
     }
 
     /// Held bytes leave as they were: see [`StreamEdit::release_held`].
     pub fn release_held(&mut self) -> Option<Released> {
-        let mut keep = |_: &Line<'_>| Action::Keep;
+        let mut keep = |_: &Line<'_>| LineAction::Keep;
         let mut lent = Lent { framer: &mut self.framer, on_line: &mut keep };
         self.edit.release_held(ONE, &mut lent, &mut self.tally)
     }
@@ -401,7 +377,7 @@ mod tests {
         fin: bool,
         payload: &[u8],
         now: Instant,
-        on_line: &mut dyn FnMut(&Line<'_>) -> Action,
+        on_line: &mut dyn FnMut(&Line<'_>) -> LineAction,
     ) -> Result<SegmentOut, DropReason> {
         // An observed direction sends nothing of its own: an empty output stands for "as it came".
         s.segment(Incoming { seq: SeqNum::new(seq), syn, fin, payload }, now, on_line)
@@ -409,11 +385,11 @@ mod tests {
     }
 
     /// Rewrites "PORT x" lines to "PORT yy" (growing by one byte).
-    fn grow(line: &Line<'_>) -> Action {
+    fn grow(line: &Line<'_>) -> LineAction {
         if line.held && line.bytes.starts_with(b"PORT x") {
-            Action::Replace(5..6, b"yy".to_vec())
+            LineAction::Replace(5..6, b"yy".to_vec())
         } else {
-            Action::Keep
+            LineAction::Keep
         }
     }
 
@@ -605,7 +581,7 @@ mod tests {
         let mut s = fresh();
         let mut judge = |l: &Line<'_>| {
             if l.bytes.starts_with(b"POST ") {
-                Action::NotFtp
+                LineAction::Dead
             } else {
                 grow(l)
             }
@@ -625,7 +601,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut log = |l: &Line<'_>| {
             seen.push(l.bytes.to_vec());
-            Action::Keep
+            LineAction::Keep
         };
         seg(&mut s, 99, true, false, b"", Instant::ZERO, &mut log).unwrap();
         // "E" is overtaken by "PSV\r\n": refused, so the sender retransmits both.

@@ -9,14 +9,14 @@
 //! either direction (the stream layer jumped one, [`FtpSession::forget_pending`]) the ALG forgets the
 //! commands awaiting replies ([`Control::gap`]).
 //! Must not: touch packets or bytes held, parse FTP (`control`, `parse`, `rfc6384` do) or decide policy
-//! (`apply` does); it answers the framers with [`Action`]s.
+//! (`apply` does); it answers the framers with [`crate::alg::finding::LineAction`]s.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::control::Control;
-use super::framer::{Action, Line, LineFramer, Speaker};
+use super::framer::{Line, LineFramer, Speaker};
 use crate::alg::apply::{self, Changes};
-use crate::alg::finding::{Alg, LineAction, StateChange};
+use crate::alg::finding::{Alg, StateChange};
 use crate::alg::AlgCtx;
 use crate::flow::{Dir, Side};
 use crate::stream::{Edit, Emit, Framer, Start, StreamEdit, Tally};
@@ -165,11 +165,7 @@ impl Framer for Live<'_, '_> {
         let mut changes = Changes::default();
         framers[dir.index()].feed(at, data, emit, &mut |line: &Line<'_>| {
             let found = st.on_line(dir, line);
-            match apply::line(&mut **st, dir, line.bytes, found, ctx, &mut changes) {
-                LineAction::Keep => Action::Keep,
-                LineAction::Replace(span, with) => Action::Replace(span, with),
-                LineAction::Dead => Action::NotFtp,
-            }
+            apply::line(&mut **st, dir, line.bytes, found, ctx, &mut changes)
         });
         // A line of this segment switched the connection's mode: both directions follow from their
         // next byte on.
