@@ -189,7 +189,7 @@ fn a_header_line_or_binary_makes_the_connection_opaque() {
         nothing_opened(&r);
         assert_eq!(r.engine.metrics().refused_of(RefusalReason::NotFtp), 1);
         let (_, c) = r.engine.table().iter().next().unwrap();
-        assert_eq!(c.alg.as_ref().unwrap().ftp.state_name(), "not-ftp");
+        assert_eq!(c.alg.as_ref().unwrap().ftp().unwrap().state_name(), "not-ftp");
     }
 }
 

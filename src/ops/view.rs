@@ -376,7 +376,7 @@ pub fn flow_row(engine: &Engine, id: ConnId, c: &Conn, now: Instant) -> FlowRow 
         _ if c.replied() => "REPLIED",
         _ => "UNREPLIED",
     };
-    let alg = c.alg.as_ref().map(|a| (&a.ftp, &a.stream)).map(|(s, st)| AlgRow {
+    let alg = c.alg.as_ref().and_then(|a| Some((a.ftp()?, &a.stream))).map(|(s, st)| AlgRow {
         client: if s.client_inside() { "inside" } else { "outside" },
         delta_orig: st.seq_map(Dir::Original).current_delta(),
         delta_reply: st.seq_map(Dir::Reply).current_delta(),

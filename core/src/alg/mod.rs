@@ -14,14 +14,65 @@ pub mod ftp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::config::FtpPolicy;
+use crate::config::{Config, FtpPolicy};
 use crate::events::{Event, Events, RewriteKind};
-use crate::flow::{ConnId, Endpoint, Proto};
+use crate::flow::{ConnId, Endpoint, Proto, Side};
 use crate::metrics::{DropReason, Metrics, RefusalReason};
 use crate::nat::{self, Nat};
 use crate::time::Instant;
+
+/// A TCP connection being opened, as the ALGs see it when they decide whether to watch it.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening {
+    /// Where the client is (the side that opened the connection).
+    pub client_side: Side,
+    /// The client's and the server's own addresses (inside addresses for inside hosts).
+    pub client: Ipv4Addr,
+    pub server: Ipv4Addr,
+    /// The port the server listens on (for a forward: the inside port).
+    pub server_port: u16,
+    /// Picked up mid-stream: what was said before is not known.
+    pub pickup: bool,
+    /// A NAT64 connection: its IPv6 end.
+    pub v6: Option<V6Ends>,
+}
+
+/// The IPv6 side of a NAT64 connection (RFC 6146).
+#[derive(Debug, Clone, Copy)]
+pub enum V6Ends {
+    /// An IPv6 inside client (IPv4 stand-in: [`Opening::client`]) reaching `server6`, the IPv4 server
+    /// under the NAT64 prefix.
+    Client { client6: Ipv6Addr, server6: Ipv6Addr },
+    /// An IPv4 client (seen by the server as `client6`, under the prefix) reaching the IPv6 inside
+    /// server `server6` through a forward.
+    Server { client6: Ipv6Addr, server6: Ipv6Addr },
+}
+
+/// The state of the ALG that watches one connection. A second ALG is a second variant and a rule in
+/// [`watch`]; the engine does not change (it handles every watched connection alike, through
+/// `conntrack::AlgConn`).
+#[derive(Debug, Clone)]
+pub enum Watched {
+    Ftp(ftp::FtpSession),
+}
+
+/// Which ALG, if any, watches a connection being opened: FTP on its configured ports (RFC 959's
+/// control connection).
+pub fn watch(config: &Config, o: &Opening) -> Option<Watched> {
+    let policy = &config.ftp;
+    if !policy.enabled || !policy.ports.contains(&o.server_port) {
+        return None;
+    }
+    let s = ftp::FtpSession::new(o.client_side, o.client, o.server, policy.max_line);
+    let s = match o.v6 {
+        Some(V6Ends::Client { client6, server6 }) => s.nat64(client6, server6),
+        Some(V6Ends::Server { client6, server6 }) => s.nat64_server(client6, server6),
+        None => s,
+    };
+    Some(Watched::Ftp(if o.pickup { s.picked_up() } else { s }))
+}
 
 /// One expected inbound TCP connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,5 +271,57 @@ impl Pinholes {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use crate::stream::Edit;
+
+    fn config() -> Config {
+        Config::new(vec!["10.0.0.0/24".parse().expect("prefix")], Ipv4Addr::new(192, 0, 2, 1))
+    }
+
+    fn opening(server_port: u16) -> Opening {
+        Opening {
+            client_side: Side::Inside,
+            client: Ipv4Addr::new(10, 0, 0, 2),
+            server: Ipv4Addr::new(198, 51, 100, 7),
+            server_port,
+            pickup: false,
+            v6: None,
+        }
+    }
+
+    #[test]
+    fn only_the_configured_ftp_ports_are_watched_and_only_while_the_alg_is_on() {
+        let mut c = config();
+        assert!(watch(&c, &opening(21)).is_some());
+        assert!(watch(&c, &opening(80)).is_none(), "HTTP is nobody's to rewrite");
+        c.ftp.ports = vec![2121];
+        assert!(watch(&c, &opening(21)).is_none());
+        assert!(watch(&c, &opening(2121)).is_some());
+        c.ftp.enabled = false;
+        assert!(watch(&c, &opening(2121)).is_none());
+    }
+
+    #[test]
+    fn the_side_of_the_client_and_the_ipv6_end_choose_what_may_be_rewritten() {
+        let c = config();
+        let Some(Watched::Ftp(s)) = watch(&c, &opening(21)) else { panic!("watched") };
+        // Only LAN→WAN lines: an inside client's commands.
+        assert_eq!(s.edits(), [Edit::Rewrite, Edit::Observe]);
+        let o = Opening { client_side: Side::Outside, ..opening(21) };
+        let Some(Watched::Ftp(s)) = watch(&c, &o) else { panic!("watched") };
+        assert_eq!(s.edits(), [Edit::Observe, Edit::Rewrite]);
+        let v6 = V6Ends::Server {
+            client6: "64:ff9b::c000:201".parse().unwrap(),
+            server6: "2001:db8::10".parse().unwrap(),
+        };
+        let Some(Watched::Ftp(s)) = watch(&c, &Opening { v6: Some(v6), ..o }) else { panic!("watched") };
+        // RFC 6384 rewrites both ways.
+        assert!(s.is_nat64());
+        assert_eq!(s.edits(), [Edit::Rewrite, Edit::Rewrite]);
     }
 }

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use super::{Engine, Head, Verdict};
 
-use crate::alg::ftp::FtpSession;
+use crate::alg::{self, Opening};
 use crate::conntrack::AlgConn;
 use crate::conntrack::{Conn, Full, Origin};
 use crate::events::Event;
@@ -95,20 +95,17 @@ impl Engine {
                 let at = self.config.forward_addr(&fwd);
                 let orig = FlowKey::new(proto, key.dst, Endpoint::new(at, fwd.public_port));
                 let mut c = Conn::new(orig, key, Origin::Forward, now);
-                if proto == Proto::Tcp
-                    && self.config.ftp.enabled
-                    && self.config.ftp.ports.contains(&fwd.inside_port)
-                {
-                    let s = FtpSession::new(
-                        Side::Outside,
-                        key.dst.addr,
-                        fwd.inside_addr,
-                        self.config.ftp.max_line,
-                    );
-                    c.alg = Some(Box::new(AlgConn::new(
-                        self.nat64_ftp_server(s, &fwd, key.dst.addr).picked_up(),
-                    )));
-                }
+                c.alg = self.watch(
+                    proto,
+                    &Opening {
+                        client_side: Side::Outside,
+                        client: key.dst.addr,
+                        server: fwd.inside_addr,
+                        server_port: fwd.inside_port,
+                        pickup: true,
+                        v6: self.v6_server_end(&fwd, key.dst.addr),
+                    },
+                );
                 return self.insert(c, pickup).map(|(id, _)| (id, Dir::Reply));
             }
             Side::Inside => {
@@ -119,15 +116,17 @@ impl Engine {
                     if proto == Proto::Icmp { Endpoint::new(key.dst.addr, mapped.port) } else { key.dst };
                 let reply = FlowKey::new(proto, remote, mapped);
                 let mut c = Conn::new(key, reply, Origin::Outbound, now);
-                if proto == Proto::Tcp
-                    && self.config.ftp.enabled
-                    && self.config.ftp.ports.contains(&key.dst.port)
-                {
-                    let s =
-                        FtpSession::new(Side::Inside, key.src.addr, key.dst.addr, self.config.ftp.max_line);
-                    let s = self.nat64_ftp(s, key.src.addr, key.dst.addr);
-                    c.alg = Some(Box::new(AlgConn::new(if pickup { s.picked_up() } else { s })));
-                }
+                c.alg = self.watch(
+                    proto,
+                    &Opening {
+                        client_side: Side::Inside,
+                        client: key.src.addr,
+                        server: key.dst.addr,
+                        server_port: key.dst.port,
+                        pickup,
+                        v6: self.v6_client_end(key.src.addr, key.dst.addr),
+                    },
+                );
                 c
             }
             Side::Outside => {
@@ -166,19 +165,17 @@ impl Engine {
                 let target = Endpoint::new(fwd.inside_addr, fwd.inside_port);
                 let reply = FlowKey::new(proto, target, key.src);
                 let mut c = Conn::new(key, reply, Origin::Forward, now);
-                if proto == Proto::Tcp
-                    && self.config.ftp.enabled
-                    && self.config.ftp.ports.contains(&fwd.inside_port)
-                {
-                    let s = FtpSession::new(
-                        Side::Outside,
-                        key.src.addr,
-                        fwd.inside_addr,
-                        self.config.ftp.max_line,
-                    );
-                    let s = self.nat64_ftp_server(s, &fwd, key.src.addr);
-                    c.alg = Some(Box::new(AlgConn::new(if pickup { s.picked_up() } else { s })));
-                }
+                c.alg = self.watch(
+                    proto,
+                    &Opening {
+                        client_side: Side::Outside,
+                        client: key.src.addr,
+                        server: fwd.inside_addr,
+                        server_port: fwd.inside_port,
+                        pickup,
+                        v6: self.v6_server_end(&fwd, key.src.addr),
+                    },
+                );
                 c
             }
         };
@@ -269,6 +266,16 @@ impl Engine {
 
 /// The gateway's own (pool address, port) of a connection: the translated source of an outbound or
 /// hairpinned flow, the destination an outside host used for a forward or a pinhole.
+impl Engine {
+    /// The ALG state of a TCP connection being opened, if an ALG watches it (`alg::watch`).
+    fn watch(&self, proto: Proto, o: &Opening) -> Option<Box<AlgConn>> {
+        if proto != Proto::Tcp {
+            return None;
+        }
+        alg::watch(&self.config, o).map(|w| Box::new(AlgConn::new(w)))
+    }
+}
+
 pub(super) fn public_endpoint(conn: &Conn) -> Endpoint {
     match conn.origin() {
         Origin::Outbound | Origin::Hairpin => conn.key(Dir::Reply).dst,

@@ -438,7 +438,7 @@ impl Engine {
                 control: id,
                 events: &mut self.events,
             };
-            a.ftp.close(&mut ctx);
+            a.close(&mut ctx);
             self.held.remove(&(id, Dir::Original));
             self.held.remove(&(id, Dir::Reply));
         }

@@ -18,7 +18,7 @@
 use std::net::Ipv4Addr;
 
 use super::{Engine, Verdict};
-use crate::alg::ftp::FtpSession;
+use crate::alg::V6Ends;
 use crate::conntrack::Conn;
 use crate::flow::{Dir, Side};
 use crate::metrics::DropReason;
@@ -260,27 +260,18 @@ impl Engine {
         }
     }
 
-    /// An FTP control connection from `client` to `server`: a NAT64 one (RFC 6384) when the client
-    /// is an IPv6 host's stand-in.
-    pub(super) fn nat64_ftp(&self, s: FtpSession, client: Ipv4Addr, server: Ipv4Addr) -> FtpSession {
-        match self.nat64.as_ref().and_then(|n| Some((n.hosts.host(client)?, n.cfg.prefix.embed(server)))) {
-            Some((client6, server6)) => s.nat64(client6, server6),
-            None => s,
-        }
+    /// The IPv6 end of a connection from `client` to `server`, when the client is an IPv6 host's
+    /// stand-in (RFC 6146).
+    pub(super) fn v6_client_end(&self, client: Ipv4Addr, server: Ipv4Addr) -> Option<V6Ends> {
+        let n = self.nat64.as_ref()?;
+        Some(V6Ends::Client { client6: n.hosts.host(client)?, server6: n.cfg.prefix.embed(server) })
     }
 
-    /// An FTP control connection from the IPv4 `client` through `fwd`: a NAT64 one with an IPv6 server
-    /// when the forward reaches an IPv6 host (the mirror of RFC 6384, `rfc6384`'s header).
-    pub(super) fn nat64_ftp_server(
-        &self,
-        s: FtpSession,
-        fwd: &crate::config::Forward,
-        client: Ipv4Addr,
-    ) -> FtpSession {
-        match (self.nat64.as_ref(), fwd.inside6) {
-            (Some(n), Some(server6)) => s.nat64_server(n.cfg.prefix.embed(client), server6),
-            _ => s,
-        }
+    /// The IPv6 end of a connection from the IPv4 `client` through `fwd`, when the forward reaches an
+    /// IPv6 host (RFC 6146 §3.5).
+    pub(super) fn v6_server_end(&self, fwd: &crate::config::Forward, client: Ipv4Addr) -> Option<V6Ends> {
+        let n = self.nat64.as_ref()?;
+        Some(V6Ends::Server { client6: n.cfg.prefix.embed(client), server6: fwd.inside6? })
     }
 
     /// The `nat64_flow` event of a new connection whose inside host is an IPv6 host.
