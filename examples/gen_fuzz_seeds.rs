@@ -1,14 +1,12 @@
 //! Writes the seed corpora of the fuzz targets (`fuzz/corpus/<target>/seed-*`) from the project's own
 //! tools: real FTP sessions between two smoltcp stacks through the engine (the in-memory harness of
-//! `tests/common`), recorded packet by packet, plus hand-built lines and segment sequences.
+//! `ftpnat_testkit::harness`), recorded packet by packet, plus hand-built lines and segment sequences.
 //!
 //! Owns: the encoding of those sessions into the byte programs the harness decoders in `testkit/src/fuzz/`
 //! read. Must not: write anywhere but `fuzz/corpus/`. Deterministic: running it twice gives the same
 //! files. Run with `cargo run --example gen_fuzz_seeds`.
 
-#[allow(unused_imports)]
-#[path = "../tests/common/mod.rs"]
-mod common;
+use ftpnat_testkit::harness as common;
 
 use std::any::Any;
 use std::net::Ipv4Addr;

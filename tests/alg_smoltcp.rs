@@ -2,7 +2,7 @@
 //! EPRT/EPSV), in both topologies, on a virtual clock. The scripted server refuses a PORT/EPRT whose
 //! address differs from the control connection's peer, like vsftpd: a strict check of the ALG.
 
-mod common;
+use ftpnat_testkit::harness as common;
 
 use std::cell::RefCell;
 use std::net::Ipv4Addr;

@@ -1,10 +1,10 @@
-//! Self-tests of the in-memory harness (`tests/common`), through the pass-through [`Router`]: no NAT, so
+//! Self-tests of the in-memory harness (`ftpnat_testkit::harness`), through the pass-through [`Router`]: no NAT, so
 //! each side's transcript must equal the other side's byte for byte.
 //!
 //! Owns: evidence that the harness itself is sound before engine tests rely on it. Must not: test the
 //! engine.
 
-mod common;
+use ftpnat_testkit::harness as common;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -8,7 +8,7 @@
 //! Nagle scenario runs real smoltcp stacks (`common`). Must not: reach into the engine beyond its
 //! public accessors (metrics, table, the sequence map of a connection).
 
-mod common;
+use ftpnat_testkit::harness as common;
 mod engine_support;
 
 use std::net::Ipv4Addr;

@@ -45,7 +45,7 @@
 //! with the packet log printed on failure. Failing seeds belong in `tests/regressions/stream_property.txt`
 //! (`stream_property64.txt` for NAT64; one a line, `#` comments); they run before the generated ones.
 
-mod common;
+use ftpnat_testkit::harness as common;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

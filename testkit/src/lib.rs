@@ -19,5 +19,6 @@ pub mod check;
 pub mod consts;
 pub mod csum;
 pub mod fuzz;
+pub mod harness;
 pub mod pkt;
 pub mod scenario;

@@ -1,7 +1,7 @@
 //! In-memory test harness: smoltcp TCP/IP stacks as real FTP peers on a virtual network, with a
 //! middlebox (the ftpnat [`Engine`], or the pass-through [`Router`]) between the inside and the outside.
 //!
-//! Owns: everything under `tests/common/`. Must not: reach into the engine's internals (it only sees
+//! Owns: everything under `testkit/src/harness/`. Must not: reach into the engine's internals (it only sees
 //! [`Middlebox`]), open real sockets, read a clock or sleep. Time is virtual and advanced by [`net::Net`].
 //!
 //! Layout: [`net`] (hosts, virtual clock, packet movement, the packet log), [`fault`] (seeded loss,
@@ -11,7 +11,7 @@
 //! # Writing an engine test
 //!
 //! ```ignore
-//! mod common;
+//! use ftpnat_testkit::harness as common;
 //! use common::ftp::{ClientConfig, Mode, ServerConfig, Transfer, XferDir};
 //! use common::net::{Net, INSIDE_HOST, OUTSIDE_HOST, PUBLIC_IP};
 //!

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use etherparse::{Icmpv4Slice, IpNumber, Ipv4HeaderSlice, Ipv6HeaderSlice, TcpHeaderSlice, UdpHeaderSlice};
 
-/// The kit's independent validity check of one IPv4 or IPv6 datagram (`ftpnat_testkit::check`).
-pub use ftpnat_testkit::check::check_packet_any as check_packet;
+/// The kit's independent validity check of one IPv4 or IPv6 datagram (`crate::check`).
+pub use crate::check::check_packet_any as check_packet;
 
 /// The IP layer of a datagram as far as the harness reads it: addresses, the transport protocol, the
 /// header length, the datagram length the header states, and whether it is a fragment.
