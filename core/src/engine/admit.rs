@@ -264,8 +264,6 @@ impl Engine {
     }
 }
 
-/// The gateway's own (pool address, port) of a connection: the translated source of an outbound or
-/// hairpinned flow, the destination an outside host used for a forward or a pinhole.
 impl Engine {
     /// The ALG state of a TCP connection being opened, if an ALG watches it (`alg::watch`).
     fn watch(&self, proto: Proto, o: &Opening) -> Option<Box<AlgConn>> {
@@ -276,6 +274,8 @@ impl Engine {
     }
 }
 
+/// The gateway's own (pool address, port) of a connection: the translated source of an outbound or
+/// hairpinned flow, the destination an outside host used for a forward or a pinhole.
 pub(super) fn public_endpoint(conn: &Conn) -> Endpoint {
     match conn.origin() {
         Origin::Outbound | Origin::Hairpin => conn.key(Dir::Reply).dst,

@@ -122,14 +122,10 @@ impl Engine {
         let mtu = self.config.mtu;
         for (id, dir) in due {
             self.held.remove(&(id, dir));
-            let mut tally = Tally::default();
-            let mut pieces = Vec::new();
-            let mut egress = Side::Outside;
-            if let Some((alg, mut ctx, to, to_side)) = self.alg_parts(id, dir) {
-                egress = to_side;
-                if let Some(r) = alg.release_held(dir, &mut ctx, &mut tally) {
-                    released_pieces(alg, dir, r, &to, mtu[egress.index()] as usize, &mut pieces);
-                }
+            let (mut tally, mut pieces) = (Tally::default(), Vec::new());
+            let Some((alg, mut ctx, to, egress)) = self.alg_parts(id, dir) else { continue };
+            if let Some(r) = alg.release_held(dir, &mut ctx, &mut tally) {
+                released_pieces(alg, dir, r, &to, mtu[egress.index()] as usize, &mut pieces);
             }
             tally.add_to(&mut self.metrics);
             self.out.extend(pieces.into_iter().map(|packet| Transmit { side: egress, packet }));
@@ -161,11 +157,7 @@ fn released_pieces(
         let mut p = Vec::new();
         template.write(&mut p, at, piece, flags);
         rewrite_numbers(&mut p, None, other_map.unmap(ack), other_map);
-        translate(&mut p, Proto::Tcp, to, true);
-        let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-        let ttl = ipm.ttl();
-        ipm.set_ttl(ttl.saturating_sub(1));
-        ipm.fill_transport_checksum();
+        finish_rebuilt(&mut p, to);
         pieces.push(p);
         at = at.add(piece.len() as u32);
     }
@@ -259,11 +251,7 @@ impl Hook<'_> {
                 set_urgent(p, at, u, f);
             }
             rewrite_numbers(p, None, ack_in, other_map);
-            translate(p, Proto::Tcp, &self.to, true);
-            let mut ipm = Ipv4Packet::new_unchecked(&mut p[..]);
-            let ttl = ipm.ttl();
-            ipm.set_ttl(ttl.saturating_sub(1));
-            ipm.fill_transport_checksum();
+            finish_rebuilt(p, &self.to);
             if i > 0 {
                 extra.push(spare);
             }
@@ -280,6 +268,13 @@ fn finish_alg_packet(pkt: &mut [u8], to: &FlowKey, egress: Side) -> Verdict {
     let ttl = ip.ttl();
     ip.set_ttl(ttl.saturating_sub(1));
     Verdict::Forward(egress)
+}
+
+/// A segment written from a template: finished like any forwarded one, then its TCP checksum computed
+/// whole (its payload is new).
+fn finish_rebuilt(p: &mut [u8], to: &FlowKey) {
+    finish_alg_packet(p, to, Side::Outside);
+    Ipv4Packet::new_unchecked(&mut p[..]).fill_transport_checksum();
 }
 
 #[cfg(test)]

@@ -593,7 +593,11 @@ impl StreamEdit {
         let seq = half.map.map(half.emitted());
         half.held_since = None;
         framer.released(dir);
-        Some(Released { seq, bytes: std::mem::take(&mut half.held), template: half.template.clone() })
+        Some(Released {
+            seq,
+            bytes: std::mem::take(&mut half.held),
+            template: std::mem::take(&mut half.template),
+        })
     }
 }
 
