@@ -14,11 +14,11 @@
 #                               `restart: N/M transfers survived`; exit 1 unless M/M.
 #   STATE=off                   the same without `--state-file` (the proof that the test can fail:
 #                               it must report failures and exit 1).
-#   SCENARIO=badfiles           corrupt, truncated, foreign-version, foreign-program and mismatched
-#                               (other --public-ip, other --inside) state files: each must give the
-#                               warning `state file ignored` with its reason, PATH.rejected, an empty
-#                               start that forwards FTP, and exit status 0 on SIGTERM. Last line
-#                               `badfiles: N/M cases OK`.
+#   SCENARIO=badfiles           corrupt, truncated, foreign-version, foreign-program, empty, unreadable
+#                               (a directory) and mismatched (other --public-ip, other --inside) state
+#                               files: each must give the warning `state file ignored` with its
+#                               reason, PATH.rejected, an empty start that forwards FTP, and exit
+#                               status 0 on SIGTERM. Last line `badfiles: N/M cases OK`.
 #
 # Sessions (SCENARIO=restart), all started together in the LAN host, each ONE control connection:
 #   curl-mid-{PORT,EPRT,PASV,EPSV}  s1, big (200 MiB, --limit-rate), s2, LIST; restart 1 lands in big
@@ -238,6 +238,7 @@ PY
                 # another program's file: not ours at all
                 head -c 4096 "$FTPNAT_BIN" >"$STATE_FILE" ;;
             empty) : >"$STATE_FILE" ;;
+            unreadable) mkdir "$STATE_FILE" ;; # root reads any file; a directory it cannot read as one
             mismatch-ip|mismatch-inside) cp "$GOOD" "$STATE_FILE" ;;
         esac
     }
@@ -268,6 +269,7 @@ PY
     badcase version version --public-ip "$PUBLIC"
     badcase foreign "corrupt|version" --public-ip "$PUBLIC"
     badcase empty "truncated|corrupt" --public-ip "$PUBLIC"
+    badcase unreadable unreadable --public-ip "$PUBLIC"
     badcase mismatch-ip mismatch --public-ip "$PUBLIC_B"
     badcase mismatch-inside mismatch --public-ip "$PUBLIC" --inside 10.0.0.0/16
     echo "bad state files (ftpnat --state-file, workers $WORKERS):"

@@ -16,9 +16,10 @@
 //!   Active-mode sessions (PORT/EPRT: pinholes, rewritten lines) must fail there; passive ones may
 //!   survive a stateless restart by mid-stream pickup with port preservation, which the table shows.
 //! - **Bad state files are refused, never trusted** (`SCENARIO=badfiles`): corrupt, truncated,
-//!   foreign-version, another program's, empty, and mismatched (other `--public-ip`, other `--inside`)
-//!   files each give the warning `state file ignored` with its `reason`, are kept as `PATH.rejected`,
-//!   and ftpnat starts empty, forwards FTP, and exits 0 on SIGTERM; a missing file is a plain start.
+//!   foreign-version, another program's, empty, unreadable (a directory), and mismatched (other
+//!   `--public-ip`, other `--inside`) files each give the warning `state file ignored` with its
+//!   `reason`, are kept as `PATH.rejected`, and ftpnat starts empty, forwards FTP, and exits 0 on
+//!   SIGTERM; a missing file is a plain start.
 //!
 //! Honours `FTPNAT_WORKERS` (CI's second run: 2, multi-queue persistent devices). Needs root: without it
 //! the tests print `SKIP (needs root + netns)`, and fail under `CI=true`. The three tests take turns
@@ -179,11 +180,12 @@ fn bad_state_files_are_refused_and_start_empty() {
     }
     let run = restart_sh(test, &[("SCENARIO", "badfiles")]);
     let (n, m) = run.tally("badfiles").unwrap_or_else(|| panic!("{test}: no tally line:\n{}", run.all()));
-    assert_eq!((n, m, run.status), (8, 8, Some(0)), "{test}: {n}/{m} cases OK:\n{}", run.all());
+    assert_eq!((n, m, run.status), (9, 9, Some(0)), "{test}: {n}/{m} cases OK:\n{}", run.all());
     for (case, reason) in [
         ("corrupt", "reason=corrupt"),
         ("truncated", "reason=truncated"),
         ("version", "reason=version"),
+        ("unreadable", "reason=unreadable"),
         ("mismatch-ip", "reason=mismatch"),
         ("mismatch-inside", "reason=mismatch"),
     ] {
