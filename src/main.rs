@@ -23,8 +23,10 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
 use ftpnat::config::{parse_duration, parse_port_range, Config, Forward, PortQuota, Shard};
+use ftpnat::engine::Engine;
 use ftpnat::io::log::{LogPipe, RateLimit};
 use ftpnat::io::runtime::Stop;
+use ftpnat::io::state_file;
 use ftpnat::io::tun;
 use ftpnat::io::workers;
 use ftpnat::nat::{Allocation, BlockPolicy, PoolSpec};
@@ -219,6 +221,12 @@ struct RunArgs {
     /// Serve `ftpnat show`/`ftpnat events` on this Unix socket (created with mode 0600).
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// Keep the state across a restart: at SIGTERM/SIGINT write every flow, mapping, pinhole and FTP
+    /// rewrite in force to PATH (atomically); at start load PATH if it is there and matches the
+    /// configuration, then delete it. A file that does not match or is damaged is set aside as
+    /// PATH.rejected with a warning, and the start is empty (docs/STATE.md).
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP at ADDR:PORT/metrics, e.g. 127.0.0.1:9810.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<SocketAddr>,
@@ -402,6 +410,7 @@ impl RunArgs {
             no_offload,
             workers,
             control_socket,
+            state_file,
             metrics_listen,
             capture,
             capture_max_bytes,
@@ -449,6 +458,7 @@ impl RunArgs {
             no_offload: no_offload || file.no_offload,
             workers: workers.or(file.workers),
             control_socket: control_socket.or(file.control_socket),
+            state_file: state_file.or(file.state_file),
             metrics_listen: metrics_listen.or(file.metrics_listen),
             capture: capture.or(file.capture),
             capture_max_bytes: capture_max_bytes.or(file.capture_max_bytes),
@@ -753,6 +763,7 @@ fn restart_notes(running: &RunArgs, new: &RunArgs) -> Vec<String> {
     cmp(running.no_offload != new.no_offload, "no-offload");
     cmp(running.workers != new.workers, "workers");
     cmp(running.control_socket != new.control_socket, "control-socket");
+    cmp(running.state_file != new.state_file, "state-file");
     cmp(running.metrics_listen != new.metrics_listen, "metrics-listen");
     cmp(running.capture != new.capture, "capture");
     cmp(running.capture_max_bytes != new.capture_max_bytes, "capture-max-bytes");
@@ -898,9 +909,13 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     if let Some(x) = &natlog {
         ops.shared.extend(x.counters().shared());
     }
+    let state = workers::State {
+        restored: settings.state_file.as_deref().and_then(|p| load_state(p, &config, pairs.len())),
+        save: settings.state_file.clone(),
+    };
     let started = std::time::Instant::now();
     // Removes the control socket and flushes the capture (and the NAT log) before it returns.
-    let (result, mut counters) = match workers::run_gateway(config, pairs, ops, natlog, &stop) {
+    let (result, mut counters) = match workers::run_gateway(config, pairs, ops, natlog, &stop, state) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ftpnat: error: cannot start the operations thread or the workers: {e}");
@@ -928,6 +943,36 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
         eprintln!("ftpnat: error: {e}");
     }
     code
+}
+
+/// The engines `--state-file` holds for `workers` workers, or `None` for an empty start; says which in
+/// the log (a file not used is a warning with its reason, never a failed start: issue 15).
+fn load_state(path: &std::path::Path, config: &Config, workers: usize) -> Option<Vec<Engine>> {
+    let workers = u16::try_from(workers).unwrap_or(u16::MAX);
+    match state_file::load(path, config, workers) {
+        state_file::Loaded::Missing => {
+            tracing::info!(path = %path.display(), "no state file: an empty start");
+            None
+        }
+        state_file::Loaded::Engines { engines, age_secs, refused } => {
+            let flows: usize = engines.iter().map(Engine::flow_count).sum();
+            let pinholes: usize = engines.iter().map(|e| e.pinholes().len()).sum();
+            tracing::info!(path = %path.display(), flows, pinholes, age_secs, "state loaded");
+            for r in refused {
+                tracing::warn!("{r}");
+            }
+            Some(engines)
+        }
+        state_file::Loaded::Rejected(why) => {
+            tracing::warn!(
+                path = %path.display(),
+                reason = why.reason(),
+                "state file ignored: {why}; starting empty (the file is kept as {}.rejected)",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 fn show(a: ShowArgs) -> ExitCode {

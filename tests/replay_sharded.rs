@@ -8,36 +8,10 @@
 
 mod replay_check;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ftpnat::replay::{self, cli, Schedule};
-use replay_check::{check, flatten, read_capture, Setup};
-
-/// The corpus captures (every pcap/pcapng file under the corpus folder), when it is there.
-fn corpus() -> Vec<PathBuf> {
-    // `../shared/corpus` from the repository (as tests/replay_corpus.rs), or from a worktree's parent.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dirs = match std::env::var_os("FTPNAT_CORPUS") {
-        Some(p) => vec![PathBuf::from(p)],
-        None => vec![root.join("../shared/corpus"), root.join("../../shared/corpus")],
-    };
-    let Some(dir) = dirs.into_iter().find(|d| d.is_dir()) else { return Vec::new() };
-    let mut out = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng" || x == "gz") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use replay_check::{check, corpus_captures as corpus, flatten, read_capture, Setup};
 
 /// Replays `argv` (the case's args, outputs appended) with `workers` engines on `schedule` into
 /// `dir`; the three outputs' bytes (or the error) and the summary.

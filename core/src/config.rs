@@ -16,7 +16,7 @@ use crate::nat::{self, Allocation, Deterministic, PortRange};
 
 /// A static port forward (DNAT): `proto:[PUBLICIP:]PUBLICPORT=INSIDEIP:PORT`, or with NAT64 to an
 /// IPv6 inside host `proto:[PUBLICIP:]PUBLICPORT=[INSIDEIPV6]:PORT` (RFC 6146 §3.5's static BIB entry).
-#[derive(Debug, Clone, Copy, Eq)]
+#[derive(Debug, Clone, Copy, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Forward {
     pub proto: Proto,
     /// The pool address it listens on (issue 16); `None`: the first, `--public-ip`.

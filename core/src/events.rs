@@ -20,7 +20,7 @@ pub const CAPACITY: usize = 4096;
 /// What the ALG rewrote: a data endpoint it announced (RFC 959 `PORT` and `227`, RFC 2428 `EPRT` and
 /// `229`), or a whole line NAT64's ALG translated (RFC 6384: `EPSV`→`PASV`, `LPSV`, an answer the
 /// gateway gave in place of the server's; `PASV`→`EPSV` for an IPv6 server behind a forward). Its name is what logs, events and `show pinholes` print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RewriteKind {
     Port,
     Eprt,

@@ -11,7 +11,7 @@ use core::fmt;
 use std::net::Ipv4Addr;
 
 /// Transport protocols the NAT translates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Proto {
     Icmp,
     Tcp,
@@ -51,7 +51,7 @@ impl fmt::Display for Proto {
 }
 
 /// The device a packet arrived on or leaves by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Side {
     /// The LAN device: inside hosts live here.
     Inside,
@@ -87,7 +87,7 @@ impl fmt::Display for Side {
 }
 
 /// Direction relative to a connection: the way its first packet went, or the way back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Dir {
     Original,
     Reply,
@@ -109,7 +109,7 @@ impl Dir {
 }
 
 /// An address and a port. For ICMP query messages the "port" is the echo identifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     pub addr: Ipv4Addr,
     pub port: u16,
@@ -131,7 +131,7 @@ impl fmt::Display for Endpoint {
 ///
 /// For ICMP echo both ports hold the identifier, so a request and its reply have reversed keys like
 /// TCP and UDP do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowKey {
     pub proto: Proto,
     pub src: Endpoint,
@@ -176,7 +176,7 @@ impl fmt::Display for FlowKey {
 ///
 /// Minted by `conntrack::Table`; [`ConnId::new`] is for tests and for rebuilding a handle from its
 /// parts. Shown (logs, events, `show flows`) as `#<slot>`: the slot identifies a live connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ConnId {
     slot: u32,
     generation: u32,

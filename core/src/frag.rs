@@ -36,7 +36,7 @@ pub const WAITING_PER_SOURCE: usize = MAX_WAITING / 8;
 
 /// A datagram: RFC 791 §3.2 identifies the fragments of one by source, destination, protocol and
 /// identification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FragKey {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
@@ -45,7 +45,7 @@ pub struct FragKey {
 }
 
 /// What the translated first fragment of a datagram looked like: its later fragments get the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FragState {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
@@ -56,6 +56,7 @@ pub struct FragState {
 }
 
 /// A later fragment held until its first fragment comes (or its wait ends).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Waiting {
     pub key: FragKey,
     pub from: Side,
@@ -73,7 +74,7 @@ pub enum Refused {
 }
 
 /// Both fragment tables.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Fragments {
     states: HashMap<FragKey, FragState>,
     /// Every remembered state in the order it was remembered (which, with one fixed timeout and no

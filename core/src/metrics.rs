@@ -134,12 +134,13 @@ reasons! {
 }
 
 /// Every counter the engine keeps. Plain `u64`s: the engine is single-threaded.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
     pub packets_in: [u64; 2],
     pub bytes_in: [u64; 2],
     pub packets_out: [u64; 2],
     pub bytes_out: [u64; 2],
+    #[serde(with = "serde_big_array::BigArray")]
     pub drops: [u64; DropReason::COUNT],
     pub flows_created: u64,
     pub flows_expired: u64,
@@ -155,6 +156,7 @@ pub struct Metrics {
     pub alg_rewrites_227: u64,
     pub alg_rewrites_229: u64,
     pub alg_rewrites_zero_delta: u64,
+    #[serde(with = "serde_big_array::BigArray")]
     pub alg_refused: [u64; RefusalReason::COUNT],
     pub alg_lines_held: u64,
     pub alg_retransmits_rebuilt: u64,

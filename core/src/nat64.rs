@@ -108,7 +108,7 @@ impl Nat64Config {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Entry {
     alias: u32,
     refs: u32,
@@ -124,7 +124,7 @@ pub enum NoAlias {
 }
 
 /// IPv6 inside hosts ↔ their IPv4 aliases.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hosts {
     by_v6: HashMap<Ipv6Addr, Entry, foldhash::fast::RandomState>,
     by_alias: HashMap<u32, Ipv6Addr, foldhash::fast::RandomState>,
@@ -257,6 +257,17 @@ pub struct Nat64State {
 impl Nat64State {
     pub fn new(cfg: Nat64Config) -> Nat64State {
         Nat64State { hosts: Hosts::new(cfg.max_per_64), cfg, ident: 0 }
+    }
+
+    /// The last Identification handed out (for the state file).
+    pub fn ident(&self) -> u16 {
+        self.ident
+    }
+
+    /// The host table and Identification counter of a saved state (issue 15).
+    pub fn restore(&mut self, hosts: Hosts, ident: u16) {
+        self.hosts = hosts;
+        self.ident = ident;
     }
 
     /// The next Identification for an unfragmented IPv6 → IPv4 datagram.

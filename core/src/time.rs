@@ -8,7 +8,9 @@ use core::ops::{Add, Sub};
 use core::time::Duration;
 
 /// A point in time, microseconds since an origin the caller chose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Instant(u64);
 
 impl Instant {

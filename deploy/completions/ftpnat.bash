@@ -87,7 +87,7 @@ _ftpnat() {
             return 0
             ;;
         ftpnat__subcmd__replay)
-            opts="-h --inside --public-ip --forward --ftp-port --lan-out --wan-out --summary --keep-link-layer --trust-input-checksums --nat64-prefix --workers --log-format --help"
+            opts="-h --inside --public-ip --forward --ftp-port --lan-out --wan-out --summary --keep-link-layer --trust-input-checksums --nat64-prefix --workers --restart-every --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -129,6 +129,10 @@ _ftpnat() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --restart-every)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -141,7 +145,7 @@ _ftpnat() {
             return 0
             ;;
         ftpnat__subcmd__run)
-            opts="-h --config --lan-tun --wan-tun --inside --public-ip --forward --lan-ip --port-range --max-flows --max-flows-per-host --max-ports-per-host --lan-mtu --wan-mtu --ftp-port --no-ftp-alg --ftp-pinhole-timeout --ftp-max-pinholes --ftp-allow-low-ports --tcp-established-timeout --tcp-transitory-timeout --udp-timeout --icmp-timeout --tcp-unreplied-timeout --udp-unreplied-timeout --forward-only --no-offload --workers --control-socket --metrics-listen --capture --capture-max-bytes --capture-files --nat64-prefix --inside6 --public-pool --port-block-size --port-blocks-per-host --port-block-hold --deterministic --ipfix-collector --ipfix-template-refresh --syslog --nat-log-sessions --log-format --help"
+            opts="-h --config --lan-tun --wan-tun --inside --public-ip --forward --lan-ip --port-range --max-flows --max-flows-per-host --max-ports-per-host --lan-mtu --wan-mtu --ftp-port --no-ftp-alg --ftp-pinhole-timeout --ftp-max-pinholes --ftp-allow-low-ports --tcp-established-timeout --tcp-transitory-timeout --udp-timeout --icmp-timeout --tcp-unreplied-timeout --udp-unreplied-timeout --forward-only --no-offload --workers --control-socket --state-file --metrics-listen --capture --capture-max-bytes --capture-files --nat64-prefix --inside6 --public-pool --port-block-size --port-blocks-per-host --port-block-hold --deterministic --ipfix-collector --ipfix-template-refresh --syslog --nat-log-sessions --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -240,6 +244,10 @@ _ftpnat() {
                     return 0
                     ;;
                 --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -277,6 +277,15 @@ fn emit_aggregate<D: Device>(
     }
 }
 
+/// What becomes of the engine's state when the loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// It ends with the process: port blocks and sessions are logged as released.
+    Final,
+    /// It is saved for the next start (`--state-file`): nothing is released.
+    HandedOn,
+}
+
 /// The engine between two devices.
 pub struct Runtime<D: Device> {
     engine: Engine,
@@ -285,6 +294,9 @@ pub struct Runtime<D: Device> {
     /// Both devices read and write TCP aggregates, so one can cross the engine whole.
     whole: bool,
     origin: std::time::Instant,
+    /// The engine's time when this runtime was made: a restored engine's clock goes on from where it
+    /// was saved (issue 15), so every deadline keeps the time it had left.
+    base: u64,
     wakeups: u64,
     ops: Option<Link>,
     times: LoopTimes,
@@ -297,6 +309,7 @@ pub struct Runtime<D: Device> {
 
 impl<D: Device> Runtime<D> {
     pub fn new(engine: Engine, lan: D, wan: D) -> Self {
+        let base = engine.now().as_micros();
         let whole = lan.tx_aggregates() && wan.tx_aggregates();
         let port = |dev: D, side| Port {
             tx: TxBatch::new(dev.tx_headroom(), dev.tx_capacity()),
@@ -312,6 +325,7 @@ impl<D: Device> Runtime<D> {
             whole,
             rx: RxBatch::default(),
             origin: std::time::Instant::now(),
+            base,
             wakeups: 0,
             ops: None,
             times: LoopTimes::default(),
@@ -344,13 +358,19 @@ impl<D: Device> Runtime<D> {
         self
     }
 
-    /// At stop: hands every record still queued to the exporter, then a release for every block and
-    /// (with `--nat-log-sessions`) a delete for every session still held, stamped with the stop time
-    /// (the collector sees every allocation end); the exporter thread sends them before it ends.
-    pub fn drain_natlog(&mut self) {
+    /// At stop: hands every record still queued to the exporter, then, unless the state is handed on to
+    /// the next start, a release for every block and (with `--nat-log-sessions`) a delete for every
+    /// session still held, stamped with the stop time (the collector sees every allocation end); the
+    /// exporter thread sends them before it ends.
+    pub fn drain_natlog(&mut self, end: End) {
         let now = self.now();
         if let Some(x) = &mut self.natlog {
-            let tail = self.engine.nat_stop_records(now);
+            // A state handed on keeps its blocks and sessions: their release records come when they
+            // end, from the gateway that then holds them.
+            let tail = match end {
+                End::Final => self.engine.nat_stop_records(now),
+                End::HandedOn => Vec::new(),
+            };
             x.finish(self.engine.nat_log_mut(), tail, now);
         }
     }
@@ -386,9 +406,11 @@ impl<D: Device> Runtime<D> {
         self.wakeups
     }
 
-    /// The monotonic clock as the engine sees it: microseconds since this runtime was made.
+    /// The monotonic clock as the engine sees it: microseconds since this runtime was made, after the
+    /// engine's own time then (zero for a new engine).
     pub fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+        let since = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Instant::from_micros(self.base.saturating_add(since))
     }
 
     /// Runs until `stop` fires (`Ok`) or a device fails (`Err`, naming it).

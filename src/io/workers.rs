@@ -20,6 +20,7 @@
 //! read by two workers and could overtake each other in the handoff. One worker never reorders.
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use crate::config::{Config, Shard};
@@ -32,7 +33,7 @@ use crate::steer::Steering;
 
 use super::device::{Device, MemDevice, MemPeer};
 use super::handoff::{self, Worker};
-use super::runtime::{RunError, Runtime, Stop, StopCause, StopHandle};
+use super::runtime::{End, RunError, Runtime, Stop, StopCause, StopHandle};
 use super::tun::{Offload, OpenError, TunDevice};
 
 /// Opens the LAN and WAN devices for `workers` workers: one (LAN queue, WAN queue) pair per worker,
@@ -116,19 +117,27 @@ pub fn run_gateway(
     ops: Ops,
     natlog: Option<Export>,
     stop: &Stop,
+    state: State,
 ) -> io::Result<Outcome> {
     let n = u16::try_from(pairs.len()).map_err(|_| io::Error::other("too many workers"))?;
+    let end = state.end();
+    let mut restored = state.restored.map(Vec::into_iter);
+    let mut engine_for =
+        |config: Config| restored.as_mut().and_then(Iterator::next).unwrap_or_else(|| Engine::new(config));
     if n <= 1 {
         let Some((lan, wan)) = pairs.into_iter().next() else { return Err(io::Error::other("no devices")) };
-        let mut engine = Engine::new(config);
+        let mut engine = engine_for(config);
         engine.set_nat_log(natlog.is_some());
         let mut rt = Runtime::new(engine, lan, wan).with_natlog(natlog).with_ops(ops)?;
         let r = rt.run(stop);
-        rt.drain_natlog();
+        rt.drain_natlog(end);
         let summary = rt.summary();
+        let saved = state
+            .save
+            .map(|path| save_states(&path, vec![(rt.engine().save_state(), rt.engine().flow_count())]));
         // Removes the control socket and flushes the capture.
         drop(rt);
-        return Ok((r, summary));
+        return Ok((r, with_saved(summary, saved)));
     }
     let mut meshed = handoff::mesh(&Steering::new(&config, n))?.into_iter();
     let mut links = ops.start_workers(Steering::new(&config, n))?.into_iter();
@@ -138,7 +147,7 @@ pub fn run_gateway(
         .zip(Shard::all(n))
         .map(|((lan, wan), shard)| {
             let natlog = ends.next().flatten();
-            let mut engine = Engine::new(config.for_shard(shard));
+            let mut engine = engine_for(config.for_shard(shard));
             engine.set_nat_log(natlog.is_some());
             Parts {
                 engine,
@@ -150,7 +159,66 @@ pub fn run_gateway(
             }
         })
         .collect();
-    run(parts, stop)
+    run(parts, stop, state.save)
+}
+
+/// The state a gateway starts from and where it leaves it (`--state-file`, issue 15).
+#[derive(Default)]
+pub struct State {
+    /// Engines restored from the state file, one per worker in worker order (`state_file::load`).
+    pub restored: Option<Vec<Engine>>,
+    /// Where the engines' state goes when the gateway stops.
+    pub save: Option<PathBuf>,
+}
+
+impl State {
+    fn end(&self) -> End {
+        if self.save.is_some() {
+            End::HandedOn
+        } else {
+            End::Final
+        }
+    }
+}
+
+/// Writes the engines' states (worker order) to `path`, logging the outcome: (bytes, flows) or
+/// the error's text.
+fn save_states(path: &Path, states: Vec<(Vec<u8>, usize)>) -> Result<(u64, usize), String> {
+    let started = std::time::Instant::now();
+    let flows = states.iter().map(|s| s.1).sum::<usize>();
+    let bytes: Vec<Vec<u8>> = states.into_iter().map(|s| s.0).collect();
+    match crate::io::state_file::save(path, &bytes) {
+        Ok(n) => {
+            tracing::info!(
+                path = %path.display(),
+                flows,
+                bytes = n,
+                ms = started.elapsed().as_millis() as u64,
+                "state saved"
+            );
+            Ok((n, flows))
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot save the state: the next start is empty");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// The stop summary with the save's lines.
+fn with_saved(
+    mut summary: Vec<(String, u64)>,
+    saved: Option<Result<(u64, usize), String>>,
+) -> Vec<(String, u64)> {
+    match saved {
+        Some(Ok((bytes, flows))) => {
+            summary.push(("state.saved_bytes".into(), bytes));
+            summary.push(("state.saved_flows".into(), flows as u64));
+        }
+        Some(Err(_)) => summary.push(("state.save_failed".into(), 1)),
+        None => {}
+    }
+    summary
 }
 
 /// One NAT log end per worker (all `None` without an exporter): worker 0's is the end that started
@@ -176,14 +244,20 @@ pub struct Parts<D> {
 /// 0's stop cause) and the stop summary.
 pub type Outcome = (Result<StopCause, RunError>, Vec<(String, u64)>);
 
-/// A worker thread's end: how it stopped, its summary, and its pool addresses in use
-/// ([`crate::ops::view::pool_in_use`]).
-type Finished = (Result<StopCause, RunError>, Vec<(String, u64)>, Vec<u64>);
+/// A worker thread's end: how it stopped, its summary, its pool addresses in use
+/// ([`crate::ops::view::pool_in_use`]) and, when the state is saved, its engine's.
+type Finished = (Result<StopCause, RunError>, Vec<(String, u64)>, Vec<u64>, Option<(Vec<u8>, usize)>);
 
 /// Runs every worker until `stop` fires or one of them fails; worker 0 runs on this thread.
-pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io::Result<Outcome> {
+pub fn run<D: Device + Send + 'static>(
+    parts: Vec<Parts<D>>,
+    stop: &Stop,
+    save: Option<PathBuf>,
+) -> io::Result<Outcome> {
+    let end = if save.is_some() { End::HandedOn } else { End::Final };
     let mut parts = parts.into_iter();
     let Some(first) = parts.next() else { return Err(io::Error::other("no workers")) };
+    let workers = parts.len() + 1;
     let mut threads: Vec<(StopHandle, JoinHandle<Finished>)> = Vec::new();
     for p in parts {
         let (own, handle) = Stop::manual()?;
@@ -195,12 +269,13 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
             let r = rt.run(&own);
             let _ = main.stop();
             // Its records still queued and its stop records (blocks and sessions held) go out.
-            rt.drain_natlog();
+            rt.drain_natlog(end);
             let summary = rt.summary();
             let per = per_worker(i, &rt);
             let in_use = crate::ops::view::pool_in_use(rt.engine().nat());
+            let state = (end == End::HandedOn).then(|| (rt.engine().save_state(), rt.engine().flow_count()));
             drop(rt);
-            (r, merge(summary, per), in_use)
+            (r, merge(summary, per), in_use, state)
         })?;
         threads.push((handle, t));
     }
@@ -212,9 +287,11 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
     }
     let mut counters = Vec::new();
     let mut in_use = Vec::new();
+    let mut states = Vec::new();
     for (_, t) in threads {
         match t.join() {
-            Ok((r, c, u)) => {
+            Ok((r, c, u, s)) => {
+                states.extend(s);
                 if let (Ok(_), Err(e)) = (&result, r) {
                     result = Err(e);
                 }
@@ -235,7 +312,7 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
     // Worker 0's summary last: its NAT log end reports the exporter's counters, complete once every
     // worker has handed over its stop records. Its loop (and with it the last link: the operations
     // thread, the capture, the NAT log exporter's thread) goes last.
-    rt.drain_natlog();
+    rt.drain_natlog(end);
     let mut counters = merge(merge(rt.summary(), per_worker(i, &rt)), counters);
     // The pool is every worker's: its size is one worker's, its addresses in use their union.
     let nat = rt.engine().nat();
@@ -247,8 +324,17 @@ pub fn run<D: Device + Send + 'static>(parts: Vec<Parts<D>>, stop: &Stop) -> io:
             None => {}
         }
     }
+    let saved = save.map(|path| {
+        if states.len() != workers - 1 {
+            // A worker that panicked left no state: a file without it would not match the workers.
+            tracing::error!(path = %path.display(), "a worker ended without its state: none is saved");
+            return Err("a worker's state is missing".to_string());
+        }
+        let first = (rt.engine().save_state(), rt.engine().flow_count());
+        save_states(&path, std::iter::once(first).chain(states).collect())
+    });
     drop(rt);
-    Ok((result, counters))
+    Ok((result, with_saved(counters, saved)))
 }
 
 fn runtime<D: Device>(p: Parts<D>) -> Runtime<D> {
@@ -303,7 +389,7 @@ impl MemGateway {
             parts.push(Parts { engine, lan, wan, worker, link: None, natlog });
         }
         let (stop, handle) = Stop::manual()?;
-        let done = std::thread::spawn(move || run(parts, &stop));
+        let done = std::thread::spawn(move || run(parts, &stop, None));
         Ok(MemGateway { lans, wans, stop: handle, done })
     }
 }

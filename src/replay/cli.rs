@@ -57,6 +57,10 @@ pub struct ReplayArgs {
     /// on the threads' timing; 1 (the default) is the one-engine replay
     #[arg(long = "workers", value_name = "N", default_value = "1", allow_negative_numbers = true)]
     pub workers: u16,
+    /// A test of `ftpnat run --state-file`: every N frames, save the engine's state and continue with
+    /// an engine restored from it. The outputs must not change
+    #[arg(long = "restart-every", value_name = "N", hide = true)]
+    pub restart_every: Option<u32>,
 }
 
 /// `10.0.0.0/24`, `2001:db8::/64`, or a bare address (a /32 or /128).
@@ -80,6 +84,7 @@ impl ReplayArgs {
             keep_link_layer: self.keep_link_layer,
             trust_input_checksums: self.trust_input_checksums,
             nat64_prefix: self.nat64_prefix,
+            restart_every: self.restart_every,
         }
     }
 

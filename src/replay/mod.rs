@@ -56,6 +56,10 @@ pub struct ReplayOptions {
     /// `--nat64-prefix`: IPv6 packets from an IPv6 `--inside` prefix go through the gateway's NAT64
     /// (README "NAT64"), and the IPv6 peers' recorded answers are emulated as the IPv4 server's.
     pub nat64_prefix: Option<crate::xlat::Nat64Prefix>,
+    /// Issue 15's proof that a restart changes nothing: every this many frames the engine's state is
+    /// saved and a new engine restored from it ([`Engine::save_state`], [`Engine::restore`]). `None`:
+    /// one engine throughout.
+    pub restart_every: Option<u32>,
 }
 
 impl ReplayOptions {
@@ -67,6 +71,7 @@ impl ReplayOptions {
             ftp_ports: vec![21],
             keep_link_layer: false,
             trust_input_checksums: false,
+            restart_every: None,
             nat64_prefix: None,
         }
     }
@@ -371,6 +376,8 @@ pub struct Replayer {
     last: FrameOutcome,
     /// The sum of `counters.drops`, so that counting a frame's drops costs no sum over every reason.
     own_drops: u64,
+    /// `--restart-every`: the configuration to restore into, and the period.
+    restart: Option<(Config, u32)>,
 }
 
 impl Replayer {
@@ -384,7 +391,7 @@ impl Replayer {
         let config = opts.config().map_err(ReplayError::Args)?.for_shard(shard);
         let drain = DRAIN_EXTRA.max(config.ftp.hold_timeout + core::time::Duration::from_secs(1));
         Ok(Replayer {
-            engine: Engine::new(config),
+            engine: Engine::new(config.clone()),
             inside_v6: opts.inside_v6(),
             repair: !opts.trust_input_checksums,
             counters: Counters::default(),
@@ -393,6 +400,7 @@ impl Replayer {
             drain,
             last: FrameOutcome::default(),
             own_drops: 0,
+            restart: opts.restart_every.map(|n| (config.clone(), n.max(1))),
         })
     }
 
@@ -469,6 +477,14 @@ impl Replayer {
         out: &mut dyn Output,
     ) -> Result<(), ReplayError> {
         self.advance(ts, out).map_err(|e| ReplayError::Output(e.to_string()))?;
+        if let Some((config, every)) = &self.restart {
+            if self.counters.frames % u64::from(*every) == 0 {
+                let state = self.engine.save_state();
+                self.engine = Engine::restore(config.clone(), &state)
+                    .map_err(|e| ReplayError::Args(format!("--restart-every: {e}")))?
+                    .0;
+            }
+        }
         let (outs, drops) = (self.counters.packets_out, self.total_drops());
         self.last = FrameOutcome::default();
         let r = self.frame_inner(ts, linktype, data, out);

@@ -32,7 +32,35 @@ pub use setup::*;
 mod model;
 pub use model::*;
 mod verdict;
+// tests/replay_restart.rs compares outputs byte for byte and judges none.
+#[allow(unused_imports)]
 pub use verdict::*;
+
+/// The corpus captures (every pcap/pcapng file under the corpus folder), when it is there.
+pub fn corpus_captures() -> Vec<std::path::PathBuf> {
+    // `../shared/corpus` from the repository (as tests/replay_corpus.rs), or from a worktree's parent.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dirs = match std::env::var_os("FTPNAT_CORPUS") {
+        Some(p) => vec![std::path::PathBuf::from(p)],
+        None => vec![root.join("../shared/corpus"), root.join("../../shared/corpus")],
+    };
+    let Some(dir) = dirs.into_iter().find(|d| d.is_dir()) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng" || x == "gz") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 /// The committed cases: every folder under `tests/pcap/` with an `args` file, in name order.
 pub fn committed_cases() -> Vec<std::path::PathBuf> {

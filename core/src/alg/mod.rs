@@ -53,7 +53,7 @@ pub enum V6Ends {
 /// The state of the ALG that watches one connection. A second ALG is a second variant and a rule in
 /// [`watch`]; the engine does not change (it handles every watched connection alike, through
 /// `conntrack::AlgConn`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Watched {
     Ftp(ftp::FtpSession),
 }
@@ -75,7 +75,7 @@ pub fn watch(config: &Config, o: &Opening) -> Option<Watched> {
 }
 
 /// One expected inbound TCP connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pinhole {
     pub public_port: u16,
     /// The pool address of the port: the control connection's public address (issue 16: servers
@@ -94,7 +94,7 @@ pub struct Pinhole {
 }
 
 /// All outstanding pinholes, keyed by public endpoint.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Pinholes {
     by_port: HashMap<Endpoint, Pinhole>,
     per_host: HashMap<Ipv4Addr, u32>,

@@ -14,7 +14,7 @@ use crate::metrics::DropReason;
 use crate::stream::{Incoming, Released, SegmentOut, StreamEdit, Tally};
 use crate::wire::SeqNum;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AlgConn {
     pub stream: StreamEdit,
     pub app: Watched,

@@ -21,7 +21,7 @@ use crate::time::Instant;
 
 /// TCP connection state, coarse like a NAT needs it (RFC 5382 §5 distinguishes established from
 /// transitory; closing states shorten the timeout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TcpState {
     SynSent,
     SynReceived,
@@ -67,7 +67,7 @@ impl TcpState {
 }
 
 /// How a connection came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Origin {
     /// An inside host opened it (source NAT).
     Outbound,
@@ -133,7 +133,7 @@ mod bits {
     pub(super) const CREATED_MAX: u64 = (1 << 56) - 1;
 }
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Conn {
     /// Keys as each direction's sender writes them (before translation), indexed by [`Dir::index`].
     keys: [FlowKey; 2],
@@ -431,7 +431,7 @@ impl core::fmt::Debug for Conn {
 
 /// A duration in 32 bits, rounded down: µs below 2^30 µs (17.9 min), ms below 2^30 ms (12.4 days),
 /// whole seconds beyond (saturating at 2^30 s, 34 years). The top two bits say which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Span(u32);
 
 impl Span {
@@ -459,7 +459,7 @@ impl Span {
 /// of one flow at 1 Mpps) and 56-bit bytes (18 years at 1 Gbit/s). Each direction's word holds its
 /// bytes below its packets' high 8 bits, so a packet costs one increment and one add, no carries
 /// between words except once per 2^32 packets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Counts {
     packets_lo: [u32; 2],
     wide: [u64; 2],

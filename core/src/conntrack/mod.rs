@@ -263,9 +263,79 @@ impl Table {
         self.index.insert_unique(hash, r, |&o| key_of(slots, o).map_or(0, |k| hasher.hash_one(k)));
     }
 
+    /// The table as the state file carries it ([`TableState`]): every connection with its slot (its
+    /// handle stays valid across a restart: pinholes, held bytes and data connections name it) and the
+    /// generation counter. The index, the expiry queue, the free list and the per-host counts are
+    /// derived, and rebuilt by [`Table::restore`].
+    pub fn state(&self) -> TableStateRef<'_> {
+        TableStateRef { next_generation: self.next_generation, conns: SlabConns(&self.slots, self.len) }
+    }
+
+    /// A table bounded by `max`/`max_per_host` holding `state`'s connections in their slots, with the
+    /// derived parts rebuilt. Refuses a state no table could have had: slots out of order or beyond
+    /// the index's reach, a key two connections claim.
+    pub fn restore(max: usize, max_per_host: usize, state: TableState) -> Result<Table, String> {
+        let mut t = Table::new(max, max_per_host);
+        t.next_generation = state.next_generation;
+        let mut last: Option<u32> = None;
+        for (slot, mut conn) in state.conns {
+            if last.is_some_and(|l| slot <= l) || slot as usize >= MAX_SLOTS {
+                return Err(format!("connection slot {slot} out of order or out of range"));
+            }
+            last = Some(slot);
+            while t.slots.len() <= slot {
+                let s = t.slots.grow();
+                if s != slot {
+                    t.free.push(s);
+                }
+            }
+            let keys = *conn.keys();
+            if keys.iter().any(|k| t.lookup(k).is_some()) || keys[0] == keys[1] {
+                return Err(format!("connection slot {slot}: its flow key is another connection's"));
+            }
+            *t.per_host.entry(conn.host()).or_default() += 1;
+            conn.queued = Due::marker(conn.expires());
+            queue(&mut t.timers, Due::new(conn.expires(), slot));
+            t.slots.put(slot, conn);
+            t.index_insert(&keys[0], slot_ref(slot, Dir::Original));
+            t.index_insert(&keys[1], slot_ref(slot, Dir::Reply));
+            t.len += 1;
+        }
+        // Lowest slot first, as a fresh table hands them out.
+        t.free.reverse();
+        Ok(t)
+    }
+
     /// Connections per inside host (for exhaustion reporting).
     pub fn host_count(&self, h: Ipv4Addr) -> usize {
         self.per_host.get(&h).copied().unwrap_or(0) as usize
+    }
+}
+
+/// The connections of a table for the state file, borrowed: (slot, connection) in slot order.
+#[derive(serde::Serialize)]
+pub struct TableStateRef<'a> {
+    next_generation: u32,
+    conns: SlabConns<'a>,
+}
+
+/// What [`TableStateRef`] encodes, read back; [`Table::restore`] makes a table of it.
+#[derive(serde::Deserialize)]
+pub struct TableState {
+    next_generation: u32,
+    conns: Vec<(u32, Conn)>,
+}
+
+struct SlabConns<'a>(&'a Slab, usize);
+
+impl serde::Serialize for SlabConns<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The count goes first (postcard writes it ahead of the elements): the table's own.
+        let mut out = s.serialize_seq(Some(self.1))?;
+        for (slot, conn) in self.0.iter() {
+            serde::ser::SerializeSeq::serialize_element(&mut out, &(slot, conn))?;
+        }
+        serde::ser::SerializeSeq::end(out)
     }
 }
 

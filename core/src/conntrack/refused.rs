@@ -26,14 +26,14 @@ pub const CAPACITY: usize = 4096;
 /// backoff, Linux's six SYN retries take 127 s).
 pub const HOLD: core::time::Duration = core::time::Duration::from_secs(120);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 struct Key {
     remote: Endpoint,
     port: u16,
 }
 
 /// See the module header.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Refused {
     /// foldhash, randomly seeded, as the connection index: every new inside flow asks here.
     until: HashMap<Key, Instant, foldhash::fast::RandomState>,

@@ -36,6 +36,11 @@ impl Slab {
         self.chunks.get_mut((slot >> CHUNK_BITS) as usize)?[(slot & MASK) as usize].as_mut()
     }
 
+    /// Slots handed out so far.
+    pub(super) fn len(&self) -> u32 {
+        self.len
+    }
+
     /// A never-used slot number, its chunk allocated.
     pub(super) fn grow(&mut self) -> u32 {
         let slot = self.len;

@@ -90,7 +90,7 @@ impl TcpSeg {
 }
 
 /// How a segment relates to the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Window {
     /// In the window; for an RST, exact. The caller may change state.
     Accept,
@@ -105,7 +105,7 @@ pub enum Window {
 }
 
 /// Why a segment is outside the window, for logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Why {
     SeqAbove,
     SeqBelow,
@@ -147,7 +147,7 @@ mod meta {
 /// A window size in 16 bits: an 11-bit mantissa and a 5-bit shift, rounded up, so a stored window is
 /// never smaller than the one advertised (at most 1/1024 larger), up to 2^30 (RFC 7323 §2.3: no window
 /// is larger).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 struct WinSize(u16);
 
 impl WinSize {
@@ -179,7 +179,7 @@ impl WinSize {
 
 /// An ordinary segment, the per-packet case ([`TcpWindow::track_established`]): no SYN, no RST, an
 /// ACK. `len` counts its payload and FIN.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Plain {
     pub seq: SeqNum,
     pub ack: SeqNum,
@@ -189,7 +189,7 @@ pub struct Plain {
 
 /// The window state of one TCP connection, both directions: 22 bytes of fields, 24 with alignment (see
 /// the module header).
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TcpWindow {
     end: [SeqNum; 2],
     ack: [SeqNum; 2],

@@ -15,6 +15,7 @@
 //! | `fragment` | later fragments, translated by their first fragment's flow |
 //! | `alg_hook` | segments of ALG connections: given to the ALG, rebuilt, renumbered |
 //! | `nat64` | NAT64's two steps around the IPv4 path (issue 14) |
+//! | `state` | the engine's state as bytes, and an engine rebuilt from them (issue 15) |
 //!
 //! Must not: read a clock, make a syscall or spawn a thread. Time enters as a parameter.
 //!
@@ -46,6 +47,7 @@ mod fragment;
 mod nat64;
 mod rewrite;
 mod router;
+mod state;
 #[cfg(test)]
 pub(crate) mod testing;
 mod track;
@@ -54,6 +56,7 @@ use admit::{public_endpoint, remote_endpoint};
 use classify::{Head, TcpFields};
 use rewrite::translate;
 use router::{RouterError, ICMP_ERRORS_PER_SEC};
+pub use state::{RestoreError, StateKey};
 
 /// Whether an ALG segment's acknowledgement may move the ALG's state (prune the other direction's edit
 /// history, jump a gap): only when the window tracker accepted it.

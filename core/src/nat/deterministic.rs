@@ -30,7 +30,7 @@ pub struct Share {
 }
 
 /// The RFC 7422 layout for one configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Deterministic {
     /// The inside prefixes and the inside address number each starts at.
     inside: Vec<(Ipv4Net, u64)>,

@@ -155,7 +155,7 @@ impl Record {
 }
 
 /// What the operator asked to be recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LogPolicy {
     /// Anything at all (an exporter is configured).
     pub enabled: bool,
@@ -169,13 +169,19 @@ pub struct LogPolicy {
 pub const ALARMS_PER_SEC: u32 = 100;
 
 /// The bounded record queue.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Log {
+    // Not in the state file: the policy is the running gateway's settings, and the shell drains the
+    // queue to its exporters before it saves (as records, not state).
+    #[serde(skip)]
     policy: LogPolicy,
+    #[serde(skip)]
     queue: VecDeque<Record>,
     /// Block and alarm records copied for `ftpnat events` while someone follows them (bounded by
     /// [`MIRROR_CAPACITY`]; the engine moves them to its event queue after each packet or timeout).
+    #[serde(skip)]
     mirror: bool,
+    #[serde(skip)]
     mirrored: VecDeque<Record>,
     dropped: u64,
     /// Alarm (exhaustion, quota) records allowed in the current second, and that second.
@@ -189,7 +195,7 @@ pub struct Log {
     names: HashMap<Ipv4Addr, Host6>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Host6 {
     v6: Ipv6Addr,
     assigned: bool,

@@ -57,11 +57,11 @@ fn proto_index(p: Proto) -> usize {
 const ALL_PROTOS: [Proto; PROTOS] = [Proto::Icmp, Proto::Tcp, Proto::Udp];
 
 /// An inside host's endpoint, as the host sends from it (before translation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct InsideEndpoint(Endpoint);
 
 /// A public endpoint of the gateway: one of the pool's addresses and a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PublicEndpoint(Endpoint);
 
 macro_rules! endpoint_type {
@@ -165,7 +165,7 @@ pub enum ReserveError {
 }
 
 /// Port-block allocation: `--port-block-size`, the per-host block limit and the hold-down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockPolicy {
     /// Ports per block.
     pub size: u16,
@@ -182,7 +182,7 @@ impl BlockPolicy {
 }
 
 /// How mappings get their public ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Allocation {
     /// One port at a time from the host's paired address.
     #[default]
@@ -221,7 +221,7 @@ pub struct Setup {
 }
 
 /// The mapping of one inside endpoint.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Mapping {
     public: PublicEndpoint,
     refs: u32,
@@ -237,7 +237,7 @@ pub struct Mapped {
 }
 
 /// One port block on one public address.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Block {
     owner: Option<Ipv4Addr>,
     /// Mappings of every protocol in it.
@@ -254,6 +254,7 @@ struct Block {
 }
 
 /// What one public address has in use.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Space {
     used: [PortSet; PROTOS],
     /// Ports of the allocator's range taken (mappings and reservations), per protocol: a full range is
@@ -290,7 +291,7 @@ impl Space {
 }
 
 /// One inside host holding mappings or blocks.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Host {
     /// Its paired address (pool index).
     addr: u16,
@@ -304,7 +305,7 @@ struct Host {
 }
 
 /// Allocation counters (gauges are computed by [`Nat::gauges`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub mappings_created: u64,
     pub blocks_allocated: u64,
@@ -382,6 +383,7 @@ pub struct PortOwner {
 }
 
 /// The allocator: pool, hosts, blocks, mappings and their log.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Nat {
     pool: Pool,
     /// Where new public ports come from: the range or a worker's slice of it.

@@ -84,7 +84,7 @@ pub fn check_public_address(a: Ipv4Addr) -> Result<(), String> {
 
 /// The public addresses, in the order configured; an address's position is its index everywhere
 /// (ports sets, blocks, the deterministic layout).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pool {
     addrs: Vec<Ipv4Addr>,
     index: HashMap<Ipv4Addr, u16>,

@@ -9,7 +9,7 @@ use core::ops::RangeInclusive;
 use std::str::FromStr;
 
 /// An inclusive, non-empty range of ports: `first..=last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PortRange {
     first: u16,
     last: u16,
@@ -106,6 +106,25 @@ impl FromStr for PortRange {
 /// A set of 65,536 bits: which ports are taken.
 #[derive(Clone)]
 pub(crate) struct PortSet(Box<[u64; 1024]>);
+
+/// In the state file as its 1,024 words.
+impl serde::Serialize for PortSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PortSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let words: Vec<u64> = serde::Deserialize::deserialize(d)?;
+        let n = words.len();
+        let words: Box<[u64; 1024]> = words
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(n, &"1024 words of port bits"))?;
+        Ok(PortSet(words))
+    }
+}
 
 impl Default for PortSet {
     fn default() -> Self {

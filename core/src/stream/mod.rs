@@ -33,7 +33,7 @@ use crate::time::Instant;
 use crate::wire::SeqNum;
 
 /// Whether the gateway may change a direction's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Edit {
     /// Bytes may be held and spliced; the segments that carry them are rebuilt.
     Rewrite,
@@ -214,7 +214,7 @@ pub const REFUSED_TIMES: u8 = 3;
 pub const REFUSED_PATIENCE: core::time::Duration = core::time::Duration::from_secs(2);
 
 /// One direction of an edited connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Half {
     map: SeqMap,
     edit: Edit,
@@ -476,7 +476,7 @@ impl Half {
 }
 
 /// The stream-editing state of one connection: both directions, indexed by [`Dir::index`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StreamEdit {
     halves: [Half; 2],
 }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use crate::wire::SeqNum;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Edit {
     in_start: SeqNum,
     in_len: u32,
@@ -33,7 +33,7 @@ impl Edit {
 }
 
 /// The edit history of one direction. `out = in + delta(in)`, all arithmetic modulo 2^32.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SeqMap {
     /// Offset for everything before the first retained edit.
     base: u32,

@@ -8,7 +8,7 @@
 
 /// A TCP sequence (or acknowledgment) number. The field is private: arithmetic goes through the
 /// wrapping methods, never through the bare integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct SeqNum(u32);
 
 impl SeqNum {

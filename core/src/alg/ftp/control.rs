@@ -37,7 +37,7 @@ use crate::flow::{Dir, Endpoint};
 use crate::metrics::RefusalReason;
 
 /// A command waiting for its final reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Pending {
     /// PORT/EPRT, with the public port of the pinhole it opened.
     Port(Option<u16>),
@@ -57,7 +57,7 @@ enum Pending {
 }
 
 /// Which end of a NAT64 control connection is the IPv6 one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum V6End {
     /// An IPv6 inside client, an IPv4 server (RFC 6384).
     Client,
@@ -66,7 +66,7 @@ enum V6End {
 }
 
 /// What a NAT64 control connection knows of its IPv6 side (RFC 6384).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Nat64Ftp {
     /// The IPv6 end.
     v6: V6End,
@@ -82,14 +82,14 @@ struct Nat64Ftp {
 const MAX_PENDING: usize = 64;
 
 /// How to format an announced endpoint again: the syntax of its line and, for EPRT, its delimiter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Format {
     kind: Kind,
     delim: u8,
 }
 
 /// What the announcement handed to the generic code is for ([`Control::announced`] finishes it).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Awaiting {
     /// A PORT/EPRT of an inside client: its reply may close the pinhole.
     Port,
@@ -110,7 +110,7 @@ enum Step {
 }
 
 /// The FTP ALG's state of one control connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Control {
     client_inside: bool,
     /// The client's own address (inside address when the client is inside).
@@ -129,6 +129,7 @@ pub struct Control {
     /// The announcement handed out and not yet placed.
     awaiting: Option<Awaiting>,
     /// Findings of the line being handled, returned with its verdict.
+    #[serde(skip)]
     notes: Vec<Note>,
 }
 

@@ -24,7 +24,7 @@ use crate::wire::SeqNum;
 use super::parse::{candidate, Candidate};
 pub use crate::alg::finding::{Line, LineAction};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Tls {
     Clear,
     /// Inside a TLS record stream: `got` header bytes of the next record seen, `remaining` body bytes
@@ -44,7 +44,7 @@ pub enum Speaker {
 }
 
 /// The line framing of one direction.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LineFramer {
     line: Vec<u8>,
     line_start: SeqNum,

@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 
 /// Which kind of announcement a line carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     Port,
     Eprt,

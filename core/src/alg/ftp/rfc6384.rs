@@ -62,7 +62,7 @@ pub enum EpsvArg {
 }
 
 /// A reply the gateway writes in place of the server's reply to the NOOP it substituted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GatewayReply {
     /// `EPSV` with a family other than 2 (RFC 2428 §3).
     EpsvFamily,

@@ -23,7 +23,7 @@ use crate::stream::{Edit, Emit, Framer, Start, StreamEdit, Tally};
 use crate::wire::SeqNum;
 
 /// ALG state of one control connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FtpSession {
     /// Indexed by [`Dir::index`]: `Original` carries commands (the client always opens the control
     /// connection), `Reply` carries replies.
