@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded fuzz smoke run for CI: each target (ftp_parse, stream, engine; pcap_read, config_toml,
+# Bounded fuzz smoke run for CI: each target (ftp_parse, stream, engine, engine_restart; pcap_read, config_toml,
 # control_request, metrics_request) for a fixed number of executions
 # with a fixed seed (FUZZ_SEED, default 1), so a CI run is reproducible: the same commit explores the same
 # inputs on any machine, and a new finding comes from a change, not from luck. FUZZ_SECONDS (default 120)
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs="${FUZZ_SECONDS:-120}"
 seed="${FUZZ_SEED:-1}"
-targets="${FUZZ_TARGETS:-ftp_parse stream engine pcap_read config_toml control_request metrics_request}"
+targets="${FUZZ_TARGETS:-ftp_parse stream engine engine_restart pcap_read config_toml control_request metrics_request}"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
@@ -31,6 +31,7 @@ runs_of() {
     case "$1" in
         ftp_parse) echo 1500000 ;;
         stream) echo 60000 ;;
+        engine_restart) echo 20000 ;;
         pcap_read) echo 50000 ;;
         config_toml) echo 250000 ;;
         control_request | metrics_request) echo 1500000 ;;
@@ -41,7 +42,10 @@ status=0
 for t in $targets; do
     mkdir -p "$scratch/$t"
     log="$scratch/$t.log"
-    if cargo fuzz run -s none "$t" "$scratch/$t" "corpus/$t" -- \
+    # engine_restart explores from the engine's corpus (the same programs, run with restarts).
+    seeds="corpus/$t"
+    [ "$t" != engine_restart ] || seeds=corpus/engine
+    if cargo fuzz run -s none "$t" "$scratch/$t" "$seeds" -- \
         -seed="$seed" -runs="$(runs_of "$t")" -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
         crashes=0
     else

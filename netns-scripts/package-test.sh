@@ -11,7 +11,8 @@
 #      uplink NICs are veth interfaces), `systemctl start ftpnat` runs the unit exactly as installed
 #      (dynamic user, CAP_NET_ADMIN only, sandboxing, RuntimeDirectory) with the example configuration
 #      unedited, `ftpnat show stats` is answered through /run/ftpnat/control.sock, the metrics endpoint
-#      answers, `systemctl reload` re-reads the file, and both units stop cleanly.
+#      answers, `systemctl reload` re-reads the file, `systemctl restart` keeps the state
+#      (state-file), and both units stop cleanly.
 #   4. `dpkg --purge` removes the package; nothing of it may remain.
 #
 # Needs root, cargo-deb, systemd-container and init-system-helpers (netns-scripts/deps.sh installs them).
@@ -145,8 +146,16 @@ grep -Eq '^NoNewPrivs:[[:space:]]+1$' /ci/out/proc.txt
 systemctl reload ftpnat.service
 waitfor 100 sh -c 'journalctl -u ftpnat.service --no-pager | grep -q "configuration reloaded"'
 systemctl is-active ftpnat.service
+# `systemctl restart` keeps the state (issue 15): the example configuration's state-file, in the unit's
+# StateDirectory, is written at the stop, loaded at the start and then deleted.
+systemctl restart ftpnat.service
+waitfor 100 sh -c 'journalctl -u ftpnat.service --no-pager | grep -q "state saved"'
+waitfor 100 sh -c 'journalctl -u ftpnat.service --no-pager | grep -q "state loaded"'
+test ! -e /var/lib/ftpnat/state
+systemctl is-active ftpnat.service
 systemctl stop ftpnat.service
 systemctl show -p ExecMainStatus --value ftpnat.service | grep -qx 0
+test -s /var/lib/ftpnat/state
 test ! -e /run/ftpnat
 systemctl stop ftpnat-host-setup.service
 ! ip link show ftpnat-lan 2>/dev/null
@@ -172,7 +181,7 @@ fi
 step "ftpnat.service ran as installed; ftpnat show stats through /run/ftpnat/control.sock:"
 grep -E '^(flows\.(active|max)|packets\.in|device\.lan\.rx_packets)' "$WORK/out/stats.txt" | sed 's/^/    /'
 sed 's/^/    /' "$WORK/out/proc.txt"
-grep -E 'ftpnat running|reloaded|stopped' "$WORK/out/journal.txt" | sed 's/^/    /' | cut -c1-160
+grep -E 'ftpnat running|reloaded|state saved|state loaded|stopped' "$WORK/out/journal.txt" | sed 's/^/    /' | cut -c1-160
 
 # ---- 4. remove -------------------------------------------------------------------------------------
 dpkg --purge ftpnat >"$WORK/dpkg-purge.log" 2>&1 || { cat "$WORK/dpkg-purge.log" >&2; fail "dpkg --purge"; }

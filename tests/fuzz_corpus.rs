@@ -45,6 +45,13 @@ fn engine_corpus() {
     replay("engine", fuzz_harness::engine);
 }
 
+/// Issue 15: the engine corpus again, each program run straight and restarted before every step
+/// (the `engine_restart` target has no corpus of its own: it explores from the engine's).
+#[test]
+fn engine_restart_corpus() {
+    replay("engine", fuzz_harness::engine_restart);
+}
+
 #[test]
 fn pcap_read_corpus() {
     replay("pcap_read", fuzz_harness::pcap_read);

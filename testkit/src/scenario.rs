@@ -187,7 +187,12 @@ pub enum DataPorts {
 
 impl Ftp {
     pub fn open(rig: &mut Rig, client: Ipv4Addr, ports: DataPorts) -> Ftp {
-        let cp = CLIENT_PORT;
+        Ftp::open_from(rig, client, CLIENT_PORT, ports)
+    }
+
+    /// [`Ftp::open`] from the client's port `cp`, which must be free on the public address too (the
+    /// server answers to `PUBLIC:cp`): several sessions side by side each need their own.
+    pub fn open_from(rig: &mut Rig, client: Ipv4Addr, cp: u16, ports: DataPorts) -> Ftp {
         rig.pass(Side::Inside, &tcp(client, cp, REMOTE, 21, 1000, 0, SYN, &[]));
         rig.pass(Side::Outside, &tcp(REMOTE, 21, PUBLIC, cp, 9000, 1001, SYN | ACK, &[]));
         rig.pass(Side::Inside, &tcp(client, cp, REMOTE, 21, 1001, 9001, ACK, &[]));

@@ -737,6 +737,11 @@ struct World {
     max_per_host: usize,
     max_pinholes_host: usize,
     max_pinholes_conn: usize,
+    /// The configuration the engine was made with (a restart restores under it).
+    config: Config,
+    restarts: Restarts,
+    /// FNV-1a digest of every verdict and every emitted packet (side, bytes), in order.
+    trail: u64,
 }
 
 const CLIENT_DICT: &[&str] = &[
@@ -797,20 +802,51 @@ pub fn engine(data: &[u8]) {
 
 /// [`engine`], returning the counters from before the final expiry (to show what a corpus file reaches).
 pub fn engine_run(data: &[u8]) -> Option<Metrics> {
+    world_run(data, Restarts::Never).map(|(m, _)| m)
+}
+
+/// Issue 15, a restart changes nothing: the [`engine`] program run once straight and once with the
+/// engine saved and restored ([`Engine::save_state`], [`Engine::restore`]) before every step, on top
+/// of [`engine`]'s own invariants. Every packet emitted (side and bytes, in order), every verdict and
+/// the counters are the same both ways.
+pub fn engine_restart(data: &[u8]) {
+    let straight = world_run(data, Restarts::Never);
+    let restarted = world_run(data, Restarts::EveryStep);
+    match (straight, restarted) {
+        (Some((m1, t1)), Some((m2, t2))) => {
+            assert_eq!(t1, t2, "what the engine emitted differs once it is restarted before every step");
+            assert_eq!(format!("{m1:?}"), format!("{m2:?}"), "the counters differ with restarts");
+        }
+        (None, None) => {}
+        (a, b) => panic!("one run had no world: {:?} / {:?}", a.is_some(), b.is_some()),
+    }
+}
+
+/// Whether [`World`] saves and restores its engine before every step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restarts {
+    Never,
+    EveryStep,
+}
+
+/// The counters from before the final expiry, and a digest of every verdict and emitted packet.
+fn world_run(data: &[u8], restarts: Restarts) -> Option<(Metrics, u64)> {
     let mut d = Input::new(data);
     let mut w = World::new(&mut d)?;
+    w.restarts = restarts;
     let mut ops = 0;
     while !d.is_empty() && ops < 1000 {
         ops += 1;
         w.step(&mut d);
     }
     let m = w.engine.metrics().clone();
+    let trail = w.trail;
     // Everything expires in the end, and takes its port mappings and pinholes along.
     w.advance(w.now + core::time::Duration::from_secs(100_000_000));
     assert_eq!(w.engine.flow_count(), 0, "flows left after every timeout");
     assert!(w.engine.pinholes().is_empty(), "pinholes left after every timeout");
     assert_eq!(w.engine.nat().mapping_count(), 0, "port mappings leaked");
-    Some(m)
+    Some((m, trail))
 }
 
 impl World {
@@ -874,7 +910,10 @@ impl World {
             max_per_host: config.max_flows_per_host,
             max_pinholes_host: config.ftp.max_pinholes_per_host,
             max_pinholes_conn: config.ftp.max_pinholes_per_conn,
-            engine: Engine::new(config),
+            engine: Engine::new(config.clone()),
+            config,
+            restarts: Restarts::Never,
+            trail: 0xcbf2_9ce4_8422_2325,
             now: Instant::from_secs(1000),
             sims: Vec::new(),
             next_port: 30000,
@@ -885,6 +924,13 @@ impl World {
     }
 
     fn step(&mut self, d: &mut Input<'_>) {
+        if self.restarts == Restarts::EveryStep {
+            let state = self.engine.save_state();
+            let (engine, refused) = Engine::restore(self.config.clone(), &state)
+                .unwrap_or_else(|e| panic!("the engine's own state is refused: {e}"));
+            assert!(refused.is_empty(), "forwards refused on restore: {refused:?}");
+            self.engine = engine;
+        }
         let op = d.u8();
         match op % 16 {
             0 | 1 => {
@@ -983,6 +1029,7 @@ impl World {
         trace!("t={:?} in {side}: {} {}", self.now, ftpnat::engine::summary(&pkt), describe(&pkt));
         let v = self.engine.handle_packet(self.now, side, &mut pkt);
         trace!("  verdict {v:?}");
+        self.digest(format!("{v:?}").as_bytes());
         if let Verdict::Forward(to) = v {
             self.emitted(to, pkt, valid, from);
         }
@@ -996,8 +1043,16 @@ impl World {
         }
     }
 
+    fn digest(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.trail = (self.trail ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
     fn emitted(&mut self, side: Side, pkt: Vec<u8>, valid: bool, from: Option<(usize, usize)>) {
         trace!("  out {side}: {} {}", ftpnat::engine::summary(&pkt), describe(&pkt));
+        self.digest(&[side.index() as u8]);
+        self.digest(&pkt);
         let c =
             check_packet(&pkt, valid).unwrap_or_else(|e| panic!("emitted packet on {side}: {e}: {pkt:02x?}"));
         let inside = |a: Ipv4Addr| a.octets()[..3] == [10, 0, 0];
@@ -1078,8 +1133,10 @@ impl World {
 
     /// A SYN at an open pinhole: from its peer (mostly) or another address, SYN or not.
     fn pinhole_syn(&mut self, d: &mut Input<'_>) {
-        let ph: Vec<(u16, Ipv4Addr, Ipv4Addr)> =
+        let mut ph: Vec<(u16, Ipv4Addr, Ipv4Addr)> =
             self.engine.pinholes().iter().map(|p| (p.public_port, p.peer, p.inside.addr)).collect();
+        // In port order, not the hash table's (which a restored engine's differs in).
+        ph.sort_unstable();
         let pick = d.u8();
         let (port, peer) = match ph.get(pick as usize % ph.len().max(1)) {
             Some(&(p, peer, _)) => (p, peer),
