@@ -909,10 +909,8 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
     if let Some(x) = &natlog {
         ops.shared.extend(x.counters().shared());
     }
-    let state = workers::State {
-        restored: settings.state_file.as_deref().and_then(|p| load_state(p, &config, pairs.len())),
-        save: settings.state_file.clone(),
-    };
+    let restored = settings.state_file.as_deref().and_then(|p| load_state(p, &config, pairs.len(), &mut ops));
+    let state = workers::State { restored, save: settings.state_file.clone() };
     let started = std::time::Instant::now();
     // Removes the control socket and flushes the capture (and the NAT log) before it returns.
     let (result, mut counters) = match workers::run_gateway(config, pairs, ops, natlog, &stop, state) {
@@ -946,17 +944,33 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
 }
 
 /// The engines `--state-file` holds for `workers` workers, or `None` for an empty start; says which in
-/// the log (a file not used is a warning with its reason, never a failed start: issue 15).
-fn load_state(path: &std::path::Path, config: &Config, workers: usize) -> Option<Vec<Engine>> {
+/// the log (a file not used is a warning with its reason, never a failed start: issue 15) and in
+/// `show stats` and the metrics (`state.restored_flows`, `state.restored_pinholes`, `state.rejected`).
+fn load_state(path: &std::path::Path, config: &Config, workers: usize, ops: &mut Ops) -> Option<Vec<Engine>> {
     let workers = u16::try_from(workers).unwrap_or(u16::MAX);
-    match state_file::load(path, config, workers) {
+    let loaded = state_file::load(path, config, workers);
+    let (flows, pinholes, rejected) = match &loaded {
+        state_file::Loaded::Engines { engines, .. } => (
+            engines.iter().map(Engine::flow_count).sum::<usize>(),
+            engines.iter().map(|e| e.pinholes().len()).sum::<usize>(),
+            0,
+        ),
+        state_file::Loaded::Rejected(_) => (0, 0, 1),
+        state_file::Loaded::Missing => (0, 0, 0),
+    };
+    for (name, v) in [
+        ("state.restored_flows", flows as u64),
+        ("state.restored_pinholes", pinholes as u64),
+        ("state.rejected", rejected),
+    ] {
+        ops.shared.push((name, std::sync::Arc::new(std::sync::atomic::AtomicU64::new(v))));
+    }
+    match loaded {
         state_file::Loaded::Missing => {
             tracing::info!(path = %path.display(), "no state file: an empty start");
             None
         }
         state_file::Loaded::Engines { engines, age_secs, refused } => {
-            let flows: usize = engines.iter().map(Engine::flow_count).sum();
-            let pinholes: usize = engines.iter().map(|e| e.pinholes().len()).sum();
             tracing::info!(path = %path.display(), flows, pinholes, age_secs, "state loaded");
             for r in refused {
                 tracing::warn!("{r}");
