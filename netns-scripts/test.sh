@@ -26,12 +26,13 @@ echo "== cargo test --release"
 cargo test --release
 # The namespace suites once more with every topology run as `--workers 2` (issue 18: "every existing
 # test passes with --workers 2 as well as 1"; up.sh reads FTPNAT_WORKERS, the run above used 1);
-# about 4 min of tests on 2 vCPUs, nothing to rebuild. NAT64, pools, port blocks, deterministic NAT
-# and NAT logs all run across workers, so every namespace suite is here.
+# about 6 min of tests on 2 vCPUs (restart_netns: 2), nothing to rebuild. NAT64, pools, port blocks,
+# deterministic NAT, NAT logs and the state file all run across workers, so every namespace suite is here.
 echo "== namespace suites with FTPNAT_WORKERS=2"
 FTPNAT_WORKERS=2 cargo test --release --test netns --test netns_attacks --test ops_netns \
     --test quota_netns --test capture_offload --test operating_demo \
-    --test ftp_real --test workers_netns --test netns_nat64 --test pools_netns --test demo_interrupt
+    --test ftp_real --test workers_netns --test netns_nat64 --test pools_netns --test demo_interrupt \
+    --test restart_netns
 # The Debian package end to end: cargo deb, dpkg -i, the units under systemd (systemd-nspawn), dpkg --purge.
 echo "== package (netns-scripts/package-test.sh)"
 if [[ $EUID -eq 0 ]]; then
