@@ -33,7 +33,8 @@
 # each is checked to have landed where it should (the table's notes; curl's --trace-time for curl-gap).
 # "Survived" means: the file arrived whole and sha256-equal, and the client used one control
 # connection for the whole session (curl: one connect to port 21, every later URL "Re-using existing
-# connection"; lftp: one "Connecting to ... port 21" in its debug log, no retries allowed).
+# connection"; lftp: one "Connecting to ... port 21" in its debug log, no retries allowed) and never
+# got a 4xx/5xx reply on it (curl would fall back from a mangled EPRT to PORT and carry on).
 #
 # Needs root; tears down on exit; every wait is bounded. Environment: FTPNAT_BIN, FTPNAT_WORKERS (1),
 # RESTART_PREFIX (namespace names), RESTART_DIR (keep the work directory: logs, received files are
@@ -153,7 +154,8 @@ gwcheck() { # gwcheck OK|FAIL TEXT
     [[ $1 == OK ]] || fails=$((fails + 1))
 }
 
-# start_ftpnat [FLAGS...]: `--inside $INSIDE` (10.0.0.0/24) and FLAGS; run N's log is $WORK/ftpnat-N.log (stderr) and .out (stop summary).
+# start_ftpnat [FLAGS...]: with `--inside $INSIDE` (10.0.0.0/24) and FLAGS; run N's log is
+# $WORK/ftpnat-N.log (stderr), its stop summary $WORK/ftpnat-N.out.
 start_ftpnat() {
     RUN=$((RUN + 1))
     FLOG="$WORK/ftpnat-$RUN.log"
@@ -167,13 +169,14 @@ start_ftpnat() {
         ftpnat_die "ftpnat run $RUN did not start"
     fi
     # Never fewer workers than asked (a device that cannot be multi-queue means one, with a warning).
-    grep -q "ftpnat running.* workers=$WORKERS " "$FLOG" || gwcheck FAIL "run $RUN: not running $WORKERS workers: $(grep -m1 'ftpnat running' "$FLOG")"
+    grep -q "ftpnat running.* workers=$WORKERS " "$FLOG" \
+        || gwcheck FAIL "run $RUN: not running $WORKERS workers: $(grep -m1 'ftpnat running' "$FLOG")"
 }
 
 # stop_ftpnat: SIGTERM, wait (bounded: 20 s, then SIGKILL); sets FSTATUS (137: had to be killed).
 stop_ftpnat() {
     local i
-    kill -TERM "$FPID"
+    kill -TERM "$FPID" 2>/dev/null || log "ftpnat run $RUN had already ended"
     for ((i = 0; i < 200; i++)); do kill -0 "$FPID" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$FPID" 2>/dev/null && { log "ftpnat run $RUN ignored SIGTERM for 20 s: SIGKILL"; kill -KILL "$FPID"; }
     FSTATUS=0
@@ -579,6 +582,10 @@ for s in "${SESSIONS[@]}"; do
         nextok=FAIL; grep -q '^257 ' "$d/stdout" && grep -q "s1.bin" "$d/stdout" && nextok=OK
         modeok=FAIL; grep -q -- "---> $m" "$d/debug.log" 2>/dev/null && modeok=OK
     fi
+    # No 4xx/5xx reply on the control connection: a mangled command answered "500 Unknown command" and
+    # retried another way (curl falls back from EPRT to PORT) is not a session that survived.
+    bad=$(cat "$d/stderr" "$d/debug.log" "$d/stdout" 2>/dev/null | grep -E -m1 '^[0-9:.]+ < [45][0-9][0-9] |<--- [45][0-9][0-9] |^[45][0-9][0-9] ' || true)
+    [[ -z "$bad" ]] || { sessok=FAIL; ctl+="; error reply: ${bad#* }"; }
     [[ ${NOTE[$s]} != *NOT* ]] || sessok=FAIL
     [[ $modeok == OK ]] || sessok=FAIL
     for f in ${FILES[$s]}; do
