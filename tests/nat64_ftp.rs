@@ -253,3 +253,47 @@ fn the_227_and_a_substituted_reply_split_in_every_way_come_out_the_same() {
         assert_eq!(got, b"504 Command not implemented for that parameter\r\n", "cut {cut}");
     }
 }
+
+/// The engine saved and restored as `ftpnat run --state-file` does at a restart (issue 15).
+fn restart(c: &mut Ctl) {
+    let state = c.e.save_state();
+    let (e, refused) = Engine::restore(config64(), &state).expect("the engine's own state is taken back");
+    assert!(refused.is_empty());
+    c.e = e;
+}
+
+/// Issue 15's hard case in RFC 6384 form: the EPRT sent on as a longer PORT (RFC 6384 §7) is not yet
+/// acknowledged when the gateway restarts; the client retransmits it, and the restarted engine rebuilds
+/// the same PORT, naming the same public port, at the same place in the server's sequence space. The
+/// pinhole, the IPv6 host's stand-in and the sequence delta all came through: the server's data
+/// connection reaches the client, and the next command and reply keep their numbers mapped.
+#[test]
+fn a_restart_between_an_eprt_and_its_acknowledgement_changes_nothing() {
+    let mut c = ctl();
+    let at = c.cseq;
+    let eprt = b"EPRT |2|2001:db8:64::2|40001|\r\n";
+    let first = String::from_utf8(c.c2s(&[eprt])).unwrap();
+    restart(&mut c);
+    let mut again = tcp6(CLIENT6, server6(), CPORT, 21, at, c.crcv, TcpKind::Ack, eprt, 64);
+    assert_eq!(c.e.handle_packet(Instant::ZERO, Side::Inside, &mut again), Verdict::Forward(Side::Outside));
+    let s = seen(&again);
+    assert_eq!(
+        (String::from_utf8(s.payload.clone()).unwrap(), s.seq),
+        (first.clone(), c.srcv - first.len() as u32),
+        "rebuilt byte-exact at the same place after the restart"
+    );
+    let (_, port) = port_of_port_line(&first);
+    assert_eq!(c.s2c(&[b"200 PORT command successful\r\n"]), b"200 PORT command successful\r\n");
+    restart(&mut c);
+    let mut syn = tcp4(SERVER4, PUBLIC, 20, port, 7, 0, TcpKind::Syn, b"", 60);
+    assert_eq!(c.e.handle_packet(Instant::ZERO, Side::Outside, &mut syn), Verdict::Forward(Side::Inside));
+    assert_eq!(seen(&syn).dst, CLIENT6.to_string(), "the pinhole outlived the restart");
+    restart(&mut c);
+    let (srv, cli) = c.exchange("EPSV\r\n", "227 Entering Passive Mode (203,0,113,5,195,80).\r\n");
+    assert_eq!(
+        (srv.as_str(), cli.as_str()),
+        ("PASV\r\n", "229 Entering Extended Passive Mode (|||50000|)\r\n")
+    );
+    assert_eq!(c.exchange("QUIT\r\n", "221 Bye\r\n"), ("QUIT\r\n".into(), "221 Bye\r\n".into()));
+    assert_eq!(c.e.metrics().alg_nat64_eprt, 1, "the retransmission was not read as a second EPRT");
+}
