@@ -3,16 +3,18 @@
 //!
 //! What it proves, through `netns-scripts/restart.sh` (the topology and the scenario; this file runs it
 //! and reads its table):
-//! - **With the state file, every session survives three restarts.** curl (PORT, EPRT, PASV, EPSV)
+//! - **With the state file, every session survives four restarts.** curl (PORT, EPRT, PASV, EPSV)
 //!   and lftp (PORT, PASV, EPSV) against vsftpd (strict: no foreign PORT or PASV addresses), each
 //!   session ONE control connection fetching several files; the first restart lands in the middle of
 //!   every 200 MiB transfer (rate-limited), the second and third between two transfers of a session
 //!   (curl's, lftp's); every file arrives sha256-equal, the client never reconnected (curl: every later
-//!   URL "Re-using existing connection"; lftp: one connect, no retries), and the command after the
-//!   restarts on the same control connection (LIST; PWD and ls) works. PORT and EPRT change the line's
-//!   length, so the ALG's sequence deltas must come back from the file. A Python ftplib session sends
-//!   PORT before the first restart and RETR after the third: vsftpd's data connection needs the
-//!   restored pinhole. ftpnat logs `state saved` and `state loaded` (flows > 0, pinholes > 0) and exits
+//!   URL "Re-using existing connection"; lftp: one connect, no retries) nor got a 4xx/5xx reply, and
+//!   the command after the restarts on the same control connection (LIST; PWD and ls) works. PORT and
+//!   EPRT change the line's length, so the ALG's sequence deltas must come back from the file. A Python
+//!   ftplib session sends PORT before the first restart and RETR after the third: vsftpd's data
+//!   connection needs the restored pinhole. A raw socket sends half a PORT line, the fourth restart
+//!   comes, then the other half: the ALG's held bytes must come back for the line to be rewritten.
+//!   ftpnat logs `state saved` and `state loaded` (flows > 0, pinholes > 0 while one is open) and exits
 //!   0 each time.
 //! - **Without it, the same test fails** (`STATE=off`): the proof that the test can see a lost session.
 //!   Active-mode sessions (PORT/EPRT: pinholes, rewritten lines) must fail there; passive ones may
@@ -116,7 +118,7 @@ fn restart_with_state_file_is_hitless() {
     }
     let run = restart_sh(test, &[]);
     let (n, m) = run.tally("restart").unwrap_or_else(|| panic!("{test}: no tally line:\n{}", run.all()));
-    assert!(m >= 43, "{test}: only {m} transfers in the table (43 expected):\n{}", run.all());
+    assert!(m >= 45, "{test}: only {m} transfers in the table (45 expected):\n{}", run.all());
     assert_eq!((n, run.status), (m, Some(0)), "{test}: {n}/{m} transfers survived:\n{}", run.all());
     for line in [
         "restart 1: state saved",
@@ -128,6 +130,8 @@ fn restart_with_state_file_is_hitless() {
         "restart 3: state saved",
         "restart 3: state loaded",
         "restart 3: pinholes restored",
+        "restart 4: state saved",
+        "restart 4: state loaded",
     ] {
         assert!(run.stdout.contains(&format!("OK    {line}")), "{test}: no '{line}':\n{}", run.all());
     }
@@ -151,6 +155,9 @@ fn restart_with_state_file_is_hitless() {
     }
     let pin = run.row("ftplib-PORT", "next").unwrap_or_default();
     assert!(pin.contains("PORT sent before restart 1, RETR after restart 3"), "{test}: ftplib-PORT: {pin}");
+    let held = run.row("raw-PORT-held", "next").unwrap_or_default();
+    assert!(held.contains("restart 4 with half its PORT line held"), "{test}: raw-PORT-held: {held}");
+    assert!(!run.stdout.contains("hold ran out"), "{test}: an ALG hold ran out:\n{}", run.all());
     for s in ["curl-gap-PORT", "curl-gap-EPRT", "curl-gap-PASV", "curl-gap-EPSV"] {
         let next = run.row(s, "next").unwrap_or_default();
         assert!(
@@ -169,13 +176,13 @@ fn restart_without_state_file_fails() {
     let run = restart_sh(test, &[("STATE", "off")]);
     let (n, m) = run.tally("restart").unwrap_or_else(|| panic!("{test}: no tally line:\n{}", run.all()));
     assert!(
-        m >= 43 && n < m,
+        m >= 45 && n < m,
         "{test}: {n}/{m} survived without a state file: the test proves nothing:\n{}",
         run.all()
     );
     assert_ne!(run.status, Some(0), "{test}: the script passed without a state file:\n{}", run.all());
     // Active mode needs what only the state file carries (pinholes, the PORT/EPRT rewrite's deltas).
-    for s in ["curl-mid-PORT", "curl-mid-EPRT", "lftp-PORT", "ftplib-PORT"] {
+    for s in ["curl-mid-PORT", "curl-mid-EPRT", "lftp-PORT", "ftplib-PORT", "raw-PORT-held"] {
         let row = run.row(s, "next").unwrap_or_default();
         assert!(
             row.split_whitespace().nth(5) == Some("FAIL"),
