@@ -26,6 +26,7 @@ use crate::flow::{ConnId, Dir, FlowKey};
 use crate::time::Instant;
 
 mod alg_conn;
+pub mod closing;
 mod conn;
 pub mod refused;
 mod slab;
