@@ -948,6 +948,10 @@ fn run(args: RunArgs, cli_format: Option<LogFormat>) -> ExitCode {
 /// `show stats` and the metrics (`state.restored_flows`, `state.restored_pinholes`, `state.rejected`).
 fn load_state(path: &std::path::Path, config: &Config, workers: usize, ops: &mut Ops) -> Option<Vec<Engine>> {
     let workers = u16::try_from(workers).unwrap_or(u16::MAX);
+    if let Err(e) = state_file::writable(path) {
+        tracing::error!(path = %path.display(), error = %e,
+            "the state file cannot be written: the state will not survive the next stop");
+    }
     let loaded = state_file::load(path, config, workers);
     let (flows, pinholes, rejected) = match &loaded {
         state_file::Loaded::Engines { engines, .. } => (

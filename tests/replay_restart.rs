@@ -62,13 +62,7 @@ fn a_restart_anywhere_changes_no_output() {
     let mut compared = 0;
     for case in committed_cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let mut argv: Vec<String> = std::fs::read_to_string(case.join("args"))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
-        argv[0] = case.join(&argv[0]).display().to_string();
+        let argv = replay_check::case_argv(&case);
         compared += usize::from(compare(&name, &argv, &[1, 2, 7], &mut failures));
     }
     assert!(compared >= 10, "only {compared} cases compared");
@@ -77,15 +71,7 @@ fn a_restart_anywhere_changes_no_output() {
         eprintln!("replay_restart: THE SHARED CORPUS IS ABSENT: only the committed cases were compared");
     }
     for p in corpus {
-        for (split, inside) in [("10", "10.0.0.0/8"), ("192", "192.168.0.0/16"), ("172", "172.16.0.0/12")] {
-            let argv = vec![
-                p.display().to_string(),
-                "--inside".into(),
-                inside.into(),
-                "--public-ip".into(),
-                "198.51.100.77".into(),
-            ];
-            let name = format!("{}-{split}", p.display());
+        for (name, argv) in replay_check::corpus_splits(&p) {
             compared += usize::from(compare(&name, &argv, &[1], &mut failures));
         }
     }

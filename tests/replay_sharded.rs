@@ -82,13 +82,7 @@ fn threads_write_what_the_same_shards_write_one_after_the_other() {
     let mut compared = 0;
     for case in replay_check::committed_cases() {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let mut argv: Vec<String> = std::fs::read_to_string(case.join("args"))
-            .unwrap()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
-        argv[0] = case.join(&argv[0]).display().to_string();
+        let argv = replay_check::case_argv(&case);
         // NAT64 replays on one engine.
         if argv.iter().any(|a| a == "--nat64-prefix") {
             continue;
@@ -102,17 +96,7 @@ fn threads_write_what_the_same_shards_write_one_after_the_other() {
         eprintln!("replay_sharded: the shared corpus is absent: only the committed cases were compared");
     }
     for p in corpus {
-        // Both sides of every private network as inside: the corpus' clients and servers both end up
-        // behind the gateway in one split or another.
-        for (split, inside) in [("10", "10.0.0.0/8"), ("192", "192.168.0.0/16"), ("172", "172.16.0.0/12")] {
-            let argv = vec![
-                p.display().to_string(),
-                "--inside".into(),
-                inside.into(),
-                "--public-ip".into(),
-                "198.51.100.77".into(),
-            ];
-            let name = format!("{}-{split}", p.display());
+        for (name, argv) in replay_check::corpus_splits(&p) {
             compared += usize::from(compare(&name, &argv, None, &mut failures));
         }
     }

@@ -101,6 +101,9 @@ pub enum DestroyReason {
     Expired,
     /// A new connection reused its keys (a SYN on a closed TCP connection's tuple).
     Reopened,
+    /// Closed, and given up early for a new connection of its host, which held its share of public
+    /// ports (`conntrack::closing`).
+    Reclaimed,
 }
 
 impl DestroyReason {
@@ -109,6 +112,7 @@ impl DestroyReason {
         match self {
             DestroyReason::Expired => "expired",
             DestroyReason::Reopened => "reopened",
+            DestroyReason::Reclaimed => "reclaimed",
         }
     }
 }

@@ -145,6 +145,8 @@ pub struct Metrics {
     pub flows_created: u64,
     pub flows_expired: u64,
     pub flows_closed: u64,
+    /// Closed TCP connections given up early for a new connection of their host at its port share.
+    pub flows_reclaimed: u64,
     pub icmp_errors_sent: u64,
     /// Packets the gateway would have originated (ICMP errors, echo replies) but may not (replay).
     pub generated_suppressed: u64,
@@ -232,6 +234,7 @@ impl Metrics {
             flows_created,
             flows_expired,
             flows_closed,
+            flows_reclaimed,
             icmp_errors_sent,
             generated_suppressed,
             icmp_errors_translated,
@@ -284,6 +287,7 @@ impl Metrics {
         self.flows_created += flows_created;
         self.flows_expired += flows_expired;
         self.flows_closed += flows_closed;
+        self.flows_reclaimed += flows_reclaimed;
         self.icmp_errors_sent += icmp_errors_sent;
         self.generated_suppressed += generated_suppressed;
         self.icmp_errors_translated += icmp_errors_translated;
@@ -335,10 +339,11 @@ impl Metrics {
         for r in RefusalReason::ALL {
             f(&format!("alg.refused.{}", r.name()), self.alg_refused[r.index()]);
         }
-        let plain: [(&str, u64); 35] = [
+        let plain: [(&str, u64); 36] = [
             ("flows.created", self.flows_created),
             ("flows.expired", self.flows_expired),
             ("flows.closed", self.flows_closed),
+            ("flows.reclaimed", self.flows_reclaimed),
             ("icmp.errors_sent", self.icmp_errors_sent),
             ("generated.suppressed", self.generated_suppressed),
             ("icmp.errors_translated", self.icmp_errors_translated),

@@ -177,6 +177,15 @@ pub fn save(path: &Path, states: &[Vec<u8>]) -> io::Result<u64> {
     Ok(bytes.len() as u64)
 }
 
+/// Whether the stop will be able to write `path`: its temporary file is created and removed. Checked
+/// at the start, so that a state directory that is missing or read-only is reported while the
+/// operator is watching, not discovered at the stop.
+pub fn writable(path: &Path) -> io::Result<()> {
+    let tmp = sibling(path, ".tmp");
+    fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    fs::remove_file(&tmp)
+}
+
 /// Reads `path` for a gateway of `workers` engines under `config`. A file that was used is deleted
 /// (a crash after this start must not bring back this state); one that was not is moved aside to
 /// `PATH.rejected` for the operator to look at.
@@ -258,6 +267,14 @@ mod tests {
 
     fn config() -> Config {
         Config::new(vec!["10.0.0.0/24".parse().unwrap()], "198.51.100.1".parse().unwrap())
+    }
+
+    #[test]
+    fn a_missing_directory_is_reported_before_the_stop() {
+        let dir = tempdir("writable");
+        assert!(writable(&dir.join("state")).is_ok());
+        assert!(!dir.join("state.tmp").exists(), "the probe leaves nothing");
+        assert!(writable(&dir.join("missing/state")).is_err());
     }
 
     #[test]

@@ -62,6 +62,30 @@ pub fn corpus_captures() -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A committed case's `ftpnat replay` arguments (its `args` file, one a line), the input made a path.
+pub fn case_argv(case: &std::path::Path) -> Vec<String> {
+    let mut argv: Vec<String> = std::fs::read_to_string(case.join("args"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    argv[0] = case.join(&argv[0]).display().to_string();
+    argv
+}
+
+/// A corpus capture's replays: both sides of every private network as inside (the corpus' clients
+/// and servers each end up behind the gateway in one split or another), named `<path>-<split>`.
+pub fn corpus_splits(p: &std::path::Path) -> Vec<(String, Vec<String>)> {
+    [("10", "10.0.0.0/8"), ("192", "192.168.0.0/16"), ("172", "172.16.0.0/12")]
+        .into_iter()
+        .map(|(split, inside)| {
+            let argv = [&p.display().to_string(), "--inside", inside, "--public-ip", "198.51.100.77"];
+            (format!("{}-{split}", p.display()), argv.map(String::from).to_vec())
+        })
+        .collect()
+}
+
 /// The committed cases: every folder under `tests/pcap/` with an `args` file, in name order.
 pub fn committed_cases() -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("pcap");

@@ -26,6 +26,7 @@ use crate::flow::{ConnId, Dir, FlowKey};
 use crate::time::Instant;
 
 mod alg_conn;
+pub mod closing;
 mod conn;
 pub mod refused;
 mod slab;
@@ -159,10 +160,16 @@ impl Table {
             Some(i) => i,
             None => self.slots.grow(),
         };
-        let keys = *conn.keys();
         let generation = self.next_generation;
         self.next_generation = generation.wrapping_add(1);
         conn.generation = generation;
+        self.occupy(id, conn);
+        ConnId::new(id, generation)
+    }
+
+    /// Puts `conn` in the empty slot `id`: its expiry entry, its host's count, both index entries.
+    fn occupy(&mut self, id: u32, mut conn: Conn) {
+        let keys = *conn.keys();
         *self.per_host.entry(conn.host()).or_default() += 1;
         conn.queued = Due::marker(conn.expires());
         queue(&mut self.timers, Due::new(conn.expires(), id));
@@ -171,7 +178,6 @@ impl Table {
         self.index_insert(&keys[0], slot_ref(id, Dir::Original));
         self.index_insert(&keys[1], slot_ref(id, Dir::Reply));
         self.len += 1;
-        ConnId::new(id, generation)
     }
 
     /// Sets a connection's expiry. A later time is picked up lazily when the old deadline comes up; an
@@ -278,7 +284,7 @@ impl Table {
         let mut t = Table::new(max, max_per_host);
         t.next_generation = state.next_generation;
         let mut last: Option<u32> = None;
-        for (slot, mut conn) in state.conns {
+        for (slot, conn) in state.conns {
             if last.is_some_and(|l| slot <= l) || slot as usize >= MAX_SLOTS {
                 return Err(format!("connection slot {slot} out of order or out of range"));
             }
@@ -293,13 +299,7 @@ impl Table {
             if keys.iter().any(|k| t.lookup(k).is_some()) || keys[0] == keys[1] {
                 return Err(format!("connection slot {slot}: its flow key is another connection's"));
             }
-            *t.per_host.entry(conn.host()).or_default() += 1;
-            conn.queued = Due::marker(conn.expires());
-            queue(&mut t.timers, Due::new(conn.expires(), slot));
-            t.slots.put(slot, conn);
-            t.index_insert(&keys[0], slot_ref(slot, Dir::Original));
-            t.index_insert(&keys[1], slot_ref(slot, Dir::Reply));
-            t.len += 1;
+            t.occupy(slot, conn);
         }
         // Lowest slot first, as a fresh table hands them out.
         t.free.reverse();

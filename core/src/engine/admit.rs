@@ -13,10 +13,14 @@ use super::{Engine, Head, Verdict};
 use crate::alg::{self, Opening};
 use crate::conntrack::AlgConn;
 use crate::conntrack::{Conn, Full, Origin};
-use crate::events::Event;
+use crate::events::{DestroyReason, Event};
 use crate::flow::{ConnId, Dir, Endpoint, FlowKey, Proto, Side};
 use crate::metrics::DropReason;
 use crate::nat::{self};
+
+/// Closed connections a new one may give up before it is refused (each frees a port unless it shared
+/// its mapping with another connection): a bound on one packet's work.
+const RECLAIM_TRIES: usize = 8;
 
 impl Engine {
     /// A packet with no connection: a new outbound flow, a forward, a pinhole, or a drop.
@@ -227,7 +231,17 @@ impl Engine {
     }
 
     pub(super) fn acquire(&mut self, proto: Proto, inside: Endpoint) -> Result<Endpoint, Verdict> {
-        let mapped = self.nat.acquire(proto, inside, None, self.now);
+        let mut mapped = self.nat.acquire(proto, inside, None, self.now);
+        // At its share, a host gives up its own oldest closed TCP connections first (a closed
+        // connection sharing its mapping with a live one frees no port: then the next oldest).
+        let mut tries = 0;
+        while proto == Proto::Tcp && matches!(mapped, Err(nat::Refused::HostQuota)) && tries < RECLAIM_TRIES {
+            let Some(old) = self.closing.oldest(inside.addr, &self.table) else { break };
+            self.destroy(old, DestroyReason::Reclaimed);
+            self.metrics.flows_reclaimed += 1;
+            mapped = self.nat.acquire(proto, inside, None, self.now);
+            tries += 1;
+        }
         mapped.map(|p| p.endpoint()).map_err(|e| match e {
             nat::Refused::Exhausted => {
                 tracing::warn!(target: "ftpnat::nat", reason = "ports_exhausted", %proto, inside = %inside,
@@ -344,6 +358,54 @@ mod tests {
         assert_eq!(conn.origin(), Origin::Forward);
         assert_eq!(public_endpoint(conn), Endpoint::new(PUBLIC, 2121));
         assert_eq!(remote_endpoint(conn), Endpoint::new(REMOTE, 5555));
+    }
+
+    /// Closes HOST:sp's connection to REMOTE:80 (public port `public`) with a FIN each way and the last ACK.
+    fn close_tcp(e: &mut Engine, sp: u16, public: u16) {
+        let fin = tcp(HOST, sp, REMOTE, 80, 101, 501, flags::FIN | flags::ACK, b"");
+        assert_eq!(run(e, Side::Inside, &fin).0, Verdict::Forward(Side::Outside));
+        let fin = tcp(REMOTE, 80, PUBLIC, public, 501, 102, flags::FIN | flags::ACK, b"");
+        assert_eq!(run(e, Side::Outside, &fin).0, Verdict::Forward(Side::Inside));
+        let ack = tcp(HOST, sp, REMOTE, 80, 102, 502, flags::ACK, b"");
+        assert_eq!(run(e, Side::Inside, &ack).0, Verdict::Forward(Side::Outside));
+    }
+
+    /// At its port share, a host's new TCP connection takes the port of the host's own oldest closed
+    /// one (which goes early, counted, its reason `reclaimed`), never one that is open and never
+    /// another host's; with nothing of its own closed, the new connection is refused as before.
+    #[test]
+    fn at_its_share_a_host_gives_up_its_own_oldest_closed_connection() {
+        let mut c = config();
+        c.max_ports_per_host = crate::config::PortQuota::Ports(3);
+        let mut e = Engine::new(c);
+        // Another host's connection, refused by its server (closed): never this host's to take.
+        let other = std::net::Ipv4Addr::new(10, 0, 0, 3);
+        let (v, syn, _) = run(&mut e, Side::Inside, &tcp(other, 7000, REMOTE, 80, 1, 0, flags::SYN, b""));
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        let other_public = u16::from_be_bytes([syn[20], syn[21]]);
+        let rst = tcp(REMOTE, 80, PUBLIC, other_public, 0, 2, flags::RST | flags::ACK, b"");
+        assert_eq!(run(&mut e, Side::Outside, &rst).0, Verdict::Forward(Side::Inside));
+        let other_key = FlowKey::new(Proto::Tcp, Endpoint::new(other, 7000), Endpoint::new(REMOTE, 80));
+        let publics: Vec<u16> = (0..3).map(|i| open_tcp(&mut e, 40000 + i, 80)).collect();
+        close_tcp(&mut e, 40000, publics[0]);
+        close_tcp(&mut e, 40001, publics[1]);
+        let key = |sp| FlowKey::new(Proto::Tcp, Endpoint::new(HOST, sp), Endpoint::new(REMOTE, 80));
+        // The fourth: the oldest closed (40000) gives way.
+        let (v, _, _) = run(&mut e, Side::Inside, &tcp(HOST, 40003, REMOTE, 80, 1, 0, flags::SYN, b""));
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        assert!(e.table().lookup(&key(40000)).is_none(), "the oldest closed connection went");
+        assert!(e.table().lookup(&key(40001)).is_some(), "the next closed one stays until needed");
+        assert_eq!(e.metrics().flows_reclaimed, 1);
+        // The fifth takes 40001's; the sixth finds only open connections of its own: refused.
+        let (v, _, _) = run(&mut e, Side::Inside, &tcp(HOST, 40004, REMOTE, 80, 1, 0, flags::SYN, b""));
+        assert_eq!(v, Verdict::Forward(Side::Outside));
+        let (v, _, _) = run(&mut e, Side::Inside, &tcp(HOST, 40005, REMOTE, 80, 1, 0, flags::SYN, b""));
+        assert_eq!(v, Verdict::Drop(DropReason::HostPortQuota));
+        assert!(e.table().lookup(&key(40002)).is_some(), "an open connection is never given up");
+        assert_eq!(e.metrics().flows_reclaimed, 2);
+        let other_conn = e.table().get(e.table().lookup(&other_key).expect("untouched").0).unwrap();
+        assert_eq!(other_conn.tcp(), crate::conntrack::TcpState::Reset);
+        assert_eq!(e.closing.len(), 1, "the other host's closed connection, nothing of HOST's");
     }
 
     #[test]

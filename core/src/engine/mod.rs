@@ -29,6 +29,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use crate::alg::{AlgCtx, Pinholes};
 use crate::config::Config;
+use crate::conntrack::closing::Closing;
 use crate::conntrack::refused::Refused;
 use crate::conntrack::{Table, TcpState, Window};
 use crate::events::{DestroyReason, Event, Events};
@@ -105,6 +106,8 @@ pub struct Engine {
     aggregate: bool,
     /// Inbound TCP openings refused lately: the inside host's answers to them open nothing.
     refused: Refused,
+    /// Each host's closed TCP connections, oldest first: given up for its new ones at its port share.
+    closing: Closing,
     /// NAT64 (`--nat64-prefix`): IPv6 LAN hosts and their IPv4 stand-ins (the `nat64` child module).
     nat64: Option<crate::nat64::Nat64State>,
     /// Set while the IPv4 path handles a packet NAT64 translated from IPv6: its source is a stand-in.
@@ -146,6 +149,7 @@ impl Engine {
             events: Events::default(),
             aggregate: false,
             refused: Refused::default(),
+            closing: Closing::default(),
             nat64,
             xlat_in: false,
             config,
@@ -415,6 +419,9 @@ impl Engine {
 
     fn destroy(&mut self, id: ConnId, why: DestroyReason) {
         let Some(mut conn) = self.table.remove(id) else { return };
+        if matches!(conn.tcp(), TcpState::Closed | TcpState::Reset) {
+            self.closing.forget(conn.host(), &self.table);
+        }
         if let Some(ep) = conn.mapping() {
             let (now, public) = (self.now, public_endpoint(&conn));
             self.nat.log_mut().push_session(|| nat::Record::SessionDeleted {

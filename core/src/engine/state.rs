@@ -11,7 +11,7 @@
 //! In the state: the connection table (each connection in its slot: TCP tracking, the ALG's stream
 //! editing with sequence deltas and held bytes, the FTP control state), the NAT allocator (mappings,
 //! port sets, blocks, per-host counts, timers), pinholes, fragment state and fragments waiting,
-//! recently refused openings, NAT64's host table, the ICMP error budget, the counters, the forwards
+//! recently refused openings, each host's closed connections in order, NAT64's host table, the ICMP error budget, the counters, the forwards
 //! as running (a reload may have changed them since the start). Not in it: packets queued for
 //! transmission (the shell drains them first), events, the NAT log's queue (drained to its exporters
 //! first) and the log policy, derived indexes (rebuilt).
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::Engine;
 use crate::alg::Pinholes;
 use crate::config::{Config, Forward};
+use crate::conntrack::closing::Closing;
 use crate::conntrack::refused::Refused;
 use crate::conntrack::{Table, TableState, TableStateRef};
 use crate::flow::{ConnId, Dir};
@@ -129,6 +130,7 @@ struct StateRef<'a> {
     icmp_tokens: u32,
     icmp_refill: Instant,
     refused: &'a Refused,
+    closing: &'a Closing,
     metrics: &'a Metrics,
     nat64: Option<(&'a Hosts, u16)>,
 }
@@ -147,6 +149,7 @@ struct State {
     icmp_tokens: u32,
     icmp_refill: Instant,
     refused: Refused,
+    closing: Closing,
     metrics: Metrics,
     nat64: Option<(Hosts, u16)>,
 }
@@ -172,6 +175,7 @@ impl Engine {
             icmp_tokens: self.icmp_tokens,
             icmp_refill: self.icmp_refill,
             refused: &self.refused,
+            closing: &self.closing,
             metrics: &self.metrics,
             nat64: self.nat64.as_ref().map(|n| (&n.hosts, n.ident())),
         };
@@ -209,6 +213,7 @@ impl Engine {
         e.icmp_tokens = s.icmp_tokens;
         e.icmp_refill = s.icmp_refill;
         e.refused = s.refused;
+        e.closing = s.closing;
         e.metrics = s.metrics;
         e.now = s.now;
         match (&mut e.nat64, s.nat64) {

@@ -7,7 +7,7 @@
 
 use super::{Engine, Head, TcpFields};
 
-use crate::conntrack::{Conn, TcpSeg, TcpState, Window};
+use crate::conntrack::{Conn, Origin, TcpSeg, TcpState, Window};
 use crate::flow::{ConnId, Dir};
 use crate::wire::{Ipv4Packet, SeqNum, TcpFlags};
 
@@ -43,6 +43,7 @@ impl Engine {
         let timeouts = &self.config.timeouts;
         let metrics = &mut self.metrics;
         let mut verdict = Window::Beyond(crate::conntrack::window::Why::Unsynchronised);
+        let mut closed_now = None;
         self.table.update(id, |conn| {
             // The per-packet case first: it opens or closes nothing, so it skips the state bookkeeping
             // below. A connection the ALG rewrites has its ACK mapped back first (see `tcp_seg`).
@@ -69,9 +70,16 @@ impl Engine {
             let closed = |s| matches!(s, TcpState::Closed | TcpState::Reset);
             if closed(conn.tcp()) && !closed(before) {
                 metrics.flows_closed += 1;
+                // Only a connection holding its host's mapping frees a port when it goes early.
+                if conn.origin() == Origin::Outbound {
+                    closed_now = Some(conn.host());
+                }
             }
             now + conn.timeout(timeouts)
         });
+        if let Some(host) = closed_now {
+            self.closing.push(host, id);
+        }
         verdict
     }
 }
