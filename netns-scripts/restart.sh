@@ -101,6 +101,7 @@ cleanup_ns_only() {
 }
 cleanup_ns_only
 trap cleanup EXIT
+trap 'exit 143' TERM INT # so that a timeout(1) around the script still tears it down
 
 # ---- topology (single-host.sh, routed) ------------------------------------------------------------
 for n in "$GW" "$LANH" "$UP"; do

@@ -89,6 +89,7 @@ fn restart_sh(test: &str, env: &[(&str, &str)]) -> Run {
         .env("FTPNAT_BIN", env!("CARGO_BIN_EXE_ftpnat"))
         .env("FTPNAT_WORKERS", workers())
         .env("RESTART_PREFIX", &prefix)
+        .env("RUST_LOG", "ftpnat=info")
         .env_remove("RESTART_DIR")
         .env_remove("SCENARIO")
         .env_remove("STATE")
