@@ -60,7 +60,7 @@ fn main() {
             println!("load: read, check, decode and rebuild {:.1} ms", load.as_secs_f64() * 1e3);
         }
         Loaded::Missing => panic!("the file is gone"),
-        Loaded::Rejected(r) => panic!("refused: {r}"),
+        Loaded::Rejected { why, .. } => panic!("refused: {why}"),
     }
     let _ = std::fs::remove_file(&path);
 }

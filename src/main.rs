@@ -959,7 +959,7 @@ fn load_state(path: &std::path::Path, config: &Config, workers: usize, ops: &mut
             engines.iter().map(|e| e.pinholes().len()).sum::<usize>(),
             0,
         ),
-        state_file::Loaded::Rejected(_) => (0, 0, 1),
+        state_file::Loaded::Rejected { .. } => (0, 0, 1),
         state_file::Loaded::Missing => (0, 0, 0),
     };
     for (name, v) in [
@@ -981,13 +981,12 @@ fn load_state(path: &std::path::Path, config: &Config, workers: usize, ops: &mut
             }
             Some(engines)
         }
-        state_file::Loaded::Rejected(why) => {
-            tracing::warn!(
-                path = %path.display(),
-                reason = why.reason(),
-                "state file ignored: {why}; starting empty (the file is kept as {}.rejected)",
-                path.display()
-            );
+        state_file::Loaded::Rejected { why, kept_as } => {
+            let kept = match kept_as {
+                Some(p) => format!("the file is kept as {}", p.display()),
+                None => "the file could not be moved aside and stays where it is".to_string(),
+            };
+            tracing::warn!(path = %path.display(), reason = why.reason(), "state file ignored: {why}; starting empty ({kept})");
             None
         }
     }

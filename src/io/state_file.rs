@@ -77,8 +77,9 @@ pub enum Loaded {
     /// One engine per worker, in worker order; `age_secs`: since the save (wall clock, for the log);
     /// `refused`: forwards the new configuration adds that could not be taken.
     Engines { engines: Vec<Engine>, age_secs: f64, refused: Vec<String> },
-    /// A file that was not used (moved aside to `PATH.rejected`).
-    Rejected(Rejected),
+    /// A file that was not used; `kept_as`: where it was moved aside (`PATH.rejected`), `None` when it
+    /// could not be moved (it stays where it is).
+    Rejected { why: Rejected, kept_as: Option<PathBuf> },
 }
 
 /// The file's bytes for these engine states (worker order).
@@ -181,6 +182,9 @@ pub fn save(path: &Path, states: &[Vec<u8>]) -> io::Result<u64> {
 /// at the start, so that a state directory that is missing or read-only is reported while the
 /// operator is watching, not discovered at the stop.
 pub fn writable(path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Err(io::Error::other("it is a directory"));
+    }
     let tmp = sibling(path, ".tmp");
     fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
     fs::remove_file(&tmp)
@@ -190,26 +194,23 @@ pub fn writable(path: &Path) -> io::Result<()> {
 /// (a crash after this start must not bring back this state); one that was not is moved aside to
 /// `PATH.rejected` for the operator to look at.
 pub fn load(path: &Path, config: &Config, workers: u16) -> Loaded {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
+    let r = match fs::read(path) {
+        Ok(bytes) => restore(&bytes, config, workers),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Missing,
-        Err(e) => return Loaded::Rejected(Rejected::Unreadable(e.to_string())),
+        Err(e) => Err(Rejected::Unreadable(e.to_string())),
     };
-    let r = restore(&bytes, config, workers);
-    match &r {
-        Ok(_) => {
-            let _ = fs::remove_file(path);
-        }
-        Err(_) => {
-            let _ = fs::rename(path, sibling(path, ".rejected"));
-        }
-    }
     match r {
         Ok((engines, saved_at, refused)) => {
+            let _ = fs::remove_file(path);
             let age_secs = wall_us().saturating_sub(saved_at) as f64 / 1e6;
             Loaded::Engines { engines, age_secs, refused }
         }
-        Err(why) => Loaded::Rejected(why),
+        Err(why) => {
+            // Out of the way of the next save (a directory there would make it fail), if it can be.
+            let aside = sibling(path, ".rejected");
+            let kept_as = fs::rename(path, &aside).ok().map(|_| aside);
+            Loaded::Rejected { why, kept_as }
+        }
     }
 }
 
@@ -321,11 +322,26 @@ mod tests {
             let path = dir.join(format!("state{i}"));
             fs::write(&path, &bytes).unwrap();
             match load(&path, &cfg, workers) {
-                Loaded::Rejected(r) => assert_eq!(r.reason(), reason, "case {i}: {r}"),
+                Loaded::Rejected { why, kept_as } => {
+                    assert_eq!(why.reason(), reason, "case {i}: {why}");
+                    assert_eq!(kept_as, Some(sibling(&path, ".rejected")), "case {i}");
+                }
                 _ => panic!("case {i} ({reason}) was not rejected"),
             }
             assert!(!path.exists() && sibling(&path, ".rejected").exists(), "case {i} moved aside");
         }
+        // A directory where the file should be: unreadable, moved aside, and the next save succeeds.
+        let path = dir.join("a-directory");
+        fs::create_dir(&path).unwrap();
+        assert!(writable(&path).is_err(), "a directory cannot be saved over");
+        match load(&path, &config(), 1) {
+            Loaded::Rejected { why, kept_as } => {
+                assert_eq!(why.reason(), "unreadable");
+                assert!(kept_as.is_some_and(|k| k.is_dir()));
+            }
+            _ => panic!("a directory was not rejected"),
+        }
+        save(&path, &[Engine::new(config()).save_state()]).expect("saved once the directory is aside");
     }
 
     /// No cut and no single flipped byte of a real file loads, or panics.
