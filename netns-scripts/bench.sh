@@ -108,8 +108,16 @@ for ((i = 0; i < ${#hosts[@]}; i++)); do
     pids+=($!)
 done
 pids+=($!)
-ip netns exec "$FB_NS_WAN" timeout "$limit" "$CONNRATE" serve "$FB_WAN_HOST:9100" --secs "$limit" </dev/null >/dev/null 2>&1 &
-pids+=($!)
+# One connection-rate server port per measurement: the server holds every connection's TIME_WAIT for
+# 60 s, and a router that maps a new connection to a public port another one used there moments ago
+# (another mode's NAT, a different inside port) has its SYN refused by TIME_WAIT's timestamp check
+# and retried a second later. Each mode measured on a fresh port starts as the first one did.
+for ((i = 0; i < 4 * ROUNDS; i++)); do
+    ip netns exec "$FB_NS_WAN" timeout "$limit" "$CONNRATE" serve "$FB_WAN_HOST:$((9100 + i))" --secs "$limit" \
+        </dev/null >/dev/null 2>&1 &
+    pids+=($!)
+done
+CONN_PORT=9100
 ftpnat_wait_for 10 ftpnat_listening "$FB_NS_WAN" tcp 21 || ftpnat_die "vsftpd did not start"
 ftpnat_wait_for 10 ftpnat_listening "$FB_NS_WAN" tcp 5201 || ftpnat_die "iperf3 did not start"
 ftpnat_wait_for 10 ftpnat_listening "$FB_NS_WAN" tcp 9100 || ftpnat_die "connrate did not start"
@@ -182,8 +190,9 @@ udp_rate() {  # udp_rate MODE: Mpps of 64-byte datagrams received on the wan hos
 
 conn_rate() {  # conn_rate MODE: new TCP connections per second (thousands)
     local out
-    out=$(fb_lan timeout 30 "$CONNRATE" connect "$FB_WAN_HOST:9100" --secs 3 --count 40000 --threads 4 \
+    out=$(fb_lan timeout 30 "$CONNRATE" connect "$FB_WAN_HOST:$CONN_PORT" --secs 3 --count 40000 --threads 4 \
         2>/dev/null) || true
+    CONN_PORT=$((CONN_PORT + 1))
     keep "$1" conn "$(awk '/^connections/ { printf "%.1f", $6 / 1e3; f = 1 } END { if (!f) print "fail" }' <<<"$out")"
 }
 
