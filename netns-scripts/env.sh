@@ -71,6 +71,28 @@ ftpnat_wait_for() {
 
 ftpnat_ns_exists() { ip netns list | awk '{print $1}' | grep -qxF "$1"; }
 
+# ftpnat_ns_gone NAME...: every process in each namespace that exists killed, the namespace deleted.
+ftpnat_ns_gone() {
+    local n
+    for n in "$@"; do
+        if ftpnat_ns_exists "$n"; then
+            { ip netns pids "$n" 2>/dev/null || true; } | xargs -r kill -KILL 2>/dev/null || true
+            ip netns del "$n" 2>/dev/null || true
+        fi
+    done
+}
+
+# ftpnat_ns_fresh NAME...: new namespaces with loopback up and IPv6 off (the kernel's router
+# solicitations would only add drop counts).
+ftpnat_ns_fresh() {
+    local n
+    for n in "$@"; do
+        ip netns add "$n"
+        ip -n "$n" link set lo up
+        ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    done
+}
+
 # ftpnat_pid: the live ftpnat process started by up.sh for this topology, or nothing (fails).
 ftpnat_pid() {
     local pid

@@ -79,36 +79,17 @@ cleanup() {
     local p
     for p in "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     [[ -z "$FPID" ]] || { kill -TERM "$FPID" 2>/dev/null || true; sleep 0.5; kill -KILL "$FPID" 2>/dev/null || true; }
-    local n
-    for n in "$GW" "$LANH" "$UP"; do
-        if ftpnat_ns_exists "$n"; then
-            { ip netns pids "$n" 2>/dev/null || true; } | xargs -r kill -KILL 2>/dev/null || true
-            ip netns del "$n" 2>/dev/null || true
-        fi
-    done
+    ftpnat_ns_gone "$GW" "$LANH" "$UP"
     # The received and served files are big; the logs are what is worth keeping.
     rm -rf "$WORK/srv/root" "$WORK/c"/*/*.bin 2>/dev/null || true
     [[ -n "$KEEP" ]] || rm -rf "$WORK"
 }
-cleanup_ns_only() {
-    local n
-    for n in "$GW" "$LANH" "$UP"; do
-        if ftpnat_ns_exists "$n"; then
-            { ip netns pids "$n" 2>/dev/null || true; } | xargs -r kill -KILL 2>/dev/null || true
-            ip netns del "$n" 2>/dev/null || true
-        fi
-    done
-}
-cleanup_ns_only
+ftpnat_ns_gone "$GW" "$LANH" "$UP"
 trap cleanup EXIT
 trap 'exit 143' TERM INT # so that a timeout(1) around the script still tears it down
 
 # ---- topology (single-host.sh, routed) ------------------------------------------------------------
-for n in "$GW" "$LANH" "$UP"; do
-    ip netns add "$n"
-    ip -n "$n" link set lo up
-    ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
+ftpnat_ns_fresh "$GW" "$LANH" "$UP"
 ip netns exec "$GW" sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1
 ip link add eth0 netns "$GW" type veth peer name eth0 netns "$LANH"
 ip link add eth1 netns "$GW" type veth peer name eth0 netns "$UP"

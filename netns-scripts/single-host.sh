@@ -23,22 +23,12 @@ FPID=
 
 cleanup() {
     [[ -z "$FPID" ]] || { kill -TERM "$FPID" 2>/dev/null || true; wait "$FPID" 2>/dev/null || true; }
-    local n
-    for n in "$GW" "$LANH" "$UP"; do
-        if ftpnat_ns_exists "$n"; then
-            { ip netns pids "$n" 2>/dev/null || true; } | xargs -r kill -KILL 2>/dev/null || true
-            ip netns del "$n"
-        fi
-    done
+    ftpnat_ns_gone "$GW" "$LANH" "$UP"
 }
 cleanup
 trap 'cleanup; rm -f "$LOG" "$LOG.out"' EXIT
 
-for n in "$GW" "$LANH" "$UP"; do
-    ip netns add "$n"
-    ip -n "$n" link set lo up
-    ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
+ftpnat_ns_fresh "$GW" "$LANH" "$UP"
 # Distribution-like strict reverse-path filtering on the gateway.
 ip netns exec "$GW" sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1
 ip link add eth0 netns "$GW" type veth peer name eth0 netns "$LANH"
